@@ -1,0 +1,2 @@
+// Declaration of the addon's libiptc surface (filled in by the iptables-legacy backend work).
+export interface NativeIptcBinding {}

@@ -1,0 +1,116 @@
+// The two interfaces every netfilter backend offers (DESIGN "Backends").
+//
+// IptablesTable: the low-level table of one family, as libiptc (iptables-legacy) or an
+// iptables-nft writer sees it: read chains, apply a transaction atomically.
+// NatBackend: what the reconciler drives: converge to a DesiredRuleSet, check order, clean up.
+import type { DesiredRuleSet, Family, LiveRule, Rule } from '../rules.js';
+
+export const BACKEND_NAMES = ['iptables-legacy', 'iptables-nft', 'nftables'] as const;
+export type BackendName = (typeof BACKEND_NAMES)[number];
+
+/** Cheap fingerprint of a table: changes when anybody writes it (legacy: IPT_SO_GET_INFO). */
+export interface TableInfo {
+  /** Bytes of the table blob (legacy) or 0. */
+  size: number;
+  /** Number of entries (legacy) or rules. */
+  entries: number;
+  /** A token that differs whenever the table may have changed (legacy: `${size}/${entries}`; nft: generation id). */
+  token: string;
+}
+
+export interface TableSnapshot {
+  family: Family;
+  /** The chains asked for that exist, with their rules in order. A missing chain is absent. */
+  chains: Map<string, LiveRule[]>;
+  info: TableInfo;
+}
+
+/**
+ * One operation of a transaction. Positions are 1-based like iptables -I/-D/-R.
+ * Operations that name a rule (deleteRule, moveRule) find it by equality of the modelled
+ * fields (sameRule), so that a transaction re-applied on a fresh read after EAGAIN still
+ * touches the intended rule.
+ */
+export type TxOp =
+  | { op: 'createChain'; chain: string }
+  | { op: 'flushChain'; chain: string }
+  | { op: 'deleteChain'; chain: string }
+  | { op: 'insertRule'; chain: string; rule: Rule; position?: number }
+  | { op: 'appendRule'; chain: string; rule: Rule }
+  | { op: 'deleteRule'; chain: string; rule: Rule }
+  | { op: 'deleteRuleAt'; chain: string; position: number }
+  | { op: 'replaceRule'; chain: string; position: number; rule: Rule }
+  | { op: 'moveRule'; chain: string; rule: Rule; position: number }
+  /** Creates the chain if missing; its contents become exactly `rules`; unchanged rules keep their counters. */
+  | { op: 'replaceChain'; chain: string; rules: Rule[] };
+
+export interface ApplyResult {
+  /** Commits attempted (1 + retries after a lost race). */
+  attempts: number;
+  /** Milliseconds spent waiting for the xtables lock. */
+  lockWaitMs: number;
+  /** Milliseconds for the whole apply (lock wait, read, commit). */
+  durationMs: number;
+}
+
+export interface IptablesTable {
+  readonly backend: BackendName;
+  readonly family: Family;
+  /** Reads the named chains (built-in or user-defined) with their rules and counters. */
+  read(chains: readonly string[]): Promise<TableSnapshot>;
+  /** Applies every operation in one atomic commit, or none of them. An empty list commits nothing. */
+  apply(ops: readonly TxOp[]): Promise<ApplyResult>;
+  /** Cheap change detection, without reading the table. */
+  info(): Promise<TableInfo>;
+}
+
+export interface SyncOutcome {
+  family: Family;
+  /** False when live already equalled desired: nothing was written. */
+  changed: boolean;
+  /** Rules added and removed in our chains. */
+  added: number;
+  removed: number;
+  /** Jumps moved back to position 1 (or re-created) because something else had moved them. */
+  orderRepairs: number;
+  /** The operations written (empty when unchanged). */
+  ops: TxOp[];
+  apply?: ApplyResult;
+  durationMs: number;
+}
+
+export interface OrderState {
+  family: Family;
+  /** Position (1-based) of our jump in each hook chain; 0 when missing. nftables: 1 by construction. */
+  positions: Record<'PREROUTING' | 'OUTPUT', number>;
+  ok: boolean;
+}
+
+export interface CleanupOutcome {
+  family: Family;
+  backend: BackendName;
+  /** Rules and chains (or tables) removed; 0 when there was nothing of ours. */
+  removed: number;
+}
+
+export interface StatusReport {
+  family: Family;
+  backend: BackendName;
+  /** `iptables -nvL` style listing of our chains and the first rules of PREROUTING/OUTPUT. */
+  text: string;
+  order: OrderState;
+}
+
+/** What the reconciler drives, one per (backend, family). */
+export interface NatBackend {
+  readonly name: BackendName;
+  readonly family: Family;
+  /** Reads what we own, writes the difference to `desired` in one transaction; writes nothing when equal. */
+  sync(desired: DesiredRuleSet): Promise<SyncOutcome>;
+  /** Token that changes when the table may have changed; cheap (no full read). */
+  changeToken(): Promise<string>;
+  checkOrder(): Promise<OrderState>;
+  /** Removes every rule, jump and chain (or table) we own; also residue of earlier layouts. */
+  cleanup(): Promise<CleanupOutcome>;
+  status(): Promise<StatusReport>;
+}

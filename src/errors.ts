@@ -1,0 +1,89 @@
+// Every failure the package reports has a class here and a stable `code`.
+// Native failures keep the errno name and the syscall that failed (like Go's os.SyscallError).
+
+export class EdgeMeshError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+    this.code = code;
+  }
+}
+
+/** A kernel or libc call failed. `code` is the errno name (EPERM, EAGAIN, ...) unless a more specific stable code applies. */
+export class SyscallError extends EdgeMeshError {
+  readonly errno: number;
+  readonly syscall: string;
+  constructor(code: string, errno: number, syscall: string, message: string, options?: { cause?: unknown }) {
+    super(code, message, options);
+    this.errno = errno;
+    this.syscall = syscall;
+  }
+}
+
+/** The xtables lock could not be taken within the configured wait. */
+export class LockTimeoutError extends SyscallError {
+  constructor(errno: number, syscall: string, message: string, options?: { cause?: unknown }) {
+    super('ELOCKTIMEOUT', errno, syscall, message, options);
+  }
+}
+
+/** A transaction was rejected before anything was written (bad operation, unknown chain, ...). */
+export class TransactionError extends EdgeMeshError {
+  /** Index of the offending operation in the transaction, when known. */
+  readonly opIndex: number | undefined;
+  constructor(message: string, opIndex?: number, options?: { cause?: unknown }) {
+    super('ETRANSACTION', message, options);
+    this.opIndex = opIndex;
+  }
+}
+
+/** Bad user input: a flag, a config field, a CIDR, a manifest. The message names the problem in one line. */
+export class ConfigError extends EdgeMeshError {
+  readonly field: string | undefined;
+  constructor(message: string, field?: string, options?: { cause?: unknown }) {
+    super('ECONFIG', message, options);
+    this.field = field;
+  }
+}
+
+/** The native addon could not be loaded. */
+export class NativeLoadError extends EdgeMeshError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ENATIVELOAD', message, options);
+  }
+}
+
+interface NativeErrorShape {
+  message: string;
+  code?: unknown;
+  errno?: unknown;
+  syscall?: unknown;
+}
+
+function isNativeError(e: unknown): e is NativeErrorShape & Error {
+  return e instanceof Error && typeof (e as NativeErrorShape).code === 'string' && typeof (e as NativeErrorShape).syscall === 'string';
+}
+
+/** Turns an error thrown or rejected by the addon into the matching typed error. TypeErrors and others pass through. */
+export function fromNative(e: unknown): unknown {
+  if (!isNativeError(e)) return e;
+  const code = String(e.code);
+  const errno = typeof e.errno === 'number' ? e.errno : 0;
+  const syscall = String(e.syscall);
+  if (code === 'ELOCKTIMEOUT') return new LockTimeoutError(errno, syscall, e.message, { cause: e });
+  if (code === 'ETRANSACTION') {
+    const idx = (e as unknown as { opIndex?: unknown }).opIndex;
+    return new TransactionError(e.message, typeof idx === 'number' ? idx : undefined, { cause: e });
+  }
+  return new SyscallError(code, errno, syscall, e.message, { cause: e });
+}
+
+/** Awaits a native promise and rethrows its failure as a typed error. */
+export async function nativeCall<T>(p: () => Promise<T>): Promise<T> {
+  try {
+    return await p();
+  } catch (e) {
+    throw fromNative(e);
+  }
+}
