@@ -104,3 +104,6 @@ export function renderRuleSet(set: DesiredRuleSet): string {
   for (const c of set.chains) for (const r of c.rules) lines.push(renderRule(c.name, r));
   return lines.join('\n') + '\n';
 }
+
+/** The jump into our root chain that sits at rule 1 of PREROUTING and OUTPUT. */
+export const ROOT_JUMP_RULE: Readonly<Rule> = Object.freeze({ comment: ROOT_COMMENT, target: EDGE_MESH_CHAIN });

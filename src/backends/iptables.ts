@@ -1,0 +1,80 @@
+// NatBackend over any IptablesTable (iptables-legacy through libiptc, iptables-nft through
+// libnftnl): read our chains and the hook chains, plan the difference, apply it in one
+// transaction; nothing is written when live equals desired.
+import { performance } from 'node:perf_hooks';
+import { EDGE_MESH_CHAIN, JUMP_CHAINS, OWNED_CHAINS, ROOT_JUMP_RULE, type DesiredRuleSet, type Family } from '../rules.js';
+import { renderChains, type ListedChain } from './listing.js';
+import { PLAN_CHAINS, jumpPositions, planCleanup, planSync } from './plan.js';
+import type { BackendName, CleanupOutcome, IptablesTable, NatBackend, OrderState, StatusReport, SyncOutcome } from './types.js';
+
+export class IptablesNatBackend implements NatBackend {
+  readonly name: BackendName;
+  readonly family: Family;
+  readonly table: IptablesTable;
+
+  constructor(table: IptablesTable) {
+    this.table = table;
+    this.name = table.backend;
+    this.family = table.family;
+  }
+
+  async sync(desired: DesiredRuleSet): Promise<SyncOutcome> {
+    if (desired.family !== this.family) throw new TypeError(`desired rules for ${desired.family} given to the ${this.family} backend`);
+    const t0 = performance.now();
+    const snap = await this.table.read(PLAN_CHAINS);
+    const plan = planSync(desired, snap.chains);
+    const outcome: SyncOutcome = {
+      family: this.family,
+      changed: plan.ops.length > 0,
+      added: plan.added,
+      removed: plan.removed,
+      orderRepairs: plan.orderRepairs,
+      ops: plan.ops,
+      durationMs: 0,
+    };
+    if (plan.ops.length > 0) outcome.apply = await this.table.apply(plan.ops);
+    outcome.durationMs = performance.now() - t0;
+    return outcome;
+  }
+
+  async changeToken(): Promise<string> {
+    return (await this.table.info()).token;
+  }
+
+  async checkOrder(): Promise<OrderState> {
+    const snap = await this.table.read(JUMP_CHAINS);
+    const positions = jumpPositions(ROOT_JUMP_RULE, snap.chains);
+    return { family: this.family, positions, ok: positions.PREROUTING === 1 && positions.OUTPUT === 1 };
+  }
+
+  async cleanup(): Promise<CleanupOutcome> {
+    const snap = await this.table.read(PLAN_CHAINS);
+    const { ops, removed } = planCleanup(snap.chains);
+    if (ops.length > 0) await this.table.apply(ops);
+    return { family: this.family, backend: this.name, removed };
+  }
+
+  async status(): Promise<StatusReport> {
+    const snap = await this.table.read(PLAN_CHAINS);
+    const positions = jumpPositions(ROOT_JUMP_RULE, snap.chains);
+    const listed: ListedChain[] = [];
+    for (const c of JUMP_CHAINS) listed.push({ name: c, rules: snap.chains.get(c) ?? [], header: 'policy ACCEPT', limit: 5 });
+    for (const c of OWNED_CHAINS) {
+      const rules = snap.chains.get(c);
+      if (!rules) continue;
+      let refs = 0;
+      for (const [, rs] of snap.chains) refs += rs.filter((r) => r.target === c).length;
+      listed.push({ name: c, rules, header: `${refs} references` });
+    }
+    const missing = OWNED_CHAINS.filter((c) => !snap.chains.has(c));
+    let text = renderChains(this.family, listed);
+    if (missing.length) text += `(${missing.join(', ')} not present)\n`;
+    if (!snap.chains.has(EDGE_MESH_CHAIN) && positions.PREROUTING + positions.OUTPUT === 0) text += 'no edgemesh rules in this table\n';
+    return {
+      family: this.family,
+      backend: this.name,
+      text,
+      order: { family: this.family, positions, ok: positions.PREROUTING === 1 && positions.OUTPUT === 1 },
+    };
+  }
+}

@@ -1,0 +1,239 @@
+// The pessimistic reconcile loop (kube-proxy's BoundedFrequencyRunner + needFullSync, STYLE 8):
+// - no writes before the sources' first complete list (desired() returns undefined until then);
+// - one sync at a time, at most one per minSyncPeriod for events; a full resync every syncPeriod;
+// - every sync is a full read + diff + one atomic apply per (backend, family); nothing is written
+//   when live equals desired;
+// - a failed sync is logged with its reason and retried with capped exponential backoff;
+// - an order watchdog polls each backend's cheap change token every orderCheckPeriod and syncs
+//   at once (bypassing minSyncPeriod) when somebody else wrote the table, which moves our jump
+//   back to rule 1 if it was displaced.
+import { EventEmitter } from 'node:events';
+import { performance } from 'node:perf_hooks';
+import type { DesiredRuleSet, Family } from './rules.js';
+import type { NatBackend, SyncOutcome } from './backends/types.js';
+import { silentLogger, type Logger } from './log.js';
+
+export type SyncReason = 'initial' | 'event' | 'periodic' | 'order' | 'retry' | 'manual';
+
+export interface SyncReport {
+  reason: SyncReason;
+  ok: boolean;
+  outcomes: SyncOutcome[];
+  error?: Error;
+  durationMs: number;
+  /** Set when sources have not completed their first list yet: nothing was written. */
+  skipped?: 'not-synced';
+}
+
+export interface ReconcilerOptions {
+  backends: readonly NatBackend[];
+  /** Desired rule sets by family, or undefined while the sources have not listed everything once. */
+  desired: () => ReadonlyMap<Family, DesiredRuleSet> | undefined;
+  minSyncPeriodMs: number;
+  syncPeriodMs: number;
+  orderCheckPeriodMs: number;
+  /** Cap of the retry backoff after failures (default 30 s). */
+  maxBackoffMs?: number;
+  log?: Logger;
+}
+
+export interface ReconcilerStats {
+  syncs: number;
+  failures: number;
+  writes: number;
+  orderRepairs: number;
+  lastSuccessAt: number | undefined;
+  lastDurationMs: number | undefined;
+  firstSyncDone: boolean;
+}
+
+export declare interface Reconciler {
+  on(event: 'sync', listener: (r: SyncReport) => void): this;
+  emit(event: 'sync', r: SyncReport): boolean;
+}
+
+export class Reconciler extends EventEmitter {
+  readonly stats: ReconcilerStats = {
+    syncs: 0,
+    failures: 0,
+    writes: 0,
+    orderRepairs: 0,
+    lastSuccessAt: undefined,
+    lastDurationMs: undefined,
+    firstSyncDone: false,
+  };
+
+  private readonly opts: Required<Omit<ReconcilerOptions, 'log'>> & { log: Logger };
+  private running: Promise<SyncReport> | undefined;
+  private pending: SyncReason | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private periodic: NodeJS.Timeout | undefined;
+  private watchdog: NodeJS.Timeout | undefined;
+  private watchdogBusy = false;
+  private lastRunStart = -Infinity;
+  private consecutiveFailures = 0;
+  private stopped = true;
+  private readonly tokens = new Map<NatBackend, string>();
+
+  constructor(opts: ReconcilerOptions) {
+    super();
+    this.opts = { maxBackoffMs: 30_000, ...opts, log: opts.log ?? silentLogger };
+  }
+
+  /** Starts the loop: an initial sync as soon as allowed, the periodic resync and the watchdog. */
+  start(): void {
+    if (!this.stopped) return;
+    this.stopped = false;
+    this.periodic = setInterval(() => this.requestSync('periodic'), this.opts.syncPeriodMs);
+    this.periodic.unref();
+    this.watchdog = setInterval(() => void this.checkTokens(), this.opts.orderCheckPeriodMs);
+    this.watchdog.unref();
+    this.requestSync('initial');
+  }
+
+  /** Stops timers and waits for a sync in flight. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.periodic);
+    clearInterval(this.watchdog);
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    this.pending = undefined;
+    if (this.running) await this.running.catch(() => undefined);
+  }
+
+  /** Asks for a sync. Events are coalesced and rate-limited; 'order' and 'manual' run as soon as the current sync ends. */
+  requestSync(reason: SyncReason): void {
+    if (this.stopped) return;
+    if (this.running) {
+      if (!this.pending || reason === 'order') this.pending = reason;
+      return;
+    }
+    if (this.timer) {
+      if (reason !== 'order') return; // already scheduled; an order repair may go earlier
+      clearTimeout(this.timer);
+      this.timer = undefined;
+    }
+    const urgent = reason === 'order' || reason === 'manual' || reason === 'initial';
+    const wait = urgent ? 0 : Math.max(0, this.lastRunStart + this.opts.minSyncPeriodMs - performance.now());
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      void this.runSync(reason);
+    }, wait);
+  }
+
+  /** One sync now (used by `run --once` and tests), serialized with the loop. */
+  async syncNow(reason: SyncReason = 'manual'): Promise<SyncReport> {
+    while (this.running) await this.running.catch(() => undefined);
+    return this.runSync(reason);
+  }
+
+  private runSync(reason: SyncReason): Promise<SyncReport> {
+    const p = this.doSync(reason).finally(() => {
+      this.running = undefined;
+      const next = this.pending;
+      this.pending = undefined;
+      if (next && !this.stopped) this.requestSync(next);
+    });
+    this.running = p;
+    return p;
+  }
+
+  private async doSync(reason: SyncReason): Promise<SyncReport> {
+    this.lastRunStart = performance.now();
+    const t0 = this.lastRunStart;
+    const desired = this.opts.desired();
+    if (!desired) {
+      const r: SyncReport = { reason, ok: true, outcomes: [], durationMs: 0, skipped: 'not-synced' };
+      this.emit('sync', r);
+      return r;
+    }
+    this.stats.syncs++;
+    const outcomes: SyncOutcome[] = [];
+    try {
+      for (const backend of this.opts.backends) {
+        const set = desired.get(backend.family);
+        if (!set) continue;
+        const before = await backend.changeToken();
+        const outcome = await backend.sync(set);
+        outcomes.push(outcome);
+        // Remember the table as we left it: after our own write, the token we read now; when we
+        // wrote nothing, the one from before our read (a write in between is seen next check).
+        this.tokens.set(backend, outcome.changed ? await backend.changeToken() : before);
+        if (outcome.changed) this.stats.writes++;
+        this.stats.orderRepairs += outcome.orderRepairs;
+      }
+      this.consecutiveFailures = 0;
+      this.stats.lastSuccessAt = Date.now();
+      this.stats.firstSyncDone = true;
+      const report: SyncReport = { reason, ok: true, outcomes, durationMs: performance.now() - t0 };
+      this.stats.lastDurationMs = report.durationMs;
+      this.logReport(report);
+      this.emit('sync', report);
+      return report;
+    } catch (e) {
+      const error = e instanceof Error ? e : new Error(String(e));
+      this.stats.failures++;
+      this.consecutiveFailures++;
+      const backoff = Math.min(this.opts.maxBackoffMs, this.opts.minSyncPeriodMs * 2 ** (this.consecutiveFailures - 1));
+      this.opts.log.error(
+        { reason, err: { message: error.message, code: (error as { code?: unknown }).code }, retryInMs: backoff, failures: this.consecutiveFailures },
+        `sync failed: ${error.message}`,
+      );
+      // Forget what we believed about the tables: the next sync reads everything again.
+      this.tokens.clear();
+      if (!this.stopped) {
+        clearTimeout(this.timer);
+        this.timer = setTimeout(() => {
+          this.timer = undefined;
+          if (this.running) this.pending = 'retry';
+          else void this.runSync('retry');
+        }, backoff);
+      }
+      const report: SyncReport = { reason, ok: false, outcomes, error, durationMs: performance.now() - t0 };
+      this.emit('sync', report);
+      return report;
+    }
+  }
+
+  private logReport(r: SyncReport): void {
+    const changed = r.outcomes.filter((o) => o.changed);
+    if (changed.length === 0) {
+      this.opts.log.debug({ reason: r.reason, durationMs: Math.round(r.durationMs) }, 'sync: no change');
+      return;
+    }
+    const parts = changed.map(
+      (o) => `${o.family}: +${o.added} -${o.removed}${o.orderRepairs ? ` order-repairs ${o.orderRepairs}` : ''} (${o.ops.length} ops, ${Math.round(o.durationMs)} ms)`,
+    );
+    this.opts.log.info(
+      {
+        reason: r.reason,
+        durationMs: Math.round(r.durationMs),
+        changes: changed.map((o) => ({ family: o.family, added: o.added, removed: o.removed, orderRepairs: o.orderRepairs, ops: o.ops.length, attempts: o.apply?.attempts })),
+      },
+      `sync (${r.reason}) wrote ${parts.join('; ')}`,
+    );
+  }
+
+  /** The watchdog: a backend whose table changed since we last left it gets a sync now. */
+  private async checkTokens(): Promise<void> {
+    if (this.watchdogBusy || this.stopped || !this.stats.firstSyncDone) return;
+    this.watchdogBusy = true;
+    try {
+      for (const backend of this.opts.backends) {
+        const known = this.tokens.get(backend);
+        if (known === undefined) continue;
+        const now = await backend.changeToken();
+        if (now !== known) {
+          this.opts.log.debug({ family: backend.family, backend: backend.name, was: known, now }, 'table changed by another writer: checking our rules');
+          this.requestSync('order');
+          return;
+        }
+      }
+    } catch (e) {
+      this.opts.log.warn({ err: { message: (e as Error).message } }, 'order check failed');
+    } finally {
+      this.watchdogBusy = false;
+    }
+  }
+}

@@ -1,0 +1,135 @@
+import { describe, expect, it } from 'vitest';
+import { IptablesNatBackend } from '../../src/backends/iptables.js';
+import { planSync } from '../../src/backends/plan.js';
+import { EDGE_MESH_CHAIN, EDGE_MESH_TCP_CHAIN, ROOT_JUMP_RULE, type DesiredRuleSet, type Rule } from '../../src/rules.js';
+import { MemoryTable } from '../helpers/memory-table.js';
+
+const kubeJump: Rule = { comment: 'kubernetes service portals', target: 'KUBE-SERVICES' };
+
+function desired(ignored: string[]): DesiredRuleSet {
+  return {
+    family: 'ipv4',
+    chains: [
+      { name: EDGE_MESH_TCP_CHAIN, rules: [{ protocol: 'tcp', comment: 'edgemesh tcp proxy', target: 'DNAT', toDestination: { address: '169.254.96.16', port: 40001 } }] },
+      {
+        name: EDGE_MESH_CHAIN,
+        rules: [
+          ...ignored.map((ip) => ({ dst: `${ip}/32`, comment: `ignore ns/${ip} service`, target: 'RETURN' })),
+          { dst: '10.10.0.0/16', protocol: 'tcp' as const, comment: 'tcp service proxy', target: EDGE_MESH_TCP_CHAIN },
+        ],
+      },
+    ],
+    jumps: [
+      { chain: 'PREROUTING', rule: ROOT_JUMP_RULE },
+      { chain: 'OUTPUT', rule: ROOT_JUMP_RULE },
+    ],
+  };
+}
+
+describe('planSync and the iptables NatBackend', () => {
+  it('creates our chains before the jumps that need them, jumps at rule 1 ahead of kube-proxy', async () => {
+    const t = new MemoryTable();
+    t.foreignInsert('PREROUTING', kubeJump);
+    t.foreignInsert('OUTPUT', kubeJump);
+    const b = new IptablesNatBackend(t);
+    const out = await b.sync(desired(['10.10.0.3', '10.10.0.1']));
+    expect(out.changed).toBe(true);
+    expect(out.ops.map((o) => `${o.op} ${o.chain}`)).toEqual([
+      'replaceChain EDGE-MESH-TCP',
+      'replaceChain EDGE-MESH',
+      'insertRule PREROUTING',
+      'insertRule OUTPUT',
+    ]);
+    expect(t.chains.get('PREROUTING')!.map((r) => r.target)).toEqual(['EDGE-MESH', 'KUBE-SERVICES']);
+    expect(t.chains.get('OUTPUT')!.map((r) => r.target)).toEqual(['EDGE-MESH', 'KUBE-SERVICES']);
+    expect(out.added).toBe(6);
+    expect((await b.checkOrder()).ok).toBe(true);
+  });
+
+  it('writes nothing at all when live equals desired', async () => {
+    const t = new MemoryTable();
+    const b = new IptablesNatBackend(t);
+    await b.sync(desired(['10.10.0.3']));
+    const commits = t.commits;
+    const again = await b.sync(desired(['10.10.0.3']));
+    expect(again.changed).toBe(false);
+    expect(again.ops).toEqual([]);
+    expect(t.commits).toBe(commits);
+  });
+
+  it('moves our jump back to rule 1 when kube-proxy inserts above it, counting one repair per chain', async () => {
+    const t = new MemoryTable();
+    const b = new IptablesNatBackend(t);
+    await b.sync(desired([]));
+    t.foreignInsert('PREROUTING', kubeJump, 1);
+    t.foreignInsert('OUTPUT', kubeJump, 1);
+    expect((await b.checkOrder()).positions).toEqual({ PREROUTING: 2, OUTPUT: 2 });
+    const out = await b.sync(desired([]));
+    expect(out.orderRepairs).toBe(2);
+    expect(out.ops.every((o) => o.op === 'moveRule')).toBe(true);
+    expect((await b.checkOrder()).ok).toBe(true);
+    expect(t.chains.get('PREROUTING')!.map((r) => r.target)).toEqual(['EDGE-MESH', 'KUBE-SERVICES']);
+  });
+
+  it('removes residue of earlier layouts (a jump to EDGE-MESH without our comment) and duplicates', async () => {
+    const t = new MemoryTable();
+    const b = new IptablesNatBackend(t);
+    await b.sync(desired([]));
+    t.foreignInsert('PREROUTING', { target: EDGE_MESH_CHAIN }, 2);
+    t.foreignInsert('OUTPUT', ROOT_JUMP_RULE, 2);
+    const out = await b.sync(desired([]));
+    expect(out.changed).toBe(true);
+    expect(t.chains.get('PREROUTING')!.filter((r) => r.target === EDGE_MESH_CHAIN)).toHaveLength(1);
+    expect(t.chains.get('OUTPUT')!.filter((r) => r.target === EDGE_MESH_CHAIN)).toHaveLength(1);
+    expect((await b.checkOrder()).ok).toBe(true);
+  });
+
+  it('never plans an edit of a foreign rule, even one that jumps to our chain with matches we do not model', () => {
+    const live = new Map([
+      ['PREROUTING', [{ target: EDGE_MESH_CHAIN, unknown: ['in-interface'], packets: 0, bytes: 0 }, { ...ROOT_JUMP_RULE, packets: 0, bytes: 0 }]],
+      ['OUTPUT', [{ ...ROOT_JUMP_RULE, packets: 0, bytes: 0 }]],
+    ]);
+    const plan = planSync({ ...desired([]), chains: [] }, live);
+    // ours is at 2 and must move, but the foreign rule is never deleted
+    expect(plan.ops).toEqual([{ op: 'moveRule', chain: 'PREROUTING', rule: ROOT_JUMP_RULE, position: 1 }]);
+  });
+
+  it('keeps counters of unchanged ignore rules when one is added (replaceChain is a minimal edit)', async () => {
+    const t = new MemoryTable();
+    const b = new IptablesNatBackend(t);
+    await b.sync(desired(['10.10.0.1']));
+    t.chains.get(EDGE_MESH_CHAIN)![0]!.packets = 42;
+    const out = await b.sync(desired(['10.10.0.1', '10.10.0.3']));
+    expect(out.added).toBe(1);
+    expect(out.removed).toBe(0);
+    expect(t.chains.get(EDGE_MESH_CHAIN)![0]!.packets).toBe(42);
+  });
+
+  it('cleanup removes jumps, residue and both chains and leaves kube-proxy alone', async () => {
+    const t = new MemoryTable();
+    t.foreignInsert('PREROUTING', kubeJump);
+    const b = new IptablesNatBackend(t);
+    await b.sync(desired(['10.10.0.1']));
+    t.foreignInsert('OUTPUT', { target: EDGE_MESH_CHAIN }, 3);
+    const res = await b.cleanup();
+    expect(res.removed).toBeGreaterThan(0);
+    expect(t.chains.has(EDGE_MESH_CHAIN)).toBe(false);
+    expect(t.chains.has(EDGE_MESH_TCP_CHAIN)).toBe(false);
+    expect(t.chains.get('PREROUTING')).toEqual([{ ...kubeJump, packets: 0, bytes: 0 }]);
+    expect(t.chains.get('OUTPUT')).toEqual([]);
+    expect((await b.cleanup()).removed).toBe(0);
+  });
+
+  it('status lists our chains and the first rules of PREROUTING/OUTPUT like iptables -nvL', async () => {
+    const t = new MemoryTable();
+    t.foreignInsert('PREROUTING', kubeJump);
+    const b = new IptablesNatBackend(t);
+    await b.sync(desired(['10.10.0.3']));
+    t.chains.get(EDGE_MESH_CHAIN)![0]!.packets = 2655000;
+    const s = await b.status();
+    expect(s.text).toMatch(/Chain EDGE-MESH \(2 references\)/);
+    expect(s.text).toMatch(/1 +2655K +0 +RETURN +all +-- +\* +\* +0\.0\.0\.0\/0 +10\.10\.0\.3 +\/\* ignore ns\/10\.10\.0\.3 service \*\//);
+    expect(s.text).toMatch(/DNAT +tcp .* to:169\.254\.96\.16:40001/);
+    expect(s.order.ok).toBe(true);
+  });
+});
