@@ -14,8 +14,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <libiptc/libip6tc.h>
 #include <libiptc/libiptc.h>
+extern "C" {  // libip6tc.h, unlike libiptc.h, has no C++ guard
+#include <libiptc/libip6tc.h>
+}
 #include <linux/netfilter/nf_nat.h>
 #include <linux/netfilter/xt_comment.h>
 
