@@ -657,20 +657,30 @@ template <class T>
 void ReplaceChainRules(xtc_handle* h, size_t i, const std::string& chain, const std::vector<RuleSpec>& want) {
   std::vector<LiveRule> have = ChainRulesOf<T>(chain, h);
   const size_t n = have.size(), m = want.size();
-  std::vector<std::vector<uint32_t>> lcs(n + 1, std::vector<uint32_t>(m + 1, 0));
-  for (size_t a = n; a-- > 0;)
-    for (size_t b = m; b-- > 0;)
-      lcs[a][b] = SameModelled(want[b], have[a]) ? lcs[a + 1][b + 1] + 1 : std::max(lcs[a + 1][b], lcs[a][b + 1]);
   std::vector<bool> keepHave(n, false), keepWant(m, false);
-  for (size_t a = 0, b = 0; a < n && b < m;) {
-    if (SameModelled(want[b], have[a])) {
-      keepHave[a] = keepWant[b] = true;
-      a++;
-      b++;
-    } else if (lcs[a + 1][b] >= lcs[a][b + 1]) {
-      a++;
-    } else {
-      b++;
+  // Common prefix and suffix first (the usual case: a few rules added or removed).
+  size_t pre = 0;
+  while (pre < n && pre < m && SameModelled(want[pre], have[pre])) keepHave[pre] = keepWant[pre] = true, pre++;
+  size_t suf = 0;
+  while (suf < n - pre && suf < m - pre && SameModelled(want[m - 1 - suf], have[n - 1 - suf]))
+    keepHave[n - 1 - suf] = keepWant[m - 1 - suf] = true, suf++;
+  const size_t hn = n - pre - suf, wm = m - pre - suf;
+  // LCS of the middle, bounded in memory; beyond the bound the middle is rewritten (its counters restart).
+  if (hn > 0 && wm > 0 && hn * wm <= 4'000'000) {
+    std::vector<std::vector<uint32_t>> lcs(hn + 1, std::vector<uint32_t>(wm + 1, 0));
+    for (size_t a = hn; a-- > 0;)
+      for (size_t b = wm; b-- > 0;)
+        lcs[a][b] = SameModelled(want[pre + b], have[pre + a]) ? lcs[a + 1][b + 1] + 1 : std::max(lcs[a + 1][b], lcs[a][b + 1]);
+    for (size_t a = 0, b = 0; a < hn && b < wm;) {
+      if (SameModelled(want[pre + b], have[pre + a])) {
+        keepHave[pre + a] = keepWant[pre + b] = true;
+        a++;
+        b++;
+      } else if (lcs[a + 1][b] >= lcs[a][b + 1]) {
+        a++;
+      } else {
+        b++;
+      }
     }
   }
   for (size_t a = n; a-- > 0;)

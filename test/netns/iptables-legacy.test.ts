@@ -377,6 +377,23 @@ describeNetns('iptables-legacy backend (libiptc) in network namespaces', () => {
     expect(moved.map((r) => [r.packets, r.bytes])).toEqual([[5, 300], [0, 0], [7, 420]]);
   });
 
+  it('replaceChain reaches exactly the given contents from any starting contents (duplicates, reorders, foreign rules)', async () => {
+    const ns = await newNs('replace');
+    const t = table(ns, 'ipv4');
+    const r = (k: string): Rule => ({ dst: `10.40.0.${k.charCodeAt(0) - 64}/32`, comment: k, target: 'RETURN' });
+    const lists = ['ABC', 'CBA', 'AAB', 'BAAB', '', 'D', 'ABCDEFG', 'GFEDCBA', 'ACEG', 'AACCEEGG', 'CAGE', 'A'];
+    await t.apply([{ op: 'createChain', chain: 'EM-REPL' }]);
+    // A rule we do not model in the chain: replaceChain must remove it too.
+    await cli(ns, 'ipv4', ['-A', 'EM-REPL', '-m', 'addrtype', '--dst-type', 'LOCAL', '-j', 'RETURN']);
+    for (const l of lists) {
+      const want = [...l].map(r);
+      await t.apply([{ op: 'replaceChain', chain: 'EM-REPL', rules: want }]);
+      const got = (await t.read(['EM-REPL'])).chains.get('EM-REPL')!;
+      expect(got.map((x) => x.comment).join(''), `after replaceChain to "${l}"`).toBe(l);
+      got.forEach((x, i) => expect(sameRule(x, want[i]!)).toBe(true));
+    }
+  });
+
   it('info() token stays equal while nobody writes and changes when someone else writes', async () => {
     const ns = await newNs('info');
     await loadKubeProxyIptables(ns, 'legacy', 'ipv4');
