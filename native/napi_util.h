@@ -15,6 +15,7 @@ inline Napi::Error ToJsError(Napi::Env env, const SysError& e) {
   err.Set("code", Napi::String::New(env, e.code));
   err.Set("errno", Napi::Number::New(env, e.err));
   err.Set("syscall", Napi::String::New(env, e.syscall));
+  if (e.opIndex >= 0) err.Set("opIndex", Napi::Number::New(env, e.opIndex));
   return err;
 }
 

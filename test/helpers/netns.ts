@@ -76,6 +76,8 @@ export class Netns {
           reject(new Error(`${cmd} ${args.join(' ')} (in ${this.name}) exited ${res.code}: ${stderr.trim() || stdout.trim()}`));
         } else resolve(res);
       });
+      // A command that exits without reading its stdin makes the write fail with EPIPE: not an error of ours.
+      child.stdin.on('error', () => undefined);
       child.stdin.end(opts.input ?? '');
     });
   }

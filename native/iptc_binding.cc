@@ -1,0 +1,278 @@
+// Thin N-API layer over iptc_core: JS arguments -> plain structs (TypeError on any wrong type),
+// the work on the libuv pool (PromiseWorker), plain structs -> JS objects.
+//
+//   iptcInfo(family, netnsPath)              -> Promise<{ size, entries, present }>
+//   iptcRead(family, chains, netnsPath)      -> Promise<{ chains: [{ name, rules }], info }>
+//   iptcApply(family, ops, options)          -> Promise<{ attempts, lockWaitMs, durationMs }>
+#include <napi.h>
+
+#include <cmath>
+#include <limits>
+#include <memory>
+
+#include "iptc_core.h"
+#include "module_registry.h"
+#include "napi_util.h"
+
+namespace edgemesh {
+namespace {
+
+using iptc::Family;
+
+// Longer strings are refused before they are copied; the real limits are checked in the core.
+constexpr size_t kMaxString = 4096;
+constexpr uint32_t kMaxOps = 1u << 20;
+constexpr uint32_t kMaxRules = 1u << 20;
+
+// Thrown inside the conversion helpers; turned into a JS TypeError at the entry point.
+struct ArgError {
+  std::string message;
+};
+
+std::string Str(Napi::Value v, const std::string& what) {
+  if (!v.IsString()) throw ArgError{what + " must be a string"};
+  Napi::Env env = v.Env();
+  size_t len = 0;
+  if (napi_get_value_string_utf8(env, v, nullptr, 0, &len) != napi_ok) throw ArgError{what + " must be a string"};
+  if (len > kMaxString) throw ArgError{what + " is too long"};
+  return v.As<Napi::String>().Utf8Value();
+}
+
+// Optional string: undefined (or absent) -> false.
+bool OptStr(Napi::Object o, const char* key, const std::string& what, std::string& out) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined()) return false;
+  out = Str(v, what + "." + key);
+  return true;
+}
+
+int64_t Int(Napi::Value v, const std::string& what, int64_t lo, int64_t hi) {
+  if (!v.IsNumber()) throw ArgError{what + " must be a number"};
+  double d = v.As<Napi::Number>().DoubleValue();
+  if (!std::isfinite(d) || std::floor(d) != d || d < static_cast<double>(lo) || d > static_cast<double>(hi))
+    throw ArgError{what + " must be an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]"};
+  return static_cast<int64_t>(d);
+}
+
+Napi::Object Obj(Napi::Value v, const std::string& what) {
+  if (!v.IsObject() || v.IsArray() || v.IsFunction()) throw ArgError{what + " must be an object"};
+  return v.As<Napi::Object>();
+}
+
+Napi::Array Arr(Napi::Value v, const std::string& what, uint32_t max) {
+  if (!v.IsArray()) throw ArgError{what + " must be an array"};
+  Napi::Array a = v.As<Napi::Array>();
+  if (a.Length() > max) throw ArgError{what + " is too long"};
+  return a;
+}
+
+Family FamilyArg(Napi::Value v) {
+  std::string f = Str(v, "family");
+  if (f == "ipv4") return Family::V4;
+  if (f == "ipv6") return Family::V6;
+  throw ArgError{"family must be \"ipv4\" or \"ipv6\""};
+}
+
+iptc::RuleSpec RuleArg(Napi::Value v, const std::string& what) {
+  Napi::Object o = Obj(v, what);
+  iptc::RuleSpec r;
+  OptStr(o, "src", what, r.src);
+  OptStr(o, "dst", what, r.dst);
+  std::string proto;
+  if (OptStr(o, "protocol", what, proto)) {
+    if (proto == "tcp") r.protocol = 6;
+    else if (proto == "udp") r.protocol = 17;
+    else throw ArgError{what + ".protocol must be \"tcp\" or \"udp\""};
+  }
+  r.hasComment = OptStr(o, "comment", what, r.comment);
+  r.target = Str(o.Get("target"), what + ".target");
+  Napi::Value td = o.Get("toDestination");
+  if (!td.IsUndefined()) {
+    Napi::Object d = Obj(td, what + ".toDestination");
+    r.hasDnat = true;
+    r.dnatAddress = Str(d.Get("address"), what + ".toDestination.address");
+    Napi::Value port = d.Get("port");
+    if (!port.IsUndefined()) r.dnatPort = static_cast<int>(Int(port, what + ".toDestination.port", 1, 65535));
+  }
+  return r;
+}
+
+iptc::OpKind KindArg(const std::string& k, const std::string& what) {
+  using K = iptc::OpKind;
+  if (k == "createChain") return K::CreateChain;
+  if (k == "flushChain") return K::FlushChain;
+  if (k == "deleteChain") return K::DeleteChain;
+  if (k == "insertRule") return K::InsertRule;
+  if (k == "appendRule") return K::AppendRule;
+  if (k == "deleteRule") return K::DeleteRule;
+  if (k == "deleteRuleAt") return K::DeleteRuleAt;
+  if (k == "replaceRule") return K::ReplaceRule;
+  if (k == "moveRule") return K::MoveRule;
+  if (k == "replaceChain") return K::ReplaceChain;
+  throw ArgError{what + ".op is not a known operation"};
+}
+
+iptc::Op OpArg(Napi::Value v, const std::string& what) {
+  using K = iptc::OpKind;
+  Napi::Object o = Obj(v, what);
+  iptc::Op op;
+  op.kind = KindArg(Str(o.Get("op"), what + ".op"), what);
+  op.chain = Str(o.Get("chain"), what + ".chain");
+  constexpr int64_t kMaxPos = std::numeric_limits<int32_t>::max();
+  switch (op.kind) {
+    case K::CreateChain:
+    case K::FlushChain:
+    case K::DeleteChain:
+      break;
+    case K::InsertRule: {
+      op.rule = RuleArg(o.Get("rule"), what + ".rule");
+      Napi::Value p = o.Get("position");
+      if (!p.IsUndefined()) op.position = Int(p, what + ".position", 1, kMaxPos);
+      break;
+    }
+    case K::AppendRule:
+    case K::DeleteRule:
+      op.rule = RuleArg(o.Get("rule"), what + ".rule");
+      break;
+    case K::DeleteRuleAt:
+      op.position = Int(o.Get("position"), what + ".position", 1, kMaxPos);
+      break;
+    case K::ReplaceRule:
+    case K::MoveRule:
+      op.rule = RuleArg(o.Get("rule"), what + ".rule");
+      op.position = Int(o.Get("position"), what + ".position", 1, kMaxPos);
+      break;
+    case K::ReplaceChain: {
+      Napi::Array rules = Arr(o.Get("rules"), what + ".rules", kMaxRules);
+      op.rules.reserve(rules.Length());
+      for (uint32_t i = 0; i < rules.Length(); i++) op.rules.push_back(RuleArg(rules.Get(i), what + ".rules[" + std::to_string(i) + "]"));
+      break;
+    }
+  }
+  return op;
+}
+
+std::string NetnsArg(Napi::Value v) {
+  if (v.IsUndefined() || v.IsNull()) return "";
+  return Str(v, "netnsPath");
+}
+
+Napi::Object InfoToJs(Napi::Env env, const iptc::TableInfo& i) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("size", Napi::Number::New(env, static_cast<double>(i.size)));
+  o.Set("entries", Napi::Number::New(env, static_cast<double>(i.entries)));
+  o.Set("present", Napi::Boolean::New(env, i.present));
+  return o;
+}
+
+Napi::Object RuleToJs(Napi::Env env, const iptc::LiveRule& r) {
+  Napi::Object o = Napi::Object::New(env);
+  if (!r.src.empty()) o.Set("src", r.src);
+  if (!r.dst.empty()) o.Set("dst", r.dst);
+  if (r.protocol == 6) o.Set("protocol", "tcp");
+  if (r.protocol == 17) o.Set("protocol", "udp");
+  if (r.hasComment) o.Set("comment", r.comment);
+  o.Set("target", r.target);
+  if (r.hasDnat) {
+    Napi::Object d = Napi::Object::New(env);
+    d.Set("address", r.dnatAddress);
+    if (r.dnatPort) d.Set("port", Napi::Number::New(env, r.dnatPort));
+    o.Set("toDestination", d);
+  }
+  o.Set("packets", Napi::Number::New(env, static_cast<double>(r.packets)));
+  o.Set("bytes", Napi::Number::New(env, static_cast<double>(r.bytes)));
+  Napi::Array unknown = Napi::Array::New(env, r.unknown.size());
+  for (uint32_t i = 0; i < r.unknown.size(); i++) unknown.Set(i, r.unknown[i]);
+  o.Set("unknown", unknown);
+  return o;
+}
+
+Napi::Value TypeErrorValue(Napi::Env env, const ArgError& e) {
+  TypeFail(env, false, e.message);
+  return env.Undefined();
+}
+
+Napi::Value IptcInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  try {
+    Family f = FamilyArg(info[0]);
+    std::string ns = NetnsArg(info[1]);
+    return PromiseWorker<iptc::TableInfo>::Run(
+        env, "iptcInfo", [f, ns]() { return iptc::Info(f, ns); },
+        [](Napi::Env e, iptc::TableInfo& r) -> Napi::Value { return InfoToJs(e, r); });
+  } catch (const ArgError& e) {
+    return TypeErrorValue(env, e);
+  }
+}
+
+Napi::Value IptcRead(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  try {
+    Family f = FamilyArg(info[0]);
+    Napi::Array arr = Arr(info[1], "chains", 4096);
+    std::vector<std::string> chains;
+    for (uint32_t i = 0; i < arr.Length(); i++) chains.push_back(Str(arr.Get(i), "chains[" + std::to_string(i) + "]"));
+    std::string ns = NetnsArg(info[2]);
+    return PromiseWorker<iptc::Snapshot>::Run(
+        env, "iptcRead", [f, chains, ns]() { return iptc::Read(f, chains, ns); },
+        [](Napi::Env e, iptc::Snapshot& s) -> Napi::Value {
+          Napi::Object o = Napi::Object::New(e);
+          Napi::Array cs = Napi::Array::New(e, s.chains.size());
+          for (uint32_t i = 0; i < s.chains.size(); i++) {
+            Napi::Object c = Napi::Object::New(e);
+            c.Set("name", s.chains[i].name);
+            Napi::Array rules = Napi::Array::New(e, s.chains[i].rules.size());
+            for (uint32_t j = 0; j < s.chains[i].rules.size(); j++) rules.Set(j, RuleToJs(e, s.chains[i].rules[j]));
+            c.Set("rules", rules);
+            cs.Set(i, c);
+          }
+          o.Set("chains", cs);
+          o.Set("info", InfoToJs(e, s.info));
+          return o;
+        });
+  } catch (const ArgError& e) {
+    return TypeErrorValue(env, e);
+  }
+}
+
+Napi::Value IptcApply(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  try {
+    Family f = FamilyArg(info[0]);
+    Napi::Array arr = Arr(info[1], "ops", kMaxOps);
+    auto ops = std::make_shared<std::vector<iptc::Op>>();
+    ops->reserve(arr.Length());
+    for (uint32_t i = 0; i < arr.Length(); i++) ops->push_back(OpArg(arr.Get(i), "ops[" + std::to_string(i) + "]"));
+    iptc::ApplyOptions opts;
+    if (!info[2].IsUndefined()) {
+      Napi::Object o = Obj(info[2], "options");
+      OptStr(o, "lockfile", "options", opts.lockfile);
+      if (!o.Get("lockWaitMs").IsUndefined()) opts.lockWaitMs = Int(o.Get("lockWaitMs"), "options.lockWaitMs", 0, 3600000);
+      if (!o.Get("lockIntervalMs").IsUndefined()) opts.lockIntervalMs = Int(o.Get("lockIntervalMs"), "options.lockIntervalMs", 1, 60000);
+      if (!o.Get("maxAttempts").IsUndefined()) opts.maxAttempts = static_cast<int>(Int(o.Get("maxAttempts"), "options.maxAttempts", 1, 1000));
+      opts.netnsPath = NetnsArg(o.Get("netnsPath"));
+    }
+    return PromiseWorker<iptc::ApplyResult>::Run(
+        env, "iptcApply", [f, ops, opts]() { return iptc::Apply(f, std::move(*ops), opts); },
+        [](Napi::Env e, iptc::ApplyResult& r) -> Napi::Value {
+          Napi::Object o = Napi::Object::New(e);
+          o.Set("attempts", Napi::Number::New(e, r.attempts));
+          o.Set("lockWaitMs", Napi::Number::New(e, r.lockWaitMs));
+          o.Set("durationMs", Napi::Number::New(e, r.durationMs));
+          return o;
+        });
+  } catch (const ArgError& e) {
+    return TypeErrorValue(env, e);
+  }
+}
+
+void InitIptc(Napi::Env env, Napi::Object exports) {
+  exports.Set("iptcInfo", Napi::Function::New(env, IptcInfo, "iptcInfo"));
+  exports.Set("iptcRead", Napi::Function::New(env, IptcRead, "iptcRead"));
+  exports.Set("iptcApply", Napi::Function::New(env, IptcApply, "iptcApply"));
+}
+
+}  // namespace
+}  // namespace edgemesh
+
+EDGEMESH_REGISTER_MODULE(iptc, edgemesh::InitIptc);

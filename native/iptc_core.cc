@@ -1,0 +1,922 @@
+// libiptc core of the iptables-legacy backend. See iptc_core.h.
+//
+// Encoding follows what iptables-legacy 1.8.9 writes for `iptables -A CHAIN [-s S] [-d D]
+// [-p tcp|udp] [-m comment --comment C] -j TARGET [--to-destination A[:P]]` (checked against
+// raw entries written by the CLI on this kernel): address and mask in the entry header, the
+// protocol number alone (IPv6 also sets IP6T_F_PROTO), xt_comment revision 0, standard
+// targets through libiptc's label mapping, DNAT revision 2 (struct nf_nat_range2).
+#include "iptc_core.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <libiptc/libiptc.h>
+extern "C" {  // libip6tc.h, unlike libiptc.h, has no C++ guard
+#include <libiptc/libip6tc.h>
+}
+#include <linux/netfilter/nf_nat.h>
+#include <linux/netfilter/xt_comment.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "netns.h"
+#include "syserror.h"
+
+namespace edgemesh {
+namespace iptc {
+
+namespace {
+
+constexpr const char* kTable = "nat";
+
+// libiptc keeps a little global state (the last function for iptc_strerror): one user at a time.
+std::mutex& IptcMutex() {
+  static std::mutex m;
+  return m;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Addresses
+
+struct Cidr {
+  bool set = false;
+  uint8_t addr[16] = {};
+  uint8_t mask[16] = {};
+  int prefix = 0;
+};
+
+size_t AddrLen(Family f) { return f == Family::V4 ? 4 : 16; }
+int AfOf(Family f) { return f == Family::V4 ? AF_INET : AF_INET6; }
+
+std::string FormatAddr(Family f, const uint8_t* a) {
+  char buf[INET6_ADDRSTRLEN] = {};
+  if (!inet_ntop(AfOf(f), a, buf, sizeof buf)) return "";
+  return buf;
+}
+
+bool ParseAddr(Family f, const std::string& s, uint8_t* out) {
+  if (s.empty() || s.size() > 64 || s.find('\0') != std::string::npos) return false;
+  return inet_pton(AfOf(f), s.c_str(), out) == 1;
+}
+
+void MaskFromPrefix(Family f, int prefix, uint8_t* mask) {
+  size_t n = AddrLen(f);
+  for (size_t i = 0; i < n; i++) {
+    int bits = prefix - static_cast<int>(i) * 8;
+    mask[i] = bits >= 8 ? 0xff : bits <= 0 ? 0 : static_cast<uint8_t>(0xff << (8 - bits));
+  }
+}
+
+// Prefix length of a contiguous mask, or -1.
+int PrefixFromMask(Family f, const uint8_t* mask) {
+  size_t n = AddrLen(f);
+  int prefix = 0;
+  bool ended = false;
+  for (size_t i = 0; i < n; i++) {
+    for (int b = 7; b >= 0; b--) {
+      bool one = (mask[i] >> b) & 1;
+      if (one && ended) return -1;
+      if (one) prefix++;
+      else ended = true;
+    }
+  }
+  return prefix;
+}
+
+bool ParseCidr(Family f, const std::string& s, Cidr& out) {
+  out = Cidr{};
+  if (s.empty()) return true;
+  auto slash = s.find('/');
+  std::string addr = s.substr(0, slash);
+  int maxPrefix = static_cast<int>(AddrLen(f) * 8);
+  int prefix = maxPrefix;
+  if (slash != std::string::npos) {
+    std::string p = s.substr(slash + 1);
+    if (p.empty() || p.size() > 3 || !std::all_of(p.begin(), p.end(), [](char c) { return c >= '0' && c <= '9'; })) return false;
+    prefix = std::atoi(p.c_str());
+    if (prefix > maxPrefix) return false;
+  }
+  if (!ParseAddr(f, addr, out.addr)) return false;
+  MaskFromPrefix(f, prefix, out.mask);
+  for (size_t i = 0; i < AddrLen(f); i++) out.addr[i] &= out.mask[i];
+  out.prefix = prefix;
+  out.set = true;
+  return true;
+}
+
+std::string FormatCidr(Family f, const uint8_t* addr, int prefix) { return FormatAddr(f, addr) + "/" + std::to_string(prefix); }
+
+bool AllZero(const uint8_t* p, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (p[i]) return false;
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Family traits: the only place that knows iptc_* from ip6tc_* and ipt_entry from ip6t_entry.
+
+struct V4 {
+  using Entry = struct ipt_entry;
+  static constexpr Family kFamily = Family::V4;
+  static constexpr const char* kName = "iptables";
+  static constexpr const char* kNamesFile = "/proc/thread-self/net/ip_tables_names";
+  static xtc_handle* init(const char* t) { return iptc_init(t); }
+  static void free(xtc_handle* h) { iptc_free(h); }
+  static int is_chain(const char* c, xtc_handle* h) { return iptc_is_chain(c, h); }
+  static int builtin(const char* c, xtc_handle* h) { return iptc_builtin(c, h); }
+  static const Entry* first_rule(const char* c, xtc_handle* h) { return iptc_first_rule(c, h); }
+  static const Entry* next_rule(const Entry* e, xtc_handle* h) { return iptc_next_rule(e, h); }
+  static const char* get_target(const Entry* e, xtc_handle* h) { return iptc_get_target(e, h); }
+  static int create_chain(const char* c, xtc_handle* h) { return iptc_create_chain(c, h); }
+  static int flush_entries(const char* c, xtc_handle* h) { return iptc_flush_entries(c, h); }
+  static int delete_chain(const char* c, xtc_handle* h) { return iptc_delete_chain(c, h); }
+  static int insert_entry(const char* c, const Entry* e, unsigned n, xtc_handle* h) { return iptc_insert_entry(c, e, n, h); }
+  static int append_entry(const char* c, const Entry* e, xtc_handle* h) { return iptc_append_entry(c, e, h); }
+  static int replace_entry(const char* c, const Entry* e, unsigned n, xtc_handle* h) { return iptc_replace_entry(c, e, n, h); }
+  static int delete_num_entry(const char* c, unsigned n, xtc_handle* h) { return iptc_delete_num_entry(c, n, h); }
+  static int commit(xtc_handle* h) { return iptc_commit(h); }
+  static const char* strerror(int e) { return iptc_strerror(e); }
+
+  static void SetHeader(Entry& e, const Cidr& src, const Cidr& dst, int proto) {
+    if (src.set) {
+      std::memcpy(&e.ip.src, src.addr, 4);
+      std::memcpy(&e.ip.smsk, src.mask, 4);
+    }
+    if (dst.set) {
+      std::memcpy(&e.ip.dst, dst.addr, 4);
+      std::memcpy(&e.ip.dmsk, dst.mask, 4);
+    }
+    e.ip.proto = static_cast<uint16_t>(proto);
+  }
+  static void ReadHeader(const Entry& e, LiveRule& r) {
+    const auto& ip = e.ip;
+    ReadAddr(reinterpret_cast<const uint8_t*>(&ip.src), reinterpret_cast<const uint8_t*>(&ip.smsk), r.src, "src-mask", r);
+    ReadAddr(reinterpret_cast<const uint8_t*>(&ip.dst), reinterpret_cast<const uint8_t*>(&ip.dmsk), r.dst, "dst-mask", r);
+    if (ip.iniface[0] || !AllZero(ip.iniface_mask, sizeof ip.iniface_mask)) r.unknown.push_back("in-interface");
+    if (ip.outiface[0] || !AllZero(ip.outiface_mask, sizeof ip.outiface_mask)) r.unknown.push_back("out-interface");
+    ReadInv(ip.invflags, r);
+    if (ip.flags & IPT_F_FRAG) r.unknown.push_back("fragment");
+    if (ip.flags & IPT_F_GOTO) r.unknown.push_back("goto");
+    ReadProto(ip.proto, r);
+  }
+  static void ReadAddr(const uint8_t* a, const uint8_t* m, std::string& out, const char* badMask, LiveRule& r) {
+    if (AllZero(m, 4) && AllZero(a, 4)) return;
+    int p = PrefixFromMask(kFamily, m);
+    if (p < 0) {
+      r.unknown.push_back(badMask);
+      return;
+    }
+    out = FormatCidr(kFamily, a, p);
+  }
+  static void ReadInv(uint8_t inv, LiveRule& r) {
+    if (inv & IPT_INV_VIA_IN) r.unknown.push_back("!in-interface");
+    if (inv & IPT_INV_VIA_OUT) r.unknown.push_back("!out-interface");
+    if (inv & IPT_INV_SRCIP) r.unknown.push_back("!src");
+    if (inv & IPT_INV_DSTIP) r.unknown.push_back("!dst");
+    if (inv & IPT_INV_FRAG) r.unknown.push_back("!fragment");
+    if (inv & IPT_INV_PROTO) r.unknown.push_back("!protocol");
+    if (inv & IPT_INV_TOS) r.unknown.push_back("!tos");
+  }
+  static void ReadProto(unsigned proto, LiveRule& r) {
+    if (proto == 0 || proto == IPPROTO_TCP || proto == IPPROTO_UDP) r.protocol = static_cast<int>(proto);
+    else r.unknown.push_back("protocol:" + std::to_string(proto));
+  }
+};
+
+struct V6 {
+  using Entry = struct ip6t_entry;
+  static constexpr Family kFamily = Family::V6;
+  static constexpr const char* kName = "ip6tables";
+  static constexpr const char* kNamesFile = "/proc/thread-self/net/ip6_tables_names";
+  static xtc_handle* init(const char* t) { return ip6tc_init(t); }
+  static void free(xtc_handle* h) { ip6tc_free(h); }
+  static int is_chain(const char* c, xtc_handle* h) { return ip6tc_is_chain(c, h); }
+  static int builtin(const char* c, xtc_handle* h) { return ip6tc_builtin(c, h); }
+  static const Entry* first_rule(const char* c, xtc_handle* h) { return ip6tc_first_rule(c, h); }
+  static const Entry* next_rule(const Entry* e, xtc_handle* h) { return ip6tc_next_rule(e, h); }
+  static const char* get_target(const Entry* e, xtc_handle* h) { return ip6tc_get_target(e, h); }
+  static int create_chain(const char* c, xtc_handle* h) { return ip6tc_create_chain(c, h); }
+  static int flush_entries(const char* c, xtc_handle* h) { return ip6tc_flush_entries(c, h); }
+  static int delete_chain(const char* c, xtc_handle* h) { return ip6tc_delete_chain(c, h); }
+  static int insert_entry(const char* c, const Entry* e, unsigned n, xtc_handle* h) { return ip6tc_insert_entry(c, e, n, h); }
+  static int append_entry(const char* c, const Entry* e, xtc_handle* h) { return ip6tc_append_entry(c, e, h); }
+  static int replace_entry(const char* c, const Entry* e, unsigned n, xtc_handle* h) { return ip6tc_replace_entry(c, e, n, h); }
+  static int delete_num_entry(const char* c, unsigned n, xtc_handle* h) { return ip6tc_delete_num_entry(c, n, h); }
+  static int commit(xtc_handle* h) { return ip6tc_commit(h); }
+  static const char* strerror(int e) { return ip6tc_strerror(e); }
+
+  static void SetHeader(Entry& e, const Cidr& src, const Cidr& dst, int proto) {
+    if (src.set) {
+      std::memcpy(&e.ipv6.src, src.addr, 16);
+      std::memcpy(&e.ipv6.smsk, src.mask, 16);
+    }
+    if (dst.set) {
+      std::memcpy(&e.ipv6.dst, dst.addr, 16);
+      std::memcpy(&e.ipv6.dmsk, dst.mask, 16);
+    }
+    e.ipv6.proto = static_cast<uint16_t>(proto);
+    if (proto) e.ipv6.flags |= IP6T_F_PROTO;  // as ip6tables does for -p
+  }
+  static void ReadHeader(const Entry& e, LiveRule& r) {
+    const auto& ip = e.ipv6;
+    ReadAddr(reinterpret_cast<const uint8_t*>(&ip.src), reinterpret_cast<const uint8_t*>(&ip.smsk), r.src, "src-mask", r);
+    ReadAddr(reinterpret_cast<const uint8_t*>(&ip.dst), reinterpret_cast<const uint8_t*>(&ip.dmsk), r.dst, "dst-mask", r);
+    if (ip.iniface[0] || !AllZero(ip.iniface_mask, sizeof ip.iniface_mask)) r.unknown.push_back("in-interface");
+    if (ip.outiface[0] || !AllZero(ip.outiface_mask, sizeof ip.outiface_mask)) r.unknown.push_back("out-interface");
+    if (ip.invflags & IP6T_INV_VIA_IN) r.unknown.push_back("!in-interface");
+    if (ip.invflags & IP6T_INV_VIA_OUT) r.unknown.push_back("!out-interface");
+    if (ip.invflags & IP6T_INV_SRCIP) r.unknown.push_back("!src");
+    if (ip.invflags & IP6T_INV_DSTIP) r.unknown.push_back("!dst");
+    if (ip.invflags & IP6T_INV_FRAG) r.unknown.push_back("!fragment");
+    if (ip.invflags & IP6T_INV_PROTO) r.unknown.push_back("!protocol");
+    if (ip.invflags & IP6T_INV_TOS) r.unknown.push_back("!tos");
+    if (ip.flags & IP6T_F_TOS || ip.tos) r.unknown.push_back("tos");
+    if (ip.flags & IP6T_F_GOTO) r.unknown.push_back("goto");
+    if (ip.proto == 0 || ip.proto == IPPROTO_TCP || ip.proto == IPPROTO_UDP) r.protocol = ip.proto;
+    else r.unknown.push_back("protocol:" + std::to_string(ip.proto));
+  }
+  static void ReadAddr(const uint8_t* a, const uint8_t* m, std::string& out, const char* badMask, LiveRule& r) {
+    if (AllZero(m, 16) && AllZero(a, 16)) return;
+    int p = PrefixFromMask(kFamily, m);
+    if (p < 0) {
+      r.unknown.push_back(badMask);
+      return;
+    }
+    out = FormatCidr(kFamily, a, p);
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Entries
+
+bool IsStandardVerdict(const std::string& t) { return t == "RETURN" || t == "ACCEPT" || t == "DROP"; }
+
+constexpr size_t kCommentMatchSize = XT_ALIGN(sizeof(struct xt_entry_match) + sizeof(struct xt_comment_info));
+constexpr size_t kStandardTargetSize = XT_ALIGN(sizeof(struct xt_standard_target));
+constexpr size_t kDnatTargetSize = XT_ALIGN(sizeof(struct xt_entry_target) + sizeof(struct nf_nat_range2));
+
+// An entry buffer with the alignment the kernel structs need.
+class EntryBuf {
+ public:
+  explicit EntryBuf(size_t size) : words_((size + 7) / 8, 0), size_(size) {}
+  uint8_t* data() { return reinterpret_cast<uint8_t*>(words_.data()); }
+  size_t size() const { return size_; }
+
+ private:
+  std::vector<uint64_t> words_;
+  size_t size_;
+};
+
+// Builds the entry iptables-legacy writes for `r` (validated, canonical).
+template <class T>
+EntryBuf BuildEntry(const RuleSpec& r, uint64_t packets = 0, uint64_t bytes = 0) {
+  using Entry = typename T::Entry;
+  const bool dnat = r.target == "DNAT";
+  size_t matches = r.hasComment ? kCommentMatchSize : 0;
+  size_t targetSize = dnat ? kDnatTargetSize : kStandardTargetSize;
+  size_t total = sizeof(Entry) + matches + targetSize;
+  EntryBuf buf(total);
+  auto* e = reinterpret_cast<Entry*>(buf.data());
+  Cidr src, dst;
+  ParseCidr(T::kFamily, r.src, src);
+  ParseCidr(T::kFamily, r.dst, dst);
+  T::SetHeader(*e, src, dst, r.protocol);
+  e->target_offset = static_cast<uint16_t>(sizeof(Entry) + matches);
+  e->next_offset = static_cast<uint16_t>(total);
+  e->counters.pcnt = packets;
+  e->counters.bcnt = bytes;
+  if (r.hasComment) {
+    auto* m = reinterpret_cast<struct xt_entry_match*>(buf.data() + sizeof(Entry));
+    m->u.user.match_size = static_cast<uint16_t>(kCommentMatchSize);
+    std::strncpy(m->u.user.name, "comment", sizeof m->u.user.name - 1);
+    m->u.user.revision = 0;
+    auto* info = reinterpret_cast<struct xt_comment_info*>(m->data);
+    std::memcpy(info->comment, r.comment.data(), std::min(r.comment.size(), sizeof info->comment - 1));
+  }
+  auto* t = reinterpret_cast<struct xt_entry_target*>(buf.data() + e->target_offset);
+  t->u.user.target_size = static_cast<uint16_t>(targetSize);
+  std::strncpy(t->u.user.name, r.target.c_str(), sizeof t->u.user.name - 1);
+  if (dnat) {
+    t->u.user.revision = 2;
+    auto* range = reinterpret_cast<struct nf_nat_range2*>(t->data);
+    uint8_t a[16] = {};
+    ParseAddr(T::kFamily, r.dnatAddress, a);
+    range->flags = NF_NAT_RANGE_MAP_IPS;
+    std::memcpy(&range->min_addr, a, AddrLen(T::kFamily));
+    std::memcpy(&range->max_addr, a, AddrLen(T::kFamily));
+    if (r.dnatPort) {
+      range->flags |= NF_NAT_RANGE_PROTO_SPECIFIED;
+      range->min_proto.all = htons(static_cast<uint16_t>(r.dnatPort));
+      range->max_proto.all = htons(static_cast<uint16_t>(r.dnatPort));
+    }
+  }
+  return buf;
+}
+
+template <class T>
+void ReadDnat(const struct xt_entry_target* t, LiveRule& r) {
+  size_t dataLen = t->u.target_size - sizeof(struct xt_entry_target);
+  unsigned rev = t->u.user.revision;
+  if ((rev != 1 && rev != 2) || dataLen < sizeof(struct nf_nat_range)) {
+    r.unknown.push_back("DNAT-revision-" + std::to_string(rev));
+    return;
+  }
+  const auto* range = reinterpret_cast<const struct nf_nat_range*>(t->data);
+  const size_t n = AddrLen(T::kFamily);
+  const auto* lo = reinterpret_cast<const uint8_t*>(&range->min_addr);
+  const auto* hi = reinterpret_cast<const uint8_t*>(&range->max_addr);
+  unsigned known = NF_NAT_RANGE_MAP_IPS | NF_NAT_RANGE_PROTO_SPECIFIED;
+  if ((range->flags & ~known) || !(range->flags & NF_NAT_RANGE_MAP_IPS)) r.unknown.push_back("DNAT-options");
+  if (std::memcmp(lo, hi, n) != 0) r.unknown.push_back("DNAT-range");
+  if (rev == 2 && dataLen >= sizeof(struct nf_nat_range2) &&
+      reinterpret_cast<const struct nf_nat_range2*>(t->data)->base_proto.all != 0)
+    r.unknown.push_back("DNAT-options");
+  r.hasDnat = true;
+  r.dnatAddress = FormatAddr(T::kFamily, lo);
+  if (range->flags & NF_NAT_RANGE_PROTO_SPECIFIED) {
+    if (range->min_proto.all != range->max_proto.all) r.unknown.push_back("DNAT-port-range");
+    r.dnatPort = ntohs(range->min_proto.all);
+  }
+}
+
+template <class T>
+LiveRule ParseEntry(const typename T::Entry* e, xtc_handle* h) {
+  using Entry = typename T::Entry;
+  LiveRule r;
+  r.packets = e->counters.pcnt;
+  r.bytes = e->counters.bcnt;
+  T::ReadHeader(*e, r);
+  const auto* base = reinterpret_cast<const uint8_t*>(e);
+  for (size_t off = sizeof(Entry); off + sizeof(struct xt_entry_match) <= e->target_offset;) {
+    const auto* m = reinterpret_cast<const struct xt_entry_match*>(base + off);
+    if (m->u.match_size < sizeof(struct xt_entry_match)) break;
+    std::string name(m->u.user.name, strnlen(m->u.user.name, sizeof m->u.user.name));
+    if (name == "comment" && m->u.user.revision == 0 && m->u.match_size >= kCommentMatchSize && !r.hasComment) {
+      const auto* info = reinterpret_cast<const struct xt_comment_info*>(m->data);
+      r.hasComment = true;
+      r.comment.assign(info->comment, strnlen(info->comment, sizeof info->comment));
+    } else {
+      r.unknown.push_back(name);
+    }
+    off += m->u.match_size;
+  }
+  const char* tn = T::get_target(e, h);
+  r.target = tn ? tn : "";
+  if (r.target.empty()) r.unknown.push_back("no-target");
+  const auto* t = reinterpret_cast<const struct xt_entry_target*>(base + e->target_offset);
+  if (r.target == "DNAT") {
+    ReadDnat<T>(t, r);
+  } else if (std::strcmp(t->u.user.name, "") != 0 && std::strcmp(t->u.user.name, XT_STANDARD_TARGET) != 0) {
+    // A module target other than DNAT: its options are not modelled.
+    size_t dataLen = t->u.target_size > sizeof(struct xt_entry_target) ? t->u.target_size - sizeof(struct xt_entry_target) : 0;
+    if (!AllZero(t->data, dataLen)) r.unknown.push_back(r.target + "-options");
+  }
+  return r;
+}
+
+bool SameModelled(const RuleSpec& a, const LiveRule& live) {
+  return live.unknown.empty() && a.src == live.src && a.dst == live.dst && a.protocol == live.protocol &&
+         a.hasComment == live.hasComment && (!a.hasComment || a.comment == live.comment) && a.target == live.target &&
+         a.hasDnat == live.hasDnat && (!a.hasDnat || (a.dnatAddress == live.dnatAddress && a.dnatPort == live.dnatPort));
+}
+
+bool SameLive(const LiveRule& a, const LiveRule& b) {
+  return a.unknown == b.unknown && a.src == b.src && a.dst == b.dst && a.protocol == b.protocol && a.hasComment == b.hasComment &&
+         a.comment == b.comment && a.target == b.target && a.hasDnat == b.hasDnat && a.dnatAddress == b.dnatAddress &&
+         a.dnatPort == b.dnatPort;
+}
+
+template <class T>
+std::vector<LiveRule> ChainRulesOf(const std::string& chain, xtc_handle* h) {
+  std::vector<LiveRule> out;
+  for (const auto* e = T::first_rule(chain.c_str(), h); e; e = T::next_rule(e, h)) out.push_back(ParseEntry<T>(e, h));
+  return out;
+}
+
+template <class T>
+size_t CountRules(const std::string& chain, xtc_handle* h) {
+  size_t n = 0;
+  for (const auto* e = T::first_rule(chain.c_str(), h); e; e = T::next_rule(e, h)) n++;
+  return n;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation (re-checked here so that bad input can never corrupt memory; wording lives in TS)
+
+SysError TxError(size_t index, int err, const std::string& syscall, const std::string& msg) {
+  SysError e(err, syscall, "operation " + std::to_string(index) + ": " + msg, "ETRANSACTION");
+  e.opIndex = static_cast<int>(index);
+  return e;
+}
+
+bool ValidChainName(const std::string& c) {
+  if (c.empty() || c.size() > kMaxChainName) return false;
+  if (c[0] == '-' || c[0] == '!') return false;
+  for (unsigned char ch : c)
+    if (ch <= ' ' || ch >= 0x7f) return false;
+  return true;
+}
+
+void ValidateRule(Family f, size_t i, RuleSpec& r) {
+  if (!r.src.empty()) {
+    std::string c = CanonicalCidr(f, r.src);
+    if (c.empty()) throw TxError(i, EINVAL, "validate", "invalid source CIDR \"" + r.src.substr(0, 64) + "\"");
+    r.src = c;
+  }
+  if (!r.dst.empty()) {
+    std::string c = CanonicalCidr(f, r.dst);
+    if (c.empty()) throw TxError(i, EINVAL, "validate", "invalid destination CIDR \"" + r.dst.substr(0, 64) + "\"");
+    r.dst = c;
+  }
+  if (r.protocol != 0 && r.protocol != IPPROTO_TCP && r.protocol != IPPROTO_UDP)
+    throw TxError(i, EINVAL, "validate", "protocol must be tcp or udp");
+  if (r.hasComment && (r.comment.size() > kMaxComment || r.comment.find('\0') != std::string::npos))
+    throw TxError(i, EINVAL, "validate", "comment longer than 255 bytes or containing NUL");
+  if (!IsStandardVerdict(r.target) && r.target != "DNAT" && !ValidChainName(r.target))
+    throw TxError(i, EINVAL, "validate", "invalid target \"" + r.target.substr(0, 64) + "\"");
+  if (r.target == "DNAT") {
+    if (!r.hasDnat) throw TxError(i, EINVAL, "validate", "DNAT needs a destination");
+    std::string a = CanonicalAddress(f, r.dnatAddress);
+    if (a.empty()) throw TxError(i, EINVAL, "validate", "invalid DNAT address \"" + r.dnatAddress.substr(0, 64) + "\"");
+    r.dnatAddress = a;
+    if (r.dnatPort < 0 || r.dnatPort > 65535) throw TxError(i, EINVAL, "validate", "DNAT port out of range");
+  } else if (r.hasDnat) {
+    throw TxError(i, EINVAL, "validate", "a DNAT destination needs target DNAT");
+  }
+}
+
+void Validate(Family f, std::vector<Op>& ops) {
+  for (size_t i = 0; i < ops.size(); i++) {
+    Op& op = ops[i];
+    if (!ValidChainName(op.chain)) throw TxError(i, EINVAL, "validate", "invalid chain name \"" + op.chain.substr(0, 64) + "\"");
+    switch (op.kind) {
+      case OpKind::CreateChain:
+        if (IsStandardVerdict(op.chain) || op.chain == "DNAT")
+          throw TxError(i, EINVAL, "validate", "chain name \"" + op.chain + "\" is reserved");
+        break;
+      case OpKind::FlushChain:
+      case OpKind::DeleteChain:
+        break;
+      case OpKind::InsertRule:
+        if (op.position < 0) throw TxError(i, EINVAL, "validate", "position must be 1 or more");
+        ValidateRule(f, i, op.rule);
+        break;
+      case OpKind::AppendRule:
+      case OpKind::DeleteRule:
+        ValidateRule(f, i, op.rule);
+        break;
+      case OpKind::DeleteRuleAt:
+        if (op.position < 1) throw TxError(i, EINVAL, "validate", "position must be 1 or more");
+        break;
+      case OpKind::ReplaceRule:
+      case OpKind::MoveRule:
+        if (op.position < 1) throw TxError(i, EINVAL, "validate", "position must be 1 or more");
+        ValidateRule(f, i, op.rule);
+        break;
+      case OpKind::ReplaceChain:
+        if (IsStandardVerdict(op.chain) || op.chain == "DNAT")
+          throw TxError(i, EINVAL, "validate", "chain name \"" + op.chain + "\" is reserved");
+        for (auto& r : op.rules) ValidateRule(f, i, r);
+        break;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The xtables lock
+
+class XtLock {
+ public:
+  XtLock(const std::string& path, int64_t waitMs, int64_t intervalMs, double& waitedMs) {
+    auto start = std::chrono::steady_clock::now();
+    fd_ = open(path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600);
+    if (fd_ < 0) {
+      int e = errno;
+      throw SysError(e, "open", "cannot open the xtables lock " + path + ": " + std::strerror(e));
+    }
+    if (intervalMs < 1) intervalMs = 1;
+    for (;;) {
+      if (flock(fd_, LOCK_EX | LOCK_NB) == 0) break;
+      int e = errno;
+      if (e == EINTR) continue;
+      auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count();
+      if (e != EWOULDBLOCK) {
+        close(fd_);
+        fd_ = -1;
+        throw SysError(e, "flock", "cannot take the xtables lock " + path + ": " + std::strerror(e));
+      }
+      if (elapsed >= waitMs) {
+        close(fd_);
+        fd_ = -1;
+        throw SysError(e, "flock",
+                       "another app is holding the xtables lock " + path + ": gave up after waiting " + std::to_string(waitMs) + " ms",
+                       "ELOCKTIMEOUT");
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(std::min<int64_t>(intervalMs, waitMs - elapsed)));
+    }
+    waitedMs = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  }
+  ~XtLock() {
+    if (fd_ >= 0) close(fd_);  // closing the only fd of the open file description releases the flock
+  }
+  XtLock(const XtLock&) = delete;
+  XtLock& operator=(const XtLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Table presence and info
+
+template <class T>
+bool TablePresent() {
+  std::ifstream in(T::kNamesFile);
+  if (!in) return false;  // ip(6)_tables not loaded: no table at all
+  std::string line;
+  while (std::getline(in, line))
+    if (line == kTable) return true;
+  return false;
+}
+
+template <class T>
+TableInfo GetInfo() {
+  TableInfo info;
+  if (!TablePresent<T>()) return info;
+  const bool v4 = T::kFamily == Family::V4;
+  int fd = socket(v4 ? AF_INET : AF_INET6, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW);
+  if (fd < 0) {
+    int e = errno;
+    throw SysError(e, "socket", std::string("cannot open a raw socket for ") + T::kName + ": " + std::strerror(e));
+  }
+  int rc;
+  int e = 0;
+  if (v4) {
+    struct ipt_getinfo gi = {};
+    std::strncpy(gi.name, kTable, sizeof gi.name - 1);
+    socklen_t len = sizeof gi;
+    rc = getsockopt(fd, IPPROTO_IP, IPT_SO_GET_INFO, &gi, &len);
+    if (rc == 0) {
+      info.size = gi.size;
+      info.entries = gi.num_entries;
+    }
+  } else {
+    struct ip6t_getinfo gi = {};
+    std::strncpy(gi.name, kTable, sizeof gi.name - 1);
+    socklen_t len = sizeof gi;
+    rc = getsockopt(fd, IPPROTO_IPV6, IP6T_SO_GET_INFO, &gi, &len);
+    if (rc == 0) {
+      info.size = gi.size;
+      info.entries = gi.num_entries;
+    }
+  }
+  if (rc != 0) e = errno;
+  close(fd);
+  if (rc != 0) {
+    if (e == ENOENT) return TableInfo{};
+    throw SysError(e, "getsockopt", std::string(T::kName) + " nat: IPT_SO_GET_INFO failed: " + std::strerror(e));
+  }
+  info.present = true;
+  return info;
+}
+
+class Handle {
+ public:
+  template <class T>
+  static Handle Init() {
+    xtc_handle* h = T::init(kTable);
+    if (!h) {
+      int e = errno;
+      throw SysError(e, "iptc_init", std::string("cannot read the ") + T::kName + " nat table: " + T::strerror(e));
+    }
+    return Handle(h, &T::free);
+  }
+  Handle(Handle&& o) noexcept : h_(o.h_), free_(o.free_) { o.h_ = nullptr; }
+  Handle& operator=(Handle&&) = delete;
+  Handle(const Handle&) = delete;
+  ~Handle() {
+    if (h_) free_(h_);
+  }
+  xtc_handle* get() const { return h_; }
+
+ private:
+  Handle(xtc_handle* h, void (*f)(xtc_handle*)) : h_(h), free_(f) {}
+  xtc_handle* h_;
+  void (*free_)(xtc_handle*);
+};
+
+// ---------------------------------------------------------------------------------------------
+// Applying ops to a handle
+
+template <class T>
+void Check(bool ok, size_t i, const char* syscall, const std::string& what) {
+  if (ok) return;
+  int e = errno;
+  throw TxError(i, e, syscall, what + ": " + T::strerror(e));
+}
+
+template <class T>
+void RequireChain(xtc_handle* h, size_t i, const std::string& chain) {
+  if (!T::is_chain(chain.c_str(), h)) throw TxError(i, ENOENT, "validate", "chain " + chain + " does not exist");
+}
+
+template <class T>
+void RequireTarget(xtc_handle* h, size_t i, const RuleSpec& r) {
+  if (IsStandardVerdict(r.target) || r.target == "DNAT") return;
+  if (!T::is_chain(r.target.c_str(), h)) throw TxError(i, ENOENT, "validate", "jump target chain " + r.target + " does not exist");
+  if (T::builtin(r.target.c_str(), h)) throw TxError(i, EINVAL, "validate", "cannot jump to built-in chain " + r.target);
+}
+
+template <class T>
+long FindRule(xtc_handle* h, const std::string& chain, const RuleSpec& r, LiveRule* found = nullptr) {
+  long idx = 0;
+  for (const auto* e = T::first_rule(chain.c_str(), h); e; e = T::next_rule(e, h), idx++) {
+    LiveRule live = ParseEntry<T>(e, h);
+    if (SameModelled(r, live)) {
+      if (found) *found = live;
+      return idx;
+    }
+  }
+  return -1;
+}
+
+// Minimal edit of `chain` to exactly `want`: rules in the longest common subsequence stay in
+// place untouched (libiptc carries their kernel counters over on commit), others are deleted or inserted.
+template <class T>
+void ReplaceChainRules(xtc_handle* h, size_t i, const std::string& chain, const std::vector<RuleSpec>& want) {
+  std::vector<LiveRule> have = ChainRulesOf<T>(chain, h);
+  const size_t n = have.size(), m = want.size();
+  std::vector<bool> keepHave(n, false), keepWant(m, false);
+  // Common prefix and suffix first (the usual case: a few rules added or removed).
+  size_t pre = 0;
+  while (pre < n && pre < m && SameModelled(want[pre], have[pre])) keepHave[pre] = keepWant[pre] = true, pre++;
+  size_t suf = 0;
+  while (suf < n - pre && suf < m - pre && SameModelled(want[m - 1 - suf], have[n - 1 - suf]))
+    keepHave[n - 1 - suf] = keepWant[m - 1 - suf] = true, suf++;
+  const size_t hn = n - pre - suf, wm = m - pre - suf;
+  // LCS of the middle, bounded in memory; beyond the bound the middle is rewritten (its counters restart).
+  if (hn > 0 && wm > 0 && hn * wm <= 4'000'000) {
+    std::vector<std::vector<uint32_t>> lcs(hn + 1, std::vector<uint32_t>(wm + 1, 0));
+    for (size_t a = hn; a-- > 0;)
+      for (size_t b = wm; b-- > 0;)
+        lcs[a][b] = SameModelled(want[pre + b], have[pre + a]) ? lcs[a + 1][b + 1] + 1 : std::max(lcs[a + 1][b], lcs[a][b + 1]);
+    for (size_t a = 0, b = 0; a < hn && b < wm;) {
+      if (SameModelled(want[pre + b], have[pre + a])) {
+        keepHave[pre + a] = keepWant[pre + b] = true;
+        a++;
+        b++;
+      } else if (lcs[a + 1][b] >= lcs[a][b + 1]) {
+        a++;
+      } else {
+        b++;
+      }
+    }
+  }
+  for (size_t a = n; a-- > 0;)
+    if (!keepHave[a]) Check<T>(T::delete_num_entry(chain.c_str(), static_cast<unsigned>(a), h), i, "iptc_delete_num_entry", "cannot delete a rule of " + chain);
+  for (size_t b = 0; b < m; b++) {
+    if (keepWant[b]) continue;
+    RequireTarget<T>(h, i, want[b]);
+    EntryBuf e = BuildEntry<T>(want[b]);
+    Check<T>(T::insert_entry(chain.c_str(), reinterpret_cast<const typename T::Entry*>(e.data()), static_cast<unsigned>(b), h), i,
+             "iptc_insert_entry", "cannot insert into " + chain);
+  }
+}
+
+template <class T>
+void ApplyOp(xtc_handle* h, size_t i, const Op& op) {
+  const char* c = op.chain.c_str();
+  using Entry = typename T::Entry;
+  switch (op.kind) {
+    case OpKind::CreateChain:
+      if (T::is_chain(c, h)) throw TxError(i, EEXIST, "validate", "chain " + op.chain + " already exists");
+      Check<T>(T::create_chain(c, h), i, "iptc_create_chain", "cannot create chain " + op.chain);
+      return;
+    case OpKind::FlushChain:
+      RequireChain<T>(h, i, op.chain);
+      Check<T>(T::flush_entries(c, h), i, "iptc_flush_entries", "cannot flush chain " + op.chain);
+      return;
+    case OpKind::DeleteChain:
+      RequireChain<T>(h, i, op.chain);
+      if (T::builtin(c, h)) throw TxError(i, EPERM, "validate", "cannot delete built-in chain " + op.chain);
+      Check<T>(T::delete_chain(c, h), i, "iptc_delete_chain", "cannot delete chain " + op.chain);
+      return;
+    case OpKind::InsertRule: {
+      RequireChain<T>(h, i, op.chain);
+      RequireTarget<T>(h, i, op.rule);
+      size_t n = CountRules<T>(op.chain, h);
+      int64_t pos = op.position ? op.position : 1;
+      if (pos < 1 || static_cast<size_t>(pos) > n + 1)
+        throw TxError(i, E2BIG, "validate", "position " + std::to_string(pos) + " is beyond the end of " + op.chain + " (" + std::to_string(n) + " rules)");
+      EntryBuf e = BuildEntry<T>(op.rule);
+      Check<T>(T::insert_entry(c, reinterpret_cast<const Entry*>(e.data()), static_cast<unsigned>(pos - 1), h), i, "iptc_insert_entry",
+               "cannot insert into " + op.chain);
+      return;
+    }
+    case OpKind::AppendRule: {
+      RequireChain<T>(h, i, op.chain);
+      RequireTarget<T>(h, i, op.rule);
+      EntryBuf e = BuildEntry<T>(op.rule);
+      Check<T>(T::append_entry(c, reinterpret_cast<const Entry*>(e.data()), h), i, "iptc_append_entry", "cannot append to " + op.chain);
+      return;
+    }
+    case OpKind::DeleteRule: {
+      RequireChain<T>(h, i, op.chain);
+      long idx = FindRule<T>(h, op.chain, op.rule);
+      if (idx < 0) throw TxError(i, ENOENT, "validate", "no such rule in " + op.chain);
+      Check<T>(T::delete_num_entry(c, static_cast<unsigned>(idx), h), i, "iptc_delete_num_entry", "cannot delete from " + op.chain);
+      return;
+    }
+    case OpKind::DeleteRuleAt: {
+      RequireChain<T>(h, i, op.chain);
+      size_t n = CountRules<T>(op.chain, h);
+      if (static_cast<size_t>(op.position) > n)
+        throw TxError(i, E2BIG, "validate", "no rule " + std::to_string(op.position) + " in " + op.chain + " (" + std::to_string(n) + " rules)");
+      Check<T>(T::delete_num_entry(c, static_cast<unsigned>(op.position - 1), h), i, "iptc_delete_num_entry", "cannot delete from " + op.chain);
+      return;
+    }
+    case OpKind::ReplaceRule: {
+      RequireChain<T>(h, i, op.chain);
+      RequireTarget<T>(h, i, op.rule);
+      size_t n = CountRules<T>(op.chain, h);
+      if (static_cast<size_t>(op.position) > n)
+        throw TxError(i, E2BIG, "validate", "no rule " + std::to_string(op.position) + " in " + op.chain + " (" + std::to_string(n) + " rules)");
+      EntryBuf e = BuildEntry<T>(op.rule);
+      Check<T>(T::replace_entry(c, reinterpret_cast<const Entry*>(e.data()), static_cast<unsigned>(op.position - 1), h), i,
+               "iptc_replace_entry", "cannot replace in " + op.chain);
+      return;
+    }
+    case OpKind::MoveRule: {
+      RequireChain<T>(h, i, op.chain);
+      LiveRule live;
+      long idx = FindRule<T>(h, op.chain, op.rule, &live);
+      if (idx < 0) throw TxError(i, ENOENT, "validate", "no such rule in " + op.chain);
+      size_t n = CountRules<T>(op.chain, h);
+      if (static_cast<size_t>(op.position) > n)
+        throw TxError(i, E2BIG, "validate", "position " + std::to_string(op.position) + " is beyond the end of " + op.chain + " (" + std::to_string(n) + " rules)");
+      if (idx == op.position - 1) return;  // already there
+      Check<T>(T::delete_num_entry(c, static_cast<unsigned>(idx), h), i, "iptc_delete_num_entry", "cannot move in " + op.chain);
+      // Same bytes as before (the rule is fully modelled), with the counters read at init.
+      EntryBuf e = BuildEntry<T>(op.rule, live.packets, live.bytes);
+      Check<T>(T::insert_entry(c, reinterpret_cast<const Entry*>(e.data()), static_cast<unsigned>(op.position - 1), h), i,
+               "iptc_insert_entry", "cannot move in " + op.chain);
+      return;
+    }
+    case OpKind::ReplaceChain:
+      if (!T::is_chain(c, h)) Check<T>(T::create_chain(c, h), i, "iptc_create_chain", "cannot create chain " + op.chain);
+      else if (T::builtin(c, h)) throw TxError(i, EPERM, "validate", "replaceChain on built-in chain " + op.chain);
+      ReplaceChainRules<T>(h, i, op.chain, op.rules);
+      return;
+  }
+}
+
+struct Intended {
+  std::string chain;
+  bool exists = false;
+  std::vector<LiveRule> rules;
+};
+
+template <class T>
+std::vector<Intended> Capture(xtc_handle* h, const std::vector<std::string>& chains) {
+  std::vector<Intended> out;
+  for (const auto& c : chains) {
+    Intended it;
+    it.chain = c;
+    it.exists = T::is_chain(c.c_str(), h);
+    if (it.exists) it.rules = ChainRulesOf<T>(c, h);
+    out.push_back(std::move(it));
+  }
+  return out;
+}
+
+bool SameState(const std::vector<Intended>& a, const std::vector<Intended>& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); i++) {
+    if (a[i].chain != b[i].chain || a[i].exists != b[i].exists || a[i].rules.size() != b[i].rules.size()) return false;
+    for (size_t j = 0; j < a[i].rules.size(); j++)
+      if (!SameLive(a[i].rules[j], b[i].rules[j])) return false;
+  }
+  return true;
+}
+
+double MsSince(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t).count();
+}
+
+template <class T>
+ApplyResult ApplyT(std::vector<Op>& ops, const ApplyOptions& o) {
+  auto start = std::chrono::steady_clock::now();
+  ApplyResult res;
+  Validate(T::kFamily, ops);
+  if (ops.empty()) {
+    res.durationMs = MsSince(start);
+    return res;
+  }
+  std::vector<std::string> touched;
+  {
+    std::set<std::string> seen;
+    for (const auto& op : ops)
+      if (seen.insert(op.chain).second) touched.push_back(op.chain);
+  }
+  std::string lockPath = o.lockfile;
+  if (lockPath.empty()) {
+    const char* env = std::getenv("XTABLES_LOCKFILE");
+    lockPath = env && *env ? env : "/run/xtables.lock";
+  }
+  const int maxAttempts = std::max(1, o.maxAttempts);
+  NetnsGuard ns(o.netnsPath);
+  XtLock lock(lockPath, o.lockWaitMs, o.lockIntervalMs, res.lockWaitMs);
+  std::lock_guard<std::mutex> guard(IptcMutex());
+  int lastErr = 0;
+  for (int attempt = 1; attempt <= maxAttempts; attempt++) {
+    res.attempts = attempt;
+    std::vector<Intended> intended;
+    {
+      Handle h = Handle::Init<T>();
+      for (size_t i = 0; i < ops.size(); i++) ApplyOp<T>(h.get(), i, ops[i]);
+      intended = Capture<T>(h.get(), touched);
+      if (T::commit(h.get())) {
+        res.durationMs = MsSince(start);
+        return res;
+      }
+      lastErr = errno;
+    }
+    if (lastErr == EAGAIN) continue;  // lost a race with a writer that did not take the lock: re-read, re-apply
+    // Other errors: the kernel may have installed the new table and failed afterwards (seen: EINVAL
+    // from the counters step). Look before retrying or failing.
+    {
+      Handle check = Handle::Init<T>();
+      if (SameState(Capture<T>(check.get(), touched), intended)) {
+        res.durationMs = MsSince(start);
+        return res;
+      }
+    }
+    if (lastErr != EINVAL) break;
+  }
+  throw SysError(lastErr, "iptc_commit",
+                 std::string("commit of the ") + T::kName + " nat table failed after " + std::to_string(res.attempts) +
+                     " attempt(s): " + T::strerror(lastErr));
+}
+
+template <class T>
+Snapshot ReadT(const std::vector<std::string>& chains) {
+  Snapshot snap;
+  for (int round = 0; round < 5; round++) {
+    snap = Snapshot{};
+    TableInfo before = GetInfo<T>();
+    if (!before.present) return snap;  // never create the table by reading it
+    {
+      std::lock_guard<std::mutex> guard(IptcMutex());
+      Handle h = Handle::Init<T>();
+      for (const auto& c : chains) {
+        if (c.empty() || c.size() >= sizeof(xt_chainlabel) || !T::is_chain(c.c_str(), h.get())) continue;
+        snap.chains.push_back(ChainRules{c, ChainRulesOf<T>(c, h.get())});
+      }
+    }
+    snap.info = GetInfo<T>();
+    if (snap.info.size == before.size && snap.info.entries == before.entries) break;  // the snapshot matches its token
+  }
+  return snap;
+}
+
+}  // namespace
+
+std::string CanonicalCidr(Family family, const std::string& cidr) {
+  Cidr c;
+  if (cidr.empty() || !ParseCidr(family, cidr, c)) return "";
+  return FormatCidr(family, c.addr, c.prefix);
+}
+
+std::string CanonicalAddress(Family family, const std::string& address) {
+  uint8_t a[16] = {};
+  if (!ParseAddr(family, address, a)) return "";
+  return FormatAddr(family, a);
+}
+
+TableInfo Info(Family family, const std::string& netnsPath) {
+  NetnsGuard ns(netnsPath);
+  return family == Family::V4 ? GetInfo<V4>() : GetInfo<V6>();
+}
+
+Snapshot Read(Family family, const std::vector<std::string>& chains, const std::string& netnsPath) {
+  NetnsGuard ns(netnsPath);
+  return family == Family::V4 ? ReadT<V4>(chains) : ReadT<V6>(chains);
+}
+
+ApplyResult Apply(Family family, std::vector<Op> ops, const ApplyOptions& options) {
+  return family == Family::V4 ? ApplyT<V4>(ops, options) : ApplyT<V6>(ops, options);
+}
+
+}  // namespace iptc
+}  // namespace edgemesh

@@ -1,0 +1,109 @@
+// The iptables-legacy backend core: reads and writes the nat table of IPv4 (libip4tc) and IPv6
+// (libip6tc) through libiptc, in one atomic commit per transaction, under the xtables lock.
+// Plain C++17, no V8: the binding (iptc_binding.cc) turns JS values into these structs.
+//
+// The logic is written once over a small traits struct per family (see iptc_core.cc).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace edgemesh {
+namespace iptc {
+
+enum class Family { V4, V6 };
+
+// Limits of the kernel ABI (XT_EXTENSION_MAXNAMELEN 29, XT_MAX_COMMENT_LEN 256), NUL included.
+constexpr size_t kMaxChainName = 28;
+constexpr size_t kMaxComment = 255;
+
+// A rule in the modelled subset. Addresses are CIDRs ("10.10.0.3/32", "fd00::/64"), canonical
+// after validation; empty means "any". protocol: 0 any, 6 tcp, 17 udp.
+struct RuleSpec {
+  std::string src;
+  std::string dst;
+  int protocol = 0;
+  bool hasComment = false;
+  std::string comment;
+  std::string target;  // RETURN, ACCEPT, DROP, DNAT or a user chain
+  bool hasDnat = false;
+  std::string dnatAddress;  // canonical address, no prefix
+  int dnatPort = 0;         // 0: no port
+};
+
+// A rule read from the kernel. `unknown` names everything read but not modelled.
+struct LiveRule : RuleSpec {
+  uint64_t packets = 0;
+  uint64_t bytes = 0;
+  std::vector<std::string> unknown;
+};
+
+enum class OpKind {
+  CreateChain,
+  FlushChain,
+  DeleteChain,
+  InsertRule,
+  AppendRule,
+  DeleteRule,
+  DeleteRuleAt,
+  ReplaceRule,
+  MoveRule,
+  ReplaceChain,
+};
+
+struct Op {
+  OpKind kind = OpKind::CreateChain;
+  std::string chain;
+  RuleSpec rule;               // insert/append/delete/replace/move
+  std::vector<RuleSpec> rules; // replaceChain
+  int64_t position = 0;        // 1-based; 0 = default (insertRule: 1)
+};
+
+struct ApplyOptions {
+  std::string lockfile;  // empty: $XTABLES_LOCKFILE or /run/xtables.lock
+  int64_t lockWaitMs = 5000;
+  int64_t lockIntervalMs = 20;
+  int maxAttempts = 5;
+  std::string netnsPath;  // empty: the process's own namespace
+};
+
+struct ApplyResult {
+  int attempts = 0;
+  double lockWaitMs = 0;
+  double durationMs = 0;
+};
+
+struct TableInfo {
+  uint64_t size = 0;
+  uint64_t entries = 0;
+  bool present = false;  // false: the nat table does not exist in the namespace (and was not created)
+};
+
+struct ChainRules {
+  std::string name;
+  std::vector<LiveRule> rules;
+};
+
+struct Snapshot {
+  std::vector<ChainRules> chains;  // the requested chains that exist, in request order
+  TableInfo info;
+};
+
+// Cheap change detection (IPT_SO_GET_INFO / IP6T_SO_GET_INFO). Never creates the table.
+TableInfo Info(Family family, const std::string& netnsPath);
+
+// Reads the named chains. When the nat table does not exist, returns no chains (and does not create it).
+Snapshot Read(Family family, const std::vector<std::string>& chains, const std::string& netnsPath);
+
+// Validates every op, takes the xtables lock, applies all ops to one handle and commits once.
+// Failures: SysError code ETRANSACTION (with opIndex) for a bad op, ELOCKTIMEOUT for the lock,
+// the errno name of iptc_init/iptc_commit otherwise.
+ApplyResult Apply(Family family, std::vector<Op> ops, const ApplyOptions& options);
+
+// Exposed for the binding and tests: canonical "addr/len" of a CIDR of `family`, or "" if invalid.
+std::string CanonicalCidr(Family family, const std::string& cidr);
+// Canonical address text, or "" if invalid.
+std::string CanonicalAddress(Family family, const std::string& address);
+
+}  // namespace iptc
+}  // namespace edgemesh

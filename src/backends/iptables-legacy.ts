@@ -1,0 +1,200 @@
+// The iptables-legacy backend's table: the nat table of one family through libiptc (the addon),
+// one atomic iptc_commit per transaction under the xtables lock. Input is validated and worded
+// here; the addon re-checks only so that bad input can never crash the process.
+import { Buffer } from 'node:buffer';
+import { TransactionError, nativeCall } from '../errors.js';
+import { native } from '../native.js';
+import { addressFamily, canonicalAddress, parseCidr } from '../net.js';
+import type { Family, LiveRule, Rule } from '../rules.js';
+import type { NativeApplyOptions, NativeIptcBinding, NativeRuleSpec, NativeTxOp } from './iptc-native.js';
+import type { ApplyResult, IptablesTable, TableInfo, TableSnapshot, TxOp } from './types.js';
+
+export interface LegacyIptablesOptions {
+  family: Family;
+  /** Network namespace: a path (/run/netns/NAME, /proc/PID/ns/net) or a bare name (= /run/netns/NAME). Default: the process's own. */
+  netns?: string;
+  /** The xtables lock file. Default: $XTABLES_LOCKFILE or /run/xtables.lock (as iptables). */
+  lockfile?: string;
+  /** Longest wait for the lock, like `iptables -w`. Default 5000 ms. */
+  lockWaitMs?: number;
+  /** Poll interval while waiting for the lock, like `iptables -W`. Default 20 ms. */
+  lockIntervalMs?: number;
+  /** Commits attempted when the kernel reports a lost race (EAGAIN). Default 5. */
+  maxAttempts?: number;
+}
+
+/** Longest user chain name (XT_EXTENSION_MAXNAMELEN 29, NUL included). */
+export const MAX_CHAIN_NAME = 28;
+/** Longest comment (XT_MAX_COMMENT_LEN 256, NUL included). */
+export const MAX_COMMENT_BYTES = 255;
+const VERDICTS = new Set(['RETURN', 'ACCEPT', 'DROP']);
+const RESERVED = new Set([...VERDICTS, 'DNAT', 'QUEUE']);
+
+/** Why `name` is not a valid chain name, or undefined when it is. */
+export function chainNameProblem(name: unknown): string | undefined {
+  if (typeof name !== 'string' || name.length === 0) return 'chain name must be a non-empty string';
+  if (Buffer.byteLength(name) > MAX_CHAIN_NAME) return `chain name "${name.slice(0, 40)}" is longer than ${MAX_CHAIN_NAME} characters`;
+  if (/^[-!]/.test(name)) return `chain name "${name}" must not start with "-" or "!"`;
+  if (!/^[\x21-\x7e]+$/.test(name)) return `chain name "${name}" must be printable ASCII without spaces`;
+  return undefined;
+}
+
+function fail(index: number, message: string): never {
+  throw new TransactionError(`operation ${index}: ${message}`, index);
+}
+
+function isPosition(p: unknown): p is number {
+  return typeof p === 'number' && Number.isInteger(p) && p >= 1 && p <= 0x7fffffff;
+}
+
+/** Checks a rule against `family` and returns it in the addon's canonical form. Throws TransactionError. */
+export function normaliseRule(family: Family, rule: Rule, index: number): NativeRuleSpec {
+  if (typeof rule !== 'object' || rule === null) fail(index, 'rule must be an object');
+  const out: NativeRuleSpec = { target: '' };
+  for (const key of ['src', 'dst'] as const) {
+    const v = rule[key];
+    if (v === undefined) continue;
+    const parsed = typeof v === 'string' ? parseCidr(v) : undefined;
+    if (!parsed) fail(index, `${key} "${String(v).slice(0, 64)}" is not a CIDR`);
+    if (parsed.family !== family) fail(index, `${key} ${v} is not an ${family} CIDR`);
+    out[key] = parsed.cidr;
+  }
+  if (rule.protocol !== undefined) {
+    if (rule.protocol !== 'tcp' && rule.protocol !== 'udp') fail(index, `protocol "${String(rule.protocol)}" must be tcp or udp`);
+    out.protocol = rule.protocol;
+  }
+  if (rule.comment !== undefined) {
+    if (typeof rule.comment !== 'string') fail(index, 'comment must be a string');
+    if (Buffer.byteLength(rule.comment) > MAX_COMMENT_BYTES) fail(index, `comment is longer than ${MAX_COMMENT_BYTES} bytes`);
+    if (rule.comment.includes('\0')) fail(index, 'comment must not contain NUL');
+    out.comment = rule.comment;
+  }
+  if (typeof rule.target !== 'string' || rule.target.length === 0) fail(index, 'target must be a non-empty string');
+  if (!VERDICTS.has(rule.target) && rule.target !== 'DNAT') {
+    const problem = chainNameProblem(rule.target);
+    if (problem) fail(index, `target: ${problem}`);
+    if (RESERVED.has(rule.target)) fail(index, `target ${rule.target} is not supported`);
+  }
+  out.target = rule.target;
+  if (rule.target === 'DNAT') {
+    const d = rule.toDestination;
+    if (!d || typeof d !== 'object') fail(index, 'DNAT needs toDestination');
+    const address = typeof d.address === 'string' ? canonicalAddress(d.address) : undefined;
+    if (!address) fail(index, `DNAT address "${String(d.address).slice(0, 64)}" is not an IP address`);
+    if (addressFamily(address) !== family) fail(index, `DNAT address ${address} is not an ${family} address`);
+    out.toDestination = { address };
+    if (d.port !== undefined) {
+      if (typeof d.port !== 'number' || !Number.isInteger(d.port) || d.port < 1 || d.port > 65535) fail(index, `DNAT port ${String(d.port)} must be 1-65535`);
+      out.toDestination.port = d.port;
+    }
+  } else if (rule.toDestination !== undefined) {
+    fail(index, `toDestination is only valid with target DNAT (target is ${rule.target})`);
+  }
+  return out;
+}
+
+/** Validates a whole transaction and returns it in the addon's form. Throws TransactionError naming the first bad op. */
+export function normaliseOps(family: Family, ops: readonly TxOp[]): NativeTxOp[] {
+  if (!Array.isArray(ops)) throw new TransactionError('a transaction must be an array of operations');
+  return ops.map((op, i): NativeTxOp => {
+    if (typeof op !== 'object' || op === null) fail(i, 'operation must be an object');
+    const chainProblem = chainNameProblem(op.chain);
+    if (chainProblem) fail(i, chainProblem);
+    const chain = op.chain;
+    switch (op.op) {
+      case 'createChain':
+        if (RESERVED.has(chain)) fail(i, `chain name ${chain} is reserved`);
+        return { op: op.op, chain };
+      case 'replaceChain':
+        if (RESERVED.has(chain)) fail(i, `chain name ${chain} is reserved`);
+        if (!Array.isArray(op.rules)) fail(i, 'replaceChain needs rules (an array)');
+        return { op: op.op, chain, rules: op.rules.map((r: Rule) => normaliseRule(family, r, i)) };
+      case 'flushChain':
+      case 'deleteChain':
+        return { op: op.op, chain };
+      case 'insertRule':
+        if (op.position !== undefined && !isPosition(op.position)) fail(i, `position ${String(op.position)} must be an integer >= 1`);
+        return op.position === undefined
+          ? { op: op.op, chain, rule: normaliseRule(family, op.rule, i) }
+          : { op: op.op, chain, rule: normaliseRule(family, op.rule, i), position: op.position };
+      case 'appendRule':
+      case 'deleteRule':
+        return { op: op.op, chain, rule: normaliseRule(family, op.rule, i) };
+      case 'deleteRuleAt':
+        if (!isPosition(op.position)) fail(i, `position ${String(op.position)} must be an integer >= 1`);
+        return { op: op.op, chain, position: op.position };
+      case 'replaceRule':
+      case 'moveRule':
+        if (!isPosition(op.position)) fail(i, `position ${String(op.position)} must be an integer >= 1`);
+        return { op: op.op, chain, rule: normaliseRule(family, op.rule, i), position: op.position };
+      default:
+        fail(i, `unknown operation "${String((op as { op: unknown }).op)}"`);
+    }
+  });
+}
+
+/** A bare namespace name means /run/netns/NAME; a path is used as is; empty: own namespace. */
+export function netnsPathOf(netns: string | undefined): string {
+  if (!netns) return '';
+  return netns.includes('/') ? netns : `/run/netns/${netns}`;
+}
+
+function toInfo(i: { size: number; entries: number }): TableInfo {
+  return { size: i.size, entries: i.entries, token: `${i.size}/${i.entries}` };
+}
+
+export class LegacyIptablesTable implements IptablesTable {
+  readonly backend = 'iptables-legacy' as const;
+  readonly family: Family;
+  private readonly netnsPath: string;
+  private readonly applyOptions: NativeApplyOptions;
+  private readonly binding: NativeIptcBinding;
+
+  constructor(options: LegacyIptablesOptions, binding?: NativeIptcBinding) {
+    if (options.family !== 'ipv4' && options.family !== 'ipv6') throw new TypeError(`family must be "ipv4" or "ipv6", got ${String(options.family)}`);
+    const num = (v: number | undefined, name: string, min: number, max: number, dflt: number): number => {
+      if (v === undefined) return dflt;
+      if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) throw new RangeError(`${name} must be an integer in [${min}, ${max}]`);
+      return v;
+    };
+    this.family = options.family;
+    this.netnsPath = netnsPathOf(options.netns);
+    this.applyOptions = {
+      lockfile: options.lockfile ?? process.env.XTABLES_LOCKFILE ?? '/run/xtables.lock',
+      lockWaitMs: num(options.lockWaitMs, 'lockWaitMs', 0, 3_600_000, 5000),
+      lockIntervalMs: num(options.lockIntervalMs, 'lockIntervalMs', 1, 60_000, 20),
+      maxAttempts: num(options.maxAttempts, 'maxAttempts', 1, 1000, 5),
+      netnsPath: this.netnsPath,
+    };
+    this.binding = binding ?? native();
+  }
+
+  async read(chains: readonly string[]): Promise<TableSnapshot> {
+    for (const c of chains) {
+      const problem = chainNameProblem(c);
+      if (problem) throw new TypeError(problem);
+    }
+    const snap = await nativeCall(() => this.binding.iptcRead(this.family, [...chains], this.netnsPath));
+    const map = new Map<string, LiveRule[]>();
+    for (const c of snap.chains) {
+      map.set(
+        c.name,
+        c.rules.map((r) => {
+          const { unknown, ...rest } = r;
+          return unknown.length ? { ...rest, unknown } : rest;
+        }),
+      );
+    }
+    return { family: this.family, chains: map, info: toInfo(snap.info) };
+  }
+
+  async apply(ops: readonly TxOp[]): Promise<ApplyResult> {
+    const nativeOps = normaliseOps(this.family, ops);
+    if (nativeOps.length === 0) return { attempts: 0, lockWaitMs: 0, durationMs: 0 };
+    return nativeCall(() => this.binding.iptcApply(this.family, nativeOps, this.applyOptions));
+  }
+
+  async info(): Promise<TableInfo> {
+    return toInfo(await nativeCall(() => this.binding.iptcInfo(this.family, this.netnsPath)));
+  }
+}

@@ -1,0 +1,118 @@
+import { describe, expect, it } from 'vitest';
+import { LegacyIptablesTable, netnsPathOf, normaliseOps } from '../../src/backends/iptables-legacy.js';
+import type { NativeIptcBinding, NativeTxOp } from '../../src/backends/iptc-native.js';
+import type { TxOp } from '../../src/backends/types.js';
+import { LockTimeoutError, SyscallError, TransactionError } from '../../src/errors.js';
+
+function fakeBinding(): NativeIptcBinding & { calls: { ops: NativeTxOp[]; options: unknown }[] } {
+  const calls: { ops: NativeTxOp[]; options: unknown }[] = [];
+  return {
+    calls,
+    iptcInfo: async () => ({ size: 10, entries: 2, present: true }),
+    iptcRead: async () => ({ chains: [{ name: 'EDGE-MESH', rules: [{ target: 'RETURN', packets: 1, bytes: 2, unknown: [] }, { target: 'X', packets: 0, bytes: 0, unknown: ['conntrack'] }] }], info: { size: 10, entries: 2, present: true } }),
+    iptcApply: async (_f, ops, options) => {
+      calls.push({ ops, options });
+      return { attempts: 1, lockWaitMs: 0, durationMs: 1 };
+    },
+  };
+}
+
+function rejects(family: 'ipv4' | 'ipv6', ops: unknown[], index: number, message: RegExp): void {
+  let err: unknown;
+  try {
+    normaliseOps(family, ops as TxOp[]);
+  } catch (e) {
+    err = e;
+  }
+  expect(err, JSON.stringify(ops)).toBeInstanceOf(TransactionError);
+  expect((err as TransactionError).code).toBe('ETRANSACTION');
+  expect((err as TransactionError).opIndex).toBe(index);
+  expect((err as Error).message).toMatch(message);
+}
+
+const ok: TxOp = { op: 'createChain', chain: 'EDGE-MESH' };
+
+describe('iptables-legacy transaction validation (TypeScript, before the addon)', () => {
+  it('canonicalises CIDRs and DNAT addresses and drops fields the addon does not take', () => {
+    const out = normaliseOps('ipv4', [
+      { op: 'appendRule', chain: 'EDGE-MESH', rule: { dst: '10.10.3.4/16', src: '192.168.0.1', protocol: 'tcp', comment: 'x', target: 'EDGE-MESH-TCP' } },
+      { op: 'replaceChain', chain: 'EDGE-MESH-TCP', rules: [{ target: 'DNAT', toDestination: { address: '169.254.96.16', port: 40001 }, packets: 3, bytes: 4 } as never] },
+    ]);
+    expect(out).toEqual([
+      { op: 'appendRule', chain: 'EDGE-MESH', rule: { dst: '10.10.0.0/16', src: '192.168.0.1/32', protocol: 'tcp', comment: 'x', target: 'EDGE-MESH-TCP' } },
+      { op: 'replaceChain', chain: 'EDGE-MESH-TCP', rules: [{ target: 'DNAT', toDestination: { address: '169.254.96.16', port: 40001 } }] },
+    ]);
+    expect(normaliseOps('ipv6', [{ op: 'insertRule', chain: 'X', rule: { dst: 'FD00:10::5/112', target: 'DNAT', toDestination: { address: 'FD00::0:1' } } }])).toEqual([
+      { op: 'insertRule', chain: 'X', rule: { dst: 'fd00:10::/112', target: 'DNAT', toDestination: { address: 'fd00::1' } } },
+    ]);
+  });
+
+  it('names the offending operation by index with a clear message', () => {
+    rejects('ipv4', [ok, { op: 'appendRule', chain: 'EDGE-MESH', rule: { dst: '10.0.0.0/33', target: 'RETURN' } }], 1, /dst "10.0.0.0\/33" is not a CIDR/);
+    rejects('ipv4', [ok, ok, { op: 'appendRule', chain: 'EDGE-MESH', rule: { dst: 'fd00::/64', target: 'RETURN' } }], 2, /not an ipv4 CIDR/);
+    rejects('ipv6', [{ op: 'appendRule', chain: 'E', rule: { src: '10.0.0.1', target: 'RETURN' } }], 0, /not an ipv6 CIDR/);
+    rejects('ipv4', [ok, { op: 'createChain', chain: 'A'.repeat(29) }], 1, /longer than 28/);
+    expect(() => normaliseOps('ipv4', [{ op: 'createChain', chain: 'A'.repeat(28) }])).not.toThrow();
+    rejects('ipv4', [{ op: 'createChain', chain: 'has space' }], 0, /printable ASCII/);
+    rejects('ipv4', [{ op: 'createChain', chain: '-X' }], 0, /must not start/);
+    rejects('ipv4', [{ op: 'createChain', chain: '' }], 0, /non-empty/);
+    rejects('ipv4', [{ op: 'createChain', chain: 'RETURN' }], 0, /reserved/);
+    rejects('ipv4', [{ op: 'appendRule', chain: 'E', rule: { comment: 'x'.repeat(256), target: 'RETURN' } }], 0, /longer than 255 bytes/);
+    rejects('ipv4', [{ op: 'appendRule', chain: 'E', rule: { comment: 'é'.repeat(128), target: 'RETURN' } }], 0, /longer than 255 bytes/);
+    expect(() => normaliseOps('ipv4', [{ op: 'appendRule', chain: 'E', rule: { comment: 'x'.repeat(255), target: 'RETURN' } }])).not.toThrow();
+    rejects('ipv4', [{ op: 'appendRule', chain: 'E', rule: { comment: 'a\0b', target: 'RETURN' } }], 0, /NUL/);
+    rejects('ipv4', [{ op: 'appendRule', chain: 'E', rule: { target: 'DNAT' } }], 0, /DNAT needs toDestination/);
+    rejects('ipv4', [{ op: 'appendRule', chain: 'E', rule: { target: 'RETURN', toDestination: { address: '10.0.0.1' } } }], 0, /only valid with target DNAT/);
+    rejects('ipv4', [{ op: 'appendRule', chain: 'E', rule: { target: 'DNAT', toDestination: { address: '10.0.0.1', port: 0 } } }], 0, /port 0 must be 1-65535/);
+    rejects('ipv4', [{ op: 'appendRule', chain: 'E', rule: { target: 'DNAT', toDestination: { address: '10.0.0.1', port: 65536 } } }], 0, /1-65535/);
+    rejects('ipv4', [{ op: 'appendRule', chain: 'E', rule: { target: 'DNAT', toDestination: { address: '10.0.0.1', port: 80.5 } } }], 0, /1-65535/);
+    rejects('ipv4', [{ op: 'appendRule', chain: 'E', rule: { target: 'DNAT', toDestination: { address: 'fd00::1', port: 80 } } }], 0, /not an ipv4 address/);
+    rejects('ipv4', [{ op: 'appendRule', chain: 'E', rule: { target: 'DNAT', toDestination: { address: '10.0.0.0/8' } } }], 0, /not an IP address/);
+    rejects('ipv4', [{ op: 'appendRule', chain: 'E', rule: { target: 'QUEUE' } }], 0, /not supported/);
+    rejects('ipv4', [{ op: 'appendRule', chain: 'E', rule: { target: '' } }], 0, /target must be/);
+    rejects('ipv4', [{ op: 'appendRule', chain: 'E', rule: { protocol: 'icmp', target: 'RETURN' } }], 0, /tcp or udp/);
+    rejects('ipv4', [{ op: 'insertRule', chain: 'E', position: 0, rule: { target: 'RETURN' } }], 0, /position 0/);
+    rejects('ipv4', [{ op: 'deleteRuleAt', chain: 'E' }], 0, /position undefined/);
+    rejects('ipv4', [{ op: 'moveRule', chain: 'E', position: 1.5, rule: { target: 'RETURN' } }], 0, /position 1.5/);
+    rejects('ipv4', [{ op: 'replaceChain', chain: 'E' }], 0, /needs rules/);
+    rejects('ipv4', [ok, { op: 'renameChain', chain: 'E' }], 1, /unknown operation "renameChain"/);
+    rejects('ipv4', [null], 0, /must be an object/);
+  });
+
+  it('never calls the addon when validation fails, and passes options and the netns path when it does not', async () => {
+    const b = fakeBinding();
+    const t = new LegacyIptablesTable({ family: 'ipv4', netns: 'em-x', lockfile: '/tmp/l', lockWaitMs: 100, maxAttempts: 2 }, b);
+    await expect(t.apply([ok, { op: 'appendRule', chain: 'E', rule: { dst: 'nope', target: 'RETURN' } }])).rejects.toMatchObject({ code: 'ETRANSACTION', opIndex: 1 });
+    expect(b.calls).toHaveLength(0);
+    expect(await t.apply([])).toEqual({ attempts: 0, lockWaitMs: 0, durationMs: 0 });
+    expect(b.calls).toHaveLength(0);
+    await t.apply([ok]);
+    expect(b.calls[0]!.options).toEqual({ lockfile: '/tmp/l', lockWaitMs: 100, lockIntervalMs: 20, maxAttempts: 2, netnsPath: '/run/netns/em-x' });
+    expect(await t.info()).toEqual({ size: 10, entries: 2, token: '10/2' });
+    const snap = await t.read(['EDGE-MESH']);
+    expect(snap.chains.get('EDGE-MESH')).toEqual([{ target: 'RETURN', packets: 1, bytes: 2 }, { target: 'X', packets: 0, bytes: 0, unknown: ['conntrack'] }]);
+    await expect(t.read(['bad name'])).rejects.toBeInstanceOf(TypeError);
+    expect(() => new LegacyIptablesTable({ family: 'ipv5' as never }, b)).toThrow(TypeError);
+    expect(() => new LegacyIptablesTable({ family: 'ipv4', lockWaitMs: -1 }, b)).toThrow(RangeError);
+  });
+
+  it('maps native failures to typed errors (lock timeout, transaction with opIndex, errno)', async () => {
+    const nativeErr = (code: string, extra: Record<string, unknown> = {}) => Object.assign(new Error(`native ${code}`), { code, errno: 11, syscall: 'flock', ...extra });
+    const b = fakeBinding();
+    const t = new LegacyIptablesTable({ family: 'ipv4' }, b);
+    b.iptcApply = async () => Promise.reject(nativeErr('ELOCKTIMEOUT'));
+    await expect(t.apply([ok])).rejects.toBeInstanceOf(LockTimeoutError);
+    b.iptcApply = async () => Promise.reject(nativeErr('ETRANSACTION', { opIndex: 0, syscall: 'iptc_create_chain' }));
+    await expect(t.apply([ok])).rejects.toMatchObject({ name: 'TransactionError', opIndex: 0 });
+    b.iptcApply = async () => Promise.reject(nativeErr('EPERM', { syscall: 'iptc_init', errno: 1 }));
+    const e = await t.apply([ok]).catch((x: unknown) => x);
+    expect(e).toBeInstanceOf(SyscallError);
+    expect(e).toMatchObject({ code: 'EPERM', syscall: 'iptc_init', errno: 1 });
+  });
+
+  it('takes a bare namespace name as /run/netns/NAME and a path as is', () => {
+    expect(netnsPathOf(undefined)).toBe('');
+    expect(netnsPathOf('em-a')).toBe('/run/netns/em-a');
+    expect(netnsPathOf('/proc/1/ns/net')).toBe('/proc/1/ns/net');
+  });
+});
