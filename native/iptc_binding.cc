@@ -259,6 +259,7 @@ Napi::Value IptcApply(const Napi::CallbackInfo& info) {
           o.Set("attempts", Napi::Number::New(e, r.attempts));
           o.Set("lockWaitMs", Napi::Number::New(e, r.lockWaitMs));
           o.Set("durationMs", Napi::Number::New(e, r.durationMs));
+          o.Set("tokenAfter", Napi::String::New(e, std::to_string(r.sizeAfter) + "/" + std::to_string(r.entriesAfter)));
           return o;
         });
   } catch (const ArgError& e) {

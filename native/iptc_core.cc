@@ -847,6 +847,9 @@ ApplyResult ApplyT(std::vector<Op>& ops, const ApplyOptions& o) {
       for (size_t i = 0; i < ops.size(); i++) ApplyOp<T>(h.get(), i, ops[i]);
       intended = Capture<T>(h.get(), touched);
       if (T::commit(h.get())) {
+        TableInfo after = GetInfo<T>();
+        res.sizeAfter = after.size;
+        res.entriesAfter = after.entries;
         res.durationMs = MsSince(start);
         return res;
       }
@@ -858,6 +861,9 @@ ApplyResult ApplyT(std::vector<Op>& ops, const ApplyOptions& o) {
     {
       Handle check = Handle::Init<T>();
       if (SameState(Capture<T>(check.get(), touched), intended)) {
+        TableInfo after = GetInfo<T>();
+        res.sizeAfter = after.size;
+        res.entriesAfter = after.entries;
         res.durationMs = MsSince(start);
         return res;
       }

@@ -71,6 +71,8 @@ struct ApplyResult {
   int attempts = 0;
   double lockWaitMs = 0;
   double durationMs = 0;
+  uint64_t sizeAfter = 0;     // IPT_SO_GET_INFO right after our commit, still under the lock:
+  uint64_t entriesAfter = 0;  // the change token of the table exactly as we left it
 };
 
 struct TableInfo {

@@ -159,7 +159,7 @@ export class Reconciler extends EventEmitter {
         outcomes.push(outcome);
         // Remember the table as we left it: after our own write, the token we read now; when we
         // wrote nothing, the one from before our read (a write in between is seen next check).
-        this.tokens.set(backend, outcome.changed ? await backend.changeToken() : before);
+        this.tokens.set(backend, outcome.changed ? (outcome.apply?.tokenAfter ?? (await backend.changeToken())) : before);
         if (outcome.changed) this.stats.writes++;
         this.stats.orderRepairs += outcome.orderRepairs;
       }

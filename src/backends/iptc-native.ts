@@ -49,6 +49,8 @@ export interface NativeApplyResult {
   attempts: number;
   lockWaitMs: number;
   durationMs: number;
+  /** info() token of the table right after our commit, read under the lock. */
+  tokenAfter: string;
 }
 
 export interface NativeSnapshot {

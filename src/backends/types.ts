@@ -51,6 +51,11 @@ export interface ApplyResult {
   lockWaitMs: number;
   /** Milliseconds for the whole apply (lock wait, read, commit). */
   durationMs: number;
+  /**
+   * The change token of the table as our commit left it, read before anybody else could write
+   * (legacy: under the xtables lock; nft: the batch's generation). The watchdog starts from it.
+   */
+  tokenAfter?: string;
 }
 
 export interface IptablesTable {

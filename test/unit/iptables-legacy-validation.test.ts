@@ -12,7 +12,7 @@ function fakeBinding(): NativeIptcBinding & { calls: { ops: NativeTxOp[]; option
     iptcRead: async () => ({ chains: [{ name: 'EDGE-MESH', rules: [{ target: 'RETURN', packets: 1, bytes: 2, unknown: [] }, { target: 'X', packets: 0, bytes: 0, unknown: ['conntrack'] }] }], info: { size: 10, entries: 2, present: true } }),
     iptcApply: async (_f, ops, options) => {
       calls.push({ ops, options });
-      return { attempts: 1, lockWaitMs: 0, durationMs: 1 };
+      return { attempts: 1, lockWaitMs: 0, durationMs: 1, tokenAfter: '10/3' };
     },
   };
 }
