@@ -1328,7 +1328,26 @@ ReadResult Read(const ReadRequest& req) {
   return ReadWith(s, req);
 }
 
-ApplyResult Apply(const ApplyRequest& req) {
+ApplyResult Apply(const ApplyRequest& in) {
+  // Addresses in canonical form, so that rules compare equal to what we read back.
+  ApplyRequest req = in;
+  for (size_t i = 0; i < req.ops.size(); i++) {
+    auto canon = [&](RuleSpec& r) {
+      try {
+        if (!r.src.empty()) r.src = CanonicalCidr(r.src, req.family);
+        if (!r.dst.empty()) r.dst = CanonicalCidr(r.dst, req.family);
+        if (r.hasTo) {
+          if (r.toAddress.find('/') != std::string::npos) throw std::invalid_argument("DNAT destination must be an address: " + r.toAddress);
+          Cidr c = ParseCidr(r.toAddress, req.family);
+          r.toAddress = FormatAddr(c.bytes, c.len);
+        }
+      } catch (const std::invalid_argument& e) {
+        throw TxError(static_cast<int>(i), "operation " + std::to_string(i) + ": " + e.what());
+      }
+    };
+    canon(req.ops[i].rule);
+    for (auto& r : req.ops[i].rules) canon(r);
+  }
   NetnsGuard g(req.netns);
   NlSocket s;
   ApplyResult out;
