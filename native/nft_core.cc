@@ -718,8 +718,12 @@ LiveRule ParseRule(nftnl_rule* r, uint8_t family, Dialect d) {
       uint32_t flags = nftnl_expr_is_set(e, NFTNL_EXPR_NAT_FLAGS) ? nftnl_expr_get_u32(e, NFTNL_EXPR_NAT_FLAGS) : 0;
       bool hasAddr = nftnl_expr_is_set(e, NFTNL_EXPR_NAT_REG_ADDR_MIN);
       bool hasPort = nftnl_expr_is_set(e, NFTNL_EXPR_NAT_REG_PROTO_MIN);
-      if (d != Dialect::Native || type != NFT_NAT_DNAT || !hasAddr || nftnl_expr_is_set(e, NFTNL_EXPR_NAT_REG_ADDR_MAX) ||
-          nftnl_expr_is_set(e, NFTNL_EXPR_NAT_REG_PROTO_MAX) || (flags & ~uint32_t(NF_NAT_RANGE_PROTO_SPECIFIED))) {
+      // The kernel echoes max = min registers and the MAP_IPS/PROTO_SPECIFIED flags it implies.
+      auto regOr = [&](uint16_t attr, uint32_t dflt) { return nftnl_expr_is_set(e, attr) ? nftnl_expr_get_u32(e, attr) : dflt; };
+      uint32_t addrMin = regOr(NFTNL_EXPR_NAT_REG_ADDR_MIN, 0), protoMin = regOr(NFTNL_EXPR_NAT_REG_PROTO_MIN, 0);
+      if (d != Dialect::Native || type != NFT_NAT_DNAT || !hasAddr || regOr(NFTNL_EXPR_NAT_REG_ADDR_MAX, addrMin) != addrMin ||
+          regOr(NFTNL_EXPR_NAT_REG_PROTO_MAX, protoMin) != protoMin ||
+          (flags & ~uint32_t(NF_NAT_RANGE_MAP_IPS | NF_NAT_RANGE_PROTO_SPECIFIED))) {
         if (type != NFT_NAT_DNAT) lr.spec.target = "SNAT";
         unknown("nat");
         continue;

@@ -202,10 +202,11 @@ function countDiff(live: readonly NftLiveRule[], want: readonly Rule[]): { added
 
 const quote = (s: string): string => `"${s.replace(/(["\\])/g, '\\$1')}"`;
 
-/** Priority as nft prints it for nat chains ("dstnat - 1"). */
-function priorityText(p: number | undefined): string {
+/** Priority as nft 1.0 prints it for nat chains ("dstnat - 1" on prerouting, numbers elsewhere). */
+function priorityText(p: number | undefined, hook: string | undefined): string {
   if (p === undefined) return '0';
-  for (const [name, base] of [['dstnat', -100], ['srcnat', 100]] as const) {
+  const names = hook === 'prerouting' ? ([['dstnat', -100]] as const) : hook === 'postrouting' ? ([['srcnat', 100]] as const) : [];
+  for (const [name, base] of names) {
     const d = p - base;
     if (d === 0) return name;
     if (Math.abs(d) <= 10) return `${name} ${d < 0 ? '-' : '+'} ${Math.abs(d)}`;
@@ -237,7 +238,7 @@ export function renderNftTable(family: Family, table: string, exists: boolean, c
   chains.forEach((c, i) => {
     if (i > 0) lines.push('');
     lines.push(`\tchain ${c.name} {`);
-    if (c.base) lines.push(`\t\ttype ${c.type} hook ${c.hook} priority ${priorityText(c.priority)}; policy ${c.policy};`);
+    if (c.base) lines.push(`\t\ttype ${c.type} hook ${c.hook} priority ${priorityText(c.priority, c.hook)}; policy ${c.policy};`);
     for (const r of c.rules) lines.push(`\t\t${renderNftRule(family, r)}`);
     lines.push('\t}');
   });
