@@ -17,6 +17,7 @@
 #include <linux/netfilter/nf_nat.h>
 #include <linux/netfilter/nf_tables.h>
 #include <linux/netfilter/nfnetlink.h>
+#include <limits.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -902,7 +903,10 @@ struct BatchBuilder {
   std::vector<std::string> what;  // description per message (index = seq - firstSeq - 1)
   nlmsghdr* last = nullptr;
 
-  BatchBuilder(uint32_t startSeq, uint32_t genid) : batch(nftnl_batch_alloc(static_cast<uint32_t>(sysconf(_SC_PAGESIZE)), MNL_SOCKET_BUFFER_SIZE)) {
+  // Pages of 256 KiB: sendmsg() takes at most IOV_MAX (1024) iovecs, one per page, and the
+  // whole batch must go in one sendmsg() to be one transaction (nft uses 32 * page size).
+  static constexpr uint32_t kPage = 256 * 1024;
+  BatchBuilder(uint32_t startSeq, uint32_t genid) : batch(nftnl_batch_alloc(kPage, MNL_SOCKET_BUFFER_SIZE)) {
     if (!batch) throw SysError(ENOMEM, "nftnl_batch_alloc", "out of memory");
     seq = startSeq;
     firstSeq = seq;
@@ -943,6 +947,7 @@ int SendBatch(NlSocket& s, BatchBuilder& b, std::string* failed) {
   nftnl_batch_end(static_cast<char*>(nftnl_batch_buffer(b.batch.get())), endSeq);
   nftnl_batch_update(b.batch.get());
   int iovlen = nftnl_batch_iovec_len(b.batch.get());
+  if (iovlen > IOV_MAX) throw SysError(EMSGSIZE, "sendmsg", "the nf_tables batch is too large (" + std::to_string(iovlen) + " pages)");
   std::vector<iovec> iov(static_cast<size_t>(iovlen));
   nftnl_batch_iovec(b.batch.get(), iov.data(), static_cast<uint32_t>(iovlen));
   size_t total = 0;
@@ -1034,8 +1039,13 @@ int FindRule(const ChainModel& m, const RuleSpec& spec) {
 }
 
 std::string RuleKey(const RuleSpec& s) {
-  return s.src + "|" + s.dst + "|" + s.protocol + "|" + (s.hasComment ? "c" + s.comment : "-") + "|" + s.target + "|" +
-         (s.hasTo ? s.toAddress + ":" + std::to_string(s.toPort) : "");
+  // Equal keys <=> SameRule(); fields length-prefixed so that no content can collide.
+  std::string k;
+  for (const std::string& f : {s.src, s.dst, s.protocol, s.hasComment ? s.comment : std::string(), s.target,
+                               s.hasTo ? s.toAddress : std::string(), std::to_string(s.hasTo ? std::max(s.toPort, 0) : 0)}) {
+    k += std::to_string(f.size()) + ":" + f;
+  }
+  return k;
 }
 
 struct Attempt {
@@ -1311,8 +1321,11 @@ Attempt ApplyOnce(NlSocket& s, const ApplyRequest& req, uint32_t genid, bool* in
 }  // namespace
 
 bool SameRule(const RuleSpec& a, const RuleSpec& b) {
-  return a.target == b.target && a.src == b.src && a.dst == b.dst && a.protocol == b.protocol && a.hasComment == b.hasComment &&
-         (!a.hasComment || a.comment == b.comment) && a.hasTo == b.hasTo && (!a.hasTo || (a.toAddress == b.toAddress && a.toPort == b.toPort));
+  // The same equality as sameRule() in src/rules.ts: an absent comment equals an empty one.
+  return a.target == b.target && a.src == b.src && a.dst == b.dst && a.protocol == b.protocol &&
+         (a.hasComment ? a.comment : std::string()) == (b.hasComment ? b.comment : std::string()) &&
+         (a.hasTo ? a.toAddress : std::string()) == (b.hasTo ? b.toAddress : std::string()) &&
+         (a.hasTo ? std::max(a.toPort, 0) : 0) == (b.hasTo ? std::max(b.toPort, 0) : 0);
 }
 
 std::string CanonicalCidr(const std::string& cidr, uint8_t family) {

@@ -24,7 +24,7 @@
 import { EdgeMeshError, nativeCall } from '../errors.js';
 import { native } from '../native.js';
 import { EDGE_MESH_CHAIN, JUMP_CHAINS, ROOT_COMMENT, formatHostPort, sameRule, type DesiredRuleSet, type Family, type JumpChain, type LiveRule, type Rule } from '../rules.js';
-import { genToken, toLiveRule } from './iptables-nft.js';
+import { genToken } from './iptables-nft.js';
 import type { NftBaseChain, NftChain, NftLiveRule } from './nft-native.js';
 import type { CleanupOutcome, NatBackend, OrderState, StatusReport, SyncOutcome, TxOp } from './types.js';
 
@@ -188,16 +188,28 @@ function sameRules(live: readonly (LiveRule | NftLiveRule)[], want: readonly Rul
   return live.length === want.length && live.every((r, i) => sameRule(r, want[i]!));
 }
 
-/** Rules added/removed between two lists (multiset difference of modelled rules). */
+/** Rules added/removed between two lists (multiset difference of modelled rules), O(n). */
 function countDiff(live: readonly NftLiveRule[], want: readonly Rule[]): { added: number; removed: number } {
-  const left = live.map((r) => toLiveRule(r));
+  const key = (r: Rule | LiveRule) =>
+    (r as LiveRule).unknown?.length
+      ? null
+      : JSON.stringify([r.src ?? '', r.dst ?? '', r.protocol ?? '', r.comment ?? '', r.target, r.toDestination?.address ?? '', r.toDestination?.port ?? 0]);
+  const left = new Map<string, number>();
+  let removed = 0;
+  for (const r of live) {
+    const k = key(r);
+    if (k === null) removed++;
+    else left.set(k, (left.get(k) ?? 0) + 1);
+  }
   let added = 0;
   for (const w of want) {
-    const i = left.findIndex((l) => sameRule(l, w));
-    if (i >= 0) left.splice(i, 1);
+    const k = key(w)!;
+    const n = left.get(k) ?? 0;
+    if (n > 0) left.set(k, n - 1);
     else added++;
   }
-  return { added, removed: left.length };
+  for (const n of left.values()) removed += n;
+  return { added, removed };
 }
 
 const quote = (s: string): string => `"${s.replace(/(["\\])/g, '\\$1')}"`;
