@@ -151,7 +151,7 @@ void ForEachNested(const nlattr* nest, F f) {
 }
 
 uint32_t QueryGenId(NlSocket& s) {
-  char buf[MNL_SOCKET_BUFFER_SIZE];
+  char buf[MNL_SOCKET_BUFFER_SIZE] = {};  // zeroed: libnftnl leaves attribute padding unwritten
   nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETGEN, AF_UNSPEC, NLM_F_ACK, s.NextSeq());
   uint32_t id = 0;
   bool got = false;
@@ -169,7 +169,7 @@ uint32_t QueryGenId(NlSocket& s) {
 }
 
 bool TableExists(NlSocket& s, uint8_t family, const std::string& table) {
-  char buf[MNL_SOCKET_BUFFER_SIZE];
+  char buf[MNL_SOCKET_BUFFER_SIZE] = {};  // zeroed: libnftnl leaves attribute padding unwritten
   nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETTABLE, family, NLM_F_ACK, s.NextSeq());
   TablePtr t(nftnl_table_alloc());
   nftnl_table_set_str(t.get(), NFTNL_TABLE_NAME, table.c_str());
@@ -200,7 +200,7 @@ ChainInfo ChainFromNl(const nftnl_chain* c) {
 
 // One chain (nullopt when missing), without rules.
 std::optional<ChainInfo> GetChain(NlSocket& s, uint8_t family, const std::string& table, const std::string& chain) {
-  char buf[MNL_SOCKET_BUFFER_SIZE];
+  char buf[MNL_SOCKET_BUFFER_SIZE] = {};  // zeroed: libnftnl leaves attribute padding unwritten
   nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETCHAIN, family, NLM_F_ACK, s.NextSeq());
   ChainPtr c(nftnl_chain_alloc());
   nftnl_chain_set_str(c.get(), NFTNL_CHAIN_TABLE, table.c_str());
@@ -220,7 +220,7 @@ std::optional<ChainInfo> GetChain(NlSocket& s, uint8_t family, const std::string
 }
 
 std::vector<ChainInfo> DumpChains(NlSocket& s, uint8_t family, const std::string& table, bool* intr) {
-  char buf[MNL_SOCKET_BUFFER_SIZE];
+  char buf[MNL_SOCKET_BUFFER_SIZE] = {};  // zeroed: libnftnl leaves attribute padding unwritten
   nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETCHAIN, family, NLM_F_DUMP, s.NextSeq());
   ChainPtr c(nftnl_chain_alloc());
   nftnl_chain_set_str(c.get(), NFTNL_CHAIN_TABLE, table.c_str());
@@ -240,7 +240,7 @@ std::vector<ChainInfo> DumpChains(NlSocket& s, uint8_t family, const std::string
 
 void DumpRules(NlSocket& s, uint8_t family, const std::string& table, const std::string& chain, bool* intr,
                const std::function<void(const nlmsghdr*, nftnl_rule*)>& each) {
-  char buf[MNL_SOCKET_BUFFER_SIZE];
+  char buf[MNL_SOCKET_BUFFER_SIZE] = {};  // zeroed: libnftnl leaves attribute padding unwritten
   nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETRULE, family, NLM_F_DUMP, s.NextSeq());
   RulePtr r(nftnl_rule_alloc());
   nftnl_rule_set_str(r.get(), NFTNL_RULE_TABLE, table.c_str());
@@ -910,6 +910,7 @@ struct BatchBuilder {
     if (!batch) throw SysError(ENOMEM, "nftnl_batch_alloc", "out of memory");
     seq = startSeq;
     firstSeq = seq;
+    std::memset(nftnl_batch_buffer(batch.get()), 0, MNL_SOCKET_BUFFER_SIZE);
     nlmsghdr* nlh = nftnl_batch_begin(static_cast<char*>(nftnl_batch_buffer(batch.get())), seq++);
     mnl_attr_put_u32(nlh, NFNL_BATCH_GENID, htonl(genid));
     nftnl_batch_update(batch.get());
@@ -920,6 +921,8 @@ struct BatchBuilder {
     if (pending) nftnl_batch_update(batch.get());
     pending = true;
     what.push_back(std::move(desc));
+    // libnftnl leaves attribute padding unwritten; never send stale heap bytes to the kernel.
+    std::memset(nftnl_batch_buffer(batch.get()), 0, MNL_SOCKET_BUFFER_SIZE);
     nlmsghdr* nlh = nftnl_nlmsg_build_hdr(static_cast<char*>(nftnl_batch_buffer(batch.get())), type, family, flags, seq++);
     last = nlh;
     return nlh;
@@ -944,6 +947,7 @@ std::string DescribeRule(const std::string& chain, const RuleSpec& s) {
 // Sends the batch; returns 0 or the errno of the first failure (and its description).
 int SendBatch(NlSocket& s, BatchBuilder& b, std::string* failed) {
   uint32_t endSeq = b.seq++;
+  std::memset(nftnl_batch_buffer(b.batch.get()), 0, MNL_SOCKET_BUFFER_SIZE);
   nftnl_batch_end(static_cast<char*>(nftnl_batch_buffer(b.batch.get())), endSeq);
   nftnl_batch_update(b.batch.get());
   int iovlen = nftnl_batch_iovec_len(b.batch.get());
@@ -1409,7 +1413,7 @@ bool DeleteTable(const std::string& netns, uint8_t family, const std::string& ta
 std::vector<TableName> ListTables(const std::string& netns) {
   NetnsGuard g(netns);
   NlSocket s;
-  char buf[MNL_SOCKET_BUFFER_SIZE];
+  char buf[MNL_SOCKET_BUFFER_SIZE] = {};  // zeroed: libnftnl leaves attribute padding unwritten
   nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETTABLE, NFPROTO_UNSPEC, NLM_F_DUMP, s.NextSeq());
   std::vector<TableName> out;
   s.Talk(nlh, "nft_gettable", [&](const nlmsghdr* m) {
