@@ -69,42 +69,60 @@ class NlSocket {
   NlSocket& operator=(const NlSocket&) = delete;
 
   uint32_t NextSeq() { return ++seq_; }
+  // After a batch used sequence numbers up to `last`: never reuse them for a request.
+  void SeqUsedUpTo(uint32_t last) { seq_ = std::max(seq_, last); }
   mnl_socket* get() { return nl_; }
   int fd() { return mnl_socket_get_fd(nl_); }
 
-  // Sends one request and runs `cb` on every data message until the dump is done or the ack
-  // arrives. Throws SysError (errno of the kernel's answer) on failure. Sets *interrupted when
-  // the kernel flagged the dump as inconsistent (NLM_F_DUMP_INTR).
+  // Sends one request and runs `cb` on every data message of the answer (a dump, or a reply and
+  // its ack). Throws SysError (errno of the kernel's answer) on failure. A dump the kernel flags
+  // as interrupted (NLM_F_DUMP_INTR: the ruleset changed while it was being dumped) is read to
+  // its end, discarded and asked again (bounded); *interrupted is then set. `cb` only ever sees
+  // the messages of one complete, consistent answer.
   void Talk(nlmsghdr* nlh, const char* call, const std::function<void(const nlmsghdr*)>& cb, bool* interrupted = nullptr) {
-    uint32_t seq = nlh->nlmsg_seq;
-    if (mnl_socket_sendto(nl_, nlh, nlh->nlmsg_len) < 0) throw SysError(errno, "sendto", std::string(call) + ": sendto: " + Errstr(errno));
     std::vector<char> buf(1 << 16);
-    struct Ctx {
-      const std::function<void(const nlmsghdr*)>* cb;
-      bool* interrupted;
-    } ctx{&cb, interrupted};
-    for (int guard = 0; guard < 10'000'000; guard++) {
-      ssize_t n = mnl_socket_recvfrom(nl_, buf.data(), buf.size());
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        throw SysError(errno, "recvfrom", std::string(call) + ": recvfrom: " + Errstr(errno));
+    for (int attempt = 0; attempt < 20; attempt++) {
+      const uint32_t seq = NextSeq();
+      nlh->nlmsg_seq = seq;
+      if (mnl_socket_sendto(nl_, nlh, nlh->nlmsg_len) < 0) throw SysError(errno, "sendto", std::string(call) + ": sendto: " + Errstr(errno));
+      std::vector<std::vector<char>> msgs;
+      bool intr = false, done = false;
+      int err = 0;
+      for (int guard = 0; !done && guard < 10'000'000; guard++) {
+        ssize_t n = mnl_socket_recvfrom(nl_, buf.data(), buf.size());
+        if (n < 0) {
+          if (errno == EINTR) continue;
+          throw SysError(errno, "recvfrom", std::string(call) + ": recvfrom: " + Errstr(errno));
+        }
+        int len = static_cast<int>(n);
+        for (auto* m = reinterpret_cast<const nlmsghdr*>(buf.data()); !done && mnl_nlmsg_ok(m, len); m = mnl_nlmsg_next(m, &len)) {
+          if (m->nlmsg_seq != seq || (m->nlmsg_pid != 0 && m->nlmsg_pid != portid_)) continue;  // stale answer
+          if (m->nlmsg_flags & NLM_F_DUMP_INTR) intr = true;
+          if (m->nlmsg_type == NLMSG_DONE) {
+            int v = 0;
+            if (mnl_nlmsg_get_payload_len(m) >= sizeof v) std::memcpy(&v, mnl_nlmsg_get_payload(m), sizeof v);
+            if (v < 0) err = -v;
+            done = true;
+          } else if (m->nlmsg_type == NLMSG_ERROR) {
+            const auto* e = static_cast<const nlmsgerr*>(mnl_nlmsg_get_payload(m));
+            err = -e->error;
+            done = true;
+          } else if (m->nlmsg_type >= NLMSG_MIN_TYPE) {
+            const char* b = reinterpret_cast<const char*>(m);
+            msgs.emplace_back(b, b + m->nlmsg_len);
+          }
+        }
       }
-      int ret = mnl_cb_run(
-          buf.data(), static_cast<size_t>(n), seq, portid_,
-          [](const nlmsghdr* m, void* data) -> int {
-            auto* c = static_cast<Ctx*>(data);
-            if ((m->nlmsg_flags & NLM_F_DUMP_INTR) && c->interrupted) *c->interrupted = true;
-            (*c->cb)(m);
-            return MNL_CB_OK;
-          },
-          &ctx);
-      if (ret < 0) {
-        int e = errno;
-        throw SysError(e, call, std::string(call) + ": " + Errstr(e));
+      if (!done) throw SysError(0, call, std::string(call) + ": netlink answer never ended", "ENATIVE");
+      if (intr || err == EINTR) {
+        if (interrupted) *interrupted = true;
+        continue;
       }
-      if (ret == MNL_CB_STOP) return;
+      if (err) throw SysError(err, call, std::string(call) + ": " + Errstr(err));
+      for (const auto& m : msgs) cb(reinterpret_cast<const nlmsghdr*>(m.data()));
+      return;
     }
-    throw SysError(0, call, std::string(call) + ": netlink answer never ended", "ENATIVE");
+    throw SysError(EAGAIN, call, std::string(call) + ": the ruleset kept changing during the dump", "EAGAIN");
   }
 
  private:
@@ -972,6 +990,7 @@ int SendBatch(NlSocket& s, BatchBuilder& b, std::string* failed) {
   do {
     sent = sendmsg(s.fd(), &msg, 0);
   } while (sent < 0 && errno == EINTR);
+  s.SeqUsedUpTo(b.seq);
   if (sent < 0) throw SysError(errno, "sendmsg", "cannot send the nf_tables batch: " + Errstr(errno));
   // nfnetlink processes the batch synchronously inside sendmsg(): every answer is queued now.
   // The last message asked for an ack, so a good batch answers exactly once with error 0.

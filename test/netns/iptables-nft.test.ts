@@ -1,5 +1,6 @@
 // iptables-nft table through libnftnl, against the real iptables-nft 1.8.9 in throwaway
 // namespaces: our rules must be indistinguishable from what the CLI writes.
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { NftIptablesTable } from '../../src/backends/iptables-nft.js';
 import { native } from '../../src/native.js';
@@ -237,6 +238,36 @@ describeNetns('iptables-nft table (libnftnl, iptables-nft shape)', () => {
       const after = (await table.read(['EDGE-MESH'])).chains.get('EDGE-MESH')!;
       expect(after.length).toBe(desired.chains[1]!.rules.length);
       after.forEach((r, i) => expect(sameRule(r, desired.chains[1]!.rules[i]!)).toBe(true));
+    });
+
+    it('concurrent writers: batches planned on a stale generation are re-planned, none is lost or misapplied', async () => {
+      // Another process (inside the namespace) commits to a table of its own as fast as it can
+      // for 3 s, so our reads and batches keep racing it (dump interrupted / ERESTART paths).
+      const addon = process.env.EDGEMESH_NATIVE_PATH ?? fileURLToPath(new URL('../../build/Release/edgemesh_native.node', import.meta.url));
+      const script = `const n = require(${JSON.stringify(addon)}); (async () => { const until = Date.now() + 3000; let i = 0;
+        while (Date.now() < until && i < 100000) { await n.nftApply({ family: 'ipv4', table: 'noise', dialect: 'nft', baseChains: [],
+          ops: [{ op: 'replaceChain', chain: 'c', rules: [{ dst: '10.0.' + ((i >> 8) & 255) + '.' + (i & 255) + '/32', target: 'RETURN' }] }] }); i++; }
+        console.log('noise ' + i); })();`;
+      const noise = ns.spawn('node', ['-e', script]);
+      let noiseOut = '';
+      noise.stdout!.on('data', (d: Buffer) => (noiseOut += d.toString()));
+      const exited = new Promise<void>((resolve) => noise.on('exit', () => resolve()));
+      await new Promise((r) => setTimeout(r, 200));
+      const racer = new NftIptablesTable('ipv4', { netns: ns.path, maxAttempts: 50 });
+      const base = desired.chains[1]!.rules;
+      let attempts = 0;
+      for (let i = 0; i < 25; i++) {
+        const extra = Array.from({ length: 300 }, (_, k) => ({ dst: `10.${20 + i}.${k >> 8}.${k & 255}/32`, comment: `ignore t/s${k} service`, target: 'RETURN' }));
+        attempts += (await racer.apply([{ op: 'replaceChain', chain: 'EDGE-MESH', rules: [...extra, ...base] }])).attempts;
+        const live = (await racer.read(['EDGE-MESH'])).chains.get('EDGE-MESH')!;
+        expect(live.length).toBe(extra.length + base.length);
+        live.forEach((r, k) => expect(sameRule(r, k < extra.length ? extra[k]! : base[k - extra.length]!)).toBe(true));
+      }
+      await exited;
+      expect(noiseOut).toMatch(/noise [1-9]\d*/);
+      expect(attempts).toBeGreaterThanOrEqual(25);
+      await table.apply([{ op: 'replaceChain', chain: 'EDGE-MESH', rules: base }]);
+      await ns.run('nft', ['delete', 'table', 'ip', 'noise']);
     });
 
     it('rejects wrong argument types with a TypeError, not a crash', async () => {
