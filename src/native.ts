@@ -6,8 +6,9 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { NativeLoadError } from './errors.js';
 import type { NativeIptcBinding } from './backends/iptc-native.js';
+import type { NativeNftBinding } from './backends/nft-native.js';
 
-export interface NativeBinding extends NativeIptcBinding {
+export interface NativeBinding extends NativeIptcBinding, NativeNftBinding {
   /** Names of the native parts compiled in (iptc, sockopt, relay, nft...). */
   readonly modules: readonly string[];
 }

@@ -1,0 +1,462 @@
+// Thin Node-API binding over nft_core: JS objects -> plain structs, work on the libuv pool,
+// results back to JS. Wrong argument types throw TypeError synchronously; everything that
+// touches the kernel runs off the JS thread and settles a Promise.
+#include <napi.h>
+
+#include <functional>
+#include <linux/netfilter.h>
+
+#include "module_registry.h"
+#include "napi_util.h"
+#include "nft_core.h"
+
+namespace edgemesh {
+namespace {
+
+using namespace nft;
+
+// Like PromiseWorker, and a TxError rejects with code ETRANSACTION and its opIndex.
+template <typename Result>
+class NftWorker : public Napi::AsyncWorker {
+ public:
+  using Work = std::function<Result()>;
+  using ToJs = std::function<Napi::Value(Napi::Env, Result&)>;
+  static Napi::Promise Run(Napi::Env env, const char* name, Work work, ToJs toJs) {
+    auto* w = new NftWorker(env, name, std::move(work), std::move(toJs));
+    Napi::Promise p = w->deferred_.Promise();
+    w->Queue();
+    return p;
+  }
+
+ protected:
+  void Execute() override {
+    try {
+      result_ = work_();
+    } catch (const TxError& e) {
+      kind_ = 2;
+      msg_ = e.what();
+      opIndex_ = e.opIndex;
+    } catch (const SysError& e) {
+      kind_ = 1;
+      err_ = e;
+    } catch (const std::exception& e) {
+      kind_ = 1;
+      err_ = SysError(0, "", e.what(), "ENATIVE");
+    }
+  }
+  void OnOK() override {
+    Napi::Env env = Env();
+    if (kind_ == 1) {
+      deferred_.Reject(ToJsError(env, err_).Value());
+    } else if (kind_ == 2) {
+      Napi::Error e = Napi::Error::New(env, msg_);
+      e.Set("code", Napi::String::New(env, "ETRANSACTION"));
+      e.Set("errno", Napi::Number::New(env, 0));
+      e.Set("syscall", Napi::String::New(env, "nft_transaction"));
+      if (opIndex_ >= 0) e.Set("opIndex", Napi::Number::New(env, opIndex_));
+      deferred_.Reject(e.Value());
+    } else {
+      deferred_.Resolve(toJs_(env, result_));
+    }
+  }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  NftWorker(Napi::Env env, const char* name, Work work, ToJs toJs)
+      : Napi::AsyncWorker(env, name), deferred_(Napi::Promise::Deferred::New(env)), work_(std::move(work)), toJs_(std::move(toJs)),
+        err_(0, "", "") {}
+  Napi::Promise::Deferred deferred_;
+  Work work_;
+  ToJs toJs_;
+  Result result_{};
+  int kind_ = 0;
+  SysError err_;
+  std::string msg_;
+  int opIndex_ = -1;
+};
+
+// Argument conversion: throws this to unwind to the entry point, which raises a TypeError.
+struct ArgError {
+  std::string what;
+};
+
+std::string Str(const Napi::Value& v, const std::string& what) {
+  if (!v.IsString()) throw ArgError{what + " must be a string"};
+  return v.As<Napi::String>().Utf8Value();
+}
+
+std::string OptStr(const Napi::Object& o, const char* key, const std::string& what) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined() || v.IsNull()) return "";
+  return Str(v, what + "." + key);
+}
+
+int Int(const Napi::Value& v, const std::string& what) {
+  if (!v.IsNumber()) throw ArgError{what + " must be a number"};
+  double d = v.As<Napi::Number>().DoubleValue();
+  if (d != static_cast<double>(static_cast<int>(d))) throw ArgError{what + " must be an integer"};
+  return static_cast<int>(d);
+}
+
+Napi::Object Obj(const Napi::Value& v, const std::string& what) {
+  if (!v.IsObject() || v.IsArray()) throw ArgError{what + " must be an object"};
+  return v.As<Napi::Object>();
+}
+
+Napi::Array Arr(const Napi::Value& v, const std::string& what) {
+  if (!v.IsArray()) throw ArgError{what + " must be an array"};
+  return v.As<Napi::Array>();
+}
+
+uint8_t Family(const Napi::Value& v) {
+  std::string f = Str(v, "family");
+  if (f == "ipv4") return NFPROTO_IPV4;
+  if (f == "ipv6") return NFPROTO_IPV6;
+  throw ArgError{"family must be 'ipv4' or 'ipv6'"};
+}
+
+Dialect DialectOf(const Napi::Value& v) {
+  std::string d = Str(v, "dialect");
+  if (d == "xt") return Dialect::Xt;
+  if (d == "nft") return Dialect::Native;
+  throw ArgError{"dialect must be 'xt' or 'nft'"};
+}
+
+RuleSpec RuleOf(const Napi::Value& v, const std::string& what) {
+  Napi::Object o = Obj(v, what);
+  RuleSpec r;
+  r.src = OptStr(o, "src", what);
+  r.dst = OptStr(o, "dst", what);
+  r.protocol = OptStr(o, "protocol", what);
+  Napi::Value c = o.Get("comment");
+  if (!c.IsUndefined() && !c.IsNull()) {
+    r.hasComment = true;
+    r.comment = Str(c, what + ".comment");
+  }
+  r.target = Str(o.Get("target"), what + ".target");
+  Napi::Value to = o.Get("toDestination");
+  if (!to.IsUndefined() && !to.IsNull()) {
+    Napi::Object t = Obj(to, what + ".toDestination");
+    r.hasTo = true;
+    r.toAddress = Str(t.Get("address"), what + ".toDestination.address");
+    Napi::Value p = t.Get("port");
+    if (!p.IsUndefined() && !p.IsNull()) {
+      r.toPort = Int(p, what + ".toDestination.port");
+      if (r.toPort < 1 || r.toPort > 65535) throw ArgError{what + ".toDestination.port must be 1..65535"};
+    }
+  }
+  return r;
+}
+
+Op OpOf(const Napi::Value& v, size_t i) {
+  std::string what = "ops[" + std::to_string(i) + "]";
+  Napi::Object o = Obj(v, what);
+  std::string kind = Str(o.Get("op"), what + ".op");
+  Op op;
+  op.chain = Str(o.Get("chain"), what + ".chain");
+  auto pos = [&](bool required) {
+    Napi::Value p = o.Get("position");
+    if (p.IsUndefined() || p.IsNull()) {
+      if (required) throw ArgError{what + ".position must be a number"};
+      return 0;
+    }
+    return Int(p, what + ".position");
+  };
+  if (kind == "createChain") op.kind = OpKind::CreateChain;
+  else if (kind == "flushChain") op.kind = OpKind::FlushChain;
+  else if (kind == "deleteChain") op.kind = OpKind::DeleteChain;
+  else if (kind == "insertRule") {
+    op.kind = OpKind::InsertRule;
+    op.rule = RuleOf(o.Get("rule"), what + ".rule");
+    op.position = pos(false);
+  } else if (kind == "appendRule") {
+    op.kind = OpKind::AppendRule;
+    op.rule = RuleOf(o.Get("rule"), what + ".rule");
+  } else if (kind == "deleteRule") {
+    op.kind = OpKind::DeleteRule;
+    op.rule = RuleOf(o.Get("rule"), what + ".rule");
+  } else if (kind == "deleteRuleAt") {
+    op.kind = OpKind::DeleteRuleAt;
+    op.position = pos(true);
+  } else if (kind == "replaceRule") {
+    op.kind = OpKind::ReplaceRule;
+    op.rule = RuleOf(o.Get("rule"), what + ".rule");
+    op.position = pos(true);
+  } else if (kind == "moveRule") {
+    op.kind = OpKind::MoveRule;
+    op.rule = RuleOf(o.Get("rule"), what + ".rule");
+    op.position = pos(true);
+  } else if (kind == "replaceChain") {
+    op.kind = OpKind::ReplaceChain;
+    Napi::Array rules = Arr(o.Get("rules"), what + ".rules");
+    for (uint32_t k = 0; k < rules.Length(); k++) op.rules.push_back(RuleOf(rules.Get(k), what + ".rules[" + std::to_string(k) + "]"));
+  } else {
+    throw ArgError{what + ".op: unknown operation " + kind};
+  }
+  return op;
+}
+
+uint32_t HookOf(const std::string& h) {
+  if (h == "prerouting") return NF_INET_PRE_ROUTING;
+  if (h == "input") return NF_INET_LOCAL_IN;
+  if (h == "output") return NF_INET_LOCAL_OUT;
+  if (h == "postrouting") return NF_INET_POST_ROUTING;
+  throw ArgError{"hook must be prerouting, input, output or postrouting"};
+}
+
+const char* HookName(uint32_t h) {
+  switch (h) {
+    case NF_INET_PRE_ROUTING:
+      return "prerouting";
+    case NF_INET_LOCAL_IN:
+      return "input";
+    case NF_INET_FORWARD:
+      return "forward";
+    case NF_INET_LOCAL_OUT:
+      return "output";
+    case NF_INET_POST_ROUTING:
+      return "postrouting";
+    default:
+      return "unknown";
+  }
+}
+
+const char* FamilyName(uint8_t f) {
+  switch (f) {
+    case NFPROTO_IPV4:
+      return "ip";
+    case NFPROTO_IPV6:
+      return "ip6";
+    case NFPROTO_INET:
+      return "inet";
+    case NFPROTO_ARP:
+      return "arp";
+    case NFPROTO_BRIDGE:
+      return "bridge";
+    case NFPROTO_NETDEV:
+      return "netdev";
+    default:
+      return "unknown";
+  }
+}
+
+Napi::Object RuleToJs(Napi::Env env, const LiveRule& r) {
+  Napi::Object o = Napi::Object::New(env);
+  if (!r.spec.src.empty()) o.Set("src", r.spec.src);
+  if (!r.spec.dst.empty()) o.Set("dst", r.spec.dst);
+  if (!r.spec.protocol.empty()) o.Set("protocol", r.spec.protocol);
+  if (r.spec.hasComment) o.Set("comment", r.spec.comment);
+  o.Set("target", r.spec.target);
+  if (r.spec.hasTo) {
+    Napi::Object to = Napi::Object::New(env);
+    to.Set("address", r.spec.toAddress);
+    if (r.spec.toPort >= 0) to.Set("port", Napi::Number::New(env, r.spec.toPort));
+    o.Set("toDestination", to);
+  }
+  o.Set("packets", Napi::Number::New(env, static_cast<double>(r.packets)));
+  o.Set("bytes", Napi::Number::New(env, static_cast<double>(r.bytes)));
+  o.Set("handle", Napi::Number::New(env, static_cast<double>(r.handle)));
+  if (!r.unknown.empty()) {
+    Napi::Array u = Napi::Array::New(env, r.unknown.size());
+    for (size_t i = 0; i < r.unknown.size(); i++) u.Set(static_cast<uint32_t>(i), r.unknown[i]);
+    o.Set("unknown", u);
+  }
+  return o;
+}
+
+Napi::Object ChainToJs(Napi::Env env, const ChainInfo& c) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("name", c.name);
+  o.Set("handle", Napi::Number::New(env, static_cast<double>(c.handle)));
+  o.Set("base", Napi::Boolean::New(env, c.base));
+  if (c.base) {
+    o.Set("hook", HookName(c.hook));
+    o.Set("priority", Napi::Number::New(env, c.priority));
+    o.Set("type", c.type);
+    o.Set("policy", c.policy == NF_ACCEPT ? "accept" : c.policy == NF_DROP ? "drop" : "other");
+  }
+  o.Set("use", Napi::Number::New(env, c.use));
+  Napi::Array rules = Napi::Array::New(env, c.rules.size());
+  for (size_t i = 0; i < c.rules.size(); i++) rules.Set(static_cast<uint32_t>(i), RuleToJs(env, c.rules[i]));
+  o.Set("rules", rules);
+  return o;
+}
+
+// Runs `body`, turning an ArgError into a thrown TypeError.
+Napi::Value Guard(const Napi::CallbackInfo& info, const std::function<Napi::Value()>& body) {
+  try {
+    return body();
+  } catch (const ArgError& e) {
+    Napi::TypeError::New(info.Env(), e.what).ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+}
+
+std::string NetnsArg(const Napi::CallbackInfo& info, size_t i) {
+  if (info.Length() <= i || info[i].IsUndefined() || info[i].IsNull()) return "";
+  return Str(info[i], "netns");
+}
+
+Napi::Value GenIdJs(const Napi::CallbackInfo& info) {
+  return Guard(info, [&]() -> Napi::Value {
+    std::string ns = NetnsArg(info, 0);
+    return NftWorker<uint32_t>::Run(
+        info.Env(), "nftGenId", [ns] { return GetGenId(ns); }, [](Napi::Env env, uint32_t& g) -> Napi::Value { return Napi::Number::New(env, g); });
+  });
+}
+
+Napi::Value ReadJs(const Napi::CallbackInfo& info) {
+  return Guard(info, [&]() -> Napi::Value {
+    Napi::Object o = Obj(info.Length() > 0 ? info[0] : info.Env().Undefined(), "request");
+    ReadRequest req;
+    req.netns = OptStr(o, "netns", "request");
+    req.family = Family(o.Get("family"));
+    req.table = Str(o.Get("table"), "request.table");
+    req.dialect = DialectOf(o.Get("dialect"));
+    Napi::Value chains = o.Get("chains");
+    if (chains.IsUndefined() || chains.IsNull()) {
+      req.allChains = true;
+    } else {
+      Napi::Array a = Arr(chains, "request.chains");
+      for (uint32_t i = 0; i < a.Length(); i++) req.chains.push_back(Str(a.Get(i), "request.chains[]"));
+    }
+    Napi::Value wr = o.Get("withRules");
+    if (!wr.IsUndefined()) {
+      if (!wr.IsBoolean()) throw ArgError{"request.withRules must be a boolean"};
+      req.withRules = wr.As<Napi::Boolean>().Value();
+    }
+    return NftWorker<ReadResult>::Run(
+        info.Env(), "nftRead", [req] { return Read(req); },
+        [](Napi::Env env, ReadResult& r) -> Napi::Value {
+          Napi::Object out = Napi::Object::New(env);
+          out.Set("genid", Napi::Number::New(env, r.genid));
+          out.Set("tableExists", Napi::Boolean::New(env, r.tableExists));
+          Napi::Array chains = Napi::Array::New(env, r.chains.size());
+          for (size_t i = 0; i < r.chains.size(); i++) chains.Set(static_cast<uint32_t>(i), ChainToJs(env, r.chains[i]));
+          out.Set("chains", chains);
+          return out;
+        });
+  });
+}
+
+Napi::Value ApplyJs(const Napi::CallbackInfo& info) {
+  return Guard(info, [&]() -> Napi::Value {
+    Napi::Object o = Obj(info.Length() > 0 ? info[0] : info.Env().Undefined(), "request");
+    ApplyRequest req;
+    req.netns = OptStr(o, "netns", "request");
+    req.family = Family(o.Get("family"));
+    req.table = Str(o.Get("table"), "request.table");
+    req.dialect = DialectOf(o.Get("dialect"));
+    Napi::Value bcs = o.Get("baseChains");
+    if (!bcs.IsUndefined() && !bcs.IsNull()) {
+      Napi::Array a = Arr(bcs, "request.baseChains");
+      for (uint32_t i = 0; i < a.Length(); i++) {
+        Napi::Object b = Obj(a.Get(i), "request.baseChains[]");
+        BaseChainSpec spec;
+        spec.name = Str(b.Get("name"), "baseChains[].name");
+        spec.hook = HookOf(Str(b.Get("hook"), "baseChains[].hook"));
+        spec.priority = Int(b.Get("priority"), "baseChains[].priority");
+        req.baseChains.push_back(spec);
+      }
+    }
+    Napi::Array ops = Arr(o.Get("ops"), "request.ops");
+    for (uint32_t i = 0; i < ops.Length(); i++) req.ops.push_back(OpOf(ops.Get(i), i));
+    Napi::Value ma = o.Get("maxAttempts");
+    if (!ma.IsUndefined()) req.maxAttempts = Int(ma, "request.maxAttempts");
+    return NftWorker<ApplyResult>::Run(
+        info.Env(), "nftApply", [req] { return Apply(req); },
+        [](Napi::Env env, ApplyResult& r) -> Napi::Value {
+          Napi::Object out = Napi::Object::New(env);
+          out.Set("attempts", Napi::Number::New(env, r.attempts));
+          out.Set("messages", Napi::Number::New(env, r.messages));
+          out.Set("genid", Napi::Number::New(env, r.genid));
+          return out;
+        });
+  });
+}
+
+Napi::Value DeleteTableJs(const Napi::CallbackInfo& info) {
+  return Guard(info, [&]() -> Napi::Value {
+    std::string ns = NetnsArg(info, 0);
+    if (info.Length() < 3) throw ArgError{"nftDeleteTable(netns, family, table)"};
+    uint8_t family = Family(info[1]);
+    std::string table = Str(info[2], "table");
+    return NftWorker<bool>::Run(
+        info.Env(), "nftDeleteTable", [ns, family, table] { return DeleteTable(ns, family, table); },
+        [](Napi::Env env, bool& b) -> Napi::Value { return Napi::Boolean::New(env, b); });
+  });
+}
+
+Napi::Value ListTablesJs(const Napi::CallbackInfo& info) {
+  return Guard(info, [&]() -> Napi::Value {
+    std::string ns = NetnsArg(info, 0);
+    return NftWorker<std::vector<TableName>>::Run(
+        info.Env(), "nftListTables", [ns] { return ListTables(ns); },
+        [](Napi::Env env, std::vector<TableName>& ts) -> Napi::Value {
+          Napi::Array a = Napi::Array::New(env, ts.size());
+          for (size_t i = 0; i < ts.size(); i++) {
+            Napi::Object t = Napi::Object::New(env);
+            t.Set("family", FamilyName(ts[i].family));
+            t.Set("name", ts[i].name);
+            a.Set(static_cast<uint32_t>(i), t);
+          }
+          return a;
+        });
+  });
+}
+
+Napi::Value RawRulesJs(const Napi::CallbackInfo& info) {
+  return Guard(info, [&]() -> Napi::Value {
+    std::string ns = NetnsArg(info, 0);
+    if (info.Length() < 4) throw ArgError{"nftRawRules(netns, family, table, chain)"};
+    uint8_t family = Family(info[1]);
+    std::string table = Str(info[2], "table");
+    std::string chain = Str(info[3], "chain");
+    return NftWorker<std::vector<RawRule>>::Run(
+        info.Env(), "nftRawRules", [ns, family, table, chain] { return RawRules(ns, family, table, chain); },
+        [](Napi::Env env, std::vector<RawRule>& rs) -> Napi::Value {
+          Napi::Array a = Napi::Array::New(env, rs.size());
+          for (size_t i = 0; i < rs.size(); i++) {
+            Napi::Object r = Napi::Object::New(env);
+            r.Set("handle", Napi::Number::New(env, static_cast<double>(rs[i].handle)));
+            r.Set("exprs", rs[i].exprsHex);
+            r.Set("compat", rs[i].compatHex);
+            r.Set("userdata", rs[i].userdataHex);
+            a.Set(static_cast<uint32_t>(i), r);
+          }
+          return a;
+        });
+  });
+}
+
+Napi::Value ReadProcNetJs(const Napi::CallbackInfo& info) {
+  return Guard(info, [&]() -> Napi::Value {
+    std::string ns = NetnsArg(info, 0);
+    if (info.Length() < 2) throw ArgError{"readProcNet(netns, name)"};
+    std::string name = Str(info[1], "name");
+    if (name.empty() || name.find('/') != std::string::npos || name[0] == '.') throw ArgError{"name must be a file name in /proc/net"};
+    using R = std::pair<bool, std::string>;
+    return NftWorker<R>::Run(
+        info.Env(), "readProcNet",
+        [ns, name] {
+          auto v = ReadProcNet(ns, name);
+          return v ? R{true, *v} : R{false, ""};
+        },
+        [](Napi::Env env, R& r) -> Napi::Value { return r.first ? Napi::String::New(env, r.second) : env.Null(); });
+  });
+}
+
+void Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("nftGenId", Napi::Function::New(env, GenIdJs, "nftGenId"));
+  exports.Set("nftRead", Napi::Function::New(env, ReadJs, "nftRead"));
+  exports.Set("nftApply", Napi::Function::New(env, ApplyJs, "nftApply"));
+  exports.Set("nftDeleteTable", Napi::Function::New(env, DeleteTableJs, "nftDeleteTable"));
+  exports.Set("nftListTables", Napi::Function::New(env, ListTablesJs, "nftListTables"));
+  exports.Set("nftRawRules", Napi::Function::New(env, RawRulesJs, "nftRawRules"));
+  exports.Set("readProcNet", Napi::Function::New(env, ReadProcNetJs, "readProcNet"));
+}
+
+}  // namespace
+}  // namespace edgemesh
+
+EDGEMESH_REGISTER_MODULE(nft, edgemesh::Init);

@@ -1,0 +1,146 @@
+// nf_tables through libnftnl/libmnl, plain C++ (no V8): read chains and rules of one table,
+// parse them back into the rule model, and apply a transaction of iptables-style operations in
+// ONE netlink batch guarded by the generation id (a concurrent writer makes the kernel refuse
+// the batch with ERESTART; we re-read and retry, bounded).
+//
+// Two dialects share the model:
+//  - Xt: the shape iptables-nft 1.8.9 writes into the `ip`/`ip6` `nat` tables (payload+cmp for
+//    -s/-d, bitwise only for non byte-aligned prefixes, meta l4proto for -p, the xt `comment`
+//    match, counter, NFTA_RULE_COMPAT, immediate verdicts, the xt `DNAT` target revision 2), so
+//    that iptables-nft lists and saves our rules exactly like its own.
+//  - Native: plain nftables expressions (the `nat` expression for DNAT, the comment in the
+//    rule's userdata as nft stores it), for our own `edgemesh` tables.
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace edgemesh {
+namespace nft {
+
+enum class Dialect { Xt, Native };
+
+// Modelled fields of a rule (mirrors src/rules.ts Rule). Addresses are canonical CIDRs.
+struct RuleSpec {
+  std::string src;
+  std::string dst;
+  std::string protocol;  // "tcp", "udp" or ""
+  bool hasComment = false;
+  std::string comment;
+  std::string target;  // chain name, RETURN, ACCEPT, DROP, DNAT, or "" (no verdict)
+  bool hasTo = false;
+  std::string toAddress;
+  int toPort = -1;  // -1: none
+};
+
+bool SameRule(const RuleSpec& a, const RuleSpec& b);
+
+struct LiveRule {
+  RuleSpec spec;
+  uint64_t handle = 0;
+  uint64_t packets = 0;
+  uint64_t bytes = 0;
+  std::vector<std::string> unknown;  // what we read but do not model; non-empty => never ours
+};
+
+struct ChainInfo {
+  std::string name;
+  uint64_t handle = 0;
+  bool base = false;
+  uint32_t hook = 0;
+  int32_t priority = 0;
+  std::string type;
+  uint32_t policy = 1;  // NF_ACCEPT
+  uint32_t use = 0;     // references to the chain
+  std::vector<LiveRule> rules;
+};
+
+struct ReadRequest {
+  std::string netns;
+  uint8_t family = 2;  // NFPROTO_IPV4 / NFPROTO_IPV6 (10)
+  std::string table;
+  Dialect dialect = Dialect::Xt;
+  bool allChains = false;           // every chain of the table (small tables only)
+  std::vector<std::string> chains;  // otherwise these, missing ones are absent from the result
+  bool withRules = true;
+};
+
+struct ReadResult {
+  uint32_t genid = 0;
+  bool tableExists = false;
+  std::vector<ChainInfo> chains;
+};
+
+enum class OpKind { CreateChain, FlushChain, DeleteChain, InsertRule, AppendRule, DeleteRule, DeleteRuleAt, ReplaceRule, MoveRule, ReplaceChain };
+
+struct Op {
+  OpKind kind = OpKind::AppendRule;
+  std::string chain;
+  RuleSpec rule;
+  int position = 0;  // 1-based; 0 = not given
+  std::vector<RuleSpec> rules;
+};
+
+struct BaseChainSpec {
+  std::string name;
+  uint32_t hook = 0;
+  int32_t priority = 0;
+  std::string type = "nat";
+};
+
+struct ApplyRequest {
+  std::string netns;
+  uint8_t family = 2;
+  std::string table;
+  Dialect dialect = Dialect::Xt;
+  // Xt: create the table and the nat base chains (PREROUTING, INPUT, OUTPUT, POSTROUTING) the
+  // way iptables-nft does, when an operation needs them and they do not exist.
+  // Native: create the table, and make `baseChains` exist with exactly that hook/priority.
+  std::vector<BaseChainSpec> baseChains;
+  std::vector<Op> ops;
+  int maxAttempts = 5;
+};
+
+struct ApplyResult {
+  int attempts = 0;
+  int messages = 0;  // netlink messages in the committed batch; 0 = nothing was written
+  uint32_t genid = 0;
+};
+
+// A transaction rejected before anything was written. opIndex: the offending op, or -1.
+struct TxError : std::runtime_error {
+  int opIndex;
+  TxError(int idx, const std::string& msg) : std::runtime_error(msg), opIndex(idx) {}
+};
+
+struct TableName {
+  uint8_t family;
+  std::string name;
+};
+
+struct RawRule {
+  uint64_t handle = 0;
+  std::string exprsHex;     // NFTA_RULE_EXPRESSIONS payload, counters zeroed
+  std::string compatHex;    // NFTA_RULE_COMPAT payload
+  std::string userdataHex;  // NFTA_RULE_USERDATA payload
+};
+
+uint32_t GetGenId(const std::string& netns);
+ReadResult Read(const ReadRequest& req);
+ApplyResult Apply(const ApplyRequest& req);
+// Deletes the table (and everything in it) in one batch. False when it did not exist.
+bool DeleteTable(const std::string& netns, uint8_t family, const std::string& table);
+std::vector<TableName> ListTables(const std::string& netns);
+// The raw attributes of a chain's rules (diagnostics and byte-for-byte comparison in tests).
+std::vector<RawRule> RawRules(const std::string& netns, uint8_t family, const std::string& table, const std::string& chain);
+// Reads /proc/thread-self/net/<name> inside the namespace; nullopt when it does not exist.
+std::optional<std::string> ReadProcNet(const std::string& netns, const std::string& name);
+
+// Canonical CIDR ("10.0.0.1/32", "fd00::/64") of a CIDR or bare address; throws
+// std::invalid_argument when it is not one.
+std::string CanonicalCidr(const std::string& cidr, uint8_t family);
+
+}  // namespace nft
+}  // namespace edgemesh

@@ -1,0 +1,259 @@
+// The nftables backend: tables of our own, `ip edgemesh` / `ip6 edgemesh`, with nat base chains
+// on prerouting and output at priority dstnat - 1 (-101). Every type-nat chain on a hook feeds
+// the same NAT core and the first chain that binds a new connection wins: at -101 ours run
+// before kube-proxy's at -100 in every mode (iptables-legacy, iptables-nft, nftables), so no
+// position has to be defended and a kube-proxy restart cannot overtake us. `return` lets a
+// packet go on to kube-proxy.
+//
+// Layout (the DESIGN rule layout, one rule per ignored address so that every ignored service
+// keeps its own counters and comment, as in the seed's listing):
+//
+//   table ip edgemesh {
+//     chain prerouting { type nat hook prerouting priority dstnat - 1; policy accept;
+//       counter jump EDGE-MESH comment "edgemesh root chain" }
+//     chain output     { type nat hook output priority dstnat - 1; policy accept;   (same) }
+//     chain EDGE-MESH {
+//       ip daddr 10.10.0.3 counter return comment "ignore kube-system/coredns service"
+//       ip daddr 10.10.0.0/16 meta l4proto tcp counter jump EDGE-MESH-TCP comment "tcp service proxy" }
+//     chain EDGE-MESH-TCP { meta l4proto tcp counter dnat to 169.254.96.16:40001 comment "edgemesh tcp proxy" }
+//   }
+//
+// Sets were considered for the ignore list (one `ip daddr @ignored return`): cheaper per packet
+// for thousands of ignored addresses, but they lose the per-service counters of the seed's
+// listing; an update is one netlink message either way.
+import { EdgeMeshError, nativeCall } from '../errors.js';
+import { native } from '../native.js';
+import { EDGE_MESH_CHAIN, JUMP_CHAINS, ROOT_COMMENT, formatHostPort, sameRule, type DesiredRuleSet, type Family, type JumpChain, type LiveRule, type Rule } from '../rules.js';
+import { genToken } from './iptables-nft.js';
+import type { NftBaseChain, NftChain, NftLiveRule } from './nft-native.js';
+import type { CleanupOutcome, NatBackend, OrderState, StatusReport, SyncOutcome, TxOp } from './types.js';
+
+export const NFT_TABLE = 'edgemesh';
+/** nf_tables priority of our nat base chains: NF_IP_PRI_NAT_DST (-100, "dstnat") - 1. */
+export const NFT_PRIORITY = -101;
+/** Our base chain for each hook chain of the rule layout. */
+export const NFT_BASE_CHAINS: Record<JumpChain, NftBaseChain> = {
+  PREROUTING: { name: 'prerouting', hook: 'prerouting', priority: NFT_PRIORITY },
+  OUTPUT: { name: 'output', hook: 'output', priority: NFT_PRIORITY },
+};
+
+export interface NftablesBackendOptions {
+  netns?: string;
+  /** Table name (tests); default `edgemesh`. */
+  table?: string;
+  maxAttempts?: number;
+}
+
+const nftFamily = (f: Family): string => (f === 'ipv4' ? 'ip' : 'ip6');
+
+export class NftablesBackend implements NatBackend {
+  readonly name = 'nftables' as const;
+  readonly family: Family;
+  readonly table: string;
+  private readonly netns: string | undefined;
+  private readonly maxAttempts: number;
+
+  constructor(family: Family, opts: NftablesBackendOptions = {}) {
+    if (family !== 'ipv4' && family !== 'ipv6') throw new TypeError(`family must be 'ipv4' or 'ipv6', not ${String(family)}`);
+    this.family = family;
+    this.table = opts.table ?? NFT_TABLE;
+    this.netns = opts.netns;
+    this.maxAttempts = opts.maxAttempts ?? 5;
+  }
+
+  private readTable(chains?: readonly string[]) {
+    return nativeCall(() =>
+      native().nftRead({ netns: this.netns, family: this.family, table: this.table, dialect: 'nft', ...(chains ? { chains } : {}) }),
+    );
+  }
+
+  /** What the desired state means in our table: chain name -> exact rules. */
+  private translate(desired: DesiredRuleSet): Map<string, Rule[]> {
+    if (desired.family !== this.family) throw new EdgeMeshError('EFAMILY', `desired rule set is ${desired.family}, backend is ${this.family}`);
+    const want = new Map<string, Rule[]>();
+    for (const base of JUMP_CHAINS) want.set(NFT_BASE_CHAINS[base].name, []);
+    for (const j of desired.jumps) want.get(NFT_BASE_CHAINS[j.chain].name)!.push(j.rule);
+    for (const c of desired.chains) {
+      if (want.has(c.name)) throw new EdgeMeshError('ECONFLICT', `chain name ${c.name} is reserved for a base chain of table ${this.table}`);
+      want.set(c.name, c.rules);
+    }
+    return want;
+  }
+
+  private baseChainOk(c: NftChain | undefined, spec: NftBaseChain): boolean {
+    return !!c && c.base && c.hook === spec.hook && c.priority === spec.priority && c.type === 'nat';
+  }
+
+  async sync(desired: DesiredRuleSet): Promise<SyncOutcome> {
+    const t0 = performance.now();
+    const want = this.translate(desired);
+    const live = await this.readTable();
+    const byName = new Map(live.chains.map((c) => [c.name, c]));
+    let added = 0;
+    let removed = 0;
+    let orderRepairs = 0;
+    const ops: TxOp[] = [];
+    let baseBad = false;
+    for (const base of JUMP_CHAINS) {
+      const spec = NFT_BASE_CHAINS[base];
+      const c = byName.get(spec.name);
+      if (!this.baseChainOk(c, spec)) baseBad = true;
+      const jumps = want.get(spec.name)!;
+      const ok = this.baseChainOk(c, spec) && sameRules(c!.rules, jumps);
+      if (!ok && jumps.length > 0) orderRepairs++;
+    }
+    for (const [name, rules] of want) {
+      const c = byName.get(name);
+      const liveRules = c ? c.rules : [];
+      const baseSpec = Object.values(NFT_BASE_CHAINS).find((b) => b.name === name);
+      const chainOk = c !== undefined && (baseSpec ? this.baseChainOk(c, baseSpec) : !c.base);
+      if (chainOk && sameRules(liveRules, rules)) continue;
+      const d = countDiff(chainOk ? liveRules : [], rules);
+      added += d.added;
+      removed += d.removed + (chainOk ? 0 : liveRules.length);
+      ops.push({ op: 'replaceChain', chain: name, rules });
+    }
+    // Chains of our table that the desired state no longer has (residue of earlier layouts).
+    const extra = live.chains.filter((c) => !want.has(c.name));
+    for (const c of extra) {
+      removed += c.rules.length;
+      ops.push({ op: 'flushChain', chain: c.name });
+    }
+    for (const c of extra) ops.push({ op: 'deleteChain', chain: c.name });
+    if (ops.length === 0 && !baseBad && live.tableExists) {
+      return { family: this.family, changed: false, added: 0, removed: 0, orderRepairs: 0, ops: [], durationMs: performance.now() - t0 };
+    }
+    const t1 = performance.now();
+    const res = await nativeCall(() =>
+      native().nftApply({
+        netns: this.netns,
+        family: this.family,
+        table: this.table,
+        dialect: 'nft',
+        baseChains: JUMP_CHAINS.map((b) => NFT_BASE_CHAINS[b]),
+        ops,
+        maxAttempts: this.maxAttempts,
+      }),
+    );
+    return {
+      family: this.family,
+      changed: res.messages > 0,
+      added,
+      removed,
+      orderRepairs,
+      ops,
+      apply: { attempts: res.attempts, lockWaitMs: 0, durationMs: performance.now() - t1 },
+      durationMs: performance.now() - t0,
+    };
+  }
+
+  async changeToken(): Promise<string> {
+    return genToken(await nativeCall(() => native().nftGenId(this.netns)));
+  }
+
+  /**
+   * Our chains run first by priority, not by position: "position 1" means our base chain exists
+   * with the right hook and priority and its first rule is the jump into EDGE-MESH.
+   */
+  async checkOrder(): Promise<OrderState> {
+    const names = JUMP_CHAINS.map((b) => NFT_BASE_CHAINS[b].name);
+    const live = await this.readTable(names);
+    const byName = new Map(live.chains.map((c) => [c.name, c]));
+    const positions = { PREROUTING: 0, OUTPUT: 0 };
+    for (const base of JUMP_CHAINS) {
+      const spec = NFT_BASE_CHAINS[base];
+      const c = byName.get(spec.name);
+      if (!this.baseChainOk(c, spec)) continue;
+      const idx = c!.rules.findIndex((r) => r.target === EDGE_MESH_CHAIN && r.comment === ROOT_COMMENT && !r.unknown?.length);
+      positions[base] = idx >= 0 ? idx + 1 : 0;
+    }
+    return { family: this.family, positions, ok: positions.PREROUTING === 1 && positions.OUTPUT === 1 };
+  }
+
+  /** Deletes our table (one batch). removed: 1 when it existed. */
+  async cleanup(): Promise<CleanupOutcome> {
+    const gone = await nativeCall(() => native().nftDeleteTable(this.netns, this.family, this.table));
+    return { family: this.family, backend: this.name, removed: gone ? 1 : 0 };
+  }
+
+  /** `nft list table`-like text of our table, with counters. */
+  async status(): Promise<StatusReport> {
+    const live = await this.readTable();
+    const order = await this.checkOrder();
+    return { family: this.family, backend: this.name, text: renderNftTable(this.family, this.table, live.tableExists, live.chains), order };
+  }
+}
+
+function sameRules(live: readonly (LiveRule | NftLiveRule)[], want: readonly Rule[]): boolean {
+  return live.length === want.length && live.every((r, i) => sameRule(r, want[i]!));
+}
+
+/** Rules added/removed between two lists (multiset difference of modelled rules), O(n). */
+function countDiff(live: readonly NftLiveRule[], want: readonly Rule[]): { added: number; removed: number } {
+  const key = (r: Rule | LiveRule) =>
+    (r as LiveRule).unknown?.length
+      ? null
+      : JSON.stringify([r.src ?? '', r.dst ?? '', r.protocol ?? '', r.comment ?? '', r.target, r.toDestination?.address ?? '', r.toDestination?.port ?? 0]);
+  const left = new Map<string, number>();
+  let removed = 0;
+  for (const r of live) {
+    const k = key(r);
+    if (k === null) removed++;
+    else left.set(k, (left.get(k) ?? 0) + 1);
+  }
+  let added = 0;
+  for (const w of want) {
+    const k = key(w)!;
+    const n = left.get(k) ?? 0;
+    if (n > 0) left.set(k, n - 1);
+    else added++;
+  }
+  for (const n of left.values()) removed += n;
+  return { added, removed };
+}
+
+const quote = (s: string): string => `"${s.replace(/(["\\])/g, '\\$1')}"`;
+
+/** Priority as nft 1.0 prints it for nat chains ("dstnat - 1" on prerouting, numbers elsewhere). */
+function priorityText(p: number | undefined, hook: string | undefined): string {
+  if (p === undefined) return '0';
+  const names = hook === 'prerouting' ? ([['dstnat', -100]] as const) : hook === 'postrouting' ? ([['srcnat', 100]] as const) : [];
+  for (const [name, base] of names) {
+    const d = p - base;
+    if (d === 0) return name;
+    if (Math.abs(d) <= 10) return `${name} ${d < 0 ? '-' : '+'} ${Math.abs(d)}`;
+  }
+  return String(p);
+}
+
+/** One rule in nft syntax, as `nft list` prints our rules. */
+export function renderNftRule(family: Family, r: NftLiveRule | LiveRule): string {
+  const ip = family === 'ipv4' ? 'ip' : 'ip6';
+  const host = family === 'ipv4' ? '/32' : '/128';
+  const addr = (c: string) => (c.endsWith(host) ? c.slice(0, -host.length) : c);
+  const parts: string[] = [];
+  if (r.src) parts.push(`${ip} saddr ${addr(r.src)}`);
+  if (r.dst) parts.push(`${ip} daddr ${addr(r.dst)}`);
+  if (r.protocol) parts.push(`meta l4proto ${r.protocol}`);
+  if (r.unknown?.length) parts.push(`# unmodelled: ${r.unknown.join(', ')} #`);
+  parts.push(`counter packets ${r.packets} bytes ${r.bytes}`);
+  if (r.target === 'RETURN' || r.target === 'ACCEPT' || r.target === 'DROP') parts.push(r.target.toLowerCase());
+  else if (r.target === 'DNAT' && r.toDestination) parts.push(`dnat to ${formatHostPort(r.toDestination.address, r.toDestination.port)}`);
+  else if (r.target) parts.push(`jump ${r.target}`);
+  if (r.comment !== undefined) parts.push(`comment ${quote(r.comment)}`);
+  return parts.join(' ');
+}
+
+export function renderNftTable(family: Family, table: string, exists: boolean, chains: readonly NftChain[]): string {
+  if (!exists) return `# table ${nftFamily(family)} ${table} does not exist\n`;
+  const lines = [`table ${nftFamily(family)} ${table} {`];
+  chains.forEach((c, i) => {
+    if (i > 0) lines.push('');
+    lines.push(`\tchain ${c.name} {`);
+    if (c.base) lines.push(`\t\ttype ${c.type} hook ${c.hook} priority ${priorityText(c.priority, c.hook)}; policy ${c.policy};`);
+    for (const r of c.rules) lines.push(`\t\t${renderNftRule(family, r)}`);
+    lines.push('\t}');
+  });
+  lines.push('}');
+  return lines.join('\n') + '\n';
+}

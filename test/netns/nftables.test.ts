@@ -1,0 +1,180 @@
+// The nftables backend (our own `ip/ip6 edgemesh` tables at dstnat - 1) against the real kernel,
+// with kube-proxy's nftables-mode rules loaded by `nft -f` and real listeners behind both DNATs.
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { NftablesBackend } from '../../src/backends/nftables.js';
+import { SyscallError } from '../../src/errors.js';
+import { native } from '../../src/native.js';
+import type { DesiredRuleSet, Family } from '../../src/rules.js';
+import { describeNetns, destroyAllNetns, Netns } from '../helpers/netns.js';
+import { loadKubeProxyNftables } from '../helpers/nft-fixture.js';
+import { desiredFor, SEED } from './nft-seed.js';
+
+const legacyNames = async (ns: Netns) => `${(await native().readProcNet(ns.path, 'ip_tables_names')) ?? ''}|${(await native().readProcNet(ns.path, 'ip6_tables_names')) ?? ''}`;
+const listOurs = async (ns: Netns, f: Family) => (await ns.run('nft', ['list', 'table', f === 'ipv4' ? 'ip' : 'ip6', 'edgemesh'])).stdout;
+
+// The fixture's service CIDR and services: svc1 172.30.0.41:80 -> 10.180.0.1:80, svc2 172.30.0.42:80 -> 10.180.0.2:80.
+const PROXY = { address: '169.254.96.16', port: 40001 };
+const trafficDesired = (): DesiredRuleSet =>
+  desiredFor('ipv4', { ignores: [{ ip: '172.30.0.41/32', namespace: 'ns1', name: 'svc1' }], cidr: '172.30.0.0/16', proxy: PROXY });
+
+const SERVER = `
+const net = require('net');
+const spec = [['169.254.96.16', 40001, 'proxy'], ['10.180.0.1', 80, 'endpoint-svc1'], ['10.180.0.2', 80, 'endpoint-svc2']];
+let up = 0;
+for (const [host, port, name] of spec) {
+  net.createServer((s) => { s.end(name); s.on('error', () => {}); }).listen(port, host, () => { if (++up === spec.length) console.log('ready'); });
+}
+setTimeout(() => process.exit(0), 120000);
+`;
+const CLIENT = `
+const net = require('net');
+const s = net.connect({ host: process.argv[1], port: Number(process.argv[2]) });
+let out = '';
+s.setTimeout(3000, () => { console.log('TIMEOUT'); process.exit(0); });
+s.on('data', (d) => (out += d));
+s.on('end', () => { console.log(out); process.exit(0); });
+s.on('error', (e) => { console.log('ERROR ' + e.code); process.exit(0); });
+`;
+
+describeNetns('nftables backend (table edgemesh at dstnat - 1)', () => {
+  afterAll(destroyAllNetns);
+
+  for (const family of ['ipv4', 'ipv6'] as const) {
+    describeNetns(`${family}: the seed example`, () => {
+      let ns: Netns;
+      let backend: NftablesBackend;
+      beforeAll(async () => {
+        ns = await Netns.create('nftab');
+        backend = new NftablesBackend(family, { netns: ns.path });
+      });
+      afterAll(async () => ns?.destroy());
+
+      it('creates our table with nat base chains on prerouting and output at -101 holding the DESIGN logic', async () => {
+        const out = await backend.sync(desiredFor(family));
+        expect(out).toMatchObject({ changed: true, added: 6, removed: 0 });
+        const text = await listOurs(ns, family);
+        const ip = family === 'ipv4' ? 'ip' : 'ip6';
+        const p = SEED[family];
+        const host = (c: string) => c.replace(/\/(32|128)$/, '');
+        expect(text).toContain(`table ${ip} edgemesh {`);
+        expect(text).toMatch(/chain prerouting \{\n\t\ttype nat hook prerouting priority dstnat - 1; policy accept;\n\t\tcounter packets 0 bytes 0 jump EDGE-MESH comment "edgemesh root chain"\n/);
+        expect(text).toMatch(/chain output \{\n\t\ttype nat hook output priority -101; policy accept;\n\t\tcounter packets 0 bytes 0 jump EDGE-MESH comment "edgemesh root chain"\n/);
+        expect(text).toContain(`${ip} daddr ${host(p.ignores[0]!.ip)} counter packets 0 bytes 0 return comment "ignore kube-system/coredns service"`);
+        expect(text).toContain(`${ip} daddr ${host(p.ignores[1]!.ip)} counter packets 0 bytes 0 return comment "ignore default/kubernetes service"`);
+        expect(text).toContain(`${ip} daddr ${p.cidr} meta l4proto tcp counter packets 0 bytes 0 jump EDGE-MESH-TCP comment "tcp service proxy"`);
+        expect(text).toContain(
+          `meta l4proto tcp counter packets 0 bytes 0 dnat to ${family === 'ipv4' ? '169.254.96.16:40001' : '[fd00:99::16]:40001'} comment "edgemesh tcp proxy"`,
+        );
+        const chains = (await native().nftRead({ netns: ns.path, family, table: 'edgemesh', dialect: 'nft' })).chains;
+        for (const name of ['prerouting', 'output']) expect(chains.find((c) => c.name === name)).toMatchObject({ base: true, type: 'nat', priority: -101, hook: name });
+      });
+
+      it('status() renders the table as nft list does, with counters; checkOrder() is ok', async () => {
+        const st = await backend.status();
+        expect(st.text).toBe(await listOurs(ns, family));
+        expect(st.order).toEqual({ family, positions: { PREROUTING: 1, OUTPUT: 1 }, ok: true });
+      });
+
+      it('sync with an unchanged desired state writes nothing (generation id unchanged)', async () => {
+        const token = await backend.changeToken();
+        const out = await backend.sync(desiredFor(family));
+        expect(out).toMatchObject({ changed: false, added: 0, removed: 0, ops: [] });
+        expect(await backend.changeToken()).toBe(token);
+      });
+
+      it('a failing batch changes nothing', async () => {
+        const before = await listOurs(ns, family);
+        const token = await backend.changeToken();
+        const bad = desiredFor(family);
+        bad.chains[1]!.rules.splice(1, 0, { dst: SEED[family].ignores[0]!.ip, comment: 'ignore a/b service', target: 'RETURN' });
+        bad.chains[0]!.rules.push({ target: 'NO-SUCH-CHAIN' });
+        const err = await backend.sync(bad).catch((e: unknown) => e);
+        expect(err).toBeInstanceOf(SyscallError);
+        expect((err as SyscallError).code).toBe('ENOENT');
+        expect(await listOurs(ns, family)).toBe(before);
+        expect(await backend.changeToken()).toBe(token);
+      });
+
+      it('checkOrder() notices a missing jump and sync() repairs it; cleanup() removes our table only', async () => {
+        await ns.run('nft', ['flush', 'chain', family === 'ipv4' ? 'ip' : 'ip6', 'edgemesh', 'output']);
+        expect(await backend.checkOrder()).toMatchObject({ positions: { PREROUTING: 1, OUTPUT: 0 }, ok: false });
+        expect(await backend.sync(desiredFor(family))).toMatchObject({ changed: true, orderRepairs: 1, added: 1 });
+        expect((await backend.checkOrder()).ok).toBe(true);
+        expect(await backend.cleanup()).toMatchObject({ removed: 1, backend: 'nftables' });
+        expect(await backend.cleanup()).toMatchObject({ removed: 0 });
+        const tables = await native().nftListTables(ns.path);
+        expect(tables.filter((t) => t.name === 'edgemesh')).toEqual([]);
+        expect(await legacyNames(ns)).toBe('|');
+      });
+    });
+  }
+
+  describeNetns('traffic beside kube-proxy in nftables mode', () => {
+    let ns: Netns;
+    let backend: NftablesBackend;
+    const connect = async (host: string, port: number) => (await ns.run('node', ['-e', CLIENT, host, String(port)], { timeoutMs: 10_000 })).stdout.trim();
+
+    beforeAll(async () => {
+      ns = await Netns.create('nfttraf');
+      await ns.sh(
+        // A veth pair inside the namespace stands in for the node's interface (no dummy module here).
+        'ip link add emn0 type veth peer name emn1 && ip link set emn0 up && ip link set emn1 up && ' +
+          'ip addr add 169.254.96.16/32 dev emn0 && ip addr add 10.180.0.1/32 dev emn0 && ip addr add 10.180.0.2/32 dev emn0 && ' +
+          'ip route add 172.30.0.0/16 dev emn0',
+      );
+      await loadKubeProxyNftables(ns);
+      const server = ns.spawn('node', ['-e', SERVER]);
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error('listeners did not start')), 10_000);
+        server.stdout!.on('data', (d: Buffer) => {
+          if (d.toString().includes('ready')) {
+            clearTimeout(timer);
+            resolve();
+          }
+        });
+        server.on('exit', (code) => reject(new Error(`listeners exited ${code}`)));
+      });
+      backend = new NftablesBackend('ipv4', { netns: ns.path });
+    });
+    afterAll(async () => ns?.destroy());
+
+    it("without us, kube-proxy's rules send both services to their endpoints", async () => {
+      expect(await connect('172.30.0.41', 80)).toBe('endpoint-svc1');
+      expect(await connect('172.30.0.42', 80)).toBe('endpoint-svc2');
+    });
+
+    it("with us: a proxied ClusterIP reaches our proxy address, an ignored one reaches kube-proxy's endpoint", async () => {
+      await backend.sync(trafficDesired());
+      expect(await connect('172.30.0.42', 80)).toBe('proxy');
+      expect(await connect('172.30.0.41', 80)).toBe('endpoint-svc1');
+      const text = (await backend.status()).text;
+      expect(text).toMatch(/ip daddr 172\.30\.0\.41 counter packets [1-9]\d* bytes \d+ return comment "ignore ns1\/svc1 service"/);
+      expect(text).toMatch(/meta l4proto tcp counter packets [1-9]\d* bytes \d+ dnat to 169\.254\.96\.16:40001/);
+    });
+
+    it('a kube-proxy restart (its table deleted and re-created) does not change the outcome, without any repair', async () => {
+      const ours = await listOurs(ns, 'ipv4');
+      await ns.run('nft', ['delete', 'table', 'ip', 'kube-proxy']);
+      await loadKubeProxyNftables(ns);
+      expect(await connect('172.30.0.42', 80)).toBe('proxy');
+      expect(await connect('172.30.0.41', 80)).toBe('endpoint-svc1');
+      expect((await listOurs(ns, 'ipv4')).replace(/packets \d+ bytes \d+/g, '')).toBe(ours.replace(/packets \d+ bytes \d+/g, ''));
+    });
+
+    it('sync writes only the difference: unchanged rules keep their handles and counters', async () => {
+      const read = async () => (await native().nftRead({ netns: ns.path, family: 'ipv4', table: 'edgemesh', dialect: 'nft', chains: ['EDGE-MESH'] })).chains[0]!.rules;
+      const before = await read();
+      const more = trafficDesired();
+      more.chains[1]!.rules.splice(1, 0, { dst: '172.30.0.43/32', comment: 'ignore ns3/svc3 service', target: 'RETURN' });
+      const out = await backend.sync(more);
+      expect(out).toMatchObject({ changed: true, added: 1, removed: 0 });
+      const after = await read();
+      expect(after.length).toBe(before.length + 1);
+      expect(after[0]).toMatchObject({ handle: before[0]!.handle, packets: before[0]!.packets, bytes: before[0]!.bytes });
+      expect(after[2]).toMatchObject({ handle: before[1]!.handle });
+      expect(after[1]).toMatchObject({ dst: '172.30.0.43/32', comment: 'ignore ns3/svc3 service' });
+      expect(await connect('172.30.0.42', 80)).toBe('proxy');
+      expect(await legacyNames(ns)).toBe('|');
+    });
+  });
+});
