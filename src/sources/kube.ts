@@ -36,7 +36,9 @@ export function makeKubeConfig(source: KubeSourceConfig): KubeConfig {
     else {
       const url = new URL(source.url);
       if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error('scheme must be http or https');
-      kc.loadFromClusterAndUser({ name: 'api-server', server: source.url.replace(/\/+$/, ''), skipTLSVerify: false }, { name: 'anonymous' });
+      // The client refuses plain http unless skipTLSVerify is set (there is no TLS to verify);
+      // an https URL is verified against the system CAs.
+      kc.loadFromClusterAndUser({ name: 'api-server', server: source.url.replace(/\/+$/, ''), skipTLSVerify: url.protocol === 'http:' }, { name: 'anonymous' });
     }
   } catch (e) {
     const flag = source.kind === 'kubeconfig' ? `--kubeconfig "${source.file}"` : source.kind === 'api-server' ? `--api-server "${source.url}"` : 'in-cluster config';
