@@ -11,11 +11,11 @@
 // the single truth for parsing, the config file keys, the environment and `--help`.
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
-import { BACKEND_NAMES, type BackendName } from './backends/types.js';
+import { BACKEND_NAMES } from './backends/types.js';
 import { ConfigError } from './errors.js';
 import { cidrsOverlap, formatHostPortText, NetParseError, parseCidr, parseHostPort, type HostPort, type ParsedCidr } from './net.js';
 import type { Family } from './rules.js';
-import { parseLabelSelector, SERVICE_PROXY_FILTER_MODES, type SelectionConfig, type ServiceProxyFilterMode } from './selection.js';
+import { parseLabelSelector, SERVICE_PROXY_FILTER_MODES, SERVICE_PROXY_NAME_LABEL, type SelectionConfig, type ServiceProxyFilterMode } from './selection.js';
 
 export const COMMANDS = ['run', 'status', 'cleanup', 'demo'] as const;
 export type Command = (typeof COMMANDS)[number];
@@ -100,7 +100,7 @@ export const OPTIONS: readonly OptionDef[] = [
   { flag: 'lock-wait', key: 'lockWait', kind: 'duration', arg: 'DURATION', default: '5s', min: 0, help: 'longest wait for the xtables lock', commands: ['run', 'status', 'cleanup'] },
   { flag: 'keep-rules-on-exit', key: 'keepRulesOnExit', kind: 'bool', default: 'false', help: 'leave our chains and jumps in place on SIGTERM/SIGINT', commands: RUN },
   { flag: 'ignore-label-selector', key: 'ignoreLabelSelector', kind: 'string', arg: 'SELECTOR', repeat: true, help: 'also ignore services matching this label selector (k=v, k!=v, k, !k, k in (a,b), k notin (a,b))', commands: RUN },
-  { flag: 'service-proxy-name', key: 'serviceProxyName', kind: 'string', arg: 'NAME', help: `value of ${'service.edgemesh.kubeedge.io/service-proxy-name'} that counts for the filter (default: any value)`, commands: RUN },
+  { flag: 'service-proxy-name', key: 'serviceProxyName', kind: 'string', arg: 'NAME', help: `value of ${SERVICE_PROXY_NAME_LABEL} that counts for the filter (default: any value)`, commands: RUN },
   { flag: 'service-proxy-filter-mode', key: 'serviceProxyFilterMode', kind: 'enum', values: SERVICE_PROXY_FILTER_MODES, default: 'None', help: 'ignore services that have (FilterIfLabelExists) or lack (FilterIfLabelDoesNotExists) the service-proxy-name label', commands: RUN },
   { flag: 'log-level', key: 'logLevel', kind: 'enum', values: LOG_LEVELS, default: 'info', env: 'EDGEMESH_LOG_LEVEL', help: 'log level', commands: ALL },
   { flag: 'max-connections', key: 'maxConnections', kind: 'int', arg: 'N', default: '10000', min: 0, help: 'proxy: concurrent connections (0: unlimited)', commands: RUN },
@@ -158,6 +158,7 @@ export interface LoadOptions {
   origins?: Readonly<Record<string, string>>;
   /** A YAML config file to read (the `config` value in `values` also works). */
   file?: string;
+  /** Default: process.env. */
   env?: Env;
   readFile?: (path: string) => string;
 }
@@ -322,7 +323,8 @@ export function loadConfig(options: LoadOptions = {}): AgentConfig {
     flags.set(k, { value: v, origin: options.origins?.[k] ?? `--${def.flag}` });
   }
   const configPath = options.file ?? (flags.has('config') ? asString(BY_KEY.get('config') as OptionDef, flags.get('config') as RawValue) : undefined);
-  const layers: Layer[] = [flags, envLayer(options.env ?? {}), configPath !== undefined ? fileLayer(configPath, readFile) : new Map()];
+  const env = options.env ?? process.env;
+  const layers: Layer[] = [flags, envLayer(env), configPath !== undefined ? fileLayer(configPath, readFile) : new Map()];
   const pick = (key: string): RawValue | undefined => {
     for (const l of layers) {
       const v = l.get(key);
@@ -400,7 +402,7 @@ export function loadConfig(options: LoadOptions = {}): AgentConfig {
     break;
   }
   if (command === 'run' && source.kind === 'none') {
-    if (options.env?.KUBERNETES_SERVICE_HOST) source = { kind: 'in-cluster' };
+    if (env.KUBERNETES_SERVICE_HOST) source = { kind: 'in-cluster' };
     else throw new ConfigError('no source: give --services-dir DIR, --kubeconfig FILE or --api-server URL (in-cluster config needs KUBERNETES_SERVICE_HOST)', 'source');
   }
 
@@ -461,7 +463,7 @@ export function loadConfig(options: LoadOptions = {}): AgentConfig {
 
 const reason = (e: unknown): string => (e instanceof NetParseError || e instanceof Error ? e.message : String(e));
 
-/** Parses `edgemesh-agent <command> [flags]` (argv without node and the script). */
+/** Parses `edgemesh-agent <command> [flags]` (argv without node and the script). env defaults to process.env. */
 export function parseArgs(argv: readonly string[], options: { env?: Env; readFile?: (path: string) => string } = {}): ParsedArgs {
   const { command, layer, helpFor } = parseArgv(argv);
   if (command === 'help') return { command: 'help', help: helpText(helpFor) };
@@ -492,14 +494,22 @@ export function helpText(command?: Command): string {
   lines.push(`Usage: edgemesh-agent ${command} [flags]`, '', 'Flags:');
   const opts = OPTIONS.filter((o) => o.commands.includes(command));
   const left = opts.map((o) => `  --${o.flag}${o.kind === 'bool' ? '' : ` ${o.kind === 'enum' ? (o.values ?? []).join('|') : o.arg ?? 'VALUE'}`}${o.repeat ? ' (repeatable)' : ''}`);
-  const width = Math.max(...left.map((l) => l.length)) + 2;
+  const width = 36;
   opts.forEach((o, i) => {
     const extra: string[] = [];
     if (o.default !== undefined) extra.push(`default ${o.default}`);
     if (o.env) extra.push(`env ${o.env}`);
-    lines.push(`${(left[i] as string).padEnd(width)}${o.help}${extra.length ? ` (${extra.join('; ')})` : ''}`);
+    const text = `${o.help}${extra.length ? ` (${extra.join('; ')})` : ''}`;
+    const l = left[i] as string;
+    if (l.length < width) lines.push(`${l.padEnd(width)}${text}`);
+    else lines.push(l, `${' '.repeat(width)}${text}`);
   });
-  lines.push('', 'Durations: 250ms, 1s, 5m, 1h30m. Precedence: flags, then environment, then --config file (camelCase keys), then defaults.');
+  lines.push(
+    '',
+    'Durations: 250ms, 1s, 5m, 1h30m. Every flag has a --config file key: its name in camelCase',
+    '(--service-cidr -> serviceCidr; lists as YAML lists). Precedence: flags, then environment,',
+    'then the --config file, then defaults.',
+  );
   return lines.join('\n') + '\n';
 }
 
@@ -527,4 +537,3 @@ export function describeConfig(c: AgentConfig): Record<string, unknown> {
   };
 }
 
-export type { BackendName };

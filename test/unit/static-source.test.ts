@@ -17,8 +17,8 @@ ${labels ? `  labels: {${labels}}\n` : ''}spec:
   ports: [{port: 80}]
 `;
 
-/** Polls until `cond` holds; bounded (2 s by default). */
-async function until(cond: () => boolean, ms = 2000): Promise<void> {
+/** Polls until `cond` holds; bounded (5 s by default). */
+async function until(cond: () => boolean, ms = 5000): Promise<void> {
   const end = Date.now() + ms;
   while (!cond()) {
     if (Date.now() > end) throw new Error('condition not met in time');
