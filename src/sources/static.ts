@@ -32,6 +32,12 @@ export interface StaticSourceOptions {
   onFileError?: (path: string, message: string) => void;
   /** Notes worth a debug log: skipped kinds, reloads. */
   onDebug?: (message: string) => void;
+  /**
+   * Make a bad file at start fatal: start() throws a ConfigError `<path>: <reason>` (DESIGN: a bad
+   * manifest ends the agent with exit 2 before it touches the tables). Later bad files are
+   * always reported and skipped. Default false.
+   */
+  strictStart?: boolean;
 }
 
 export interface ScanResult {
@@ -53,7 +59,7 @@ interface FileState {
 }
 
 export class StaticSource {
-  private readonly opts: Required<Omit<StaticSourceOptions, 'onFileError' | 'onDebug'>> & Pick<StaticSourceOptions, 'onFileError' | 'onDebug'>;
+  private readonly opts: Required<Omit<StaticSourceOptions, 'onFileError' | 'onDebug' | 'strictStart'>> & Pick<StaticSourceOptions, 'onFileError' | 'onDebug' | 'strictStart'>;
   private readonly files = new Map<string, FileState>();
   private watcher: FSWatcher | undefined;
   private debounce: NodeJS.Timeout | undefined;
@@ -79,6 +85,11 @@ export class StaticSource {
       throw new ConfigError(`--services-dir "${this.opts.dir}": ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, 'services-dir', { cause: e });
     }
     const result = await this.rescan();
+    if (this.opts.strictStart && result.badFiles.length > 0) {
+      const path = result.badFiles[0] as string;
+      this.stop();
+      throw new ConfigError(`${path}: ${this.files.get(path)?.error ?? 'bad file'}`, 'services-dir');
+    }
     this.watchDir();
     if (this.opts.rescanIntervalMs > 0) {
       this.interval = setInterval(() => {

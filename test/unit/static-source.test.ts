@@ -88,6 +88,18 @@ describe('static source', () => {
     expect(errors.every((e) => !e.includes('\n'))).toBe(true);
   });
 
+  it('with strictStart, a bad file at start is a ConfigError naming the file', async () => {
+    writeFileSync(join(dir, 'good.yaml'), service('a', '10.10.0.1'));
+    writeFileSync(join(dir, 'bad.yaml'), service('b', '10.10.0.1/32'));
+    const store = new ClusterStore();
+    const src = new StaticSource({ dir, store, rescanIntervalMs: 0, strictStart: true });
+    sources.push(src);
+    await expect(src.start()).rejects.toThrow(ConfigError);
+    await expect(new StaticSource({ dir, store, rescanIntervalMs: 0, strictStart: true }).start()).rejects.toThrow(
+      `${join(dir, 'bad.yaml')}: Service ns/b: spec.clusterIP: "10.10.0.1/32": not an IPv4 address`,
+    );
+  });
+
   it('reports a service defined in two files and keeps the first (by file name)', async () => {
     writeFileSync(join(dir, 'a.yaml'), service('x', '10.10.0.1'));
     writeFileSync(join(dir, 'b.yaml'), service('x', '10.10.0.2'));
