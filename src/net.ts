@@ -1,50 +1,104 @@
-// IP address and CIDR helpers: parse, canonicalise (the form iptables-save prints), family.
-import { isIPv4, isIPv6 } from 'node:net';
+// IP address and CIDR parsing, canonical text and ordering. Pure and self-contained: callers
+// wrap the reason of a NetParseError with the flag or field they were parsing.
 import type { Family } from './rules.js';
 
-/** Family of an IP address (no prefix), or undefined when it is not one. */
-export function addressFamily(address: string): Family | undefined {
-  if (isIPv4(address) && /^\d+\.\d+\.\d+\.\d+$/.test(address)) return 'ipv4';
-  if (isIPv6(address) && !address.includes('%')) return 'ipv6';
-  return undefined;
-}
-
-function v4ToBytes(a: string): number[] {
-  return a.split('.').map((x) => Number(x));
-}
-
-function v6ToBytes(a: string): number[] {
-  let addr = a;
-  // Embedded IPv4 tail (::ffff:1.2.3.4).
-  const m = /^(.*:)(\d+\.\d+\.\d+\.\d+)$/.exec(addr);
-  if (m) {
-    const b = v4ToBytes(m[2]!);
-    addr = `${m[1]}${((b[0]! << 8) | b[1]!).toString(16)}:${((b[2]! << 8) | b[3]!).toString(16)}`;
+/** A malformed address, CIDR or host:port. `message` is the reason only ("prefix length must be 0-32"). */
+export class NetParseError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'NetParseError';
   }
-  const [head, tail] = addr.includes('::') ? addr.split('::') : [addr, undefined];
-  const h = head ? head.split(':') : [];
-  const t = tail !== undefined ? (tail ? tail.split(':') : []) : [];
-  const groups = tail !== undefined ? [...h, ...Array<string>(8 - h.length - t.length).fill('0'), ...t] : h;
-  const out: number[] = [];
-  for (const g of groups) {
-    const n = parseInt(g, 16);
-    out.push((n >> 8) & 0xff, n & 0xff);
+}
+
+export interface ParsedIp {
+  family: Family;
+  /** The address as an unsigned integer (32 or 128 bits). */
+  value: bigint;
+  /** Canonical text: dotted quad, or RFC 5952 for IPv6. */
+  text: string;
+}
+
+export interface ParsedCidr {
+  family: Family;
+  /** The network address (host bits cleared). */
+  network: bigint;
+  prefix: number;
+  /** Canonical "network/prefix". */
+  text: string;
+}
+
+export interface HostPort {
+  family: Family;
+  /** Canonical address, without brackets. */
+  address: string;
+  port: number;
+}
+
+export const familyBits = (family: Family): number => (family === 'ipv4' ? 32 : 128);
+
+function parseIPv4(text: string): bigint | string {
+  const parts = text.split('.');
+  if (parts.length !== 4) return 'not an IPv4 address';
+  let value = 0n;
+  for (const p of parts) {
+    if (!/^\d{1,3}$/.test(p)) return 'not an IPv4 address';
+    if (p.length > 1 && p.startsWith('0')) return `octet "${p}" has a leading zero (ambiguous)`;
+    const n = Number(p);
+    if (n > 255) return `octet ${n} out of range 0-255`;
+    value = (value << 8n) | BigInt(n);
   }
-  return out;
+  return value;
 }
 
-function bytesToV4(b: number[]): string {
-  return b.join('.');
+function parseIPv6(text: string): bigint | string {
+  if (text.includes('%')) return 'zone index not allowed';
+  let head = text;
+  let tailV4: bigint | undefined;
+  const lastColon = text.lastIndexOf(':');
+  if (lastColon >= 0 && text.slice(lastColon + 1).includes('.')) {
+    const v4 = parseIPv4(text.slice(lastColon + 1));
+    if (typeof v4 === 'string') return `embedded IPv4: ${v4}`;
+    tailV4 = v4;
+    head = text.slice(0, lastColon + 1) + '0:0'; // placeholder for two groups
+  }
+  const halves = head.split('::');
+  if (halves.length > 2) return 'more than one "::"';
+  const parseGroups = (s: string): number[] | string => {
+    if (s === '') return [];
+    const out: number[] = [];
+    for (const g of s.split(':')) {
+      if (!/^[0-9a-fA-F]{1,4}$/.test(g)) return `bad group "${g}"`;
+      out.push(parseInt(g, 16));
+    }
+    return out;
+  };
+  const left = parseGroups(halves[0] ?? '');
+  if (typeof left === 'string') return left;
+  let groups: number[];
+  if (halves.length === 2) {
+    const right = parseGroups(halves[1] ?? '');
+    if (typeof right === 'string') return right;
+    const missing = 8 - left.length - right.length;
+    if (missing < 1) return 'too many groups';
+    groups = [...left, ...new Array<number>(missing).fill(0), ...right];
+  } else {
+    groups = left;
+    if (groups.length !== 8) return 'wrong number of groups';
+  }
+  let value = 0n;
+  for (const g of groups) value = (value << 16n) | BigInt(g);
+  if (tailV4 !== undefined) value = (value & ~0xffffffffn) | tailV4;
+  return value;
 }
 
-/** RFC 5952 text (what inet_ntop and iptables print). */
-function bytesToV6(b: number[]): string {
+function formatIPv4(value: bigint): string {
+  return [24n, 16n, 8n, 0n].map((s) => String((value >> s) & 0xffn)).join('.');
+}
+
+function formatIPv6(value: bigint): string {
   const groups: number[] = [];
-  for (let i = 0; i < 16; i += 2) groups.push((b[i]! << 8) | b[i + 1]!);
-  // IPv4-mapped addresses print with a dotted tail, as glibc does.
-  if (groups.slice(0, 5).every((g) => g === 0) && groups[5] === 0xffff) {
-    return `::ffff:${b.slice(12).join('.')}`;
-  }
+  for (let i = 7; i >= 0; i--) groups.push(Number((value >> BigInt(i * 16)) & 0xffffn));
+  // RFC 5952: compress the longest run (>= 2) of zero groups, the first one on ties.
   let bestStart = -1;
   let bestLen = 0;
   for (let i = 0; i < 8; ) {
@@ -60,62 +114,151 @@ function bytesToV6(b: number[]): string {
     }
     i = j;
   }
+  // As glibc's inet_ntop (which the native backends print with): the embedded IPv4 address of
+  // an IPv4-compatible (::a.b.c.d) or IPv4-mapped (::ffff:a.b.c.d) address is dotted.
+  if (bestStart === 0 && (bestLen === 6 || (bestLen === 5 && groups[5] === 0xffff))) {
+    const v4 = formatIPv4(value & 0xffffffffn);
+    return bestLen === 6 ? `::${v4}` : `::ffff:${v4}`;
+  }
   const hex = groups.map((g) => g.toString(16));
   if (bestStart < 0) return hex.join(':');
   return `${hex.slice(0, bestStart).join(':')}::${hex.slice(bestStart + bestLen).join(':')}`;
 }
 
-/** Canonical address text of its family ("fd00::1", "10.0.0.1"), or undefined when invalid. */
-export function canonicalAddress(address: string): string | undefined {
-  const fam = addressFamily(address);
-  if (fam === 'ipv4') return bytesToV4(v4ToBytes(address));
-  if (fam === 'ipv6') return bytesToV6(v6ToBytes(address));
-  return undefined;
+export function formatIp(family: Family, value: bigint): string {
+  return family === 'ipv4' ? formatIPv4(value) : formatIPv6(value);
 }
 
-export interface ParsedCidr {
-  family: Family;
-  /** Network address, host bits cleared, canonical text. */
-  address: string;
-  prefix: number;
-  /** "address/prefix" */
-  cidr: string;
+/** Parses an IPv4 or IPv6 address; throws NetParseError with the reason. */
+export function parseIp(text: string): ParsedIp {
+  if (typeof text !== 'string' || text === '') throw new NetParseError('empty address');
+  const family: Family = text.includes(':') ? 'ipv6' : 'ipv4';
+  const v = family === 'ipv4' ? parseIPv4(text) : parseIPv6(text);
+  if (typeof v === 'string') throw new NetParseError(v);
+  return { family, value: v, text: formatIp(family, v) };
 }
 
-/**
- * Parses "a.b.c.d/len", "x::/len" or a bare address (a host: /32 or /128), clears host bits as
- * iptables does, and returns the canonical form. Undefined when invalid.
- */
-export function parseCidr(text: string): ParsedCidr | undefined {
-  if (typeof text !== 'string' || text.length > 64) return undefined;
+/** The family of a valid address, undefined for anything else. */
+export function ipFamily(text: string): Family | undefined {
+  try {
+    return parseIp(text).family;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Parses "addr/prefix"; host bits are cleared ("10.96.1.0/12" -> 10.96.0.0/12). */
+export function parseCidr(text: string): ParsedCidr {
+  if (typeof text !== 'string' || text === '') throw new NetParseError('empty CIDR');
   const slash = text.indexOf('/');
-  const addr = slash < 0 ? text : text.slice(0, slash);
-  const family = addressFamily(addr);
-  if (!family) return undefined;
-  const bits = family === 'ipv4' ? 32 : 128;
-  let prefix = bits;
-  if (slash >= 0) {
-    const p = text.slice(slash + 1);
-    if (!/^\d{1,3}$/.test(p)) return undefined;
-    prefix = Number(p);
-    if (prefix > bits) return undefined;
-  }
-  const bytes = family === 'ipv4' ? v4ToBytes(addr) : v6ToBytes(addr);
-  for (let i = 0; i < bytes.length; i++) {
-    const keep = Math.max(0, Math.min(8, prefix - i * 8));
-    const mask = keep === 0 ? 0 : (0xff << (8 - keep)) & 0xff;
-    bytes[i] = bytes[i]! & mask;
-  }
-  const address = family === 'ipv4' ? bytesToV4(bytes) : bytesToV6(bytes);
-  return { family, address, prefix, cidr: `${address}/${prefix}` };
+  if (slash < 0) throw new NetParseError('missing "/prefix-length"');
+  const ip = parseIp(text.slice(0, slash));
+  const bits = familyBits(ip.family);
+  const p = text.slice(slash + 1);
+  if (!/^\d{1,3}$/.test(p) || Number(p) > bits) throw new NetParseError(`prefix length must be 0-${bits}`);
+  const prefix = Number(p);
+  const mask = prefixMask(ip.family, prefix);
+  const network = ip.value & mask;
+  return { family: ip.family, network, prefix, text: `${formatIp(ip.family, network)}/${prefix}` };
 }
 
-/** Canonical "address/prefix", or undefined when invalid. */
-export function canonicalCidr(text: string): string | undefined {
-  return parseCidr(text)?.cidr;
+function prefixMask(family: Family, prefix: number): bigint {
+  const bits = BigInt(familyBits(family));
+  const all = (1n << bits) - 1n;
+  return prefix === 0 ? 0n : (all << (bits - BigInt(prefix))) & all;
 }
 
-/** Family of a CIDR or address, or undefined. */
+export function canonicalCidr(text: string): string {
+  return parseCidr(text).text;
+}
+
+/** "ip/32" or "ip/128" in canonical form. */
+export function hostCidr(ip: string): string {
+  const p = parseIp(ip);
+  return `${p.text}/${familyBits(p.family)}`;
+}
+
+export function cidrContains(cidr: ParsedCidr, ip: ParsedIp): boolean {
+  return cidr.family === ip.family && (ip.value & prefixMask(cidr.family, cidr.prefix)) === cidr.network;
+}
+
+/** True when one of the two contains the other. */
+export function cidrsOverlap(a: ParsedCidr, b: ParsedCidr): boolean {
+  if (a.family !== b.family) return false;
+  const p = Math.min(a.prefix, b.prefix);
+  const m = prefixMask(a.family, p);
+  return (a.network & m) === (b.network & m);
+}
+
+/** Orders IPv4 before IPv6, then numerically. Accepts text or parsed addresses. */
+export function compareIps(a: string | ParsedIp, b: string | ParsedIp): number {
+  const pa = typeof a === 'string' ? parseIp(a) : a;
+  const pb = typeof b === 'string' ? parseIp(b) : b;
+  if (pa.family !== pb.family) return pa.family === 'ipv4' ? -1 : 1;
+  return pa.value < pb.value ? -1 : pa.value > pb.value ? 1 : 0;
+}
+
+/** Parses "IP:PORT" or "[IPv6]:PORT". */
+export function parseHostPort(text: string): HostPort {
+  if (typeof text !== 'string' || text === '') throw new NetParseError('empty address');
+  let host: string;
+  let portText: string;
+  if (text.startsWith('[')) {
+    const close = text.indexOf(']');
+    if (close < 0 || text[close + 1] !== ':') throw new NetParseError('expected "[IPv6]:PORT"');
+    host = text.slice(1, close);
+    portText = text.slice(close + 2);
+    if (!host.includes(':')) throw new NetParseError('brackets are only for IPv6 addresses');
+  } else {
+    const colon = text.lastIndexOf(':');
+    if (colon < 0) throw new NetParseError('missing ":PORT"');
+    host = text.slice(0, colon);
+    portText = text.slice(colon + 1);
+    if (host.includes(':')) throw new NetParseError('an IPv6 address must be written "[addr]:port"');
+  }
+  const ip = parseIp(host);
+  const port = parsePort(portText);
+  return { family: ip.family, address: ip.text, port };
+}
+
+/** A port number 1-65535 from text; throws NetParseError. */
+export function parsePort(text: string): number {
+  if (!/^\d{1,5}$/.test(text)) throw new NetParseError(`port "${text}" is not a number`);
+  const n = Number(text);
+  if (n < 1 || n > 65535) throw new NetParseError(`port ${n} out of range 1-65535`);
+  return n;
+}
+
+export function formatHostPortText(hp: { address: string; port: number }): string {
+  return hp.address.includes(':') ? `[${hp.address}]:${hp.port}` : `${hp.address}:${hp.port}`;
+}
+
+// Lenient forms for validators that word their own errors (the rule backends): undefined
+// instead of an exception. A bare address is a host CIDR, as iptables reads `-d 10.0.0.1`.
+
+/** Family of an address, undefined when it is not one. */
+export const addressFamily = ipFamily;
+
+/** Canonical text of an address, or undefined. */
+export function canonicalAddress(text: string): string | undefined {
+  try {
+    return parseIp(text).text;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Parses "addr/prefix" or a bare address (a host), or undefined when invalid. */
+export function tryParseCidr(text: string): ParsedCidr | undefined {
+  if (typeof text !== 'string' || text.length > 64) return undefined;
+  try {
+    return parseCidr(text.includes('/') ? text : hostCidr(text));
+  } catch {
+    return undefined;
+  }
+}
+
+/** Family of a CIDR or bare address, or undefined. */
 export function cidrFamily(text: string): Family | undefined {
-  return parseCidr(text)?.family;
+  return tryParseCidr(text)?.family;
 }

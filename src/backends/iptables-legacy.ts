@@ -4,7 +4,7 @@
 import { Buffer } from 'node:buffer';
 import { TransactionError, nativeCall } from '../errors.js';
 import { native } from '../native.js';
-import { addressFamily, canonicalAddress, parseCidr } from '../net.js';
+import { addressFamily, canonicalAddress, tryParseCidr } from '../net.js';
 import type { Family, LiveRule, Rule } from '../rules.js';
 import type { NativeApplyOptions, NativeIptcBinding, NativeRuleSpec, NativeTxOp } from './iptc-native.js';
 import type { ApplyResult, IptablesTable, TableInfo, TableSnapshot, TxOp } from './types.js';
@@ -54,10 +54,10 @@ export function normaliseRule(family: Family, rule: Rule, index: number): Native
   for (const key of ['src', 'dst'] as const) {
     const v = rule[key];
     if (v === undefined) continue;
-    const parsed = typeof v === 'string' ? parseCidr(v) : undefined;
+    const parsed = typeof v === 'string' ? tryParseCidr(v) : undefined;
     if (!parsed) fail(index, `${key} "${String(v).slice(0, 64)}" is not a CIDR`);
     if (parsed.family !== family) fail(index, `${key} ${v} is not an ${family} CIDR`);
-    out[key] = parsed.cidr;
+    out[key] = parsed.text;
   }
   if (rule.protocol !== undefined) {
     if (rule.protocol !== 'tcp' && rule.protocol !== 'udp') fail(index, `protocol "${String(rule.protocol)}" must be tcp or udp`);

@@ -1,0 +1,539 @@
+// The agent's typed config and its one validation layer.
+//
+// Sources, highest precedence first: command-line flags, environment variables (a few per-node
+// values), the YAML `--config` file (camelCase keys, one per flag), defaults. A list option
+// (--service-cidr, --proxy-addr, --ignore-label-selector) is taken whole from the highest layer
+// that sets it. The source group (--services-dir | --kubeconfig | --api-server) likewise: the
+// highest layer that names any source decides, and naming two in one layer is an error.
+//
+// Every mistake is a ConfigError with a one-line message naming the flag, variable or field,
+// e.g. `--service-cidr "10.10.0.0/33": prefix length must be 0-32`. The option table below is
+// the single truth for parsing, the config file keys, the environment and `--help`.
+import { readFileSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
+import { BACKEND_NAMES } from './backends/types.js';
+import { ConfigError } from './errors.js';
+import { cidrsOverlap, formatHostPortText, NetParseError, parseCidr, parseHostPort, type HostPort, type ParsedCidr } from './net.js';
+import type { Family } from './rules.js';
+import { parseLabelSelector, SERVICE_PROXY_FILTER_MODES, SERVICE_PROXY_NAME_LABEL, type SelectionConfig, type ServiceProxyFilterMode } from './selection.js';
+
+export const COMMANDS = ['run', 'status', 'cleanup', 'demo'] as const;
+export type Command = (typeof COMMANDS)[number];
+export const BACKEND_CHOICES = ['auto', ...BACKEND_NAMES] as const;
+export type BackendChoice = (typeof BACKEND_CHOICES)[number];
+export const LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+export const DEFAULT_SERVICE_CIDR = '10.96.0.0/12'; // kube-apiserver's default --service-cluster-ip-range
+export const DEFAULT_PROXY_ADDR = '169.254.96.16:40001'; // EdgeMesh's tunnel/proxy link-local address
+export const DEFAULT_METRICS_ADDR = '127.0.0.1:10251';
+
+export type SourceConfig =
+  | { kind: 'static'; dir: string }
+  | { kind: 'kubeconfig'; file: string }
+  | { kind: 'api-server'; url: string }
+  | { kind: 'in-cluster' }
+  /** Only for commands that read no cluster state (status, cleanup, demo). */
+  | { kind: 'none' };
+
+export interface AgentConfig {
+  backend: BackendChoice;
+  /** Canonical, one or more per family; a family is managed only when it has a CIDR. */
+  serviceCidrs: ParsedCidr[];
+  /** At most one per family; exactly one for each family with a service CIDR. */
+  proxyAddrs: HostPort[];
+  source: SourceConfig;
+  /** undefined: metrics off (`--metrics-addr off`). */
+  metricsAddr: HostPort | undefined;
+  once: boolean;
+  minSyncPeriodMs: number;
+  syncPeriodMs: number;
+  orderCheckPeriodMs: number;
+  lockWaitMs: number;
+  keepRulesOnExit: boolean;
+  selection: SelectionConfig;
+  logLevel: LogLevel;
+  /** 0: unlimited. */
+  maxConnections: number;
+  connectTimeoutMs: number;
+  /** 0: no idle timeout. */
+  idleTimeoutMs: number;
+  /** The --config file read, if any. */
+  configFile: string | undefined;
+}
+
+type Kind = 'string' | 'bool' | 'duration' | 'int' | 'enum';
+
+export interface OptionDef {
+  flag: string;
+  /** The --config file key. */
+  key: string;
+  kind: Kind;
+  arg?: string;
+  repeat?: boolean;
+  values?: readonly string[];
+  help: string;
+  /** Shown in --help; the value used when nothing sets the option. */
+  default?: string;
+  env?: string;
+  /** Lower bound in ms (duration) or units (int). */
+  min?: number;
+  commands: readonly Command[];
+}
+
+const RUN: readonly Command[] = ['run'];
+const ALL: readonly Command[] = COMMANDS;
+
+export const OPTIONS: readonly OptionDef[] = [
+  { flag: 'config', key: 'config', kind: 'string', arg: 'FILE', help: 'YAML file with any of these options (camelCase keys); flags win over it', commands: ALL },
+  { flag: 'backend', key: 'backend', kind: 'enum', values: BACKEND_CHOICES, default: 'auto', env: 'EDGEMESH_BACKEND', help: 'netfilter backend', commands: ['run', 'status', 'cleanup', 'demo'] },
+  { flag: 'service-cidr', key: 'serviceCidr', kind: 'string', arg: 'CIDR', repeat: true, default: DEFAULT_SERVICE_CIDR, env: 'EDGEMESH_SERVICE_CIDR', help: 'service CIDR to proxy; repeat per family (IPv6 gets ip6tables rules)', commands: RUN },
+  { flag: 'proxy-addr', key: 'proxyAddr', kind: 'string', arg: 'IP:PORT', repeat: true, default: DEFAULT_PROXY_ADDR, env: 'EDGEMESH_PROXY_ADDR', help: 'local proxy address the DNAT targets, one per family ([addr]:port for IPv6)', commands: RUN },
+  { flag: 'services-dir', key: 'servicesDir', kind: 'string', arg: 'DIR', help: 'source: a watched directory of Service/EndpointSlice/Endpoints manifests', commands: RUN },
+  { flag: 'kubeconfig', key: 'kubeconfig', kind: 'string', arg: 'FILE', help: 'source: the Kubernetes API through this kubeconfig', commands: RUN },
+  { flag: 'api-server', key: 'apiServer', kind: 'string', arg: 'URL', env: 'EDGEMESH_API_SERVER', help: 'source: the Kubernetes API at this URL, no auth (KubeEdge MetaServer)', commands: RUN },
+  { flag: 'metrics-addr', key: 'metricsAddr', kind: 'string', arg: 'IP:PORT', default: DEFAULT_METRICS_ADDR, help: 'Prometheus metrics listener; "off" disables', commands: RUN },
+  { flag: 'once', key: 'once', kind: 'bool', default: 'false', help: 'one full sync, print what was applied, exit', commands: RUN },
+  { flag: 'min-sync-period', key: 'minSyncPeriod', kind: 'duration', arg: 'DURATION', default: '1s', min: 0, help: 'at most one sync per this period', commands: RUN },
+  { flag: 'sync-period', key: 'syncPeriod', kind: 'duration', arg: 'DURATION', default: '60s', min: 1, help: 'full resync period', commands: RUN },
+  { flag: 'order-check-period', key: 'orderCheckPeriod', kind: 'duration', arg: 'DURATION', default: '1s', min: 1, help: 'how often to check that our jumps are rule 1', commands: RUN },
+  { flag: 'lock-wait', key: 'lockWait', kind: 'duration', arg: 'DURATION', default: '5s', min: 0, help: 'longest wait for the xtables lock', commands: ['run', 'status', 'cleanup'] },
+  { flag: 'keep-rules-on-exit', key: 'keepRulesOnExit', kind: 'bool', default: 'false', help: 'leave our chains and jumps in place on SIGTERM/SIGINT', commands: RUN },
+  { flag: 'ignore-label-selector', key: 'ignoreLabelSelector', kind: 'string', arg: 'SELECTOR', repeat: true, help: 'also ignore services matching this label selector (k=v, k!=v, k, !k, k in (a,b), k notin (a,b))', commands: RUN },
+  { flag: 'service-proxy-name', key: 'serviceProxyName', kind: 'string', arg: 'NAME', help: `value of ${SERVICE_PROXY_NAME_LABEL} that counts for the filter (default: any value)`, commands: RUN },
+  { flag: 'service-proxy-filter-mode', key: 'serviceProxyFilterMode', kind: 'enum', values: SERVICE_PROXY_FILTER_MODES, default: 'None', help: 'ignore services that have (FilterIfLabelExists) or lack (FilterIfLabelDoesNotExists) the service-proxy-name label', commands: RUN },
+  { flag: 'log-level', key: 'logLevel', kind: 'enum', values: LOG_LEVELS, default: 'info', env: 'EDGEMESH_LOG_LEVEL', help: 'log level', commands: ALL },
+  { flag: 'max-connections', key: 'maxConnections', kind: 'int', arg: 'N', default: '10000', min: 0, help: 'proxy: concurrent connections (0: unlimited)', commands: RUN },
+  { flag: 'connect-timeout', key: 'connectTimeout', kind: 'duration', arg: 'DURATION', default: '5s', min: 1, help: 'proxy: timeout connecting to an endpoint', commands: RUN },
+  { flag: 'idle-timeout', key: 'idleTimeout', kind: 'duration', arg: 'DURATION', default: '30m', min: 0, help: 'proxy: close a connection idle this long (0: never)', commands: RUN },
+];
+
+const BY_FLAG = new Map(OPTIONS.map((o) => [o.flag, o]));
+const BY_KEY = new Map(OPTIONS.map((o) => [o.key, o]));
+const SOURCE_KEYS = ['servicesDir', 'kubeconfig', 'apiServer'] as const;
+
+// ---- durations ----
+
+const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+/** "250ms", "1s", "5m", "1h30m", "1.5s", "0" -> milliseconds; throws NetParseError-like Error with the reason. */
+export function parseDuration(text: string): number {
+  if (text === '0') return 0;
+  const re = /(\d+(?:\.\d+)?)(ms|s|m|h)/y;
+  let total = 0;
+  let pos = 0;
+  if (text === '') throw new Error('empty duration');
+  while (pos < text.length) {
+    re.lastIndex = pos;
+    const m = re.exec(text);
+    if (!m) throw new Error('not a duration (write e.g. 250ms, 1s, 5m, 1h30m)');
+    total += Number(m[1]) * (UNIT_MS[m[2] as string] as number);
+    pos = re.lastIndex;
+  }
+  return Math.round(total);
+}
+
+export function formatDuration(ms: number): string {
+  if (ms === 0) return '0';
+  for (const [u, f] of [['h', 3_600_000], ['m', 60_000], ['s', 1000]] as const) if (ms % f === 0) return `${ms / f}${u}`;
+  return `${ms}ms`;
+}
+
+// ---- layers ----
+
+interface RawValue {
+  value: unknown;
+  /** How to name it in an error: `--service-cidr`, `EDGEMESH_SERVICE_CIDR`, `agent.yaml: serviceCidr`. */
+  origin: string;
+}
+type Layer = Map<string, RawValue>;
+
+export type Env = Readonly<Record<string, string | undefined>>;
+
+export interface LoadOptions {
+  command?: Command;
+  /** Flags already split into values, keyed by the config file key (camelCase). Highest precedence. */
+  values?: Readonly<Record<string, unknown>>;
+  /** Origin label per key for `values` (default `--flag`). */
+  origins?: Readonly<Record<string, string>>;
+  /** A YAML config file to read (the `config` value in `values` also works). */
+  file?: string;
+  /** Default: process.env. */
+  env?: Env;
+  readFile?: (path: string) => string;
+}
+
+export type ParsedArgs = { command: 'help'; help: string } | { command: Command; config: AgentConfig };
+
+const fail = (origin: string, value: unknown, problem: string, field: string): never => {
+  const shown = typeof value === 'string' ? ` "${value}"` : value === undefined ? '' : ` ${JSON.stringify(value)}`;
+  throw new ConfigError(`${origin}${shown}: ${problem}`, field);
+};
+
+/** Splits argv (without node and script) into a command and the flag layer. */
+function parseArgv(argv: readonly string[]): { command: Command | 'help'; layer: Layer; helpFor?: Command } {
+  const args = [...argv];
+  const first = args[0];
+  if (first === undefined || first === '--help' || first === '-h' || first === 'help') {
+    const topic = args[1];
+    return { command: 'help', layer: new Map(), ...(topic && (COMMANDS as readonly string[]).includes(topic) ? { helpFor: topic as Command } : {}) };
+  }
+  if (first.startsWith('-')) throw new ConfigError(`expected a command (${COMMANDS.join(', ')}) before ${first}`, 'command');
+  if (!(COMMANDS as readonly string[]).includes(first)) throw new ConfigError(`unknown command "${first}" (expected ${COMMANDS.join(', ')})`, 'command');
+  const command = first as Command;
+  const layer: Layer = new Map();
+  for (let i = 1; i < args.length; i++) {
+    const a = args[i] as string;
+    if (a === '--help' || a === '-h') return { command: 'help', layer: new Map(), helpFor: command };
+    if (!a.startsWith('--')) throw new ConfigError(`unexpected argument "${a}"`, 'args');
+    const eq = a.indexOf('=');
+    const name = a.slice(2, eq >= 0 ? eq : undefined);
+    const def = BY_FLAG.get(name);
+    if (!def) throw new ConfigError(`unknown flag --${name}`, name);
+    if (!def.commands.includes(command)) throw new ConfigError(`--${name} is not a flag of "${command}"`, name);
+    let value: string | boolean;
+    if (def.kind === 'bool') {
+      if (eq < 0) value = true;
+      else {
+        const v = a.slice(eq + 1);
+        if (v !== 'true' && v !== 'false') fail(`--${name}`, v, 'must be true or false', name);
+        value = v === 'true';
+      }
+    } else if (eq >= 0) value = a.slice(eq + 1);
+    else {
+      const next = args[i + 1];
+      if (next === undefined || (next.startsWith('--') && next.length > 2)) throw new ConfigError(`--${name}: missing value (${def.arg ?? 'VALUE'})`, name);
+      value = next;
+      i++;
+    }
+    const prev = layer.get(def.key);
+    if (def.repeat) {
+      const list = prev ? (prev.value as string[]) : [];
+      list.push(value as string);
+      layer.set(def.key, { value: list, origin: `--${name}` });
+    } else {
+      if (prev) throw new ConfigError(`--${name} given more than once`, name);
+      layer.set(def.key, { value, origin: `--${name}` });
+    }
+  }
+  return { command, layer };
+}
+
+function envLayer(env: Env): Layer {
+  const layer: Layer = new Map();
+  for (const def of OPTIONS) {
+    if (!def.env) continue;
+    const v = env[def.env];
+    if (v === undefined || v === '') continue;
+    const value = def.repeat ? v.split(',').map((s) => s.trim()).filter((s) => s !== '') : v;
+    layer.set(def.key, { value, origin: def.env });
+  }
+  return layer;
+}
+
+function fileLayer(path: string, readFile: (p: string) => string): Layer {
+  let text: string;
+  try {
+    text = readFile(path);
+  } catch (e) {
+    throw new ConfigError(`--config "${path}": ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, 'config', { cause: e });
+  }
+  let doc: unknown;
+  try {
+    doc = parseYaml(text, { prettyErrors: false });
+  } catch (e) {
+    throw new ConfigError(`--config "${path}": invalid YAML: ${(e as Error).message.split('\n')[0]}`, 'config', { cause: e });
+  }
+  const layer: Layer = new Map();
+  if (doc === null || doc === undefined) return layer;
+  if (typeof doc !== 'object' || Array.isArray(doc)) throw new ConfigError(`--config "${path}": must be a mapping of option names to values`, 'config');
+  for (const [k, v] of Object.entries(doc as Record<string, unknown>)) {
+    const def = BY_KEY.get(k);
+    if (!def) {
+      const hint = BY_FLAG.has(k) ? ` (write it ${BY_FLAG.get(k)?.key})` : '';
+      throw new ConfigError(`${path}: unknown field "${k}"${hint}`, k);
+    }
+    if (def.key === 'config') throw new ConfigError(`${path}: "config" cannot name another config file`, k);
+    layer.set(k, { value: v, origin: `${path}: ${k}` });
+  }
+  return layer;
+}
+
+// ---- typed values ----
+
+function asString(def: OptionDef, raw: RawValue): string {
+  if (typeof raw.value === 'number' && def.kind !== 'enum') return String(raw.value);
+  if (typeof raw.value !== 'string') fail(raw.origin, raw.value, 'must be a string', def.key);
+  return raw.value as string;
+}
+
+function asList(def: OptionDef, raw: RawValue): { value: string; origin: string }[] {
+  const v = raw.value;
+  const items = typeof v === 'string' ? [v] : Array.isArray(v) ? v : fail(raw.origin, v, 'must be a string or a list of strings', def.key);
+  return items.map((item, i) => {
+    if (typeof item !== 'string') fail(Array.isArray(v) && !raw.origin.startsWith('--') ? `${raw.origin}[${i}]` : raw.origin, item, 'must be a string', def.key);
+    return { value: item as string, origin: raw.origin };
+  });
+}
+
+function asBool(def: OptionDef, raw: RawValue): boolean {
+  if (typeof raw.value === 'boolean') return raw.value;
+  if (raw.value === 'true') return true;
+  if (raw.value === 'false') return false;
+  return fail(raw.origin, raw.value, 'must be true or false', def.key);
+}
+
+function asDuration(def: OptionDef, raw: RawValue): number {
+  if (typeof raw.value === 'number') fail(raw.origin, raw.value, 'must be a duration with a unit, e.g. 1s or 250ms', def.key);
+  const text = asString(def, raw);
+  let ms: number;
+  try {
+    ms = parseDuration(text);
+  } catch (e) {
+    return fail(raw.origin, text, (e as Error).message, def.key);
+  }
+  if (def.min !== undefined && ms < def.min) fail(raw.origin, text, def.min === 1 ? 'must be greater than 0' : `must be at least ${formatDuration(def.min)}`, def.key);
+  return ms;
+}
+
+function asInt(def: OptionDef, raw: RawValue): number {
+  const v = raw.value;
+  const n = typeof v === 'number' ? v : typeof v === 'string' && /^\d+$/.test(v) ? Number(v) : NaN;
+  if (!Number.isSafeInteger(n)) fail(raw.origin, v, 'must be a whole number', def.key);
+  if (def.min !== undefined && n < def.min) fail(raw.origin, v, `must be at least ${def.min}`, def.key);
+  return n;
+}
+
+function asEnum<T extends string>(def: OptionDef, raw: RawValue): T {
+  const s = asString(def, raw);
+  if (!def.values?.includes(s)) fail(raw.origin, s, `must be one of ${def.values?.join(', ')}`, def.key);
+  return s as T;
+}
+
+// ---- the loader ----
+
+/** Builds and validates the config from flag values (by key), env and an optional file. */
+export function loadConfig(options: LoadOptions = {}): AgentConfig {
+  const command = options.command ?? 'run';
+  const readFile = options.readFile ?? ((p: string) => readFileSync(p, 'utf8'));
+  const flags: Layer = new Map();
+  for (const [k, v] of Object.entries(options.values ?? {})) {
+    const def = BY_KEY.get(k);
+    if (!def) throw new ConfigError(`unknown option "${k}"`, k);
+    flags.set(k, { value: v, origin: options.origins?.[k] ?? `--${def.flag}` });
+  }
+  const configPath = options.file ?? (flags.has('config') ? asString(BY_KEY.get('config') as OptionDef, flags.get('config') as RawValue) : undefined);
+  const env = options.env ?? process.env;
+  const layers: Layer[] = [flags, envLayer(env), configPath !== undefined ? fileLayer(configPath, readFile) : new Map()];
+  const pick = (key: string): RawValue | undefined => {
+    for (const l of layers) {
+      const v = l.get(key);
+      if (v !== undefined) return v;
+    }
+    return undefined;
+  };
+  const def = (key: string): OptionDef => BY_KEY.get(key) as OptionDef;
+  const dflt = (key: string): RawValue => ({ value: def(key).kind === 'bool' ? def(key).default === 'true' : def(key).default, origin: `default of --${def(key).flag}` });
+  const get = (key: string): RawValue => pick(key) ?? dflt(key);
+
+  // service CIDRs
+  const cidrRaw = get('serviceCidr');
+  const serviceCidrs: ParsedCidr[] = [];
+  for (const { value, origin } of asList(def('serviceCidr'), cidrRaw)) {
+    let c: ParsedCidr;
+    try {
+      c = parseCidr(value);
+    } catch (e) {
+      return fail(origin, value, reason(e), 'service-cidr');
+    }
+    const clash = serviceCidrs.find((o) => cidrsOverlap(o, c));
+    if (clash) fail(origin, value, clash.text === c.text ? 'given twice' : `overlaps ${clash.text}`, 'service-cidr');
+    serviceCidrs.push(c);
+  }
+  if (serviceCidrs.length === 0) fail(cidrRaw.origin, undefined, 'at least one service CIDR is required', 'service-cidr');
+
+  // proxy addresses: one per family, and exactly the families that have a CIDR
+  // The default (IPv4) proxy address applies only when there is an IPv4 service CIDR.
+  const proxyRaw = pick('proxyAddr') ?? (serviceCidrs.some((c) => c.family === 'ipv4') ? dflt('proxyAddr') : { value: [], origin: '--proxy-addr' });
+  const proxyAddrs: HostPort[] = [];
+  for (const { value, origin } of asList(def('proxyAddr'), proxyRaw)) {
+    let hp: HostPort;
+    try {
+      hp = parseHostPort(value);
+    } catch (e) {
+      return fail(origin, value, reason(e), 'proxy-addr');
+    }
+    if (proxyAddrs.some((p) => p.family === hp.family)) fail(origin, value, `a second ${hp.family} proxy address (one per family)`, 'proxy-addr');
+    if (!serviceCidrs.some((c) => c.family === hp.family)) fail(origin, value, `no --service-cidr of family ${hp.family} to proxy`, 'proxy-addr');
+    proxyAddrs.push(hp);
+  }
+  for (const family of ['ipv4', 'ipv6'] as Family[]) {
+    const c = serviceCidrs.find((x) => x.family === family);
+    if (c && !proxyAddrs.some((p) => p.family === family)) {
+      fail(cidrRaw.origin, c.text, `no --proxy-addr of family ${family} for this CIDR${family === 'ipv6' ? ' (write it [addr]:port)' : ''}`, 'proxy-addr');
+    }
+  }
+
+  // source
+  let source: SourceConfig = { kind: 'none' };
+  for (const layer of layers) {
+    const set = SOURCE_KEYS.filter((k) => layer.has(k));
+    if (set.length === 0) continue;
+    if (set.length > 1) {
+      const [a, b] = set.map((k) => (layer.get(k) as RawValue).origin);
+      throw new ConfigError(`${a} and ${b} are mutually exclusive (one source)`, 'source');
+    }
+    const k = set[0] as (typeof SOURCE_KEYS)[number];
+    const raw = layer.get(k) as RawValue;
+    const v = asString(def(k), raw);
+    if (v === '') fail(raw.origin, v, 'must not be empty', def(k).flag);
+    if (k === 'servicesDir') source = { kind: 'static', dir: v };
+    else if (k === 'kubeconfig') source = { kind: 'kubeconfig', file: v };
+    else {
+      let url: URL;
+      try {
+        url = new URL(v);
+      } catch {
+        return fail(raw.origin, v, 'not a URL (e.g. http://127.0.0.1:10550)', 'api-server');
+      }
+      if (url.protocol !== 'http:' && url.protocol !== 'https:') fail(raw.origin, v, 'scheme must be http or https', 'api-server');
+      source = { kind: 'api-server', url: v };
+    }
+    break;
+  }
+  if (command === 'run' && source.kind === 'none') {
+    if (env.KUBERNETES_SERVICE_HOST) source = { kind: 'in-cluster' };
+    else throw new ConfigError('no source: give --services-dir DIR, --kubeconfig FILE or --api-server URL (in-cluster config needs KUBERNETES_SERVICE_HOST)', 'source');
+  }
+
+  // metrics
+  const mRaw = get('metricsAddr');
+  const mText = asString(def('metricsAddr'), mRaw);
+  let metricsAddr: HostPort | undefined;
+  if (mText !== 'off') {
+    try {
+      metricsAddr = parseHostPort(mText);
+    } catch (e) {
+      return fail(mRaw.origin, mText, reason(e), 'metrics-addr');
+    }
+  }
+
+  // selection
+  const selectors = pick('ignoreLabelSelector');
+  const ignoreLabelSelectors = (selectors ? asList(def('ignoreLabelSelector'), selectors) : []).map(({ value, origin }) => {
+    try {
+      return parseLabelSelector(value);
+    } catch (e) {
+      return fail(origin, undefined, (e as Error).message, 'ignore-label-selector');
+    }
+  });
+  const modeRaw = get('serviceProxyFilterMode');
+  const serviceProxyFilterMode = asEnum<ServiceProxyFilterMode>(def('serviceProxyFilterMode'), modeRaw);
+  const nameRaw = pick('serviceProxyName');
+  const serviceProxyName = nameRaw ? asString(def('serviceProxyName'), nameRaw) : '';
+  if (nameRaw && serviceProxyName !== '' && !/^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)$/.test(serviceProxyName)) {
+    fail(nameRaw.origin, serviceProxyName, 'not a valid label value', 'service-proxy-name');
+  }
+  if (nameRaw && serviceProxyFilterMode === 'None') {
+    fail(nameRaw.origin, serviceProxyName, 'needs --service-proxy-filter-mode FilterIfLabelExists or FilterIfLabelDoesNotExists', 'service-proxy-name');
+  }
+
+  const dur = (k: string): number => asDuration(def(k), get(k));
+  const configFile = configPath;
+  return {
+    backend: asEnum<BackendChoice>(def('backend'), get('backend')),
+    serviceCidrs,
+    proxyAddrs,
+    source,
+    metricsAddr,
+    once: asBool(def('once'), get('once')),
+    minSyncPeriodMs: dur('minSyncPeriod'),
+    syncPeriodMs: dur('syncPeriod'),
+    orderCheckPeriodMs: dur('orderCheckPeriod'),
+    lockWaitMs: dur('lockWait'),
+    keepRulesOnExit: asBool(def('keepRulesOnExit'), get('keepRulesOnExit')),
+    selection: { ignoreLabelSelectors, serviceProxyFilterMode, serviceProxyName },
+    logLevel: asEnum<LogLevel>(def('logLevel'), get('logLevel')),
+    maxConnections: asInt(def('maxConnections'), get('maxConnections')),
+    connectTimeoutMs: dur('connectTimeout'),
+    idleTimeoutMs: dur('idleTimeout'),
+    configFile,
+  };
+}
+
+const reason = (e: unknown): string => (e instanceof NetParseError || e instanceof Error ? e.message : String(e));
+
+/** Parses `edgemesh-agent <command> [flags]` (argv without node and the script). env defaults to process.env. */
+export function parseArgs(argv: readonly string[], options: { env?: Env; readFile?: (path: string) => string } = {}): ParsedArgs {
+  const { command, layer, helpFor } = parseArgv(argv);
+  if (command === 'help') return { command: 'help', help: helpText(helpFor) };
+  const values: Record<string, unknown> = {};
+  const origins: Record<string, string> = {};
+  for (const [k, v] of layer) {
+    values[k] = v.value;
+    origins[k] = v.origin;
+  }
+  const load: LoadOptions = { command, values, origins };
+  if (options.env) load.env = options.env;
+  if (options.readFile) load.readFile = options.readFile;
+  return { command, config: loadConfig(load) };
+}
+
+/** `--help`, generated from the option table. Without a command: the overview. */
+export function helpText(command?: Command): string {
+  const lines: string[] = [];
+  if (!command) {
+    lines.push('Usage: edgemesh-agent <command> [flags]', '', 'Commands:');
+    lines.push('  run      keep EDGE-MESH ahead of kube-proxy and proxy service traffic');
+    lines.push('  status   our chains and jumps, iptables -nvL style, with counters');
+    lines.push('  cleanup  remove every rule, chain and table we own');
+    lines.push('  demo     the whole hybrid NAT in a throwaway network namespace');
+    lines.push('', 'Run "edgemesh-agent <command> --help" for its flags.');
+    return lines.join('\n') + '\n';
+  }
+  lines.push(`Usage: edgemesh-agent ${command} [flags]`, '', 'Flags:');
+  const opts = OPTIONS.filter((o) => o.commands.includes(command));
+  const left = opts.map((o) => `  --${o.flag}${o.kind === 'bool' ? '' : ` ${o.kind === 'enum' ? (o.values ?? []).join('|') : o.arg ?? 'VALUE'}`}${o.repeat ? ' (repeatable)' : ''}`);
+  const width = 36;
+  opts.forEach((o, i) => {
+    const extra: string[] = [];
+    if (o.default !== undefined) extra.push(`default ${o.default}`);
+    if (o.env) extra.push(`env ${o.env}`);
+    const text = `${o.help}${extra.length ? ` (${extra.join('; ')})` : ''}`;
+    const l = left[i] as string;
+    if (l.length < width) lines.push(`${l.padEnd(width)}${text}`);
+    else lines.push(l, `${' '.repeat(width)}${text}`);
+  });
+  lines.push(
+    '',
+    'Durations: 250ms, 1s, 5m, 1h30m. Every flag has a --config file key: its name in camelCase',
+    '(--service-cidr -> serviceCidr; lists as YAML lists). Precedence: flags, then environment,',
+    'then the --config file, then defaults.',
+  );
+  return lines.join('\n') + '\n';
+}
+
+/** For logs: the effective config in the config file's terms. */
+export function describeConfig(c: AgentConfig): Record<string, unknown> {
+  return {
+    backend: c.backend,
+    serviceCidr: c.serviceCidrs.map((x) => x.text),
+    proxyAddr: c.proxyAddrs.map(formatHostPortText),
+    source: c.source,
+    metricsAddr: c.metricsAddr ? formatHostPortText(c.metricsAddr) : 'off',
+    once: c.once,
+    minSyncPeriod: formatDuration(c.minSyncPeriodMs),
+    syncPeriod: formatDuration(c.syncPeriodMs),
+    orderCheckPeriod: formatDuration(c.orderCheckPeriodMs),
+    lockWait: formatDuration(c.lockWaitMs),
+    keepRulesOnExit: c.keepRulesOnExit,
+    ignoreLabelSelector: c.selection.ignoreLabelSelectors.map((s) => s.text),
+    serviceProxyName: c.selection.serviceProxyName,
+    serviceProxyFilterMode: c.selection.serviceProxyFilterMode,
+    logLevel: c.logLevel,
+    maxConnections: c.maxConnections,
+    connectTimeout: formatDuration(c.connectTimeoutMs),
+    idleTimeout: formatDuration(c.idleTimeoutMs),
+  };
+}
+

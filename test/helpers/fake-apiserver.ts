@@ -1,0 +1,194 @@
+// A small in-process API server for Services and EndpointSlices that behaves as kube-apiserver
+// does for list and watch: one resourceVersion counter, list with metadata.resourceVersion,
+// watch from a resourceVersion streaming JSON lines (ADDED/MODIFIED/DELETED/BOOKMARK), 410 Gone
+// for a compacted resourceVersion (HTTP 410, or an ERROR event on an open watch), and knobs to
+// drop connections, end watches cleanly, hold or fail lists. Listens on 127.0.0.1 only.
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+export type Resource = 'services' | 'endpointslices';
+export const RESOURCE_PATHS: Record<Resource, string> = {
+  services: '/api/v1/services',
+  endpointslices: '/apis/discovery.k8s.io/v1/endpointslices',
+};
+const LIST_KIND: Record<Resource, { apiVersion: string; kind: string }> = {
+  services: { apiVersion: 'v1', kind: 'ServiceList' },
+  endpointslices: { apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSliceList' },
+};
+const OBJ_KIND: Record<Resource, { apiVersion: string; kind: string }> = {
+  services: { apiVersion: 'v1', kind: 'Service' },
+  endpointslices: { apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice' },
+};
+
+type Obj = { metadata: { name: string; namespace?: string; resourceVersion?: string; [k: string]: unknown }; [k: string]: unknown };
+interface Event {
+  rv: number;
+  type: 'ADDED' | 'MODIFIED' | 'DELETED';
+  object: Obj;
+}
+interface Watcher {
+  resource: Resource;
+  res: ServerResponse;
+  req: IncomingMessage;
+}
+
+export interface RequestLog {
+  resource: Resource;
+  watch: boolean;
+  query: Record<string, string>;
+}
+
+export class FakeApiServer {
+  private server: Server;
+  private rv = 100;
+  private compactedRv = 0;
+  private readonly objects: Record<Resource, Map<string, Obj>> = { services: new Map(), endpointslices: new Map() };
+  private readonly events: Record<Resource, Event[]> = { services: [], endpointslices: [] };
+  private readonly watchers = new Set<Watcher>();
+  readonly requests: RequestLog[] = [];
+  /** Lists of these resources wait until released. */
+  private readonly held = new Map<Resource, (() => void)[]>();
+  private readonly holding = new Set<Resource>();
+  /** Next N lists of a resource answer 500. */
+  readonly failLists: Record<Resource, number> = { services: 0, endpointslices: 0 };
+  url = '';
+
+  constructor() {
+    this.server = createServer((req, res) => void this.handle(req, res));
+  }
+
+  async start(): Promise<string> {
+    await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve));
+    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+    return this.url;
+  }
+
+  async close(): Promise<void> {
+    for (const w of this.watchers) w.res.destroy();
+    this.watchers.clear();
+    for (const r of this.held.values()) r.forEach((f) => f());
+    this.server.closeAllConnections();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+
+  private key(o: Obj): string {
+    return `${o.metadata.namespace ?? ''}/${o.metadata.name}`;
+  }
+
+  /** Creates or updates an object. `silent`: no watch event (as if it was lost to compaction). */
+  set(resource: Resource, obj: Obj, opts: { silent?: boolean } = {}): void {
+    const copy = JSON.parse(JSON.stringify({ ...OBJ_KIND[resource], ...obj })) as Obj;
+    copy.metadata.resourceVersion = String(++this.rv);
+    const type = this.objects[resource].has(this.key(copy)) ? 'MODIFIED' : 'ADDED';
+    this.objects[resource].set(this.key(copy), copy);
+    if (!opts.silent) this.emit(resource, { rv: this.rv, type, object: copy });
+  }
+
+  delete(resource: Resource, namespace: string, name: string, opts: { silent?: boolean } = {}): void {
+    const k = `${namespace}/${name}`;
+    const old = this.objects[resource].get(k);
+    if (!old) throw new Error(`no ${resource} ${k}`);
+    this.objects[resource].delete(k);
+    const object = { ...old, metadata: { ...old.metadata, resourceVersion: String(++this.rv) } };
+    if (!opts.silent) this.emit(resource, { rv: this.rv, type: 'DELETED', object });
+  }
+
+  /** Forgets history: a watch from an older resourceVersion now gets 410 Gone. */
+  compact(): void {
+    this.compactedRv = this.rv;
+    for (const r of Object.keys(this.events) as Resource[]) this.events[r] = [];
+  }
+
+  /** Open watches receive an ERROR event with a 410 Status, then the server ends them (as kube-apiserver does). */
+  expireWatches(resource?: Resource): void {
+    this.compact();
+    for (const w of [...this.watchers]) {
+      if (resource && w.resource !== resource) continue;
+      w.res.write(JSON.stringify({ type: 'ERROR', object: { kind: 'Status', apiVersion: 'v1', status: 'Failure', message: 'too old resource version', reason: 'Expired', code: 410 } }) + '\n');
+      w.res.end();
+      this.watchers.delete(w);
+    }
+  }
+
+  /** Ends every open watch cleanly (a server-side timeout). */
+  endWatches(): void {
+    for (const w of [...this.watchers]) {
+      w.res.end();
+      this.watchers.delete(w);
+    }
+  }
+
+  /** Kills every open watch connection mid-stream. */
+  dropConnections(): void {
+    for (const w of [...this.watchers]) {
+      w.req.socket.destroy();
+      this.watchers.delete(w);
+    }
+  }
+
+  bookmark(): void {
+    for (const w of this.watchers) {
+      w.res.write(JSON.stringify({ type: 'BOOKMARK', object: { ...OBJ_KIND[w.resource], metadata: { resourceVersion: String(this.rv) } } }) + '\n');
+    }
+  }
+
+  hold(resource: Resource): void {
+    this.holding.add(resource);
+  }
+
+  release(resource: Resource): void {
+    this.holding.delete(resource);
+    for (const f of this.held.get(resource) ?? []) f();
+    this.held.delete(resource);
+  }
+
+  openWatches(resource?: Resource): number {
+    return [...this.watchers].filter((w) => !resource || w.resource === resource).length;
+  }
+
+  lists(resource: Resource): number {
+    return this.requests.filter((r) => r.resource === resource && !r.watch).length;
+  }
+
+  private emit(resource: Resource, ev: Event): void {
+    this.events[resource].push(ev);
+    for (const w of this.watchers) if (w.resource === resource) w.res.write(JSON.stringify({ type: ev.type, object: ev.object }) + '\n');
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://x');
+    const resource = (Object.keys(RESOURCE_PATHS) as Resource[]).find((r) => RESOURCE_PATHS[r] === url.pathname);
+    if (!resource || req.method !== 'GET') {
+      res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ kind: 'Status', code: 404 }));
+      return;
+    }
+    const query = Object.fromEntries(url.searchParams);
+    const watch = query.watch === 'true';
+    this.requests.push({ resource, watch, query });
+    if (!watch) {
+      if (this.holding.has(resource)) {
+        await new Promise<void>((resolve) => this.held.set(resource, [...(this.held.get(resource) ?? []), resolve]));
+      }
+      if (this.failLists[resource] > 0) {
+        this.failLists[resource]--;
+        res.writeHead(500, { 'content-type': 'application/json' }).end(JSON.stringify({ kind: 'Status', code: 500, message: 'etcd unavailable' }));
+        return;
+      }
+      const items = [...this.objects[resource].values()].sort((a, b) => (this.key(a) < this.key(b) ? -1 : 1));
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ ...LIST_KIND[resource], metadata: { resourceVersion: String(this.rv) }, items }));
+      return;
+    }
+    const from = Number(query.resourceVersion ?? '0');
+    if (!Number.isFinite(from) || from < this.compactedRv) {
+      res.writeHead(410, { 'content-type': 'application/json' }).end(JSON.stringify({ kind: 'Status', code: 410, reason: 'Expired', message: 'too old resource version' }));
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'application/json', 'transfer-encoding': 'chunked' });
+    res.flushHeaders();
+    for (const ev of this.events[resource]) if (ev.rv > from) res.write(JSON.stringify({ type: ev.type, object: ev.object }) + '\n');
+    const w: Watcher = { resource, res, req };
+    this.watchers.add(w);
+    res.on('close', () => this.watchers.delete(w));
+  }
+}

@@ -1,0 +1,252 @@
+import { describe, expect, it } from 'vitest';
+import { DEFAULT_METRICS_ADDR, helpText, loadConfig, OPTIONS, parseArgs, parseDuration, type AgentConfig } from '../../src/config.js';
+import { ConfigError } from '../../src/errors.js';
+
+const files: Record<string, string> = {};
+const readFile = (p: string): string => {
+  const t = files[p];
+  if (t === undefined) throw Object.assign(new Error(`ENOENT: ${p}`), { code: 'ENOENT' });
+  return t;
+};
+const run = (argv: string[], env: Record<string, string> = {}): AgentConfig => {
+  const r = parseArgs(['run', ...argv], { env, readFile });
+  if (r.command === 'help') throw new Error('unexpected help');
+  return r.config;
+};
+const error = (argv: string[], env: Record<string, string> = {}): string => {
+  try {
+    run(argv, env);
+  } catch (e) {
+    expect(e).toBeInstanceOf(ConfigError);
+    const msg = (e as Error).message;
+    expect(msg).not.toContain('\n');
+    return msg;
+  }
+  throw new Error('no error');
+};
+const DIR = ['--services-dir', '/srv/manifests'];
+
+describe('config: flags', () => {
+  it('has the documented defaults', () => {
+    const c = run(DIR);
+    expect(c).toMatchObject({
+      backend: 'auto',
+      serviceCidrs: [{ text: '10.96.0.0/12', family: 'ipv4' }],
+      proxyAddrs: [{ family: 'ipv4', address: '169.254.96.16', port: 40001 }],
+      source: { kind: 'static', dir: '/srv/manifests' },
+      metricsAddr: { address: '127.0.0.1', port: 10251 },
+      once: false,
+      minSyncPeriodMs: 1000,
+      syncPeriodMs: 60_000,
+      orderCheckPeriodMs: 1000,
+      lockWaitMs: 5000,
+      keepRulesOnExit: false,
+      selection: { ignoreLabelSelectors: [], serviceProxyFilterMode: 'None', serviceProxyName: '' },
+      logLevel: 'info',
+      maxConnections: 10000,
+      connectTimeoutMs: 5000,
+      idleTimeoutMs: 1_800_000,
+      configFile: undefined,
+    });
+    expect(DEFAULT_METRICS_ADDR).toBe('127.0.0.1:10251');
+  });
+
+  it('parses every flag', () => {
+    const c = run([
+      '--backend', 'iptables-nft',
+      '--service-cidr', '10.10.0.0/16',
+      '--service-cidr=fd00:10::/108',
+      '--proxy-addr', '169.254.96.16:40002',
+      '--proxy-addr', '[fd00::96:16]:40001',
+      '--kubeconfig', '/etc/kubeconfig',
+      '--metrics-addr', '0.0.0.0:9100',
+      '--once',
+      '--min-sync-period', '250ms',
+      '--sync-period', '5m',
+      '--order-check-period', '1.5s',
+      '--lock-wait', '0',
+      '--keep-rules-on-exit=true',
+      '--ignore-label-selector', 'tier=cloud',
+      '--ignore-label-selector', 'app in (a,b)',
+      '--service-proxy-name', 'edgemesh',
+      '--service-proxy-filter-mode', 'FilterIfLabelDoesNotExists',
+      '--log-level', 'debug',
+      '--max-connections', '0',
+      '--connect-timeout', '2s',
+      '--idle-timeout', '1h30m',
+    ]);
+    expect(c.backend).toBe('iptables-nft');
+    expect(c.serviceCidrs.map((x) => x.text)).toEqual(['10.10.0.0/16', 'fd00:10::/108']);
+    expect(c.proxyAddrs.map((x) => `${x.family} ${x.address} ${x.port}`)).toEqual(['ipv4 169.254.96.16 40002', 'ipv6 fd00::96:16 40001']);
+    expect(c.source).toEqual({ kind: 'kubeconfig', file: '/etc/kubeconfig' });
+    expect(c.metricsAddr).toEqual({ family: 'ipv4', address: '0.0.0.0', port: 9100 });
+    expect([c.once, c.keepRulesOnExit]).toEqual([true, true]);
+    expect([c.minSyncPeriodMs, c.syncPeriodMs, c.orderCheckPeriodMs, c.lockWaitMs, c.connectTimeoutMs, c.idleTimeoutMs]).toEqual([250, 300_000, 1500, 0, 2000, 5_400_000]);
+    expect(c.selection.ignoreLabelSelectors.map((s) => s.text)).toEqual(['tier=cloud', 'app in (a,b)']);
+    expect(c.selection.serviceProxyFilterMode).toBe('FilterIfLabelDoesNotExists');
+    expect(c.selection.serviceProxyName).toBe('edgemesh');
+    expect([c.logLevel, c.maxConnections]).toEqual(['debug', 0]);
+  });
+
+  it('accepts --api-server with a plain URL and turns metrics off', () => {
+    const c = run(['--api-server', 'http://127.0.0.1:10550', '--metrics-addr', 'off']);
+    expect(c.source).toEqual({ kind: 'api-server', url: 'http://127.0.0.1:10550' });
+    expect(c.metricsAddr).toBeUndefined();
+  });
+
+  it('rejects an --api-server that is not an http(s) URL', () => {
+    expect(error(['--api-server', 'localhost:8080'])).toBe('--api-server "localhost:8080": scheme must be http or https');
+    expect(error(['--api-server', 'not a url'])).toBe('--api-server "not a url": not a URL (e.g. http://127.0.0.1:10550)');
+  });
+
+  it('falls back to in-cluster config only inside a pod', () => {
+    expect(run([], { KUBERNETES_SERVICE_HOST: '10.96.0.1' }).source).toEqual({ kind: 'in-cluster' });
+    expect(error([])).toBe('no source: give --services-dir DIR, --kubeconfig FILE or --api-server URL (in-cluster config needs KUBERNETES_SERVICE_HOST)');
+  });
+
+  it.each<[string[], string]>([
+    [['--service-cidr', '10.10.0.0/33'], '--service-cidr "10.10.0.0/33": prefix length must be 0-32'],
+    [['--service-cidr', '10.10.0.0'], '--service-cidr "10.10.0.0": missing "/prefix-length"'],
+    [['--service-cidr', '10.10.0.0/16', '--service-cidr', '10.10.0.0/16'], '--service-cidr "10.10.0.0/16": given twice'],
+    [['--service-cidr', '10.10.0.0/16', '--service-cidr', '10.10.128.0/17'], '--service-cidr "10.10.128.0/17": overlaps 10.10.0.0/16'],
+    [['--service-cidr', 'fd00::/108'], '--service-cidr "fd00::/108": no --proxy-addr of family ipv6 for this CIDR (write it [addr]:port)'],
+    [['--proxy-addr', '[fd00::1]:40001'], '--proxy-addr "[fd00::1]:40001": no --service-cidr of family ipv6 to proxy'],
+    [['--proxy-addr', '10.0.0.1:1', '--proxy-addr', '10.0.0.2:1'], '--proxy-addr "10.0.0.2:1": a second ipv4 proxy address (one per family)'],
+    [['--proxy-addr', 'fd00::1:40001'], '--proxy-addr "fd00::1:40001": an IPv6 address must be written "[addr]:port"'],
+    [['--proxy-addr', '10.0.0.1:99999'], '--proxy-addr "10.0.0.1:99999": port 99999 out of range 1-65535'],
+    [['--backend', 'iptables'], '--backend "iptables": must be one of auto, iptables-legacy, iptables-nft, nftables'],
+    [['--min-sync-period', '1'], '--min-sync-period "1": not a duration (write e.g. 250ms, 1s, 5m, 1h30m)'],
+    [['--sync-period', '0'], '--sync-period "0": must be greater than 0'],
+    [['--max-connections', '-1'], '--max-connections "-1": must be a whole number'],
+    [['--ignore-label-selector', 'a in ('], '--ignore-label-selector: label selector "a in (": missing ")"'],
+    [['--service-proxy-name', 'edgemesh'], '--service-proxy-name "edgemesh": needs --service-proxy-filter-mode FilterIfLabelExists or FilterIfLabelDoesNotExists'],
+    [['--service-proxy-filter-mode', 'Exists'], '--service-proxy-filter-mode "Exists": must be one of None, FilterIfLabelExists, FilterIfLabelDoesNotExists'],
+    [['--metrics-addr', 'localhost:1'], '--metrics-addr "localhost:1": not an IPv4 address'],
+    [['--kubeconfig', '/k'], '--services-dir and --kubeconfig are mutually exclusive (one source)'],
+    [['--frobnicate'], 'unknown flag --frobnicate'],
+    [['--once=maybe'], '--once "maybe": must be true or false'],
+    [['--backend'], '--backend: missing value (auto|iptables-legacy|iptables-nft|nftables)'.replace(' (auto|iptables-legacy|iptables-nft|nftables)', ' (VALUE)')],
+    [['--log-level', 'info', '--log-level', 'debug'], '--log-level given more than once'],
+    [['stray'], 'unexpected argument "stray"'],
+    [['--config', '/missing.yaml'], '--config "/missing.yaml": ENOENT'],
+  ])('%j -> %s', (argv, message) => {
+    expect(error([...DIR, ...argv])).toBe(message);
+  });
+
+  it('rejects unknown commands and flags of another command', () => {
+    expect(() => parseArgs(['launch'])).toThrow('unknown command "launch" (expected run, status, cleanup, demo)');
+    expect(() => parseArgs(['--once'])).toThrow('expected a command (run, status, cleanup, demo) before --once');
+    expect(() => parseArgs(['status', '--once'])).toThrow('--once is not a flag of "status"');
+    const st = parseArgs(['status', '--backend', 'iptables-legacy'], { env: {} });
+    expect(st.command === 'status' && st.config.backend).toBe('iptables-legacy');
+    expect(st.command === 'status' && st.config.source).toEqual({ kind: 'none' });
+  });
+});
+
+describe('config: file, environment, precedence', () => {
+  files['/etc/edgemesh/agent.yaml'] = `
+backend: iptables-legacy
+serviceCidr: [10.10.0.0/16]
+proxyAddr: 169.254.96.16:40001
+servicesDir: /from/file
+minSyncPeriod: 2s
+keepRulesOnExit: true
+ignoreLabelSelector:
+  - tier=cloud
+serviceProxyFilterMode: FilterIfLabelExists
+logLevel: warn
+maxConnections: 500
+`;
+  files['/bad-key.yaml'] = 'service-cidr: 10.0.0.0/8\n';
+  files['/bad-type.yaml'] = 'serviceCidr: 10.10.0.0/33\nminSyncPeriod: 5\n';
+  files['/bad-dur.yaml'] = 'servicesDir: /d\nminSyncPeriod: 5\n';
+  files['/bad-list.yaml'] = 'proxyAddr: [1]\n';
+  files['/bad-yaml.yaml'] = 'a: [\n';
+  files['/two-sources.yaml'] = 'servicesDir: /a\napiServer: http://x\n';
+  files['/bool.yaml'] = 'servicesDir: /d\nonce: "yes"\n';
+
+  it('reads every key from the YAML file', () => {
+    const c = run(['--config', '/etc/edgemesh/agent.yaml']);
+    expect(c).toMatchObject({ backend: 'iptables-legacy', source: { kind: 'static', dir: '/from/file' }, minSyncPeriodMs: 2000, keepRulesOnExit: true, logLevel: 'warn', maxConnections: 500 });
+    expect(c.serviceCidrs.map((x) => x.text)).toEqual(['10.10.0.0/16']);
+    expect(c.selection.ignoreLabelSelectors.map((s) => s.text)).toEqual(['tier=cloud']);
+    expect(c.selection.serviceProxyFilterMode).toBe('FilterIfLabelExists');
+    expect(c.configFile).toBe('/etc/edgemesh/agent.yaml');
+  });
+
+  it('every flag has a config file key (a file setting all of them loads) and a --help line', () => {
+    const sample: Record<string, unknown> = {
+      backend: 'nftables', serviceCidr: ['10.10.0.0/16'], proxyAddr: ['169.254.96.16:1'], servicesDir: '/d', metricsAddr: '127.0.0.1:1',
+      once: true, minSyncPeriod: '2s', syncPeriod: '2m', orderCheckPeriod: '3s', lockWait: '4s', keepRulesOnExit: true,
+      ignoreLabelSelector: ['a=b'], serviceProxyName: 'n', serviceProxyFilterMode: 'FilterIfLabelExists', logLevel: 'debug',
+      maxConnections: 7, connectTimeout: '6s', idleTimeout: '8s',
+    };
+    const exclusive = ['config', 'kubeconfig', 'apiServer']; // config names the file; the other two exclude servicesDir
+    for (const o of OPTIONS) if (!exclusive.includes(o.key)) expect(sample, o.key).toHaveProperty(o.key);
+    files['/all.yaml'] = Object.entries(sample).map(([k, v]) => `${k}: ${JSON.stringify(v)}`).join('\n');
+    const c = run(['--config', '/all.yaml']);
+    expect(c).toMatchObject({ backend: 'nftables', once: true, minSyncPeriodMs: 2000, syncPeriodMs: 120_000, orderCheckPeriodMs: 3000, lockWaitMs: 4000, keepRulesOnExit: true, logLevel: 'debug', maxConnections: 7, connectTimeoutMs: 6000, idleTimeoutMs: 8000 });
+    expect(c.metricsAddr).toEqual({ family: 'ipv4', address: '127.0.0.1', port: 1 });
+    expect(c.selection).toMatchObject({ serviceProxyName: 'n', serviceProxyFilterMode: 'FilterIfLabelExists' });
+    files['/kc.yaml'] = 'kubeconfig: /etc/kc\n';
+    expect(run(['--config', '/kc.yaml']).source).toEqual({ kind: 'kubeconfig', file: '/etc/kc' });
+    const help = `${helpText('run')}${helpText('status')}`;
+    for (const o of OPTIONS) expect(help).toContain(`--${o.flag}`);
+    const keys = OPTIONS.map((o) => o.key);
+    expect(new Set(keys).size).toBe(keys.length);
+    expect(keys.every((k) => /^[a-z][A-Za-z]*$/.test(k))).toBe(true);
+    expect(helpText('run')).toContain('--service-cidr CIDR (repeatable)');
+    expect(helpText('run')).toContain('default 10.96.0.0/12; env EDGEMESH_SERVICE_CIDR');
+    expect(parseArgs(['run', '--help'])).toEqual({ command: 'help', help: helpText('run') });
+    expect(parseArgs([])).toEqual({ command: 'help', help: helpText() });
+  });
+
+  it('precedence: flags over environment over file over defaults', () => {
+    const env = { EDGEMESH_BACKEND: 'nftables', EDGEMESH_SERVICE_CIDR: '10.20.0.0/16, fd00:20::/108', EDGEMESH_PROXY_ADDR: '169.254.96.16:1,[fd00::16]:1', EDGEMESH_LOG_LEVEL: 'error' };
+    const fromEnv = run(['--config', '/etc/edgemesh/agent.yaml'], env);
+    expect(fromEnv.backend).toBe('nftables');
+    expect(fromEnv.serviceCidrs.map((x) => x.text)).toEqual(['10.20.0.0/16', 'fd00:20::/108']);
+    expect(fromEnv.proxyAddrs).toHaveLength(2);
+    expect(fromEnv.logLevel).toBe('error');
+    expect(fromEnv.minSyncPeriodMs).toBe(2000); // file, no env for it
+    const fromFlags = run(['--config', '/etc/edgemesh/agent.yaml', '--backend', 'iptables-nft', '--service-cidr', '10.30.0.0/16', '--proxy-addr', '169.254.96.16:2', '--api-server', 'https://meta:10550'], env);
+    expect(fromFlags.backend).toBe('iptables-nft');
+    expect(fromFlags.serviceCidrs.map((x) => x.text)).toEqual(['10.30.0.0/16']);
+    expect(fromFlags.source).toEqual({ kind: 'api-server', url: 'https://meta:10550' });
+    // The env's API server beats the file's servicesDir (the whole source group goes by layer).
+    expect(run(['--config', '/etc/edgemesh/agent.yaml'], { EDGEMESH_API_SERVER: 'http://127.0.0.1:10550' }).source).toEqual({ kind: 'api-server', url: 'http://127.0.0.1:10550' });
+  });
+
+  it.each<[string, Record<string, string>, string]>([
+    ['/bad-key.yaml', {}, '/bad-key.yaml: unknown field "service-cidr" (write it serviceCidr)'],
+    ['/bad-type.yaml', {}, '/bad-type.yaml: serviceCidr "10.10.0.0/33": prefix length must be 0-32'],
+    ['/bad-dur.yaml', {}, '/bad-dur.yaml: minSyncPeriod 5: must be a duration with a unit, e.g. 1s or 250ms'],
+    ['/bad-list.yaml', {}, '/bad-list.yaml: proxyAddr[0] 1: must be a string'],
+    ['/bad-yaml.yaml', {}, '--config "/bad-yaml.yaml": invalid YAML:'],
+    ['/two-sources.yaml', {}, '/two-sources.yaml: servicesDir and /two-sources.yaml: apiServer are mutually exclusive (one source)'],
+    ['/bool.yaml', {}, '/bool.yaml: once "yes": must be true or false'],
+    ['/etc/edgemesh/agent.yaml', { EDGEMESH_SERVICE_CIDR: '10.0.0.0/40' }, 'EDGEMESH_SERVICE_CIDR "10.0.0.0/40": prefix length must be 0-32'],
+    ['/etc/edgemesh/agent.yaml', { EDGEMESH_BACKEND: 'pf' }, 'EDGEMESH_BACKEND "pf": must be one of'],
+  ])('%s %j -> one-line error naming the field', (file, env, message) => {
+    let msg = '';
+    try {
+      parseArgs(['run', '--config', file], { env, readFile });
+    } catch (e) {
+      expect(e).toBeInstanceOf(ConfigError);
+      msg = (e as Error).message;
+    }
+    expect(msg).not.toContain('\n');
+    expect(msg.startsWith(message)).toBe(true);
+  });
+
+  it('parses durations as written in the docs', () => {
+    expect(['250ms', '1s', '5m', '1h', '1h30m', '1.5s', '0'].map(parseDuration)).toEqual([250, 1000, 300_000, 3_600_000, 5_400_000, 1500, 0]);
+    for (const bad of ['', '1', 's', '1d', '1s2', '-1s']) expect(() => parseDuration(bad)).toThrow();
+  });
+
+  it('loadConfig works for an embedding program (values keyed like the file)', () => {
+    const c = loadConfig({ values: { servicesDir: '/d', serviceCidr: ['10.10.0.0/16'], minSyncPeriod: '100ms' }, env: {} });
+    expect(c.minSyncPeriodMs).toBe(100);
+    expect(() => loadConfig({ values: { nope: 1 } })).toThrow('unknown option "nope"');
+  });
+});

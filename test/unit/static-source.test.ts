@@ -1,0 +1,181 @@
+import { mkdtempSync, renameSync, rmSync, unlinkSync, writeFileSync, mkdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { ConfigError } from '../../src/errors.js';
+import { StaticSource } from '../../src/sources/static.js';
+import { ClusterStore } from '../../src/sources/store.js';
+import { loadDir } from '../helpers/sources.js';
+
+const service = (name: string, ip: string, labels = ''): string => `apiVersion: v1
+kind: Service
+metadata:
+  name: ${name}
+  namespace: ns
+${labels ? `  labels: {${labels}}\n` : ''}spec:
+  clusterIP: ${ip}
+  ports: [{port: 80}]
+`;
+
+/** Polls until `cond` holds; bounded (5 s by default). */
+async function until(cond: () => boolean, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+let dir: string;
+let sources: StaticSource[] = [];
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'edgemesh-static-'));
+});
+afterEach(() => {
+  for (const s of sources) s.stop();
+  sources = [];
+  rmSync(dir, { recursive: true, force: true });
+});
+
+function start(opts: { rescanIntervalMs?: number; errors?: string[]; debug?: string[] } = {}): { store: ClusterStore; src: StaticSource; ready: Promise<unknown> } {
+  const store = new ClusterStore();
+  const src = new StaticSource({
+    dir,
+    store,
+    debounceMs: 20,
+    rescanIntervalMs: opts.rescanIntervalMs ?? 0,
+    onFileError: (p, m) => opts.errors?.push(`${p}: ${m}`),
+    onDebug: (m) => opts.debug?.push(m),
+  });
+  sources.push(src);
+  return { store, src, ready: src.start() };
+}
+const ips = (store: ClusterStore): Record<string, string> =>
+  Object.fromEntries([...store.snapshot().services.values()].map((s) => [s.name, s.clusterIPs.join(',')]));
+
+describe('static source', () => {
+  it('reads multi-document YAML, kind: List and JSON; skips other kinds with a debug note', async () => {
+    writeFileSync(join(dir, 'multi.yaml'), `${service('a', '10.10.0.1')}---\n${service('b', '10.10.0.2')}---\n`);
+    writeFileSync(
+      join(dir, 'list.yml'),
+      `apiVersion: v1\nkind: List\nitems:\n- ${service('c', '10.10.0.3').replace(/\n(?=.)/g, '\n  ')}\n- apiVersion: v1\n  kind: ConfigMap\n  metadata: {name: cm, namespace: ns}\n`,
+    );
+    writeFileSync(join(dir, 'one.json'), JSON.stringify({ apiVersion: 'v1', kind: 'Service', metadata: { name: 'd', namespace: 'ns' }, spec: { clusterIP: '10.10.0.4' } }));
+    writeFileSync(join(dir, 'notes.txt'), 'not a manifest');
+    const errors: string[] = [];
+    const debug: string[] = [];
+    const { store, ready } = start({ errors, debug });
+    await ready;
+    expect(errors).toEqual([]);
+    expect(ips(store)).toEqual({ a: '10.10.0.1', b: '10.10.0.2', c: '10.10.0.3', d: '10.10.0.4' });
+    expect(debug.some((d) => d.includes('list.yml') && d.includes('v1 ConfigMap ns/cm'))).toBe(true);
+    expect(store.synced).toBe(true);
+  });
+
+  it('reports a bad file with its path and reason and loads the rest', async () => {
+    writeFileSync(join(dir, 'good.yaml'), service('a', '10.10.0.1'));
+    writeFileSync(join(dir, 'bad-ip.yaml'), service('b', '10.10.0.300'));
+    writeFileSync(join(dir, 'bad-syntax.yaml'), 'apiVersion: v1\nkind: Service\nmetadata: {name: [\n');
+    writeFileSync(join(dir, 'bad.json'), '{"kind": ');
+    const errors: string[] = [];
+    const store = await loadDir(dir, errors);
+    expect(ips(store)).toEqual({ a: '10.10.0.1' });
+    expect(errors.sort()).toEqual([
+      expect.stringMatching(new RegExp(`^${join(dir, 'bad-ip.yaml')}: Service ns/b: spec.clusterIP: "10.10.0.300": octet 300 out of range`)),
+      expect.stringMatching(new RegExp(`^${join(dir, 'bad-syntax.yaml')}: invalid YAML in document 1`)),
+      expect.stringMatching(new RegExp(`^${join(dir, 'bad.json')}: invalid JSON`)),
+    ]);
+    expect(errors.every((e) => !e.includes('\n'))).toBe(true);
+  });
+
+  it('with strictStart, a bad file at start is a ConfigError naming the file', async () => {
+    writeFileSync(join(dir, 'good.yaml'), service('a', '10.10.0.1'));
+    writeFileSync(join(dir, 'bad.yaml'), service('b', '10.10.0.1/32'));
+    const store = new ClusterStore();
+    const src = new StaticSource({ dir, store, rescanIntervalMs: 0, strictStart: true });
+    sources.push(src);
+    await expect(src.start()).rejects.toThrow(ConfigError);
+    await expect(new StaticSource({ dir, store, rescanIntervalMs: 0, strictStart: true }).start()).rejects.toThrow(
+      `${join(dir, 'bad.yaml')}: Service ns/b: spec.clusterIP: "10.10.0.1/32": not an IPv4 address`,
+    );
+  });
+
+  it('reports a service defined in two files and keeps the first (by file name)', async () => {
+    writeFileSync(join(dir, 'a.yaml'), service('x', '10.10.0.1'));
+    writeFileSync(join(dir, 'b.yaml'), service('x', '10.10.0.2'));
+    const errors: string[] = [];
+    const store = await loadDir(dir, errors);
+    expect(ips(store)).toEqual({ x: '10.10.0.1' });
+    expect(errors).toEqual([`${join(dir, 'b.yaml')}: Service ns/x is also defined in ${join(dir, 'a.yaml')}; this definition is ignored`]);
+  });
+
+  it('fails to start on a missing directory or a file in its place (ConfigError)', async () => {
+    const store = new ClusterStore();
+    await expect(new StaticSource({ dir: join(dir, 'nope'), store }).start()).rejects.toThrow(ConfigError);
+    await expect(new StaticSource({ dir: join(dir, 'nope'), store }).start()).rejects.toThrow(`--services-dir "${join(dir, 'nope')}": ENOENT`);
+    writeFileSync(join(dir, 'f'), '');
+    await expect(new StaticSource({ dir: join(dir, 'f'), store }).start()).rejects.toThrow('not a directory');
+  });
+
+  it('picks up an edit, an atomic rename-over, a new file and a removal through fs.watch', async () => {
+    const f = join(dir, 'svc.yaml');
+    writeFileSync(f, service('a', '10.10.0.1'));
+    const { store, ready } = start();
+    await ready;
+    expect(ips(store)).toEqual({ a: '10.10.0.1' });
+
+    writeFileSync(f, service('a', '10.10.0.2')); // in-place edit
+    await until(() => ips(store).a === '10.10.0.2');
+
+    writeFileSync(join(dir, '.svc.yaml.tmp'), service('a', '10.10.0.3', 'noproxy: edgemesh')); // editor / kubectl style
+    renameSync(join(dir, '.svc.yaml.tmp'), f);
+    await until(() => ips(store).a === '10.10.0.3');
+    expect(store.snapshot().services.get('ns/a')!.labels).toEqual({ noproxy: 'edgemesh' });
+
+    writeFileSync(join(dir, 'more.json'), JSON.stringify({ apiVersion: 'v1', kind: 'Service', metadata: { name: 'b', namespace: 'ns' }, spec: { clusterIP: '10.10.0.9' } }));
+    await until(() => ips(store).b === '10.10.0.9');
+
+    unlinkSync(f);
+    await until(() => !('a' in ips(store)));
+    expect(ips(store)).toEqual({ b: '10.10.0.9' });
+  });
+
+  it('keeps the last good state of a file that turns bad, reports it once, and recovers', async () => {
+    const f = join(dir, 'svc.yaml');
+    writeFileSync(f, service('a', '10.10.0.1'));
+    const errors: string[] = [];
+    const { store, src, ready } = start({ errors });
+    await ready;
+    let changes = 0;
+    store.onChange(() => changes++);
+    writeFileSync(f, service('a', '10.10.0.999'));
+    await until(() => errors.length === 1);
+    expect(errors[0]).toBe(`${f}: Service ns/a: spec.clusterIP: "10.10.0.999": octet 999 out of range 0-255; keeping its last good state`);
+    expect(ips(store)).toEqual({ a: '10.10.0.1' });
+    await src.rescan();
+    await src.rescan();
+    expect(errors).toHaveLength(1); // not repeated while unchanged
+    expect(changes).toBe(0);
+    writeFileSync(f, service('a', '10.10.0.7'));
+    await until(() => ips(store).a === '10.10.0.7');
+  });
+
+  it('the periodic rescan sees changes even without fs.watch events, and survives the directory vanishing', async () => {
+    writeFileSync(join(dir, 'a.yaml'), service('a', '10.10.0.1'));
+    const errors: string[] = [];
+    const { store, src, ready } = start({ rescanIntervalMs: 50, errors });
+    await ready;
+    // Simulate a lost watch: close the watcher the source holds.
+    (src as unknown as { watcher?: { close(): void } }).watcher?.close();
+    (src as unknown as { watcher?: unknown }).watcher = { close() {} };
+    writeFileSync(join(dir, 'b.yaml'), service('b', '10.10.0.2'));
+    await until(() => ips(store).b === '10.10.0.2');
+
+    rmSync(dir, { recursive: true, force: true });
+    await until(() => errors.some((e) => e.includes('cannot read directory')));
+    expect(ips(store)).toEqual({ a: '10.10.0.1', b: '10.10.0.2' });
+    mkdirSync(dir);
+    writeFileSync(join(dir, 'c.yaml'), service('c', '10.10.0.3'));
+    await until(() => JSON.stringify(ips(store)) === JSON.stringify({ c: '10.10.0.3' }));
+  });
+});

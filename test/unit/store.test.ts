@@ -1,0 +1,96 @@
+import { describe, expect, it } from 'vitest';
+import type { EndpointSliceInfo, ServiceInfo } from '../../src/model.js';
+import { ClusterStore } from '../../src/sources/store.js';
+
+const svc = (name: string, ip = '10.10.0.9'): ServiceInfo => ({
+  namespace: 'ns',
+  name,
+  labels: {},
+  type: 'ClusterIP',
+  clusterIPs: [ip],
+  headless: false,
+  ports: [],
+  sessionAffinity: 'None',
+  affinityTimeoutSeconds: 10800,
+});
+const slice = (name: string, service: string, ip: string, source: 'EndpointSlice' | 'Endpoints' = 'EndpointSlice'): EndpointSliceInfo => ({
+  namespace: 'ns',
+  name,
+  serviceName: service,
+  addressType: 'IPv4',
+  ports: [],
+  endpoints: [{ addresses: [ip], ready: true, serving: true, terminating: false }],
+  source,
+});
+
+describe('ClusterStore', () => {
+  it('is synced only after complete lists of both services and endpoint slices', async () => {
+    const store = new ClusterStore();
+    let resolved = false;
+    void store.whenSynced().then(() => (resolved = true));
+    store.upsertService(svc('a'));
+    store.upsertEndpointSlice(slice('a-1', 'a', '10.244.0.1'));
+    expect(store.synced).toBe(false);
+    store.replaceServices([svc('a')]);
+    await Promise.resolve();
+    expect(store.synced).toBe(false);
+    expect(resolved).toBe(false);
+    store.replaceEndpointSlices([]);
+    expect(store.synced).toBe(true);
+    await store.whenSynced();
+    expect(resolved).toBe(true);
+  });
+
+  it('notifies once per real change, not for writes that change nothing; becoming synced notifies', () => {
+    const store = new ClusterStore();
+    let n = 0;
+    const off = store.onChange(() => n++);
+    store.upsertService(svc('a'));
+    store.upsertService(svc('a'));
+    expect(n).toBe(1);
+    store.upsertService(svc('a', '10.10.0.10'));
+    expect(n).toBe(2);
+    store.deleteService('ns', 'missing');
+    expect(n).toBe(2);
+    store.replaceAll({ services: [svc('a', '10.10.0.10')], endpointSlices: [] }); // no content change, but now synced
+    expect(n).toBe(3);
+    store.replaceAll({ services: [svc('a', '10.10.0.10')], endpointSlices: [] });
+    expect(n).toBe(3);
+    off();
+    store.deleteService('ns', 'a');
+    expect(n).toBe(3);
+  });
+
+  it('replaceAll removes what vanished and keeps snapshots immutable', () => {
+    const store = new ClusterStore();
+    store.replaceAll({ services: [svc('a'), svc('b')], endpointSlices: [slice('a-1', 'a', '10.244.0.1')] });
+    const before = store.snapshot();
+    expect(store.snapshot()).toBe(before); // cached until a change
+    store.replaceAll({ services: [svc('b')], endpointSlices: [] });
+    const after = store.snapshot();
+    expect([...before.services.keys()]).toEqual(['ns/a', 'ns/b']);
+    expect([...after.services.keys()]).toEqual(['ns/b']);
+    expect(before.slices.get('ns/a')).toHaveLength(1);
+    expect(after.slices.has('ns/a')).toBe(false);
+  });
+
+  it('groups slices by service and uses v1 Endpoints only where no EndpointSlice exists', () => {
+    const store = new ClusterStore();
+    store.upsertEndpointSlice(slice('a-2', 'a', '10.244.0.2'));
+    store.upsertEndpointSlice(slice('a-1', 'a', '10.244.0.1'));
+    store.upsertEndpoints('ns', 'a', [slice('a', 'a', '10.244.9.9', 'Endpoints')]);
+    store.upsertEndpoints('ns', 'b', [slice('b', 'b', '10.244.0.3', 'Endpoints')]);
+    const s = store.snapshot();
+    expect(s.slices.get('ns/a')!.map((x) => x.name)).toEqual(['a-1', 'a-2']);
+    expect(s.slices.get('ns/b')!.map((x) => x.source)).toEqual(['Endpoints']);
+    store.deleteEndpointSlice('ns', 'a-1');
+    store.deleteEndpointSlice('ns', 'a-2');
+    expect(store.snapshot().slices.get('ns/a')!.map((x) => x.endpoints[0]!.addresses[0])).toEqual(['10.244.9.9']);
+  });
+
+  it('refuses slices of the wrong source kind', () => {
+    const store = new ClusterStore();
+    expect(() => store.upsertEndpointSlice(slice('a', 'a', '10.0.0.1', 'Endpoints'))).toThrow(TypeError);
+    expect(() => store.replaceAll({ endpoints: [slice('a', 'a', '10.0.0.1')] })).toThrow(TypeError);
+  });
+});
