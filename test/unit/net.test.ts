@@ -9,7 +9,7 @@ describe('net', () => {
     expect(parseIp('10.0.0.1')).toEqual({ family: 'ipv4', value: 0x0a000001n, text: '10.0.0.1' });
     expect(parseIp('2001:DB8:0:0:1:0:0:1').text).toBe('2001:db8::1:0:0:1');
     expect(parseIp('::').text).toBe('::');
-    expect(parseIp('::ffff:10.0.0.1').text).toBe('::ffff:a00:1');
+    expect(parseIp('::ffff:10.0.0.1').text).toBe('::ffff:10.0.0.1');
     expect(parseIp('fd00:0:0:0:0:0:0:1').text).toBe('fd00::1');
     expect(parseIp('1:0:0:2:0:0:0:3').text).toBe('1:0:0:2::3');
   });
