@@ -198,8 +198,8 @@ export function compareIps(a: string | ParsedIp, b: string | ParsedIp): number {
   return pa.value < pb.value ? -1 : pa.value > pb.value ? 1 : 0;
 }
 
-/** Parses "IP:PORT" or "[IPv6]:PORT". */
-export function parseHostPort(text: string): HostPort {
+/** Parses "IP:PORT" or "[IPv6]:PORT". `allowZero`: port 0 (a listener that picks a free port). */
+export function parseHostPort(text: string, opts: { allowZero?: boolean } = {}): HostPort {
   if (typeof text !== 'string' || text === '') throw new NetParseError('empty address');
   let host: string;
   let portText: string;
@@ -217,7 +217,7 @@ export function parseHostPort(text: string): HostPort {
     if (host.includes(':')) throw new NetParseError('an IPv6 address must be written "[addr]:port"');
   }
   const ip = parseIp(host);
-  const port = parsePort(portText);
+  const port = opts.allowZero && portText === '0' ? 0 : parsePort(portText);
   return { family: ip.family, address: ip.text, port };
 }
 

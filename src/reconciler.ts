@@ -84,8 +84,8 @@ export class Reconciler extends EventEmitter {
   start(): void {
     if (!this.stopped) return;
     this.stopped = false;
+    // The periodic resync keeps the process alive while the loop runs (stop() clears it).
     this.periodic = setInterval(() => this.requestSync('periodic'), this.opts.syncPeriodMs);
-    this.periodic.unref();
     this.watchdog = setInterval(() => void this.checkTokens(), this.opts.orderCheckPeriodMs);
     this.watchdog.unref();
     this.requestSync('initial');

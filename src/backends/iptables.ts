@@ -73,6 +73,7 @@ export class IptablesNatBackend implements NatBackend {
     return {
       family: this.family,
       backend: this.name,
+      present: missing.length < OWNED_CHAINS.length || positions.PREROUTING + positions.OUTPUT > 0,
       text,
       order: { family: this.family, positions, ok: positions.PREROUTING === 1 && positions.OUTPUT === 1 },
     };

@@ -1,5 +1,6 @@
 // `iptables -t nat -nvL --line-numbers` style listing of rules we read, for `status` and the demo.
-import { formatHostPort, type Family, type LiveRule } from '../rules.js';
+import { formatHostPort, renderRule, type Family, type LiveRule } from '../rules.js';
+import type { TxOp } from './types.js';
 
 /** Packet/byte counts as iptables -v prints them: exact up to 99999, then K/M/G/T in steps of 1000. */
 export function formatCount(n: number): string {
@@ -70,4 +71,44 @@ export function renderChains(family: Family, chains: readonly ListedChain[]): st
     out.push('');
   }
   return out.join('\n');
+}
+
+/** A transaction in iptables-save words, one line per rule touched, for `run --once` and logs. */
+export function renderOps(ops: readonly TxOp[]): string[] {
+  const lines: string[] = [];
+  for (const op of ops) {
+    switch (op.op) {
+      case 'createChain':
+        lines.push(`-N ${op.chain}`);
+        break;
+      case 'flushChain':
+        lines.push(`-F ${op.chain}`);
+        break;
+      case 'deleteChain':
+        lines.push(`-X ${op.chain}`);
+        break;
+      case 'replaceChain':
+        lines.push(`:${op.chain} - [0:0]`, ...op.rules.map((r) => renderRule(op.chain, r)));
+        break;
+      case 'insertRule':
+        lines.push(renderRule(op.chain, op.rule, '-I').replace(/^-I (\S+)/, `-I $1 ${op.position ?? 1}`));
+        break;
+      case 'appendRule':
+        lines.push(renderRule(op.chain, op.rule));
+        break;
+      case 'deleteRule':
+        lines.push(renderRule(op.chain, op.rule, '-D'));
+        break;
+      case 'deleteRuleAt':
+        lines.push(`-D ${op.chain} ${op.position}`);
+        break;
+      case 'replaceRule':
+        lines.push(renderRule(op.chain, op.rule).replace(/^-A (\S+)/, `-R $1 ${op.position}`));
+        break;
+      case 'moveRule':
+        lines.push(`${renderRule(op.chain, op.rule, '-D')}`, renderRule(op.chain, op.rule, '-I').replace(/^-I (\S+)/, `-I $1 ${op.position}`));
+        break;
+    }
+  }
+  return lines;
 }

@@ -100,7 +100,8 @@ export class NftablesBackend implements NatBackend {
       if (!this.baseChainOk(c, spec)) baseBad = true;
       const jumps = want.get(spec.name)!;
       const ok = this.baseChainOk(c, spec) && sameRules(c!.rules, jumps);
-      if (!ok && jumps.length > 0) orderRepairs++;
+      // A repair is putting back what someone changed; creating our table the first time is not one.
+      if (!ok && jumps.length > 0 && live.tableExists) orderRepairs++;
     }
     for (const [name, rules] of want) {
       const c = byName.get(name);
@@ -180,7 +181,7 @@ export class NftablesBackend implements NatBackend {
   async status(): Promise<StatusReport> {
     const live = await this.readTable();
     const order = await this.checkOrder();
-    return { family: this.family, backend: this.name, text: renderNftTable(this.family, this.table, live.tableExists, live.chains), order };
+    return { family: this.family, backend: this.name, present: live.tableExists, text: renderNftTable(this.family, this.table, live.tableExists, live.chains), order };
   }
 }
 

@@ -101,6 +101,8 @@ export interface CleanupOutcome {
 export interface StatusReport {
   family: Family;
   backend: BackendName;
+  /** Anything of ours (chains, jumps, table) exists in this family's table. */
+  present: boolean;
   /** `iptables -nvL` style listing of our chains and the first rules of PREROUTING/OUTPUT. */
   text: string;
   order: OrderState;

@@ -1,40 +1,82 @@
 // The seed's rule story end to end: the real agent CLI in a namespace holding real kube-proxy
-// rules, driven by a watched services directory.
+// rules, driven by a watched services directory, over each backend with the same expectations:
+// our hook first (rule 1, or priority dstnat-1 for nftables), the ignore RETURNs, the DNAT.
 import { afterAll, afterEach, beforeEach, expect, it } from 'vitest';
 import { describeNetns, Netns, destroyAllNetns } from '../helpers/netns.js';
 import { loadKubeProxyIptables } from '../helpers/fixtures.js';
-import { startAgent, eventually, type AgentProcess } from '../helpers/agent.js';
+import { loadKubeProxyNftables } from '../helpers/nft-fixture.js';
+import { CLI, startAgent, eventually, type AgentProcess } from '../helpers/agent.js';
 import { ServicesDir, seedBasics, serviceYaml, sliceYaml } from '../helpers/manifests.js';
 
 const ORDER_CHECK_MS = 300;
 
 interface Flavour {
-  backend: 'iptables-legacy';
-  save: string;
-  insertCmd: string;
+  backend: 'iptables-legacy' | 'iptables-nft' | 'nftables';
+  /** kube-proxy as it runs beside this backend. */
+  loadKubeProxy(ns: Netns): Promise<void>;
+  /** The kernel's own listing of everything we could have written. */
+  dump(ns: Netns): Promise<string>;
+  /** What an ignore rule looks like in dump(). */
+  ignore(ip: string, key: string): RegExp;
+  /** dump() shows our hook running before kube-proxy's. */
+  first(dump: string): boolean;
+  /** dump() shows the proxy rule and the DNAT. */
+  proxied(dump: string): boolean;
 }
-const flavours: Flavour[] = [{ backend: 'iptables-legacy', save: 'iptables-legacy-save -t nat', insertCmd: 'iptables-legacy -w' }];
 
-function normalize(save: string): string {
-  return save
+const iptablesFirst = (s: string) =>
+  ['PREROUTING', 'OUTPUT'].every((c) => s.split('\n').find((l) => l.startsWith(`-A ${c} `)) === `-A ${c} -m comment --comment "edgemesh root chain" -j EDGE-MESH`);
+const iptablesProxied = (s: string) =>
+  s.includes('-A EDGE-MESH -d 10.10.0.0/16 -p tcp -m comment --comment "tcp service proxy" -j EDGE-MESH-TCP') &&
+  s.includes('-A EDGE-MESH-TCP -p tcp -m comment --comment "edgemesh tcp proxy" -j DNAT --to-destination 169.254.96.16:40001');
+const iptablesIgnore = (ip: string, key: string) => new RegExp(`^-A EDGE-MESH -d ${ip.replace(/\./g, '\\.')}/32 -m comment --comment "ignore ${key} service" -j RETURN$`, 'm');
+
+const flavours: Flavour[] = [
+  {
+    backend: 'iptables-legacy',
+    loadKubeProxy: (ns) => loadKubeProxyIptables(ns, 'legacy'),
+    dump: async (ns) => (await ns.sh('iptables-legacy-save -t nat')).stdout,
+    ignore: iptablesIgnore,
+    first: iptablesFirst,
+    proxied: iptablesProxied,
+  },
+  {
+    backend: 'iptables-nft',
+    loadKubeProxy: (ns) => loadKubeProxyIptables(ns, 'nft'),
+    dump: async (ns) => (await ns.sh('iptables-nft-save -t nat')).stdout,
+    ignore: iptablesIgnore,
+    first: iptablesFirst,
+    proxied: iptablesProxied,
+  },
+  {
+    backend: 'nftables',
+    loadKubeProxy: loadKubeProxyNftables,
+    dump: async (ns) => (await ns.sh('nft list ruleset')).stdout,
+    ignore: (ip, key) => new RegExp(`ip daddr ${ip.replace(/\./g, '\\.')} counter packets \\d+ bytes \\d+ return comment "ignore ${key} service"`),
+    first: (s) =>
+      /chain prerouting \{\n\s+type nat hook prerouting priority dstnat - 1; policy accept;\n\s+counter packets \d+ bytes \d+ jump EDGE-MESH comment "edgemesh root chain"/.test(s) &&
+      /chain output \{\n\s+type nat hook output priority -101; policy accept;\n\s+counter packets \d+ bytes \d+ jump EDGE-MESH comment "edgemesh root chain"/.test(s),
+    proxied: (s) =>
+      /ip daddr 10\.10\.0\.0\/16 meta l4proto tcp counter packets \d+ bytes \d+ jump EDGE-MESH-TCP comment "tcp service proxy"/.test(s) &&
+      /meta l4proto tcp counter packets \d+ bytes \d+ dnat to 169\.254\.96\.16:40001 comment "edgemesh tcp proxy"/.test(s),
+  },
+];
+
+/** A dump without comments (timestamps) and with counters zeroed. */
+function normalize(dump: string): string {
+  return dump
     .split('\n')
     .filter((l) => !l.startsWith('#'))
-    .map((l) => l.replace(/\[\d+:\d+\]/g, '[0:0]'))
+    .map((l) => l.replace(/\[\d+:\d+\]/g, '[0:0]').replace(/packets \d+ bytes \d+/g, 'packets 0 bytes 0'))
     .join('\n');
 }
-
-function firstRule(save: string, chain: string): string | undefined {
-  return save.split('\n').find((l) => l.startsWith(`-A ${chain} `));
-}
-
-const ROOT_JUMP = (chain: string) => `-A ${chain} -m comment --comment "edgemesh root chain" -j EDGE-MESH`;
 
 for (const f of flavours) {
   describeNetns(`agent rule programming with ${f.backend}`, () => {
     let ns: Netns;
     let dir: ServicesDir;
     let agent: AgentProcess | undefined;
-    const save = async () => (await ns.sh(f.save)).stdout;
+    const dump = () => f.dump(ns);
     const args = (extra: string[] = []) => [
       'run',
       '--backend', f.backend,
@@ -58,103 +100,114 @@ for (const f of flavours) {
     });
     afterAll(destroyAllNetns);
 
-    it('started after kube-proxy, puts EDGE-MESH at rule 1 of PREROUTING and OUTPUT with the seed ignore rules', async () => {
-      await loadKubeProxyIptables(ns, 'legacy');
+    it('started after kube-proxy, runs first with the seed ignore rules and the DNAT to the proxy', async () => {
+      await f.loadKubeProxy(ns);
       agent = startAgent(ns, args());
-      const { value } = await eventually(save, (s) => s.includes('-j EDGE-MESH-TCP'), 10_000, 'EDGE-MESH written');
-      expect(firstRule(value, 'PREROUTING')).toBe(ROOT_JUMP('PREROUTING'));
-      expect(firstRule(value, 'OUTPUT')).toBe(ROOT_JUMP('OUTPUT'));
-      const ours = value.split('\n').filter((l) => l.startsWith('-A EDGE-MESH'));
-      expect(ours).toEqual([
-        '-A EDGE-MESH -d 10.10.0.1/32 -m comment --comment "ignore default/kubernetes service" -j RETURN',
-        '-A EDGE-MESH -d 10.10.0.3/32 -m comment --comment "ignore kube-system/coredns service" -j RETURN',
-        '-A EDGE-MESH -d 10.10.0.0/16 -p tcp -m comment --comment "tcp service proxy" -j EDGE-MESH-TCP',
-        '-A EDGE-MESH-TCP -p tcp -m comment --comment "edgemesh tcp proxy" -j DNAT --to-destination 169.254.96.16:40001',
-      ]);
-      // kube-proxy's own jump is still there, right behind ours
-      expect(value).toContain('-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES');
+      const { value } = await eventually(dump, f.proxied, 10_000, 'EDGE-MESH written');
+      expect(f.first(value), value).toBe(true);
+      expect(value).toMatch(f.ignore('10.10.0.1', 'default/kubernetes'));
+      expect(value).toMatch(f.ignore('10.10.0.3', 'kube-system/coredns'));
+      expect(value).not.toMatch(f.ignore('10.10.0.20', 'default/web'));
+      if (f.backend !== 'nftables') {
+        const ours = value.split('\n').filter((l) => l.startsWith('-A EDGE-MESH'));
+        expect(ours).toEqual([
+          '-A EDGE-MESH -d 10.10.0.1/32 -m comment --comment "ignore default/kubernetes service" -j RETURN',
+          '-A EDGE-MESH -d 10.10.0.3/32 -m comment --comment "ignore kube-system/coredns service" -j RETURN',
+          '-A EDGE-MESH -d 10.10.0.0/16 -p tcp -m comment --comment "tcp service proxy" -j EDGE-MESH-TCP',
+          '-A EDGE-MESH-TCP -p tcp -m comment --comment "edgemesh tcp proxy" -j DNAT --to-destination 169.254.96.16:40001',
+        ]);
+        expect(value).toContain('-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES');
+      } else {
+        expect(value).toContain('table ip kube-proxy');
+      }
     });
 
-    it('started before kube-proxy, moves its jump back to rule 1 within two order-check periods of kube-proxy inserting above it', async () => {
+    it('started before kube-proxy, still runs first after kube-proxy programs its rules (legacy/nft: repaired within two order-check periods; nftables: no repair needed)', async () => {
       agent = startAgent(ns, args());
-      await eventually(save, (s) => firstRule(s, 'PREROUTING') === ROOT_JUMP('PREROUTING'), 10_000, 'initial sync');
-      await loadKubeProxyIptables(ns, 'legacy'); // inserts KUBE-SERVICES jumps at 1
+      await eventually(dump, (s) => f.first(s) && f.proxied(s), 10_000, 'initial sync');
+      await f.loadKubeProxy(ns); // iptables modes insert KUBE-SERVICES jumps at 1
       const t0 = Date.now();
-      const { value } = await eventually(
-        save,
-        (s) => firstRule(s, 'PREROUTING') === ROOT_JUMP('PREROUTING') && firstRule(s, 'OUTPUT') === ROOT_JUMP('OUTPUT'),
-        5_000,
-        'order repaired',
-      );
-      expect(Date.now() - t0).toBeLessThanOrEqual(2 * ORDER_CHECK_MS + 1_000); // 2 periods + one slow commit on a loaded 2-core machine
-      expect(value.split('\n').filter((l) => l.includes('-j EDGE-MESH') && l.startsWith('-A PREROUTING'))).toHaveLength(1);
-      await agent.waitFor((l) => typeof l.msg === 'string' && /order-repairs/.test(l.msg), 5_000, 'order repair log');
+      const { value } = await eventually(dump, f.first, 5_000, 'our hook first again');
+      if (f.backend === 'nftables') {
+        expect(Date.now() - t0).toBeLessThan(100); // never displaced: priority dstnat-1 runs first by construction
+        await new Promise((r) => setTimeout(r, 3 * ORDER_CHECK_MS));
+        expect(agent.logs.some((l) => /order-repairs/.test(String(l.msg)))).toBe(false);
+      } else {
+        expect(Date.now() - t0).toBeLessThanOrEqual(2 * ORDER_CHECK_MS + 1_000); // 2 periods + one commit on a loaded 2-core machine
+        expect(value.split('\n').filter((l) => l.includes('-j EDGE-MESH') && l.startsWith('-A PREROUTING'))).toHaveLength(1);
+        await agent.waitFor((l) => /order-repairs/.test(String(l.msg)), 5_000, 'order repair log');
+      }
     });
 
     it('a noproxy=edgemesh label added to a manifest adds its RETURN within 2 s, and removing it removes it', async () => {
-      await loadKubeProxyIptables(ns, 'legacy');
+      await f.loadKubeProxy(ns);
       dir.write('grafana.yaml', serviceYaml({ namespace: 'monitoring', name: 'grafana', clusterIP: '10.10.250.210' }));
       agent = startAgent(ns, args());
-      await eventually(save, (s) => s.includes('-j EDGE-MESH-TCP'), 10_000, 'initial sync');
-      const rule = '-A EDGE-MESH -d 10.10.250.210/32 -m comment --comment "ignore monitoring/grafana service" -j RETURN';
-      expect(await save()).not.toContain(rule);
+      await eventually(dump, f.proxied, 10_000, 'initial sync');
+      const rule = f.ignore('10.10.250.210', 'monitoring/grafana');
+      expect(await dump()).not.toMatch(rule);
       dir.write('grafana.yaml', serviceYaml({ namespace: 'monitoring', name: 'grafana', clusterIP: '10.10.250.210', labels: { noproxy: 'edgemesh' } }));
-      const added = await eventually(save, (s) => s.includes(rule), 2_000, 'RETURN added');
+      const added = await eventually(dump, (s) => rule.test(s), 2_000, 'RETURN added');
       expect(added.ms).toBeLessThanOrEqual(2_000);
       dir.write('grafana.yaml', serviceYaml({ namespace: 'monitoring', name: 'grafana', clusterIP: '10.10.250.210' }));
-      await eventually(save, (s) => !s.includes(rule), 2_000, 'RETURN removed');
+      await eventually(dump, (s) => !rule.test(s), 2_000, 'RETURN removed');
     });
 
     it('an ignored headless service gets one RETURN per endpoint IP, following endpoint changes', async () => {
       const svc = serviceYaml({ namespace: 'monitoring', name: 'node-exporter', clusterIP: 'None', labels: { noproxy: 'edgemesh' }, ports: [{ name: 'https', port: 9100, targetPort: 'https' }] });
       dir.write('node-exporter.yaml', svc + '---\n' + sliceYaml('monitoring', 'node-exporter', ['192.168.132.38', '192.168.132.37'], 9100, { portName: 'https' }));
       agent = startAgent(ns, args());
-      const line = (ip: string) => `-A EDGE-MESH -d ${ip}/32 -m comment --comment "ignore monitoring/node-exporter service" -j RETURN`;
-      await eventually(save, (s) => s.includes(line('192.168.132.38')) && s.includes(line('192.168.132.37')), 10_000, 'headless RETURNs');
+      const ne = (ip: string) => f.ignore(ip, 'monitoring/node-exporter');
+      await eventually(dump, (s) => ne('192.168.132.38').test(s) && ne('192.168.132.37').test(s), 10_000, 'headless RETURNs');
       dir.write('node-exporter.yaml', svc + '---\n' + sliceYaml('monitoring', 'node-exporter', ['192.168.132.37', '192.168.132.26'], 9100, { portName: 'https' }));
-      const { value } = await eventually(save, (s) => s.includes(line('192.168.132.26')) && !s.includes(line('192.168.132.38')), 3_000, 'endpoints followed');
-      expect(value).toContain(line('192.168.132.37'));
+      const { value } = await eventually(dump, (s) => ne('192.168.132.26').test(s) && !ne('192.168.132.38').test(s), 3_000, 'endpoints followed');
+      expect(value).toMatch(ne('192.168.132.37'));
     });
 
-    it('SIGTERM removes every trace of us: the nat table is exactly what it was before the agent started', async () => {
-      await loadKubeProxyIptables(ns, 'legacy');
-      const before = normalize(await save());
+    it('SIGTERM removes every trace of us: the ruleset is exactly what it was before the agent started', async () => {
+      await f.loadKubeProxy(ns);
+      const before = normalize(await dump());
       agent = startAgent(ns, args());
-      await eventually(save, (s) => s.includes('-j EDGE-MESH-TCP'), 10_000, 'initial sync');
+      await eventually(dump, f.proxied, 10_000, 'initial sync');
       expect(await agent.stop('SIGTERM')).toBe(0);
       agent = undefined;
-      expect(normalize(await save())).toBe(before);
+      expect(normalize(await dump())).toBe(before);
     });
 
-    it('run --once applies one full sync, prints what it applied and exits 0; cleanup then removes it all', async () => {
-      await loadKubeProxyIptables(ns, 'legacy');
-      const before = normalize(await save());
-      const once = await ns.run(process.execPath, [(await import('../helpers/agent.js')).CLI, ...args(['--once'])]);
-      expect(once.stdout).toContain('-A EDGE-MESH -d 10.10.0.3/32 -m comment --comment "ignore kube-system/coredns service" -j RETURN');
-      expect(firstRule(await save(), 'OUTPUT')).toBe(ROOT_JUMP('OUTPUT'));
-      const status = await ns.run(process.execPath, [(await import('../helpers/agent.js')).CLI, 'status', '--backend', f.backend]);
-      expect(status.stdout).toMatch(/Chain EDGE-MESH \(2 references\)/);
+    it('run --once applies one full sync, prints what it applied and exits 0; status shows it; cleanup removes it all', async () => {
+      await f.loadKubeProxy(ns);
+      const before = normalize(await dump());
+      const once = await ns.run(process.execPath, [CLI, ...args(['--once'])]);
+      expect(once.stdout).toContain('-A EDGE-MESH -m comment --comment "ignore kube-system/coredns service" -j RETURN'.replace('-m comment', '-d 10.10.0.3/32 -m comment'));
+      expect(f.first(await dump())).toBe(true);
+      const again = await ns.run(process.execPath, [CLI, ...args(['--once'])]);
+      expect(again.stdout).toMatch(/already as desired, nothing written/);
+      const status = await ns.run(process.execPath, [CLI, 'status', '--backend', f.backend]);
       expect(status.stdout).toMatch(/ignore kube-system\/coredns service/);
-      const cleanup = await ns.run(process.execPath, [(await import('../helpers/agent.js')).CLI, 'cleanup', '--backend', f.backend]);
+      expect(status.stdout).not.toMatch(/WARNING/);
+      const cleanup = await ns.run(process.execPath, [CLI, 'cleanup', '--backend', f.backend]);
       expect(cleanup.code).toBe(0);
-      expect(normalize(await save())).toBe(before);
+      expect(normalize(await dump())).toBe(before);
     });
 
-    it('a bad flag or CIDR ends with a one-line error naming it, exit 2, and the tables untouched', async () => {
-      await loadKubeProxyIptables(ns, 'legacy');
-      const before = normalize(await save());
-      const cli = (await import('../helpers/agent.js')).CLI;
+    it('a bad flag, CIDR or directory ends with a one-line error naming it, exit 2, and the tables untouched', async () => {
+      await f.loadKubeProxy(ns);
+      const before = normalize(await dump());
       for (const bad of [
-        ['run', '--service-cidr', '10.10.0.0/33', '--services-dir', dir.path, '--once'],
-        ['run', '--service-cidr', '10.10.0.0/16', '--services-dir', dir.path, '--bogus-flag', '--once'],
-        ['run', '--service-cidr', '10.10.0.0/16', '--services-dir', '/nonexistent/dir', '--once'],
+        ['run', '--backend', f.backend, '--service-cidr', '10.10.0.0/33', '--services-dir', dir.path, '--once'],
+        ['run', '--backend', f.backend, '--service-cidr', '10.10.0.0/16', '--services-dir', dir.path, '--bogus-flag', '--once'],
+        ['run', '--backend', f.backend, '--service-cidr', '10.10.0.0/16', '--services-dir', '/nonexistent/dir', '--once'],
       ]) {
-        const r = await ns.run(process.execPath, [cli, ...bad], { allowFail: true });
+        const r = await ns.run(process.execPath, [CLI, ...bad], { allowFail: true });
         expect(r.code, bad.join(' ')).toBe(2);
         expect(r.stderr.trim().split('\n'), r.stderr).toHaveLength(1);
         expect(r.stderr).toMatch(/--service-cidr|--bogus-flag|services-dir/);
       }
-      expect(normalize(await save())).toBe(before);
+      dir.write('broken.yaml', 'apiVersion: v1\nkind: Service\nmetadata: { name: x, namespace: y }\nspec: { clusterIP: 10.10.0.300 }\n');
+      const r = await ns.run(process.execPath, [CLI, ...args(['--once'])], { allowFail: true });
+      expect(r.code).toBe(2);
+      expect(r.stderr).toMatch(/broken\.yaml.*10\.10\.0\.300/);
+      expect(normalize(await dump())).toBe(before);
     });
   });
 }

@@ -1,0 +1,130 @@
+#!/usr/bin/env node
+// edgemesh-agent: run | status | cleanup | demo (DESIGN "CLI [contract]").
+// Exit codes: 0 done; 1 a runtime failure (message on stderr); 2 bad input (one line naming the
+// flag, field or file; the kernel tables were not touched).
+import { Agent, managedFamilies } from './agent.js';
+import { parseArgs, type AgentConfig } from './config.js';
+import { ConfigError, EdgeMeshError } from './errors.js';
+import { ALL_BACKENDS, createBackend, resolveBackend } from './backends/factory.js';
+import { renderOps } from './backends/listing.js';
+import { createLogger } from './logger.js';
+import type { Logger } from './log.js';
+import type { SyncReport } from './reconciler.js';
+
+const FAMILIES = ['ipv4', 'ipv6'] as const;
+
+function fail(e: unknown): never {
+  const err = e as { code?: unknown; message?: unknown };
+  const message = String(err?.message ?? e).split('\n')[0];
+  process.stderr.write(`edgemesh-agent: ${message}\n`);
+  process.exit(e instanceof ConfigError || err?.code === 'ECONFIG' ? 2 : 1);
+}
+
+export function printReport(r: SyncReport, backend: string, out: (s: string) => void): void {
+  for (const o of r.outcomes) {
+    if (!o.changed) {
+      out(`# ${o.family} (${backend}): already as desired, nothing written\n`);
+      continue;
+    }
+    out(`# ${o.family} (${backend}): +${o.added} -${o.removed}${o.orderRepairs ? `, ${o.orderRepairs} order repairs` : ''}, ${o.ops.length} operations in one transaction\n`);
+    out(renderOps(o.ops).join('\n') + '\n');
+  }
+}
+
+async function run(config: AgentConfig, log: Logger): Promise<void> {
+  const agent = await Agent.create(config, { log });
+  if (config.once) {
+    const report = await agent.once();
+    if (!report.ok) throw report.error ?? new EdgeMeshError('ESYNC', 'sync failed');
+    printReport(report, agent.backendName, (s) => process.stdout.write(s));
+    return;
+  }
+  let stopping = false;
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (stopping) {
+      log.warn({ signal: sig }, 'second signal: exiting at once');
+      process.exit(130);
+    }
+    stopping = true;
+    log.info({ signal: sig }, `${sig}: stopping${config.keepRulesOnExit ? ' (keeping rules)' : ', removing our rules'}`);
+    agent
+      .stop()
+      .then((removed) => {
+        log.info({ removed }, 'stopped');
+        process.exit(0);
+      })
+      .catch((e: unknown) => {
+        log.error({ err: { message: (e as Error).message } }, `stop failed: ${(e as Error).message}`);
+        process.exit(1);
+      });
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  await agent.start();
+}
+
+async function status(config: AgentConfig, log: Logger): Promise<void> {
+  const { name } = await resolveBackend(config.backend, FAMILIES, log);
+  for (const f of FAMILIES) {
+    const s = await createBackend(name, f, { lockWaitMs: config.lockWaitMs }).status();
+    if (!s.present) {
+      process.stdout.write(`# ${f} (${name}): nothing of ours in this table\n`);
+      continue;
+    }
+    process.stdout.write(`# ${f} (${name})${s.order.ok ? '' : `  WARNING: our jump is not rule 1 (PREROUTING ${s.order.positions.PREROUTING}, OUTPUT ${s.order.positions.OUTPUT}; 0 = missing)`}\n`);
+    process.stdout.write(s.text.endsWith('\n') ? s.text : `${s.text}\n`);
+  }
+}
+
+/** `cleanup` removes what we own from the backend given, or from all three with `auto`. */
+async function cleanup(config: AgentConfig): Promise<void> {
+  const names = config.backend === 'auto' ? ALL_BACKENDS : [config.backend];
+  let total = 0;
+  for (const name of names) {
+    for (const f of FAMILIES) {
+      const r = await createBackend(name, f, { lockWaitMs: config.lockWaitMs }).cleanup();
+      total += r.removed;
+      if (r.removed) process.stdout.write(`${name} ${f}: removed ${r.removed}\n`);
+    }
+  }
+  process.stdout.write(total ? `cleanup done: ${total} objects removed\n` : 'cleanup done: nothing of ours was there\n');
+}
+
+async function main(argv: string[]): Promise<void> {
+  let parsed;
+  try {
+    parsed = parseArgs(argv);
+  } catch (e) {
+    fail(e);
+  }
+  if (parsed.command === 'help') {
+    process.stdout.write(parsed.help);
+    return;
+  }
+  const { command, config } = parsed;
+  const log = createLogger(config.logLevel, command === 'run' && !config.once ? {} : { pretty: false });
+  const quiet = command === 'run' && !config.once ? log : createLogger(config.logLevel === 'debug' ? 'debug' : 'warn', { pretty: false });
+  try {
+    switch (command) {
+      case 'run':
+        if (managedFamilies(config).length === 0) throw new ConfigError('no --service-cidr given');
+        await run(config, config.once ? quiet : log);
+        break;
+      case 'status':
+        await status(config, quiet);
+        break;
+      case 'cleanup':
+        await cleanup(config);
+        break;
+      case 'demo': {
+        const { runDemo } = await import('./demo.js');
+        process.exitCode = await runDemo(config, (s: string) => process.stdout.write(s));
+        break;
+      }
+    }
+  } catch (e) {
+    fail(e);
+  }
+}
+
+void main(process.argv.slice(2));
