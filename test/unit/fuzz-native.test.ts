@@ -225,7 +225,10 @@ async function probe(name: string, f: Fn, args: unknown[]): Promise<void> {
   } catch (e) {
     if (e instanceof TypeError) tally.typeError++;
     else if (e instanceof FuzzGetterError) tally.getterError++;
-    else if (e instanceof Error && typeof (e as { code?: unknown }).code === 'string') tally.codes.set((e as { code: string }).code, (tally.codes.get((e as { code: string }).code) ?? 0) + 1);
+    else if (e instanceof Error && typeof (e as Error & { code?: unknown }).code === 'string') {
+      const code = (e as Error & { code: string }).code;
+      tally.codes.set(code, (tally.codes.get(code) ?? 0) + 1);
+    }
     else failures.push(`${name}(${describeArgs(args)}) threw ${String(e)}`);
     return;
   }
