@@ -1,0 +1,79 @@
+# syntax=docker/dockerfile:1
+# edgemesh-agent image: build the addon and the TypeScript, then a slim runtime with the netfilter
+# front ends and the shared libraries the addon links. Runs as a privileged-enough (NET_ADMIN +
+# NET_RAW), hostNetwork DaemonSet: see deploy/daemonset.yaml.
+#
+#   docker build -t ghcr.io/edgemesh/edgemesh-hybrid-nat:0.1.0 .
+#   docker build --target test -t edgemesh-test . && docker run --rm --privileged edgemesh-test
+#
+# The base is pinned by exact tag: the same Node release as CI, whose headers node-gyp builds
+# against (npm_config_nodedir below, no header download).
+ARG NODE_IMAGE=node:20.20.2-bookworm-slim
+
+# ---- build: compilers and -dev packages, npm ci, node-gyp, tsc -----------------------------
+FROM ${NODE_IMAGE} AS build
+ENV DEBIAN_FRONTEND=noninteractive \
+    npm_config_nodedir=/usr/local \
+    npm_config_update_notifier=false
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends \
+      build-essential python3 pkg-config libiptc-dev libnftnl-dev libmnl-dev libnftables-dev \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund --ignore-scripts
+COPY binding.gyp tsconfig.json vitest.config.ts ./
+COPY native/ native/
+COPY src/ src/
+COPY test/ test/
+COPY bench/ bench/
+COPY scripts/ scripts/
+COPY .ci/ .ci/
+RUN npx --no-install node-gyp rebuild -j 2 \
+ && test -f build/Release/edgemesh_native.node \
+ && npx --no-install tsc -p tsconfig.json
+
+# ---- test: the README's test command, exactly what .ci/run runs ------------------------------
+# docker build --target test . && docker run --privileged <image>: the netns tests need
+# CAP_SYS_ADMIN and CAP_NET_ADMIN at run time, not at build time. install.sh here adds the
+# remaining run/test packages (iptables, iperf3, haproxy...) so that the run needs no network;
+# test.sh runs it again at start, where it finds everything present and only rebuilds.
+FROM build AS test
+RUN bash scripts/install.sh && rm -rf /var/lib/apt/lists/*
+CMD ["bash", "scripts/test.sh"]
+
+# ---- prod-deps: runtime node_modules only ---------------------------------------------------
+FROM build AS prod-deps
+RUN npm prune --omit=dev --no-audit --no-fund
+
+# ---- runtime ---------------------------------------------------------------------------------
+FROM ${NODE_IMAGE} AS runtime
+ENV DEBIAN_FRONTEND=noninteractive \
+    NODE_ENV=production
+# iptables/nftables/iproute2: the front ends `status`, the auto-detection and operators use;
+# libip4tc2 libip6tc2 libnftnl11 libmnl0 libnftables1: what the addon links.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends \
+      iptables nftables iproute2 \
+      libip4tc2 libip6tc2 libnftnl11 libmnl0 libnftables1 \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /app
+COPY --from=prod-deps /app/package.json /app/package-lock.json ./
+COPY --from=prod-deps /app/node_modules/ node_modules/
+COPY --from=build /app/binding.gyp ./
+COPY --from=build /app/build/Release/edgemesh_native.node build/Release/edgemesh_native.node
+COPY --from=build /app/dist/src/ dist/src/
+LABEL org.opencontainers.image.title="edgemesh-hybrid-nat" \
+      org.opencontainers.image.version="0.1.0" \
+      org.opencontainers.image.source="https://github.com/edgemesh/edgemesh-hybrid-nat" \
+      org.opencontainers.image.licenses="Apache-2.0"
+# Root, deliberately: netfilter needs CAP_NET_ADMIN/CAP_NET_RAW in the effective set, which a
+# non-root user only gets through file capabilities on node itself. The DaemonSet drops every
+# other capability.
+# The health endpoint binds to loopback (--metrics-addr, default 127.0.0.1:10251); with
+# hostNetwork that is the node's loopback. EDGEMESH_HEALTHCHECK_URL overrides the URL here when
+# --metrics-addr is changed. Kubernetes ignores HEALTHCHECK: the DaemonSet has its own probes.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+  CMD ["node", "-e", "fetch(process.env.EDGEMESH_HEALTHCHECK_URL||'http://127.0.0.1:10251/healthz',{signal:AbortSignal.timeout(4000)}).then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
+ENTRYPOINT ["node", "/app/dist/src/cli.js"]
+CMD ["run"]

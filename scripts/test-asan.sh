@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# npm run test:asan: the native code under AddressSanitizer + UndefinedBehaviorSanitizer.
+#
+#  1. Builds the addon with EDGEMESH_SANITIZE=1 (binding.gyp) in a throwaway copy of the repo
+#     (tracked and untracked-but-not-ignored files, node_modules linked), so the normal
+#     build/Release of the worktree is left alone.
+#  2. Runs the native-facing tests against it (EDGEMESH_NATIVE_PATH) with libasan preloaded into
+#     node, UBSan halting on the first report; fails on any sanitizer report in the output.
+#  3. LeakSanitizer over 1 000 transactions of the libiptc core (test/native/iptc_leak.cc) in a
+#     network namespace of its own, after proving with a canary that LSan reports leaks here.
+#  4. libFuzzer on the core's CIDR/address parsing (test/native/fuzz_cidr.cc), bounded, if clang
+#     with libFuzzer is installed (Debian: clang libclang-rt-14-dev).
+# Run as root (network namespaces). Temporary files and namespaces are removed on any exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+start=$(date +%s)
+
+[ "$(id -u)" = 0 ] || { echo "test-asan: needs root (network namespaces)" >&2; exit 1; }
+libasan=$(gcc -print-file-name=libasan.so)
+[ -f "$libasan" ] || { echo "test-asan: libasan not found (gcc -print-file-name=libasan.so gave $libasan)" >&2; exit 1; }
+
+tmp=$(mktemp -d /tmp/em-asan.XXXXXX)
+namespaces=()
+cleanup() {
+  local rc=$?
+  for ns in "${namespaces[@]}"; do
+    for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
+    ip netns del "$ns" 2>/dev/null || true
+  done
+  rm -rf "$tmp"
+  echo "test-asan: $( [ $rc = 0 ] && echo passed || echo FAILED ) in $(( $(date +%s) - start ))s"
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+step() { echo; echo "== test-asan: $* ($(( $(date +%s) - start ))s)"; }
+
+# Any sanitizer report in a log is a failure, whatever the exit code said.
+check_log() {
+  local log=$1 what=$2
+  if grep -nE 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:|SUMMARY: (AddressSanitizer|UndefinedBehaviorSanitizer|LeakSanitizer)' "$log" >/dev/null; then
+    echo "test-asan: sanitizer report in $what:" >&2
+    grep -nE -A30 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:' "$log" | head -80 >&2
+    return 1
+  fi
+}
+
+if [ -z "${npm_config_nodedir:-}" ]; then
+  prefix=$(dirname "$(dirname "$(readlink -f "$(command -v node)")")")
+  if [ -f "$prefix/include/node/node_api.h" ]; then export npm_config_nodedir="$prefix"; fi
+fi
+
+# ---- 1. the sanitized addon -------------------------------------------------------------------
+step "building the addon with -fsanitize=address,undefined in $tmp/src"
+mkdir "$tmp/src"
+git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done |
+  tar --null -T - -cf - | tar -xf - -C "$tmp/src"
+ln -s "$(readlink -f node_modules)" "$tmp/src/node_modules"
+if ! (cd "$tmp/src" && EDGEMESH_SANITIZE=1 npx --no-install node-gyp rebuild -j 2) >"$tmp/build.log" 2>&1; then
+  cat "$tmp/build.log" >&2; echo "test-asan: sanitized build failed" >&2; exit 1
+fi
+if grep -q 'warning:' "$tmp/build.log"; then
+  grep -B2 -A3 'warning:' "$tmp/build.log" >&2; echo "test-asan: the sanitized build has warnings" >&2; exit 1
+fi
+addon="$tmp/src/build/Release/edgemesh_native.node"
+ldd "$addon" | grep -q libasan || { echo "test-asan: $addon is not linked against libasan" >&2; exit 1; }
+# The loader (src/native.ts) takes EDGEMESH_NATIVE_PATH first; check that this very file loads
+# under the preloaded runtime, so the tests below cannot silently run the unsanitized build.
+EDGEMESH_NATIVE_PATH="$addon" LD_PRELOAD="$libasan" ASAN_OPTIONS=detect_leaks=0 node -e '
+  const m = require(process.env.EDGEMESH_NATIVE_PATH);
+  const maps = require("fs").readFileSync("/proc/self/maps", "utf8");
+  if (!maps.includes(process.env.EDGEMESH_NATIVE_PATH) || !/libasan/.test(maps) || !m.modules.includes("iptc")) process.exit(1);
+' || { echo "test-asan: the sanitized addon does not load under LD_PRELOAD=$libasan" >&2; exit 1; }
+
+# ---- 2. native-facing tests under ASan/UBSan ----------------------------------------------------
+tests=(test/unit/iptc-native-args.test.ts test/unit/fuzz-native.test.ts test/netns/iptables-legacy.test.ts)
+shopt -s nullglob globstar
+for t in test/**/native*.test.ts test/netns/relay*.test.ts; do
+  case " ${tests[*]} " in *" $t "*) ;; *) tests+=("$t") ;; esac
+done
+shopt -u nullglob globstar
+step "running ${tests[*]} against the sanitized addon"
+# detect_leaks=0 for node itself (V8 and libuv keep allocations to exit by design); leaks of the
+# native core are checked in step 3. halt_on_error makes UBSan's first report fatal.
+set +e
+EDGEMESH_NATIVE_PATH="$addon" \
+  LD_PRELOAD="$libasan" \
+  ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:abort_on_error=1:detect_stack_use_after_return=0" \
+  UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1" \
+  timeout 240 npx --no-install vitest run "${tests[@]}" >"$tmp/vitest.log" 2>&1
+rc=$?
+set -e
+cat "$tmp/vitest.log"
+check_log "$tmp/vitest.log" "the tests"
+[ $rc = 0 ] || { echo "test-asan: the native-facing tests failed under the sanitizers (exit $rc)" >&2; exit 1; }
+grep -q "fuzz-native: .* calls in" "$tmp/vitest.log" || { echo "test-asan: fuzz-native did not run (not root?)" >&2; exit 1; }
+
+# ---- 3. LeakSanitizer: 1 000 transactions of the core -------------------------------------------
+step "LeakSanitizer: 1000 transactions of the libiptc core"
+cflags=(-std=c++17 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Werror -g -O1 -fno-omit-frame-pointer -Inative)
+core=(native/iptc_core.cc native/netns.cc native/syserror.cc)
+read -r -a iptclibs <<<"$(pkg-config --libs libip4tc libip6tc)"
+fuzzer=""
+if command -v clang++ >/dev/null && echo 'extern "C" int LLVMFuzzerTestOneInput(const unsigned char*, unsigned long) { return 0; }' |
+  clang++ -x c++ -fsanitize=fuzzer - -o "$tmp/probe-fuzzer" >/dev/null 2>&1; then
+  fuzzer=clang++
+  # Built in the background while the leak check runs (2 cores).
+  clang++ "${cflags[@]}" -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined test/native/fuzz_cidr.cc "${core[@]}" "${iptclibs[@]}" \
+    -o "$tmp/fuzz_cidr" >"$tmp/fuzz-build.log" 2>&1 &
+  fuzz_build=$!
+fi
+g++ "${cflags[@]}" -fsanitize=address,undefined test/native/iptc_leak.cc "${core[@]}" "${iptclibs[@]}" -o "$tmp/iptc_leak"
+set +e
+ASAN_OPTIONS=detect_leaks=1 "$tmp/iptc_leak" --leak-canary >"$tmp/canary.log" 2>&1
+canary=$?
+set -e
+if [ $canary = 0 ] || ! grep -q 'ERROR: LeakSanitizer: detected memory leaks' "$tmp/canary.log"; then
+  cat "$tmp/canary.log" >&2; echo "test-asan: LeakSanitizer does not report a deliberate leak here; the leak check would prove nothing" >&2; exit 1
+fi
+ns="em-asan-$$-$RANDOM"
+ip netns add "$ns"
+namespaces+=("$ns")
+ip netns exec "$ns" ip link set lo up
+set +e
+ASAN_OPTIONS="detect_leaks=1:halt_on_error=1" UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1" \
+  timeout 120 "$tmp/iptc_leak" "/run/netns/$ns" "$tmp/xtables.lock" 1000 >"$tmp/leak.log" 2>&1
+rc=$?
+set -e
+cat "$tmp/leak.log"
+check_log "$tmp/leak.log" "the 1000-transaction leak check"
+[ $rc = 0 ] || { echo "test-asan: the leak check failed (exit $rc)" >&2; exit 1; }
+
+# ---- 4. libFuzzer on the CIDR/address parsing ---------------------------------------------------
+if [ -n "$fuzzer" ]; then
+  step "libFuzzer: fuzz_cidr (2 000 000 runs, at most 30 s)"
+  wait "$fuzz_build" || { cat "$tmp/fuzz-build.log" >&2; echo "test-asan: fuzz_cidr build failed" >&2; exit 1; }
+  if [ -s "$tmp/fuzz-build.log" ]; then cat "$tmp/fuzz-build.log" >&2; echo "test-asan: fuzz_cidr build has warnings" >&2; exit 1; fi
+  mkdir "$tmp/corpus"
+  cp test/native/corpus/* "$tmp/corpus/"
+  set +e
+  UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1" \
+    timeout 60 "$tmp/fuzz_cidr" -runs=2000000 -max_total_time=30 -print_final_stats=1 -artifact_prefix="$tmp/" "$tmp/corpus" >"$tmp/fuzz.log" 2>&1
+  rc=$?
+  set -e
+  grep -E '^(Done|stat::number_of_executed_units|stat::peak_rss_mb)|^#[0-9]+ +DONE' "$tmp/fuzz.log" || true
+  echo "corpus: $(ls test/native/corpus | wc -l) seed inputs, $(ls "$tmp/corpus" | wc -l) after the run"
+  if [ $rc != 0 ] || ! check_log "$tmp/fuzz.log" fuzz_cidr; then
+    tail -40 "$tmp/fuzz.log" >&2
+    for crash in "$tmp"/crash-* "$tmp"/leak-* "$tmp"/timeout-*; do
+      [ -e "$crash" ] && { echo "reproducer ($crash):" >&2; od -c "$crash" | head -5 >&2; }
+    done
+    echo "test-asan: fuzz_cidr failed (exit $rc)" >&2
+    exit 1
+  fi
+else
+  step "libFuzzer: SKIPPED (no clang++ with -fsanitize=fuzzer; apt-get install clang libclang-rt-14-dev)"
+fi
