@@ -1,0 +1,202 @@
+// Prometheus metrics (prom-client) and the health endpoints, on --metrics-addr (loopback by
+// default). Counters of the control plane are fed from the reconciler's sync reports; the proxy's
+// are read from its native counters at scrape time.
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { SyncReport } from './reconciler.js';
+import type { SelectionCounts } from './desired.js';
+import type { DesiredRuleSet, Family } from './rules.js';
+
+/** What the metrics read from the proxy at scrape time (TcpProxy.stats() has this shape). */
+export interface ProxyCounters {
+  active: number;
+  total: number;
+  relayed: number;
+  bytesUp: number;
+  bytesDown: number;
+  failovers: number;
+  refused: Record<string, number>;
+  ended: Record<string, number>;
+  acceptErrors: number;
+}
+
+export interface MetricsSources {
+  /** Selection counts of the current desired state. */
+  counts(): SelectionCounts;
+  /** Desired rule sets (rules by chain), undefined before the first list. */
+  desired(): ReadonlyMap<Family, DesiredRuleSet> | undefined;
+  proxy?: () => ProxyCounters | undefined;
+}
+
+const camelToSnake = (s: string): string => s.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+
+export class AgentMetrics {
+  readonly registry = new Registry();
+  readonly syncDuration: Histogram<'reason'>;
+  readonly syncs: Counter<'result'>;
+  readonly writes: Counter<'family'>;
+  readonly orderRepairs: Counter<'family'>;
+  readonly lastSuccess: Gauge;
+  readonly connectFailures: Counter;
+  private readonly sources: MetricsSources;
+
+  constructor(sources: MetricsSources) {
+    this.sources = sources;
+    const r = this.registry;
+    collectDefaultMetrics({ register: r });
+    this.syncDuration = new Histogram({
+      name: 'edgemesh_sync_duration_seconds',
+      help: 'Duration of a sync: read our rules, diff, one atomic write when needed',
+      labelNames: ['reason'],
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers: [r],
+    });
+    this.syncs = new Counter({ name: 'edgemesh_syncs_total', help: 'Syncs by result (ok, error)', labelNames: ['result'], registers: [r] });
+    this.writes = new Counter({ name: 'edgemesh_rule_writes_total', help: 'Atomic transactions written, by family', labelNames: ['family'], registers: [r] });
+    this.orderRepairs = new Counter({ name: 'edgemesh_order_repairs_total', help: 'Our jump put back to rule 1 after another writer displaced it', labelNames: ['family'], registers: [r] });
+    this.lastSuccess = new Gauge({ name: 'edgemesh_last_sync_success_timestamp_seconds', help: 'Unix time of the last successful sync', registers: [r] });
+    this.connectFailures = new Counter({ name: 'edgemesh_proxy_connect_failures_total', help: 'Endpoint connection attempts that failed (refused, timed out)', registers: [r] });
+    const self = this;
+    new Gauge({
+      name: 'edgemesh_rules',
+      help: 'Rules in our chains, by family and chain (desired state)',
+      labelNames: ['family', 'chain'],
+      registers: [r],
+      collect() {
+        this.reset();
+        for (const [family, set] of self.sources.desired() ?? []) for (const c of set.chains) this.set({ family, chain: c.name }, c.rules.length);
+      },
+    });
+    new Gauge({
+      name: 'edgemesh_services',
+      help: 'Services watched, ignored (kube-proxy keeps them), proxied by us, or neither',
+      labelNames: ['state'],
+      registers: [r],
+      collect() {
+        const c = self.sources.counts();
+        for (const state of ['watched', 'ignored', 'proxied', 'none'] as const) this.set({ state }, c[state]);
+      },
+    });
+    const proxy = () => self.sources.proxy?.();
+    const gauge = (name: string, help: string, read: (p: ProxyCounters) => number) =>
+      new Gauge({
+        name,
+        help,
+        registers: [r],
+        collect() {
+          const p = proxy();
+          if (p) this.set(read(p));
+        },
+      });
+    gauge('edgemesh_proxy_connections_active', 'Connections being relayed or connecting now', (p) => p.active);
+    // Monotonic counts kept natively are exposed as counters by reading them at scrape time.
+    const counter = (name: string, help: string, labelNames: string[], fill: (c: Counter<string>, p: ProxyCounters) => void) =>
+      new Counter({
+        name,
+        help,
+        labelNames,
+        registers: [r],
+        collect() {
+          const p = proxy();
+          if (!p) return;
+          this.reset();
+          fill(this, p);
+        },
+      });
+    counter('edgemesh_proxy_connections_total', 'Connections accepted by the proxy, served or not', [], (c, p) => c.inc(p.total));
+    counter('edgemesh_proxy_connections_relayed_total', 'Connections that reached an endpoint', [], (c, p) => c.inc(p.relayed));
+    counter('edgemesh_proxy_connections_refused_total', 'Connections closed at once, by reason (over-limit, no-route, loop, ...)', ['reason'], (c, p) => {
+      for (const [k, v] of Object.entries(p.refused)) c.inc({ reason: camelToSnake(k).replace(/_/g, '-') }, v);
+    });
+    counter('edgemesh_proxy_connections_ended_total', 'Connections ended, by reason (eof, reset, idle-timeout, error, ...)', ['reason'], (c, p) => {
+      for (const [k, v] of Object.entries(p.ended)) c.inc({ reason: camelToSnake(k).replace(/_/g, '-') }, v);
+    });
+    counter('edgemesh_proxy_bytes_total', 'Bytes relayed, by direction (up: client to endpoint)', ['direction'], (c, p) => {
+      c.inc({ direction: 'up' }, p.bytesUp);
+      c.inc({ direction: 'down' }, p.bytesDown);
+    });
+    counter('edgemesh_proxy_failovers_total', 'Connections that moved on to another endpoint after a failed connect', [], (c, p) => c.inc(p.failovers));
+    counter('edgemesh_proxy_accept_errors_total', 'accept(2) failures (EMFILE and the like, with backoff)', [], (c, p) => c.inc(p.acceptErrors));
+  }
+
+  /** Feeds one sync report. */
+  observe(r: SyncReport): void {
+    if (r.skipped) return;
+    this.syncs.inc({ result: r.ok ? 'ok' : 'error' });
+    this.syncDuration.observe({ reason: r.reason }, r.durationMs / 1000);
+    for (const o of r.outcomes) {
+      if (o.changed) this.writes.inc({ family: o.family });
+      if (o.orderRepairs) this.orderRepairs.inc({ family: o.family }, o.orderRepairs);
+    }
+    if (r.ok) this.lastSuccess.set(Date.now() / 1000);
+  }
+}
+
+export interface HealthState {
+  /** The first full sync has completed (readiness). */
+  ready(): boolean;
+  /** ms since the epoch of the last successful sync, undefined before the first. */
+  lastSuccessAt(): number | undefined;
+  /** Started at (ms since the epoch). */
+  startedAt: number;
+  /** /healthz fails when the last successful sync is older than this (and, before the first, when start-up took longer). */
+  maxSyncAgeMs: number;
+}
+
+/** HTTP server: GET /metrics, /healthz, /readyz. */
+export class MetricsServer {
+  private server: Server | undefined;
+  constructor(
+    private readonly metrics: AgentMetrics,
+    private readonly health: HealthState,
+  ) {}
+
+  async listen(address: string, port: number): Promise<AddressInfo> {
+    const server = createServer((req, res) => {
+      const url = (req.url ?? '/').split('?')[0];
+      if (req.method !== 'GET' && req.method !== 'HEAD') {
+        res.writeHead(405, { allow: 'GET, HEAD' }).end();
+        return;
+      }
+      if (url === '/metrics') {
+        this.metrics.registry
+          .metrics()
+          .then((text) => res.writeHead(200, { 'content-type': this.metrics.registry.contentType }).end(text))
+          .catch((e: Error) => res.writeHead(500).end(`${e.message}\n`));
+        return;
+      }
+      if (url === '/healthz') {
+        const now = Date.now();
+        const last = this.health.lastSuccessAt();
+        const age = now - (last ?? this.health.startedAt);
+        const ok = age <= this.health.maxSyncAgeMs;
+        res.writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' }).end(ok ? 'ok\n' : `last successful sync ${Math.round(age / 1000)}s ago (bound ${Math.round(this.health.maxSyncAgeMs / 1000)}s)\n`);
+        return;
+      }
+      if (url === '/readyz') {
+        const ok = this.health.ready();
+        res.writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' }).end(ok ? 'ok\n' : 'first sync not done\n');
+        return;
+      }
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /metrics, /healthz, /readyz\n');
+    });
+    this.server = server;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, address, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    return server.address() as AddressInfo;
+  }
+
+  async close(): Promise<void> {
+    const s = this.server;
+    this.server = undefined;
+    if (!s) return;
+    s.closeAllConnections?.();
+    await new Promise<void>((r) => s.close(() => r()));
+  }
+}
