@@ -6,8 +6,9 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { NativeLoadError } from './errors.js';
 import type { NativeIptcBinding } from './backends/iptc-native.js';
+import type { NativeProxyBinding } from './proxy/native.js';
 
-export interface NativeBinding extends NativeIptcBinding {
+export interface NativeBinding extends NativeIptcBinding, NativeProxyBinding {
   /** Names of the native parts compiled in (iptc, sockopt, relay, nft...). */
   readonly modules: readonly string[];
 }
