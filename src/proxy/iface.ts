@@ -1,6 +1,11 @@
 // The proxy's own address: a dummy interface (edgemesh0 by default) holding the proxy IP(s),
 // created by the agent at start and removed at exit/cleanup. Runs `ip` in the process's current
 // network namespace (the agent's node namespace).
+//
+// Kernels built without CONFIG_DUMMY (this project's CI kernel is one) answer "Unknown device
+// type": we then create a bridge with no ports instead, which does the same job here (an
+// always-local, never-forwarding holder of addresses; kube-proxy's IPVS mode uses kube-ipvs0 the
+// same way). The kind used is reported, and removal deletes only these two kinds.
 import { execFile } from 'node:child_process';
 import { isIP } from 'node:net';
 import { promisify } from 'node:util';
@@ -11,6 +16,8 @@ const execFileP = promisify(execFile);
 export const DEFAULT_PROXY_INTERFACE = 'edgemesh0';
 export const DEFAULT_PROXY_ADDRESS = '169.254.96.16';
 export const DEFAULT_PROXY_PORT = 40001;
+
+export type ProxyInterfaceKind = 'dummy' | 'bridge';
 
 export interface ProxyInterfaceOptions {
   /** Interface name (default edgemesh0). */
@@ -61,11 +68,23 @@ async function showLink(cmd: string, name: string): Promise<LinkJson | undefined
   }
 }
 
+const OURS: readonly string[] = ['dummy', 'bridge'];
+
+/** A port-less bridge: ours to adopt or delete (a bridge with ports is someone's real bridge). */
+async function isOurs(cmd: string, link: LinkJson): Promise<boolean> {
+  const kind = link.linkinfo?.info_kind ?? '';
+  if (!OURS.includes(kind)) return false;
+  if (kind === 'dummy') return true;
+  const ports = JSON.parse(await ip(cmd, ['-j', 'link', 'show', 'master', link.ifname])) as unknown[];
+  return ports.length === 0;
+}
+
 /**
- * Makes sure the dummy interface exists, is up and holds each proxy address (/32 or /128).
- * Idempotent. Refuses to adopt an existing interface of another kind.
+ * Makes sure the interface exists (dummy, or a port-less bridge where the kernel has no dummy
+ * driver), is up and holds each proxy address (/32 or /128). Idempotent. Refuses to adopt an
+ * existing interface of another kind. Returns the kind in use.
  */
-export async function ensureProxyInterface(opts: ProxyInterfaceOptions = {}): Promise<void> {
+export async function ensureProxyInterface(opts: ProxyInterfaceOptions = {}): Promise<ProxyInterfaceKind> {
   const name = opts.name ?? DEFAULT_PROXY_INTERFACE;
   const cmd = opts.ipCommand ?? 'ip';
   const addresses = opts.addresses ?? [DEFAULT_PROXY_ADDRESS];
@@ -73,28 +92,35 @@ export async function ensureProxyInterface(opts: ProxyInterfaceOptions = {}): Pr
   for (const a of addresses) if (isIP(a) === 0) throw new ConfigError(`proxy address "${a}" is not an IP address`, 'addresses');
   let link = await showLink(cmd, name);
   if (!link) {
-    await ip(cmd, ['link', 'add', name, 'type', 'dummy']);
+    try {
+      await ip(cmd, ['link', 'add', name, 'type', 'dummy']);
+    } catch (e) {
+      if (!/Unknown device type|not supported/i.test((e as Error).message)) throw e;
+      await ip(cmd, ['link', 'add', name, 'type', 'bridge']);
+    }
     link = await showLink(cmd, name);
-  } else if (link.linkinfo?.info_kind !== 'dummy') {
-    throw new InterfaceError(`interface ${name} exists and is not a dummy interface (${link.linkinfo?.info_kind ?? 'unknown kind'}); not touching it`);
+    if (!link) throw new InterfaceError(`interface ${name} vanished right after it was created`);
+  } else if (!(await isOurs(cmd, link))) {
+    throw new InterfaceError(`interface ${name} exists and is not a dummy or port-less bridge (${link.linkinfo?.info_kind ?? 'unknown kind'}); not touching it`);
   }
-  const have = new Set((link?.addr_info ?? []).map((a) => a.local));
+  const have = new Set((link.addr_info ?? []).map((a) => a.local));
   for (const a of addresses) {
     if (have.has(a)) continue;
     if (isIP(a) === 6) await ip(cmd, ['-6', 'addr', 'add', `${a}/128`, 'dev', name, 'nodad']);
     else await ip(cmd, ['addr', 'add', `${a}/32`, 'dev', name]);
   }
-  if (!(link?.flags ?? []).includes('UP')) await ip(cmd, ['link', 'set', name, 'up']);
+  if (!(link.flags ?? []).includes('UP')) await ip(cmd, ['link', 'set', name, 'up']);
+  return link.linkinfo?.info_kind === 'bridge' ? 'bridge' : 'dummy';
 }
 
-/** Deletes the dummy interface (and so its addresses). Returns false when it did not exist. Only deletes a dummy. */
+/** Deletes the interface (and so its addresses). Returns false when it did not exist. Only deletes ours (see ensure). */
 export async function removeProxyInterface(opts: Pick<ProxyInterfaceOptions, 'name' | 'ipCommand'> = {}): Promise<boolean> {
   const name = opts.name ?? DEFAULT_PROXY_INTERFACE;
   const cmd = opts.ipCommand ?? 'ip';
   checkName(name);
   const link = await showLink(cmd, name);
   if (!link) return false;
-  if (link.linkinfo?.info_kind !== 'dummy') throw new InterfaceError(`interface ${name} is not a dummy interface; not deleting it`);
+  if (!(await isOurs(cmd, link))) throw new InterfaceError(`interface ${name} is not a dummy or port-less bridge; not deleting it`);
   await ip(cmd, ['link', 'del', name]);
   return true;
 }
