@@ -97,13 +97,13 @@ class ProxyWrap : public Napi::ObjectWrap<ProxyWrap> {
     uint64_t port = cfg.port, threads = static_cast<uint64_t>(cfg.threads), maxConn = cfg.maxConnections,
              cto = cfg.connectTimeoutMs, attempts = cfg.maxConnectAttempts, idle = cfg.idleTimeoutMs,
              pipeSize = cfg.pipeSize, backlog = static_cast<uint64_t>(cfg.backlog), copyBuf = cfg.copyBufferSize,
-             pool = cfg.pipePoolMax;
+             pool = cfg.pipePoolMax, pipeIdle = cfg.pipeIdleMs;
     if (!GetString(o, "address", true, &cfg.address) || !GetUint(o, "port", 65535, &port) ||
         !GetString(o, "netns", false, &cfg.netnsPath) || !GetUint(o, "threads", 64, &threads) ||
         !GetUint(o, "maxConnections", 1u << 30, &maxConn) || !GetUint(o, "connectTimeoutMs", 3600000, &cto) ||
         !GetUint(o, "maxConnectAttempts", 64, &attempts) || !GetUint(o, "idleTimeoutMs", 1ull << 31, &idle) ||
         !GetUint(o, "pipeSize", 1u << 30, &pipeSize) || !GetUint(o, "backlog", 1u << 20, &backlog) ||
-        !GetUint(o, "copyBufferSize", 1u << 26, &copyBuf) || !GetUint(o, "pipePoolMax", 1u << 20, &pool) ||
+        !GetUint(o, "copyBufferSize", 1u << 26, &copyBuf) || !GetUint(o, "pipePoolMax", 1u << 20, &pool) || !GetUint(o, "pipeIdleMs", 1u << 30, &pipeIdle) ||
         !GetString(o, "selection", false, &selection) || !GetString(o, "mode", false, &mode)) {
       return;
     }
@@ -122,6 +122,7 @@ class ProxyWrap : public Napi::ObjectWrap<ProxyWrap> {
     cfg.backlog = static_cast<int>(backlog);
     cfg.copyBufferSize = static_cast<uint32_t>(copyBuf);
     cfg.pipePoolMax = static_cast<uint32_t>(pool);
+    cfg.pipeIdleMs = static_cast<uint32_t>(pipeIdle);
     cfg.selection = selection == "random" ? edgemesh::Selection::kRandom : edgemesh::Selection::kRoundRobin;
     cfg.mode = mode == "copy" ? edgemesh::RelayMode::kCopy : edgemesh::RelayMode::kSplice;
 

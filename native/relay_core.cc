@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <deque>
 #include <random>
 
 #include "netns.h"
@@ -116,6 +117,7 @@ namespace {
 struct Pipe {
   int r = -1, w = -1;
   size_t cap = 0;
+  int64_t idleSinceMs = 0;  // when it went back to the pool
 };
 
 struct Conn;
@@ -324,6 +326,7 @@ class Worker {
     if (connecting_.head) next = std::min(next, connecting_.head->deadlineMs);
     if (idle_.head && cfg_.idleTimeoutMs > 0) next = std::min(next, idle_.head->lastActiveMs + cfg_.idleTimeoutMs);
     if (backoffUntil_ > 0) next = std::min(next, backoffUntil_);
+    if (!pool_.empty()) next = std::min(next, pool_.front().idleSinceMs + static_cast<int64_t>(cfg_.pipeIdleMs));
     if (next == INT64_MAX) return -1;
     int64_t d = next - MonoMs();
     // The coarse clock can lag by a tick: never spin at 0 for a deadline in the past.
@@ -342,6 +345,12 @@ class Worker {
     if (backoffUntil_ > 0 && backoffUntil_ <= now_) {
       backoffUntil_ = 0;
       ArmListen();
+    }
+    // Pipes idle in the pool longer than pipeIdleMs are closed (oldest first), so a burst does
+    // not pin fds and pipe memory for ever and an idle proxy holds no pipes at all.
+    while (!pool_.empty() && pool_.front().idleSinceMs + static_cast<int64_t>(cfg_.pipeIdleMs) <= now_) {
+      ClosePipe(&pool_.front());
+      pool_.pop_front();
     }
   }
 
@@ -558,7 +567,7 @@ class Worker {
   bool GetPipe(Pipe* out) {
     auto& k = proxy_->counters();
     if (!pool_.empty()) {
-      *out = pool_.back();
+      *out = pool_.back();  // the most recently used: likely still warm
       pool_.pop_back();
       k.pipesReused.fetch_add(1, std::memory_order_relaxed);
       return true;
@@ -581,6 +590,7 @@ class Worker {
   void PutPipe(Pipe* p, bool empty) {
     if (p->r < 0) return;
     if (empty && pool_.size() < cfg_.pipePoolMax) {
+      p->idleSinceMs = now_;
       pool_.push_back(*p);
       *p = Pipe{};
     } else {
@@ -825,7 +835,7 @@ class Worker {
   ConnList connecting_, idle_;
   std::vector<Conn*> again_, dead_;
   std::vector<ConnEvent> events_;
-  std::vector<Pipe> pool_;
+  std::deque<Pipe> pool_;
 };
 
 // ---------------------------------------------------------------- proxy

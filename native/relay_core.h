@@ -44,6 +44,7 @@ struct ProxyConfig {
   uint32_t pipeSize = 1u << 20;  // F_SETPIPE_SZ; the kernel may grant less
   uint32_t copyBufferSize = 64u << 10;
   uint32_t pipePoolMax = 512;  // idle pipes kept per worker
+  uint32_t pipeIdleMs = 2000;  // a pooled pipe unused this long is closed
 };
 
 struct RouteEndpoint {

@@ -22,6 +22,7 @@ export interface NativeProxyConfig {
   backlog?: number;
   copyBufferSize?: number;
   pipePoolMax?: number;
+  pipeIdleMs?: number;
 }
 
 export interface NativeRoute {

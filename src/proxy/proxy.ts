@@ -53,6 +53,8 @@ export interface TcpProxyOptions {
   mode?: 'splice' | 'copy';
   /** Pipe size asked with F_SETPIPE_SZ (default 1 MiB; the kernel may grant less). */
   pipeSize?: number;
+  /** A pooled (empty, reusable) pipe unused this long is closed (default 2000 ms). */
+  pipeIdleMs?: number;
   /** listen(2) backlog (default 4096). */
   backlog?: number;
 }
@@ -198,6 +200,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> {
     intOption('idleTimeoutMs', opts.idleTimeoutMs, 0, 2 ** 31);
     intOption('pipeSize', opts.pipeSize, 4096, 1 << 30);
     intOption('backlog', opts.backlog, 1, 1 << 20);
+    intOption('pipeIdleMs', opts.pipeIdleMs, 0, 1 << 30);
     if (opts.address !== undefined && isIP(opts.address) === 0) throw new ConfigError(`proxy address "${opts.address}" is not an IP address`, 'address');
     if (opts.selection !== undefined && opts.selection !== 'round-robin' && opts.selection !== 'random') {
       throw new ConfigError(`selection must be round-robin or random, got ${String(opts.selection)}`, 'selection');
@@ -228,6 +231,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> {
           mode: o.mode ?? 'splice',
           pipeSize: o.pipeSize ?? DEFAULTS.pipeSize,
           backlog: o.backlog ?? DEFAULTS.backlog,
+          pipeIdleMs: o.pipeIdleMs ?? 2000,
         },
         (events) => this.onEvents(events),
       );
