@@ -80,7 +80,7 @@ class ProxyWrap : public Napi::ObjectWrap<ProxyWrap> {
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "Proxy",
                        {InstanceMethod("setRoutes", &ProxyWrap::SetRoutes), InstanceMethod("stats", &ProxyWrap::Stats),
-                        InstanceMethod("cancel", &ProxyWrap::Cancel), InstanceMethod("stopAccepting", &ProxyWrap::StopAccepting),
+                        InstanceMethod("cancel", &ProxyWrap::Cancel), InstanceMethod("connections", &ProxyWrap::Connections), InstanceMethod("stopAccepting", &ProxyWrap::StopAccepting),
                         InstanceMethod("close", &ProxyWrap::Close), InstanceMethod("address", &ProxyWrap::Address),
                         InstanceMethod("ref", &ProxyWrap::Ref), InstanceMethod("unref", &ProxyWrap::Unref)});
   }
@@ -297,6 +297,28 @@ class ProxyWrap : public Napi::ObjectWrap<ProxyWrap> {
     double d = info[0].As<Napi::Number>().DoubleValue();
     if (d >= 1 && d <= 9007199254740991.0) core_->Cancel(static_cast<uint64_t>(d));
     return env.Undefined();
+  }
+
+  Napi::Value Connections(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Alive(env)) return env.Undefined();
+    std::vector<edgemesh::ConnInfo> list = core_->List();
+    Napi::Array arr = Napi::Array::New(env, list.size());
+    for (size_t i = 0; i < list.size(); i++) {
+      const auto& c = list[i];
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("id", static_cast<double>(c.id));
+      o.Set("client", c.client);
+      o.Set("originalDst", c.originalDst);
+      o.Set("service", c.service);
+      o.Set("endpoint", c.endpoint);
+      o.Set("state", c.connecting ? "connecting" : "relaying");
+      o.Set("bytesUp", static_cast<double>(c.bytesUp));
+      o.Set("bytesDown", static_cast<double>(c.bytesDown));
+      o.Set("ageMs", c.ageMs);
+      arr.Set(static_cast<uint32_t>(i), o);
+    }
+    return arr;
   }
 
   Napi::Value StopAccepting(const Napi::CallbackInfo& info) {

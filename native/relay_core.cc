@@ -232,6 +232,27 @@ class Worker {
       ack();
     });
   }
+  void PostList(std::function<void(std::vector<ConnInfo>&&)> done) {
+    Post([this, done] {
+      std::vector<ConnInfo> out;
+      int64_t nowNs = MonoNs();
+      for (auto& kv : conns_) {
+        Conn* c = kv.second;
+        ConnInfo i;
+        i.id = c->id;
+        i.client = c->client.ToString();
+        i.originalDst = c->odst.ToString();
+        i.endpoint = c->route->endpoints[c->epIndex].text;
+        i.service = c->route->service;
+        i.connecting = c->connecting;
+        i.bytesUp = c->up.bytes;
+        i.bytesDown = c->down.bytes;
+        i.ageMs = static_cast<double>(nowNs - c->startNs) / 1e6;
+        out.push_back(std::move(i));
+      }
+      done(std::move(out));
+    });
+  }
   void PostQuit() {
     Post([this] { quit_ = true; });
   }
@@ -969,6 +990,26 @@ void Proxy::Cancel(uint64_t id) {
   std::lock_guard<std::mutex> life(lifeMu_);
   if (stopped_) return;
   for (auto& w : workers_) w->PostCancel(id);
+}
+
+std::vector<ConnInfo> Proxy::List() {
+  std::lock_guard<std::mutex> life(lifeMu_);
+  std::vector<ConnInfo> all;
+  if (stopped_) return all;
+  std::mutex m;
+  std::condition_variable cv;
+  size_t acks = 0;
+  for (auto& w : workers_) {
+    w->PostList([&](std::vector<ConnInfo>&& part) {
+      std::lock_guard<std::mutex> g(m);
+      for (auto& i : part) all.push_back(std::move(i));
+      acks++;
+      cv.notify_all();
+    });
+  }
+  std::unique_lock<std::mutex> lk(m);
+  cv.wait(lk, [&] { return acks == workers_.size(); });
+  return all;
 }
 
 void Proxy::Shutdown() {

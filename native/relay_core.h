@@ -94,6 +94,15 @@ struct ConnEvent {
   bool copied = false;  // some direction used the read/write path
 };
 
+// A live connection, as listed for operators (and to find an id to cancel).
+struct ConnInfo {
+  uint64_t id = 0;
+  std::string client, originalDst, endpoint, service;
+  bool connecting = false;
+  uint64_t bytesUp = 0, bytesDown = 0;
+  double ageMs = 0;
+};
+
 struct ProxyStats {
   uint64_t active = 0, accepted = 0, relayed = 0;
   uint64_t bytesUp = 0, bytesDown = 0;
@@ -122,6 +131,8 @@ class Proxy {
   void StopAccepting();
   // Ends one connection (reason "cancelled"); false when no worker knows the id.
   void Cancel(uint64_t id);
+  // The live connections of every worker (a round trip to each worker thread).
+  std::vector<ConnInfo> List();
   // Cancels everything, joins the workers, closes every fd. Idempotent.
   void Shutdown();
   ProxyStats Stats() const;

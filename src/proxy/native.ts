@@ -72,7 +72,20 @@ export interface NativeProxyStats {
   pipeSize: number;
 }
 
+export interface NativeConnInfo {
+  id: number;
+  client: string;
+  originalDst: string;
+  service: string;
+  endpoint: string;
+  state: 'connecting' | 'relaying';
+  bytesUp: number;
+  bytesDown: number;
+  ageMs: number;
+}
+
 export interface NativeProxy {
+  connections(): NativeConnInfo[];
   setRoutes(routes: NativeRoute[]): void;
   stats(): NativeProxyStats;
   cancel(id: number): void;

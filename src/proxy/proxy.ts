@@ -27,7 +27,7 @@ import { isIP } from 'node:net';
 import { ConfigError, fromNative } from '../errors.js';
 import { native } from '../native.js';
 import { DEFAULT_PROXY_ADDRESS, DEFAULT_PROXY_PORT } from './iface.js';
-import type { NativeConnEvent, NativeEndReason, NativeProxy, NativeProxyStats, NativeRefusal, NativeRoute } from './native.js';
+import type { NativeConnEvent, NativeConnInfo, NativeEndReason, NativeProxy, NativeProxyStats, NativeRefusal, NativeRoute } from './native.js';
 import type { RoutingTable } from './routes.js';
 
 export interface TcpProxyOptions {
@@ -60,6 +60,8 @@ export interface TcpProxyOptions {
 }
 
 export type EndReason = NativeEndReason;
+/** A live connection (connections()). */
+export type ConnectionInfo = NativeConnInfo;
 export type Refusal = NativeRefusal;
 
 /** The one final event of every connection the proxy accepted. */
@@ -257,6 +259,11 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> {
     if (this.proxy) this.lastStats = toStats(this.proxy.stats());
     if (!this.lastStats) return toStats(emptyNativeStats());
     return this.lastStats;
+  }
+
+  /** The live connections, from every worker (empty when not running). */
+  connections(): ConnectionInfo[] {
+    return this.proxy?.connections() ?? [];
   }
 
   /** Ends one connection now (its event says "cancelled"). */

@@ -52,6 +52,8 @@ function clusterState(): ClusterState {
     ]),
     // Same backend, reached through the copy-mode proxy (its own DNAT rule, test only).
     service('default', 'web-copy', ['10.10.0.20'], [{ name: 'sink', protocol: 'TCP', port: 90, targetPort: 9090 }]),
+    // Reached through a proxy limited to 3 concurrent connections (its own DNAT rule, test only).
+    service('default', 'limited', ['10.10.0.30'], [{ name: '', protocol: 'TCP', port: 80, targetPort: 8080 }]),
     // Two endpoints, the second refuses (nothing listens on 10.244.2.3:8080).
     service('default', 'flaky', ['10.10.0.11'], [{ name: '', protocol: 'TCP', port: 80, targetPort: 8080 }]),
     service('kube-system', 'kube-dns', ['10.10.0.3'], [{ name: 'dns-tcp', protocol: 'TCP', port: 53, targetPort: 5353 }], { 'k8s-app': 'kube-dns' }),
@@ -60,6 +62,7 @@ function clusterState(): ClusterState {
     slice('default', 'web', 'IPv4', ['10.244.2.2'], webPorts),
     slice('default', 'web', 'IPv6', ['fd00:244:2::2'], webPorts),
     slice('default', 'web-copy', 'IPv4', ['10.244.2.2'], [{ name: 'sink', protocol: 'TCP', port: 9090 }]),
+    slice('default', 'limited', 'IPv4', ['10.244.2.2'], [{ name: '', protocol: 'TCP', port: 8080 }]),
     slice('default', 'flaky', 'IPv4', ['10.244.2.2', '10.244.2.3'], [{ name: '', protocol: 'TCP', port: 8080 }]),
     slice('kube-system', 'kube-dns', 'IPv4', ['10.244.2.2'], [{ name: 'dns-tcp', protocol: 'TCP', port: 5353 }]),
   ];
@@ -82,6 +85,7 @@ const RULES_V4 = `*nat
 -A EDGE-MESH -d 10.10.0.3/32 -m comment --comment "ignore kube-system/kube-dns service" -j RETURN
 -A EDGE-MESH -d 10.10.0.0/16 -p tcp -m comment --comment "tcp service proxy" -j EDGE-MESH-TCP
 -A EDGE-MESH-TCP -d 10.10.0.20/32 -p tcp -m comment --comment "test only: copy-mode proxy" -j DNAT --to-destination 169.254.96.16:40002
+-A EDGE-MESH-TCP -d 10.10.0.30/32 -p tcp -m comment --comment "test only: limited proxy" -j DNAT --to-destination 169.254.96.16:40003
 -A EDGE-MESH-TCP -p tcp -m comment --comment "edgemesh tcp proxy" -j DNAT --to-destination 169.254.96.16:40001
 -I PREROUTING 1 -m comment --comment "edgemesh root chain" -j EDGE-MESH
 -I OUTPUT 1 -m comment --comment "edgemesh root chain" -j EDGE-MESH
@@ -129,7 +133,7 @@ async function until(cond: () => boolean, timeoutMs: number): Promise<boolean> {
 
 describeNetns('TCP service proxy through EDGE-MESH next to kube-proxy', () => {
   let node: Netns, pod: Netns, be: Netns;
-  let p4: TcpProxy, pCopy: TcpProxy, p6: TcpProxy;
+  let p4: TcpProxy, pCopy: TcpProxy, p6: TcpProxy, pLimited: TcpProxy;
   const events: ConnectionEvent[] = [];
   const eventsSince = (n: number) => events.slice(n);
 
@@ -176,7 +180,8 @@ describeNetns('TCP service proxy through EDGE-MESH next to kube-proxy', () => {
     p4 = new TcpProxy({ netns: node.path, address: '169.254.96.16', port: 40001 });
     pCopy = new TcpProxy({ netns: node.path, address: '169.254.96.16', port: 40002, mode: 'copy', idleTimeoutMs: 1500 });
     p6 = new TcpProxy({ netns: node.path, address: 'fd00:e::16', port: 40001 });
-    for (const p of [p4, pCopy, p6]) {
+    pLimited = new TcpProxy({ netns: node.path, address: '169.254.96.16', port: 40003, maxConnections: 3, threads: 1 });
+    for (const p of [p4, pCopy, p6, pLimited]) {
       p.on('connection', onEvent);
       p.start();
       p.updateRoutes(table);
@@ -184,7 +189,7 @@ describeNetns('TCP service proxy through EDGE-MESH next to kube-proxy', () => {
   }, 60_000);
 
   afterAll(async () => {
-    await Promise.all([p4?.close(0), pCopy?.close(0), p6?.close(0)]);
+    await Promise.all([p4?.close(0), pCopy?.close(0), p6?.close(0), pLimited?.close(0)]);
     await Promise.all([node?.destroy(), pod?.destroy(), be?.destroy()]);
   });
 
@@ -291,6 +296,25 @@ describeNetns('TCP service proxy through EDGE-MESH next to kube-proxy', () => {
     expect(s1.relayed).toBe(s0.relayed);
   });
 
+  it('refuses and counts connections over maxConnections while serving the ones within it', async () => {
+    const r = await client<{ ok: number; failed: number; errors: string[] }>(pod, 'echo', { host: '10.10.0.30', port: 80, count: 6, hold: true, size: 100 });
+    expect(r).toMatchObject({ ok: 3, failed: 3 });
+    expect(pLimited.stats()).toMatchObject({ relayed: 3, refused: { overLimit: 3 } });
+  });
+
+  it('cancels one live connection by id from JS: the client is reset, the event says cancelled', async () => {
+    const n0 = events.length;
+    const held = client<{ how: string; code?: string }>(pod, 'probe', { host: '10.10.0.10', port: 90 });
+    expect(await until(() => p4.connections().length === 1, 3000)).toBe(true);
+    const [c] = p4.connections();
+    expect(c).toMatchObject({ service: 'default/web:sink', originalDst: '10.10.0.10:90', state: 'relaying', bytesUp: 1 });
+    p4.cancel(c!.id);
+    expect(await held).toMatchObject({ how: 'error', code: 'ECONNRESET' });
+    await until(() => events.length > n0, 2000);
+    expect(eventsSince(n0)).toEqual([expect.objectContaining({ id: c!.id, reason: 'cancelled', bytesUp: 1 })]);
+    expect(p4.connections()).toEqual([]);
+  });
+
   it('proxies an IPv6 service end to end (ip6tables DNAT, IP6T_SO_ORIGINAL_DST, IPv6 endpoint)', async () => {
     const s0 = p6.stats();
     const n0 = events.length;
@@ -317,6 +341,7 @@ describeNetns('TCP service proxy through EDGE-MESH next to kube-proxy', () => {
 
   it('close() stops accepting, then cancels what outlives the grace period (event: cancelled) and leaves no connection', async () => {
     const n0 = events.length;
+    const cancelled0 = p4.stats().ended.cancelled;
     const probe = spawn('ip', ['netns', 'exec', pod.name, 'node', join(drivers, 'client.mjs'), 'probe', JSON.stringify({ host: '10.10.0.10', port: 90 })], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     probe.stdout.on('data', (d: Buffer) => (out += d.toString()));
@@ -331,7 +356,7 @@ describeNetns('TCP service proxy through EDGE-MESH next to kube-proxy', () => {
     expect(JSON.parse(out.trim())).toMatchObject({ how: 'error', code: 'ECONNRESET' });
     expect(eventsSince(n0).map((e) => e.reason)).toEqual(['cancelled']);
     expect(p4.stats()).toMatchObject({ active: 0 });
-    expect(p4.stats().ended.cancelled).toBe(1);
+    expect(p4.stats().ended.cancelled).toBe(cancelled0 + 1);
     const refused = await client<{ how: string; code?: string }>(pod, 'probe', { host: '10.10.0.10', port: 80 });
     expect(refused).toMatchObject({ how: 'error', code: 'ECONNREFUSED' });
   });

@@ -55,20 +55,28 @@ async function echo() {
     let release;
     const gate = new Promise((r) => (release = r));
     let echoed = 0;
-    let maxOpen = 0;
+    let failed = 0;
     const all = [];
+    // Every connection holds after its echo until each one has either echoed or failed.
+    const settle = () => (echoed + failed >= o.count ? release() : undefined);
     for (let i = 0; i < o.count; i++) {
-      all.push(echoOnce(gate, () => {
+      const p = echoOnce(gate, () => {
         echoed++;
-        maxOpen = Math.max(maxOpen, echoed);
-        if (echoed === o.count) release();
-      }));
+        settle();
+      });
+      p.then((r) => {
+        if (r !== null) {
+          failed++;
+          settle();
+        }
+      });
+      all.push(p);
     }
-    // If some fail, the rest must still be let go.
-    Promise.allSettled(all).then(() => release());
-    setTimeout(() => release(), 30000);
+    const guard = setTimeout(() => release(), 30000);
+    const simultaneous = await gate.then(() => echoed);
+    clearTimeout(guard);
     for (const r of await Promise.all(all)) r === null ? ok++ : errors.push(r);
-    return { ok, failed: errors.length, errors: errors.slice(0, 5), simultaneous: maxOpen };
+    return { ok, failed: errors.length, errors: errors.slice(0, 5), simultaneous };
   }
   let next = 0;
   const worker = async () => {
