@@ -1,0 +1,28 @@
+// A TcpProxy in its own process inside a namespace (for tests that need the process to be the
+// agent: fd limits, /proc/PID/fd). node proxy.mjs '{"proxy":{TcpProxyOptions},"routes":[ServiceRoute...]}'
+// Prints {"ready":true,"pid","fds"}; then answers stdin lines: "stats" -> {"stats","codes","fds"},
+// "close" -> closes, prints the final stats and exits.
+import { readdirSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { TcpProxy } from '../../../dist/src/proxy/proxy.js';
+
+const o = JSON.parse(process.argv[2]);
+const p = new TcpProxy(o.proxy);
+const codes = {};
+p.on('connection', (e) => {
+  const k = `${e.reason}${e.refusal ? '/' + e.refusal : ''}${e.code ? ':' + e.code : ''}`;
+  codes[k] = (codes[k] ?? 0) + 1;
+});
+p.start();
+p.updateRoutes({ routes: o.routes });
+const fds = () => readdirSync('/proc/self/fd').length;
+const say = (x) => process.stdout.write(JSON.stringify(x) + '\n');
+say({ ready: true, pid: process.pid, fds: fds() });
+createInterface({ input: process.stdin }).on('line', async (line) => {
+  if (line === 'stats') say({ stats: p.stats(), codes, fds: fds() });
+  if (line === 'close') {
+    await p.close(0);
+    say({ stats: p.stats(), codes, fds: fds() });
+    process.exit(0);
+  }
+});
