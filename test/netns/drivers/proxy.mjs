@@ -2,7 +2,7 @@
 // agent: fd limits, /proc/PID/fd). node proxy.mjs '{"proxy":{TcpProxyOptions},"routes":[ServiceRoute...]}'
 // Prints {"ready":true,"pid","fds"}; then answers stdin lines: "stats" -> {"stats","codes","fds"},
 // "close" -> closes, prints the final stats and exits.
-import { readdirSync } from 'node:fs';
+import { closeSync, openSync, readdirSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { TcpProxy } from '../../../dist/src/proxy/proxy.js';
 
@@ -15,11 +15,28 @@ p.on('connection', (e) => {
 });
 p.start();
 p.updateRoutes({ routes: o.routes });
-const fds = () => readdirSync('/proc/self/fd').length;
+// Both need a descriptor themselves: -1 while the process is out of them.
+const fds = () => {
+  try {
+    return readdirSync('/proc/self/fd').length;
+  } catch {
+    return -1;
+  }
+};
+// RLIMIT_NOFILE bounds fd numbers: the next fd anyone gets is the lowest free one.
+const lowestFree = () => {
+  try {
+    const fd = openSync('/dev/null', 'r');
+    closeSync(fd);
+    return fd;
+  } catch {
+    return -1;
+  }
+};
 const say = (x) => process.stdout.write(JSON.stringify(x) + '\n');
-say({ ready: true, pid: process.pid, fds: fds() });
+say({ ready: true, pid: process.pid, fds: fds(), lowestFree: lowestFree() });
 createInterface({ input: process.stdin }).on('line', async (line) => {
-  if (line === 'stats') say({ stats: p.stats(), codes, fds: fds() });
+  if (line === 'stats') say({ stats: p.stats(), codes: { ...codes }, fds: fds(), lowestFree: lowestFree() });
   if (line === 'close') {
     await p.close(0);
     say({ stats: p.stats(), codes, fds: fds() });
