@@ -76,6 +76,9 @@ export class Netns {
           reject(new Error(`${cmd} ${args.join(' ')} (in ${this.name}) exited ${res.code}: ${stderr.trim() || stdout.trim()}`));
         } else resolve(res);
       });
+      // A command that exits without reading its stdin makes this write fail with EPIPE:
+      // that is not the command's failure (its exit code says how it went).
+      child.stdin.on('error', () => {});
       child.stdin.end(opts.input ?? '');
     });
   }
