@@ -305,7 +305,8 @@ describeNetns('TCP service proxy through EDGE-MESH next to kube-proxy', () => {
   it('cancels one live connection by id from JS: the client is reset, the event says cancelled', async () => {
     const n0 = events.length;
     const held = client<{ how: string; code?: string }>(pod, 'probe', { host: '10.10.0.10', port: 90 });
-    expect(await until(() => p4.connections().length === 1, 3000)).toBe(true);
+    // Listed once its first byte (the probe's "x") has been relayed to the endpoint.
+    expect(await until(() => p4.connections()[0]?.bytesUp === 1, 3000)).toBe(true);
     const [c] = p4.connections();
     expect(c).toMatchObject({ service: 'default/web:sink', originalDst: '10.10.0.10:90', state: 'relaying', bytesUp: 1 });
     p4.cancel(c!.id);
@@ -347,7 +348,7 @@ describeNetns('TCP service proxy through EDGE-MESH next to kube-proxy', () => {
     probe.stdout.on('data', (d: Buffer) => (out += d.toString()));
     const exited = new Promise((r) => probe.on('exit', r));
     try {
-      expect(await until(() => p4.stats().active === 1, 5000)).toBe(true);
+      expect(await until(() => p4.connections()[0]?.bytesUp === 1, 5000)).toBe(true);
       await p4.close(200);
       await exited;
     } finally {
