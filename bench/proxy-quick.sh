@@ -40,7 +40,8 @@ ip netns exec $P iptables-legacy-restore --noflush -w <<'R'
 COMMIT
 R
 ip netns exec $S iperf3 -s -p 5201 >/dev/null 2>&1 & pids+=($!)
-routes='[{"ip":"10.10.0.10","port":5201,"endpoints":[{"ip":"10.0.2.2","port":5201}]},{"ip":"10.10.0.20","port":5201,"endpoints":[{"ip":"10.0.2.2","port":5201}]}]'
+ip netns exec $S node test/netns/drivers/servers.mjs '[{"kind":"echo","host":"10.0.2.2","port":8080}]' >/dev/null 2>&1 & pids+=($!)
+routes='[{"ip":"10.10.0.10","port":5201,"endpoints":[{"ip":"10.0.2.2","port":5201}]},{"ip":"10.10.0.20","port":5201,"endpoints":[{"ip":"10.0.2.2","port":5201}]},{"ip":"10.10.0.10","port":8080,"endpoints":[{"ip":"10.0.2.2","port":8080}]},{"ip":"10.10.0.20","port":8080,"endpoints":[{"ip":"10.0.2.2","port":8080}]}]'
 ip netns exec $P node bench/proxy-run.mjs "{\"address\":\"169.254.96.16\",\"port\":40001,\"routes\":$routes}" >"$tmp/ours.out" 2>"$tmp/ours.err" & ours=$!; pids+=($ours)
 ip netns exec $P node bench/proxy-run.mjs "{\"address\":\"169.254.96.16\",\"port\":40002,\"mode\":\"copy\",\"routes\":$routes}" >"$tmp/copy.out" 2>"$tmp/copy.err" & copy=$!; pids+=($copy)
 cat >"$tmp/haproxy.cfg" <<H
@@ -56,6 +57,9 @@ defaults
 listen l
   bind 10.0.1.1:5202
   server s 10.0.2.2:5201
+listen e
+  bind 10.0.1.1:8082
+  server s 10.0.2.2:8080
 H
 ip netns exec $P haproxy -db -f "$tmp/haproxy.cfg" >/dev/null 2>&1 & hap=$!; pids+=($hap)
 sleep 1.5
@@ -80,6 +84,25 @@ for round in $(seq 1 "$ROUNDS"); do
     run haproxy-splice 10.0.1.1 5202 $par $hap
     run edgemesh-copy 10.10.0.20 5201 $par $copy
   done
+done
+# Short connections (connect, 100 B echo, close), concurrency 16, with a Node client (which is
+# itself the bottleneck here: compare the proxies' CPU per connection more than the rates).
+short() { # name host port pid
+  local name=$1 host=$2 port=$3 pid=${4:-} c0=0 c1=0
+  [ -n "$pid" ] && c0=$(cpu_ms "$pid")
+  local out; out=$(ip netns exec $C node test/netns/drivers/client.mjs echo "{\"host\":\"$host\",\"port\":$port,\"count\":${SHORT:-5000},\"concurrency\":16,\"size\":100,\"timeoutMs\":60000}")
+  [ -n "$pid" ] && c1=$(cpu_ms "$pid")
+  node -e '
+    const r = JSON.parse(process.argv[1]); const n = Number(process.argv[5]);
+    const cpu = Number(process.argv[4]) - Number(process.argv[3]);
+    console.log([process.argv[2], "c16", r.perSec + " conn/s", "p99 " + r.p99ms.toFixed(2) + " ms", r.failed + " failed", process.argv[6] ? (cpu * 1000 / n).toFixed(0) + " us CPU/conn" : "-"].join("\t"));
+  ' "$out" "$name" "$c0" "$c1" "${SHORT:-5000}" "$pid"
+}
+for round in $(seq 1 "$ROUNDS"); do
+  short direct 10.0.2.2 8080
+  short edgemesh-splice 10.10.0.10 8080 $ours
+  short haproxy 10.0.1.1 8082 $hap
+  short edgemesh-copy 10.10.0.20 8080 $copy
 done
 kill -TERM $ours $copy; wait $ours $copy 2>/dev/null || true
 echo "edgemesh splice stats: $(cat "$tmp/ours.err")"

@@ -429,10 +429,9 @@ class Worker {
       return;
     }
     SockAddr odst;
-    const char* call = "getsockopt";
-    int e = GetOriginalDst(fd, &odst, &call);
+    int e = GetOriginalDstKnownFamily(fd, proxy_->LocalAddress().family(), &odst);
     if (e != 0) {
-      Refuse(fd, peer, nullptr, Refusal::kNoOriginalDst, e, call);
+      Refuse(fd, peer, nullptr, Refusal::kNoOriginalDst, e, "getsockopt");
       return;
     }
     if (IsSelf(fd, odst)) {
@@ -461,7 +460,7 @@ class Worker {
     c->startNs = MonoNs();
     c->lastActiveMs = now_;
     conns_.emplace(c->id, c);
-    SetNoDelay(fd);
+    // TCP_NODELAY comes from the listener (accepted sockets inherit it).
     epoll_event ev{};
     ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
     ev.data.u64 = reinterpret_cast<uint64_t>(c);
@@ -520,7 +519,7 @@ class Worker {
       return;
     }
     if (connect(fd, reinterpret_cast<const sockaddr*>(&ep.addr.ss), ep.addr.len) == 0) {
-      Connected(c);
+      Connected(c, true);
       return;
     }
     int e = errno;
@@ -553,9 +552,13 @@ class Worker {
     Finish(c, EndReason::kConnectFailed, err, call);
   }
 
-  void Connected(Conn* c) {
+  // `readable`: the event that said "connected" also said the endpoint sent something. If not,
+  // its EPOLLIN edge is still to come (the fd is registered edge-triggered since before the
+  // connect), so no read is tried in vain.
+  void Connected(Conn* c, bool readable) {
     c->connecting = false;
-    c->uRd = c->uWr = true;
+    c->uWr = true;
+    c->uRd = readable;
     ListMove(c, cfg_.idleTimeoutMs > 0 ? 2 : 0);
     c->lastActiveMs = now_;
     const RouteEntry& r = *c->route;
@@ -632,13 +635,15 @@ class Worker {
     if (upstream) {
       if (c->connecting) {
         if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) {
+          // Writable without an error or hangup: connected. Otherwise ask what went wrong.
           int err = 0;
           socklen_t len = sizeof err;
-          if (getsockopt(c->ufd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+          if ((events & (EPOLLERR | EPOLLHUP)) && getsockopt(c->ufd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+          if ((events & (EPOLLERR | EPOLLHUP)) && err == 0) err = ECONNREFUSED;
           if (err != 0) {
             ConnectFailed(c, err, "connect");
           } else if (events & EPOLLOUT) {
-            Connected(c);
+            Connected(c, (events & (EPOLLIN | EPOLLRDHUP)) != 0);
           }
         }
         return;
@@ -885,6 +890,7 @@ Proxy::Proxy(const ProxyConfig& cfg, EventSink sink) : cfg_(cfg), sink_(std::mov
     if (listenFd_ < 0) throw SysError(errno, "socket", std::string("socket: ") + strerror(errno));
     int one = 1;
     setsockopt(listenFd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    setsockopt(listenFd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  // inherited by accepted sockets
     if (local_.family() == AF_INET6) setsockopt(listenFd_, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
     if (bind(listenFd_, reinterpret_cast<const sockaddr*>(&local_.ss), local_.len) != 0) {
       throw SysError(errno, "bind", "bind " + local_.ToString() + ": " + strerror(errno));

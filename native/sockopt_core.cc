@@ -117,6 +117,16 @@ int GetOriginalDst(int fd, SockAddr* out, const char** syscall) {
   return 0;
 }
 
+int GetOriginalDstKnownFamily(int fd, int family, SockAddr* out) {
+  *out = SockAddr{};
+  socklen_t len = family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6);
+  int level = family == AF_INET ? SOL_IP : SOL_IPV6;
+  int opt = family == AF_INET ? SO_ORIGINAL_DST : IP6T_SO_ORIGINAL_DST;
+  if (getsockopt(fd, level, opt, &out->ss, &len) != 0) return errno;
+  out->len = len;
+  return 0;
+}
+
 SockEndpoint OriginalDstOrThrow(int fd) {
   SockAddr a;
   const char* call = "getsockopt";

@@ -41,6 +41,10 @@ bool ParseSockAddr(const std::string& ip, uint16_t port, SockAddr* out);
 // is asked at SOL_IP. Returns 0 or the errno of the failed call; `*syscall` names that call.
 int GetOriginalDst(int fd, SockAddr* out, const char** syscall);
 
+// The same for a socket whose family is known (AF_INET or AF_INET6 without v4-mapped
+// addresses): one syscall, no getsockname. The relay's accept path uses this.
+int GetOriginalDstKnownFamily(int fd, int family, SockAddr* out);
+
 // The same, throwing SysError (code = errno name, syscall = "getsockopt" or "getsockname").
 SockEndpoint OriginalDstOrThrow(int fd);
 

@@ -44,11 +44,13 @@ function clusterState(): ClusterState {
   const webPorts: EndpointSliceInfo['ports'] = [
     { name: 'http', protocol: 'TCP', port: 8080 },
     { name: 'sink', protocol: 'TCP', port: 9090 },
+    { name: 'banner', protocol: 'TCP', port: 7070 },
   ];
   const services = [
     service('default', 'web', ['10.10.0.10', 'fd00:10:96::10'], [
       { name: 'http', protocol: 'TCP', port: 80, targetPort: 'http' },
       { name: 'sink', protocol: 'TCP', port: 90, targetPort: 9090 },
+      { name: 'banner', protocol: 'TCP', port: 70, targetPort: 'banner' },
     ]),
     // Same backend, reached through the copy-mode proxy (its own DNAT rule, test only).
     service('default', 'web-copy', ['10.10.0.20'], [{ name: 'sink', protocol: 'TCP', port: 90, targetPort: 9090 }]),
@@ -164,6 +166,7 @@ describeNetns('TCP service proxy through EDGE-MESH next to kube-proxy', () => {
         { kind: 'sink', host: '10.244.2.2', port: 9090 },
         { kind: 'sink', host: 'fd00:244:2::2', port: 9090 },
         { kind: 'echo', host: '10.244.2.2', port: 5353 },
+        { kind: 'banner', host: '10.244.2.2', port: 7070 },
       ]),
     ]);
     await new Promise<void>((resolve, reject) => {
@@ -252,6 +255,10 @@ describeNetns('TCP service proxy through EDGE-MESH next to kube-proxy', () => {
     const e = eventsSince(n0).find((x) => x.service === 'default/web:sink')!;
     expect(e.reason).toBe('eof');
     expect(e.bytesDown).toBeGreaterThan(32 * MiB);
+  });
+
+  it('relays a server-first protocol: the endpoint speaks before the client sends anything', async () => {
+    expect(await client(pod, 'banner', { host: '10.10.0.10', port: 70, count: 30 })).toMatchObject({ ok: 30, failed: 0 });
   });
 
   it('fails over when one of two endpoints refuses: every connection succeeds, failovers counted', async () => {

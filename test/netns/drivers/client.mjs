@@ -2,6 +2,7 @@
 //   node client.mjs echo  '{"host","port","count","concurrency","size","hold"}'
 //   node client.mjs bulk  '{"host","port","bytes","reply"}'     (half-closes after sending)
 //   node client.mjs probe '{"host","port"}'
+//   node client.mjs banner '{"host","port","count"}'   (the server speaks first; we only listen)
 import net from 'node:net';
 import { createHash } from 'node:crypto';
 import { generator, CHUNK, random } from './data.mjs';
@@ -79,15 +80,22 @@ async function echo() {
     return { ok, failed: errors.length, errors: errors.slice(0, 5), simultaneous };
   }
   let next = 0;
+  const lat = [];
+  const t0 = process.hrtime.bigint();
   const worker = async () => {
     while (next < o.count) {
       next++;
+      const t = process.hrtime.bigint();
       const r = await echoOnce(null);
+      lat.push(Number(process.hrtime.bigint() - t) / 1e6);
       r === null ? ok++ : errors.push(r);
     }
   };
   await Promise.all(Array.from({ length: o.concurrency ?? 1 }, worker));
-  return { ok, failed: errors.length, errors: errors.slice(0, 5) };
+  const secs = Number(process.hrtime.bigint() - t0) / 1e9;
+  lat.sort((a, b) => a - b);
+  const pct = (q) => lat[Math.min(lat.length - 1, Math.floor(q * lat.length))] ?? 0;
+  return { ok, failed: errors.length, errors: errors.slice(0, 5), perSec: Math.round(o.count / secs), p50ms: pct(0.5), p99ms: pct(0.99) };
 }
 
 async function bulk() {
@@ -152,7 +160,27 @@ async function probe() {
   });
 }
 
-const run = { echo, bulk, probe }[mode];
+async function banner() {
+  let ok = 0;
+  const errors = [];
+  for (let i = 0; i < o.count; i++) {
+    const r = await new Promise((resolve) => {
+      const sock = connect();
+      let got = '';
+      sock.setTimeout(5000, () => { sock.destroy(); resolve('timeout'); });
+      sock.on('data', (d) => {
+        got += d.toString();
+        if (got.includes('\n')) { sock.end(); resolve(got === 'hello\n' ? null : `got ${JSON.stringify(got)}`); }
+      });
+      sock.on('error', (e) => resolve(e.code ?? e.message));
+      sock.on('close', () => resolve(`closed after ${JSON.stringify(got)}`));
+    });
+    r === null ? ok++ : errors.push(r);
+  }
+  return { ok, failed: errors.length, errors: errors.slice(0, 5) };
+}
+
+const run = { echo, bulk, probe, banner }[mode];
 run().then((r) => {
   clearTimeout(deadline);
   process.stdout.write(JSON.stringify(r) + '\n');

@@ -1,6 +1,6 @@
 // Backends for the proxy tests, started inside a namespace:
 //   node servers.mjs '[{"kind":"echo","host":"10.244.2.2","port":8080}, {"kind":"sink",...}]'
-// echo: returns every byte. sink: reads "SEND <n>\n" then data until EOF (half-close), answers
+// echo: returns every byte. banner: speaks first ("hello\n"), then echoes. sink: reads "SEND <n>\n" then data until EOF (half-close), answers
 // "<sha256 of data> <count>\n" followed by n bytes of generator("reply") data, then closes.
 // Prints "ready" once every listener is bound.
 import net from 'node:net';
@@ -42,8 +42,9 @@ function sink(sock) {
 let pending = specs.length;
 for (const s of specs) {
   const srv = net.createServer({ allowHalfOpen: true }, (sock) => {
-    if (s.kind === 'echo') {
+    if (s.kind === 'echo' || s.kind === 'banner') {
       sock.on('error', () => {});
+      if (s.kind === 'banner') sock.write('hello\n');
       sock.pipe(sock);
     } else sink(sock);
   });
