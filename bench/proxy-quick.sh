@@ -27,6 +27,8 @@ ip -n $P addr add 10.0.1.1/24 dev vp$id; ip -n $P link set vp$id up
 ip -n $P addr add 10.0.2.1/24 dev vq$id; ip -n $P link set vq$id up
 ip -n $S addr add 10.0.2.2/24 dev vs$id; ip -n $S link set vs$id up; ip -n $S route add default via 10.0.2.1
 ip netns exec $P sysctl -qw net.ipv4.ip_forward=1
+# Many short connections to one endpoint: let TIME_WAIT ports be reused (for every proxy alike).
+for n in $C $P; do ip netns exec $n sysctl -qw net.ipv4.tcp_tw_reuse=1; done
 ip -n $P link add edgemesh0 type bridge; ip -n $P addr add 169.254.96.16/32 dev edgemesh0; ip -n $P link set edgemesh0 up
 ip netns exec $P iptables-legacy-restore --noflush -w <<'R'
 *nat
