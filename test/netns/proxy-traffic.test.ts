@@ -46,7 +46,7 @@ function clusterState(): ClusterState {
     { name: 'sink', protocol: 'TCP', port: 9090 },
     { name: 'banner', protocol: 'TCP', port: 7070 },
   ];
-  const services = [
+  const services: ServiceInfo[] = [
     service('default', 'web', ['10.10.0.10', 'fd00:10:96::10'], [
       { name: 'http', protocol: 'TCP', port: 80, targetPort: 'http' },
       { name: 'sink', protocol: 'TCP', port: 90, targetPort: 9090 },
@@ -54,6 +54,13 @@ function clusterState(): ClusterState {
     ]),
     // Same backend, reached through the copy-mode proxy (its own DNAT rule, test only).
     service('default', 'web-copy', ['10.10.0.20'], [{ name: 'sink', protocol: 'TCP', port: 90, targetPort: 9090 }]),
+    // Two live endpoints: round-robin spreads, ClientIP affinity sticks.
+    service('default', 'spread', ['10.10.0.12'], [{ name: '', protocol: 'TCP', port: 80, targetPort: 8081 }]),
+    { ...service('default', 'sticky', ['10.10.0.13'], [{ name: '', protocol: 'TCP', port: 80, targetPort: 8081 }]), sessionAffinity: 'ClientIP', affinityTimeoutSeconds: 60 },
+    // First endpoint black-holes SYNs (connect timeout), second answers.
+    service('default', 'slow', ['10.10.0.14'], [{ name: '', protocol: 'TCP', port: 80, targetPort: 8081 }]),
+    // Every endpoint refuses.
+    service('default', 'dead', ['10.10.0.15'], [{ name: '', protocol: 'TCP', port: 80, targetPort: 8099 }]),
     // Reached through a proxy limited to 3 concurrent connections (its own DNAT rule, test only).
     service('default', 'limited', ['10.10.0.30'], [{ name: '', protocol: 'TCP', port: 80, targetPort: 8080 }]),
     // Two endpoints, the second refuses (nothing listens on 10.244.2.3:8080).
@@ -64,6 +71,10 @@ function clusterState(): ClusterState {
     slice('default', 'web', 'IPv4', ['10.244.2.2'], webPorts),
     slice('default', 'web', 'IPv6', ['fd00:244:2::2'], webPorts),
     slice('default', 'web-copy', 'IPv4', ['10.244.2.2'], [{ name: 'sink', protocol: 'TCP', port: 9090 }]),
+    slice('default', 'spread', 'IPv4', ['10.244.2.2', '10.244.2.3'], [{ name: '', protocol: 'TCP', port: 8081 }]),
+    slice('default', 'sticky', 'IPv4', ['10.244.2.2', '10.244.2.3'], [{ name: '', protocol: 'TCP', port: 8081 }]),
+    slice('default', 'slow', 'IPv4', ['10.244.2.4', '10.244.2.2'], [{ name: '', protocol: 'TCP', port: 8081 }]),
+    slice('default', 'dead', 'IPv4', ['10.244.2.2', '10.244.2.3'], [{ name: '', protocol: 'TCP', port: 8099 }]),
     slice('default', 'limited', 'IPv4', ['10.244.2.2'], [{ name: '', protocol: 'TCP', port: 8080 }]),
     slice('default', 'flaky', 'IPv4', ['10.244.2.2', '10.244.2.3'], [{ name: '', protocol: 'TCP', port: 8080 }]),
     slice('kube-system', 'kube-dns', 'IPv4', ['10.244.2.2'], [{ name: 'dns-tcp', protocol: 'TCP', port: 5353 }]),
@@ -145,7 +156,17 @@ describeNetns('TCP service proxy through EDGE-MESH next to kube-proxy', () => {
     await linkNetns(node, '10.244.1.1/24', pod, '10.244.1.2/24', { a6: 'fd00:244:1::1/64', b6: 'fd00:244:1::2/64' });
     await linkNetns(node, '10.244.2.1/24', be, '10.244.2.2/24', { a6: 'fd00:244:2::1/64', b6: 'fd00:244:2::2/64' });
     await pod.sh('ip route add default via 10.244.1.1 && ip -6 route add default via fd00:244:1::1');
-    await be.sh('ip addr add 10.244.2.3/24 dev $(ip -br link | grep -o "^vb[0-9a-f]*") && ip route add default via 10.244.2.1 && ip -6 route add default via fd00:244:2::1');
+    await be.sh(
+      [
+        'dev=$(ip -br link | grep -o "^vb[0-9a-f]*")',
+        'ip addr add 10.244.2.3/24 dev $dev',
+        'ip addr add 10.244.2.4/24 dev $dev',
+        'ip route add default via 10.244.2.1',
+        'ip -6 route add default via fd00:244:2::1',
+        // 10.244.2.4 swallows SYNs: a connect there can only time out.
+        'iptables-legacy -w -A INPUT -d 10.244.2.4 -p tcp --syn -j DROP',
+      ].join(' && '),
+    );
     await node.sh('sysctl -qw net.ipv4.ip_forward=1 && ip route add default via 10.244.1.2 && ip -6 route add default via fd00:244:1::2');
     // The proxy interface, made by the product code inside the node namespace.
     const iface = await node.run('node', [join(drivers, 'iface.mjs'), 'ensure', JSON.stringify({ addresses: ['169.254.96.16', 'fd00:e::16'] })]);
@@ -167,6 +188,8 @@ describeNetns('TCP service proxy through EDGE-MESH next to kube-proxy', () => {
         { kind: 'sink', host: 'fd00:244:2::2', port: 9090 },
         { kind: 'echo', host: '10.244.2.2', port: 5353 },
         { kind: 'banner', host: '10.244.2.2', port: 7070 },
+        { kind: 'echo', host: '10.244.2.2', port: 8081 },
+        { kind: 'echo', host: '10.244.2.3', port: 8081 },
       ]),
     ]);
     await new Promise<void>((resolve, reject) => {
@@ -272,6 +295,46 @@ describeNetns('TCP service proxy through EDGE-MESH next to kube-proxy', () => {
     const evs = eventsSince(n0);
     expect(evs.filter((e) => e.failovers === 1)).toHaveLength(10);
     expect(evs.every((e) => e.endpoint === '10.244.2.2:8080' && e.reason === 'eof')).toBe(true);
+  });
+
+  it('spreads connections over the endpoints round-robin, and keeps a client on one endpoint with ClientIP affinity', async () => {
+    const n0 = events.length;
+    expect(await client(pod, 'echo', { host: '10.10.0.12', port: 80, count: 10, concurrency: 1, size: 100 })).toMatchObject({ ok: 10 });
+    expect(await client(pod, 'echo', { host: '10.10.0.13', port: 80, count: 10, concurrency: 1, size: 100 })).toMatchObject({ ok: 10 });
+    await until(() => events.length >= n0 + 20, 2000);
+    const used = (svc: string) => {
+      const count = new Map<string, number>();
+      for (const e of eventsSince(n0).filter((x) => x.service === svc)) count.set(e.endpoint, (count.get(e.endpoint) ?? 0) + 1);
+      return Object.fromEntries(count);
+    };
+    expect(used('default/spread')).toEqual({ '10.244.2.2:8081': 5, '10.244.2.3:8081': 5 });
+    expect(Object.values(used('default/sticky'))).toEqual([10]);
+  });
+
+  it('fails over after the connect timeout (1 s) when an endpoint swallows SYNs', async () => {
+    const s0 = p4.stats();
+    const n0 = events.length;
+    expect(await client(pod, 'echo', { host: '10.10.0.14', port: 80, count: 4, concurrency: 1, size: 100 })).toMatchObject({ ok: 4, failed: 0 });
+    await until(() => events.length >= n0 + 4, 2000);
+    expect(p4.stats().failovers - s0.failovers).toBe(2);
+    const slow = eventsSince(n0).filter((e) => e.failovers === 1);
+    expect(slow).toHaveLength(2);
+    for (const e of slow) {
+      expect(e.endpoint).toBe('10.244.2.2:8081');
+      expect(e.durationMs).toBeGreaterThanOrEqual(950);
+      expect(e.durationMs).toBeLessThan(3000);
+    }
+  });
+
+  it('resets the client promptly when every endpoint refuses, reporting connect-failed with ECONNREFUSED', async () => {
+    const s0 = p4.stats();
+    const n0 = events.length;
+    const r = await client<{ how: string; code?: string; ms: number; data: number }>(pod, 'probe', { host: '10.10.0.15', port: 80 });
+    expect(r).toMatchObject({ how: 'error', code: 'ECONNRESET', data: 0 });
+    expect(r.ms).toBeLessThan(500);
+    await until(() => events.length > n0, 2000);
+    expect(eventsSince(n0)).toEqual([expect.objectContaining({ service: 'default/dead', reason: 'connect-failed', code: 'ECONNREFUSED', syscall: 'connect', failovers: 1 })]);
+    expect(p4.stats().ended.connectFailed - s0.ended.connectFailed).toBe(1);
   });
 
   it('serves 1 000 concurrent connections, and the fd count returns to its baseline afterwards', async () => {
