@@ -3,3 +3,7 @@ export * from './errors.js';
 export * from './rules.js';
 export * from './model.js';
 export * from './backends/types.js';
+export * from './proxy/routes.js';
+export * from './proxy/proxy.js';
+export * from './proxy/sockopt.js';
+export * from './proxy/iface.js';
