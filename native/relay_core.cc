@@ -424,31 +424,36 @@ class Worker {
   void Accepted(int fd, const SockAddr& peer) {
     auto& k = proxy_->counters();
     k.accepted.fetch_add(1, std::memory_order_relaxed);
-    if (k.active.load(std::memory_order_relaxed) >= cfg_.maxConnections) {
+    // Reserve the slot first: exact across workers (check-then-add could overshoot).
+    if (k.active.fetch_add(1, std::memory_order_relaxed) >= cfg_.maxConnections) {
+      k.active.fetch_sub(1, std::memory_order_relaxed);
       Refuse(fd, peer, nullptr, Refusal::kOverLimit, 0, nullptr);
       return;
     }
+    auto refuse = [&](const SockAddr* odst, Refusal why, int err, const char* call) {
+      k.active.fetch_sub(1, std::memory_order_relaxed);
+      Refuse(fd, peer, odst, why, err, call);
+    };
     SockAddr odst;
     int e = GetOriginalDstKnownFamily(fd, proxy_->LocalAddress().family(), &odst);
     if (e != 0) {
-      Refuse(fd, peer, nullptr, Refusal::kNoOriginalDst, e, "getsockopt");
+      refuse(nullptr, Refusal::kNoOriginalDst, e, "getsockopt");
       return;
     }
     if (IsSelf(fd, odst)) {
-      Refuse(fd, peer, &odst, Refusal::kLoop, 0, nullptr);
+      refuse(&odst, Refusal::kLoop, 0, nullptr);
       return;
     }
     proxy_->RefreshTable(&tableVersion_, &table_);
     const RouteEntry* route = table_ ? table_->Find(odst) : nullptr;
     if (!route) {
-      Refuse(fd, peer, &odst, Refusal::kNoRoute, 0, nullptr);
+      refuse(&odst, Refusal::kNoRoute, 0, nullptr);
       return;
     }
     if (route->endpoints.empty()) {
-      Refuse(fd, peer, &odst, Refusal::kNoEndpoints, 0, nullptr);
+      refuse(&odst, Refusal::kNoEndpoints, 0, nullptr);
       return;
     }
-    k.active.fetch_add(1, std::memory_order_relaxed);
     Conn* c = new Conn();
     c->id = proxy_->NextId();
     c->cfd = fd;
