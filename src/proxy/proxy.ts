@@ -191,6 +191,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> {
   private routes: RoutingTable = { routes: [] };
   private closing: Promise<void> | undefined;
   private lastStats: ProxyStats | undefined;
+  private refed = true;
 
   constructor(opts: TcpProxyOptions = {}) {
     super();
@@ -241,6 +242,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> {
       throw fromNative(e);
     }
     this.proxy.setRoutes(toNativeRoutes(this.routes));
+    if (!this.refed) this.proxy.unref();
     return this.proxy.address();
   }
 
@@ -271,13 +273,15 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> {
     this.proxy?.cancel(id);
   }
 
-  /** Lets the process exit while the proxy runs (like net.Server#unref). */
+  /** Lets the process exit while the proxy runs (like net.Server#unref); may be called before start(). */
   unref(): this {
+    this.refed = false;
     this.proxy?.unref();
     return this;
   }
 
   ref(): this {
+    this.refed = true;
     this.proxy?.ref();
     return this;
   }
