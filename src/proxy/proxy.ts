@@ -192,6 +192,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> {
   private closing: Promise<void> | undefined;
   private lastStats: ProxyStats | undefined;
   private refed = true;
+  private pushed = '';
 
   constructor(opts: TcpProxyOptions = {}) {
     super();
@@ -241,15 +242,27 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> {
     } catch (e) {
       throw fromNative(e);
     }
-    this.proxy.setRoutes(toNativeRoutes(this.routes));
+    this.push();
     if (!this.refed) this.proxy.unref();
     return this.proxy.address();
   }
 
-  /** Replaces the routing table (takes effect for the next accepted connection). */
+  /**
+   * Replaces the routing table (takes effect for the next accepted connection). An identical
+   * table is not pushed again, so round-robin positions survive no-op resyncs.
+   */
   updateRoutes(table: RoutingTable): void {
     this.routes = table;
-    this.proxy?.setRoutes(toNativeRoutes(table));
+    this.push();
+  }
+
+  private push(): void {
+    if (!this.proxy) return;
+    const routes = toNativeRoutes(this.routes);
+    const key = JSON.stringify(routes);
+    if (key === this.pushed) return;
+    this.proxy.setRoutes(routes);
+    this.pushed = key;
   }
 
   address(): ProxyAddress | undefined {
