@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -976,24 +977,37 @@ void Proxy::AffinityRecord(const RouteEntry& r, const SockAddr& client, int64_t 
   }
 }
 
+namespace {
+
+// A round trip to every worker: each runs a command on its own thread and checks in. State is
+// shared so that a caller that gave up waiting (a worker that died would be a bug) leaves
+// nothing dangling on its stack.
+struct RoundTrip {
+  std::mutex m;
+  std::condition_variable cv;
+  size_t acks = 0;
+  std::vector<ConnInfo> conns;
+  void Ack() {
+    std::lock_guard<std::mutex> g(m);
+    acks++;
+    cv.notify_all();
+  }
+  bool Wait(size_t n) {
+    std::unique_lock<std::mutex> lk(m);
+    return cv.wait_for(lk, std::chrono::seconds(5), [&] { return acks == n; });
+  }
+};
+
+}  // namespace
+
 void Proxy::StopAccepting() {
   std::lock_guard<std::mutex> life(lifeMu_);
   if (!accepting_ || stopped_) return;
   accepting_ = false;
-  std::mutex m;
-  std::condition_variable cv;
-  size_t acks = 0;
-  for (auto& w : workers_) {
-    w->PostStopAccept([&] {
-      std::lock_guard<std::mutex> g(m);
-      acks++;
-      cv.notify_all();
-    });
-  }
-  std::unique_lock<std::mutex> lk(m);
-  cv.wait(lk, [&] { return acks == workers_.size(); });
-  lk.unlock();
-  // No worker touches the listener any more: close it (refuses new connections at once).
+  auto rt = std::make_shared<RoundTrip>();
+  for (auto& w : workers_) w->PostStopAccept([rt] { rt->Ack(); });
+  if (!rt->Wait(workers_.size())) std::fprintf(stderr, "edgemesh relay: a worker did not stop accepting within 5 s\n");
+  // No worker touches the listener any more: close it (new connections are refused at once).
   CloseFd(&listenFd_);
 }
 
@@ -1005,22 +1019,20 @@ void Proxy::Cancel(uint64_t id) {
 
 std::vector<ConnInfo> Proxy::List() {
   std::lock_guard<std::mutex> life(lifeMu_);
-  std::vector<ConnInfo> all;
-  if (stopped_) return all;
-  std::mutex m;
-  std::condition_variable cv;
-  size_t acks = 0;
+  if (stopped_) return {};
+  auto rt = std::make_shared<RoundTrip>();
   for (auto& w : workers_) {
-    w->PostList([&](std::vector<ConnInfo>&& part) {
-      std::lock_guard<std::mutex> g(m);
-      for (auto& i : part) all.push_back(std::move(i));
-      acks++;
-      cv.notify_all();
+    w->PostList([rt](std::vector<ConnInfo>&& part) {
+      {
+        std::lock_guard<std::mutex> g(rt->m);
+        for (auto& i : part) rt->conns.push_back(std::move(i));
+      }
+      rt->Ack();
     });
   }
-  std::unique_lock<std::mutex> lk(m);
-  cv.wait(lk, [&] { return acks == workers_.size(); });
-  return all;
+  rt->Wait(workers_.size());
+  std::lock_guard<std::mutex> g(rt->m);
+  return rt->conns;
 }
 
 void Proxy::Shutdown() {
