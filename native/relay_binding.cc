@@ -173,10 +173,17 @@ class ProxyWrap : public Napi::ObjectWrap<ProxyWrap> {
       q->scheduled = false;
     }
     if (env == nullptr || cb.IsEmpty() || evs.empty()) return;
-    Napi::HandleScope scope(env);
-    Napi::Array arr = Napi::Array::New(env, evs.size());
-    for (size_t i = 0; i < evs.size(); i++) arr.Set(static_cast<uint32_t>(i), EventToJs(env, evs[i]));
-    cb.Call({arr});
+    // While the environment is being torn down (worker_thread terminate, process exit) a
+    // queued delivery can no longer run JS: node-addon-api then throws a C++ Napi::Error that
+    // must not escape into libuv (std::terminate). The TS handler catches its own errors, so
+    // this is the only way to get here; the events have nobody left to go to.
+    try {
+      Napi::HandleScope scope(env);
+      Napi::Array arr = Napi::Array::New(env, evs.size());
+      for (size_t i = 0; i < evs.size(); i++) arr.Set(static_cast<uint32_t>(i), EventToJs(env, evs[i]));
+      cb.Call({arr});
+    } catch (const Napi::Error&) {
+    }
   }
 
   static void CleanupHook(void* arg) {
