@@ -17,6 +17,7 @@ interface Reply {
   pid?: number;
   fds: number;
   lowestFree: number;
+  nofile?: [number, number];
   stats: { active: number; relayed: number; acceptBackoffs: number; acceptErrors: number };
   codes: Record<string, number>;
 }
@@ -64,7 +65,8 @@ describeNetns('TCP proxy under fd pressure and many connections', () => {
     const routes = [
       { ip: '10.10.0.10', port: 80, family: 4, protocol: 'TCP', service: 'default/echo', portName: '', endpoints: [{ ip: '127.0.0.1', port: 8080 }], endpointSet: 'ready', affinity: { clientIP: false, timeoutSeconds: 10800 } },
     ];
-    proxy = ns.spawn('node', [join(drivers, 'proxy.mjs'), JSON.stringify({ proxy: { address: '169.254.96.16', port: 40001, pipeIdleMs: 500 }, routes })], { stdio: ['pipe', 'pipe', 'inherit'] });
+    // Started with a low soft limit: start() must raise it as far as allowed (to the hard one).
+    proxy = ns.spawn('prlimit', ['--nofile=256:', 'node', join(drivers, 'proxy.mjs'), JSON.stringify({ proxy: { address: '169.254.96.16', port: 40001, pipeIdleMs: 500 }, routes })], { stdio: ['pipe', 'pipe', 'inherit'] });
     ready = await new Promise<Reply>((resolve, reject) => {
       createInterface({ input: proxy.stdout! }).on('line', (l) => {
         const r = JSON.parse(l) as Reply;
@@ -81,6 +83,12 @@ describeNetns('TCP proxy under fd pressure and many connections', () => {
 
   afterAll(async () => {
     await ns?.destroy();
+  });
+
+  it('raised RLIMIT_NOFILE at start as far as allowed (soft up to hard)', () => {
+    const [soft, hard] = ready.nofile!;
+    expect(hard).toBeGreaterThan(256);
+    expect(soft).toBe(hard);
   });
 
   it('backs off when accept() hits EMFILE, then serves the queued connections once descriptors are back', async () => {

@@ -55,7 +55,10 @@ function clusterState(): ClusterState {
     // Same backend, reached through the copy-mode proxy (its own DNAT rule, test only).
     service('default', 'web-copy', ['10.10.0.20'], [{ name: 'sink', protocol: 'TCP', port: 90, targetPort: 9090 }]),
     // Two live endpoints: round-robin spreads, ClientIP affinity sticks.
-    service('default', 'spread', ['10.10.0.12'], [{ name: '', protocol: 'TCP', port: 80, targetPort: 8081 }]),
+    service('default', 'spread', ['10.10.0.12'], [
+      { name: '', protocol: 'TCP', port: 80, targetPort: 8081 },
+      { name: 'random', protocol: 'TCP', port: 81, targetPort: 8081 }, // served by the random-selection proxy
+    ]),
     { ...service('default', 'sticky', ['10.10.0.13'], [{ name: '', protocol: 'TCP', port: 80, targetPort: 8081 }]), sessionAffinity: 'ClientIP', affinityTimeoutSeconds: 60 },
     // First endpoint black-holes SYNs (connect timeout), second answers.
     service('default', 'slow', ['10.10.0.14'], [{ name: '', protocol: 'TCP', port: 80, targetPort: 8081 }]),
@@ -99,6 +102,7 @@ const RULES_V4 = `*nat
 -A EDGE-MESH -d 10.10.0.0/16 -p tcp -m comment --comment "tcp service proxy" -j EDGE-MESH-TCP
 -A EDGE-MESH-TCP -d 10.10.0.20/32 -p tcp -m comment --comment "test only: copy-mode proxy" -j DNAT --to-destination 169.254.96.16:40002
 -A EDGE-MESH-TCP -d 10.10.0.30/32 -p tcp -m comment --comment "test only: limited proxy" -j DNAT --to-destination 169.254.96.16:40003
+-A EDGE-MESH-TCP -d 10.10.0.12/32 -p tcp -m tcp --dport 81 -m comment --comment "test only: random-selection proxy" -j DNAT --to-destination 169.254.96.16:40004
 -A EDGE-MESH-TCP -p tcp -m comment --comment "edgemesh tcp proxy" -j DNAT --to-destination 169.254.96.16:40001
 -I PREROUTING 1 -m comment --comment "edgemesh root chain" -j EDGE-MESH
 -I OUTPUT 1 -m comment --comment "edgemesh root chain" -j EDGE-MESH
@@ -146,7 +150,7 @@ async function until(cond: () => boolean, timeoutMs: number): Promise<boolean> {
 
 describeNetns('TCP service proxy through EDGE-MESH next to kube-proxy', () => {
   let node: Netns, pod: Netns, be: Netns;
-  let p4: TcpProxy, pCopy: TcpProxy, p6: TcpProxy, pLimited: TcpProxy;
+  let p4: TcpProxy, pCopy: TcpProxy, p6: TcpProxy, pLimited: TcpProxy, pRandom: TcpProxy;
   const events: ConnectionEvent[] = [];
   const eventsSince = (n: number) => events.slice(n);
 
@@ -207,7 +211,8 @@ describeNetns('TCP service proxy through EDGE-MESH next to kube-proxy', () => {
     pCopy = new TcpProxy({ netns: node.path, address: '169.254.96.16', port: 40002, mode: 'copy', idleTimeoutMs: 1500 });
     p6 = new TcpProxy({ netns: node.path, address: 'fd00:e::16', port: 40001 });
     pLimited = new TcpProxy({ netns: node.path, address: '169.254.96.16', port: 40003, maxConnections: 3, threads: 1 });
-    for (const p of [p4, pCopy, p6, pLimited]) {
+    pRandom = new TcpProxy({ netns: node.path, address: '169.254.96.16', port: 40004, selection: 'random', threads: 1 });
+    for (const p of [p4, pCopy, p6, pLimited, pRandom]) {
       p.on('connection', onEvent);
       p.start();
       p.updateRoutes(table);
@@ -215,7 +220,7 @@ describeNetns('TCP service proxy through EDGE-MESH next to kube-proxy', () => {
   }, 60_000);
 
   afterAll(async () => {
-    await Promise.all([p4?.close(0), pCopy?.close(0), p6?.close(0), pLimited?.close(0)]);
+    await Promise.all([p4?.close(0), pCopy?.close(0), p6?.close(0), pLimited?.close(0), pRandom?.close(0)]);
     await Promise.all([node?.destroy(), pod?.destroy(), be?.destroy()]);
   });
 
@@ -313,6 +318,17 @@ describeNetns('TCP service proxy through EDGE-MESH next to kube-proxy', () => {
     };
     expect(used('default/spread')).toEqual({ '10.244.2.2:8081': 5, '10.244.2.3:8081': 5 });
     expect(Object.values(used('default/sticky'))).toEqual([10]);
+  });
+
+  it('with selection "random", picks endpoints at random (both used, not in strict alternation)', async () => {
+    const n0 = events.length;
+    expect(await client(pod, 'echo', { host: '10.10.0.12', port: 81, count: 40, concurrency: 1, size: 100 })).toMatchObject({ ok: 40 });
+    const mine = () => eventsSince(n0).filter((e) => e.service === 'default/spread:random');
+    await until(() => mine().length >= 40, 2000);
+    const seq = mine().map((e) => e.endpoint);
+    expect(new Set(seq).size).toBe(2);
+    // Round-robin would alternate perfectly; 40 random picks do that with probability 2^-39.
+    expect(seq.some((e, i) => i > 0 && e === seq[i - 1])).toBe(true);
   });
 
   it('fails over after the connect timeout (1 s) when an endpoint swallows SYNs', async () => {

@@ -2,7 +2,7 @@
 // agent: fd limits, /proc/PID/fd). node proxy.mjs '{"proxy":{TcpProxyOptions},"routes":[ServiceRoute...]}'
 // Prints {"ready":true,"pid","fds"}; then answers stdin lines: "stats" -> {"stats","codes","fds"},
 // "close" -> closes, prints the final stats and exits.
-import { closeSync, openSync, readdirSync } from 'node:fs';
+import { closeSync, openSync, readdirSync, readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { TcpProxy } from '../../../dist/src/proxy/proxy.js';
 
@@ -34,7 +34,8 @@ const lowestFree = () => {
   }
 };
 const say = (x) => process.stdout.write(JSON.stringify(x) + '\n');
-say({ ready: true, pid: process.pid, fds: fds(), lowestFree: lowestFree() });
+const nofile = readFileSync('/proc/self/limits', 'utf8').split('\n').find((l) => l.startsWith('Max open files'))?.trim().split(/\s+/).slice(3, 5).map(Number);
+say({ ready: true, pid: process.pid, fds: fds(), lowestFree: lowestFree(), nofile });
 createInterface({ input: process.stdin }).on('line', async (line) => {
   if (line === 'stats') say({ stats: p.stats(), codes: { ...codes }, fds: fds(), lowestFree: lowestFree() });
   if (line === 'close') {
