@@ -7,6 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${SECS:-5}
+EVENTS=${EVENTS:-all}   # the proxy's per-connection events: all | failures | none
+IPERF=${IPERF:-1}       # 0: short connections only
 ROUNDS=${ROUNDS:-2}
 id=$$
 C=em-bc-$id P=em-bp-$id S=em-bs-$id
@@ -44,8 +46,8 @@ R
 ip netns exec $S iperf3 -s -p 5201 >/dev/null 2>&1 & pids+=($!)
 ip netns exec $S node test/netns/drivers/servers.mjs '[{"kind":"echo","host":"10.0.2.2","port":8080}]' >/dev/null 2>&1 & pids+=($!)
 routes='[{"ip":"10.10.0.10","port":5201,"endpoints":[{"ip":"10.0.2.2","port":5201}]},{"ip":"10.10.0.20","port":5201,"endpoints":[{"ip":"10.0.2.2","port":5201}]},{"ip":"10.10.0.10","port":8080,"endpoints":[{"ip":"10.0.2.2","port":8080}]},{"ip":"10.10.0.20","port":8080,"endpoints":[{"ip":"10.0.2.2","port":8080}]}]'
-ip netns exec $P node bench/proxy-run.mjs "{\"address\":\"169.254.96.16\",\"port\":40001,\"routes\":$routes}" >"$tmp/ours.out" 2>"$tmp/ours.err" & ours=$!; pids+=($ours)
-ip netns exec $P node bench/proxy-run.mjs "{\"address\":\"169.254.96.16\",\"port\":40002,\"mode\":\"copy\",\"routes\":$routes}" >"$tmp/copy.out" 2>"$tmp/copy.err" & copy=$!; pids+=($copy)
+ip netns exec $P node bench/proxy-run.mjs "{\"address\":\"169.254.96.16\",\"port\":40001,\"events\":\"$EVENTS\",\"routes\":$routes}" >"$tmp/ours.out" 2>"$tmp/ours.err" & ours=$!; pids+=($ours)
+ip netns exec $P node bench/proxy-run.mjs "{\"address\":\"169.254.96.16\",\"port\":40002,\"mode\":\"copy\",\"events\":\"$EVENTS\",\"routes\":$routes}" >"$tmp/copy.out" 2>"$tmp/copy.err" & copy=$!; pids+=($copy)
 cat >"$tmp/haproxy.cfg" <<H
 global
   maxconn 4000
@@ -80,6 +82,7 @@ run() { # name target port streams pid
   ' "$tmp/r.json" "$name" "$par" "$c0" "$c1" "$pid"
 }
 for round in $(seq 1 "$ROUNDS"); do
+  [ "$IPERF" = 1 ] || break
   for par in 1 4; do
     run direct 10.0.2.2 5201 $par
     run edgemesh-splice 10.10.0.10 5201 $par $ours

@@ -4,7 +4,7 @@
 import { TcpProxy } from '../dist/src/proxy/proxy.js';
 
 const o = JSON.parse(process.argv[2]);
-const p = new TcpProxy({ address: o.address, port: o.port, mode: o.mode ?? 'splice', threads: o.threads });
+const p = new TcpProxy({ address: o.address, port: o.port, mode: o.mode ?? 'splice', threads: o.threads, events: o.events ?? 'all' });
 let finished = 0;
 p.on('connection', () => finished++);
 p.start();

@@ -93,7 +93,7 @@ class ProxyWrap : public Napi::ObjectWrap<ProxyWrap> {
     }
     Napi::Object o = info[0].As<Napi::Object>();
     edgemesh::ProxyConfig cfg;
-    std::string selection, mode;
+    std::string selection, mode, events;
     uint64_t port = cfg.port, threads = static_cast<uint64_t>(cfg.threads), maxConn = cfg.maxConnections,
              cto = cfg.connectTimeoutMs, attempts = cfg.maxConnectAttempts, idle = cfg.idleTimeoutMs,
              pipeSize = cfg.pipeSize, backlog = static_cast<uint64_t>(cfg.backlog), copyBuf = cfg.copyBufferSize,
@@ -104,12 +104,15 @@ class ProxyWrap : public Napi::ObjectWrap<ProxyWrap> {
         !GetUint(o, "maxConnectAttempts", 64, &attempts) || !GetUint(o, "idleTimeoutMs", 1ull << 31, &idle) ||
         !GetUint(o, "pipeSize", 1u << 30, &pipeSize) || !GetUint(o, "backlog", 1u << 20, &backlog) ||
         !GetUint(o, "copyBufferSize", 1u << 26, &copyBuf) || !GetUint(o, "pipePoolMax", 1u << 20, &pool) || !GetUint(o, "pipeIdleMs", 1u << 30, &pipeIdle) ||
-        !GetString(o, "selection", false, &selection) || !GetString(o, "mode", false, &mode)) {
+        !GetString(o, "selection", false, &selection) || !GetString(o, "mode", false, &mode) ||
+        !GetString(o, "events", false, &events)) {
       return;
     }
     if (edgemesh::TypeFail(env, selection.empty() || selection == "round-robin" || selection == "random",
                            "selection must be 'round-robin' or 'random'") ||
-        edgemesh::TypeFail(env, mode.empty() || mode == "splice" || mode == "copy", "mode must be 'splice' or 'copy'")) {
+        edgemesh::TypeFail(env, mode.empty() || mode == "splice" || mode == "copy", "mode must be 'splice' or 'copy'") ||
+        edgemesh::TypeFail(env, events.empty() || events == "all" || events == "failures" || events == "none",
+                           "events must be 'all', 'failures' or 'none'")) {
       return;
     }
     cfg.port = static_cast<uint16_t>(port);
@@ -125,6 +128,9 @@ class ProxyWrap : public Napi::ObjectWrap<ProxyWrap> {
     cfg.pipeIdleMs = static_cast<uint32_t>(pipeIdle);
     cfg.selection = selection == "random" ? edgemesh::Selection::kRandom : edgemesh::Selection::kRoundRobin;
     cfg.mode = mode == "copy" ? edgemesh::RelayMode::kCopy : edgemesh::RelayMode::kSplice;
+    cfg.events = events == "none" ? edgemesh::EventFilter::kNone
+                 : events == "failures" ? edgemesh::EventFilter::kFailures
+                                        : edgemesh::EventFilter::kAll;
 
     queue_ = new EventQueue();
     EventQueue* q = queue_;

@@ -411,6 +411,7 @@ class Worker {
     k.ended[static_cast<int>(EndReason::kRefused)].fetch_add(1, std::memory_order_relaxed);
     SetLingerZero(fd);
     close(fd);
+    if (cfg_.events == EventFilter::kNone) return;
     ConnEvent ev;
     ev.id = proxy_->NextId();
     ev.client = peer.ToString();
@@ -814,6 +815,8 @@ class Worker {
     c->down.buf.reset();
     k.active.fetch_sub(1, std::memory_order_relaxed);
     k.ended[static_cast<int>(reason)].fetch_add(1, std::memory_order_relaxed);
+    dead_.push_back(c);
+    if (cfg_.events == EventFilter::kNone || (cfg_.events == EventFilter::kFailures && reason == EndReason::kEof)) return;
     ConnEvent ev;
     ev.id = c->id;
     ev.client = c->client.ToString();
@@ -829,7 +832,6 @@ class Worker {
     ev.failovers = c->failovers;
     ev.copied = c->up.copy || c->down.copy;
     events_.push_back(std::move(ev));
-    dead_.push_back(c);
   }
 
   void CancelId(uint64_t id) {

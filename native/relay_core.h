@@ -26,6 +26,8 @@ namespace edgemesh {
 
 enum class RelayMode { kSplice, kCopy };
 enum class Selection { kRoundRobin, kRandom };
+// Which connections produce a final event (counters always count everything).
+enum class EventFilter { kAll, kFailures, kNone };
 
 struct ProxyConfig {
   std::string address = "169.254.96.16";
@@ -45,6 +47,7 @@ struct ProxyConfig {
   uint32_t copyBufferSize = 64u << 10;
   uint32_t pipePoolMax = 512;  // idle pipes kept per worker
   uint32_t pipeIdleMs = 2000;  // a pooled pipe unused this long is closed
+  EventFilter events = EventFilter::kAll;
 };
 
 struct RouteEndpoint {

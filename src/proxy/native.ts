@@ -23,6 +23,7 @@ export interface NativeProxyConfig {
   copyBufferSize?: number;
   pipePoolMax?: number;
   pipeIdleMs?: number;
+  events?: 'all' | 'failures' | 'none';
 }
 
 export interface NativeRoute {

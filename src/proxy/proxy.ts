@@ -53,6 +53,12 @@ export interface TcpProxyOptions {
   mode?: 'splice' | 'copy';
   /** Pipe size asked with F_SETPIPE_SZ (default 1 MiB; the kernel may grant less). */
   pipeSize?: number;
+  /**
+   * Which connections emit a 'connection' event: all (default), failures (every end but a clean
+   * EOF, refusals included), none. Counters count everything either way; fewer events save the
+   * JS thread work per connection on short-connection-heavy nodes.
+   */
+  events?: 'all' | 'failures' | 'none';
   /** A pooled (empty, reusable) pipe unused this long is closed (default 2000 ms). */
   pipeIdleMs?: number;
   /** listen(2) backlog (default 4096). */
@@ -64,7 +70,7 @@ export type EndReason = NativeEndReason;
 export type ConnectionInfo = NativeConnInfo;
 export type Refusal = NativeRefusal;
 
-/** The one final event of every connection the proxy accepted. */
+/** The one final event of every connection the proxy accepted (see TcpProxyOptions.events). */
 export interface ConnectionEvent {
   id: number;
   /** "ip:port" / "[ip]:port" */
@@ -209,6 +215,9 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> {
     if (opts.selection !== undefined && opts.selection !== 'round-robin' && opts.selection !== 'random') {
       throw new ConfigError(`selection must be round-robin or random, got ${String(opts.selection)}`, 'selection');
     }
+    if (opts.events !== undefined && !['all', 'failures', 'none'].includes(opts.events)) {
+      throw new ConfigError(`events must be all, failures or none, got ${String(opts.events)}`, 'events');
+    }
     if (opts.mode !== undefined && opts.mode !== 'splice' && opts.mode !== 'copy') throw new ConfigError(`mode must be splice or copy, got ${String(opts.mode)}`, 'mode');
     this.opts = { ...opts };
   }
@@ -236,6 +245,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> {
           pipeSize: o.pipeSize ?? DEFAULTS.pipeSize,
           backlog: o.backlog ?? DEFAULTS.backlog,
           pipeIdleMs: o.pipeIdleMs ?? 2000,
+          events: o.events ?? 'all',
         },
         (events) => this.onEvents(events),
       );
