@@ -1,6 +1,8 @@
 // The seed's rule story end to end: the real agent CLI in a namespace holding real kube-proxy
 // rules, driven by a watched services directory, over each backend with the same expectations:
 // our hook first (rule 1, or priority dstnat-1 for nftables), the ignore RETURNs, the DNAT.
+import { rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, afterEach, beforeEach, expect, it } from 'vitest';
 import { describeNetns, Netns, destroyAllNetns } from '../helpers/netns.js';
 import { loadKubeProxyIptables } from '../helpers/fixtures.js';
@@ -190,7 +192,7 @@ for (const f of flavours) {
       expect(normalize(await dump())).toBe(before);
     });
 
-    it('a bad flag, CIDR or directory ends with a one-line error naming it, exit 2, and the tables untouched', async () => {
+    it('a bad flag, CIDR, directory, config file, environment value or manifest ends with a one-line error naming it, exit 2, and the tables untouched', async () => {
       await f.loadKubeProxy(ns);
       const before = normalize(await dump());
       for (const bad of [
@@ -203,6 +205,24 @@ for (const f of flavours) {
         expect(r.stderr.trim().split('\n'), r.stderr).toHaveLength(1);
         expect(r.stderr).toMatch(/--service-cidr|--bogus-flag|services-dir/);
       }
+      // a bad --config file, and a bad environment value
+      const cfg = join(dir.path, '..', `bad-config-${process.pid}.yaml`);
+      writeFileSync(cfg, 'serviceCidr: [10.10.0.0/16]\norderCheckPeriod: soon\n');
+      try {
+        const r1 = await ns.run(process.execPath, [CLI, 'run', '--config', cfg, '--services-dir', dir.path, '--once'], { allowFail: true });
+        expect(r1.code).toBe(2);
+        expect(r1.stderr.trim().split('\n')).toHaveLength(1);
+        expect(r1.stderr).toMatch(/orderCheckPeriod.*soon/);
+      } finally {
+        rmSync(cfg, { force: true });
+      }
+      const r2 = await ns.run(process.execPath, [CLI, ...args(['--once'])].filter((a, i, all) => a !== '--backend' && all[i - 1] !== '--backend'), {
+        allowFail: true,
+        env: { ...process.env, EDGEMESH_BACKEND: 'ipvs' },
+      });
+      expect(r2.code).toBe(2);
+      expect(r2.stderr.trim().split('\n')).toHaveLength(1);
+      expect(r2.stderr).toMatch(/EDGEMESH_BACKEND.*ipvs/);
       dir.write('broken.yaml', 'apiVersion: v1\nkind: Service\nmetadata: { name: x, namespace: y }\nspec: { clusterIP: 10.10.0.300 }\n');
       const r = await ns.run(process.execPath, [CLI, ...args(['--once'])], { allowFail: true });
       expect(r.code).toBe(2);
