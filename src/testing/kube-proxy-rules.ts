@@ -74,3 +74,31 @@ export function kubeProxyRestore(services: readonly KubeProxyService[], opts: { 
   }
   return ['*nat', ...decl, ...top, ...rules, 'COMMIT', ''].join('\n');
 }
+
+/**
+ * kube-proxy's nftables-mode rules for the services (pkg/proxy/nftables/proxier.go), to add to a
+ * loaded `ip kube-proxy` table: a service chain per port with the masquerade check and a numgen
+ * vmap over endpoint chains, each endpoint chain DNATing, and the service-ips map element.
+ */
+export function kubeProxyNft(services: readonly KubeProxyService[], opts: { clusterCidr?: string } = {}): string {
+  const clusterCidr = opts.clusterCidr ?? '10.0.0.0/8';
+  const lines: string[] = [];
+  for (const s of services) {
+    const proto = s.protocol ?? 'tcp';
+    const spn = `${s.namespace}/${s.name}/${proto}/${s.portName ?? ''}`;
+    const hash = (k: string) => chainName('KUBE-SVC-', k).slice('KUBE-SVC-'.length, 'KUBE-SVC-'.length + 8);
+    const svcChain = `service-${hash(spn)}-${spn}`;
+    lines.push(`add chain ip kube-proxy ${svcChain}`);
+    lines.push(`add rule ip kube-proxy ${svcChain} ip daddr ${s.clusterIP} ip saddr != ${clusterCidr} jump mark-for-masquerade`);
+    const eps = s.endpoints.map((ep) => {
+      const c = `endpoint-${hash(`${spn}__${ep.ip}/${ep.port}`)}-${spn}__${ep.ip}/${ep.port}`;
+      lines.push(`add chain ip kube-proxy ${c}`);
+      lines.push(`add rule ip kube-proxy ${c} ip saddr ${ep.ip} jump mark-for-masquerade`);
+      lines.push(`add rule ip kube-proxy ${c} meta l4proto ${proto} dnat to ${ep.ip}:${ep.port}`);
+      return c;
+    });
+    lines.push(`add rule ip kube-proxy ${svcChain} numgen random mod ${eps.length} vmap { ${eps.map((c, i) => `${i} : goto ${c}`).join(' , ')} }`);
+    lines.push(`add element ip kube-proxy service-ips { ${s.clusterIP} . ${proto} . ${s.port} : goto ${svcChain} }`);
+  }
+  return lines.join('\n') + '\n';
+}

@@ -9,11 +9,37 @@ import { describeNetns, Netns, linkNetns, destroyAllNetns } from '../helpers/net
 import { readFixture, IPTABLES_RESTORE_FIXTURE, IPTABLES_JUMPS_FIXTURE } from '../helpers/fixtures.js';
 import { startAgent, eventually, type AgentProcess } from '../helpers/agent.js';
 import { ServicesDir, serviceYaml, sliceYaml } from '../helpers/manifests.js';
-import { kubeProxyRestore } from '../../src/testing/kube-proxy-rules.js';
+import { kubeProxyNft, kubeProxyRestore, type KubeProxyService } from '../../src/testing/kube-proxy-rules.js';
+import { loadKubeProxyNftables } from '../helpers/nft-fixture.js';
 
 const drivers = join(dirname(fileURLToPath(import.meta.url)), 'drivers');
 
 type Backend = 'iptables-legacy' | 'iptables-nft' | 'nftables';
+
+interface Flavour {
+  /** --backend given to the agent. */
+  agent: Backend | 'auto';
+  /** kube-proxy's mode on the node. */
+  kubeProxy: 'legacy' | 'nft' | 'nftables';
+  /** The backend the agent must end up with. */
+  expect: Backend;
+}
+
+const FLAVOURS: Flavour[] = [
+  { agent: 'iptables-legacy', kubeProxy: 'legacy', expect: 'iptables-legacy' },
+  { agent: 'iptables-nft', kubeProxy: 'nft', expect: 'iptables-nft' },
+  { agent: 'nftables', kubeProxy: 'nft', expect: 'nftables' },
+  // auto, on each kube-proxy flavour
+  { agent: 'auto', kubeProxy: 'legacy', expect: 'iptables-legacy' },
+  { agent: 'auto', kubeProxy: 'nft', expect: 'iptables-nft' },
+  { agent: 'auto', kubeProxy: 'nftables', expect: 'nftables' },
+];
+
+/** kube-proxy's services on the node: the ignored coredns, and web (never used while we proxy it). */
+const KUBE_PROXY_SERVICES: KubeProxyService[] = [
+  { namespace: 'kube-system', name: 'coredns', portName: 'dns-tcp', clusterIP: '10.10.0.3', port: 53, endpoints: [{ ip: '10.244.1.10', port: 5353 }] },
+  { namespace: 'shop', name: 'web', clusterIP: '10.10.0.20', port: 80, endpoints: [{ ip: '10.244.1.10', port: 5353 }] },
+];
 
 /** A conversation: `n` messages 200 ms apart, each echoed; prints how many came back. */
 const TALK = `
@@ -36,8 +62,9 @@ fetch('http://127.0.0.1:' + process.argv[1] + '/metrics').then((r) => r.text()).
 });
 `;
 
-for (const backend of ['iptables-legacy', 'iptables-nft', 'nftables'] as Backend[]) {
-  describeNetns(`agent traffic with ${backend}`, () => {
+for (const f of FLAVOURS) {
+  const backend = f.expect;
+  describeNetns(`agent traffic with --backend ${f.agent} beside kube-proxy in ${f.kubeProxy === 'nftables' ? 'nftables' : `iptables (${f.kubeProxy})`} mode`, () => {
     let node: Netns;
     let pod: Netns;
     let be: Netns;
@@ -75,26 +102,26 @@ for (const backend of ['iptables-legacy', 'iptables-nft', 'nftables'] as Backend
         servers.on('exit', (c) => reject(new Error(`servers exited ${c}`)));
       });
 
-      // kube-proxy: the real dump plus its rules for the demo's ignored coredns (and for web,
-      // which must never be used while we proxy it).
-      const tool = backend === 'iptables-legacy' ? 'legacy' : 'nft';
-      await node.sh('nfacct add ct_state_invalid_dropped_pkts; nfacct add localhost_nps_accepted_pkts', { allowFail: true });
-      const strip = (t: string) => t.split('\n').filter((l) => !l.startsWith('#')).join('\n');
-      await node.run(`iptables-${tool}-restore`, ['--noflush', '-w'], { input: strip(readFixture(IPTABLES_RESTORE_FIXTURE)) });
-      await node.run(`iptables-${tool}-restore`, ['--noflush', '-w'], {
-        input: kubeProxyRestore([
-          { namespace: 'kube-system', name: 'coredns', portName: 'dns-tcp', clusterIP: '10.10.0.3', port: 53, endpoints: [{ ip: '10.244.1.10', port: 5353 }] },
-          { namespace: 'shop', name: 'web', clusterIP: '10.10.0.20', port: 80, endpoints: [{ ip: '10.244.1.10', port: 5353 }] },
-        ]),
-      });
-      await node.run(`iptables-${tool}-restore`, ['--noflush', '-w'], { input: strip(readFixture(IPTABLES_JUMPS_FIXTURE)) });
+      // kube-proxy: the real dump plus its rules for the ignored coredns (and for web, which
+      // must never be used while we proxy it).
+      if (f.kubeProxy === 'nftables') {
+        await loadKubeProxyNftables(node);
+        await node.run('nft', ['-f', '-'], { input: kubeProxyNft(KUBE_PROXY_SERVICES) });
+      } else {
+        const restore = `iptables-${f.kubeProxy}-restore`;
+        await node.sh('nfacct add ct_state_invalid_dropped_pkts; nfacct add localhost_nps_accepted_pkts', { allowFail: true });
+        const strip = (t: string) => t.split('\n').filter((l) => !l.startsWith('#')).join('\n');
+        await node.run(restore, ['--noflush', '-w'], { input: strip(readFixture(IPTABLES_RESTORE_FIXTURE)) });
+        await node.run(restore, ['--noflush', '-w'], { input: kubeProxyRestore(KUBE_PROXY_SERVICES) });
+        await node.run(restore, ['--noflush', '-w'], { input: strip(readFixture(IPTABLES_JUMPS_FIXTURE)) });
+      }
 
       dir = new ServicesDir();
       dir.write('coredns.yaml', serviceYaml({ namespace: 'kube-system', name: 'coredns', clusterIP: '10.10.0.3', labels: { 'k8s-app': 'kube-dns' }, ports: [{ name: 'dns-tcp', port: 53 }] }));
       dir.write('web.yaml', serviceYaml({ namespace: 'shop', name: 'web', clusterIP: '10.10.0.20', ports: [{ name: 'http', port: 80, targetPort: 'http' }] }) + '---\n' + sliceYaml('shop', 'web', ['10.244.1.10', '10.244.1.11'], 8080, { portName: 'http' }));
       dir.write('web6.yaml', serviceYaml({ namespace: 'shop', name: 'web6', clusterIP: 'fd00:10::20', ports: [{ port: 80, targetPort: 8080 }] }) + '---\n' + sliceYaml('shop', 'web6', ['fd00:244:1::10'], 8080, { addressType: 'IPv6' }));
       agent = startAgent(node, [
-        'run', '--backend', backend,
+        'run', '--backend', f.agent,
         '--service-cidr', '10.10.0.0/16', '--service-cidr', 'fd00:10::/112',
         '--proxy-addr', '169.254.96.16:40001', '--proxy-addr', '[fd00::96:16]:40001',
         '--services-dir', dir.path, '--metrics-addr', '127.0.0.1:0', '--drain-grace', '10s',
@@ -102,6 +129,8 @@ for (const backend of ['iptables-legacy', 'iptables-nft', 'nftables'] as Backend
       const line = await agent.waitFor((l) => typeof l.msg === 'string' && l.msg.startsWith('metrics and health on'), 15_000, 'metrics line');
       metricsPort = Number(line.port);
       await agent.waitFor((l) => typeof l.msg === 'string' && l.msg.startsWith('sync ('), 15_000, 'first sync');
+      const started = await agent.waitFor((l) => typeof l.msg === 'string' && l.msg.startsWith('agent started'), 1_000, 'start line');
+      expect(started.backend).toBe(f.expect);
     });
 
     afterAll(async () => {
