@@ -15,66 +15,6 @@ namespace {
 
 using namespace nft;
 
-// Like PromiseWorker, and a TxError rejects with code ETRANSACTION and its opIndex.
-template <typename Result>
-class NftWorker : public Napi::AsyncWorker {
- public:
-  using Work = std::function<Result()>;
-  using ToJs = std::function<Napi::Value(Napi::Env, Result&)>;
-  static Napi::Promise Run(Napi::Env env, const char* name, Work work, ToJs toJs) {
-    auto* w = new NftWorker(env, name, std::move(work), std::move(toJs));
-    Napi::Promise p = w->deferred_.Promise();
-    w->Queue();
-    return p;
-  }
-
- protected:
-  void Execute() override {
-    try {
-      result_ = work_();
-    } catch (const TxError& e) {
-      kind_ = 2;
-      msg_ = e.what();
-      opIndex_ = e.opIndex;
-    } catch (const SysError& e) {
-      kind_ = 1;
-      err_ = e;
-    } catch (const std::exception& e) {
-      kind_ = 1;
-      err_ = SysError(0, "", e.what(), "ENATIVE");
-    }
-  }
-  void OnOK() override {
-    Napi::Env env = Env();
-    if (kind_ == 1) {
-      deferred_.Reject(ToJsError(env, err_).Value());
-    } else if (kind_ == 2) {
-      Napi::Error e = Napi::Error::New(env, msg_);
-      e.Set("code", Napi::String::New(env, "ETRANSACTION"));
-      e.Set("errno", Napi::Number::New(env, 0));
-      e.Set("syscall", Napi::String::New(env, "nft_transaction"));
-      if (opIndex_ >= 0) e.Set("opIndex", Napi::Number::New(env, opIndex_));
-      deferred_.Reject(e.Value());
-    } else {
-      deferred_.Resolve(toJs_(env, result_));
-    }
-  }
-  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
-
- private:
-  NftWorker(Napi::Env env, const char* name, Work work, ToJs toJs)
-      : Napi::AsyncWorker(env, name), deferred_(Napi::Promise::Deferred::New(env)), work_(std::move(work)), toJs_(std::move(toJs)),
-        err_(0, "", "") {}
-  Napi::Promise::Deferred deferred_;
-  Work work_;
-  ToJs toJs_;
-  Result result_{};
-  int kind_ = 0;
-  SysError err_;
-  std::string msg_;
-  int opIndex_ = -1;
-};
-
 // Argument conversion: throws this to unwind to the entry point, which raises a TypeError.
 struct ArgError {
   std::string what;
@@ -300,7 +240,7 @@ std::string NetnsArg(const Napi::CallbackInfo& info, size_t i) {
 Napi::Value GenIdJs(const Napi::CallbackInfo& info) {
   return Guard(info, [&]() -> Napi::Value {
     std::string ns = NetnsArg(info, 0);
-    return NftWorker<uint32_t>::Run(
+    return PromiseWorker<uint32_t>::Run(
         info.Env(), "nftGenId", [ns] { return GetGenId(ns); }, [](Napi::Env env, uint32_t& g) -> Napi::Value { return Napi::Number::New(env, g); });
   });
 }
@@ -325,7 +265,7 @@ Napi::Value ReadJs(const Napi::CallbackInfo& info) {
       if (!wr.IsBoolean()) throw ArgError{"request.withRules must be a boolean"};
       req.withRules = wr.As<Napi::Boolean>().Value();
     }
-    return NftWorker<ReadResult>::Run(
+    return PromiseWorker<ReadResult>::Run(
         info.Env(), "nftRead", [req] { return Read(req); },
         [](Napi::Env env, ReadResult& r) -> Napi::Value {
           Napi::Object out = Napi::Object::New(env);
@@ -363,7 +303,7 @@ Napi::Value ApplyJs(const Napi::CallbackInfo& info) {
     for (uint32_t i = 0; i < ops.Length(); i++) req.ops.push_back(OpOf(ops.Get(i), i));
     Napi::Value ma = o.Get("maxAttempts");
     if (!ma.IsUndefined()) req.maxAttempts = Int(ma, "request.maxAttempts");
-    return NftWorker<ApplyResult>::Run(
+    return PromiseWorker<ApplyResult>::Run(
         info.Env(), "nftApply", [req] { return Apply(req); },
         [](Napi::Env env, ApplyResult& r) -> Napi::Value {
           Napi::Object out = Napi::Object::New(env);
@@ -381,7 +321,7 @@ Napi::Value DeleteTableJs(const Napi::CallbackInfo& info) {
     if (info.Length() < 3) throw ArgError{"nftDeleteTable(netns, family, table)"};
     uint8_t family = Family(info[1]);
     std::string table = Str(info[2], "table");
-    return NftWorker<bool>::Run(
+    return PromiseWorker<bool>::Run(
         info.Env(), "nftDeleteTable", [ns, family, table] { return DeleteTable(ns, family, table); },
         [](Napi::Env env, bool& b) -> Napi::Value { return Napi::Boolean::New(env, b); });
   });
@@ -390,7 +330,7 @@ Napi::Value DeleteTableJs(const Napi::CallbackInfo& info) {
 Napi::Value ListTablesJs(const Napi::CallbackInfo& info) {
   return Guard(info, [&]() -> Napi::Value {
     std::string ns = NetnsArg(info, 0);
-    return NftWorker<std::vector<TableName>>::Run(
+    return PromiseWorker<std::vector<TableName>>::Run(
         info.Env(), "nftListTables", [ns] { return ListTables(ns); },
         [](Napi::Env env, std::vector<TableName>& ts) -> Napi::Value {
           Napi::Array a = Napi::Array::New(env, ts.size());
@@ -412,7 +352,7 @@ Napi::Value RawRulesJs(const Napi::CallbackInfo& info) {
     uint8_t family = Family(info[1]);
     std::string table = Str(info[2], "table");
     std::string chain = Str(info[3], "chain");
-    return NftWorker<std::vector<RawRule>>::Run(
+    return PromiseWorker<std::vector<RawRule>>::Run(
         info.Env(), "nftRawRules", [ns, family, table, chain] { return RawRules(ns, family, table, chain); },
         [](Napi::Env env, std::vector<RawRule>& rs) -> Napi::Value {
           Napi::Array a = Napi::Array::New(env, rs.size());
@@ -436,7 +376,7 @@ Napi::Value ReadProcNetJs(const Napi::CallbackInfo& info) {
     std::string name = Str(info[1], "name");
     if (name.empty() || name.find('/') != std::string::npos || name[0] == '.') throw ArgError{"name must be a file name in /proc/net"};
     using R = std::pair<bool, std::string>;
-    return NftWorker<R>::Run(
+    return PromiseWorker<R>::Run(
         info.Env(), "readProcNet",
         [ns, name] {
           auto v = ReadProcNet(ns, name);

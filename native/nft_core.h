@@ -17,6 +17,8 @@
 #include <string>
 #include <vector>
 
+#include "syserror.h"
+
 namespace edgemesh {
 namespace nft {
 
@@ -109,10 +111,10 @@ struct ApplyResult {
   uint32_t genid = 0;
 };
 
-// A transaction rejected before anything was written. opIndex: the offending op, or -1.
-struct TxError : std::runtime_error {
-  int opIndex;
-  TxError(int idx, const std::string& msg) : std::runtime_error(msg), opIndex(idx) {}
+// A transaction rejected before anything was written (code ETRANSACTION). opIndex: the
+// offending op, or -1. A SysError, so the shared PromiseWorker reports it like libiptc's.
+struct TxError : SysError {
+  TxError(int idx, const std::string& msg) : SysError(0, "nft_transaction", msg, "ETRANSACTION") { opIndex = idx; }
 };
 
 struct TableName {

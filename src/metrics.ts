@@ -7,19 +7,13 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import type { SyncReport } from './reconciler.js';
 import type { SelectionCounts } from './desired.js';
 import type { DesiredRuleSet, Family } from './rules.js';
+import type { ProxyStats } from './proxy/proxy.js';
 
-/** What the metrics read from the proxy at scrape time (TcpProxy.stats() has this shape). */
-export interface ProxyCounters {
-  active: number;
-  total: number;
-  relayed: number;
-  bytesUp: number;
-  bytesDown: number;
-  failovers: number;
+/** What the metrics read from the proxies at scrape time: TcpProxy.stats(), summed over families. */
+export type ProxyCounters = Pick<ProxyStats, 'active' | 'total' | 'relayed' | 'bytesUp' | 'bytesDown' | 'failovers' | 'acceptErrors'> & {
   refused: Record<string, number>;
   ended: Record<string, number>;
-  acceptErrors: number;
-}
+};
 
 export interface MetricsSources {
   /** Selection counts of the current desired state. */
