@@ -39,6 +39,9 @@ RUN npx --no-install node-gyp rebuild -j 2 \
 # remaining run/test packages (iptables, iperf3, haproxy...) so that the run needs no network;
 # test.sh runs it again at start, where it finds everything present and only rebuilds.
 FROM build AS test
+# The whole source tree (README, deploy/, docs, the vendored kube-proxy fixtures) for the tests
+# that check them; build outputs and node_modules stay those of the build stage (.dockerignore).
+COPY . .
 RUN bash scripts/install.sh && rm -rf /var/lib/apt/lists/*
 CMD ["bash", "scripts/test.sh"]
 

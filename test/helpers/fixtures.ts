@@ -6,9 +6,12 @@ import type { Netns } from './netns.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
-/** ../shared/fixtures beside the repo (EDGEMESH_FIXTURES overrides). */
+/**
+ * ../shared/fixtures beside the repo, else the copy vendored in test/fixtures/kube-proxy (for
+ * containers and clones without shared/); EDGEMESH_FIXTURES overrides both.
+ */
 export function fixturesDir(): string {
-  const candidates = [process.env.EDGEMESH_FIXTURES, resolve(here, '..', '..', '..', 'shared', 'fixtures'), resolve(here, '..', 'fixtures')].filter(
+  const candidates = [process.env.EDGEMESH_FIXTURES, resolve(here, '..', '..', '..', 'shared', 'fixtures'), resolve(here, '..', 'fixtures', 'kube-proxy')].filter(
     (p): p is string => !!p,
   );
   for (const c of candidates) if (existsSync(join(c, 'kube-proxy-iptables-restore-TestOverallIPTablesRules.txt'))) return c;

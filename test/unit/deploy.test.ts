@@ -454,3 +454,16 @@ describe('Dockerfile', () => {
     }
   });
 });
+
+describe('vendored kube-proxy fixtures', () => {
+  it('test/fixtures/kube-proxy is an exact copy of ../shared/fixtures (when that is beside the repo)', () => {
+    const shared = join(root, '..', 'shared', 'fixtures');
+    if (!existsSync(shared)) {
+      console.warn('SKIPPED check: ../shared/fixtures is not beside this checkout');
+      return;
+    }
+    for (const f of readdirSync(shared)) {
+      expect(readFileSync(join(root, 'test', 'fixtures', 'kube-proxy', f), 'utf8'), f).toBe(readFileSync(join(shared, f), 'utf8'));
+    }
+  });
+});
