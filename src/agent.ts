@@ -10,10 +10,16 @@ import type { DesiredRuleSet, Family } from './rules.js';
 import { ClusterStore } from './sources/store.js';
 import { StaticSource } from './sources/static.js';
 import { EdgeMeshError } from './errors.js';
-import { AgentMetrics, MetricsServer } from './metrics.js';
+import { AgentMetrics, MetricsServer, type ProxyCounters } from './metrics.js';
+import { selectService } from './selection.js';
+import { computeRoutes } from './proxy/routes.js';
+import { TcpProxy, type ConnectionEvent } from './proxy/proxy.js';
+import { DEFAULT_PROXY_INTERFACE, ensureProxyInterface, removeProxyInterface } from './proxy/iface.js';
 
 export interface AgentOptions {
   log?: Logger;
+  /** Run the TCP proxy (default true); false: rules only (tools, tests of the control plane). */
+  proxy?: boolean;
   /** Work in this network namespace instead of our own (rules only; tests and tools). */
   netns?: string;
 }
@@ -44,12 +50,17 @@ export class Agent {
   metricsAddress: { address: string; port: number } | undefined;
   private readonly startedAt = Date.now();
   private source: Source | undefined;
+  private readonly withProxy: boolean;
+  /** One proxy per proxy address (family). */
+  readonly proxies: TcpProxy[] = [];
+  private routesGeneration = -1;
   private cache: { generation: number; sets: Map<Family, DesiredRuleSet> } | undefined;
   private unsubscribe: (() => void) | undefined;
   private started = false;
 
-  private constructor(config: AgentConfig, backendName: BackendName, backends: NatBackend[], log: Logger) {
+  private constructor(config: AgentConfig, backendName: BackendName, backends: NatBackend[], log: Logger, withProxy: boolean) {
     this.config = config;
+    this.withProxy = withProxy;
     this.backendName = backendName;
     this.backends = backends;
     this.log = log;
@@ -61,7 +72,7 @@ export class Agent {
       orderCheckPeriodMs: config.orderCheckPeriodMs,
       log,
     });
-    this.metrics = new AgentMetrics({ counts: () => this.counts, desired: () => this.desired() });
+    this.metrics = new AgentMetrics({ counts: () => this.counts, desired: () => this.desired(), proxy: () => this.proxyCounters() });
     this.reconciler.on('sync', (r) => this.metrics.observe(r));
     this.metrics.declareFamilies(backends.map((b) => b.family));
   }
@@ -74,7 +85,7 @@ export class Agent {
     const bopts: BackendOptions = { lockWaitMs: config.lockWaitMs, ...(opts.netns ? { netns: opts.netns } : {}) };
     const { name } = await resolveBackend(config.backend, families, log, bopts);
     const backends = families.map((f) => createBackend(name, f, bopts));
-    return new Agent(config, name, backends, log);
+    return new Agent(config, name, backends, log, opts.proxy ?? true);
   }
 
   /** The desired rule sets, or undefined until the sources have listed everything once. */
@@ -121,13 +132,79 @@ export class Agent {
     });
   }
 
-  /** Starts the source and the reconcile loop. A bad manifest at start throws ConfigError. */
+  /** The proxies' counters summed over families (undefined without a proxy). */
+  proxyCounters(): ProxyCounters | undefined {
+    if (this.proxies.length === 0) return undefined;
+    const sum = (a: Record<string, number>, b: Record<string, number>) => {
+      for (const [k, v] of Object.entries(b)) a[k] = (a[k] ?? 0) + v;
+      return a;
+    };
+    const out: ProxyCounters = { active: 0, total: 0, relayed: 0, bytesUp: 0, bytesDown: 0, failovers: 0, refused: {}, ended: {}, acceptErrors: 0 };
+    for (const p of this.proxies) {
+      const s = p.stats();
+      out.active += s.active;
+      out.total += s.total;
+      out.relayed += s.relayed;
+      out.bytesUp += s.bytesUp;
+      out.bytesDown += s.bytesDown;
+      out.failovers += s.failovers;
+      out.acceptErrors += s.acceptErrors;
+      sum(out.refused, s.refused);
+      sum(out.ended, s.ended);
+    }
+    return out;
+  }
+
+  /** Pushes the routing table to the proxies when the cluster state changed. */
+  private pushRoutes(): void {
+    if (this.proxies.length === 0 || !this.store.synced || this.store.generation === this.routesGeneration) return;
+    this.routesGeneration = this.store.generation;
+    const selection = this.config.selection;
+    const table = computeRoutes(this.store.snapshot(), (svc) => selectService(svc, selection).kind === 'proxied');
+    for (const p of this.proxies) p.updateRoutes(table);
+    this.log.debug({ routes: table.routes.length }, 'proxy routes updated');
+  }
+
+  private onConnection(ev: ConnectionEvent): void {
+    const failed = ev.failovers + (ev.reason === 'connect-failed' ? 1 : 0);
+    if (failed) this.metrics.connectFailures.inc(failed);
+    if (ev.reason === 'refused' || ev.reason === 'error' || ev.reason === 'connect-failed') {
+      this.log.debug({ client: ev.client, originalDst: ev.originalDst, service: ev.service, reason: ev.reason, refusal: ev.refusal, code: ev.code, syscall: ev.syscall }, `proxy connection ${ev.reason}`);
+    }
+  }
+
+  /** Creates edgemesh0 with the proxy addresses and starts one proxy per address. */
+  private async startProxies(): Promise<void> {
+    const c = this.config;
+    const kind = await ensureProxyInterface({ name: DEFAULT_PROXY_INTERFACE, addresses: c.proxyAddrs.map((a) => a.address) });
+    for (const addr of c.proxyAddrs) {
+      const proxy = new TcpProxy({
+        maxConnections: c.maxConnections || 1 << 30,
+        connectTimeoutMs: c.connectTimeoutMs,
+        idleTimeoutMs: c.idleTimeoutMs,
+        mode: c.proxyMode,
+        events: 'failures',
+      });
+      proxy.on('connection', (ev) => this.onConnection(ev));
+      proxy.on('error', (e) => this.log.error({ err: { message: e.message } }, `proxy: ${e.message}`));
+      const bound = proxy.start(addr.address, addr.port);
+      this.proxies.push(proxy);
+      this.log.info({ address: bound.address, port: bound.port, interface: DEFAULT_PROXY_INTERFACE, kind, mode: c.proxyMode }, `proxy listening on ${addr.family === 'ipv6' ? `[${bound.address}]` : bound.address}:${bound.port}`);
+    }
+  }
+
+  /** Starts the source, the proxies and the reconcile loop. A bad manifest at start throws ConfigError. */
   async start(): Promise<void> {
     if (this.started) return;
     this.started = true;
     this.source = await this.makeSource();
     await this.source.start();
-    this.unsubscribe = this.store.onChange(() => this.reconciler.requestSync('event'));
+    if (this.withProxy) await this.startProxies();
+    this.pushRoutes();
+    this.unsubscribe = this.store.onChange(() => {
+      this.pushRoutes();
+      this.reconciler.requestSync('event');
+    });
     if (this.config.metricsAddr) {
       const server = new MetricsServer(this.metrics, {
         ready: () => this.reconciler.stats.firstSyncDone,
@@ -168,17 +245,29 @@ export class Agent {
     }
   }
 
-  /** Stops the loop and the sources; removes our rules unless keepRules. */
-  async stop(opts: { keepRules?: boolean } = {}): Promise<CleanupOutcome[]> {
+  /**
+   * Stops, in the order that keeps traffic flowing: the loop and sources; then our rules go
+   * (new connections to proxied services fall back to kube-proxy's DNAT at once); then the
+   * proxies stop accepting and live connections get `drainGraceMs` to finish (their conntrack
+   * entries still point at the proxy address, so the interface stays until then); then the
+   * interface goes. With keepRules the rules and the interface stay for the next agent.
+   */
+  async stop(opts: { keepRules?: boolean; drainGraceMs?: number } = {}): Promise<CleanupOutcome[]> {
+    const keep = opts.keepRules ?? this.config.keepRulesOnExit;
     this.unsubscribe?.();
     await this.reconciler.stop();
-    await this.metricsServer?.close();
-    this.metricsServer = undefined;
     await this.source?.stop();
     this.source = undefined;
-    if (opts.keepRules ?? this.config.keepRulesOnExit) return [];
     const out: CleanupOutcome[] = [];
-    for (const b of this.backends) out.push(await b.cleanup());
+    if (!keep) for (const b of this.backends) out.push(await b.cleanup());
+    const grace = opts.drainGraceMs ?? this.config.drainGraceMs;
+    const live = this.proxyCounters()?.active ?? 0;
+    if (live > 0) this.log.info({ active: live, graceMs: grace }, `draining ${live} live connections (up to ${grace} ms)`);
+    await Promise.all(this.proxies.map((p) => p.close(grace)));
+    this.proxies.length = 0;
+    if (this.withProxy && !keep) await removeProxyInterface({ name: DEFAULT_PROXY_INTERFACE });
+    await this.metricsServer?.close();
+    this.metricsServer = undefined;
     return out;
   }
 }

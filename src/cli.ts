@@ -8,6 +8,7 @@ import { ConfigError, EdgeMeshError } from './errors.js';
 import { ALL_BACKENDS, createBackend, resolveBackend } from './backends/factory.js';
 import { renderOps } from './backends/listing.js';
 import { createLogger } from './logger.js';
+import { DEFAULT_PROXY_INTERFACE, removeProxyInterface } from './proxy/iface.js';
 import type { Logger } from './log.js';
 import type { SyncReport } from './reconciler.js';
 
@@ -76,7 +77,7 @@ async function status(config: AgentConfig, log: Logger): Promise<void> {
   }
 }
 
-/** `cleanup` removes what we own from the backend given, or from all three with `auto`. */
+/** `cleanup` removes what we own from the backend given, or from all three with `auto`, and the proxy interface. */
 async function cleanup(config: AgentConfig): Promise<void> {
   const names = config.backend === 'auto' ? ALL_BACKENDS : [config.backend];
   let total = 0;
@@ -86,6 +87,10 @@ async function cleanup(config: AgentConfig): Promise<void> {
       total += r.removed;
       if (r.removed) process.stdout.write(`${name} ${f}: removed ${r.removed}\n`);
     }
+  }
+  if (await removeProxyInterface({ name: DEFAULT_PROXY_INTERFACE })) {
+    total++;
+    process.stdout.write(`interface ${DEFAULT_PROXY_INTERFACE}: removed\n`);
   }
   process.stdout.write(total ? `cleanup done: ${total} objects removed\n` : 'cleanup done: nothing of ours was there\n');
 }

@@ -59,6 +59,9 @@ export interface AgentConfig {
   connectTimeoutMs: number;
   /** 0: no idle timeout. */
   idleTimeoutMs: number;
+  /** SIGTERM/SIGINT: grace for live connections. */
+  drainGraceMs: number;
+  proxyMode: 'splice' | 'copy';
   /** The --config file read, if any. */
   configFile: string | undefined;
 }
@@ -105,8 +108,10 @@ export const OPTIONS: readonly OptionDef[] = [
   { flag: 'service-proxy-filter-mode', key: 'serviceProxyFilterMode', kind: 'enum', values: SERVICE_PROXY_FILTER_MODES, default: 'None', help: 'ignore services that have (FilterIfLabelExists) or lack (FilterIfLabelDoesNotExists) the service-proxy-name label', commands: RUN },
   { flag: 'log-level', key: 'logLevel', kind: 'enum', values: LOG_LEVELS, default: 'info', env: 'EDGEMESH_LOG_LEVEL', help: 'log level', commands: ALL },
   { flag: 'max-connections', key: 'maxConnections', kind: 'int', arg: 'N', default: '10000', min: 0, help: 'proxy: concurrent connections (0: unlimited)', commands: RUN },
-  { flag: 'connect-timeout', key: 'connectTimeout', kind: 'duration', arg: 'DURATION', default: '5s', min: 1, help: 'proxy: timeout connecting to an endpoint', commands: RUN },
+  { flag: 'connect-timeout', key: 'connectTimeout', kind: 'duration', arg: 'DURATION', default: '1s', min: 1, help: 'proxy: timeout of one endpoint connect (then the next endpoint is tried)', commands: RUN },
   { flag: 'idle-timeout', key: 'idleTimeout', kind: 'duration', arg: 'DURATION', default: '30m', min: 0, help: 'proxy: close a connection idle this long (0: never)', commands: RUN },
+  { flag: 'drain-grace', key: 'drainGrace', kind: 'duration', arg: 'DURATION', default: '10s', min: 0, help: 'on SIGTERM/SIGINT: how long live proxied connections may finish before they are closed', commands: RUN },
+  { flag: 'proxy-mode', key: 'proxyMode', kind: 'enum', values: ['splice', 'copy'], default: 'splice', help: 'proxy: relay with splice(2) (zero copy) or read/write', commands: RUN },
 ];
 
 const BY_FLAG = new Map(OPTIONS.map((o) => [o.flag, o]));
@@ -465,6 +470,8 @@ export function loadConfig(options: LoadOptions = {}): AgentConfig {
     maxConnections: asInt(def('maxConnections'), get('maxConnections')),
     connectTimeoutMs: dur('connectTimeout'),
     idleTimeoutMs: dur('idleTimeout'),
+    drainGraceMs: dur('drainGrace'),
+    proxyMode: asEnum<'splice' | 'copy'>(def('proxyMode'), get('proxyMode')),
     configFile,
   };
 }
@@ -542,6 +549,8 @@ export function describeConfig(c: AgentConfig): Record<string, unknown> {
     maxConnections: c.maxConnections,
     connectTimeout: formatDuration(c.connectTimeoutMs),
     idleTimeout: formatDuration(c.idleTimeoutMs),
+    drainGrace: formatDuration(c.drainGraceMs),
+    proxyMode: c.proxyMode,
   };
 }
 

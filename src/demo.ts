@@ -39,6 +39,14 @@ s.on('timeout', () => { process.stdout.write('timeout'); process.exit(1); });
 s.on('error', (e) => { process.stdout.write('error: ' + e.code); process.exit(1); });
 `;
 
+/** Prints the agent's proxy and sync counters. */
+const METRICS_SCRIPT = `
+fetch('http://127.0.0.1:10251/metrics').then((r) => r.text()).then((t) => {
+  const keep = /^edgemesh_(proxy_connections_(total|relayed_total|active)|proxy_bytes_total|proxy_connections_refused_total|syncs_total|services|rules)[{ ]/;
+  process.stdout.write(t.split('\\n').filter((l) => keep.test(l) && !/ 0$/.test(l)).join('\\n') + '\\n');
+}, (e) => { process.stderr.write(String(e)); process.exit(1); });
+`;
+
 const SERVICES: { file: string; yaml: string }[] = [
   {
     file: 'kubernetes.yaml',
@@ -245,6 +253,10 @@ export async function runDemo(config: AgentConfig, say: Say): Promise<number> {
     }
     say('EDGE-MESH RETURN counters rose for coredns and grafana: kube-proxy DNATed them.\n');
     say('EDGE-MESH-TCP counted the web/api connections: they went to the edgemesh proxy.\n');
+
+    step("the agent's own counters (http://127.0.0.1:10251/metrics in the node namespace)");
+    const metrics = await node.run(process.execPath, ['-e', METRICS_SCRIPT], { allowFail: true });
+    say(metrics.stdout || `metrics not available: ${metrics.stderr.trim()}\n`);
 
     step('SIGTERM: the agent removes its rules and interface');
     agent.kill('SIGTERM');

@@ -44,8 +44,10 @@ describe('config: flags', () => {
       selection: { ignoreLabelSelectors: [], serviceProxyFilterMode: 'None', serviceProxyName: '' },
       logLevel: 'info',
       maxConnections: 10000,
-      connectTimeoutMs: 5000,
+      connectTimeoutMs: 1000,
       idleTimeoutMs: 1_800_000,
+      drainGraceMs: 10_000,
+      proxyMode: 'splice',
       configFile: undefined,
     });
     expect(DEFAULT_METRICS_ADDR).toBe('127.0.0.1:10251');
@@ -179,13 +181,13 @@ maxConnections: 500
       backend: 'nftables', serviceCidr: ['10.10.0.0/16'], proxyAddr: ['169.254.96.16:1'], servicesDir: '/d', metricsAddr: '127.0.0.1:1',
       once: true, minSyncPeriod: '2s', syncPeriod: '2m', orderCheckPeriod: '3s', lockWait: '4s', keepRulesOnExit: true,
       ignoreLabelSelector: ['a=b'], serviceProxyName: 'n', serviceProxyFilterMode: 'FilterIfLabelExists', logLevel: 'debug',
-      maxConnections: 7, connectTimeout: '6s', idleTimeout: '8s',
+      maxConnections: 7, connectTimeout: '6s', idleTimeout: '8s', drainGrace: '9s', proxyMode: 'copy',
     };
     const exclusive = ['config', 'kubeconfig', 'apiServer']; // config names the file; the other two exclude servicesDir
     for (const o of OPTIONS) if (!exclusive.includes(o.key)) expect(sample, o.key).toHaveProperty(o.key);
     files['/all.yaml'] = Object.entries(sample).map(([k, v]) => `${k}: ${JSON.stringify(v)}`).join('\n');
     const c = run(['--config', '/all.yaml']);
-    expect(c).toMatchObject({ backend: 'nftables', once: true, minSyncPeriodMs: 2000, syncPeriodMs: 120_000, orderCheckPeriodMs: 3000, lockWaitMs: 4000, keepRulesOnExit: true, logLevel: 'debug', maxConnections: 7, connectTimeoutMs: 6000, idleTimeoutMs: 8000 });
+    expect(c).toMatchObject({ backend: 'nftables', once: true, minSyncPeriodMs: 2000, syncPeriodMs: 120_000, orderCheckPeriodMs: 3000, lockWaitMs: 4000, keepRulesOnExit: true, logLevel: 'debug', maxConnections: 7, connectTimeoutMs: 6000, idleTimeoutMs: 8000, drainGraceMs: 9000, proxyMode: 'copy' });
     expect(c.metricsAddr).toEqual({ family: 'ipv4', address: '127.0.0.1', port: 1 });
     expect(c.selection).toMatchObject({ serviceProxyName: 'n', serviceProxyFilterMode: 'FilterIfLabelExists' });
     files['/kc.yaml'] = 'kubeconfig: /etc/kc\n';

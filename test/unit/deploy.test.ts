@@ -159,11 +159,6 @@ interface ConfigModule {
 // MERGE: the control branch brings src/config.ts with OPTIONS; until it is merged into this
 // branch, the keys below (its option table as of this writing) stand in, and the test that
 // compares them fails once both exist and drift apart. Delete this list after the merge.
-const OPTION_KEYS_UNTIL_MERGE = [
-  'config', 'backend', 'serviceCidr', 'proxyAddr', 'servicesDir', 'kubeconfig', 'apiServer', 'metricsAddr', 'once',
-  'minSyncPeriod', 'syncPeriod', 'orderCheckPeriod', 'lockWait', 'keepRulesOnExit', 'ignoreLabelSelector',
-  'serviceProxyName', 'serviceProxyFilterMode', 'logLevel', 'maxConnections', 'connectTimeout', 'idleTimeout',
-];
 const configTs = join(root, 'src', 'config.ts');
 async function configModule(): Promise<ConfigModule | undefined> {
   if (!existsSync(configTs)) return undefined;
@@ -323,12 +318,11 @@ describe('deploy/ manifests', () => {
   it('ConfigMap: every key is an option of `run`, and the agent\'s own loader accepts the file', async () => {
     const { text, values } = configYaml();
     const mod = await configModule();
-    const keys = mod ? mod.OPTIONS.map((o) => o.key) : OPTION_KEYS_UNTIL_MERGE;
-    if (!mod) console.warn('deploy.test: src/config.ts not in this tree yet; using OPTION_KEYS_UNTIL_MERGE');
+    if (!mod) throw new Error('src/config.ts is missing');
+    const keys = mod.OPTIONS.map((o) => o.key);
     for (const k of Object.keys(values)) expect(keys, `config key ${k}`).toContain(k);
     expect(Object.keys(values)).not.toContain('config');
     if (mod) {
-      expect([...keys].sort(), 'OPTION_KEYS_UNTIL_MERGE drifted from OPTIONS: delete it after the merge').toEqual([...OPTION_KEYS_UNTIL_MERGE].sort());
       expect(typeof mod.loadConfig).toBe('function');
       const cfg = mod.loadConfig!({ command: 'run', file: '/etc/edgemesh/config.yaml', env: { KUBERNETES_SERVICE_HOST: '10.96.0.1' }, readFile: () => text });
       const { port } = metricsHostPort();
