@@ -1,7 +1,7 @@
-// Security checks that need a namespace. The metrics/health endpoint binds to loopback by default:
-// the agent started with no --metrics-addr listens on 127.0.0.1:10251 and nowhere else, even on a
-// node with routable addresses. (The DaemonSet's capabilities are checked in test/unit/deploy.test.ts;
-// the no-open-relay checks arrive with the proxy.)
+// Security checks that need a namespace. With defaults, the agent listens on exactly two
+// sockets: the metrics/health endpoint on 127.0.0.1:10251 and the proxy on its link-local address
+// 169.254.96.16:40001 (on edgemesh0), nothing on a wildcard or the node's routable addresses.
+// (The DaemonSet's capabilities: test/unit/deploy.test.ts; no open relay: no-open-relay.test.ts.)
 import { afterAll, afterEach, expect, it } from 'vitest';
 import { describeNetns, linkNetns, Netns, destroyAllNetns } from '../helpers/netns.js';
 import { startAgent, eventually, type AgentProcess } from '../helpers/agent.js';
@@ -22,7 +22,7 @@ describeNetns('stress: security defaults', () => {
   });
   afterAll(destroyAllNetns);
 
-  it('with defaults, the metrics and health endpoint listens on 127.0.0.1:10251 only', async () => {
+  it('with defaults, metrics/health listen on 127.0.0.1:10251 and the proxy on 169.254.96.16:40001, nothing else', async () => {
     ns = await Netns.create('sec');
     // A routable address on the node, so that a wildcard bind would show.
     peer = await Netns.create('secpeer');
@@ -32,14 +32,15 @@ describeNetns('stress: security defaults', () => {
     // Only what the agent needs to run; the metrics address is left at its default.
     agent = startAgent(ns, ['run', '--backend', 'nftables', '--service-cidr', '10.10.0.0/16', '--services-dir', dir.path]);
     await agent.waitFor((l) => /metrics and health on/.test(String(l.msg)), 15_000, 'metrics listener');
+    await agent.waitFor((l) => /proxy listening/.test(String(l.msg)), 15_000, 'proxy listener');
     const { value } = await eventually(
       async () => (await ns!.run('ss', ['-Htln'])).stdout,
-      (s) => s.includes('127.0.0.1:10251'),
+      (s) => s.includes('127.0.0.1:10251') && s.includes('169.254.96.16:40001'),
       5_000,
       'listener',
     );
-    const listeners = value.split('\n').filter(Boolean).map((l) => l.trim().split(/\s+/)[3]);
-    expect(listeners).toEqual(['127.0.0.1:10251']);
+    const listeners = value.split('\n').filter(Boolean).map((l) => l.trim().split(/\s+/)[3]).sort();
+    expect(listeners).toEqual(['127.0.0.1:10251', '169.254.96.16:40001']);
     // It answers on loopback.
     const local = await ns.run('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', 'http://127.0.0.1:10251/healthz'], { allowFail: true });
     expect(local.stdout).toBe('200');
