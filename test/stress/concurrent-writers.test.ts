@@ -123,7 +123,7 @@ for (const backend of BACKENDS) {
       await eventually(() => fl.ours(ns!), (o) => isDesired(o, churn!.expected), 15_000, 'initial sync');
 
       // Both writers at once, bounded in time (and count, in the script).
-      const writer = ns.spawn('bash', ['-c', writerScript(backend, tmp, STRESS_SECONDS)], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+      const writer = ns.spawn('setpriv', ['--pdeathsig', 'KILL', '--', 'bash', '-c', writerScript(backend, tmp, STRESS_SECONDS)], { env, stdio: ['ignore', 'pipe', 'pipe'] });
       let out = '';
       writer.stdout!.on('data', (d: Buffer) => (out += d.toString()));
       const writerDone = new Promise<number | null>((r) => writer.on('exit', (c) => r(c)));

@@ -48,8 +48,8 @@ describeNetns('stress: no open relay through the running agent', () => {
     await linkNetns(node, '10.244.1.1/24', pod, '10.244.1.2/24');
     await pod.sh('ip route add default via 10.244.1.1');
     // A pod serving the real service, and node-local listeners a relay must never reach.
-    const servers = pod.spawn('node', [join(drivers, 'servers.mjs'), JSON.stringify([{ kind: 'echo', host: '10.244.1.2', port: 8080 }])]);
-    const nodeServers = node.spawn('node', [join(drivers, 'servers.mjs'), JSON.stringify([{ kind: 'banner', host: '127.0.0.1', port: 2222 }])]);
+    const servers = pod.spawn('setpriv', ['--pdeathsig', 'KILL', '--', 'node', join(drivers, 'servers.mjs'), JSON.stringify([{ kind: 'echo', host: '10.244.1.2', port: 8080 }])]);
+    const nodeServers = node.spawn('setpriv', ['--pdeathsig', 'KILL', '--', 'node', join(drivers, 'servers.mjs'), JSON.stringify([{ kind: 'banner', host: '127.0.0.1', port: 2222 }])]);
     for (const s of [servers, nodeServers]) {
       await new Promise<void>((res, rej) => {
         let out = '';
