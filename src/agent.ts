@@ -9,7 +9,6 @@ import { Reconciler, type SyncReport } from './reconciler.js';
 import type { DesiredRuleSet, Family } from './rules.js';
 import { ClusterStore } from './sources/store.js';
 import { StaticSource } from './sources/static.js';
-import { KubeSource, makeKubeConfig } from './sources/kube.js';
 import { EdgeMeshError } from './errors.js';
 import { AgentMetrics, MetricsServer, type ProxyCounters } from './metrics.js';
 import { selectService } from './selection.js';
@@ -109,7 +108,9 @@ export class Agent {
     return map;
   }
 
-  private makeSource(): Source {
+  // The Kubernetes source (and @kubernetes/client-node, ~1 s of module loading on a small node)
+  // is imported only when used: a static-source agent restarts and converges in well under 2 s.
+  private async makeSource(): Promise<Source> {
     const src = this.config.source;
     const log = this.log;
     if (src.kind === 'static') {
@@ -122,6 +123,7 @@ export class Agent {
       });
     }
     if (src.kind === 'none') throw new EdgeMeshError('ECONFIG', 'no source of services configured (--services-dir, --kubeconfig or --api-server)');
+    const { KubeSource, makeKubeConfig } = await import('./sources/kube.js');
     return new KubeSource({
       kubeConfig: makeKubeConfig(src),
       store: this.store,
@@ -195,7 +197,7 @@ export class Agent {
   async start(): Promise<void> {
     if (this.started) return;
     this.started = true;
-    this.source = this.makeSource();
+    this.source = await this.makeSource();
     await this.source.start();
     if (this.withProxy) await this.startProxies();
     this.pushRoutes();
@@ -226,7 +228,7 @@ export class Agent {
 
   /** One full sync: waits for the sources' first complete list (bounded), writes, returns the report. */
   async once(timeoutMs = 30_000): Promise<SyncReport> {
-    this.source = this.makeSource();
+    this.source = await this.makeSource();
     await this.source.start();
     try {
       let timer: NodeJS.Timeout | undefined;

@@ -11,6 +11,7 @@
 // the single truth for parsing, the config file keys, the environment and `--help`.
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
+import { flowDepth, MAX_YAML_FLOW_DEPTH } from './sources/manifests.js';
 import { BACKEND_NAMES } from './backends/types.js';
 import { ConfigError } from './errors.js';
 import { cidrsOverlap, formatHostPortText, NetParseError, parseCidr, parseHostPort, type HostPort, type ParsedCidr } from './net.js';
@@ -171,7 +172,13 @@ export interface LoadOptions {
 export type ParsedArgs = { command: 'help'; help: string } | { command: Command; config: AgentConfig };
 
 const fail = (origin: string, value: unknown, problem: string, field: string): never => {
-  const shown = typeof value === 'string' ? ` "${value}"` : value === undefined ? '' : ` ${JSON.stringify(value)}`;
+  let json: string;
+  try {
+    json = JSON.stringify(value) ?? String(value);
+  } catch {
+    json = '(a self-referencing value)'; // a recursive YAML alias
+  }
+  const shown = typeof value === 'string' ? ` "${value}"` : value === undefined ? '' : ` ${json}`;
   throw new ConfigError(`${origin}${shown}: ${problem}`, field);
 };
 
@@ -244,8 +251,9 @@ function fileLayer(path: string, readFile: (p: string) => string): Layer {
     throw new ConfigError(`--config "${path}": ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, 'config', { cause: e });
   }
   let doc: unknown;
+  if (flowDepth(text, MAX_YAML_FLOW_DEPTH) > MAX_YAML_FLOW_DEPTH) throw new ConfigError(`--config "${path}": invalid YAML: [ ] / { } nested deeper than ${MAX_YAML_FLOW_DEPTH} levels`, 'config');
   try {
-    doc = parseYaml(text, { prettyErrors: false });
+    doc = parseYaml(text, { prettyErrors: false, logLevel: 'error' });
   } catch (e) {
     throw new ConfigError(`--config "${path}": invalid YAML: ${(e as Error).message.split('\n')[0]}`, 'config', { cause: e });
   }

@@ -39,10 +39,24 @@ export class TransactionError extends EdgeMeshError {
 }
 
 /** Bad user input: a flag, a config field, a CIDR, a manifest. The message names the problem in one line. */
+/** Longest ConfigError message; longer ones are cut (the start names the file, field and problem). */
+export const MAX_CONFIG_MESSAGE = 500;
+
+/**
+ * One line of bounded length: line breaks become spaces, any run of 120+ non-blank characters (a
+ * 1 MB label value echoed back, a JSON dump) keeps its first 60 and says how long it was.
+ */
+export function oneLine(message: string, max = MAX_CONFIG_MESSAGE): string {
+  let m = message.replace(/\s*[\r\n]+\s*/g, ' ').replace(/\S{120,}/g, (run) => `${run.slice(0, 60)}...(${run.length} characters)`);
+  if (m.length > max) m = `${m.slice(0, max - 3)}...`;
+  return m;
+}
+
 export class ConfigError extends EdgeMeshError {
   readonly field: string | undefined;
+  /** The message is made one line of bounded length (oneLine): it ends up as the CLI's single error line. */
   constructor(message: string, field?: string, options?: { cause?: unknown }) {
-    super('ECONFIG', message, options);
+    super('ECONFIG', oneLine(message), options);
     this.field = field;
   }
 }

@@ -209,7 +209,7 @@ export class Reconciler extends EventEmitter {
       {
         reason: r.reason,
         durationMs: Math.round(r.durationMs),
-        changes: changed.map((o) => ({ family: o.family, added: o.added, removed: o.removed, orderRepairs: o.orderRepairs, ops: o.ops.length, attempts: o.apply?.attempts })),
+        changes: changed.map((o) => ({ family: o.family, added: o.added, removed: o.removed, orderRepairs: o.orderRepairs, ops: o.ops.length, attempts: o.apply?.attempts, lockWaitMs: o.apply?.lockWaitMs })),
       },
       `sync (${r.reason}) wrote ${parts.join('; ')}`,
     );

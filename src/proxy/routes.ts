@@ -9,8 +9,14 @@
 // - only the first address of an endpoint is used;
 // - cluster traffic goes to ready endpoints; when none is ready, to endpoints that are serving
 //   and terminating; otherwise the Service has no endpoints (the proxy resets the client);
-// - Endpoints-derived slices count only when the Service has no EndpointSlice.
+// - Endpoints-derived slices count only when the Service has no EndpointSlice;
+// - an endpoint address Kubernetes' API validation refuses (ValidateEndpointIP: unspecified,
+//   loopback, link-local unicast, link-local multicast; IPv4-mapped forms included) is never a
+//   relay target: the proxy runs in the node's network namespace, and such an endpoint (written
+//   in a services dir or served by a lax API) would let a pod reach the node's loopback-only
+//   listeners, or the proxy itself, through a ClusterIP.
 import { isIP } from 'node:net';
+import { parseIp } from '../net.js';
 import type { ClusterState, EndpointSliceInfo, ServiceInfo, ServiceKey, ServicePortInfo } from '../model.js';
 
 export interface RouteEndpoint {
@@ -69,6 +75,27 @@ function compareEndpoints(a: RouteEndpoint, b: RouteEndpoint): number {
   return a.ip < b.ip ? -1 : a.ip > b.ip ? 1 : a.port - b.port;
 }
 
+/** True for addresses Kubernetes refuses as endpoints (see the header); unparsable counts as special. */
+export function isSpecialEndpointAddress(text: string): boolean {
+  let ip;
+  try {
+    ip = parseIp(text);
+  } catch {
+    return true;
+  }
+  let v = ip.value;
+  if (ip.family === 'ipv6') {
+    if (v >> 32n === 0xffffn) v &= 0xffffffffn; // ::ffff:a.b.c.d is a.b.c.d
+    else {
+      return v === 0n || v === 1n || v >> 118n === 0x3fan /* fe80::/10 */ || v >> 112n === 0xff02n;
+    }
+  }
+  const a = Number(v >> 24n);
+  const ab = Number(v >> 16n);
+  const abc = Number(v >> 8n);
+  return v === 0n || a === 127 || ab === 0xa9fe /* 169.254/16 */ || abc === 0xe00000 /* 224.0.0/24 */;
+}
+
 function endpointsFor(sp: ServicePortInfo, slices: EndpointSliceInfo[], family: 4 | 6): Pick<ServiceRoute, 'endpoints' | 'endpointSet'> {
   const ready = new Map<string, RouteEndpoint>();
   const fallback = new Map<string, RouteEndpoint>();
@@ -77,7 +104,7 @@ function endpointsFor(sp: ServicePortInfo, slices: EndpointSliceInfo[], family: 
     if (port === undefined || port < 1 || port > 65535) continue;
     for (const ep of slice.endpoints) {
       const ip = ep.addresses[0];
-      if (ip === undefined || familyOf(ip) !== family) continue;
+      if (ip === undefined || familyOf(ip) !== family || isSpecialEndpointAddress(ip)) continue;
       const e = { ip, port };
       const k = `${ip}|${port}`;
       if (ep.ready) ready.set(k, e);

@@ -15,6 +15,42 @@ export interface ManifestObjects {
   skipped: string[];
 }
 
+/** Deepest flow nesting ([ and {) accepted in YAML. Kubernetes objects need a handful of levels. */
+export const MAX_YAML_FLOW_DEPTH = 64;
+
+/**
+ * The deepest [ / { nesting in YAML text, outside quoted scalars and comments. The yaml parser
+ * takes time quadratic in the depth of an unclosed flow collection (80 KB of "[" took 26 s,
+ * blocking the agent's event loop) and recurses per level; such text is refused before parsing.
+ */
+export function flowDepth(text: string, stopAt = Infinity): number {
+  let depth = 0;
+  let max = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x5b || c === 0x7b) {
+      if (++depth > max) max = depth;
+      if (max > stopAt) return max;
+    } else if (c === 0x5d || c === 0x7d) {
+      if (depth > 0) depth--;
+    } else if (c === 0x22 || c === 0x27) {
+      // a quoted scalar: skip to its end ("" escapes with \, '' doubles the quote)
+      for (i++; i < text.length; i++) {
+        const d = text.charCodeAt(i);
+        if (c === 0x22 && d === 0x5c) i++;
+        else if (d === c) {
+          if (c === 0x27 && text.charCodeAt(i + 1) === 0x27) i++;
+          else break;
+        }
+      }
+    } else if (c === 0x23 && (i === 0 || /\s/.test(text[i - 1]!))) {
+      const nl = text.indexOf('\n', i);
+      i = nl < 0 ? text.length : nl;
+    }
+  }
+  return max;
+}
+
 /** Throws ConfigError with a one-line reason; `name` is used in JSON/YAML syntax errors. */
 export function parseManifests(text: string, name: string): ManifestObjects {
   const docs: unknown[] = [];
@@ -22,13 +58,28 @@ export function parseManifests(text: string, name: string): ManifestObjects {
     try {
       docs.push(JSON.parse(text));
     } catch (e) {
-      throw new ConfigError(`invalid JSON: ${(e as Error).message}`);
+      throw new ConfigError(`invalid JSON: ${e instanceof RangeError ? 'nested too deeply' : (e as Error).message}`);
     }
   } else {
-    for (const [i, doc] of parseAllDocuments(text).entries()) {
+    // yaml throws (not reports) on some inputs: an alias bomb ("Excessive alias count"), an alias
+    // without its anchor, nesting deep enough to exhaust the stack. All are bad files, not crashes.
+    const why = (e: unknown): string => (e instanceof RangeError ? 'nested too deeply' : String((e as Error)?.message ?? e).split('\n')[0]!);
+    if (flowDepth(text, MAX_YAML_FLOW_DEPTH) > MAX_YAML_FLOW_DEPTH) throw new ConfigError(`invalid YAML: [ ] / { } nested deeper than ${MAX_YAML_FLOW_DEPTH} levels`);
+    let parsed: ReturnType<typeof parseAllDocuments>;
+    try {
+      // logLevel error: no process warnings (collection keys) on the agent's stderr.
+      parsed = parseAllDocuments(text, { logLevel: 'error' });
+    } catch (e) {
+      throw new ConfigError(`invalid YAML: ${why(e)}`);
+    }
+    for (const [i, doc] of [...parsed].entries()) {
       const err = doc.errors[0];
       if (err) throw new ConfigError(`invalid YAML in document ${i + 1}: ${err.message.split('\n')[0]}`);
-      docs.push(doc.toJS());
+      try {
+        docs.push(doc.toJS({ maxAliasCount: 100 }));
+      } catch (e) {
+        throw new ConfigError(`invalid YAML in document ${i + 1}: ${why(e)}`);
+      }
     }
   }
   const out: ManifestObjects = { services: [], endpointSlices: [], endpoints: [], skipped: [] };

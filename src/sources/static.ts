@@ -26,6 +26,11 @@ export interface StaticSourceOptions {
   store: ClusterStore;
   /** Quiet time after a watch event before rescanning. Default 100 ms. */
   debounceMs?: number;
+  /**
+   * Longest delay of a rescan while events keep coming (a trailing-only debounce never fires for
+   * a directory written more often than debounceMs). Default 500 ms.
+   */
+  maxDelayMs?: number;
   /** Periodic rescan. Default 5000 ms; 0 disables. */
   rescanIntervalMs?: number;
   /** A file (or the directory) could not be used; reported once per distinct problem. */
@@ -63,6 +68,8 @@ export class StaticSource {
   private readonly files = new Map<string, FileState>();
   private watcher: FSWatcher | undefined;
   private debounce: NodeJS.Timeout | undefined;
+  /** When the first event of the pending debounce arrived. */
+  private debounceSince = 0;
   private interval: NodeJS.Timeout | undefined;
   private scanning: Promise<ScanResult> | undefined;
   private rescanQueued = false;
@@ -71,7 +78,7 @@ export class StaticSource {
   private readonly duplicateErrors = new Map<string, string>();
 
   constructor(options: StaticSourceOptions) {
-    this.opts = { debounceMs: 100, rescanIntervalMs: 5000, ...options };
+    this.opts = { debounceMs: 100, maxDelayMs: 500, rescanIntervalMs: 5000, ...options };
   }
 
   /** First scan (ConfigError when the directory is missing or unreadable), then watching. */
@@ -147,11 +154,17 @@ export class StaticSource {
 
   private schedule(): void {
     if (this.stopped) return;
-    if (this.debounce) clearTimeout(this.debounce);
+    const now = Date.now();
+    if (this.debounce) {
+      // Events keep coming: push the rescan back, but never past maxDelayMs after the first one.
+      if (now - this.debounceSince >= this.opts.maxDelayMs) return;
+      clearTimeout(this.debounce);
+    } else this.debounceSince = now;
+    const wait = Math.min(this.opts.debounceMs, Math.max(0, this.debounceSince + this.opts.maxDelayMs - now));
     this.debounce = setTimeout(() => {
       this.debounce = undefined;
       void this.rescan();
-    }, this.opts.debounceMs);
+    }, wait);
   }
 
   private report(path: string, message: string): void {

@@ -8,6 +8,7 @@ import type { Netns } from './netns.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const CLI = resolve(root, 'dist', 'src', 'cli.js');
+export const HAVE_SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].some((p) => existsSync(p));
 
 export function assertBuilt(): void {
   if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run "bash scripts/install.sh" (it builds the addon and the TypeScript)`);
@@ -27,7 +28,11 @@ export interface AgentProcess {
 
 export function startAgent(ns: Netns, args: string[], env: NodeJS.ProcessEnv = {}): AgentProcess {
   assertBuilt();
-  const child = ns.spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  // setpriv execs the agent with PR_SET_PDEATHSIG=KILL: if the test process dies (a killed
+  // vitest run), the agent dies with it instead of running on in a leftover namespace. The PID
+  // stays the agent's own (ip netns exec and setpriv both exec), so kill -9 still reaches it.
+  const [cmd, argv] = HAVE_SETPRIV ? ['setpriv', ['--pdeathsig', 'KILL', '--', process.execPath, CLI, ...args]] : [process.execPath, [CLI, ...args]];
+  const child = ns.spawn(cmd, argv, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   const logs: Record<string, unknown>[] = [];
   const waiters: { pred: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }[] = [];
   let buf = '';

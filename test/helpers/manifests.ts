@@ -44,8 +44,7 @@ addressType: ${opts.addressType ?? 'IPv4'}
 ports:
 - port: ${port}
   protocol: TCP${opts.portName ? `\n  name: ${opts.portName}` : ''}
-endpoints:
-${addresses.length ? eps : '[]'}
+endpoints:${addresses.length ? `\n${eps}` : ' []'}
 `;
 }
 

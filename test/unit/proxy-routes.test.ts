@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { computeRoutes, resolveTargetPort } from '../../src/proxy/routes.js';
+import { computeRoutes, isSpecialEndpointAddress, resolveTargetPort } from '../../src/proxy/routes.js';
 import type { ClusterState, EndpointInfo, EndpointSliceInfo, ServiceInfo, ServicePortInfo } from '../../src/model.js';
 
 const all = () => true;
@@ -90,6 +90,18 @@ describe('computeRoutes', () => {
     const r = computeRoutes(st, all).routes[0]!;
     expect(r.endpointSet).toBe('serving-terminating');
     expect(r.endpoints.map((e) => e.ip)).toEqual(['10.244.1.2']);
+  });
+
+  it('never routes to an endpoint address Kubernetes refuses (loopback, link-local, unspecified; mapped forms too): no pivot to node-local ports', () => {
+    const st = state(
+      [svc('evil', { ports: [port(80)] })],
+      [slice('evil', { endpoints: [ep('127.0.0.1'), ep('169.254.96.16'), ep('0.0.0.0'), ep('10.244.1.5')] })],
+    );
+    expect(computeRoutes(st, all).routes[0]!.endpoints).toEqual([{ ip: '10.244.1.5', port: 80 }]);
+    const only = state([svc('evil', { ports: [port(80)] })], [slice('evil', { endpoints: [ep('127.0.0.53')] })]);
+    expect(computeRoutes(only, all).routes[0]).toMatchObject({ endpoints: [], endpointSet: 'none' });
+    for (const a of ['::1', '::', 'fe80::1', 'ff02::1', '::ffff:127.0.0.1', '224.0.0.1', '127.1.2.3']) expect(isSpecialEndpointAddress(a), a).toBe(true);
+    for (const a of ['10.244.1.2', 'fd00::1', '::ffff:10.0.0.1', '192.168.0.2', '1.2.3.4']) expect(isSpecialEndpointAddress(a), a).toBe(false);
   });
 
   it('keeps a route with no endpoints so the proxy can reset the client (and count it)', () => {

@@ -178,4 +178,23 @@ describe('static source', () => {
     writeFileSync(join(dir, 'c.yaml'), service('c', '10.10.0.3'));
     await until(() => JSON.stringify(ips(store)) === JSON.stringify({ c: '10.10.0.3' }));
   });
+  it('a directory written more often than the debounce is still rescanned, within maxDelayMs of the first event', async () => {
+    const f = join(dir, 'svc.yaml');
+    writeFileSync(f, service('a', '10.10.1.0'));
+    const store = new ClusterStore();
+    const src = new StaticSource({ dir, store, debounceMs: 100, maxDelayMs: 300, rescanIntervalMs: 0 });
+    sources.push(src);
+    await src.start();
+    let changes = 0;
+    store.onChange(() => changes++);
+    // A write every 10 ms for 1.5 s: never 100 ms of quiet. A trailing-only debounce would not
+    // rescan at all until the writes stop.
+    const t0 = Date.now();
+    for (let n = 1; Date.now() - t0 < 1500 && n < 1000; n++) {
+      writeFileSync(join(dir, '.svc.tmp'), service('a', `10.10.1.${n % 250}`));
+      renameSync(join(dir, '.svc.tmp'), f);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    expect(changes).toBeGreaterThanOrEqual(2);
+  });
 });
