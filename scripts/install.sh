@@ -9,7 +9,7 @@ APT_PACKAGES=(
   # build: headers and pkg-config files the addon links against
   build-essential python3 pkg-config libiptc-dev libnftnl-dev libmnl-dev libnftables-dev
   # run: the kernels' front ends the agent and its tests drive
-  iptables nftables iproute2 util-linux nfacct conntrack kmod procps
+  iptables nftables iproute2 util-linux nfacct conntrack kmod procps curl
   # test and bench peers
   iperf3 haproxy socat
 )
