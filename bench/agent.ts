@@ -87,6 +87,8 @@ export interface AgentProc {
   /** ms from spawn to the log line of the first completed sync. */
   startupMs: number;
   lines: string[];
+  /** Resolves with the time (performance.now()) of the next log line matching `re`. */
+  nextLine(re: RegExp, timeoutMs: number): Promise<number>;
   stop(): Promise<void>;
 }
 
@@ -96,6 +98,7 @@ export async function startAgent(ns: Netns, backend: BackendName, dir: ServicesD
   const t0 = performance.now();
   const child = ns.spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: process.env });
   const lines: string[] = [];
+  const waiters: { re: RegExp; done: (t: number) => void }[] = [];
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
   const startupMs = await new Promise<number>((resolveP, reject) => {
@@ -112,6 +115,13 @@ export async function startAgent(ns: Netns, backend: BackendName, dir: ServicesD
         const line = buf.slice(0, nl);
         buf = buf.slice(nl + 1);
         if (lines.length < 5000) lines.push(line);
+        const t = performance.now();
+        for (let w = waiters.length - 1; w >= 0; w--) {
+          if (waiters[w]!.re.test(line)) {
+            waiters[w]!.done(t);
+            waiters.splice(w, 1);
+          }
+        }
         if (/"msg":"sync \(initial\) wrote/.test(line)) {
           clearTimeout(timer);
           resolveP(performance.now() - t0);
@@ -127,6 +137,20 @@ export async function startAgent(ns: Netns, backend: BackendName, dir: ServicesD
     pid,
     startupMs,
     lines,
+    nextLine(re, timeoutMs) {
+      return new Promise((resolveP, reject) => {
+        const timer = setTimeout(() => {
+          const i = waiters.findIndex((w) => w.done === done);
+          if (i >= 0) waiters.splice(i, 1);
+          reject(new Error(`agent ${backend}: no log line ${re} within ${timeoutMs} ms`));
+        }, timeoutMs);
+        const done = (t: number) => {
+          clearTimeout(timer);
+          resolveP(t);
+        };
+        waiters.push({ re, done });
+      });
+    },
     async stop() {
       if (child.exitCode !== null || child.signalCode !== null) return;
       const exited = new Promise((r) => child.once('exit', r));
@@ -191,39 +215,37 @@ export async function incrementalOnce(ns: Netns, agent: AgentProc, dir: Services
  * change) to our repair (the next token change after which our jump is rule 1 again).
  */
 export async function orderRepairOnce(ns: Netns, agent: AgentProc, timeoutMs = 10_000): Promise<{ ms: number; foreignCmdMs: number }> {
+  // The repair moves our jump back: same size and entry count, so the legacy token cannot see
+  // it. The end is the agent's own log line of the repairing sync (written right after its
+  // commit), confirmed by reading the order; the start is the foreign commit (token change).
   const bin = agent.backend === 'iptables-legacy' ? 'iptables-legacy' : 'iptables-nft';
   const backend = createBackend(agent.backend, 'ipv4', { netns: ns.path });
   const token = tokenReader(agent.backend, ns.path);
   const base = await token();
   const foreign = ['-w', '-t', 'nat', '-I', 'PREROUTING', '1', '-p', 'udp', '--dport', '9', '-m', 'comment', '--comment', 'foreign bench rule', '-j', 'ACCEPT'];
+  const repaired = agent.nextLine(/"msg":"sync \(order\) wrote[^"]*order-repairs/, timeoutMs);
+  repaired.catch(() => undefined);
   const tc = performance.now();
   let cmdDone = NaN;
   const cmd = ns.run(bin, foreign, { timeoutMs: 30_000 }).then(() => (cmdDone = performance.now()));
   let tForeign = NaN;
-  let last = base;
-  let result: { ms: number; foreignCmdMs: number } | undefined;
   while (performance.now() - tc < timeoutMs) {
-    const now = await token();
-    if (now !== last) {
-      const t = performance.now();
-      last = now;
-      if (Number.isNaN(tForeign)) {
-        tForeign = t;
-      } else {
-        const order = await backend.checkOrder();
-        if (order.ok) {
-          result = { ms: t - tForeign, foreignCmdMs: 0 };
-          break;
-        }
-      }
+    if ((await token()) !== base) {
+      tForeign = performance.now();
+      break;
     }
-    await sleep(2);
+    await sleep(1);
   }
   await cmd;
-  await ns.run(bin, ['-w', '-t', 'nat', '-D', 'PREROUTING', ...foreign.slice(5)], { timeoutMs: 30_000 });
-  if (!result) throw new Error(`order repair (${agent.backend}): our jump not first again within ${timeoutMs} ms`);
-  result.foreignCmdMs = cmdDone - tc;
-  return result;
+  try {
+    if (Number.isNaN(tForeign)) throw new Error(`order repair (${agent.backend}): the foreign insert never showed in the table token`);
+    const tRepair = await repaired;
+    const order = await backend.checkOrder();
+    if (!order.ok) throw new Error(`order repair (${agent.backend}): the agent logged a repair but our jump is not first (${JSON.stringify(order.positions)})`);
+    return { ms: tRepair - tForeign, foreignCmdMs: cmdDone - tc };
+  } finally {
+    await ns.run(bin, ['-w', '-t', 'nat', '-D', 'PREROUTING', ...foreign.slice(6)], { timeoutMs: 30_000 });
+  }
 }
 
 /** nftables: our base chains sit at priority -101 (before dstnat -100) on both hooks, and a foreign iptables-nft insert does not touch them. */
