@@ -139,7 +139,7 @@ async function startPeers(t: TopoSetup, tools: Tools, tmp: string, ips: { listen
     const cfg = join(tmp, `haproxy-${topo}.cfg`);
     writeFileSync(
       cfg,
-      `global\n  maxconn 9000\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n  option splice-request\n  option splice-response\n` +
+      `global\n  maxconn 7000\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n  option splice-request\n  option splice-response\n` +
         `listen iperf\n  bind ${ips.listen}:6001\n  server s ${ips.backend}:${IPERF_PORT}\nlisten echo\n  bind ${ips.listen}:6002\n  server s ${ips.backend}:${ECHO_PORT}\n`,
     );
     const hp = middle.spawn('haproxy', ['-db', '-f', cfg], { stdio: ['ignore', 'pipe', 'pipe'] });

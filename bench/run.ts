@@ -20,7 +20,7 @@ const quick = process.argv.includes('--quick');
 const onlyArg = process.argv.find((a) => a.startsWith('--only='));
 const only = new Set((onlyArg?.slice(7) ?? 'control,agent,data').split(','));
 const P = quick
-  ? { kube: [1000], sizes: [10, 1000], rounds: 2, cap: { rules: 40, ms: 1500 }, agentKube: 1000, agentRounds: 2, idleMs: 10_000, dataRounds: 1, iperfSeconds: 2, connMs: 500, connMax: 20_000 }
+  ? { kube: [1000], sizes: [10, 1000], rounds: 2, cap: { rules: 40, ms: 1500 }, agentKube: 1000, agentRounds: 2, idleMs: 10_000, dataRounds: 1, iperfSeconds: 1, connMs: 500, connMax: 20_000 }
   : { kube: [1000, 10_000], sizes: [10, 100, 1000, 10_000], rounds: 3, cap: { rules: 100, ms: 4000 }, agentKube: 10_000, agentRounds: 3, idleMs: 30_000, dataRounds: 3, iperfSeconds: 3, connMs: 2000, connMax: 40_000 };
 const IGNORED = P.agentKube / 10; // N = 1 000 ignore rules on 10 000 services (quick: 100 on 1 000)
 const BACKENDS: BackendName[] = ['iptables-legacy', 'iptables-nft', 'nftables'];
