@@ -11,6 +11,7 @@ import { ClusterStore } from './sources/store.js';
 import { StaticSource } from './sources/static.js';
 import { KubeSource, makeKubeConfig } from './sources/kube.js';
 import { EdgeMeshError } from './errors.js';
+import { AgentMetrics, MetricsServer } from './metrics.js';
 
 export interface AgentOptions {
   log?: Logger;
@@ -38,6 +39,11 @@ export class Agent {
   readonly log: Logger;
   /** Selection counts of the last desired state computed. */
   counts: SelectionCounts = { watched: 0, ignored: 0, proxied: 0, none: 0 };
+  readonly metrics: AgentMetrics;
+  private metricsServer: MetricsServer | undefined;
+  /** Where /metrics, /healthz and /readyz listen once started (undefined: off). */
+  metricsAddress: { address: string; port: number } | undefined;
+  private readonly startedAt = Date.now();
   private source: Source | undefined;
   private cache: { generation: number; sets: Map<Family, DesiredRuleSet> } | undefined;
   private unsubscribe: (() => void) | undefined;
@@ -56,6 +62,9 @@ export class Agent {
       orderCheckPeriodMs: config.orderCheckPeriodMs,
       log,
     });
+    this.metrics = new AgentMetrics({ counts: () => this.counts, desired: () => this.desired() });
+    this.reconciler.on('sync', (r) => this.metrics.observe(r));
+    this.metrics.declareFamilies(backends.map((b) => b.family));
   }
 
   /** Resolves the backend (auto-detection included) and builds everything; starts nothing. */
@@ -117,6 +126,20 @@ export class Agent {
     this.source = this.makeSource();
     await this.source.start();
     this.unsubscribe = this.store.onChange(() => this.reconciler.requestSync('event'));
+    if (this.config.metricsAddr) {
+      const server = new MetricsServer(this.metrics, {
+        ready: () => this.reconciler.stats.firstSyncDone,
+        lastSuccessAt: () => this.reconciler.stats.lastSuccessAt,
+        startedAt: this.startedAt,
+        // Healthy while syncs succeed: a full resync happens every sync period, so a last success
+        // older than two periods plus the longest backoff means the loop is stuck or failing.
+        maxSyncAgeMs: 2 * this.config.syncPeriodMs + 30_000,
+      });
+      const addr = await server.listen(this.config.metricsAddr.address, this.config.metricsAddr.port);
+      this.metricsServer = server;
+      this.metricsAddress = { address: addr.address, port: addr.port };
+      this.log.info({ address: addr.address, port: addr.port }, `metrics and health on http://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}/metrics`);
+    }
     this.reconciler.start();
     this.log.info(
       { backend: this.backendName, families: this.backends.map((b) => b.family), source: this.config.source.kind },
@@ -147,6 +170,8 @@ export class Agent {
   async stop(opts: { keepRules?: boolean } = {}): Promise<CleanupOutcome[]> {
     this.unsubscribe?.();
     await this.reconciler.stop();
+    await this.metricsServer?.close();
+    this.metricsServer = undefined;
     await this.source?.stop();
     this.source = undefined;
     if (opts.keepRules ?? this.config.keepRulesOnExit) return [];

@@ -20,3 +20,7 @@ export * from './sources/static.js';
 export * from './sources/kube.js';
 export * from './reconciler.js';
 export * from './log.js';
+export * from './proxy/routes.js';
+export * from './proxy/proxy.js';
+export * from './proxy/sockopt.js';
+export * from './proxy/iface.js';

@@ -120,6 +120,15 @@ export class AgentMetrics {
     counter('edgemesh_proxy_accept_errors_total', 'accept(2) failures (EMFILE and the like, with backoff)', [], (c, p) => c.inc(p.acceptErrors));
   }
 
+  /** Makes every labelled series exist at 0 from the start, so dashboards and alerts see them before the first event. */
+  declareFamilies(families: readonly Family[]): void {
+    for (const result of ['ok', 'error']) this.syncs.inc({ result }, 0);
+    for (const family of families) {
+      this.writes.inc({ family }, 0);
+      this.orderRepairs.inc({ family }, 0);
+    }
+  }
+
   /** Feeds one sync report. */
   observe(r: SyncReport): void {
     if (r.skipped) return;

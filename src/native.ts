@@ -7,8 +7,9 @@ import { fileURLToPath } from 'node:url';
 import { NativeLoadError } from './errors.js';
 import type { NativeIptcBinding } from './backends/iptc-native.js';
 import type { NativeNftBinding } from './backends/nft-native.js';
+import type { NativeProxyBinding } from './proxy/native.js';
 
-export interface NativeBinding extends NativeIptcBinding, NativeNftBinding {
+export interface NativeBinding extends NativeIptcBinding, NativeNftBinding, NativeProxyBinding {
   /** Names of the native parts compiled in (iptc, sockopt, relay, nft...). */
   readonly modules: readonly string[];
 }

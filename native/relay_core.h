@@ -1,0 +1,191 @@
+// The TCP service proxy's data plane, plain C++ (no V8): native accept on epoll, SO_ORIGINAL_DST,
+// routing-table lookup, endpoint choice, non-blocking connect with failover, and a relay that
+// moves bytes both ways with splice(2) through pooled pipes (or read/write where splice is not
+// possible, or when asked). Each worker thread owns an epoll instance and every connection it
+// accepted; the JS side only pushes routing tables, reads counters and receives one final event
+// per connection (through the EventSink, called on worker threads).
+//
+// Ownership: the Proxy owns the listening socket; a Worker owns its epoll fd, its wake eventfd,
+// its pipe pool and its connections; a connection owns its two sockets and its pipes. Each fd is
+// closed exactly once, by its owner, after nothing is in flight on it.
+#pragma once
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "sockopt_core.h"
+
+namespace edgemesh {
+
+enum class RelayMode { kSplice, kCopy };
+enum class Selection { kRoundRobin, kRandom };
+// Which connections produce a final event (counters always count everything).
+enum class EventFilter { kAll, kFailures, kNone };
+
+struct ProxyConfig {
+  std::string address = "169.254.96.16";
+  uint16_t port = 40001;
+  int backlog = 4096;
+  // Network namespace to run in ("" = the process's own): the listener is created there and
+  // the worker threads enter it for good. Used by tests and the demo.
+  std::string netnsPath;
+  int threads = 2;
+  uint32_t maxConnections = 16384;
+  uint32_t connectTimeoutMs = 1000;
+  uint32_t maxConnectAttempts = 3;
+  uint32_t idleTimeoutMs = 0;  // 0: no idle timeout
+  Selection selection = Selection::kRoundRobin;
+  RelayMode mode = RelayMode::kSplice;
+  uint32_t pipeSize = 1u << 20;  // F_SETPIPE_SZ; the kernel may grant less
+  uint32_t copyBufferSize = 64u << 10;
+  uint32_t pipePoolMax = 512;  // idle pipes kept per worker
+  uint32_t pipeIdleMs = 2000;  // a pooled pipe unused this long is closed
+  EventFilter events = EventFilter::kAll;
+};
+
+struct RouteEndpoint {
+  SockAddr addr;
+  std::string text;  // "ip:port" / "[ip]:port"
+};
+
+// One (ClusterIP, port, TCP) entry.
+struct RouteEntry {
+  std::string service;  // "namespace/name:portName" (or ":port" when unnamed), for events
+  std::vector<RouteEndpoint> endpoints;
+  bool clientIpAffinity = false;
+  uint32_t affinityTimeoutSec = 10800;
+  mutable std::atomic<uint32_t> next{0};  // round-robin cursor
+};
+
+class RouteTable {
+ public:
+  // Returns false when (ip, port) is already present.
+  bool Add(const SockAddr& serviceAddr, std::unique_ptr<RouteEntry> entry);
+  const RouteEntry* Find(const SockAddr& dst) const;
+  size_t size() const { return map_.size(); }
+  static std::string Key(const SockAddr& a);
+
+ private:
+  std::unordered_map<std::string, std::unique_ptr<RouteEntry>> map_;
+};
+
+enum class EndReason : uint8_t { kEof, kReset, kIdleTimeout, kCancelled, kError, kConnectFailed, kRefused };
+enum class Refusal : uint8_t { kNone, kOverLimit, kNoOriginalDst, kLoop, kNoRoute, kNoEndpoints, kCount };
+
+const char* EndReasonName(EndReason r);
+const char* RefusalName(Refusal r);
+
+// The one final event of a connection.
+struct ConnEvent {
+  uint64_t id = 0;
+  std::string client, originalDst, endpoint, service;
+  uint64_t bytesUp = 0;    // client -> upstream
+  uint64_t bytesDown = 0;  // upstream -> client
+  double durationMs = 0;
+  EndReason reason = EndReason::kEof;
+  Refusal refusal = Refusal::kNone;
+  int err = 0;
+  std::string syscall;
+  uint32_t failovers = 0;
+  bool copied = false;  // some direction used the read/write path
+};
+
+// A live connection, as listed for operators (and to find an id to cancel).
+struct ConnInfo {
+  uint64_t id = 0;
+  std::string client, originalDst, endpoint, service;
+  bool connecting = false;
+  uint64_t bytesUp = 0, bytesDown = 0;
+  double ageMs = 0;
+};
+
+struct ProxyStats {
+  uint64_t active = 0, accepted = 0, relayed = 0;
+  uint64_t bytesUp = 0, bytesDown = 0;
+  uint64_t failovers = 0;
+  uint64_t refused[static_cast<int>(Refusal::kCount)] = {0};
+  uint64_t ended[7] = {0};  // by EndReason
+  uint64_t acceptErrors = 0, acceptBackoffs = 0;
+  uint64_t pipesCreated = 0, pipesReused = 0, spliceFallbacks = 0;
+  uint32_t pipeSize = 0;  // granted by the kernel, 0 before the first pipe
+};
+
+class Worker;
+
+class Proxy {
+ public:
+  using EventSink = std::function<void(std::vector<ConnEvent>&&)>;
+
+  // Creates the listener (in cfg.netnsPath when set) and starts the workers. Throws SysError.
+  Proxy(const ProxyConfig& cfg, EventSink sink);
+  ~Proxy();
+  Proxy(const Proxy&) = delete;
+  Proxy& operator=(const Proxy&) = delete;
+
+  void SetRoutes(std::shared_ptr<const RouteTable> table);
+  // Stops accepting and closes the listening socket; live connections keep running.
+  void StopAccepting();
+  // Ends one connection (reason "cancelled"); false when no worker knows the id.
+  void Cancel(uint64_t id);
+  // The live connections of every worker (a round trip to each worker thread).
+  std::vector<ConnInfo> List();
+  // Cancels everything, joins the workers, closes every fd. Idempotent.
+  void Shutdown();
+  ProxyStats Stats() const;
+  SockAddr LocalAddress() const { return local_; }
+
+  // --- used by the workers ---
+  struct Counters {
+    std::atomic<uint64_t> active{0}, accepted{0}, relayed{0}, bytesUp{0}, bytesDown{0}, failovers{0};
+    std::atomic<uint64_t> refused[static_cast<int>(Refusal::kCount)];
+    std::atomic<uint64_t> ended[7];
+    std::atomic<uint64_t> acceptErrors{0}, acceptBackoffs{0}, pipesCreated{0}, pipesReused{0}, spliceFallbacks{0};
+    std::atomic<uint32_t> pipeSize{0};
+    Counters();
+  };
+  const ProxyConfig& config() const { return cfg_; }
+  Counters& counters() { return counters_; }
+  int listenFd() const { return listenFd_; }
+  uint64_t NextId() { return nextId_.fetch_add(1, std::memory_order_relaxed); }
+  // The current table; `*version` caches what the caller holds.
+  bool RefreshTable(uint64_t* version, std::shared_ptr<const RouteTable>* out);
+  void Emit(std::vector<ConnEvent>&& events) { if (sink_) sink_(std::move(events)); }
+  // ClientIP session affinity: the remembered endpoint for (route, client), if fresh.
+  bool AffinityLookup(const RouteEntry& r, const SockAddr& client, int64_t nowMs, std::string* endpoint);
+  void AffinityRecord(const RouteEntry& r, const SockAddr& client, int64_t nowMs, const std::string& endpoint);
+
+ private:
+  ProxyConfig cfg_;
+  EventSink sink_;
+  SockAddr local_;
+  int listenFd_ = -1;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::mutex tableMu_;
+  std::shared_ptr<const RouteTable> table_;
+  std::atomic<uint64_t> tableVersion_{1};
+  std::atomic<uint64_t> nextId_{1};
+  Counters counters_;
+  struct Affinity {
+    std::string endpoint;
+    int64_t expiresMs;
+  };
+  std::mutex affMu_;
+  std::unordered_map<std::string, Affinity> affinity_;
+  size_t affPurgeAt_ = 1024;
+  std::mutex lifeMu_;
+  bool stopped_ = false;
+  bool accepting_ = true;
+};
+
+// Raises RLIMIT_NOFILE as far as allowed (soft to hard; both to fs.nr_open when privileged).
+// Returns the resulting soft and hard limits.
+void RaiseNofileLimit(uint64_t* soft, uint64_t* hard);
+
+}  // namespace edgemesh
