@@ -14,10 +14,12 @@ interface ProxyLike {
   on(ev: string, fn: (...a: unknown[]) => void): unknown;
 }
 
-const o = JSON.parse(process.argv[2] ?? '{}') as { address: string; port: number; mode?: string; threads?: number; routes: Route[] };
+const o = JSON.parse(process.argv[2] ?? '{}') as { address: string; port: number; mode?: string; threads?: number; events?: string; routes: Route[] };
 const url = new URL('../../src/proxy/proxy.js', import.meta.url).href;
 const mod = (await import(url)) as { TcpProxy: new (opts: Record<string, unknown>) => ProxyLike };
-const p = new mod.TcpProxy({ address: o.address, port: o.port, mode: o.mode ?? 'splice', ...(o.threads ? { threads: o.threads } : {}) });
+const p = new mod.TcpProxy({ address: o.address, port: o.port, mode: o.mode ?? 'splice', ...(o.threads ? { threads: o.threads } : {}), ...(o.events ? { events: o.events } : {}) });
+// With the default events ('all'), a listener keeps the per-connection events flowing as in the agent.
+p.on('connection', () => undefined);
 p.on('error', (e) => process.stderr.write(`proxy error: ${String((e as Error)?.message ?? e)}\n`));
 await p.start();
 p.updateRoutes({
