@@ -176,9 +176,11 @@ async function startPeers(t: TopoSetup, tools: Tools, tmp: string, ips: { listen
   if (why) t.targets.set('ours', { why });
   else {
     try {
-      await middle.sh('ip link add edgemesh0 type dummy && ip addr add 169.254.96.16/32 dev edgemesh0 && ip link set edgemesh0 up');
+      // As the proxy's own interface helper: a dummy link, or a bridge where the dummy module is missing.
+      await middle.sh('(ip link add edgemesh0 type dummy 2>/dev/null || ip link add edgemesh0 type bridge) && ip addr add 169.254.96.16/32 dev edgemesh0 && ip link set edgemesh0 up');
       if (topo === 'lo') await middle.sh('ip route add 10.96.0.0/12 dev edgemesh0');
-      await createBackend('iptables-legacy', 'ipv4', { netns: middle.path }).sync(desiredSet(0));
+      // The kernel-DNAT variant's services (10.96.0.10, .11) stay with kube-proxy: ignored, as the agent would.
+      await createBackend('iptables-legacy', 'ipv4', { netns: middle.path }).sync(desiredSet(11));
       const routes = [
         { ip: '10.96.0.20', port: IPERF_PORT, endpoints: [{ ip: ips.backend, port: IPERF_PORT }] },
         { ip: '10.96.0.21', port: ECHO_PORT, endpoints: [{ ip: ips.backend, port: ECHO_PORT }] },
@@ -319,9 +321,17 @@ export async function measureDataPlane(topos: TopoSetup[], tools: Tools, p: { ro
             s.why = tools.missing.iperf3;
             continue;
           }
-          const c0 = target.pid ? cpuSeconds(target.pid) : NaN;
-          const r = await t.client.run('iperf3', ['-c', target.iperf.host, '-p', String(target.iperf.port), '-P', String(streams), '-t', String(p.iperfSeconds), '-J'], { allowFail: true, timeoutMs: (p.iperfSeconds + 20) * 1000 });
-          const c1 = target.pid ? cpuSeconds(target.pid) : NaN;
+          let c0 = NaN;
+          let c1 = NaN;
+          let r = { stdout: '', stderr: '', code: 1 };
+          // iperf3's server serves one test at a time and may still be closing the previous one.
+          for (let attempt = 0; attempt < 4; attempt++) {
+            c0 = target.pid ? cpuSeconds(target.pid) : NaN;
+            r = await t.client.run('iperf3', ['-c', target.iperf.host, '-p', String(target.iperf.port), '-P', String(streams), '-t', String(p.iperfSeconds), '-J'], { allowFail: true, timeoutMs: (p.iperfSeconds + 20) * 1000 });
+            c1 = target.pid ? cpuSeconds(target.pid) : NaN;
+            if (!r.stdout.includes('server is busy')) break;
+            await sleep(500);
+          }
           try {
             const j = JSON.parse(r.stdout) as { end?: { sum_received?: { bits_per_second: number; bytes: number } }; error?: string };
             if (!j.end?.sum_received) throw new Error(j.error ?? 'no result');
