@@ -11,7 +11,7 @@ APT_PACKAGES=(
   # run: the kernels' front ends the agent and its tests drive
   iptables nftables iproute2 util-linux nfacct conntrack kmod procps curl
   # test and bench peers
-  iperf3 haproxy socat
+  iperf3 haproxy socat golang-go
 )
 
 missing=()

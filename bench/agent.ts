@@ -1,0 +1,277 @@
+// Control plane, part 2, and footprint: the real agent process (dist/src/cli.js run
+// --services-dir) in a namespace that holds kube-proxy's table: start-up to the first completed
+// sync, an incremental change end to end (manifest written -> rule in the kernel), order repair
+// after a foreign `iptables -I PREROUTING 1`, idle CPU and RSS.
+import type { ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { join, resolve, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createBackend } from '../src/backends/factory.js';
+import { LegacyIptablesTable } from '../src/backends/iptables-legacy.js';
+import { NftIptablesTable } from '../src/backends/iptables-nft.js';
+import type { BackendName, NatBackend } from '../src/backends/types.js';
+import type { Netns } from '../src/netns.js';
+import { PROXY_ADDR, PROXY_PORT, SERVICE_CIDR, cpuSeconds, ignoreRule, log, rssMiB, serviceIp, sleep, svcName, svcNamespace } from './lib.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+/** dist/src/cli.js (this file runs as dist/bench/agent.js). */
+export const CLI = resolve(here, '..', 'src', 'cli.js');
+const PER_FILE = 100;
+
+function serviceDoc(i: number, ignored: boolean): string {
+  return `apiVersion: v1
+kind: Service
+metadata:
+  name: ${svcName(i)}
+  namespace: ${svcNamespace(i)}
+${ignored ? '  labels:\n    noproxy: edgemesh\n' : ''}spec:
+  clusterIP: ${serviceIp(i)}
+  ports:
+  - port: 80
+    protocol: TCP
+    targetPort: 8080
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: ${svcName(i)}-bench
+  namespace: ${svcNamespace(i)}
+  labels:
+    kubernetes.io/service-name: ${svcName(i)}
+addressType: IPv4
+ports:
+- port: 8080
+  protocol: TCP
+endpoints:
+- addresses: ["10.${200 + ((i >> 14) & 15)}.${(i >> 6) & 255}.${(i & 63) << 2}"]
+  conditions:
+    ready: true
+`;
+}
+
+/** A --services-dir of `count` services (Service + EndpointSlice each), 100 per file; the first `ignored` carry noproxy=edgemesh. */
+export class ServicesDir {
+  readonly path: string;
+  private readonly ignored = new Set<number>();
+  private seq = 0;
+  constructor(
+    tmp: string,
+    readonly count: number,
+    ignored: number,
+  ) {
+    this.path = mkdtempSync(join(tmp, 'svc-'));
+    for (let i = 0; i < ignored; i++) this.ignored.add(i);
+    for (let f = 0; f * PER_FILE < count; f++) this.writeFile(f);
+  }
+  private writeFile(f: number): void {
+    const docs: string[] = [];
+    for (let i = f * PER_FILE; i < Math.min(this.count, (f + 1) * PER_FILE); i++) docs.push(serviceDoc(i, this.ignored.has(i)));
+    const tmp = join(this.path, `.f${f}.${this.seq++}.tmp`);
+    writeFileSync(tmp, docs.join('---\n'));
+    renameSync(tmp, join(this.path, `services-${String(f).padStart(4, '0')}.yaml`));
+  }
+  /** Labels service i noproxy=edgemesh: rewrites its file atomically (write + rename), as tools do. */
+  ignore(i: number): void {
+    this.ignored.add(i);
+    this.writeFile(Math.floor(i / PER_FILE));
+  }
+  destroy(): void {
+    rmSync(this.path, { recursive: true, force: true });
+  }
+}
+
+export interface AgentProc {
+  backend: BackendName;
+  child: ChildProcess;
+  pid: number;
+  /** ms from spawn to the log line of the first completed sync. */
+  startupMs: number;
+  lines: string[];
+  /** Resolves with the time (performance.now()) of the next log line matching `re`. */
+  nextLine(re: RegExp, timeoutMs: number): Promise<number>;
+  stop(): Promise<void>;
+}
+
+export async function startAgent(ns: Netns, backend: BackendName, dir: ServicesDir, extra: string[] = []): Promise<AgentProc> {
+  if (!existsSync(CLI)) throw new Error(`${CLI} is missing: build first (npm run build)`);
+  const args = [CLI, 'run', '--backend', backend, '--services-dir', dir.path, '--service-cidr', SERVICE_CIDR, '--proxy-addr', `${PROXY_ADDR}:${PROXY_PORT}`, '--metrics-addr', 'off', '--log-level', 'info', ...extra];
+  const t0 = performance.now();
+  const child = ns.spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: process.env });
+  const lines: string[] = [];
+  const waiters: { re: RegExp; done: (t: number) => void }[] = [];
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
+  const startupMs = await new Promise<number>((resolveP, reject) => {
+    let buf = '';
+    const timer = setTimeout(() => reject(new Error(`agent ${backend}: no first sync within 120 s; last lines: ${lines.slice(-5).join(' | ')} ${stderr}`)), 120_000);
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`agent ${backend} exited ${code}: ${stderr.slice(-800)} ${lines.slice(-5).join(' | ')}`));
+    });
+    child.stdout!.on('data', (d: Buffer) => {
+      buf += d.toString();
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        if (lines.length < 5000) lines.push(line);
+        const t = performance.now();
+        for (let w = waiters.length - 1; w >= 0; w--) {
+          if (waiters[w]!.re.test(line)) {
+            waiters[w]!.done(t);
+            waiters.splice(w, 1);
+          }
+        }
+        if (/"msg":"sync \(initial\) wrote/.test(line)) {
+          clearTimeout(timer);
+          resolveP(performance.now() - t0);
+        }
+      }
+    });
+  });
+  child.removeAllListeners('exit');
+  const pid = child.pid!;
+  return {
+    backend,
+    child,
+    pid,
+    startupMs,
+    lines,
+    nextLine(re, timeoutMs) {
+      return new Promise((resolveP, reject) => {
+        const timer = setTimeout(() => {
+          const i = waiters.findIndex((w) => w.done === done);
+          if (i >= 0) waiters.splice(i, 1);
+          reject(new Error(`agent ${backend}: no log line ${re} within ${timeoutMs} ms`));
+        }, timeoutMs);
+        const done = (t: number) => {
+          clearTimeout(timer);
+          resolveP(t);
+        };
+        waiters.push({ re, done });
+      });
+    },
+    async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const exited = new Promise((r) => child.once('exit', r));
+      process.kill(pid, 'SIGTERM');
+      const t = setTimeout(() => {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          /* gone */
+        }
+      }, 15_000);
+      await exited;
+      clearTimeout(t);
+    },
+  };
+}
+
+/** Our own cheap change detector for a namespace's table: legacy IPT_SO_GET_INFO, nft generation. */
+export function tokenReader(backend: BackendName, nsPath: string): () => Promise<string> {
+  if (backend === 'iptables-legacy') {
+    const t = new LegacyIptablesTable({ family: 'ipv4', netns: nsPath });
+    return async () => (await t.info()).token;
+  }
+  const t = new NftIptablesTable('ipv4', { netns: nsPath });
+  return async () => (await t.info()).token;
+}
+
+async function hasIgnoreRule(ns: Netns, backend: BackendName, i: number): Promise<boolean> {
+  const r = ignoreRule(i);
+  if (backend === 'nftables') {
+    const out = await ns.run('nft', ['list', 'chain', 'ip', 'edgemesh', 'EDGE-MESH'], { allowFail: true, timeoutMs: 30_000 });
+    return out.stdout.includes(`"${r.comment}"`);
+  }
+  const bin = backend === 'iptables-legacy' ? 'iptables-legacy' : 'iptables-nft';
+  const out = await ns.run(bin, ['-w', '-t', 'nat', '-C', 'EDGE-MESH', '-d', r.dst!, '-m', 'comment', '--comment', r.comment!, '-j', 'RETURN'], { allowFail: true, timeoutMs: 30_000 });
+  return out.code === 0;
+}
+
+/**
+ * Incremental change: service `i` gains noproxy=edgemesh; ms from the manifest rename to the
+ * table's change token moving (a commit), confirmed by the rule being there. Polls every ~2 ms.
+ */
+export async function incrementalOnce(ns: Netns, agent: AgentProc, dir: ServicesDir, i: number, timeoutMs = 10_000): Promise<number> {
+  const token = tokenReader(agent.backend, ns.path);
+  let last = await token();
+  const t0 = performance.now();
+  dir.ignore(i);
+  while (performance.now() - t0 < timeoutMs) {
+    const now = await token();
+    if (now !== last) {
+      const t = performance.now() - t0;
+      if (await hasIgnoreRule(ns, agent.backend, i)) return t;
+      last = now;
+    }
+    await sleep(2);
+  }
+  throw new Error(`incremental change (${agent.backend}): rule for service ${i} not in the kernel within ${timeoutMs} ms`);
+}
+
+/**
+ * Order repair: a foreign `iptables -I PREROUTING 1`; ms from the foreign commit (first token
+ * change) to our repair (the next token change after which our jump is rule 1 again).
+ */
+export async function orderRepairOnce(ns: Netns, agent: AgentProc, timeoutMs = 10_000): Promise<{ ms: number; foreignCmdMs: number }> {
+  // The repair moves our jump back: same size and entry count, so the legacy token cannot see
+  // it. The end is the agent's own log line of the repairing sync (written right after its
+  // commit), confirmed by reading the order; the start is the foreign commit (token change).
+  const bin = agent.backend === 'iptables-legacy' ? 'iptables-legacy' : 'iptables-nft';
+  const backend = createBackend(agent.backend, 'ipv4', { netns: ns.path });
+  const token = tokenReader(agent.backend, ns.path);
+  const base = await token();
+  const foreign = ['-w', '-t', 'nat', '-I', 'PREROUTING', '1', '-p', 'udp', '--dport', '9', '-m', 'comment', '--comment', 'foreign bench rule', '-j', 'ACCEPT'];
+  const repaired = agent.nextLine(/"msg":"sync \(order\) wrote[^"]*order-repairs/, timeoutMs);
+  repaired.catch(() => undefined);
+  const tc = performance.now();
+  let cmdDone = NaN;
+  const cmd = ns.run(bin, foreign, { timeoutMs: 30_000 }).then(() => (cmdDone = performance.now()));
+  let tForeign = NaN;
+  while (performance.now() - tc < timeoutMs) {
+    if ((await token()) !== base) {
+      tForeign = performance.now();
+      break;
+    }
+    await sleep(1);
+  }
+  await cmd;
+  try {
+    if (Number.isNaN(tForeign)) throw new Error(`order repair (${agent.backend}): the foreign insert never showed in the table token`);
+    const tRepair = await repaired;
+    const order = await backend.checkOrder();
+    if (!order.ok) throw new Error(`order repair (${agent.backend}): the agent logged a repair but our jump is not first (${JSON.stringify(order.positions)})`);
+    return { ms: tRepair - tForeign, foreignCmdMs: cmdDone - tc };
+  } finally {
+    await ns.run(bin, ['-w', '-t', 'nat', '-D', 'PREROUTING', ...foreign.slice(6)], { timeoutMs: 30_000 });
+  }
+}
+
+/** nftables: our base chains sit at priority -101 (before dstnat -100) on both hooks, and a foreign iptables-nft insert does not touch them. */
+export async function nftablesOrderByConstruction(ns: Netns): Promise<{ ok: boolean; detail: string }> {
+  const before = await ns.run('nft', ['-j', 'list', 'chains', 'ip'], { timeoutMs: 60_000 });
+  const chains = (JSON.parse(before.stdout) as { nftables: { chain?: { table: string; name: string; hook?: string; prio?: number; type?: string } }[] }).nftables.flatMap((o) => (o.chain ? [o.chain] : []));
+  const ours = chains.filter((c) => c.table === 'edgemesh' && c.hook);
+  const theirs = chains.filter((c) => c.table !== 'edgemesh' && c.type === 'nat' && (c.hook === 'prerouting' || c.hook === 'output'));
+  const hooksOk = ['prerouting', 'output'].every((h) => ours.some((c) => c.hook === h && c.prio === -101 && c.type === 'nat'));
+  const before100 = theirs.every((t) => (t.prio ?? 0) > -101);
+  await ns.run('iptables-nft', ['-w', '-t', 'nat', '-I', 'PREROUTING', '1', '-p', 'udp', '--dport', '9', '-j', 'ACCEPT'], { timeoutMs: 30_000 });
+  const b = createBackend('nftables', 'ipv4', { netns: ns.path });
+  const order = await b.checkOrder();
+  await ns.run('iptables-nft', ['-w', '-t', 'nat', '-D', 'PREROUTING', '-p', 'udp', '--dport', '9', '-j', 'ACCEPT'], { timeoutMs: 30_000 });
+  const detail = `our hooks ${ours.map((c) => `${c.name}@${c.hook}:${c.prio}`).join(', ')}; other nat hook chains ${theirs.map((c) => `${c.table}/${c.name}:${c.prio}`).join(', ') || 'none'}; after a foreign iptables-nft -I PREROUTING 1 our order ${order.ok ? 'still ok' : 'NOT ok'}`;
+  return { ok: hooksOk && before100 && order.ok, detail };
+}
+
+/** CPU seconds of the agent over `ms` with nothing changing, as % of one core; RSS at the end. */
+export async function idle(agents: AgentProc[], ms: number): Promise<{ backend: BackendName; cpuPct: number; rssMiB: number }[]> {
+  const c0 = agents.map((a) => cpuSeconds(a.pid));
+  const t0 = performance.now();
+  await sleep(ms);
+  const dt = (performance.now() - t0) / 1000;
+  return agents.map((a, i) => ({ backend: a.backend, cpuPct: ((cpuSeconds(a.pid) - c0[i]!) / dt) * 100, rssMiB: rssMiB(a.pid) }));
+}
+
+export type { NatBackend };
+export { log };
