@@ -187,6 +187,62 @@ Napi::Object RuleToJs(Napi::Env env, const iptc::LiveRule& r) {
   return o;
 }
 
+Napi::Object SnapshotToJs(Napi::Env e, const iptc::Snapshot& s) {
+  Napi::Object o = Napi::Object::New(e);
+  Napi::Array cs = Napi::Array::New(e, s.chains.size());
+  for (uint32_t i = 0; i < s.chains.size(); i++) {
+    Napi::Object c = Napi::Object::New(e);
+    c.Set("name", s.chains[i].name);
+    Napi::Array rules = Napi::Array::New(e, s.chains[i].rules.size());
+    for (uint32_t j = 0; j < s.chains[i].rules.size(); j++) rules.Set(j, RuleToJs(e, s.chains[i].rules[j]));
+    c.Set("rules", rules);
+    cs.Set(i, c);
+  }
+  o.Set("chains", cs);
+  o.Set("info", InfoToJs(e, s.info));
+  return o;
+}
+
+Napi::Value ApplyResultToJs(Napi::Env e, const iptc::ApplyResult& r) {
+  Napi::Object o = Napi::Object::New(e);
+  o.Set("attempts", Napi::Number::New(e, r.attempts));
+  o.Set("lockWaitMs", Napi::Number::New(e, r.lockWaitMs));
+  o.Set("durationMs", Napi::Number::New(e, r.durationMs));
+  o.Set("tokenAfter", Napi::String::New(e, std::to_string(r.sizeAfter) + "/" + std::to_string(r.entriesAfter)));
+  return o;
+}
+
+std::vector<std::string> ChainsArg(Napi::Value v) {
+  Napi::Array arr = Arr(v, "chains", 4096);
+  std::vector<std::string> chains;
+  for (uint32_t i = 0; i < arr.Length(); i++) chains.push_back(Str(arr.Get(i), "chains[" + std::to_string(i) + "]"));
+  return chains;
+}
+
+std::shared_ptr<std::vector<iptc::Op>> OpsArg(Napi::Value v) {
+  Napi::Array arr = Arr(v, "ops", kMaxOps);
+  auto ops = std::make_shared<std::vector<iptc::Op>>();
+  ops->reserve(arr.Length());
+  for (uint32_t i = 0; i < arr.Length(); i++) ops->push_back(OpArg(arr.Get(i), "ops[" + std::to_string(i) + "]"));
+  return ops;
+}
+
+iptc::ApplyOptions OptionsArg(Napi::Value v) {
+  iptc::ApplyOptions opts;
+  if (v.IsUndefined()) return opts;
+  Napi::Object o = Obj(v, "options");
+  OptStr(o, "lockfile", "options", opts.lockfile);
+  if (!o.Get("lockWaitMs").IsUndefined()) opts.lockWaitMs = Int(o.Get("lockWaitMs"), "options.lockWaitMs", 0, 3600000);
+  if (!o.Get("lockIntervalMs").IsUndefined()) opts.lockIntervalMs = Int(o.Get("lockIntervalMs"), "options.lockIntervalMs", 1, 60000);
+  if (!o.Get("maxAttempts").IsUndefined()) opts.maxAttempts = static_cast<int>(Int(o.Get("maxAttempts"), "options.maxAttempts", 1, 1000));
+  opts.netnsPath = NetnsArg(o.Get("netnsPath"));
+  return opts;
+}
+
+uint64_t SessionArg(Napi::Value v) {
+  return static_cast<uint64_t>(Int(v, "session", 1, 9007199254740991LL));
+}
+
 Napi::Value TypeErrorValue(Napi::Env env, const ArgError& e) {
   TypeFail(env, false, e.message);
   return env.Undefined();
@@ -209,27 +265,11 @@ Napi::Value IptcRead(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   try {
     Family f = FamilyArg(info[0]);
-    Napi::Array arr = Arr(info[1], "chains", 4096);
-    std::vector<std::string> chains;
-    for (uint32_t i = 0; i < arr.Length(); i++) chains.push_back(Str(arr.Get(i), "chains[" + std::to_string(i) + "]"));
+    std::vector<std::string> chains = ChainsArg(info[1]);
     std::string ns = NetnsArg(info[2]);
     return PromiseWorker<iptc::Snapshot>::Run(
         env, "iptcRead", [f, chains, ns]() { return iptc::Read(f, chains, ns); },
-        [](Napi::Env e, iptc::Snapshot& s) -> Napi::Value {
-          Napi::Object o = Napi::Object::New(e);
-          Napi::Array cs = Napi::Array::New(e, s.chains.size());
-          for (uint32_t i = 0; i < s.chains.size(); i++) {
-            Napi::Object c = Napi::Object::New(e);
-            c.Set("name", s.chains[i].name);
-            Napi::Array rules = Napi::Array::New(e, s.chains[i].rules.size());
-            for (uint32_t j = 0; j < s.chains[i].rules.size(); j++) rules.Set(j, RuleToJs(e, s.chains[i].rules[j]));
-            c.Set("rules", rules);
-            cs.Set(i, c);
-          }
-          o.Set("chains", cs);
-          o.Set("info", InfoToJs(e, s.info));
-          return o;
-        });
+        [](Napi::Env e, iptc::Snapshot& s) -> Napi::Value { return SnapshotToJs(e, s); });
   } catch (const ArgError& e) {
     return TypeErrorValue(env, e);
   }
@@ -239,29 +279,60 @@ Napi::Value IptcApply(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   try {
     Family f = FamilyArg(info[0]);
-    Napi::Array arr = Arr(info[1], "ops", kMaxOps);
-    auto ops = std::make_shared<std::vector<iptc::Op>>();
-    ops->reserve(arr.Length());
-    for (uint32_t i = 0; i < arr.Length(); i++) ops->push_back(OpArg(arr.Get(i), "ops[" + std::to_string(i) + "]"));
-    iptc::ApplyOptions opts;
-    if (!info[2].IsUndefined()) {
-      Napi::Object o = Obj(info[2], "options");
-      OptStr(o, "lockfile", "options", opts.lockfile);
-      if (!o.Get("lockWaitMs").IsUndefined()) opts.lockWaitMs = Int(o.Get("lockWaitMs"), "options.lockWaitMs", 0, 3600000);
-      if (!o.Get("lockIntervalMs").IsUndefined()) opts.lockIntervalMs = Int(o.Get("lockIntervalMs"), "options.lockIntervalMs", 1, 60000);
-      if (!o.Get("maxAttempts").IsUndefined()) opts.maxAttempts = static_cast<int>(Int(o.Get("maxAttempts"), "options.maxAttempts", 1, 1000));
-      opts.netnsPath = NetnsArg(o.Get("netnsPath"));
-    }
+    auto ops = OpsArg(info[1]);
+    iptc::ApplyOptions opts = OptionsArg(info[2]);
     return PromiseWorker<iptc::ApplyResult>::Run(
-        env, "iptcApply", [f, ops, opts]() { return iptc::Apply(f, std::move(*ops), opts); },
-        [](Napi::Env e, iptc::ApplyResult& r) -> Napi::Value {
+        env, "iptcApply", [f, ops, opts]() { return iptc::Apply(f, std::move(*ops), opts); }, ApplyResultToJs);
+  } catch (const ArgError& e) {
+    return TypeErrorValue(env, e);
+  }
+}
+
+// iptcBegin(family, chains, options) -> Promise<{ session, snapshot }>: lock taken, table read once.
+Napi::Value IptcBegin(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  try {
+    Family f = FamilyArg(info[0]);
+    std::vector<std::string> chains = ChainsArg(info[1]);
+    iptc::ApplyOptions opts = OptionsArg(info[2]);
+    return PromiseWorker<iptc::BeginResult>::Run(
+        env, "iptcBegin", [f, chains, opts]() { return iptc::Begin(f, chains, opts); },
+        [](Napi::Env e, iptc::BeginResult& r) -> Napi::Value {
           Napi::Object o = Napi::Object::New(e);
-          o.Set("attempts", Napi::Number::New(e, r.attempts));
-          o.Set("lockWaitMs", Napi::Number::New(e, r.lockWaitMs));
-          o.Set("durationMs", Napi::Number::New(e, r.durationMs));
-          o.Set("tokenAfter", Napi::String::New(e, std::to_string(r.sizeAfter) + "/" + std::to_string(r.entriesAfter)));
+          o.Set("session", Napi::Number::New(e, static_cast<double>(r.session)));
+          o.Set("snapshot", SnapshotToJs(e, r.snapshot));
           return o;
         });
+  } catch (const ArgError& e) {
+    return TypeErrorValue(env, e);
+  }
+}
+
+// iptcCommit(session, ops) -> Promise<ApplyResult>: ends the session.
+Napi::Value IptcCommit(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  try {
+    uint64_t session = SessionArg(info[0]);
+    auto ops = OpsArg(info[1]);
+    return PromiseWorker<iptc::ApplyResult>::Run(
+        env, "iptcCommit", [session, ops]() { return iptc::CommitSession(session, std::move(*ops)); }, ApplyResultToJs);
+  } catch (const ArgError& e) {
+    return TypeErrorValue(env, e);
+  }
+}
+
+// iptcAbort(session) -> Promise<void>: ends the session without writing.
+Napi::Value IptcAbort(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  try {
+    uint64_t session = SessionArg(info[0]);
+    return PromiseWorker<bool>::Run(
+        env, "iptcAbort",
+        [session]() {
+          iptc::AbortSession(session);
+          return true;
+        },
+        [](Napi::Env e, bool&) -> Napi::Value { return e.Undefined(); });
   } catch (const ArgError& e) {
     return TypeErrorValue(env, e);
   }
@@ -271,6 +342,9 @@ void InitIptc(Napi::Env env, Napi::Object exports) {
   exports.Set("iptcInfo", Napi::Function::New(env, IptcInfo, "iptcInfo"));
   exports.Set("iptcRead", Napi::Function::New(env, IptcRead, "iptcRead"));
   exports.Set("iptcApply", Napi::Function::New(env, IptcApply, "iptcApply"));
+  exports.Set("iptcBegin", Napi::Function::New(env, IptcBegin, "iptcBegin"));
+  exports.Set("iptcCommit", Napi::Function::New(env, IptcCommit, "iptcCommit"));
+  exports.Set("iptcAbort", Napi::Function::New(env, IptcAbort, "iptcAbort"));
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <sys/file.h>
 #include <sys/socket.h>
@@ -22,10 +23,13 @@ extern "C" {  // libip6tc.h, unlike libiptc.h, has no C++ guard
 #include <linux/netfilter/xt_comment.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <map>
+#include <memory>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -814,42 +818,51 @@ double MsSince(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t).count();
 }
 
-template <class T>
-ApplyResult ApplyT(std::vector<Op>& ops, const ApplyOptions& o) {
-  auto start = std::chrono::steady_clock::now();
-  ApplyResult res;
-  Validate(T::kFamily, ops);
-  if (ops.empty()) {
-    res.durationMs = MsSince(start);
-    return res;
-  }
+std::string LockPath(const ApplyOptions& o) {
+  if (!o.lockfile.empty()) return o.lockfile;
+  const char* env = std::getenv("XTABLES_LOCKFILE");
+  return env && *env ? env : "/run/xtables.lock";
+}
+
+std::vector<std::string> TouchedChains(const std::vector<Op>& ops) {
   std::vector<std::string> touched;
-  {
-    std::set<std::string> seen;
-    for (const auto& op : ops)
-      if (seen.insert(op.chain).second) touched.push_back(op.chain);
-  }
-  std::string lockPath = o.lockfile;
-  if (lockPath.empty()) {
-    const char* env = std::getenv("XTABLES_LOCKFILE");
-    lockPath = env && *env ? env : "/run/xtables.lock";
-  }
+  std::set<std::string> seen;
+  for (const auto& op : ops)
+    if (seen.insert(op.chain).second) touched.push_back(op.chain);
+  return touched;
+}
+
+// Big tables leave glibc holding tens of MB after iptc_free: hand them back to the kernel so an
+// idle agent beside 10 000 kube-proxy services does not keep that RSS.
+void TrimAfter(uint64_t tableSize) {
+  if (tableSize >= (8u << 20)) malloc_trim(0);
+}
+
+// The body of a transaction, with the xtables lock held by the caller: apply every op to one
+// handle and commit once. `first` is a handle read under that same lock (a session's), used for
+// the first attempt; later attempts (after EAGAIN from a writer that ignored the lock) re-read.
+template <class T>
+ApplyResult CommitLocked(std::vector<Op>& ops, const ApplyOptions& o, ApplyResult res, std::chrono::steady_clock::time_point start,
+                         std::unique_ptr<Handle> first) {
+  const std::vector<std::string> touched = TouchedChains(ops);
   const int maxAttempts = std::max(1, o.maxAttempts);
-  NetnsGuard ns(o.netnsPath);
-  XtLock lock(lockPath, o.lockWaitMs, o.lockIntervalMs, res.lockWaitMs);
   std::lock_guard<std::mutex> guard(IptcMutex());
   int lastErr = 0;
+  uint64_t size = 0;
   for (int attempt = 1; attempt <= maxAttempts; attempt++) {
     res.attempts = attempt;
     std::vector<Intended> intended;
     {
-      Handle h = Handle::Init<T>();
-      for (size_t i = 0; i < ops.size(); i++) ApplyOp<T>(h.get(), i, ops[i]);
-      intended = Capture<T>(h.get(), touched);
-      if (T::commit(h.get())) {
+      std::unique_ptr<Handle> h = std::move(first);
+      if (!h) h = std::make_unique<Handle>(Handle::Init<T>());
+      for (size_t i = 0; i < ops.size(); i++) ApplyOp<T>(h->get(), i, ops[i]);
+      intended = Capture<T>(h->get(), touched);
+      if (T::commit(h->get())) {
         TableInfo after = GetInfo<T>();
         res.sizeAfter = after.size;
         res.entriesAfter = after.entries;
+        h.reset();
+        TrimAfter(after.size);
         res.durationMs = MsSince(start);
         return res;
       }
@@ -864,15 +877,89 @@ ApplyResult ApplyT(std::vector<Op>& ops, const ApplyOptions& o) {
         TableInfo after = GetInfo<T>();
         res.sizeAfter = after.size;
         res.entriesAfter = after.entries;
+        size = after.size;
         res.durationMs = MsSince(start);
         return res;
       }
     }
     if (lastErr != EINVAL) break;
   }
+  TrimAfter(size);
   throw SysError(lastErr, "iptc_commit",
                  std::string("commit of the ") + T::kName + " nat table failed after " + std::to_string(res.attempts) +
                      " attempt(s): " + T::strerror(lastErr));
+}
+
+template <class T>
+ApplyResult ApplyT(std::vector<Op>& ops, const ApplyOptions& o) {
+  auto start = std::chrono::steady_clock::now();
+  ApplyResult res;
+  Validate(T::kFamily, ops);
+  if (ops.empty()) {
+    res.durationMs = MsSince(start);
+    return res;
+  }
+  NetnsGuard ns(o.netnsPath);
+  XtLock lock(LockPath(o), o.lockWaitMs, o.lockIntervalMs, res.lockWaitMs);
+  return CommitLocked<T>(ops, o, res, start, nullptr);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sessions: read and commit under one xtables lock with one table read (what iptables-restore
+// does in one process), while TypeScript plans in between.
+
+struct SessionState {
+  Family family;
+  ApplyOptions options;
+  std::chrono::steady_clock::time_point start;
+  double lockWaitMs = 0;
+  std::unique_ptr<XtLock> lock;
+  std::unique_ptr<Handle> handle;
+  uint64_t tableSize = 0;
+};
+
+std::mutex& SessionsMutex() {
+  static std::mutex m;
+  return m;
+}
+std::map<uint64_t, std::unique_ptr<SessionState>>& Sessions() {
+  static std::map<uint64_t, std::unique_ptr<SessionState>> s;
+  return s;
+}
+
+std::unique_ptr<SessionState> TakeSession(uint64_t id) {
+  std::lock_guard<std::mutex> g(SessionsMutex());
+  auto it = Sessions().find(id);
+  if (it == Sessions().end()) throw SysError(ENOENT, "iptc_session", "no open iptables transaction " + std::to_string(id) + " (already committed or aborted)");
+  std::unique_ptr<SessionState> st = std::move(it->second);
+  Sessions().erase(it);
+  return st;
+}
+
+template <class T>
+BeginResult BeginT(const std::vector<std::string>& chains, const ApplyOptions& o) {
+  auto st = std::make_unique<SessionState>();
+  st->family = T::kFamily;
+  st->options = o;
+  st->start = std::chrono::steady_clock::now();
+  NetnsGuard ns(o.netnsPath);
+  st->lock = std::make_unique<XtLock>(LockPath(o), o.lockWaitMs, o.lockIntervalMs, st->lockWaitMs);
+  BeginResult r;
+  {
+    std::lock_guard<std::mutex> guard(IptcMutex());
+    st->handle = std::make_unique<Handle>(Handle::Init<T>());
+    for (const auto& c : chains) {
+      if (c.empty() || c.size() >= sizeof(xt_chainlabel) || !T::is_chain(c.c_str(), st->handle->get())) continue;
+      r.snapshot.chains.push_back(ChainRules{c, ChainRulesOf<T>(c, st->handle->get())});
+    }
+  }
+  r.snapshot.info = GetInfo<T>();
+  st->tableSize = r.snapshot.info.size;
+  static std::atomic<uint64_t> next{1};
+  r.session = next++;
+  std::lock_guard<std::mutex> g(SessionsMutex());
+  Sessions()[r.session] = std::move(st);
+  return r;
 }
 
 template <class T>
@@ -891,6 +978,7 @@ Snapshot ReadT(const std::vector<std::string>& chains) {
       }
     }
     snap.info = GetInfo<T>();
+    TrimAfter(snap.info.size);
     if (snap.info.size == before.size && snap.info.entries == before.entries) break;  // the snapshot matches its token
   }
   return snap;
@@ -922,6 +1010,34 @@ Snapshot Read(Family family, const std::vector<std::string>& chains, const std::
 
 ApplyResult Apply(Family family, std::vector<Op> ops, const ApplyOptions& options) {
   return family == Family::V4 ? ApplyT<V4>(ops, options) : ApplyT<V6>(ops, options);
+}
+
+BeginResult Begin(Family family, const std::vector<std::string>& chains, const ApplyOptions& options) {
+  return family == Family::V4 ? BeginT<V4>(chains, options) : BeginT<V6>(chains, options);
+}
+
+ApplyResult CommitSession(uint64_t session, std::vector<Op> ops) {
+  std::unique_ptr<SessionState> st = TakeSession(session);  // the lock and handle go when this returns or throws
+  ApplyResult res;
+  res.lockWaitMs = st->lockWaitMs;
+  Validate(st->family, ops);
+  if (ops.empty()) {
+    res.durationMs = MsSince(st->start);
+    return res;
+  }
+  NetnsGuard ns(st->options.netnsPath);
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    return CommitLocked<T>(ops, st->options, res, st->start, std::move(st->handle));
+  };
+  return st->family == Family::V4 ? run(V4{}) : run(V6{});
+}
+
+void AbortSession(uint64_t session) {
+  std::unique_ptr<SessionState> st = TakeSession(session);
+  uint64_t size = st->tableSize;
+  st.reset();  // frees the handle, releases the lock
+  TrimAfter(size);
 }
 
 }  // namespace iptc

@@ -102,6 +102,18 @@ Snapshot Read(Family family, const std::vector<std::string>& chains, const std::
 // the errno name of iptc_init/iptc_commit otherwise.
 ApplyResult Apply(Family family, std::vector<Op> ops, const ApplyOptions& options);
 
+// A transaction in two steps, for a caller that plans between reading and writing: Begin takes
+// the xtables lock and reads the table once (returning the named chains); CommitSession applies
+// the ops to that same read and commits (EAGAIN: re-read and re-apply, as Apply), or
+// AbortSession lets go. Either one ends the session and releases the lock.
+struct BeginResult {
+  uint64_t session = 0;
+  Snapshot snapshot;
+};
+BeginResult Begin(Family family, const std::vector<std::string>& chains, const ApplyOptions& options);
+ApplyResult CommitSession(uint64_t session, std::vector<Op> ops);
+void AbortSession(uint64_t session);
+
 // Exposed for the binding and tests: canonical "addr/len" of a CIDR of `family`, or "" if invalid.
 std::string CanonicalCidr(Family family, const std::string& cidr);
 // Canonical address text, or "" if invalid.

@@ -6,8 +6,8 @@ import { TransactionError, nativeCall } from '../errors.js';
 import { native } from '../native.js';
 import { addressFamily, canonicalAddress, tryParseCidr } from '../net.js';
 import type { Family, LiveRule, Rule } from '../rules.js';
-import type { NativeApplyOptions, NativeIptcBinding, NativeRuleSpec, NativeTxOp } from './iptc-native.js';
-import type { ApplyResult, IptablesTable, TableInfo, TableSnapshot, TxOp } from './types.js';
+import type { NativeApplyOptions, NativeIptcBinding, NativeRuleSpec, NativeSnapshot, NativeTxOp } from './iptc-native.js';
+import type { ApplyResult, IptablesTable, TableInfo, TableSnapshot, TableTransaction, TxOp } from './types.js';
 
 export interface LegacyIptablesOptions {
   family: Family;
@@ -170,11 +170,46 @@ export class LegacyIptablesTable implements IptablesTable {
   }
 
   async read(chains: readonly string[]): Promise<TableSnapshot> {
-    for (const c of chains) {
-      const problem = chainNameProblem(c);
-      if (problem) throw new TypeError(problem);
-    }
-    const snap = await nativeCall(() => this.binding.iptcRead(this.family, [...chains], this.netnsPath));
+    checkChains(chains);
+    return this.toSnapshot(await nativeCall(() => this.binding.iptcRead(this.family, [...chains], this.netnsPath)));
+  }
+
+  /**
+   * Takes the xtables lock and reads the table once; commit() applies ops to that same read and
+   * commits (one read + one commit under one lock, as iptables-restore), abort() lets go. The
+   * caller must end the transaction with one of them, also on failure.
+   */
+  async begin(chains: readonly string[]): Promise<TableTransaction> {
+    checkChains(chains);
+    const { session, snapshot } = await nativeCall(() => this.binding.iptcBegin(this.family, [...chains], this.applyOptions));
+    let open = true;
+    const end = () => {
+      if (!open) throw new Error('this iptables transaction has already been committed or aborted');
+      open = false;
+    };
+    return {
+      snapshot: this.toSnapshot(snapshot),
+      commit: async (ops) => {
+        let nativeOps;
+        try {
+          nativeOps = normaliseOps(this.family, ops);
+        } catch (e) {
+          end();
+          await nativeCall(() => this.binding.iptcAbort(session));
+          throw e;
+        }
+        end();
+        return nativeCall(() => this.binding.iptcCommit(session, nativeOps));
+      },
+      abort: async () => {
+        if (!open) return;
+        open = false;
+        await nativeCall(() => this.binding.iptcAbort(session));
+      },
+    };
+  }
+
+  private toSnapshot(snap: NativeSnapshot): TableSnapshot {
     const map = new Map<string, LiveRule[]>();
     for (const c of snap.chains) {
       map.set(
@@ -196,5 +231,12 @@ export class LegacyIptablesTable implements IptablesTable {
 
   async info(): Promise<TableInfo> {
     return toInfo(await nativeCall(() => this.binding.iptcInfo(this.family, this.netnsPath)));
+  }
+}
+
+function checkChains(chains: readonly string[]): void {
+  for (const c of chains) {
+    const problem = chainNameProblem(c);
+    if (problem) throw new TypeError(problem);
   }
 }

@@ -21,8 +21,15 @@ export class IptablesNatBackend implements NatBackend {
   async sync(desired: DesiredRuleSet): Promise<SyncOutcome> {
     if (desired.family !== this.family) throw new TypeError(`desired rules for ${desired.family} given to the ${this.family} backend`);
     const t0 = performance.now();
-    const snap = await this.table.read(PLAN_CHAINS);
-    const plan = planSync(desired, snap.chains);
+    // One read for planning and writing where the table offers it (legacy: under the xtables lock).
+    const tx = this.table.begin ? await this.table.begin(PLAN_CHAINS) : undefined;
+    let plan;
+    try {
+      plan = planSync(desired, (tx?.snapshot ?? (await this.table.read(PLAN_CHAINS))).chains);
+    } catch (e) {
+      await tx?.abort();
+      throw e;
+    }
     const outcome: SyncOutcome = {
       family: this.family,
       changed: plan.ops.length > 0,
@@ -32,7 +39,8 @@ export class IptablesNatBackend implements NatBackend {
       ops: plan.ops,
       durationMs: 0,
     };
-    if (plan.ops.length > 0) outcome.apply = await this.table.apply(plan.ops);
+    if (plan.ops.length > 0) outcome.apply = tx ? await tx.commit(plan.ops) : await this.table.apply(plan.ops);
+    else await tx?.abort();
     outcome.durationMs = performance.now() - t0;
     return outcome;
   }

@@ -62,4 +62,10 @@ export interface NativeIptcBinding {
   iptcInfo(family: Family, netnsPath: string): Promise<NativeTableInfo>;
   iptcRead(family: Family, chains: string[], netnsPath: string): Promise<NativeSnapshot>;
   iptcApply(family: Family, ops: NativeTxOp[], options: NativeApplyOptions): Promise<NativeApplyResult>;
+  /** Takes the xtables lock and reads the table once; end with iptcCommit or iptcAbort. */
+  iptcBegin(family: Family, chains: string[], options: NativeApplyOptions): Promise<{ session: number; snapshot: NativeSnapshot }>;
+  /** Applies ops to the session's read and commits (EAGAIN: re-read and re-apply); ends the session. */
+  iptcCommit(session: number, ops: NativeTxOp[]): Promise<NativeApplyResult>;
+  /** Ends the session without writing. */
+  iptcAbort(session: number): Promise<void>;
 }

@@ -58,6 +58,15 @@ export interface ApplyResult {
   tokenAfter?: string;
 }
 
+/** A read and a write under one lock (see IptablesTable.begin). */
+export interface TableTransaction {
+  snapshot: TableSnapshot;
+  /** Applies ops to the snapshot's table and commits; ends the transaction. */
+  commit(ops: readonly TxOp[]): Promise<ApplyResult>;
+  /** Ends the transaction without writing (no-op after commit). */
+  abort(): Promise<void>;
+}
+
 export interface IptablesTable {
   readonly backend: BackendName;
   readonly family: Family;
@@ -67,6 +76,11 @@ export interface IptablesTable {
   apply(ops: readonly TxOp[]): Promise<ApplyResult>;
   /** Cheap change detection, without reading the table. */
   info(): Promise<TableInfo>;
+  /**
+   * Optional: read and commit as one transaction under the table's lock with a single read
+   * (libiptc: one iptc_init for both). Tables without it are read, then applied.
+   */
+  begin?(chains: readonly string[]): Promise<TableTransaction>;
 }
 
 export interface SyncOutcome {

@@ -353,6 +353,41 @@ describeNetns('iptables-legacy backend (libiptc) in network namespaces', () => {
     console.log(`EAGAIN test: ${attempts - k} retries over ${k} transactions (${overlapped} overlapped the writer)`);
   });
 
+  it('begin/commit: one read and one commit under the xtables lock; others wait while it is open; abort writes nothing and lets go', async () => {
+    const ns = await newNs('session');
+    await loadKubeProxyIptables(ns, 'legacy', 'ipv4');
+    const t = table(ns, 'ipv4');
+    const before = norm(await save(ns, 'ipv4'));
+    const tx = await t.begin(['PREROUTING', 'EDGE-MESH']);
+    expect(tx.snapshot.chains.get('PREROUTING')!.map((r) => r.target)).toContain('KUBE-SERVICES');
+    expect(tx.snapshot.chains.has('EDGE-MESH')).toBe(false);
+    // While the transaction is open the lock is held: another writer gives up after its wait.
+    await expect(table(ns, 'ipv4', { lockWaitMs: 200 }).apply([{ op: 'createChain', chain: 'EM-OTHER' }])).rejects.toMatchObject({ code: 'ELOCKTIMEOUT' });
+    await tx.abort();
+    expect(norm(await save(ns, 'ipv4'))).toEqual(before);
+    // Released: the same writer now succeeds.
+    await table(ns, 'ipv4', { lockWaitMs: 200 }).apply([{ op: 'createChain', chain: 'EM-OTHER' }]);
+
+    const tx2 = await t.begin(['EDGE-MESH']);
+    const r = await tx2.commit([
+      { op: 'replaceChain', chain: 'EDGE-MESH', rules: [{ dst: '10.10.0.3/32', comment: 'ignore kube-system/coredns service', target: 'RETURN' }] },
+      { op: 'insertRule', chain: 'PREROUTING', rule: { comment: 'edgemesh root chain', target: 'EDGE-MESH' }, position: 1 },
+    ]);
+    expect(r.attempts).toBe(1);
+    const after = norm(await save(ns, 'ipv4'));
+    expect(after).toContain('-A PREROUTING -m comment --comment "edgemesh root chain" -j EDGE-MESH');
+    expect(after).toContain('-A EDGE-MESH -d 10.10.0.3/32 -m comment --comment "ignore kube-system/coredns service" -j RETURN');
+    // A failing op in a session writes nothing and releases the lock.
+    const mid = norm(await save(ns, 'ipv4'));
+    const tx3 = await t.begin(['EDGE-MESH']);
+    await expect(tx3.commit([{ op: 'appendRule', chain: 'EDGE-MESH', rule: { target: 'RETURN' } }, { op: 'deleteChain', chain: 'NO-SUCH-CHAIN' }])).rejects.toMatchObject({
+      code: 'ETRANSACTION',
+      opIndex: 1,
+    });
+    expect(norm(await save(ns, 'ipv4'))).toEqual(mid);
+    await table(ns, 'ipv4', { lockWaitMs: 200 }).apply([{ op: 'deleteChain', chain: 'EM-OTHER' }]);
+  });
+
   it('replaceChain keeps the counters of unchanged rules and gives new rules zero; moveRule carries them', async () => {
     const ns = await newNs('counters');
     const t = table(ns, 'ipv4');

@@ -14,6 +14,17 @@ function fakeBinding(): NativeIptcBinding & { calls: { ops: NativeTxOp[]; option
       calls.push({ ops, options });
       return { attempts: 1, lockWaitMs: 0, durationMs: 1, tokenAfter: '10/3' };
     },
+    iptcBegin: async (_f, _chains, options) => {
+      calls.push({ ops: [], options: { begin: options } });
+      return { session: 7, snapshot: { chains: [], info: { size: 10, entries: 2, present: true } } };
+    },
+    iptcCommit: async (session, ops) => {
+      calls.push({ ops, options: { commit: session } });
+      return { attempts: 1, lockWaitMs: 0, durationMs: 1, tokenAfter: '10/3' };
+    },
+    iptcAbort: async (session) => {
+      calls.push({ ops: [], options: { abort: session } });
+    },
   };
 }
 
@@ -116,3 +127,22 @@ describe('iptables-legacy transaction validation (TypeScript, before the addon)'
     expect(netnsPathOf('/proc/1/ns/net')).toBe('/proc/1/ns/net');
   });
 });
+
+describe('LegacyIptablesTable.begin (one read and one commit under one lock)', () => {
+  it('commits validated ops on the session, and a bad op aborts the session (lock released) with the op index', async () => {
+    const b = fakeBinding();
+    const t = new LegacyIptablesTable({ family: 'ipv4', netns: 'x' }, b);
+    const tx = await t.begin(['EDGE-MESH']);
+    await tx.commit([{ op: 'appendRule', chain: 'EDGE-MESH', rule: { dst: '10.0.0.1', target: 'RETURN' } }]);
+    expect(b.calls.map((c) => Object.keys(c.options as object)[0])).toEqual(['begin', 'commit']);
+    expect(b.calls[1]!.ops[0]).toMatchObject({ op: 'appendRule', rule: { dst: '10.0.0.1/32' } });
+    await expect(tx.commit([])).rejects.toThrow(/already been committed/);
+
+    const tx2 = await t.begin(['EDGE-MESH']);
+    await expect(tx2.commit([{ op: 'appendRule', chain: 'EDGE-MESH', rule: { dst: '10.0.0.300', target: 'RETURN' } }])).rejects.toMatchObject({ code: 'ETRANSACTION', opIndex: 0 });
+    expect(b.calls.at(-1)!.options).toEqual({ abort: 7 });
+    await tx2.abort(); // idempotent
+    expect(b.calls.filter((c) => 'abort' in (c.options as object))).toHaveLength(1);
+  });
+});
+
