@@ -7,7 +7,9 @@
 #  2. Runs the native-facing tests against it (EDGEMESH_NATIVE_PATH) with libasan preloaded into
 #     node, UBSan halting on the first report; fails on any sanitizer report in the output.
 #  3. LeakSanitizer over 1 000 transactions of the libiptc core (test/native/iptc_leak.cc) in a
-#     network namespace of its own, after proving with a canary that LSan reports leaks here.
+#     network namespace of its own, after proving with a canary that LSan reports leaks here;
+#     and over 10 000 connections through the relay core (test/native/relay_leak.cc: splice, and
+#     2 000 more on the copy path), DNATed as EDGE-MESH-TCP would, in a namespace of its own.
 #  4. libFuzzer on the core's CIDR/address parsing (test/native/fuzz_cidr.cc), bounded, if clang
 #     with libFuzzer is installed (Debian: clang libclang-rt-14-dev).
 # Run as root (network namespaces). Temporary files and namespaces are removed on any exit.
@@ -131,6 +133,29 @@ set -e
 cat "$tmp/leak.log"
 check_log "$tmp/leak.log" "the 1000-transaction leak check"
 [ $rc = 0 ] || { echo "test-asan: the leak check failed (exit $rc)" >&2; exit 1; }
+
+# ---- 3b. LeakSanitizer: 10 000 connections through the relay core -----------------------------
+step "LeakSanitizer: 10000 connections through the native relay (splice, then 2000 with copy)"
+relay_core=(native/relay_core.cc native/sockopt_core.cc native/netns.cc native/syserror.cc)
+g++ "${cflags[@]}" -fsanitize=address,undefined test/native/relay_leak.cc "${relay_core[@]}" -lpthread -o "$tmp/relay_leak"
+rns="em-asanrelay-$$-$RANDOM"
+ip netns add "$rns"
+namespaces+=("$rns")
+ip netns exec "$rns" ip link set lo up
+ip netns exec "$rns" ip addr add 169.254.96.16/32 dev lo
+ip netns exec "$rns" ip addr add 169.254.96.17/32 dev lo
+XTABLES_LOCKFILE="$tmp/xtables.lock" ip netns exec "$rns" iptables-legacy -w -t nat -A OUTPUT -d 10.10.0.20/32 -p tcp --dport 80 -j DNAT --to-destination 169.254.96.16:40001
+for mode in "splice 10000" "copy 2000"; do
+  set -- $mode
+  set +e
+  ASAN_OPTIONS="detect_leaks=1:halt_on_error=1" UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1" \
+    timeout 180 ip netns exec "$rns" "$tmp/relay_leak" "$2" "$1" >"$tmp/relay-$1.log" 2>&1
+  rc=$?
+  set -e
+  cat "$tmp/relay-$1.log"
+  check_log "$tmp/relay-$1.log" "the relay leak check ($1)"
+  [ $rc = 0 ] || { echo "test-asan: the relay leak check ($1) failed (exit $rc)" >&2; exit 1; }
+done
 
 # ---- 4. libFuzzer on the CIDR/address parsing ---------------------------------------------------
 if [ -n "$fuzzer" ]; then
