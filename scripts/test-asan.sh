@@ -144,6 +144,8 @@ namespaces+=("$rns")
 ip netns exec "$rns" ip link set lo up
 ip netns exec "$rns" ip addr add 169.254.96.16/32 dev lo
 ip netns exec "$rns" ip addr add 169.254.96.17/32 dev lo
+# a route to the service CIDR, as a node has one: nat OUTPUT DNATs after the routing decision
+ip netns exec "$rns" ip route add 10.10.0.0/16 dev lo
 XTABLES_LOCKFILE="$tmp/xtables.lock" ip netns exec "$rns" iptables-legacy -w -t nat -A OUTPUT -d 10.10.0.20/32 -p tcp --dport 80 -j DNAT --to-destination 169.254.96.16:40001
 for mode in "splice 10000" "copy 2000"; do
   set -- $mode

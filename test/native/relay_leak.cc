@@ -9,7 +9,6 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
-#include <sanitizer/allocator_interface.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -23,6 +22,9 @@
 #include "relay_core.h"
 
 using namespace edgemesh;
+
+// From the sanitizer runtime (gcc ships no header for it).
+extern "C" size_t __sanitizer_get_current_allocated_bytes();
 
 namespace {
 
