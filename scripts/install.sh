@@ -12,6 +12,8 @@ APT_PACKAGES=(
   iptables nftables iproute2 util-linux nfacct conntrack kmod procps curl
   # test and bench peers
   iperf3 haproxy socat golang-go
+  # the sanitizer run (scripts/test-asan.sh): libFuzzer needs clang and its runtime
+  clang libclang-rt-14-dev
 )
 
 missing=()
