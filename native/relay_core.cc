@@ -573,7 +573,7 @@ class Worker {
     proxy_->counters().relayed.fetch_add(1, std::memory_order_relaxed);
     bool splice = cfg_.mode == RelayMode::kSplice;
     if (!SetupDir(&c->up, splice) || !SetupDir(&c->down, splice)) {
-      Finish(c, EndReason::kError, errno, splice ? "pipe2" : "malloc");
+      Finish(c, EndReason::kError, ENOMEM, "malloc");
       return;
     }
     Pump(c);
@@ -629,8 +629,10 @@ class Worker {
     }
   }
 
+  // Splice takes a pipe from the pool only while bytes are in flight (PumpDir): an idle
+  // connection holds its two sockets and nothing else, as HAProxy and Go's poll do.
   bool SetupDir(Dir* d, bool splice) {
-    if (splice) return GetPipe(&d->pipe);
+    if (splice) return true;
     d->copy = true;
     d->buf.reset(new (std::nothrow) char[cfg_.copyBufferSize]);
     return d->buf != nullptr;
@@ -755,6 +757,10 @@ class Worker {
         }
         return true;
       }
+      if (!d->copy && d->pipe.r < 0 && !GetPipe(&d->pipe)) {
+        Fail(c, errno, "pipe2");
+        return false;
+      }
       ssize_t n = d->copy ? read(src, d->buf.get(), cfg_.copyBufferSize)
                           : splice(src, nullptr, d->pipe.w, nullptr, d->pipe.cap, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
       if (n > 0) {
@@ -764,11 +770,13 @@ class Worker {
       }
       if (n == 0) {
         d->eof = true;
+        PutPipe(&d->pipe, true);  // empty here: nothing is pending
         continue;
       }
       int e = errno;
       if (e == EAGAIN || e == EWOULDBLOCK) {
         *srcRd = false;
+        PutPipe(&d->pipe, true);  // drained: back to the pool until the source is readable again
         return true;
       }
       if (e == EINTR) continue;

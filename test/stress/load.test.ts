@@ -83,6 +83,8 @@ describeNetns('stress: load through the running agent', () => {
     expect(held.open).toBe(IDLE);
     expect(held.refused).toBe(EXCESS);
     expect(mHeld.value['edgemesh_proxy_connections_refused_total{reason="over-limit"}']).toBe(EXCESS);
+    // An idle connection holds its two sockets and no pipes (pipes come from a pool only while bytes move).
+    expect(fdHeld - fd0).toBeLessThanOrEqual(2 * IDLE + 64);
 
     client.stdin!.write('flow\n');
     const flowed = await phase('flowed');
