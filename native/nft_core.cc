@@ -495,6 +495,18 @@ void ValidateSpec(const RuleSpec& s, uint8_t family, Dialect d) {
   }
 }
 
+// -s/-d as both dialects write them: payload + (bitwise for a prefix) + cmp; /0 matches anything.
+void AddAddrs(nftnl_rule* r, const RuleSpec& s, uint32_t family) {
+  if (!s.src.empty()) {
+    Cidr c = ParseCidr(s.src, family);
+    if (c.prefix > 0) AddAddr(r, SrcOffset(family), c);
+  }
+  if (!s.dst.empty()) {
+    Cidr c = ParseCidr(s.dst, family);
+    if (c.prefix > 0) AddAddr(r, DstOffset(family), c);
+  }
+}
+
 RulePtr BuildRule(uint8_t family, const std::string& table, const std::string& chain, const RuleSpec& s, Dialect d, uint64_t packets,
                   uint64_t bytes) {
   RulePtr r(nftnl_rule_alloc());
@@ -506,14 +518,7 @@ RulePtr BuildRule(uint8_t family, const std::string& table, const std::string& c
   if (d == Dialect::Xt) {
     // nft_ipv4_add()/nft_ipv6_add(): protocol, source, destination, matches, counter, compat, action.
     if (proto) AddMetaL4(r.get(), proto);
-    if (!s.src.empty()) {
-      Cidr c = ParseCidr(s.src, family);
-      if (c.prefix > 0) AddAddr(r.get(), SrcOffset(family), c);
-    }
-    if (!s.dst.empty()) {
-      Cidr c = ParseCidr(s.dst, family);
-      if (c.prefix > 0) AddAddr(r.get(), DstOffset(family), c);
-    }
+    AddAddrs(r.get(), s, family);
     if (s.hasComment) {
       nftnl_expr* e = NewExpr("match");
       nftnl_expr_set(e, NFTNL_EXPR_MT_NAME, "comment", 7);
@@ -530,14 +535,7 @@ RulePtr BuildRule(uint8_t family, const std::string& table, const std::string& c
     if (s.target == "DNAT") AddXtDnat(r.get(), s, family);
     else if (!s.target.empty()) AddVerdict(r.get(), s.target);
   } else {
-    if (!s.src.empty()) {
-      Cidr c = ParseCidr(s.src, family);
-      if (c.prefix > 0) AddAddr(r.get(), SrcOffset(family), c);
-    }
-    if (!s.dst.empty()) {
-      Cidr c = ParseCidr(s.dst, family);
-      if (c.prefix > 0) AddAddr(r.get(), DstOffset(family), c);
-    }
+    AddAddrs(r.get(), s, family);
     if (proto) AddMetaL4(r.get(), proto);
     AddCounter(r.get(), packets, bytes);
     if (s.target == "DNAT") AddNativeDnat(r.get(), s, family);
