@@ -67,7 +67,9 @@ if grep -q 'warning:' "$tmp/build.log"; then
   grep -B2 -A3 'warning:' "$tmp/build.log" >&2; echo "test-asan: the sanitized build has warnings" >&2; exit 1
 fi
 addon="$tmp/src/build/Release/edgemesh_native.node"
-ldd "$addon" | grep -q libasan || { echo "test-asan: $addon is not linked against libasan" >&2; exit 1; }
+# Not `ldd | grep -q` under pipefail: grep quits at the first match and ldd dies of SIGPIPE.
+needed=$(ldd "$addon")
+[[ $needed == *libasan* ]] || { echo "test-asan: $addon is not linked against libasan:" >&2; echo "$needed" >&2; exit 1; }
 # The loader (src/native.ts) takes EDGEMESH_NATIVE_PATH first; check that this very file loads
 # under the preloaded runtime, so the tests below cannot silently run the unsanitized build.
 EDGEMESH_NATIVE_PATH="$addon" LD_PRELOAD="$libasan" ASAN_OPTIONS=detect_leaks=0 node -e '
