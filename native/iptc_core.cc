@@ -132,6 +132,11 @@ bool AllZero(const uint8_t* p, size_t n) {
 
 struct V4 {
   using Entry = struct ipt_entry;
+  using GetInfo = struct ipt_getinfo;
+  using GetEntries = struct ipt_get_entries;
+  static constexpr int kSockLevel = IPPROTO_IP;
+  static constexpr int kSoGetInfo = IPT_SO_GET_INFO;
+  static constexpr int kSoGetEntries = IPT_SO_GET_ENTRIES;
   static constexpr Family kFamily = Family::V4;
   static constexpr const char* kName = "iptables";
   static constexpr const char* kNamesFile = "/proc/thread-self/net/ip_tables_names";
@@ -200,6 +205,11 @@ struct V4 {
 
 struct V6 {
   using Entry = struct ip6t_entry;
+  using GetInfo = struct ip6t_getinfo;
+  using GetEntries = struct ip6t_get_entries;
+  static constexpr int kSockLevel = IPPROTO_IPV6;
+  static constexpr int kSoGetInfo = IP6T_SO_GET_INFO;
+  static constexpr int kSoGetEntries = IP6T_SO_GET_ENTRIES;
   static constexpr Family kFamily = Family::V6;
   static constexpr const char* kName = "ip6tables";
   static constexpr const char* kNamesFile = "/proc/thread-self/net/ip6_tables_names";
@@ -354,8 +364,9 @@ void ReadDnat(const struct xt_entry_target* t, LiveRule& r) {
   }
 }
 
+// Decodes one entry; `tn` is its target's name as iptables shows it (a chain, a verdict, a module).
 template <class T>
-LiveRule ParseEntry(const typename T::Entry* e, xtc_handle* h) {
+LiveRule ParseEntry(const typename T::Entry* e, const char* tn) {
   using Entry = typename T::Entry;
   LiveRule r;
   r.packets = e->counters.pcnt;
@@ -375,7 +386,6 @@ LiveRule ParseEntry(const typename T::Entry* e, xtc_handle* h) {
     }
     off += m->u.match_size;
   }
-  const char* tn = T::get_target(e, h);
   r.target = tn ? tn : "";
   if (r.target.empty()) r.unknown.push_back("no-target");
   const auto* t = reinterpret_cast<const struct xt_entry_target*>(base + e->target_offset);
@@ -404,7 +414,7 @@ bool SameLive(const LiveRule& a, const LiveRule& b) {
 template <class T>
 std::vector<LiveRule> ChainRulesOf(const std::string& chain, xtc_handle* h) {
   std::vector<LiveRule> out;
-  for (const auto* e = T::first_rule(chain.c_str(), h); e; e = T::next_rule(e, h)) out.push_back(ParseEntry<T>(e, h));
+  for (const auto* e = T::first_rule(chain.c_str(), h); e; e = T::next_rule(e, h)) out.push_back(ParseEntry<T>(e, T::get_target(e, h)));
   return out;
 }
 
@@ -554,46 +564,229 @@ bool TablePresent() {
   return false;
 }
 
+// A raw socket for the xtables getsockopts, closed exactly once.
+template <class T>
+class RawSocket {
+ public:
+  RawSocket() : fd_(socket(T::kFamily == Family::V4 ? AF_INET : AF_INET6, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW)) {
+    if (fd_ < 0) {
+      int e = errno;
+      throw SysError(e, "socket", std::string("cannot open a raw socket for ") + T::kName + ": " + std::strerror(e));
+    }
+  }
+  ~RawSocket() { close(fd_); }
+  RawSocket(const RawSocket&) = delete;
+  RawSocket& operator=(const RawSocket&) = delete;
+  int fd() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+// IPT_SO_GET_INFO into `gi`; false when the table does not exist (ENOENT).
+template <class T>
+bool GetInfoRaw(const RawSocket<T>& sock, typename T::GetInfo& gi) {
+  gi = {};
+  std::strncpy(gi.name, kTable, sizeof gi.name - 1);
+  socklen_t len = sizeof gi;
+  if (getsockopt(sock.fd(), T::kSockLevel, T::kSoGetInfo, &gi, &len) == 0) return true;
+  int e = errno;
+  if (e == ENOENT) return false;
+  throw SysError(e, "getsockopt", std::string(T::kName) + " nat: IPT_SO_GET_INFO failed: " + std::strerror(e));
+}
+
 template <class T>
 TableInfo GetInfo() {
   TableInfo info;
   if (!TablePresent<T>()) return info;
-  const bool v4 = T::kFamily == Family::V4;
-  int fd = socket(v4 ? AF_INET : AF_INET6, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW);
-  if (fd < 0) {
-    int e = errno;
-    throw SysError(e, "socket", std::string("cannot open a raw socket for ") + T::kName + ": " + std::strerror(e));
-  }
-  int rc;
-  int e = 0;
-  if (v4) {
-    struct ipt_getinfo gi = {};
-    std::strncpy(gi.name, kTable, sizeof gi.name - 1);
-    socklen_t len = sizeof gi;
-    rc = getsockopt(fd, IPPROTO_IP, IPT_SO_GET_INFO, &gi, &len);
-    if (rc == 0) {
-      info.size = gi.size;
-      info.entries = gi.num_entries;
-    }
-  } else {
-    struct ip6t_getinfo gi = {};
-    std::strncpy(gi.name, kTable, sizeof gi.name - 1);
-    socklen_t len = sizeof gi;
-    rc = getsockopt(fd, IPPROTO_IPV6, IP6T_SO_GET_INFO, &gi, &len);
-    if (rc == 0) {
-      info.size = gi.size;
-      info.entries = gi.num_entries;
-    }
-  }
-  if (rc != 0) e = errno;
-  close(fd);
-  if (rc != 0) {
-    if (e == ENOENT) return TableInfo{};
-    throw SysError(e, "getsockopt", std::string(T::kName) + " nat: IPT_SO_GET_INFO failed: " + std::strerror(e));
-  }
+  RawSocket<T> sock;
+  typename T::GetInfo gi;
+  if (!GetInfoRaw<T>(sock, gi)) return info;
+  info.size = gi.size;
+  info.entries = gi.num_entries;
   info.present = true;
   return info;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Reading without libiptc: IPT_SO_GET_ENTRIES gives the table blob as the kernel holds it, and we
+// decode only the chains asked for. iptc_init would parse every entry into its chain cache
+// (240 ms for 10 000 kube-proxy services, 57 MB); a periodic resync or a watchdog check that
+// finds nothing to do needs none of that. Writes still go through libiptc (sessions, Apply).
+//
+// The blob, as libiptc writes it: each built-in chain runs from its hook entry to its underflow
+// (the policy entry); each user chain is an ERROR entry naming it, its rules, and a final
+// unconditional RETURN; the table ends with an ERROR entry named "ERROR". A jump is a standard
+// target whose verdict is the offset of the chain's first rule; a negative verdict is -NF_x-1.
+
+constexpr const char* kHookNames[NF_INET_NUMHOOKS] = {"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"};
+
+template <class T>
+class RawTable {
+ public:
+  using Entry = typename T::Entry;
+
+  // Reads the blob; retries (bounded) while writers replace the table between info and entries.
+  // `present` false: no nat table (never created by reading).
+  static RawTable Read(const std::vector<std::string>& chains) {
+    RawTable t;
+    t.wanted_.insert(chains.begin(), chains.end());
+    if (!TablePresent<T>()) return t;
+    RawSocket<T> sock;
+    for (int attempt = 1;; attempt++) {
+      typename T::GetInfo gi;
+      if (!GetInfoRaw<T>(sock, gi)) {
+        t.present_ = false;
+        return t;
+      }
+      const size_t header = offsetof(typename T::GetEntries, entrytable);
+      // Not zero-filled: the kernel writes every byte of the blob (57 MB for 10 000 services).
+      t.words_.reset(new uint64_t[(header + gi.size + 7) / 8]);
+      auto* ge = reinterpret_cast<typename T::GetEntries*>(t.words_.get());
+      std::memset(ge, 0, header);
+      std::strncpy(ge->name, kTable, sizeof ge->name - 1);
+      ge->size = gi.size;
+      socklen_t len = static_cast<socklen_t>(header + gi.size);
+      if (getsockopt(sock.fd(), T::kSockLevel, T::kSoGetEntries, ge, &len) == 0) {
+        t.present_ = true;
+        t.size_ = gi.size;
+        t.info_ = TableInfo{gi.size, gi.num_entries, true};
+        for (unsigned h = 0; h < NF_INET_NUMHOOKS; h++) {
+          t.hookEntry_[h] = (gi.valid_hooks & (1u << h)) ? gi.hook_entry[h] : UINT32_MAX;
+          t.underflow_[h] = (gi.valid_hooks & (1u << h)) ? gi.underflow[h] : UINT32_MAX;
+        }
+        t.Index();
+        return t;
+      }
+      int e = errno;
+      if (e == ENOENT) {
+        t.present_ = false;
+        return t;
+      }
+      if (e == EAGAIN && attempt < 10) continue;  // the table changed size in between: read again
+      throw SysError(e, "getsockopt", std::string(T::kName) + " nat: IPT_SO_GET_ENTRIES failed: " + std::strerror(e));
+    }
+  }
+
+  bool present() const { return present_; }
+  const TableInfo& info() const { return info_; }
+
+  // The chain's rules (its policy or final RETURN excluded), or false when it does not exist.
+  bool Rules(const std::string& chain, std::vector<LiveRule>& out) const {
+    auto it = chains_.find(chain);
+    if (it == chains_.end()) return false;
+    for (size_t i = it->second.first; i < it->second.last; i++) {
+      const Entry* e = At(offsets_[i]);
+      out.push_back(ParseEntry<T>(e, TargetName(offsets_[i], e).c_str()));
+    }
+    return true;
+  }
+
+ private:
+  struct Span {
+    size_t first = 0;  // index in offsets_ of the first rule
+    size_t last = 0;   // index one past the last rule (the foot: policy or final RETURN)
+  };
+
+  const uint8_t* Base() const {
+    return reinterpret_cast<const uint8_t*>(words_.get()) + offsetof(typename T::GetEntries, entrytable);
+  }
+  const Entry* At(uint32_t off) const { return reinterpret_cast<const Entry*>(Base() + off); }
+  static const struct xt_entry_target* TargetOf(const Entry* e) {
+    return reinterpret_cast<const struct xt_entry_target*>(reinterpret_cast<const uint8_t*>(e) + e->target_offset);
+  }
+  [[noreturn]] void Corrupt(uint32_t off, const char* why) const {
+    throw SysError(EINVAL, "getsockopt",
+                   std::string(T::kName) + " nat: malformed entry at offset " + std::to_string(off) + " of IPT_SO_GET_ENTRIES: " + why);
+  }
+
+  // Walks every entry once: bounds, then the chain boundaries (hook entries and ERROR heads).
+  // Spans are kept for the wanted chains only; every user chain's first-rule offset is kept
+  // (increasing, so binary-searchable) to name jump targets.
+  void Index() {
+    std::map<uint32_t, unsigned> hookAt;
+    for (unsigned h = 0; h < NF_INET_NUMHOOKS; h++)
+      if (hookEntry_[h] != UINT32_MAX) hookAt[hookEntry_[h]] = h;
+    std::string open;  // the chain whose rules are being walked
+    size_t openFirst = 0;
+    int openHook = -1;
+    auto close = [&](size_t endIndex) {
+      if (open.empty()) return;
+      // The last entry before the next chain is the chain's foot (policy or final RETURN).
+      if (endIndex == 0 || endIndex - 1 < openFirst) Corrupt(offsets_.empty() ? 0 : offsets_.back(), "a chain without its foot entry");
+      if (openHook >= 0 && offsets_[endIndex - 1] != underflow_[openHook]) Corrupt(offsets_[endIndex - 1], "built-in chain does not end at its underflow");
+      if (wanted_.count(open)) chains_[open] = Span{openFirst, endIndex - 1};
+      open.clear();
+      openHook = -1;
+    };
+    for (uint32_t off = 0; off < size_;) {
+      if (size_ - off < sizeof(Entry)) Corrupt(off, "truncated");
+      const Entry* e = At(off);
+      if (e->next_offset < sizeof(Entry) || e->next_offset > size_ - off || e->next_offset % 8 != 0) Corrupt(off, "bad next_offset");
+      if (e->target_offset < sizeof(Entry) || e->target_offset + sizeof(struct xt_entry_target) > e->next_offset) Corrupt(off, "bad target_offset");
+      const auto* t = TargetOf(e);
+      if (t->u.target_size < sizeof(struct xt_entry_target) || e->target_offset + t->u.target_size > e->next_offset) Corrupt(off, "bad target size");
+      const size_t index = offsets_.size();
+      offsets_.push_back(off);
+      auto hook = hookAt.find(off);
+      if (hook != hookAt.end()) {
+        close(index);
+        open = kHookNames[hook->second];
+        openHook = static_cast<int>(hook->second);
+        openFirst = index;
+      } else if (std::strcmp(t->u.user.name, XT_ERROR_TARGET) == 0) {
+        close(index);
+        if (off + e->next_offset < size_) {  // not the table's final ERROR entry
+          open = ErrorName(e);
+          openFirst = index + 1;
+          userChains_.push_back({off + e->next_offset, off});
+        }
+      }
+      off += e->next_offset;
+    }
+    close(offsets_.size());
+  }
+
+  std::string TargetName(uint32_t off, const Entry* e) const {
+    const auto* t = TargetOf(e);
+    if (t->u.user.name[0] != '\0' && std::strcmp(t->u.user.name, XT_STANDARD_TARGET) != 0)
+      return std::string(t->u.user.name, strnlen(t->u.user.name, sizeof t->u.user.name));
+    if (t->u.target_size < XT_ALIGN(sizeof(struct xt_standard_target))) return "";
+    int verdict = reinterpret_cast<const struct xt_standard_target*>(t)->verdict;
+    if (verdict < 0) {
+      switch (-verdict - 1) {
+        case NF_ACCEPT: return "ACCEPT";
+        case NF_DROP: return "DROP";
+        case NF_QUEUE: return "QUEUE";
+        case NF_REPEAT: return "RETURN";  // XT_RETURN
+        default: return "";
+      }
+    }
+    if (static_cast<uint32_t>(verdict) == off + e->next_offset) return "";  // fall through: no target
+    auto it = std::lower_bound(userChains_.begin(), userChains_.end(), std::make_pair(static_cast<uint32_t>(verdict), uint32_t{0}));
+    if (it == userChains_.end() || it->first != static_cast<uint32_t>(verdict)) return "";
+    return ErrorName(At(it->second));
+  }
+
+  // The name an ERROR entry carries (a user chain's head).
+  static std::string ErrorName(const Entry* e) {
+    const auto* t = TargetOf(e);
+    const char* name = reinterpret_cast<const char*>(t->data);
+    size_t max = t->u.target_size - sizeof(struct xt_entry_target);
+    return std::string(name, strnlen(name, std::min<size_t>(max, XT_FUNCTION_MAXNAMELEN)));
+  }
+
+  std::unique_ptr<uint64_t[]> words_;  // the ipt_get_entries header and blob, 8-byte aligned
+  uint32_t size_ = 0;
+  bool present_ = false;
+  TableInfo info_;
+  uint32_t hookEntry_[NF_INET_NUMHOOKS] = {};
+  uint32_t underflow_[NF_INET_NUMHOOKS] = {};
+  std::set<std::string> wanted_;
+  std::vector<uint32_t> offsets_;
+  std::map<std::string, Span> chains_;
+  std::vector<std::pair<uint32_t, uint32_t>> userChains_;  // (first rule offset, head offset), increasing
+};
 
 class Handle {
  public:
@@ -646,7 +839,7 @@ template <class T>
 long FindRule(xtc_handle* h, const std::string& chain, const RuleSpec& r, LiveRule* found = nullptr) {
   long idx = 0;
   for (const auto* e = T::first_rule(chain.c_str(), h); e; e = T::next_rule(e, h), idx++) {
-    LiveRule live = ParseEntry<T>(e, h);
+    LiveRule live = ParseEntry<T>(e, T::get_target(e, h));
     if (SameModelled(r, live)) {
       if (found) *found = live;
       return idx;
@@ -962,25 +1155,21 @@ BeginResult BeginT(const std::vector<std::string>& chains, const ApplyOptions& o
   return r;
 }
 
+// A read without libiptc and without the lock: one IPT_SO_GET_ENTRIES is one consistent table
+// (the kernel replaces tables atomically), and its token is the info read with it.
 template <class T>
 Snapshot ReadT(const std::vector<std::string>& chains) {
   Snapshot snap;
-  for (int round = 0; round < 5; round++) {
-    snap = Snapshot{};
-    TableInfo before = GetInfo<T>();
-    if (!before.present) return snap;  // never create the table by reading it
-    {
-      std::lock_guard<std::mutex> guard(IptcMutex());
-      Handle h = Handle::Init<T>();
-      for (const auto& c : chains) {
-        if (c.empty() || c.size() >= sizeof(xt_chainlabel) || !T::is_chain(c.c_str(), h.get())) continue;
-        snap.chains.push_back(ChainRules{c, ChainRulesOf<T>(c, h.get())});
-      }
+  {
+    RawTable<T> t = RawTable<T>::Read(chains);
+    if (!t.present()) return snap;  // never create the table by reading it
+    snap.info = t.info();
+    for (const auto& c : chains) {
+      ChainRules cr{c, {}};
+      if (t.Rules(c, cr.rules)) snap.chains.push_back(std::move(cr));
     }
-    snap.info = GetInfo<T>();
-    TrimAfter(snap.info.size);
-    if (snap.info.size == before.size && snap.info.entries == before.entries) break;  // the snapshot matches its token
   }
+  TrimAfter(snap.info.size);
   return snap;
 }
 

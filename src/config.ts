@@ -100,7 +100,7 @@ export const OPTIONS: readonly OptionDef[] = [
   { flag: 'once', key: 'once', kind: 'bool', default: 'false', help: 'one full sync, print what was applied, exit', commands: RUN },
   { flag: 'min-sync-period', key: 'minSyncPeriod', kind: 'duration', arg: 'DURATION', default: '1s', min: 0, help: 'at most one sync per this period', commands: RUN },
   { flag: 'sync-period', key: 'syncPeriod', kind: 'duration', arg: 'DURATION', default: '60s', min: 1, help: 'full resync period', commands: RUN },
-  { flag: 'order-check-period', key: 'orderCheckPeriod', kind: 'duration', arg: 'DURATION', default: '1s', min: 1, help: 'how often to check that our jumps are rule 1', commands: RUN },
+  { flag: 'order-check-period', key: 'orderCheckPeriod', kind: 'duration', arg: 'DURATION', default: '1s', min: 1, help: 'bound on putting our jumps back at rule 1 after another writer (the table is polled 4 times per period)', commands: RUN },
   { flag: 'lock-wait', key: 'lockWait', kind: 'duration', arg: 'DURATION', default: '5s', min: 0, help: 'longest wait for the xtables lock', commands: ['run', 'status', 'cleanup'] },
   { flag: 'keep-rules-on-exit', key: 'keepRulesOnExit', kind: 'bool', default: 'false', help: 'leave our chains and jumps in place on SIGTERM/SIGINT', commands: RUN },
   { flag: 'ignore-label-selector', key: 'ignoreLabelSelector', kind: 'string', arg: 'SELECTOR', repeat: true, help: 'also ignore services matching this label selector (k=v, k!=v, k, !k, k in (a,b), k notin (a,b))', commands: RUN },

@@ -4,14 +4,18 @@
 // - every sync is a full read + diff + one atomic apply per (backend, family); nothing is written
 //   when live equals desired;
 // - a failed sync is logged with its reason and retried with capped exponential backoff;
-// - an order watchdog polls each backend's cheap change token every orderCheckPeriod and syncs
-//   at once (bypassing minSyncPeriod) when somebody else wrote the table, which moves our jump
-//   back to rule 1 if it was displaced.
+// - an order watchdog polls each backend's cheap change token four times per orderCheckPeriod
+//   and syncs at once (bypassing minSyncPeriod) when somebody else wrote the table, which moves
+//   our jump back to rule 1 if it was displaced: detection takes at most a quarter of the period,
+//   which leaves the rest of it for the repairing commit (hundreds of ms on a big legacy table).
 import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import type { DesiredRuleSet, Family } from './rules.js';
 import type { NatBackend, SyncOutcome } from './backends/types.js';
 import { silentLogger, type Logger } from './log.js';
+
+/** Token polls per --order-check-period (the period bounds detection + repair, not detection alone). */
+export const WATCHDOG_POLLS_PER_PERIOD = 4;
 
 export type SyncReason = 'initial' | 'event' | 'periodic' | 'order' | 'retry' | 'manual';
 
@@ -86,7 +90,7 @@ export class Reconciler extends EventEmitter {
     this.stopped = false;
     // The periodic resync keeps the process alive while the loop runs (stop() clears it).
     this.periodic = setInterval(() => this.requestSync('periodic'), this.opts.syncPeriodMs);
-    this.watchdog = setInterval(() => void this.checkTokens(), this.opts.orderCheckPeriodMs);
+    this.watchdog = setInterval(() => void this.checkTokens(), Math.max(1, Math.round(this.opts.orderCheckPeriodMs / WATCHDOG_POLLS_PER_PERIOD)));
     this.watchdog.unref();
     this.requestSync('initial');
   }
@@ -155,7 +159,8 @@ export class Reconciler extends EventEmitter {
         const set = desired.get(backend.family);
         if (!set) continue;
         const before = await backend.changeToken();
-        const outcome = await backend.sync(set);
+        // Periodic resyncs and watchdog checks usually find nothing to do: let the backend look first.
+        const outcome = await backend.sync(set, { expectChange: reason !== 'periodic' && reason !== 'order' });
         outcomes.push(outcome);
         // Remember the table as we left it: after our own write, the token we read now; when we
         // wrote nothing, the one from before our read (a write in between is seen next check).

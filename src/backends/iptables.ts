@@ -5,7 +5,7 @@ import { performance } from 'node:perf_hooks';
 import { EDGE_MESH_CHAIN, JUMP_CHAINS, OWNED_CHAINS, ROOT_JUMP_RULE, type DesiredRuleSet, type Family } from '../rules.js';
 import { renderChains, type ListedChain } from './listing.js';
 import { PLAN_CHAINS, jumpPositions, planCleanup, planSync } from './plan.js';
-import type { BackendName, CleanupOutcome, IptablesTable, NatBackend, OrderState, StatusReport, SyncOutcome } from './types.js';
+import type { BackendName, CleanupOutcome, IptablesTable, NatBackend, OrderState, StatusReport, SyncOptions, SyncOutcome } from './types.js';
 
 export class IptablesNatBackend implements NatBackend {
   readonly name: BackendName;
@@ -18,31 +18,42 @@ export class IptablesNatBackend implements NatBackend {
     this.family = table.family;
   }
 
-  async sync(desired: DesiredRuleSet): Promise<SyncOutcome> {
+  async sync(desired: DesiredRuleSet, opts: SyncOptions = {}): Promise<SyncOutcome> {
     if (desired.family !== this.family) throw new TypeError(`desired rules for ${desired.family} given to the ${this.family} backend`);
     const t0 = performance.now();
+    let plan: ReturnType<typeof planSync> | undefined;
+    // A check that probably finds nothing to do reads without the lock first (legacy: one
+    // IPT_SO_GET_ENTRIES, no libiptc cache, no xtables lock held while kube-proxy waits).
+    if (this.table.begin && opts.expectChange === false) {
+      plan = planSync(desired, (await this.table.read(PLAN_CHAINS)).chains);
+      if (plan.ops.length === 0) return this.outcome(plan, t0);
+    }
     // One read for planning and writing where the table offers it (legacy: under the xtables lock).
     const tx = this.table.begin ? await this.table.begin(PLAN_CHAINS) : undefined;
-    let plan;
     try {
       plan = planSync(desired, (tx?.snapshot ?? (await this.table.read(PLAN_CHAINS))).chains);
     } catch (e) {
       await tx?.abort();
       throw e;
     }
-    const outcome: SyncOutcome = {
+    if (plan.ops.length === 0) {
+      await tx?.abort();
+      return this.outcome(plan, t0);
+    }
+    const apply = tx ? await tx.commit(plan.ops) : await this.table.apply(plan.ops);
+    return { ...this.outcome(plan, t0), apply };
+  }
+
+  private outcome(plan: ReturnType<typeof planSync>, t0: number): SyncOutcome {
+    return {
       family: this.family,
       changed: plan.ops.length > 0,
       added: plan.added,
       removed: plan.removed,
       orderRepairs: plan.orderRepairs,
       ops: plan.ops,
-      durationMs: 0,
+      durationMs: performance.now() - t0,
     };
-    if (plan.ops.length > 0) outcome.apply = tx ? await tx.commit(plan.ops) : await this.table.apply(plan.ops);
-    else await tx?.abort();
-    outcome.durationMs = performance.now() - t0;
-    return outcome;
   }
 
   async changeToken(): Promise<string> {

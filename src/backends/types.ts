@@ -122,12 +122,21 @@ export interface StatusReport {
   order: OrderState;
 }
 
+export interface SyncOptions {
+  /** Whether the caller expects a write (the desired state changed). Default true. */
+  expectChange?: boolean;
+}
+
 /** What the reconciler drives, one per (backend, family). */
 export interface NatBackend {
   readonly name: BackendName;
   readonly family: Family;
-  /** Reads what we own, writes the difference to `desired` in one transaction; writes nothing when equal. */
-  sync(desired: DesiredRuleSet): Promise<SyncOutcome>;
+  /**
+   * Reads what we own, writes the difference to `desired` in one transaction; writes nothing when equal.
+   * `expectChange: false` (periodic resyncs, watchdog checks) lets a backend look first without
+   * locking (legacy: a lock-free read, then the locked read-modify-commit only when something differs).
+   */
+  sync(desired: DesiredRuleSet, opts?: SyncOptions): Promise<SyncOutcome>;
   /** Token that changes when the table may have changed; cheap (no full read). */
   changeToken(): Promise<string>;
   checkOrder(): Promise<OrderState>;

@@ -74,6 +74,7 @@ export class StaticSource {
   private scanning: Promise<ScanResult> | undefined;
   private rescanQueued = false;
   private stopped = false;
+  private published = false;
   private dirError: string | undefined;
   private readonly duplicateErrors = new Map<string, string>();
 
@@ -183,31 +184,38 @@ export class StaticSource {
       return this.summary();
     }
     const present = new Set(names.map((n) => join(this.opts.dir, n)));
-    for (const p of [...this.files.keys()]) if (!present.has(p)) this.files.delete(p);
-    for (const path of present) await this.loadFile(path);
-    if (this.stopped) return this.summary();
+    // Publish only what changed: a rescan of an untouched directory (every rescanIntervalMs)
+    // costs its stat calls and nothing more (no rebuilt maps of every service, no garbage).
+    let changed = !this.published;
+    for (const p of [...this.files.keys()]) {
+      if (!present.has(p)) {
+        this.files.delete(p);
+        changed = true;
+      }
+    }
+    for (const path of present) if (await this.loadFile(path)) changed = true;
+    if (this.stopped || !changed) return this.summary();
     this.publish();
+    this.published = true;
     return this.summary();
   }
 
-  private async loadFile(path: string): Promise<void> {
+  /** Loads `path` if it changed since the last scan; returns whether its state changed. */
+  private async loadFile(path: string): Promise<boolean> {
     const prev = this.files.get(path);
     let signature: string;
     let text: string;
     try {
       const st = await stat(path);
-      if (!st.isFile()) return;
+      if (!st.isFile()) return this.files.delete(path);
       signature = `${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
-      if (prev && prev.signature === signature) return;
+      if (prev && prev.signature === signature) return false;
       text = await readFile(path, 'utf8');
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT') {
-        this.files.delete(path); // removed between readdir and read: the next scan settles it
-        return;
-      }
+      if (code === 'ENOENT') return this.files.delete(path); // removed between readdir and read: the next scan settles it
       this.fail(path, prev, prev?.signature ?? '', `cannot read: ${code ?? (e as Error).message}`);
-      return;
+      return true;
     }
     try {
       const objs = parseManifests(text, path);
@@ -217,6 +225,7 @@ export class StaticSource {
     } catch (e) {
       this.fail(path, prev, signature, e instanceof ConfigError ? e.message : String(e));
     }
+    return true;
   }
 
   private fail(path: string, prev: FileState | undefined, signature: string, message: string): void {

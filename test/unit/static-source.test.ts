@@ -197,4 +197,24 @@ describe('static source', () => {
     }
     expect(changes).toBeGreaterThanOrEqual(2);
   });
+
+  it('a rescan of an untouched directory publishes nothing; a touched file is published again', async () => {
+    writeFileSync(join(dir, 'a.yaml'), service('a', '10.10.0.1'));
+    const { store, src, ready } = start({ rescanIntervalMs: 30 });
+    await ready;
+    let publishes = 0;
+    const replaceAll = store.replaceAll.bind(store);
+    store.replaceAll = (input) => {
+      publishes++;
+      replaceAll(input);
+    };
+    await new Promise((r) => setTimeout(r, 300)); // about ten periodic rescans
+    expect(publishes).toBe(0);
+    writeFileSync(join(dir, 'a.yaml'), service('a', '10.10.0.9'));
+    await until(() => ips(store).a === '10.10.0.9');
+    expect(publishes).toBeGreaterThanOrEqual(1);
+    unlinkSync(join(dir, 'a.yaml'));
+    await until(() => ips(store).a === undefined);
+    src.stop();
+  });
 });
