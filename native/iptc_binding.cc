@@ -1,7 +1,7 @@
 // Thin N-API layer over iptc_core: JS arguments -> plain structs (TypeError on any wrong type),
 // the work on the libuv pool (PromiseWorker), plain structs -> JS objects.
 //
-//   iptcInfo(family, netnsPath)              -> Promise<{ size, entries, present }>
+//   iptcInfo(family, netnsPath)              -> Promise<{ size, entries, present, builtinLayout }>
 //   iptcRead(family, chains, netnsPath)      -> Promise<{ chains: [{ name, rules }], info }>
 //   iptcApply(family, ops, options)          -> Promise<{ attempts, lockWaitMs, durationMs }>
 #include <napi.h>
@@ -162,6 +162,7 @@ Napi::Object InfoToJs(Napi::Env env, const iptc::TableInfo& i) {
   o.Set("size", Napi::Number::New(env, static_cast<double>(i.size)));
   o.Set("entries", Napi::Number::New(env, static_cast<double>(i.entries)));
   o.Set("present", Napi::Boolean::New(env, i.present));
+  o.Set("builtinLayout", Napi::String::New(env, i.builtinLayout));
   return o;
 }
 
@@ -209,6 +210,7 @@ Napi::Value ApplyResultToJs(Napi::Env e, const iptc::ApplyResult& r) {
   o.Set("lockWaitMs", Napi::Number::New(e, r.lockWaitMs));
   o.Set("durationMs", Napi::Number::New(e, r.durationMs));
   o.Set("tokenAfter", Napi::String::New(e, std::to_string(r.sizeAfter) + "/" + std::to_string(r.entriesAfter)));
+  o.Set("builtinLayoutAfter", Napi::String::New(e, r.builtinLayoutAfter));
   return o;
 }
 

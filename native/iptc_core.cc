@@ -595,17 +595,24 @@ bool GetInfoRaw(const RawSocket<T>& sock, typename T::GetInfo& gi) {
   throw SysError(e, "getsockopt", std::string(T::kName) + " nat: IPT_SO_GET_INFO failed: " + std::strerror(e));
 }
 
+template <class GI>
+TableInfo InfoOf(const GI& gi) {
+  TableInfo info{gi.size, gi.num_entries, true, ""};
+  for (unsigned h = 0; h < NF_INET_NUMHOOKS; h++) {
+    if (!(gi.valid_hooks & (1u << h))) continue;
+    if (!info.builtinLayout.empty()) info.builtinLayout += ',';
+    info.builtinLayout += std::to_string(h) + ':' + std::to_string(gi.hook_entry[h]) + '-' + std::to_string(gi.underflow[h]);
+  }
+  return info;
+}
+
 template <class T>
 TableInfo GetInfo() {
-  TableInfo info;
-  if (!TablePresent<T>()) return info;
+  if (!TablePresent<T>()) return TableInfo{};
   RawSocket<T> sock;
   typename T::GetInfo gi;
-  if (!GetInfoRaw<T>(sock, gi)) return info;
-  info.size = gi.size;
-  info.entries = gi.num_entries;
-  info.present = true;
-  return info;
+  if (!GetInfoRaw<T>(sock, gi)) return TableInfo{};
+  return InfoOf(gi);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -650,7 +657,7 @@ class RawTable {
       if (getsockopt(sock.fd(), T::kSockLevel, T::kSoGetEntries, ge, &len) == 0) {
         t.present_ = true;
         t.size_ = gi.size;
-        t.info_ = TableInfo{gi.size, gi.num_entries, true};
+        t.info_ = InfoOf(gi);
         for (unsigned h = 0; h < NF_INET_NUMHOOKS; h++) {
           t.hookEntry_[h] = (gi.valid_hooks & (1u << h)) ? gi.hook_entry[h] : UINT32_MAX;
           t.underflow_[h] = (gi.valid_hooks & (1u << h)) ? gi.underflow[h] : UINT32_MAX;
@@ -1054,6 +1061,7 @@ ApplyResult CommitLocked(std::vector<Op>& ops, const ApplyOptions& o, ApplyResul
         TableInfo after = GetInfo<T>();
         res.sizeAfter = after.size;
         res.entriesAfter = after.entries;
+        res.builtinLayoutAfter = after.builtinLayout;
         h.reset();
         TrimAfter(after.size);
         res.durationMs = MsSince(start);
@@ -1070,6 +1078,7 @@ ApplyResult CommitLocked(std::vector<Op>& ops, const ApplyOptions& o, ApplyResul
         TableInfo after = GetInfo<T>();
         res.sizeAfter = after.size;
         res.entriesAfter = after.entries;
+        res.builtinLayoutAfter = after.builtinLayout;
         size = after.size;
         res.durationMs = MsSince(start);
         return res;

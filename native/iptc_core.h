@@ -73,12 +73,17 @@ struct ApplyResult {
   double durationMs = 0;
   uint64_t sizeAfter = 0;     // IPT_SO_GET_INFO right after our commit, still under the lock:
   uint64_t entriesAfter = 0;  // the change token of the table exactly as we left it
+  std::string builtinLayoutAfter;
 };
 
 struct TableInfo {
   uint64_t size = 0;
   uint64_t entries = 0;
   bool present = false;  // false: the nat table does not exist in the namespace (and was not created)
+  // Offsets of the built-in chains' first rules and policies ("hook:entry-underflow,..."). libiptc
+  // writes built-in chains first, so a write that only touches user chains (kube-proxy's usual
+  // sync) leaves it unchanged, and a rule inserted into PREROUTING or OUTPUT changes it.
+  std::string builtinLayout;
 };
 
 struct ChainRules {

@@ -139,8 +139,8 @@ export function netnsPathOf(netns: string | undefined): string {
   return netns.includes('/') ? netns : `/run/netns/${netns}`;
 }
 
-function toInfo(i: { size: number; entries: number }): TableInfo {
-  return { size: i.size, entries: i.entries, token: `${i.size}/${i.entries}` };
+function toInfo(i: { size: number; entries: number; builtinLayout: string }): TableInfo {
+  return { size: i.size, entries: i.entries, token: `${i.size}/${i.entries}`, builtinLayout: i.builtinLayout };
 }
 
 export class LegacyIptablesTable implements IptablesTable {

@@ -11,6 +11,7 @@ export class IptablesNatBackend implements NatBackend {
   readonly name: BackendName;
   readonly family: Family;
   readonly table: IptablesTable;
+  private lastBuiltinLayout: string | undefined;
 
   constructor(table: IptablesTable) {
     this.table = table;
@@ -23,15 +24,22 @@ export class IptablesNatBackend implements NatBackend {
     const t0 = performance.now();
     let plan: ReturnType<typeof planSync> | undefined;
     // A check that probably finds nothing to do reads without the lock first (legacy: one
-    // IPT_SO_GET_ENTRIES, no libiptc cache, no xtables lock held while kube-proxy waits).
-    if (this.table.begin && opts.expectChange === false) {
-      plan = planSync(desired, (await this.table.read(PLAN_CHAINS)).chains);
+    // IPT_SO_GET_ENTRIES, no libiptc cache, no xtables lock held while kube-proxy waits) -
+    // unless the built-in chains moved since we last saw them: then somebody wrote PREROUTING,
+    // OUTPUT or their neighbours (a kube-proxy restart inserting its jump), a repair is likely,
+    // and the locked read-modify-commit goes first.
+    if (this.table.begin && opts.expectChange === false && !(await this.builtinsMoved())) {
+      const live = await this.table.read(PLAN_CHAINS);
+      this.lastBuiltinLayout = live.info.builtinLayout;
+      plan = planSync(desired, live.chains);
       if (plan.ops.length === 0) return this.outcome(plan, t0);
     }
     // One read for planning and writing where the table offers it (legacy: under the xtables lock).
     const tx = this.table.begin ? await this.table.begin(PLAN_CHAINS) : undefined;
     try {
-      plan = planSync(desired, (tx?.snapshot ?? (await this.table.read(PLAN_CHAINS))).chains);
+      const live = tx?.snapshot ?? (await this.table.read(PLAN_CHAINS));
+      this.lastBuiltinLayout = live.info.builtinLayout;
+      plan = planSync(desired, live.chains);
     } catch (e) {
       await tx?.abort();
       throw e;
@@ -41,7 +49,15 @@ export class IptablesNatBackend implements NatBackend {
       return this.outcome(plan, t0);
     }
     const apply = tx ? await tx.commit(plan.ops) : await this.table.apply(plan.ops);
+    this.lastBuiltinLayout = apply.builtinLayoutAfter;
     return { ...this.outcome(plan, t0), apply };
+  }
+
+  /** Whether the built-in chains' place in the table changed since our last read or commit (legacy). */
+  private async builtinsMoved(): Promise<boolean> {
+    if (this.lastBuiltinLayout === undefined) return false;
+    const now = (await this.table.info()).builtinLayout;
+    return now !== undefined && now !== this.lastBuiltinLayout;
   }
 
   private outcome(plan: ReturnType<typeof planSync>, t0: number): SyncOutcome {

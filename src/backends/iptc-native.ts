@@ -33,6 +33,8 @@ export interface NativeTableInfo {
   entries: number;
   /** False when the nat table does not exist in the namespace (info/read never create it). */
   present: boolean;
+  /** Offsets of the built-in chains' first rules and policies (see TableInfo.builtinLayout). */
+  builtinLayout: string;
 }
 
 export interface NativeApplyOptions {
@@ -51,6 +53,7 @@ export interface NativeApplyResult {
   durationMs: number;
   /** info() token of the table right after our commit, read under the lock. */
   tokenAfter: string;
+  builtinLayoutAfter: string;
 }
 
 export interface NativeSnapshot {

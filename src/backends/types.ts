@@ -16,6 +16,12 @@ export interface TableInfo {
   entries: number;
   /** A token that differs whenever the table may have changed (legacy: `${size}/${entries}`; nft: generation id). */
   token: string;
+  /**
+   * Legacy only: where the built-in chains' rules start and end in the table blob. A write that
+   * touched only user-defined chains (kube-proxy's usual sync) leaves it as it was; one that put
+   * a rule into PREROUTING or OUTPUT moves it.
+   */
+  builtinLayout?: string;
 }
 
 export interface TableSnapshot {
@@ -56,6 +62,8 @@ export interface ApplyResult {
    * (legacy: under the xtables lock; nft: the batch's generation). The watchdog starts from it.
    */
   tokenAfter?: string;
+  /** Legacy: TableInfo.builtinLayout as our commit left it. */
+  builtinLayoutAfter?: string;
 }
 
 /** A read and a write under one lock (see IptablesTable.begin). */

@@ -498,6 +498,27 @@ describeNetns('iptables-legacy backend (libiptc) in network namespaces', () => {
     expect((await t.info()).token).toBe(a.token);
   });
 
+  it('info().builtinLayout stays put when only user chains are written (kube-proxy syncs) and moves when PREROUTING gains a rule', async () => {
+    const ns = await newNs('layout-sig');
+    await loadKubeProxyIptables(ns, 'legacy', 'ipv4');
+    const t = table(ns, 'ipv4');
+    await t.apply(layoutOps(V4));
+    const a = await t.info();
+    expect(a.builtinLayout).toMatch(/^0:\d+-\d+,1:\d+-\d+,3:\d+-\d+,4:\d+-\d+$/);
+    // A kube-proxy-like write of its own chains: the token moves, the built-in layout does not.
+    await ns.run('iptables-legacy-restore', ['-w', '--noflush'], { input: '*nat\n:KUBE-SVC-EXTRA - [0:0]\n-A KUBE-SVC-EXTRA -j RETURN\n-A KUBE-SERVICES -d 10.77.0.9/32 -j KUBE-SVC-EXTRA\nCOMMIT\n', env: cliEnv() });
+    const b = await t.info();
+    expect(b.token).not.toBe(a.token);
+    expect(b.builtinLayout).toBe(a.builtinLayout);
+    // A foreign rule above our jump: the layout moves, and the snapshot and commit report the same signal.
+    await cli(ns, 'ipv4', ['-I', 'PREROUTING', '1', '-j', 'KUBE-SERVICES']);
+    const c = await t.info();
+    expect(c.builtinLayout).not.toBe(b.builtinLayout);
+    expect((await t.read(['PREROUTING'])).info.builtinLayout).toBe(c.builtinLayout);
+    const r = await t.apply([{ op: 'deleteRule', chain: 'PREROUTING', rule: { target: 'KUBE-SERVICES' } }]);
+    expect(r.builtinLayoutAfter).toBe((await t.info()).builtinLayout);
+  });
+
   for (const fam of ['ipv4', 'ipv6'] as const) {
     it(`${fam}: info() and read() in a namespace without a nat table do not create it`, async () => {
       const ns = await newNs('nonat');
@@ -505,7 +526,7 @@ describeNetns('iptables-legacy backend (libiptc) in network namespaces', () => {
       const list = async () => (await ns.sh(`cat ${names} 2>/dev/null || true`)).stdout.split('\n');
       expect(await list()).not.toContain('nat');
       const t = table(ns, fam);
-      expect(await t.info()).toEqual({ size: 0, entries: 0, token: '0/0' });
+      expect(await t.info()).toEqual({ size: 0, entries: 0, token: '0/0', builtinLayout: '' });
       const snap = await t.read(['PREROUTING', 'EDGE-MESH']);
       expect(snap.chains.size).toBe(0);
       expect(await list()).not.toContain('nat');

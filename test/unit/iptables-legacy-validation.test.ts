@@ -8,19 +8,19 @@ function fakeBinding(): NativeIptcBinding & { calls: { ops: NativeTxOp[]; option
   const calls: { ops: NativeTxOp[]; options: unknown }[] = [];
   return {
     calls,
-    iptcInfo: async () => ({ size: 10, entries: 2, present: true }),
-    iptcRead: async () => ({ chains: [{ name: 'EDGE-MESH', rules: [{ target: 'RETURN', packets: 1, bytes: 2, unknown: [] }, { target: 'X', packets: 0, bytes: 0, unknown: ['conntrack'] }] }], info: { size: 10, entries: 2, present: true } }),
+    iptcInfo: async () => ({ size: 10, entries: 2, present: true, builtinLayout: '0:0-10' }),
+    iptcRead: async () => ({ chains: [{ name: 'EDGE-MESH', rules: [{ target: 'RETURN', packets: 1, bytes: 2, unknown: [] }, { target: 'X', packets: 0, bytes: 0, unknown: ['conntrack'] }] }], info: { size: 10, entries: 2, present: true, builtinLayout: '0:0-10' } }),
     iptcApply: async (_f, ops, options) => {
       calls.push({ ops, options });
-      return { attempts: 1, lockWaitMs: 0, durationMs: 1, tokenAfter: '10/3' };
+      return { attempts: 1, lockWaitMs: 0, durationMs: 1, tokenAfter: '10/3', builtinLayoutAfter: '0:0-10' };
     },
     iptcBegin: async (_f, _chains, options) => {
       calls.push({ ops: [], options: { begin: options } });
-      return { session: 7, snapshot: { chains: [], info: { size: 10, entries: 2, present: true } } };
+      return { session: 7, snapshot: { chains: [], info: { size: 10, entries: 2, present: true, builtinLayout: '0:0-10' } } };
     },
     iptcCommit: async (session, ops) => {
       calls.push({ ops, options: { commit: session } });
-      return { attempts: 1, lockWaitMs: 0, durationMs: 1, tokenAfter: '10/3' };
+      return { attempts: 1, lockWaitMs: 0, durationMs: 1, tokenAfter: '10/3', builtinLayoutAfter: '0:0-10' };
     },
     iptcAbort: async (session) => {
       calls.push({ ops: [], options: { abort: session } });
@@ -99,7 +99,7 @@ describe('iptables-legacy transaction validation (TypeScript, before the addon)'
     expect(b.calls).toHaveLength(0);
     await t.apply([ok]);
     expect(b.calls[0]!.options).toEqual({ lockfile: '/tmp/l', lockWaitMs: 100, lockIntervalMs: 20, maxAttempts: 2, netnsPath: '/run/netns/em-x' });
-    expect(await t.info()).toEqual({ size: 10, entries: 2, token: '10/2' });
+    expect(await t.info()).toEqual({ size: 10, entries: 2, token: '10/2', builtinLayout: '0:0-10' });
     const snap = await t.read(['EDGE-MESH']);
     expect(snap.chains.get('EDGE-MESH')).toEqual([{ target: 'RETURN', packets: 1, bytes: 2 }, { target: 'X', packets: 0, bytes: 0, unknown: ['conntrack'] }]);
     await expect(t.read(['bad name'])).rejects.toBeInstanceOf(TypeError);
