@@ -296,6 +296,7 @@ class ProxyWrap : public Napi::ObjectWrap<ProxyWrap> {
     o.Set("ended", ended);
     o.Set("acceptErrors", static_cast<double>(s.acceptErrors));
     o.Set("acceptBackoffs", static_cast<double>(s.acceptBackoffs));
+    o.Set("handoffs", static_cast<double>(s.handoffs));
     o.Set("pipesCreated", static_cast<double>(s.pipesCreated));
     o.Set("pipesReused", static_cast<double>(s.pipesReused));
     o.Set("spliceFallbacks", static_cast<double>(s.spliceFallbacks));
@@ -329,6 +330,7 @@ class ProxyWrap : public Napi::ObjectWrap<ProxyWrap> {
       o.Set("bytesUp", static_cast<double>(c.bytesUp));
       o.Set("bytesDown", static_cast<double>(c.bytesDown));
       o.Set("ageMs", c.ageMs);
+      o.Set("worker", c.worker);
       arr.Set(static_cast<uint32_t>(i), o);
     }
     return arr;

@@ -194,9 +194,27 @@ struct StartLatch {
   int err = 0;
 };
 
+// An accepted socket on its way to another worker: closed here unless the receiver took it (a
+// command that never runs, because its worker quit first, still closes its fd exactly once).
+class PassedFd {
+ public:
+  explicit PassedFd(int fd) : fd_(fd) {}
+  ~PassedFd() { CloseFd(&fd_); }
+  PassedFd(const PassedFd&) = delete;
+  PassedFd& operator=(const PassedFd&) = delete;
+  int Take() {
+    int fd = fd_;
+    fd_ = -1;
+    return fd;
+  }
+
+ private:
+  int fd_;
+};
+
 class Worker {
  public:
-  Worker(Proxy* proxy, int index) : proxy_(proxy), cfg_(proxy->config()), rng_(std::random_device{}() + static_cast<unsigned>(index)) {}
+  Worker(Proxy* proxy, int index) : proxy_(proxy), cfg_(proxy->config()), index_(index), rng_(std::random_device{}() + static_cast<unsigned>(index)) {}
   ~Worker() {
     for (Pipe& p : pool_) ClosePipe(&p);
     CloseFd(&ep_);
@@ -224,7 +242,18 @@ class Worker {
     if (thread_.joinable()) thread_.join();
   }
 
+  // Connections this worker relays, plus those on their way to it.
+  int Load() const { return load_.load(std::memory_order_relaxed) + inbox_.load(std::memory_order_relaxed); }
+
   // --- commands from other threads ---
+  void PostAccepted(int fd, const SockAddr& peer) {
+    inbox_.fetch_add(1, std::memory_order_relaxed);
+    auto passed = std::make_shared<PassedFd>(fd);
+    Post([this, passed, peer] {
+      inbox_.fetch_sub(1, std::memory_order_relaxed);
+      Accepted(passed->Take(), peer);
+    });
+  }
   void PostCancel(uint64_t id) { Post([this, id] { CancelId(id); }); }
   void PostStopAccept(std::function<void()> ack) {
     Post([this, ack] {
@@ -249,6 +278,7 @@ class Worker {
         i.bytesUp = c->up.bytes;
         i.bytesDown = c->down.bytes;
         i.ageMs = static_cast<double>(nowNs - c->startNs) / 1e6;
+        i.worker = index_;
         out.push_back(std::move(i));
       }
       done(std::move(out));
@@ -401,7 +431,13 @@ class Worker {
         return;
       }
       backoffMs_ = 0;
-      Accepted(fd, peer);
+      Worker* to = proxy_->PickWorker(this);
+      if (to == this) {
+        Accepted(fd, peer);
+      } else {
+        k.handoffs.fetch_add(1, std::memory_order_relaxed);
+        to->PostAccepted(fd, peer);
+      }
     }
   }
 
@@ -467,6 +503,7 @@ class Worker {
     c->startNs = MonoNs();
     c->lastActiveMs = now_;
     conns_.emplace(c->id, c);
+    load_.fetch_add(1, std::memory_order_relaxed);
     // TCP_NODELAY comes from the listener (accepted sockets inherit it).
     epoll_event ev{};
     ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
@@ -808,6 +845,7 @@ class Worker {
     c->dead = true;
     ListMove(c, 0);
     conns_.erase(c->id);
+    load_.fetch_sub(1, std::memory_order_relaxed);
     auto& k = proxy_->counters();
     // Anything but a clean end is passed on as a reset, so neither peer mistakes a truncated
     // stream for a complete one.
@@ -861,6 +899,8 @@ class Worker {
 
   Proxy* proxy_;
   const ProxyConfig& cfg_;
+  const int index_;
+  std::atomic<int> load_{0}, inbox_{0};
   std::mt19937_64 rng_;
   int ep_ = -1, wake_ = -1;
   std::thread thread_;
@@ -939,6 +979,19 @@ Proxy::Proxy(const ProxyConfig& cfg, EventSink sink) : cfg_(cfg), sink_(std::mov
 }
 
 Proxy::~Proxy() { Shutdown(); }
+
+Worker* Proxy::PickWorker(Worker* self) {
+  Worker* best = self;
+  int bestLoad = self->Load();
+  for (auto& w : workers_) {
+    int l = w->Load();
+    if (l < bestLoad) {
+      best = w.get();
+      bestLoad = l;
+    }
+  }
+  return bestLoad + 1 < self->Load() ? best : self;
+}
 
 bool Proxy::RefreshTable(uint64_t* version, std::shared_ptr<const RouteTable>* out) {
   uint64_t v = tableVersion_.load(std::memory_order_acquire);
@@ -1070,6 +1123,7 @@ ProxyStats Proxy::Stats() const {
   for (int i = 0; i < 7; i++) s.ended[i] = k.ended[i].load(std::memory_order_relaxed);
   s.acceptErrors = k.acceptErrors.load(std::memory_order_relaxed);
   s.acceptBackoffs = k.acceptBackoffs.load(std::memory_order_relaxed);
+  s.handoffs = k.handoffs.load(std::memory_order_relaxed);
   s.pipesCreated = k.pipesCreated.load(std::memory_order_relaxed);
   s.pipesReused = k.pipesReused.load(std::memory_order_relaxed);
   s.spliceFallbacks = k.spliceFallbacks.load(std::memory_order_relaxed);

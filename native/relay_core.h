@@ -104,6 +104,7 @@ struct ConnInfo {
   bool connecting = false;
   uint64_t bytesUp = 0, bytesDown = 0;
   double ageMs = 0;
+  int worker = 0;  // index of the worker thread relaying it
 };
 
 struct ProxyStats {
@@ -113,6 +114,7 @@ struct ProxyStats {
   uint64_t refused[static_cast<int>(Refusal::kCount)] = {0};
   uint64_t ended[7] = {0};  // by EndReason
   uint64_t acceptErrors = 0, acceptBackoffs = 0;
+  uint64_t handoffs = 0;  // accepted by one worker, relayed by a less loaded one
   uint64_t pipesCreated = 0, pipesReused = 0, spliceFallbacks = 0;
   uint32_t pipeSize = 0;  // granted by the kernel, 0 before the first pipe
 };
@@ -146,7 +148,7 @@ class Proxy {
     std::atomic<uint64_t> active{0}, accepted{0}, relayed{0}, bytesUp{0}, bytesDown{0}, failovers{0};
     std::atomic<uint64_t> refused[static_cast<int>(Refusal::kCount)];
     std::atomic<uint64_t> ended[7];
-    std::atomic<uint64_t> acceptErrors{0}, acceptBackoffs{0}, pipesCreated{0}, pipesReused{0}, spliceFallbacks{0};
+    std::atomic<uint64_t> acceptErrors{0}, acceptBackoffs{0}, pipesCreated{0}, pipesReused{0}, spliceFallbacks{0}, handoffs{0};
     std::atomic<uint32_t> pipeSize{0};
     Counters();
   };
@@ -157,6 +159,10 @@ class Proxy {
   // The current table; `*version` caches what the caller holds.
   bool RefreshTable(uint64_t* version, std::shared_ptr<const RouteTable>* out);
   void Emit(std::vector<ConnEvent>&& events) { if (sink_) sink_(std::move(events)); }
+  // The worker that should relay a connection `self` just accepted: `self`, unless another one
+  // has at least two connections fewer (one epoll wakeup accepts a whole burst, as iperf3's
+  // four streams: without this they would all share one core).
+  Worker* PickWorker(Worker* self);
   // ClientIP session affinity: the remembered endpoint for (route, client), if fresh.
   bool AffinityLookup(const RouteEntry& r, const SockAddr& client, int64_t nowMs, std::string* endpoint);
   void AffinityRecord(const RouteEntry& r, const SockAddr& client, int64_t nowMs, const std::string& endpoint);

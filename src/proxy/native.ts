@@ -67,6 +67,7 @@ export interface NativeProxyStats {
   ended: Record<NativeEndReason, number>;
   acceptErrors: number;
   acceptBackoffs: number;
+  handoffs: number;
   pipesCreated: number;
   pipesReused: number;
   spliceFallbacks: number;
@@ -83,6 +84,8 @@ export interface NativeConnInfo {
   bytesUp: number;
   bytesDown: number;
   ageMs: number;
+  /** Index of the worker thread relaying it. */
+  worker: number;
 }
 
 export interface NativeProxy {

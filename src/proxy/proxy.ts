@@ -16,7 +16,9 @@
 //   sees one batched event per epoll round;
 // - every fd then has exactly one owner from accept to close (the worker), the rule STYLE asks;
 // - accept load spreads over the workers (one epoll each), not over one event loop shared with
-//   the control plane (informers, rule sync), so a rule sync never delays accepts.
+//   the control plane (informers, rule sync), so a rule sync never delays accepts. One wakeup
+//   accepts a whole burst; a worker that finds another one at least two connections lighter
+//   hands the new socket over (Proxy::PickWorker), so four parallel streams use both cores.
 // What stays in TypeScript: validation and defaults, the routing table as a pure function of the
 // cluster model (routes.ts), which Services are proxied, counters for metrics, lifecycle.
 // The cost: routing logic lives in C++ (small: a hash lookup and an index), and a table update
@@ -112,6 +114,8 @@ export interface ProxyStats {
   ended: { eof: number; reset: number; idleTimeout: number; cancelled: number; error: number; connectFailed: number; refused: number };
   acceptErrors: number;
   acceptBackoffs: number;
+  /** Connections accepted by one worker thread and handed to a less loaded one. */
+  handoffs: number;
   pipes: { created: number; reused: number; size: number; spliceFallbacks: number };
 }
 
@@ -175,6 +179,7 @@ function toStats(s: NativeProxyStats): ProxyStats {
     },
     acceptErrors: s.acceptErrors,
     acceptBackoffs: s.acceptBackoffs,
+    handoffs: s.handoffs,
     pipes: { created: s.pipesCreated, reused: s.pipesReused, size: s.pipeSize, spliceFallbacks: s.spliceFallbacks },
   };
 }
@@ -355,6 +360,7 @@ function emptyNativeStats(): NativeProxyStats {
     ended: { eof: 0, reset: 0, 'idle-timeout': 0, cancelled: 0, error: 0, 'connect-failed': 0, refused: 0 },
     acceptErrors: 0,
     acceptBackoffs: 0,
+    handoffs: 0,
     pipesCreated: 0,
     pipesReused: 0,
     spliceFallbacks: 0,

@@ -407,6 +407,20 @@ describeNetns('TCP service proxy through EDGE-MESH next to kube-proxy', () => {
     expect(p4.connections()).toEqual([]);
   });
 
+  it('spreads live connections over both worker threads, whichever one accept() woke (handing off to the less loaded)', async () => {
+    const n0 = events.length;
+    const held = Array.from({ length: 6 }, () => client<{ how: string; code?: string }>(pod, 'probe', { host: '10.10.0.10', port: 90 }));
+    expect(await until(() => p4.connections().filter((c) => c.bytesUp === 1).length === 6, 10_000)).toBe(true);
+    const perWorker = [0, 0];
+    for (const c of p4.connections()) perWorker[c.worker]!++;
+    expect(perWorker[0]! + perWorker[1]!).toBe(6);
+    expect(Math.abs(perWorker[0]! - perWorker[1]!)).toBeLessThanOrEqual(2);
+    for (const c of p4.connections()) p4.cancel(c.id);
+    for (const r of await Promise.all(held)) expect(r).toMatchObject({ how: 'error', code: 'ECONNRESET' });
+    await until(() => eventsSince(n0).filter((e) => e.reason === 'cancelled').length === 6, 2000);
+    expect(p4.connections()).toEqual([]);
+  });
+
   it('proxies an IPv6 service end to end (ip6tables DNAT, IP6T_SO_ORIGINAL_DST, IPv6 endpoint)', async () => {
     const s0 = p6.stats();
     const n0 = events.length;
