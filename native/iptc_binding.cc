@@ -29,75 +29,95 @@ struct ArgError {
   std::string message;
 };
 
-std::string Str(Napi::Value v, const std::string& what) {
-  if (!v.IsString()) throw ArgError{what + " must be a string"};
+// Where a value sits in the arguments ("ops[3].rules[12].dst"), for error messages. Built only
+// when an error is thrown: a full sync converts tens of thousands of rules, and composing a path
+// string for each field of each one cost more than the conversion itself.
+struct Where {
+  const char* name = nullptr;   // a root name, or a field of `parent`
+  const Where* parent = nullptr;
+  int64_t index = -1;           // an element of `parent` when >= 0
+  std::string str() const {
+    std::string base = parent ? parent->str() : std::string();
+    if (index >= 0) return base + "[" + std::to_string(index) + "]";
+    if (!name) return base;
+    return parent ? base + "." + name : std::string(name);
+  }
+  Where field(const char* f) const { return Where{f, this, -1}; }
+  Where at(int64_t i) const { return Where{nullptr, this, i}; }
+};
+
+std::string Str(Napi::Value v, const Where& w) {
+  if (!v.IsString()) throw ArgError{w.str() + " must be a string"};
   Napi::Env env = v.Env();
   size_t len = 0;
-  if (napi_get_value_string_utf8(env, v, nullptr, 0, &len) != napi_ok) throw ArgError{what + " must be a string"};
-  if (len > kMaxString) throw ArgError{what + " is too long"};
-  return v.As<Napi::String>().Utf8Value();
+  if (napi_get_value_string_utf8(env, v, nullptr, 0, &len) != napi_ok) throw ArgError{w.str() + " must be a string"};
+  if (len > kMaxString) throw ArgError{w.str() + " is too long"};
+  std::string out(len, '\0');
+  if (len > 0 && napi_get_value_string_utf8(env, v, &out[0], len + 1, &len) != napi_ok) throw ArgError{w.str() + " must be a string"};
+  return out;
 }
 
 // Optional string: undefined (or absent) -> false.
-bool OptStr(Napi::Object o, const char* key, const std::string& what, std::string& out) {
+bool OptStr(Napi::Object o, const char* key, const Where& w, std::string& out) {
   Napi::Value v = o.Get(key);
   if (v.IsUndefined()) return false;
-  out = Str(v, what + "." + key);
+  out = Str(v, w.field(key));
   return true;
 }
 
-int64_t Int(Napi::Value v, const std::string& what, int64_t lo, int64_t hi) {
-  if (!v.IsNumber()) throw ArgError{what + " must be a number"};
+int64_t Int(Napi::Value v, const Where& w, int64_t lo, int64_t hi) {
+  if (!v.IsNumber()) throw ArgError{w.str() + " must be a number"};
   double d = v.As<Napi::Number>().DoubleValue();
   if (!std::isfinite(d) || std::floor(d) != d || d < static_cast<double>(lo) || d > static_cast<double>(hi))
-    throw ArgError{what + " must be an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]"};
+    throw ArgError{w.str() + " must be an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]"};
   return static_cast<int64_t>(d);
 }
 
-Napi::Object Obj(Napi::Value v, const std::string& what) {
-  if (!v.IsObject() || v.IsArray() || v.IsFunction()) throw ArgError{what + " must be an object"};
+Napi::Object Obj(Napi::Value v, const Where& w) {
+  if (!v.IsObject() || v.IsArray() || v.IsFunction()) throw ArgError{w.str() + " must be an object"};
   return v.As<Napi::Object>();
 }
 
-Napi::Array Arr(Napi::Value v, const std::string& what, uint32_t max) {
-  if (!v.IsArray()) throw ArgError{what + " must be an array"};
+Napi::Array Arr(Napi::Value v, const Where& w, uint32_t max) {
+  if (!v.IsArray()) throw ArgError{w.str() + " must be an array"};
   Napi::Array a = v.As<Napi::Array>();
-  if (a.Length() > max) throw ArgError{what + " is too long"};
+  if (a.Length() > max) throw ArgError{w.str() + " is too long"};
   return a;
 }
 
 Family FamilyArg(Napi::Value v) {
-  std::string f = Str(v, "family");
+  std::string f = Str(v, Where{"family"});
   if (f == "ipv4") return Family::V4;
   if (f == "ipv6") return Family::V6;
   throw ArgError{"family must be \"ipv4\" or \"ipv6\""};
 }
 
-iptc::RuleSpec RuleArg(Napi::Value v, const std::string& what) {
-  Napi::Object o = Obj(v, what);
+iptc::RuleSpec RuleArg(Napi::Value v, const Where& w) {
+  Napi::Object o = Obj(v, w);
   iptc::RuleSpec r;
-  OptStr(o, "src", what, r.src);
-  OptStr(o, "dst", what, r.dst);
+  OptStr(o, "src", w, r.src);
+  OptStr(o, "dst", w, r.dst);
   std::string proto;
-  if (OptStr(o, "protocol", what, proto)) {
+  if (OptStr(o, "protocol", w, proto)) {
     if (proto == "tcp") r.protocol = 6;
     else if (proto == "udp") r.protocol = 17;
-    else throw ArgError{what + ".protocol must be \"tcp\" or \"udp\""};
+    else throw ArgError{w.str() + ".protocol must be \"tcp\" or \"udp\""};
   }
-  r.hasComment = OptStr(o, "comment", what, r.comment);
-  r.target = Str(o.Get("target"), what + ".target");
+  r.hasComment = OptStr(o, "comment", w, r.comment);
+  r.target = Str(o.Get("target"), w.field("target"));
   Napi::Value td = o.Get("toDestination");
   if (!td.IsUndefined()) {
-    Napi::Object d = Obj(td, what + ".toDestination");
+    const Where wd = w.field("toDestination");
+    Napi::Object d = Obj(td, wd);
     r.hasDnat = true;
-    r.dnatAddress = Str(d.Get("address"), what + ".toDestination.address");
+    r.dnatAddress = Str(d.Get("address"), wd.field("address"));
     Napi::Value port = d.Get("port");
-    if (!port.IsUndefined()) r.dnatPort = static_cast<int>(Int(port, what + ".toDestination.port", 1, 65535));
+    if (!port.IsUndefined()) r.dnatPort = static_cast<int>(Int(port, wd.field("port"), 1, 65535));
   }
   return r;
 }
 
-iptc::OpKind KindArg(const std::string& k, const std::string& what) {
+iptc::OpKind KindArg(const std::string& k, const Where& w) {
   using K = iptc::OpKind;
   if (k == "createChain") return K::CreateChain;
   if (k == "flushChain") return K::FlushChain;
@@ -109,15 +129,15 @@ iptc::OpKind KindArg(const std::string& k, const std::string& what) {
   if (k == "replaceRule") return K::ReplaceRule;
   if (k == "moveRule") return K::MoveRule;
   if (k == "replaceChain") return K::ReplaceChain;
-  throw ArgError{what + ".op is not a known operation"};
+  throw ArgError{w.str() + ".op is not a known operation"};
 }
 
-iptc::Op OpArg(Napi::Value v, const std::string& what) {
+iptc::Op OpArg(Napi::Value v, const Where& w) {
   using K = iptc::OpKind;
-  Napi::Object o = Obj(v, what);
+  Napi::Object o = Obj(v, w);
   iptc::Op op;
-  op.kind = KindArg(Str(o.Get("op"), what + ".op"), what);
-  op.chain = Str(o.Get("chain"), what + ".chain");
+  op.kind = KindArg(Str(o.Get("op"), w.field("op")), w);
+  op.chain = Str(o.Get("chain"), w.field("chain"));
   constexpr int64_t kMaxPos = std::numeric_limits<int32_t>::max();
   switch (op.kind) {
     case K::CreateChain:
@@ -125,27 +145,29 @@ iptc::Op OpArg(Napi::Value v, const std::string& what) {
     case K::DeleteChain:
       break;
     case K::InsertRule: {
-      op.rule = RuleArg(o.Get("rule"), what + ".rule");
+      op.rule = RuleArg(o.Get("rule"), w.field("rule"));
       Napi::Value p = o.Get("position");
-      if (!p.IsUndefined()) op.position = Int(p, what + ".position", 1, kMaxPos);
+      if (!p.IsUndefined()) op.position = Int(p, w.field("position"), 1, kMaxPos);
       break;
     }
     case K::AppendRule:
     case K::DeleteRule:
-      op.rule = RuleArg(o.Get("rule"), what + ".rule");
+      op.rule = RuleArg(o.Get("rule"), w.field("rule"));
       break;
     case K::DeleteRuleAt:
-      op.position = Int(o.Get("position"), what + ".position", 1, kMaxPos);
+      op.position = Int(o.Get("position"), w.field("position"), 1, kMaxPos);
       break;
     case K::ReplaceRule:
     case K::MoveRule:
-      op.rule = RuleArg(o.Get("rule"), what + ".rule");
-      op.position = Int(o.Get("position"), what + ".position", 1, kMaxPos);
+      op.rule = RuleArg(o.Get("rule"), w.field("rule"));
+      op.position = Int(o.Get("position"), w.field("position"), 1, kMaxPos);
       break;
     case K::ReplaceChain: {
-      Napi::Array rules = Arr(o.Get("rules"), what + ".rules", kMaxRules);
-      op.rules.reserve(rules.Length());
-      for (uint32_t i = 0; i < rules.Length(); i++) op.rules.push_back(RuleArg(rules.Get(i), what + ".rules[" + std::to_string(i) + "]"));
+      const Where wr = w.field("rules");
+      Napi::Array rules = Arr(o.Get("rules"), wr, kMaxRules);
+      const uint32_t n = rules.Length();
+      op.rules.reserve(n);
+      for (uint32_t i = 0; i < n; i++) op.rules.push_back(RuleArg(rules.Get(i), wr.at(i)));
       break;
     }
   }
@@ -154,7 +176,7 @@ iptc::Op OpArg(Napi::Value v, const std::string& what) {
 
 std::string NetnsArg(Napi::Value v) {
   if (v.IsUndefined() || v.IsNull()) return "";
-  return Str(v, "netnsPath");
+  return Str(v, Where{"netnsPath"});
 }
 
 Napi::Object InfoToJs(Napi::Env env, const iptc::TableInfo& i) {
@@ -215,34 +237,37 @@ Napi::Value ApplyResultToJs(Napi::Env e, const iptc::ApplyResult& r) {
 }
 
 std::vector<std::string> ChainsArg(Napi::Value v) {
-  Napi::Array arr = Arr(v, "chains", 4096);
+  const Where w{"chains"};
+  Napi::Array arr = Arr(v, w, 4096);
   std::vector<std::string> chains;
-  for (uint32_t i = 0; i < arr.Length(); i++) chains.push_back(Str(arr.Get(i), "chains[" + std::to_string(i) + "]"));
+  for (uint32_t i = 0; i < arr.Length(); i++) chains.push_back(Str(arr.Get(i), w.at(i)));
   return chains;
 }
 
 std::shared_ptr<std::vector<iptc::Op>> OpsArg(Napi::Value v) {
-  Napi::Array arr = Arr(v, "ops", kMaxOps);
+  const Where w{"ops"};
+  Napi::Array arr = Arr(v, w, kMaxOps);
   auto ops = std::make_shared<std::vector<iptc::Op>>();
   ops->reserve(arr.Length());
-  for (uint32_t i = 0; i < arr.Length(); i++) ops->push_back(OpArg(arr.Get(i), "ops[" + std::to_string(i) + "]"));
+  for (uint32_t i = 0; i < arr.Length(); i++) ops->push_back(OpArg(arr.Get(i), w.at(i)));
   return ops;
 }
 
 iptc::ApplyOptions OptionsArg(Napi::Value v) {
   iptc::ApplyOptions opts;
   if (v.IsUndefined()) return opts;
-  Napi::Object o = Obj(v, "options");
-  OptStr(o, "lockfile", "options", opts.lockfile);
-  if (!o.Get("lockWaitMs").IsUndefined()) opts.lockWaitMs = Int(o.Get("lockWaitMs"), "options.lockWaitMs", 0, 3600000);
-  if (!o.Get("lockIntervalMs").IsUndefined()) opts.lockIntervalMs = Int(o.Get("lockIntervalMs"), "options.lockIntervalMs", 1, 60000);
-  if (!o.Get("maxAttempts").IsUndefined()) opts.maxAttempts = static_cast<int>(Int(o.Get("maxAttempts"), "options.maxAttempts", 1, 1000));
+  const Where w{"options"};
+  Napi::Object o = Obj(v, w);
+  OptStr(o, "lockfile", w, opts.lockfile);
+  if (!o.Get("lockWaitMs").IsUndefined()) opts.lockWaitMs = Int(o.Get("lockWaitMs"), w.field("lockWaitMs"), 0, 3600000);
+  if (!o.Get("lockIntervalMs").IsUndefined()) opts.lockIntervalMs = Int(o.Get("lockIntervalMs"), w.field("lockIntervalMs"), 1, 60000);
+  if (!o.Get("maxAttempts").IsUndefined()) opts.maxAttempts = static_cast<int>(Int(o.Get("maxAttempts"), w.field("maxAttempts"), 1, 1000));
   opts.netnsPath = NetnsArg(o.Get("netnsPath"));
   return opts;
 }
 
 uint64_t SessionArg(Napi::Value v) {
-  return static_cast<uint64_t>(Int(v, "session", 1, 9007199254740991LL));
+  return static_cast<uint64_t>(Int(v, Where{"session"}, 1, 9007199254740991LL));
 }
 
 Napi::Value TypeErrorValue(Napi::Env env, const ArgError& e) {

@@ -1056,7 +1056,6 @@ ApplyResult CommitLocked(std::vector<Op>& ops, const ApplyOptions& o, ApplyResul
       std::unique_ptr<Handle> h = std::move(first);
       if (!h) h = std::make_unique<Handle>(Handle::Init<T>());
       for (size_t i = 0; i < ops.size(); i++) ApplyOp<T>(h->get(), i, ops[i]);
-      intended = Capture<T>(h->get(), touched);
       if (T::commit(h->get())) {
         TableInfo after = GetInfo<T>();
         res.sizeAfter = after.size;
@@ -1068,6 +1067,9 @@ ApplyResult CommitLocked(std::vector<Op>& ops, const ApplyOptions& o, ApplyResul
         return res;
       }
       lastErr = errno;
+      // What we meant to write, for the check below (a failed commit leaves the handle's cache as
+      // it was; only read when needed: 10 000 rules take 5 ms to decode).
+      if (lastErr != EAGAIN) intended = Capture<T>(h->get(), touched);
     }
     if (lastErr == EAGAIN) continue;  // lost a race with a writer that did not take the lock: re-read, re-apply
     // Other errors: the kernel may have installed the new table and failed afterwards (seen: EINVAL
