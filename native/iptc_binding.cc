@@ -12,6 +12,7 @@
 
 #include "iptc_core.h"
 #include "module_registry.h"
+#include "napi_args.h"
 #include "napi_util.h"
 
 namespace edgemesh {
@@ -19,71 +20,16 @@ namespace {
 
 using iptc::Family;
 
-// Longer strings are refused before they are copied; the real limits are checked in the core.
-constexpr size_t kMaxString = 4096;
 constexpr uint32_t kMaxOps = 1u << 20;
 constexpr uint32_t kMaxRules = 1u << 20;
 
-// Thrown inside the conversion helpers; turned into a JS TypeError at the entry point.
-struct ArgError {
-  std::string message;
-};
-
-// Where a value sits in the arguments ("ops[3].rules[12].dst"), for error messages. Built only
-// when an error is thrown: a full sync converts tens of thousands of rules, and composing a path
-// string for each field of each one cost more than the conversion itself.
-struct Where {
-  const char* name = nullptr;   // a root name, or a field of `parent`
-  const Where* parent = nullptr;
-  int64_t index = -1;           // an element of `parent` when >= 0
-  std::string str() const {
-    std::string base = parent ? parent->str() : std::string();
-    if (index >= 0) return base + "[" + std::to_string(index) + "]";
-    if (!name) return base;
-    return parent ? base + "." + name : std::string(name);
-  }
-  Where field(const char* f) const { return Where{f, this, -1}; }
-  Where at(int64_t i) const { return Where{nullptr, this, i}; }
-};
-
-std::string Str(Napi::Value v, const Where& w) {
-  if (!v.IsString()) throw ArgError{w.str() + " must be a string"};
-  Napi::Env env = v.Env();
-  size_t len = 0;
-  if (napi_get_value_string_utf8(env, v, nullptr, 0, &len) != napi_ok) throw ArgError{w.str() + " must be a string"};
-  if (len > kMaxString) throw ArgError{w.str() + " is too long"};
-  std::string out(len, '\0');
-  if (len > 0 && napi_get_value_string_utf8(env, v, &out[0], len + 1, &len) != napi_ok) throw ArgError{w.str() + " must be a string"};
-  return out;
-}
-
-// Optional string: undefined (or absent) -> false.
-bool OptStr(Napi::Object o, const char* key, const Where& w, std::string& out) {
-  Napi::Value v = o.Get(key);
-  if (v.IsUndefined()) return false;
-  out = Str(v, w.field(key));
-  return true;
-}
-
-int64_t Int(Napi::Value v, const Where& w, int64_t lo, int64_t hi) {
-  if (!v.IsNumber()) throw ArgError{w.str() + " must be a number"};
-  double d = v.As<Napi::Number>().DoubleValue();
-  if (!std::isfinite(d) || std::floor(d) != d || d < static_cast<double>(lo) || d > static_cast<double>(hi))
-    throw ArgError{w.str() + " must be an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]"};
-  return static_cast<int64_t>(d);
-}
-
-Napi::Object Obj(Napi::Value v, const Where& w) {
-  if (!v.IsObject() || v.IsArray() || v.IsFunction()) throw ArgError{w.str() + " must be an object"};
-  return v.As<Napi::Object>();
-}
-
-Napi::Array Arr(Napi::Value v, const Where& w, uint32_t max) {
-  if (!v.IsArray()) throw ArgError{w.str() + " must be an array"};
-  Napi::Array a = v.As<Napi::Array>();
-  if (a.Length() > max) throw ArgError{w.str() + " is too long"};
-  return a;
-}
+using args::Arr;
+using args::ArgError;
+using args::Int;
+using args::Obj;
+using args::OptStr;
+using args::Str;
+using args::Where;
 
 Family FamilyArg(Napi::Value v) {
   std::string f = Str(v, Where{"family"});

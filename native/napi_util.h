@@ -1,4 +1,5 @@
-// Helpers shared by the binding layers (the only files that include napi.h besides addon.cc).
+// Helpers shared by the binding layers (with napi_args.h, the only files that include napi.h
+// besides addon.cc).
 #pragma once
 #include <napi.h>
 

@@ -7,6 +7,7 @@
 #include <linux/netfilter.h>
 
 #include "module_registry.h"
+#include "napi_args.h"
 #include "napi_util.h"
 #include "nft_core.h"
 
@@ -15,123 +16,108 @@ namespace {
 
 using namespace nft;
 
-// Argument conversion: throws this to unwind to the entry point, which raises a TypeError.
-struct ArgError {
-  std::string what;
-};
+using args::Arr;
+using args::ArgError;
+using args::Obj;
+using args::Str;
+using args::Where;
 
-std::string Str(const Napi::Value& v, const std::string& what) {
-  if (!v.IsString()) throw ArgError{what + " must be a string"};
-  return v.As<Napi::String>().Utf8Value();
+constexpr uint32_t kMaxItems = 1u << 20;
+
+// Optional string field, null or undefined meaning absent: "".
+std::string OptStr(const Napi::Object& o, const char* key, const Where& w) {
+  std::string out;
+  args::OptStr(o, key, w, out, true);
+  return out;
 }
 
-std::string OptStr(const Napi::Object& o, const char* key, const std::string& what) {
-  Napi::Value v = o.Get(key);
-  if (v.IsUndefined() || v.IsNull()) return "";
-  return Str(v, what + "." + key);
+int Int(const Napi::Value& v, const Where& w) {
+  return static_cast<int>(args::Int(v, w, INT32_MIN, INT32_MAX));
 }
 
-int Int(const Napi::Value& v, const std::string& what) {
-  if (!v.IsNumber()) throw ArgError{what + " must be a number"};
-  double d = v.As<Napi::Number>().DoubleValue();
-  if (d != static_cast<double>(static_cast<int>(d))) throw ArgError{what + " must be an integer"};
-  return static_cast<int>(d);
-}
-
-Napi::Object Obj(const Napi::Value& v, const std::string& what) {
-  if (!v.IsObject() || v.IsArray()) throw ArgError{what + " must be an object"};
-  return v.As<Napi::Object>();
-}
-
-Napi::Array Arr(const Napi::Value& v, const std::string& what) {
-  if (!v.IsArray()) throw ArgError{what + " must be an array"};
-  return v.As<Napi::Array>();
-}
+bool Present(const Napi::Value& v) { return !v.IsUndefined() && !v.IsNull(); }
 
 uint8_t Family(const Napi::Value& v) {
-  std::string f = Str(v, "family");
+  std::string f = Str(v, Where{"family"});
   if (f == "ipv4") return NFPROTO_IPV4;
   if (f == "ipv6") return NFPROTO_IPV6;
   throw ArgError{"family must be 'ipv4' or 'ipv6'"};
 }
 
 Dialect DialectOf(const Napi::Value& v) {
-  std::string d = Str(v, "dialect");
+  std::string d = Str(v, Where{"dialect"});
   if (d == "xt") return Dialect::Xt;
   if (d == "nft") return Dialect::Native;
   throw ArgError{"dialect must be 'xt' or 'nft'"};
 }
 
-RuleSpec RuleOf(const Napi::Value& v, const std::string& what) {
-  Napi::Object o = Obj(v, what);
+RuleSpec RuleOf(const Napi::Value& v, const Where& w) {
+  Napi::Object o = Obj(v, w);
   RuleSpec r;
-  r.src = OptStr(o, "src", what);
-  r.dst = OptStr(o, "dst", what);
-  r.protocol = OptStr(o, "protocol", what);
-  Napi::Value c = o.Get("comment");
-  if (!c.IsUndefined() && !c.IsNull()) {
-    r.hasComment = true;
-    r.comment = Str(c, what + ".comment");
-  }
-  r.target = Str(o.Get("target"), what + ".target");
+  r.src = OptStr(o, "src", w);
+  r.dst = OptStr(o, "dst", w);
+  r.protocol = OptStr(o, "protocol", w);
+  r.hasComment = args::OptStr(o, "comment", w, r.comment, true);
+  r.target = Str(o.Get("target"), w.field("target"));
   Napi::Value to = o.Get("toDestination");
-  if (!to.IsUndefined() && !to.IsNull()) {
-    Napi::Object t = Obj(to, what + ".toDestination");
+  if (Present(to)) {
+    const Where wt = w.field("toDestination");
+    Napi::Object t = Obj(to, wt);
     r.hasTo = true;
-    r.toAddress = Str(t.Get("address"), what + ".toDestination.address");
+    r.toAddress = Str(t.Get("address"), wt.field("address"));
     Napi::Value p = t.Get("port");
-    if (!p.IsUndefined() && !p.IsNull()) {
-      r.toPort = Int(p, what + ".toDestination.port");
-      if (r.toPort < 1 || r.toPort > 65535) throw ArgError{what + ".toDestination.port must be 1..65535"};
-    }
+    if (Present(p)) r.toPort = static_cast<int>(args::Int(p, wt.field("port"), 1, 65535));
   }
   return r;
 }
 
-Op OpOf(const Napi::Value& v, size_t i) {
-  std::string what = "ops[" + std::to_string(i) + "]";
-  Napi::Object o = Obj(v, what);
-  std::string kind = Str(o.Get("op"), what + ".op");
+Op OpOf(const Napi::Value& v, const Where& w) {
+  Napi::Object o = Obj(v, w);
+  std::string kind = Str(o.Get("op"), w.field("op"));
   Op op;
-  op.chain = Str(o.Get("chain"), what + ".chain");
+  op.chain = Str(o.Get("chain"), w.field("chain"));
   auto pos = [&](bool required) {
     Napi::Value p = o.Get("position");
-    if (p.IsUndefined() || p.IsNull()) {
-      if (required) throw ArgError{what + ".position must be a number"};
+    if (!Present(p)) {
+      if (required) throw ArgError{w.str() + ".position must be a number"};
       return 0;
     }
-    return Int(p, what + ".position");
+    return Int(p, w.field("position"));
   };
+  const Where wr = w.field("rule");
   if (kind == "createChain") op.kind = OpKind::CreateChain;
   else if (kind == "flushChain") op.kind = OpKind::FlushChain;
   else if (kind == "deleteChain") op.kind = OpKind::DeleteChain;
   else if (kind == "insertRule") {
     op.kind = OpKind::InsertRule;
-    op.rule = RuleOf(o.Get("rule"), what + ".rule");
+    op.rule = RuleOf(o.Get("rule"), wr);
     op.position = pos(false);
   } else if (kind == "appendRule") {
     op.kind = OpKind::AppendRule;
-    op.rule = RuleOf(o.Get("rule"), what + ".rule");
+    op.rule = RuleOf(o.Get("rule"), wr);
   } else if (kind == "deleteRule") {
     op.kind = OpKind::DeleteRule;
-    op.rule = RuleOf(o.Get("rule"), what + ".rule");
+    op.rule = RuleOf(o.Get("rule"), wr);
   } else if (kind == "deleteRuleAt") {
     op.kind = OpKind::DeleteRuleAt;
     op.position = pos(true);
   } else if (kind == "replaceRule") {
     op.kind = OpKind::ReplaceRule;
-    op.rule = RuleOf(o.Get("rule"), what + ".rule");
+    op.rule = RuleOf(o.Get("rule"), wr);
     op.position = pos(true);
   } else if (kind == "moveRule") {
     op.kind = OpKind::MoveRule;
-    op.rule = RuleOf(o.Get("rule"), what + ".rule");
+    op.rule = RuleOf(o.Get("rule"), wr);
     op.position = pos(true);
   } else if (kind == "replaceChain") {
     op.kind = OpKind::ReplaceChain;
-    Napi::Array rules = Arr(o.Get("rules"), what + ".rules");
-    for (uint32_t k = 0; k < rules.Length(); k++) op.rules.push_back(RuleOf(rules.Get(k), what + ".rules[" + std::to_string(k) + "]"));
+    const Where wrs = w.field("rules");
+    Napi::Array rules = Arr(o.Get("rules"), wrs, kMaxItems);
+    const uint32_t n = rules.Length();
+    op.rules.reserve(n);
+    for (uint32_t k = 0; k < n; k++) op.rules.push_back(RuleOf(rules.Get(k), wrs.at(k)));
   } else {
-    throw ArgError{what + ".op: unknown operation " + kind};
+    throw ArgError{w.str() + ".op: unknown operation " + kind};
   }
   return op;
 }
@@ -227,14 +213,14 @@ Napi::Value Guard(const Napi::CallbackInfo& info, const std::function<Napi::Valu
   try {
     return body();
   } catch (const ArgError& e) {
-    Napi::TypeError::New(info.Env(), e.what).ThrowAsJavaScriptException();
+    Napi::TypeError::New(info.Env(), e.message).ThrowAsJavaScriptException();
     return info.Env().Undefined();
   }
 }
 
 std::string NetnsArg(const Napi::CallbackInfo& info, size_t i) {
   if (info.Length() <= i || info[i].IsUndefined() || info[i].IsNull()) return "";
-  return Str(info[i], "netns");
+  return Str(info[i], Where{"netns"});
 }
 
 Napi::Value GenIdJs(const Napi::CallbackInfo& info) {
@@ -247,18 +233,20 @@ Napi::Value GenIdJs(const Napi::CallbackInfo& info) {
 
 Napi::Value ReadJs(const Napi::CallbackInfo& info) {
   return Guard(info, [&]() -> Napi::Value {
-    Napi::Object o = Obj(info.Length() > 0 ? info[0] : info.Env().Undefined(), "request");
+    const Where w{"request"};
+    Napi::Object o = Obj(info.Length() > 0 ? info[0] : info.Env().Undefined(), w);
     ReadRequest req;
-    req.netns = OptStr(o, "netns", "request");
+    req.netns = OptStr(o, "netns", w);
     req.family = Family(o.Get("family"));
-    req.table = Str(o.Get("table"), "request.table");
+    req.table = Str(o.Get("table"), w.field("table"));
     req.dialect = DialectOf(o.Get("dialect"));
     Napi::Value chains = o.Get("chains");
     if (chains.IsUndefined() || chains.IsNull()) {
       req.allChains = true;
     } else {
-      Napi::Array a = Arr(chains, "request.chains");
-      for (uint32_t i = 0; i < a.Length(); i++) req.chains.push_back(Str(a.Get(i), "request.chains[]"));
+      const Where wc = w.field("chains");
+      Napi::Array a = Arr(chains, wc, kMaxItems);
+      for (uint32_t i = 0; i < a.Length(); i++) req.chains.push_back(Str(a.Get(i), wc.at(i)));
     }
     Napi::Value wr = o.Get("withRules");
     if (!wr.IsUndefined()) {
@@ -281,28 +269,32 @@ Napi::Value ReadJs(const Napi::CallbackInfo& info) {
 
 Napi::Value ApplyJs(const Napi::CallbackInfo& info) {
   return Guard(info, [&]() -> Napi::Value {
-    Napi::Object o = Obj(info.Length() > 0 ? info[0] : info.Env().Undefined(), "request");
+    const Where w{"request"};
+    Napi::Object o = Obj(info.Length() > 0 ? info[0] : info.Env().Undefined(), w);
     ApplyRequest req;
-    req.netns = OptStr(o, "netns", "request");
+    req.netns = OptStr(o, "netns", w);
     req.family = Family(o.Get("family"));
-    req.table = Str(o.Get("table"), "request.table");
+    req.table = Str(o.Get("table"), w.field("table"));
     req.dialect = DialectOf(o.Get("dialect"));
     Napi::Value bcs = o.Get("baseChains");
     if (!bcs.IsUndefined() && !bcs.IsNull()) {
-      Napi::Array a = Arr(bcs, "request.baseChains");
+      const Where wb = w.field("baseChains");
+      Napi::Array a = Arr(bcs, wb, kMaxItems);
       for (uint32_t i = 0; i < a.Length(); i++) {
-        Napi::Object b = Obj(a.Get(i), "request.baseChains[]");
+        const Where wi = wb.at(i);
+        Napi::Object b = Obj(a.Get(i), wi);
         BaseChainSpec spec;
-        spec.name = Str(b.Get("name"), "baseChains[].name");
-        spec.hook = HookOf(Str(b.Get("hook"), "baseChains[].hook"));
-        spec.priority = Int(b.Get("priority"), "baseChains[].priority");
+        spec.name = Str(b.Get("name"), wi.field("name"));
+        spec.hook = HookOf(Str(b.Get("hook"), wi.field("hook")));
+        spec.priority = Int(b.Get("priority"), wi.field("priority"));
         req.baseChains.push_back(spec);
       }
     }
-    Napi::Array ops = Arr(o.Get("ops"), "request.ops");
-    for (uint32_t i = 0; i < ops.Length(); i++) req.ops.push_back(OpOf(ops.Get(i), i));
+    const Where wo{"ops"};
+    Napi::Array ops = Arr(o.Get("ops"), w.field("ops"), kMaxItems);
+    for (uint32_t i = 0; i < ops.Length(); i++) req.ops.push_back(OpOf(ops.Get(i), wo.at(i)));
     Napi::Value ma = o.Get("maxAttempts");
-    if (!ma.IsUndefined()) req.maxAttempts = Int(ma, "request.maxAttempts");
+    if (!ma.IsUndefined()) req.maxAttempts = Int(ma, w.field("maxAttempts"));
     return PromiseWorker<ApplyResult>::Run(
         info.Env(), "nftApply", [req] { return Apply(req); },
         [](Napi::Env env, ApplyResult& r) -> Napi::Value {
@@ -320,7 +312,7 @@ Napi::Value DeleteTableJs(const Napi::CallbackInfo& info) {
     std::string ns = NetnsArg(info, 0);
     if (info.Length() < 3) throw ArgError{"nftDeleteTable(netns, family, table)"};
     uint8_t family = Family(info[1]);
-    std::string table = Str(info[2], "table");
+    std::string table = Str(info[2], Where{"table"});
     return PromiseWorker<bool>::Run(
         info.Env(), "nftDeleteTable", [ns, family, table] { return DeleteTable(ns, family, table); },
         [](Napi::Env env, bool& b) -> Napi::Value { return Napi::Boolean::New(env, b); });
@@ -350,8 +342,8 @@ Napi::Value RawRulesJs(const Napi::CallbackInfo& info) {
     std::string ns = NetnsArg(info, 0);
     if (info.Length() < 4) throw ArgError{"nftRawRules(netns, family, table, chain)"};
     uint8_t family = Family(info[1]);
-    std::string table = Str(info[2], "table");
-    std::string chain = Str(info[3], "chain");
+    std::string table = Str(info[2], Where{"table"});
+    std::string chain = Str(info[3], Where{"chain"});
     return PromiseWorker<std::vector<RawRule>>::Run(
         info.Env(), "nftRawRules", [ns, family, table, chain] { return RawRules(ns, family, table, chain); },
         [](Napi::Env env, std::vector<RawRule>& rs) -> Napi::Value {
@@ -373,7 +365,7 @@ Napi::Value ReadProcNetJs(const Napi::CallbackInfo& info) {
   return Guard(info, [&]() -> Napi::Value {
     std::string ns = NetnsArg(info, 0);
     if (info.Length() < 2) throw ArgError{"readProcNet(netns, name)"};
-    std::string name = Str(info[1], "name");
+    std::string name = Str(info[1], Where{"name"});
     if (name.empty() || name.find('/') != std::string::npos || name[0] == '.') throw ArgError{"name must be a file name in /proc/net"};
     using R = std::pair<bool, std::string>;
     return PromiseWorker<R>::Run(
