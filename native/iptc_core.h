@@ -1,5 +1,7 @@
-// The iptables-legacy backend core: reads and writes the nat table of IPv4 (libip4tc) and IPv6
-// (libip6tc) through libiptc, in one atomic commit per transaction, under the xtables lock.
+// The iptables-legacy backend core: writes the nat table of IPv4 (libip4tc) and IPv6 (libip6tc)
+// through libiptc, in one atomic commit per transaction, under the xtables lock; reads it either
+// the same way (inside a transaction) or lock-free from one IPT_SO_GET_ENTRIES that it decodes
+// itself (Read: periodic resyncs, watchdog checks, status).
 // Plain C++17, no V8: the binding (iptc_binding.cc) turns JS values into these structs.
 //
 // The logic is written once over a small traits struct per family (see iptc_core.cc).
@@ -99,7 +101,9 @@ struct Snapshot {
 // Cheap change detection (IPT_SO_GET_INFO / IP6T_SO_GET_INFO). Never creates the table.
 TableInfo Info(Family family, const std::string& netnsPath);
 
-// Reads the named chains. When the nat table does not exist, returns no chains (and does not create it).
+// Reads the named chains without libiptc and without the lock: one IPT_SO_GET_ENTRIES (a consistent
+// table: the kernel replaces tables atomically), only the named chains decoded. When the nat table
+// does not exist, returns no chains (and does not create it).
 Snapshot Read(Family family, const std::vector<std::string>& chains, const std::string& netnsPath);
 
 // Validates every op, takes the xtables lock, applies all ops to one handle and commits once.
