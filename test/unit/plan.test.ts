@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { IptablesNatBackend } from '../../src/backends/iptables.js';
 import { planSync } from '../../src/backends/plan.js';
 import { EDGE_MESH_CHAIN, EDGE_MESH_TCP_CHAIN, ROOT_JUMP_RULE, type DesiredRuleSet, type Rule } from '../../src/rules.js';
+import type { TableInfo, TableTransaction, TxOp } from '../../src/backends/types.js';
 import { MemoryTable } from '../helpers/memory-table.js';
 
 const kubeJump: Rule = { comment: 'kubernetes service portals', target: 'KUBE-SERVICES' };
@@ -131,5 +132,53 @@ describe('planSync and the iptables NatBackend', () => {
     expect(s.text).toMatch(/1 +2655K +0 +RETURN +all +-- +\* +\* +0\.0\.0\.0\/0 +10\.10\.0\.3 +\/\* ignore ns\/10\.10\.0\.3 service \*\//);
     expect(s.text).toMatch(/DNAT +tcp .* to:169\.254\.96\.16:40001/);
     expect(s.order.ok).toBe(true);
+  });
+
+  describe('the lock-free look first (legacy: expectChange false)', () => {
+    /** A MemoryTable with begin() (the locked read of legacy) and the legacy built-in layout signal. */
+    class LockingTable extends MemoryTable {
+      begins = 0;
+      override async info(): Promise<TableInfo> {
+        const layout = ['PREROUTING', 'INPUT', 'OUTPUT', 'POSTROUTING'].map((c) => this.chains.get(c)!.length).join(',');
+        return { ...(await super.info()), builtinLayout: layout };
+      }
+      async begin(chains: readonly string[]): Promise<TableTransaction> {
+        this.begins++;
+        this.reads--; // the snapshot below is the transaction's read, not a lock-free one
+        const snapshot = await this.read(chains);
+        return { snapshot, commit: (ops: readonly TxOp[]) => this.apply(ops), abort: async () => undefined };
+      }
+    }
+
+    it('a check that finds nothing to do reads without the lock; a user-chain write by kube-proxy keeps it lock-free; a rule above our jump goes straight to the locked repair', async () => {
+      const t = new LockingTable();
+      t.chains.set('KUBE-SERVICES', []);
+      const b = new IptablesNatBackend(t);
+      const want = desired(['10.10.0.3']);
+      // An event sync (a change is expected): the locked read-modify-commit, no look first.
+      expect((await b.sync(want)).changed).toBe(true);
+      expect({ begins: t.begins, reads: t.reads }).toEqual({ begins: 1, reads: 0 });
+      // A periodic resync with nothing to do: one lock-free read, no lock, no commit.
+      const commits = t.commits;
+      expect((await b.sync(want, { expectChange: false })).changed).toBe(false);
+      expect({ begins: t.begins, reads: t.reads, commits: t.commits }).toEqual({ begins: 1, reads: 1, commits });
+      // kube-proxy rewrites its own chain: the built-ins did not move, so still lock-free.
+      t.chains.get('KUBE-SERVICES')!.push({ dst: '10.10.0.9/32', target: 'RETURN', packets: 0, bytes: 0 });
+      t.generation++;
+      expect((await b.sync(want, { expectChange: false })).changed).toBe(false);
+      expect({ begins: t.begins, reads: t.reads }).toEqual({ begins: 1, reads: 2 });
+      // kube-proxy restarts and puts its jump above ours: the layout moved, the repair takes the lock at once.
+      t.foreignInsert('PREROUTING', kubeJump);
+      const repair = await b.sync(want, { expectChange: false });
+      expect(repair.orderRepairs).toBe(1);
+      expect({ begins: t.begins, reads: t.reads }).toEqual({ begins: 2, reads: 2 });
+      expect(t.chains.get('PREROUTING')!.map((r) => r.target)).toEqual(['EDGE-MESH', 'KUBE-SERVICES']);
+      // A foreign change to our own chain is found by the lock-free look, then written under the lock.
+      t.chains.get('EDGE-MESH')!.splice(0, 1);
+      t.generation++;
+      const fixed = await b.sync(want, { expectChange: false });
+      expect(fixed.added).toBe(1);
+      expect({ begins: t.begins, reads: t.reads }).toEqual({ begins: 3, reads: 3 });
+    });
   });
 });

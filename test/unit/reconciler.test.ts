@@ -105,4 +105,25 @@ describe('Reconciler', () => {
     t.chains.get(EDGE_MESH_CHAIN)!.length = 0; // silent edit: generation untouched
     await until(() => t.chains.get(EDGE_MESH_CHAIN)!.length === 1);
   });
+
+  it('tells the backend whether a write is expected: yes for initial and event syncs, no for periodic resyncs and watchdog checks', async () => {
+    const t = new MemoryTable();
+    const backend = new IptablesNatBackend(t);
+    const seen: (boolean | undefined)[] = [];
+    const sync = backend.sync.bind(backend);
+    backend.sync = (d, o) => {
+      seen.push(o?.expectChange);
+      return sync(d, o);
+    };
+    rec = new Reconciler({ backends: [backend], desired: () => set(['10.0.0.1']), minSyncPeriodMs: 10, syncPeriodMs: 60_000, orderCheckPeriodMs: 40 });
+    rec.start();
+    await until(() => seen.length === 1); // initial
+    rec.requestSync('event');
+    await until(() => seen.length === 2);
+    t.foreignInsert('PREROUTING', { target: 'KUBE-SERVICES' });
+    await until(() => seen.length === 3); // the watchdog's order sync
+    await rec.syncNow('periodic');
+    expect(seen).toEqual([true, true, false, false]);
+    expect(t.chains.get('PREROUTING')![0]!.target).toBe(EDGE_MESH_CHAIN);
+  });
 });
