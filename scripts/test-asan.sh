@@ -9,7 +9,8 @@
 #  3. LeakSanitizer over 1 000 transactions of the libiptc core (test/native/iptc_leak.cc) in a
 #     network namespace of its own, after proving with a canary that LSan reports leaks here;
 #     and over 10 000 connections through the relay core (test/native/relay_leak.cc: splice, and
-#     2 000 more on the copy path), DNATed as EDGE-MESH-TCP would, in a namespace of its own.
+#     2 000 more on the copy path; each run adds 800 in bursts that make workers hand sockets to
+#     each other), DNATed as EDGE-MESH-TCP would, in a namespace of its own.
 #  4. libFuzzer on the core's CIDR/address parsing (test/native/fuzz_cidr.cc), bounded, if clang
 #     with libFuzzer is installed (Debian: clang libclang-rt-14-dev).
 # Run as root (network namespaces). Temporary files and namespaces are removed on any exit.

@@ -18,6 +18,7 @@
 #include <cstring>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "relay_core.h"
 
@@ -94,6 +95,41 @@ bool OneConnection() {
   return ok && got == sizeof out;
 }
 
+// `k` client connections open at once (so that one worker accepts several and hands some to the
+// other): each writes its 100 bytes and half-closes before any reads, so the one-at-a-time echo
+// endpoint can serve them in whatever order the proxy connected them. True when all echoed.
+bool BurstConnections(int k) {
+  std::vector<int> fds;
+  bool ok = true;
+  for (int i = 0; i < k; i++) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(80);
+    inet_pton(AF_INET, "10.10.0.20", &a.sin_addr);
+    if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) ok = false;
+    fds.push_back(fd);
+  }
+  char out[100];
+  std::memset(out, 'y', sizeof out);
+  for (int fd : fds) {
+    if (write(fd, out, sizeof out) != static_cast<ssize_t>(sizeof out)) ok = false;
+    shutdown(fd, SHUT_WR);
+  }
+  for (int fd : fds) {
+    size_t got = 0;
+    char in[256];
+    for (;;) {
+      ssize_t n = read(fd, in, sizeof in);
+      if (n <= 0) break;
+      got += static_cast<size_t>(n);
+    }
+    if (got != sizeof out) ok = false;
+    close(fd);
+  }
+  return ok;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -140,17 +176,23 @@ int main(int argc, char** argv) {
         liveAfterWarmup = __sanitizer_get_current_allocated_bytes();
       }
     }
-    for (int w = 0; w < 500 && events < static_cast<uint64_t>(count); w++) usleep(10000);
-    Expect(events == static_cast<uint64_t>(count), "final events: " + std::to_string(events.load()) + " for " + std::to_string(count) + " connections");
-    Expect(eofs == static_cast<uint64_t>(count), "connections that ended by EOF: " + std::to_string(eofs.load()));
+    // Bursts: sockets handed from the accepting worker to the other one (PassedFd) leak nothing either.
+    constexpr int kBursts = 100, kBurst = 8;
+    for (int b = 0; b < kBursts; b++) Expect(BurstConnections(kBurst), "burst " + std::to_string(b) + " did not echo in full");
+    const uint64_t total = static_cast<uint64_t>(count) + kBursts * kBurst;
+    for (int w = 0; w < 500 && events < total; w++) usleep(10000);
+    Expect(events == total, "final events: " + std::to_string(events.load()) + " for " + std::to_string(total) + " connections");
+    Expect(eofs == total, "connections that ended by EOF: " + std::to_string(eofs.load()));
     usleep(300000);
     const size_t liveAtEnd = __sanitizer_get_current_allocated_bytes();
     const long growth = static_cast<long>(liveAtEnd) - static_cast<long>(liveAfterWarmup);
     ProxyStats st = proxy.Stats();
-    std::printf("relay_leak: %d connections (%s), %llu relayed, pipes created %llu reused %llu; live heap after %d: %zu bytes, at the end: %zu (%+ld)\n", count,
-                copy ? "copy" : "splice", static_cast<unsigned long long>(st.relayed), static_cast<unsigned long long>(st.pipesCreated),
-                static_cast<unsigned long long>(st.pipesReused), warmup, liveAfterWarmup, liveAtEnd, growth);
+    std::printf("relay_leak: %llu connections (%s; %d in bursts of %d), %llu relayed, %llu handed between workers, pipes created %llu reused %llu; live heap after %d: %zu bytes, at the end: %zu (%+ld)\n",
+                static_cast<unsigned long long>(total), copy ? "copy" : "splice", kBursts * kBurst, kBurst, static_cast<unsigned long long>(st.relayed),
+                static_cast<unsigned long long>(st.handoffs), static_cast<unsigned long long>(st.pipesCreated), static_cast<unsigned long long>(st.pipesReused), warmup,
+                liveAfterWarmup, liveAtEnd, growth);
     Expect(st.active == 0, "active connections left: " + std::to_string(st.active));
+    Expect(st.handoffs > 0, "no connection was handed between workers in " + std::to_string(kBursts) + " bursts");
     Expect(growth < 64 * 1024, "the live heap grew by " + std::to_string(growth) + " bytes over " + std::to_string(count - warmup) + " connections");
     proxy.Shutdown();
   }
