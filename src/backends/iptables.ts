@@ -4,7 +4,7 @@
 import { performance } from 'node:perf_hooks';
 import { EDGE_MESH_CHAIN, JUMP_CHAINS, OWNED_CHAINS, ROOT_JUMP_RULE, type DesiredRuleSet, type Family } from '../rules.js';
 import { renderChains, type ListedChain } from './listing.js';
-import { PLAN_CHAINS, jumpPositions, planCleanup, planSync } from './plan.js';
+import { PLAN_CHAINS, jumpPositions, planCleanup, planSync, type Plan } from './plan.js';
 import type { BackendName, CleanupOutcome, IptablesTable, NatBackend, OrderState, StatusReport, SyncOptions, SyncOutcome } from './types.js';
 
 export class IptablesNatBackend implements NatBackend {
@@ -22,7 +22,7 @@ export class IptablesNatBackend implements NatBackend {
   async sync(desired: DesiredRuleSet, opts: SyncOptions = {}): Promise<SyncOutcome> {
     if (desired.family !== this.family) throw new TypeError(`desired rules for ${desired.family} given to the ${this.family} backend`);
     const t0 = performance.now();
-    let plan: ReturnType<typeof planSync> | undefined;
+    let plan: Plan;
     // A check that probably finds nothing to do reads without the lock first (legacy: one
     // IPT_SO_GET_ENTRIES, no libiptc cache, no xtables lock held while kube-proxy waits) -
     // unless the built-in chains moved since we last saw them: then somebody wrote PREROUTING,
@@ -60,7 +60,7 @@ export class IptablesNatBackend implements NatBackend {
     return now !== undefined && now !== this.lastBuiltinLayout;
   }
 
-  private outcome(plan: ReturnType<typeof planSync>, t0: number): SyncOutcome {
+  private outcome(plan: Plan, t0: number): SyncOutcome {
     return {
       family: this.family,
       changed: plan.ops.length > 0,
