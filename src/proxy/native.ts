@@ -1,5 +1,6 @@
 // Declaration of the addon's proxy surface (native/sockopt.cc, native/relay_binding.cc).
 // Only src/proxy/ calls these; everything user-facing is validated there first.
+import type { TcpProxyOptions } from './proxy.js';
 
 export interface NativeSockEndpoint {
   address: string;
@@ -7,24 +8,18 @@ export interface NativeSockEndpoint {
   family: 4 | 6;
 }
 
-export interface NativeProxyConfig {
+/**
+ * What the addon's Proxy constructor takes: TcpProxyOptions (documented in proxy.ts) with the
+ * address and port resolved, plus two knobs only tests and benches set.
+ */
+export type NativeProxyConfig = Omit<TcpProxyOptions, 'address' | 'port'> & {
   address: string;
   port: number;
-  netns?: string;
-  threads?: number;
-  maxConnections?: number;
-  connectTimeoutMs?: number;
-  maxConnectAttempts?: number;
-  idleTimeoutMs?: number;
-  selection?: 'round-robin' | 'random';
-  mode?: 'splice' | 'copy';
-  pipeSize?: number;
-  backlog?: number;
+  /** Buffer of the copy path (default 64 KiB). */
   copyBufferSize?: number;
+  /** Most empty pipes a worker keeps for reuse (default 512). */
   pipePoolMax?: number;
-  pipeIdleMs?: number;
-  events?: 'all' | 'failures' | 'none';
-}
+};
 
 export interface NativeRoute {
   ip: string;
