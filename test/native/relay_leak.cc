@@ -69,8 +69,8 @@ void Echo(int lfd, std::atomic<bool>& stop) {
   }
 }
 
-// One client connection to the service address; true when its 100 bytes came back.
-bool OneConnection() {
+// A client socket connected to the service address (DNATed to the proxy), or -1.
+int ConnectService() {
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_in a{};
   a.sin_family = AF_INET;
@@ -78,19 +78,31 @@ bool OneConnection() {
   inet_pton(AF_INET, "10.10.0.20", &a.sin_addr);
   if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
     close(fd);
-    return false;
+    return -1;
   }
-  char out[100];
-  std::memset(out, 'x', sizeof out);
-  bool ok = write(fd, out, sizeof out) == static_cast<ssize_t>(sizeof out);
-  shutdown(fd, SHUT_WR);  // half-close: the echo must still come back in full
+  return fd;
+}
+
+// Bytes read until EOF (or an error).
+size_t ReadToEof(int fd) {
   size_t got = 0;
   char in[256];
   for (;;) {
     ssize_t n = read(fd, in, sizeof in);
-    if (n <= 0) break;
+    if (n <= 0) return got;
     got += static_cast<size_t>(n);
   }
+}
+
+// One client connection to the service address; true when its 100 bytes came back.
+bool OneConnection() {
+  int fd = ConnectService();
+  if (fd < 0) return false;
+  char out[100];
+  std::memset(out, 'x', sizeof out);
+  bool ok = write(fd, out, sizeof out) == static_cast<ssize_t>(sizeof out);
+  shutdown(fd, SHUT_WR);  // half-close: the echo must still come back in full
+  size_t got = ReadToEof(fd);
   close(fd);
   return ok && got == sizeof out;
 }
@@ -102,12 +114,11 @@ bool BurstConnections(int k) {
   std::vector<int> fds;
   bool ok = true;
   for (int i = 0; i < k; i++) {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(80);
-    inet_pton(AF_INET, "10.10.0.20", &a.sin_addr);
-    if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) ok = false;
+    int fd = ConnectService();
+    if (fd < 0) {
+      ok = false;  // the ones opened so far still finish and are closed below
+      break;
+    }
     fds.push_back(fd);
   }
   char out[100];
@@ -117,14 +128,7 @@ bool BurstConnections(int k) {
     shutdown(fd, SHUT_WR);
   }
   for (int fd : fds) {
-    size_t got = 0;
-    char in[256];
-    for (;;) {
-      ssize_t n = read(fd, in, sizeof in);
-      if (n <= 0) break;
-      got += static_cast<size_t>(n);
-    }
-    if (got != sizeof out) ok = false;
+    if (ReadToEof(fd) != sizeof out) ok = false;
     close(fd);
   }
   return ok;
