@@ -1,6 +1,6 @@
 // Declaration of the addon's proxy surface (native/sockopt.cc, native/relay_binding.cc).
 // Only src/proxy/ calls these; everything user-facing is validated there first.
-import type { TcpProxyOptions } from './proxy.js';
+import type { ConnectionEvent, TcpProxyOptions } from './proxy.js';
 
 export interface NativeSockEndpoint {
   address: string;
@@ -33,23 +33,8 @@ export interface NativeRoute {
 export type NativeEndReason = 'eof' | 'reset' | 'idle-timeout' | 'cancelled' | 'error' | 'connect-failed' | 'refused';
 export type NativeRefusal = 'over-limit' | 'no-original-dst' | 'loop' | 'no-route' | 'no-endpoints';
 
-export interface NativeConnEvent {
-  id: number;
-  client: string;
-  originalDst: string;
-  service: string;
-  endpoint: string;
-  bytesUp: number;
-  bytesDown: number;
-  durationMs: number;
-  reason: NativeEndReason;
-  refusal?: NativeRefusal;
-  errno?: number;
-  code?: string;
-  syscall?: string;
-  failovers: number;
-  mode: 'splice' | 'copy';
-}
+/** The addon's final event per connection: exactly ConnectionEvent (documented in proxy.ts). */
+export type NativeConnEvent = ConnectionEvent;
 
 export interface NativeProxyStats {
   active: number;

@@ -337,7 +337,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> {
   private onEvents(events: NativeConnEvent[]): void {
     for (const e of events) {
       try {
-        this.emit('connection', e as ConnectionEvent);
+        this.emit('connection', e);
       } catch (err) {
         if (this.listenerCount('error') > 0) this.emit('error', err as Error);
         else queueMicrotask(() => {
