@@ -181,8 +181,8 @@ export function tokenReader(backend: BackendName, nsPath: string): () => Promise
 async function hasIgnoreRule(ns: Netns, backend: BackendName, i: number): Promise<boolean> {
   const r = ignoreRule(i);
   if (backend === 'nftables') {
-    const out = await ns.run('nft', ['list', 'chain', 'ip', 'edgemesh', 'EDGE-MESH'], { allowFail: true, timeoutMs: 30_000 });
-    return out.stdout.includes(`"${r.comment}"`);
+    const out = await ns.run('nft', ['get', 'element', 'ip', 'edgemesh', 'ignored', `{ ${r.dst!.replace(/\/32$/, '')} }`], { allowFail: true, timeoutMs: 30_000 });
+    return out.code === 0 && out.stdout.includes(`"${r.comment}"`);
   }
   const bin = backend === 'iptables-legacy' ? 'iptables-legacy' : 'iptables-nft';
   const out = await ns.run(bin, ['-w', '-t', 'nat', '-C', 'EDGE-MESH', '-d', r.dst!, '-m', 'comment', '--comment', r.comment!, '-j', 'RETURN'], { allowFail: true, timeoutMs: 30_000 });

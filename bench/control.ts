@@ -66,11 +66,17 @@ async function cleanAll(backends: NatBackend[]): Promise<void> {
   for (const b of backends) await b.cleanup();
 }
 
-/** Checks that a variant left the intended number of ignore rules (+1 catch-all) in EDGE-MESH. */
+/**
+ * Checks that a variant left the intended number of ignore rules (+1 catch-all) in EDGE-MESH;
+ * nftables: ignored addresses in the set, plus EDGE-MESH's rules other than the set lookup.
+ */
 async function countRules(k: KubeNs, variant: string): Promise<number> {
   if (variant.includes('nftables') || variant.startsWith('nft -f')) {
-    const r = await k.ns.run('nft', ['list', 'chain', 'ip', 'edgemesh', 'EDGE-MESH'], { timeoutMs: 60_000 });
-    return r.stdout.split('\n').filter((l) => /\b(return|jump)\b/.test(l)).length;
+    const r = await k.ns.run('nft', ['-j', 'list', 'table', 'ip', 'edgemesh'], { timeoutMs: 60_000 });
+    const items = (JSON.parse(r.stdout) as { nftables: { set?: { name: string; elem?: unknown[] }; rule?: { chain: string; expr: unknown[] } }[] }).nftables;
+    const elements = items.find((i) => i.set?.name === 'ignored')?.set?.elem?.length ?? 0;
+    const rules = items.filter((i) => i.rule?.chain === 'EDGE-MESH' && !JSON.stringify(i.rule.expr).includes('"@ignored"')).length;
+    return elements + rules;
   }
   const r = await k.ns.run(`iptables-${k.flavor}`, ['-w', '-t', 'nat', '-S', 'EDGE-MESH'], { timeoutMs: 60_000 });
   return r.stdout.split('\n').filter((l) => l.startsWith('-A EDGE-MESH ')).length;

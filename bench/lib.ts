@@ -96,8 +96,12 @@ export function restoreInput(n: number): string {
 export function nftInput(n: number): string {
   const lines = ['table ip edgemesh {'];
   lines.push(`  chain ${EDGE_MESH_TCP_CHAIN} {`, `    meta l4proto tcp counter dnat to ${PROXY_ADDR}:${PROXY_PORT} comment "${DNAT_COMMENT}"`, '  }');
+  // The nftables backend's layout: the ignored addresses in a set with a counter per element.
+  lines.push('  set ignored {', '    type ipv4_addr; counter;');
+  if (n > 0) lines.push(`    elements = { ${Array.from({ length: n }, (_, i) => `${serviceIp(i)} comment "${ignoreRule(i).comment}"`).join(',\n      ')} }`);
+  lines.push('  }');
   lines.push(`  chain ${EDGE_MESH_CHAIN} {`);
-  for (let i = 0; i < n; i++) lines.push(`    ip daddr ${serviceIp(i)} counter return comment "${ignoreRule(i).comment}"`);
+  lines.push(`    ip daddr @ignored counter return comment "ignored services"`);
   lines.push(`    ip daddr ${SERVICE_CIDR} meta l4proto tcp counter jump ${EDGE_MESH_TCP_CHAIN} comment "${TCP_PROXY_COMMENT}"`, '  }');
   for (const [name, hook] of [['prerouting', 'prerouting'], ['output', 'output']]) {
     lines.push(`  chain ${name} {`, `    type nat hook ${hook} priority -101; policy accept;`, `    counter jump ${EDGE_MESH_CHAIN} comment "${ROOT_COMMENT}"`, '  }');

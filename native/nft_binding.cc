@@ -56,6 +56,7 @@ RuleSpec RuleOf(const Napi::Value& v, const Where& w) {
   RuleSpec r;
   r.src = OptStr(o, "src", w);
   r.dst = OptStr(o, "dst", w);
+  r.dstSet = OptStr(o, "dstSet", w);
   r.protocol = OptStr(o, "protocol", w);
   r.hasComment = args::OptStr(o, "comment", w, r.comment, true);
   r.target = Str(o.Get("target"), w.field("target"));
@@ -170,6 +171,7 @@ Napi::Object RuleToJs(Napi::Env env, const LiveRule& r) {
   Napi::Object o = Napi::Object::New(env);
   if (!r.spec.src.empty()) o.Set("src", r.spec.src);
   if (!r.spec.dst.empty()) o.Set("dst", r.spec.dst);
+  if (!r.spec.dstSet.empty()) o.Set("dstSet", r.spec.dstSet);
   if (!r.spec.protocol.empty()) o.Set("protocol", r.spec.protocol);
   if (r.spec.hasComment) o.Set("comment", r.spec.comment);
   o.Set("target", r.spec.target);
@@ -206,6 +208,48 @@ Napi::Object ChainToJs(Napi::Env env, const ChainInfo& c) {
   for (size_t i = 0; i < c.rules.size(); i++) rules.Set(static_cast<uint32_t>(i), RuleToJs(env, c.rules[i]));
   o.Set("rules", rules);
   return o;
+}
+
+Napi::Object SetToJs(Napi::Env env, const SetInfo& s) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("name", s.name);
+  o.Set("handle", Napi::Number::New(env, static_cast<double>(s.handle)));
+  o.Set("keyType", Napi::Number::New(env, s.keyType));
+  o.Set("keyLen", Napi::Number::New(env, s.keyLen));
+  o.Set("flags", Napi::Number::New(env, s.flags));
+  o.Set("counter", Napi::Boolean::New(env, s.counter));
+  o.Set("ours", Napi::Boolean::New(env, s.ours));
+  Napi::Array els = Napi::Array::New(env, s.elements.size());
+  for (size_t i = 0; i < s.elements.size(); i++) {
+    const SetElem& e = s.elements[i];
+    Napi::Object x = Napi::Object::New(env);
+    x.Set("key", e.key);
+    if (e.hasComment) x.Set("comment", e.comment);
+    x.Set("packets", Napi::Number::New(env, static_cast<double>(e.packets)));
+    x.Set("bytes", Napi::Number::New(env, static_cast<double>(e.bytes)));
+    if (e.unknown) x.Set("unknown", Napi::Boolean::New(env, true));
+    els.Set(static_cast<uint32_t>(i), x);
+  }
+  o.Set("elements", els);
+  return o;
+}
+
+SetSpec SetSpecOf(const Napi::Value& v, const Where& w) {
+  Napi::Object o = Obj(v, w);
+  SetSpec s;
+  s.name = Str(o.Get("name"), w.field("name"));
+  const Where we = w.field("elements");
+  Napi::Array els = Arr(o.Get("elements"), we, kMaxItems);
+  s.elements.reserve(els.Length());
+  for (uint32_t i = 0; i < els.Length(); i++) {
+    const Where wi = we.at(i);
+    Napi::Object e = Obj(els.Get(i), wi);
+    SetElem el;
+    el.key = Str(e.Get("key"), wi.field("key"));
+    el.hasComment = args::OptStr(e, "comment", wi, el.comment, true);
+    s.elements.push_back(std::move(el));
+  }
+  return s;
 }
 
 // Runs `body`, turning an ArgError into a thrown TypeError.
@@ -248,6 +292,12 @@ Napi::Value ReadJs(const Napi::CallbackInfo& info) {
       Napi::Array a = Arr(chains, wc, kMaxItems);
       for (uint32_t i = 0; i < a.Length(); i++) req.chains.push_back(Str(a.Get(i), wc.at(i)));
     }
+    Napi::Value sets = o.Get("sets");
+    if (Present(sets)) {
+      const Where ws = w.field("sets");
+      Napi::Array a = Arr(sets, ws, kMaxItems);
+      for (uint32_t i = 0; i < a.Length(); i++) req.sets.push_back(Str(a.Get(i), ws.at(i)));
+    }
     Napi::Value wr = o.Get("withRules");
     if (!wr.IsUndefined()) {
       if (!wr.IsBoolean()) throw ArgError{"request.withRules must be a boolean"};
@@ -262,6 +312,9 @@ Napi::Value ReadJs(const Napi::CallbackInfo& info) {
           Napi::Array chains = Napi::Array::New(env, r.chains.size());
           for (size_t i = 0; i < r.chains.size(); i++) chains.Set(static_cast<uint32_t>(i), ChainToJs(env, r.chains[i]));
           out.Set("chains", chains);
+          Napi::Array sets = Napi::Array::New(env, r.sets.size());
+          for (size_t i = 0; i < r.sets.size(); i++) sets.Set(static_cast<uint32_t>(i), SetToJs(env, r.sets[i]));
+          out.Set("sets", sets);
           return out;
         });
   });
@@ -289,6 +342,12 @@ Napi::Value ApplyJs(const Napi::CallbackInfo& info) {
         spec.priority = Int(b.Get("priority"), wi.field("priority"));
         req.baseChains.push_back(spec);
       }
+    }
+    Napi::Value sets = o.Get("sets");
+    if (Present(sets)) {
+      const Where ws = w.field("sets");
+      Napi::Array a = Arr(sets, ws, kMaxItems);
+      for (uint32_t i = 0; i < a.Length(); i++) req.sets.push_back(SetSpecOf(a.Get(i), ws.at(i)));
     }
     const Where wo{"ops"};
     Napi::Array ops = Arr(o.Get("ops"), w.field("ops"), kMaxItems);

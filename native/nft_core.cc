@@ -11,6 +11,7 @@
 #include <libnftnl/expr.h>
 #include <libnftnl/gen.h>
 #include <libnftnl/rule.h>
+#include <libnftnl/set.h>
 #include <libnftnl/table.h>
 #include <libnftnl/udata.h>
 #include <linux/netfilter.h>
@@ -42,6 +43,11 @@ namespace {
 constexpr int kRestart = 85;         // ERESTART: the batch's generation id is stale
 constexpr size_t kCommentLen = 256;  // XT_MAX_COMMENT_LEN: struct xt_comment_info
 constexpr uint8_t kUdataRuleComment = 0;  // NFTNL_UDATA_RULE_COMMENT (nft's udata TLV type)
+constexpr uint8_t kUdataSetElemComment = 0;  // NFTNL_UDATA_SET_ELEM_COMMENT
+constexpr uint8_t kUdataSetKeyByteorder = 0;  // NFTNL_UDATA_SET_KEYBYTEORDER
+constexpr uint32_t kByteorderBigEndian = 2;   // nft's BYTEORDER_BIG_ENDIAN, as nft stores it
+constexpr uint32_t kTypeIpv4Addr = 7;         // nft datatype ids (TYPE_IPADDR, TYPE_IP6ADDR)
+constexpr uint32_t kTypeIpv6Addr = 8;
 
 std::string Errstr(int e) { return std::string(strerror(e)); }
 
@@ -151,6 +157,14 @@ using ChainPtr = std::unique_ptr<nftnl_chain, ChainFree>;
 using TablePtr = std::unique_ptr<nftnl_table, TableFree>;
 using BatchPtr = std::unique_ptr<nftnl_batch, BatchFree>;
 using UdataPtr = std::unique_ptr<nftnl_udata_buf, UdataFree>;
+struct SetFree {
+  void operator()(nftnl_set* p) const { nftnl_set_free(p); }
+};
+struct SetElemFree {
+  void operator()(nftnl_set_elem* p) const { nftnl_set_elem_free(p); }
+};
+using SetPtr = std::unique_ptr<nftnl_set, SetFree>;
+using SetElemPtr = std::unique_ptr<nftnl_set_elem, SetElemFree>;
 
 // libmnl's attribute iteration macros do not compile as C++ (void* conversions).
 template <typename F>
@@ -339,6 +353,164 @@ int MaskPrefix(const uint8_t* m, int len) {
 int SrcOffset(uint8_t family) { return family == NFPROTO_IPV6 ? 8 : 12; }
 int DstOffset(uint8_t family) { return family == NFPROTO_IPV6 ? 24 : 16; }
 
+// ---------------------------------------------------------------------------------------------
+// Sets
+
+uint32_t AddrType(uint8_t family) { return family == NFPROTO_IPV6 ? kTypeIpv6Addr : kTypeIpv4Addr; }
+uint32_t AddrLen(uint8_t family) { return family == NFPROTO_IPV6 ? 16 : 4; }
+
+int CollectCounter(nftnl_expr* e, void* data) {
+  if (std::strcmp(nftnl_expr_get_str(e, NFTNL_EXPR_NAME), "counter") == 0) *static_cast<bool*>(data) = true;
+  return 0;
+}
+
+// One set of the table (nullopt when missing), without elements.
+std::optional<SetInfo> GetSet(NlSocket& s, uint8_t family, const std::string& table, const std::string& name) {
+  char buf[MNL_SOCKET_BUFFER_SIZE] = {};  // zeroed: libnftnl leaves attribute padding unwritten
+  nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETSET, family, NLM_F_ACK, s.NextSeq());
+  SetPtr q(nftnl_set_alloc());
+  if (!q) throw SysError(ENOMEM, "nftnl_set_alloc", "out of memory");
+  nftnl_set_set_str(q.get(), NFTNL_SET_TABLE, table.c_str());
+  nftnl_set_set_str(q.get(), NFTNL_SET_NAME, name.c_str());
+  nftnl_set_nlmsg_build_payload(nlh, q.get());
+  std::optional<SetInfo> out;
+  try {
+    s.Talk(nlh, "nft_getset", [&](const nlmsghdr* m) {
+      SetPtr r(nftnl_set_alloc());
+      if (!r || nftnl_set_nlmsg_parse(m, r.get()) != 0) return;
+      SetInfo si;
+      si.name = nftnl_set_get_str(r.get(), NFTNL_SET_NAME);
+      if (nftnl_set_is_set(r.get(), NFTNL_SET_HANDLE)) si.handle = nftnl_set_get_u64(r.get(), NFTNL_SET_HANDLE);
+      if (nftnl_set_is_set(r.get(), NFTNL_SET_KEY_TYPE)) si.keyType = nftnl_set_get_u32(r.get(), NFTNL_SET_KEY_TYPE);
+      if (nftnl_set_is_set(r.get(), NFTNL_SET_KEY_LEN)) si.keyLen = nftnl_set_get_u32(r.get(), NFTNL_SET_KEY_LEN);
+      if (nftnl_set_is_set(r.get(), NFTNL_SET_FLAGS)) si.flags = nftnl_set_get_u32(r.get(), NFTNL_SET_FLAGS);
+      nftnl_set_expr_foreach(r.get(), CollectCounter, &si.counter);
+      si.ours = si.keyType == AddrType(family) && si.keyLen == AddrLen(family) && si.flags == 0 && si.counter &&
+                !nftnl_set_is_set(r.get(), NFTNL_SET_DATA_TYPE) && !nftnl_set_is_set(r.get(), NFTNL_SET_TIMEOUT);
+      out = std::move(si);
+    });
+  } catch (const SysError& e) {
+    if (e.err == ENOENT) return std::nullopt;
+    throw;
+  }
+  return out;
+}
+
+struct ElemCounter {
+  bool seen = false;
+  uint64_t packets = 0, bytes = 0;
+};
+
+int CollectElemCounter(nftnl_expr* e, void* data) {
+  auto* c = static_cast<ElemCounter*>(data);
+  if (std::strcmp(nftnl_expr_get_str(e, NFTNL_EXPR_NAME), "counter") == 0) {
+    c->seen = true;
+    c->packets = nftnl_expr_get_u64(e, NFTNL_EXPR_CTR_PACKETS);
+    c->bytes = nftnl_expr_get_u64(e, NFTNL_EXPR_CTR_BYTES);
+  }
+  return 0;
+}
+
+// The comment of a set element's (or rule's) userdata TLVs; *other when other TLVs are there.
+bool UdataComment(const void* ud, uint32_t len, uint8_t type, std::string* comment, bool* other) {
+  struct Found {
+    uint8_t type;
+    std::string comment;
+    bool has = false;
+    bool other = false;
+  } found{type, {}, false, false};
+  nftnl_udata_parse(
+      ud, len,
+      [](const nftnl_udata* attr, void* data) -> int {
+        auto* f = static_cast<Found*>(data);
+        if (nftnl_udata_type(attr) == f->type) {
+          const char* v = static_cast<const char*>(nftnl_udata_get(attr));
+          f->comment = std::string(v, strnlen(v, nftnl_udata_len(attr)));
+          f->has = true;
+        } else {
+          f->other = true;
+        }
+        return 0;
+      },
+      &found);
+  if (found.has) *comment = found.comment;
+  if (other) *other = found.other;
+  return found.has;
+}
+
+void DumpSetElems(NlSocket& s, uint8_t family, const std::string& table, SetInfo* set, bool* intr) {
+  char buf[MNL_SOCKET_BUFFER_SIZE] = {};  // zeroed: libnftnl leaves attribute padding unwritten
+  nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETSETELEM, family, NLM_F_DUMP, s.NextSeq());
+  SetPtr q(nftnl_set_alloc());
+  if (!q) throw SysError(ENOMEM, "nftnl_set_alloc", "out of memory");
+  nftnl_set_set_str(q.get(), NFTNL_SET_TABLE, table.c_str());
+  nftnl_set_set_str(q.get(), NFTNL_SET_NAME, set->name.c_str());
+  nftnl_set_elems_nlmsg_build_payload(nlh, q.get());
+  const int alen = static_cast<int>(AddrLen(family));
+  set->elements.clear();
+  s.Talk(
+      nlh, "nft_getsetelem",
+      [&](const nlmsghdr* m) {
+        SetPtr r(nftnl_set_alloc());
+        if (!r || nftnl_set_elems_nlmsg_parse(m, r.get()) != 0) return;
+        nftnl_set_elems_iter* it = nftnl_set_elems_iter_create(r.get());
+        if (!it) throw SysError(ENOMEM, "nftnl_set_elems_iter_create", "out of memory");
+        for (nftnl_set_elem* e = nftnl_set_elems_iter_next(it); e; e = nftnl_set_elems_iter_next(it)) {
+          SetElem el;
+          uint32_t klen = 0;
+          const auto* key = static_cast<const uint8_t*>(nftnl_set_elem_get(e, NFTNL_SET_ELEM_KEY, &klen));
+          if (key && klen == static_cast<uint32_t>(alen)) el.key = FormatCidr(key, alen, alen * 8);
+          else el.unknown = true;
+          if (nftnl_set_elem_is_set(e, NFTNL_SET_ELEM_FLAGS) && nftnl_set_elem_get_u32(e, NFTNL_SET_ELEM_FLAGS) != 0) el.unknown = true;
+          if (nftnl_set_elem_is_set(e, NFTNL_SET_ELEM_TIMEOUT) || nftnl_set_elem_is_set(e, NFTNL_SET_ELEM_KEY_END)) el.unknown = true;
+          if (nftnl_set_elem_is_set(e, NFTNL_SET_ELEM_USERDATA)) {
+            uint32_t ulen = 0;
+            const void* ud = nftnl_set_elem_get(e, NFTNL_SET_ELEM_USERDATA, &ulen);
+            bool other = false;
+            el.hasComment = UdataComment(ud, ulen, kUdataSetElemComment, &el.comment, &other);
+            if (other) el.unknown = true;
+          }
+          ElemCounter c;
+          nftnl_set_elem_expr_foreach(e, CollectElemCounter, &c);
+          el.packets = c.packets;
+          el.bytes = c.bytes;
+          set->elements.push_back(std::move(el));
+        }
+        nftnl_set_elems_iter_destroy(it);
+      },
+      intr);
+}
+
+// The sets asked for (missing ones skipped), with their elements.
+std::vector<SetInfo> ReadSets(NlSocket& s, uint8_t family, const std::string& table, const std::vector<std::string>& names, bool* intr) {
+  std::vector<SetInfo> out;
+  for (const auto& name : names) {
+    auto si = GetSet(s, family, table, name);
+    if (!si) continue;
+    DumpSetElems(s, family, table, &*si, intr);
+    out.push_back(std::move(*si));
+  }
+  return out;
+}
+
+// `ip daddr @set`: the destination address into a register, looked up in the set. `setId`:
+// the set's id in this batch when it is created by the same batch (0: it exists already).
+void AddDstSetLookup(nftnl_rule* r, uint8_t family, const std::string& set, uint32_t setId) {
+  nftnl_expr* e = nftnl_expr_alloc("payload");
+  if (!e) throw SysError(ENOMEM, "nftnl_expr_alloc", "out of memory");
+  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_BASE, NFT_PAYLOAD_NETWORK_HEADER);
+  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_DREG, NFT_REG_1);
+  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_OFFSET, static_cast<uint32_t>(DstOffset(family)));
+  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_LEN, AddrLen(family));
+  nftnl_rule_add_expr(r, e);
+  e = nftnl_expr_alloc("lookup");
+  if (!e) throw SysError(ENOMEM, "nftnl_expr_alloc", "out of memory");
+  nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_SREG, NFT_REG_1);
+  nftnl_expr_set_str(e, NFTNL_EXPR_LOOKUP_SET, set.c_str());
+  if (setId) nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_SET_ID, setId);
+  nftnl_rule_add_expr(r, e);
+}
+
 uint8_t ProtoNumber(const std::string& p) { return p == "tcp" ? IPPROTO_TCP : p == "udp" ? IPPROTO_UDP : 0; }
 
 bool IsVerdict(const std::string& t) { return t == "RETURN" || t == "ACCEPT" || t == "DROP"; }
@@ -477,6 +649,11 @@ void AddNativeDnat(nftnl_rule* r, const RuleSpec& spec, uint8_t family) {
 void ValidateSpec(const RuleSpec& s, uint8_t family, Dialect d) {
   if (!s.src.empty()) ParseCidr(s.src, family);
   if (!s.dst.empty()) ParseCidr(s.dst, family);
+  if (!s.dstSet.empty()) {
+    if (d != Dialect::Native) throw std::invalid_argument("dstSet (a set lookup) is only for the nft dialect");
+    if (!s.dst.empty()) throw std::invalid_argument("dst and dstSet cannot both be given");
+    if (s.dstSet.size() > 255) throw std::invalid_argument("set name too long: " + s.dstSet);
+  }
   if (!s.protocol.empty() && ProtoNumber(s.protocol) == 0) throw std::invalid_argument("unsupported protocol " + s.protocol);
   if (s.hasComment && s.comment.size() >= kCommentLen) throw std::invalid_argument("comment longer than 255 bytes");
   if (s.target == "DNAT") {
@@ -508,7 +685,7 @@ void AddAddrs(nftnl_rule* r, const RuleSpec& s, uint32_t family) {
 }
 
 RulePtr BuildRule(uint8_t family, const std::string& table, const std::string& chain, const RuleSpec& s, Dialect d, uint64_t packets,
-                  uint64_t bytes) {
+                  uint64_t bytes, uint32_t dstSetId) {
   RulePtr r(nftnl_rule_alloc());
   if (!r) throw SysError(ENOMEM, "nftnl_rule_alloc", "out of memory");
   nftnl_rule_set_u32(r.get(), NFTNL_RULE_FAMILY, family);
@@ -536,6 +713,7 @@ RulePtr BuildRule(uint8_t family, const std::string& table, const std::string& c
     else if (!s.target.empty()) AddVerdict(r.get(), s.target);
   } else {
     AddAddrs(r.get(), s, family);
+    if (!s.dstSet.empty()) AddDstSetLookup(r.get(), family, s.dstSet, dstSetId);
     if (proto) AddMetaL4(r.get(), proto);
     AddCounter(r.get(), packets, bytes);
     if (s.target == "DNAT") AddNativeDnat(r.get(), s, family);
@@ -669,6 +847,20 @@ LiveRule ParseRule(nftnl_rule* r, uint8_t family, Dialect d) {
       } else {
         unknown("cmp");
       }
+    } else if (name == "lookup") {
+      // `ip daddr @set` (native): the whole destination address looked up, not inverted, no map.
+      uint32_t sreg = nftnl_expr_get_u32(e, NFTNL_EXPR_LOOKUP_SREG);
+      auto f = regs.find(sreg);
+      uint32_t flags = nftnl_expr_is_set(e, NFTNL_EXPR_LOOKUP_FLAGS) ? nftnl_expr_get_u32(e, NFTNL_EXPR_LOOKUP_FLAGS) : 0;
+      bool ok = d == Dialect::Native && f != regs.end() && f->second.kind == Reg::Payload && !f->second.masked &&
+                f->second.offset == static_cast<uint32_t>(DstOffset(family)) && f->second.len == static_cast<uint32_t>(alen) &&
+                !nftnl_expr_is_set(e, NFTNL_EXPR_LOOKUP_DREG) && flags == 0 && lr.spec.dst.empty() && lr.spec.dstSet.empty();
+      if (f != regs.end()) regs.erase(f);
+      if (!ok) {
+        unknown(flags ? "!set" : "lookup");
+        continue;
+      }
+      lr.spec.dstSet = nftnl_expr_get_str(e, NFTNL_EXPR_LOOKUP_SET);
     } else if (name == "match") {
       std::string mname = nftnl_expr_get_str(e, NFTNL_EXPR_MT_NAME);
       uint32_t ilen = 0;
@@ -774,30 +966,9 @@ LiveRule ParseRule(nftnl_rule* r, uint8_t family, Dialect d) {
     uint32_t ulen = 0;
     const void* ud = nftnl_rule_get_data(r, NFTNL_RULE_USERDATA, &ulen);
     if (d == Dialect::Native) {
-      struct Found {
-        std::string comment;
-        bool has = false;
-        bool other = false;
-      } found;
-      nftnl_udata_parse(
-          ud, ulen,
-          [](const nftnl_udata* attr, void* data) -> int {
-            auto* f = static_cast<Found*>(data);
-            if (nftnl_udata_type(attr) == kUdataRuleComment) {
-              const char* v = static_cast<const char*>(nftnl_udata_get(attr));
-              f->comment = std::string(v, strnlen(v, nftnl_udata_len(attr)));
-              f->has = true;
-            } else {
-              f->other = true;
-            }
-            return 0;
-          },
-          &found);
-      if (found.has) {
-        lr.spec.hasComment = true;
-        lr.spec.comment = found.comment;
-      }
-      if (found.other) unknown("userdata");
+      bool other = false;
+      lr.spec.hasComment = UdataComment(ud, ulen, kUdataRuleComment, &lr.spec.comment, &other);
+      if (other) unknown("userdata");
     }
     // Xt: iptables-nft 1.8.9 keeps the comment in the xt match; newer versions add userdata
     // describing the rule for old readers, which does not change what it means.
@@ -833,6 +1004,7 @@ ReadResult ReadWith(NlSocket& s, const ReadRequest& req) {
         }
       }
       for (auto& c : chains) out.chains.push_back(req.withRules ? ReadChainRules(s, c, req.family, req.table, req.dialect, &intr) : c);
+      out.sets = ReadSets(s, req.family, req.table, req.sets, &intr);
     }
     if (!intr && QueryGenId(s) == out.genid) return out;
   }
@@ -954,6 +1126,7 @@ std::string DescribeRule(const std::string& chain, const RuleSpec& s) {
   std::string out = chain;
   if (!s.src.empty()) out += " -s " + s.src;
   if (!s.dst.empty()) out += " -d " + s.dst;
+  if (!s.dstSet.empty()) out += " -d @" + s.dstSet;
   if (!s.protocol.empty()) out += " -p " + s.protocol;
   if (s.hasComment) out += " --comment \"" + s.comment + "\"";
   if (!s.target.empty()) out += " -j " + s.target;
@@ -1062,7 +1235,7 @@ int FindRule(const ChainModel& m, const RuleSpec& spec) {
 std::string RuleKey(const RuleSpec& s) {
   // Equal keys <=> SameRule(); fields length-prefixed so that no content can collide.
   std::string k;
-  for (const std::string& f : {s.src, s.dst, s.protocol, s.hasComment ? s.comment : std::string(), s.target,
+  for (const std::string& f : {s.src, s.dst, s.dstSet, s.protocol, s.hasComment ? s.comment : std::string(), s.target,
                                s.hasTo ? s.toAddress : std::string(), std::to_string(s.hasTo ? std::max(s.toPort, 0) : 0)}) {
     k += std::to_string(f.size()) + ":" + f;
   }
@@ -1106,6 +1279,49 @@ Attempt ApplyOnce(NlSocket& s, const ApplyRequest& req, uint32_t genid, bool* in
       m.base = bc;
       m.entries.clear();
     }
+  }
+  // Sets (native): created when missing; elements removed and added by key.
+  struct SetWork {
+    const SetSpec* spec = nullptr;
+    bool create = false;
+    uint32_t id = 0;  // NFTA_SET_ID of a set this batch creates
+    std::vector<SetElem> del;
+    std::vector<const SetElem*> add;
+  };
+  std::vector<SetWork> setWork;
+  std::map<std::string, uint32_t> newSetIds;
+  for (const auto& spec : req.sets) {
+    if (req.dialect != Dialect::Native) throw TxError(-1, "sets are only written in the nft dialect");
+    if (spec.name.empty() || spec.name.size() > 255) throw TxError(-1, "bad set name \"" + spec.name + "\"");
+    SetWork w;
+    w.spec = &spec;
+    std::optional<SetInfo> live = tableExists ? GetSet(s, req.family, req.table, spec.name) : std::nullopt;
+    if (!live) {
+      w.create = true;
+      w.id = static_cast<uint32_t>(newSetIds.size() + 1);
+      newSetIds[spec.name] = w.id;
+      if (!tableExists) createTable = true;
+      for (const auto& el : spec.elements) w.add.push_back(&el);
+    } else {
+      if (!live->ours)
+        throw TxError(-1, "set " + spec.name + " of table " + req.table + " is not the address set with counters this backend writes");
+      DumpSetElems(s, req.family, req.table, &*live, intr);
+      std::map<std::string, const SetElem*> liveByKey;
+      for (const auto& el : live->elements) liveByKey[el.key] = &el;
+      for (const auto& el : spec.elements) {
+        auto f = liveByKey.find(el.key);
+        if (f != liveByKey.end()) {
+          const SetElem& l = *f->second;
+          bool same = !l.unknown && (l.hasComment ? l.comment : std::string()) == (el.hasComment ? el.comment : std::string());
+          liveByKey.erase(f);
+          if (same) continue;
+          w.del.push_back(l);  // replaced: removed, then added again in the same batch
+        }
+        w.add.push_back(&el);
+      }
+      for (const auto& [key, l] : liveByKey) w.del.push_back(*l);
+    }
+    setWork.push_back(std::move(w));
   }
   for (size_t i = 0; i < req.ops.size(); i++) {
     const Op& op = req.ops[i];
@@ -1248,6 +1464,64 @@ Attempt ApplyOnce(NlSocket& s, const ApplyRequest& req, uint32_t genid, bool* in
     nftnl_table_set_str(t.get(), NFTNL_TABLE_NAME, req.table.c_str());
     nftnl_table_nlmsg_build_payload(b.Msg(NFT_MSG_NEWTABLE, fam, NLM_F_CREATE, "create table " + req.table), t.get());
   }
+  for (const auto& w : setWork) {
+    if (!w.create) continue;
+    SetPtr st(nftnl_set_alloc());
+    if (!st) throw SysError(ENOMEM, "nftnl_set_alloc", "out of memory");
+    nftnl_set_set_u32(st.get(), NFTNL_SET_FAMILY, fam);
+    nftnl_set_set_str(st.get(), NFTNL_SET_TABLE, req.table.c_str());
+    nftnl_set_set_str(st.get(), NFTNL_SET_NAME, w.spec->name.c_str());
+    nftnl_set_set_u32(st.get(), NFTNL_SET_FLAGS, 0);
+    nftnl_set_set_u32(st.get(), NFTNL_SET_KEY_TYPE, AddrType(fam));
+    nftnl_set_set_u32(st.get(), NFTNL_SET_KEY_LEN, AddrLen(fam));
+    nftnl_set_set_u32(st.get(), NFTNL_SET_ID, w.id);
+    UdataPtr u(nftnl_udata_buf_alloc(NFT_USERDATA_MAXLEN));
+    if (!u || !nftnl_udata_put_u32(u.get(), kUdataSetKeyByteorder, kByteorderBigEndian)) throw SysError(ENOMEM, "nftnl_udata_put", "out of memory");
+    nftnl_set_set_data(st.get(), NFTNL_SET_USERDATA, nftnl_udata_buf_data(u.get()), nftnl_udata_buf_len(u.get()));
+    // The set's counter: the kernel gives every element one (a clone, no per-element parse).
+    nftnl_set_add_expr(st.get(), NewExpr("counter"));
+    nftnl_set_nlmsg_build_payload(b.Msg(NFT_MSG_NEWSET, fam, NLM_F_CREATE, "create set " + w.spec->name), st.get());
+  }
+  // Elements go in messages of at most one netlink page each (the batch's overrun size).
+  auto elemMsgs = [&](uint16_t type, const SetWork& w, const std::vector<const SetElem*>& els) {
+    const size_t budget = MNL_SOCKET_BUFFER_SIZE - 128 - 2 * 260;
+    for (size_t i = 0; i < els.size();) {
+      SetPtr st(nftnl_set_alloc());
+      if (!st) throw SysError(ENOMEM, "nftnl_set_alloc", "out of memory");
+      nftnl_set_set_u32(st.get(), NFTNL_SET_FAMILY, fam);
+      nftnl_set_set_str(st.get(), NFTNL_SET_TABLE, req.table.c_str());
+      nftnl_set_set_str(st.get(), NFTNL_SET_NAME, w.spec->name.c_str());
+      if (w.create) nftnl_set_set_u32(st.get(), NFTNL_SET_ID, w.id);
+      const size_t first = i;
+      for (size_t bytes = 0; i < els.size();) {
+        const SetElem& el = *els[i];
+        const bool comment = type == NFT_MSG_NEWSETELEM && el.hasComment;
+        size_t cost = 48 + (comment ? el.comment.size() + 4 : 0);
+        if (i > first && bytes + cost > budget) break;
+        bytes += cost;
+        i++;
+        nftnl_set_elem* e = nftnl_set_elem_alloc();
+        if (!e) throw SysError(ENOMEM, "nftnl_set_elem_alloc", "out of memory");
+        nftnl_set_elem_add(st.get(), e);  // owned by the set from here on
+        Cidr c = ParseCidr(el.key, fam);
+        nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, c.bytes, static_cast<uint32_t>(c.len));
+        if (comment) {
+          UdataPtr u(nftnl_udata_buf_alloc(NFT_USERDATA_MAXLEN));
+          if (!u || !nftnl_udata_put_strz(u.get(), kUdataSetElemComment, el.comment.c_str())) throw std::invalid_argument("comment too long");
+          nftnl_set_elem_set(e, NFTNL_SET_ELEM_USERDATA, nftnl_udata_buf_data(u.get()), nftnl_udata_buf_len(u.get()));
+        }
+      }
+      std::string desc = std::string(type == NFT_MSG_NEWSETELEM ? "add " : "delete ") + std::to_string(i - first) + " element(s) " +
+                         (type == NFT_MSG_NEWSETELEM ? "to" : "from") + " set " + w.spec->name + " (first " + els[first]->key + ")";
+      nftnl_set_elems_nlmsg_build_payload(b.Msg(type, fam, type == NFT_MSG_NEWSETELEM ? NLM_F_CREATE : 0, desc), st.get());
+    }
+  };
+  for (const auto& w : setWork) {
+    std::vector<const SetElem*> del;
+    for (const auto& el : w.del) del.push_back(&el);
+    elemMsgs(NFT_MSG_DELSETELEM, w, del);
+    elemMsgs(NFT_MSG_NEWSETELEM, w, w.add);
+  }
   auto flushMsg = [&](const std::string& chain) {
     RulePtr r(nftnl_rule_alloc());
     nftnl_rule_set_u32(r.get(), NFTNL_RULE_FAMILY, fam);
@@ -1315,7 +1589,9 @@ Attempt ApplyOnce(NlSocket& s, const ApplyRequest& req, uint32_t genid, bool* in
     for (size_t k = 0; k < m.entries.size(); k++) {
       if (keep[k]) continue;
       const Entry& e = m.entries[k];
-      RulePtr r = BuildRule(fam, req.table, name, e.spec, req.dialect, e.live >= 0 ? e.packets : 0, e.live >= 0 ? e.bytes : 0);
+      auto sid = e.spec.dstSet.empty() ? newSetIds.end() : newSetIds.find(e.spec.dstSet);
+      RulePtr r = BuildRule(fam, req.table, name, e.spec, req.dialect, e.live >= 0 ? e.packets : 0, e.live >= 0 ? e.bytes : 0,
+                            sid == newSetIds.end() ? 0 : sid->second);
       uint16_t flags = NLM_F_CREATE;
       if (nextKept[k + 1]) nftnl_rule_set_u64(r.get(), NFTNL_RULE_POSITION, nextKept[k + 1]);
       else flags |= NLM_F_APPEND;
@@ -1343,7 +1619,7 @@ Attempt ApplyOnce(NlSocket& s, const ApplyRequest& req, uint32_t genid, bool* in
 
 bool SameRule(const RuleSpec& a, const RuleSpec& b) {
   // The same equality as sameRule() in src/rules.ts: an absent comment equals an empty one.
-  return a.target == b.target && a.src == b.src && a.dst == b.dst && a.protocol == b.protocol &&
+  return a.target == b.target && a.src == b.src && a.dst == b.dst && a.dstSet == b.dstSet && a.protocol == b.protocol &&
          (a.hasComment ? a.comment : std::string()) == (b.hasComment ? b.comment : std::string()) &&
          (a.hasTo ? a.toAddress : std::string()) == (b.hasTo ? b.toAddress : std::string()) &&
          (a.hasTo ? std::max(a.toPort, 0) : 0) == (b.hasTo ? std::max(b.toPort, 0) : 0);
@@ -1385,6 +1661,21 @@ ApplyResult Apply(const ApplyRequest& in) {
     };
     canon(req.ops[i].rule);
     for (auto& r : req.ops[i].rules) canon(r);
+  }
+  for (auto& set : req.sets) {
+    std::set<std::string> seen;
+    for (auto& el : set.elements) {
+      try {
+        Cidr c = ParseCidr(el.key, req.family);
+        if (c.prefix != c.len * 8) throw std::invalid_argument("set element must be one address: " + el.key);
+        el.key = FormatCidr(c.bytes, c.len, c.prefix);
+      } catch (const std::invalid_argument& e) {
+        throw TxError(-1, "set " + set.name + ": " + e.what());
+      }
+      // NFT_USERDATA_MAXLEN (256) holds the comment, its NUL and the 2-byte TLV header.
+      if (el.hasComment && el.comment.size() > 252) throw TxError(-1, "set " + set.name + ": comment longer than 252 bytes: " + el.comment);
+      if (!seen.insert(el.key).second) throw TxError(-1, "set " + set.name + ": element " + el.key + " given twice");
+    }
   }
   NetnsGuard g(req.netns);
   NlSocket s;

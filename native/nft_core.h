@@ -35,6 +35,9 @@ struct RuleSpec {
   bool hasTo = false;
   std::string toAddress;
   int toPort = -1;  // -1: none
+  // Native dialect only: the destination address is looked up in this set of the same table
+  // (`ip daddr @name`). Exclusive with dst.
+  std::string dstSet;
 };
 
 bool SameRule(const RuleSpec& a, const RuleSpec& b);
@@ -59,6 +62,37 @@ struct ChainInfo {
   std::vector<LiveRule> rules;
 };
 
+// An element of an address set (key: canonical host CIDR, "10.0.0.3/32", as rules' dst).
+struct SetElem {
+  std::string key;
+  bool hasComment = false;
+  std::string comment;
+  uint64_t packets = 0;
+  uint64_t bytes = 0;
+  bool unknown = false;  // parts we do not model (flags, timeouts, a key of another length)
+};
+
+// A named set of the table as the kernel holds it.
+struct SetInfo {
+  std::string name;
+  uint64_t handle = 0;
+  uint32_t keyType = 0;  // nft datatype id: 7 ipv4_addr, 8 ipv6_addr
+  uint32_t keyLen = 0;
+  uint32_t flags = 0;  // NFT_SET_* flags
+  bool counter = false;  // every element carries a counter (the set's expression)
+  bool ours = false;     // the shape we create: an address set of the family, no flags, counters
+  uint32_t use = 0;      // rules bound to it
+  std::vector<SetElem> elements;
+};
+
+// "This set holds exactly these elements": created (an address set of the table's family whose
+// every element has a counter) when missing; elements added and removed by key, so the counters
+// of elements that stay are kept. An element whose comment changed is replaced.
+struct SetSpec {
+  std::string name;
+  std::vector<SetElem> elements;
+};
+
 struct ReadRequest {
   std::string netns;
   uint8_t family = 2;  // NFPROTO_IPV4 / NFPROTO_IPV6 (10)
@@ -67,12 +101,14 @@ struct ReadRequest {
   bool allChains = false;           // every chain of the table (small tables only)
   std::vector<std::string> chains;  // otherwise these, missing ones are absent from the result
   bool withRules = true;
+  std::vector<std::string> sets;  // sets to read (with their elements); missing ones are absent
 };
 
 struct ReadResult {
   uint32_t genid = 0;
   bool tableExists = false;
   std::vector<ChainInfo> chains;
+  std::vector<SetInfo> sets;
 };
 
 enum class OpKind { CreateChain, FlushChain, DeleteChain, InsertRule, AppendRule, DeleteRule, DeleteRuleAt, ReplaceRule, MoveRule, ReplaceChain };
@@ -101,6 +137,9 @@ struct ApplyRequest {
   // way iptables-nft does, when an operation needs them and they do not exist.
   // Native: create the table, and make `baseChains` exist with exactly that hook/priority.
   std::vector<BaseChainSpec> baseChains;
+  // Native: sets written before the rules (which may look them up), in the same batch. A set
+  // of another shape is refused (TxError): the caller deletes the table and writes it anew.
+  std::vector<SetSpec> sets;
   std::vector<Op> ops;
   int maxAttempts = 5;
 };

@@ -6,7 +6,7 @@ import { Agent, managedFamilies } from './agent.js';
 import { parseArgs, type AgentConfig } from './config.js';
 import { ConfigError, EdgeMeshError } from './errors.js';
 import { ALL_BACKENDS, createBackend, resolveBackend } from './backends/factory.js';
-import { renderOps } from './backends/listing.js';
+import { renderOps, renderSet } from './backends/listing.js';
 import { createLogger } from './logger.js';
 import { DEFAULT_PROXY_INTERFACE, removeProxyInterface } from './proxy/iface.js';
 import type { Logger } from './log.js';
@@ -29,6 +29,7 @@ export function printReport(r: SyncReport, backend: string, out: (s: string) => 
     }
     out(`# ${o.family} (${backend}): +${o.added} -${o.removed}${o.orderRepairs ? `, ${o.orderRepairs} order repairs` : ''}, ${o.ops.length} operations in one transaction\n`);
     out(renderOps(o.ops).join('\n') + '\n');
+    for (const s of o.sets ?? []) out(renderSet(s).join('\n') + '\n');
   }
 }
 

@@ -28,6 +28,11 @@ export interface Rule {
   target: string;
   /** Only with target DNAT. */
   toDestination?: { address: string; port?: number };
+  /**
+   * The destination address is looked up in this set of our table (`ip daddr @set`); exclusive
+   * with dst. Only the nftables backend writes it (its ignore set); the iptables backends refuse it.
+   */
+  dstSet?: string;
 }
 
 export interface Counters {
@@ -61,6 +66,7 @@ export function sameRule(a: Rule | LiveRule, b: Rule | LiveRule): boolean {
     a.target === b.target &&
     (a.src ?? '') === (b.src ?? '') &&
     (a.dst ?? '') === (b.dst ?? '') &&
+    (a.dstSet ?? '') === (b.dstSet ?? '') &&
     (a.protocol ?? '') === (b.protocol ?? '') &&
     (a.comment ?? '') === (b.comment ?? '') &&
     (a.toDestination?.address ?? '') === (b.toDestination?.address ?? '') &&
@@ -85,6 +91,8 @@ export function renderRule(chain: string, rule: Rule, verb: '-A' | '-I' | '-D' =
   const parts = [verb, chain];
   if (rule.src) parts.push('-s', rule.src);
   if (rule.dst) parts.push('-d', rule.dst);
+  // A set lookup in iptables' own notation (the ipset match), as `-d` is for one address.
+  if (rule.dstSet) parts.push('-m', 'set', '--match-set', rule.dstSet, 'dst');
   if (rule.protocol) parts.push('-p', rule.protocol);
   const unknown = (rule as LiveRule).unknown;
   if (unknown?.length) parts.push(`[unmodelled: ${unknown.join(',')}]`);

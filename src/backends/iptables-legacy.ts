@@ -4,7 +4,7 @@
 import { Buffer } from 'node:buffer';
 import { TransactionError, nativeCall } from '../errors.js';
 import { native } from '../native.js';
-import { addressFamily, canonicalAddress, tryParseCidr } from '../net.js';
+import { addressFamily, canonicalAddress, memoCanonicalCidr } from '../net.js';
 import type { Family, LiveRule, Rule } from '../rules.js';
 import type { NativeApplyOptions, NativeIptcBinding, NativeRuleSpec, NativeSnapshot, NativeTxOp } from './iptc-native.js';
 import type { ApplyResult, IptablesTable, TableInfo, TableSnapshot, TableTransaction, TxOp } from './types.js';
@@ -47,29 +47,15 @@ function isPosition(p: unknown): p is number {
   return typeof p === 'number' && Number.isInteger(p) && p >= 1 && p <= 0x7fffffff;
 }
 
-// Canonical CIDRs by input text: a full sync validates every rule of the desired state (10 000
-// ignore rules on a big cluster) and the texts repeat from sync to sync. Pure, so safe to memo;
-// bounded by clearing.
-const cidrMemo = new Map<string, { family: Family; text: string } | null>();
-function canonicalCidr(text: string): { family: Family; text: string } | undefined {
-  let hit = cidrMemo.get(text);
-  if (hit === undefined) {
-    const p = tryParseCidr(text);
-    hit = p ? { family: p.family, text: p.text } : null;
-    if (cidrMemo.size >= 1 << 16) cidrMemo.clear();
-    cidrMemo.set(text, hit);
-  }
-  return hit ?? undefined;
-}
-
 /** Checks a rule against `family` and returns it in the addon's canonical form. Throws TransactionError. */
 export function normaliseRule(family: Family, rule: Rule, index: number): NativeRuleSpec {
   if (typeof rule !== 'object' || rule === null) fail(index, 'rule must be an object');
   const out: NativeRuleSpec = { target: '' };
+  if (rule.dstSet !== undefined) fail(index, `dstSet ${String(rule.dstSet)}: set lookups are written only by the nftables backend`);
   for (const key of ['src', 'dst'] as const) {
     const v = rule[key];
     if (v === undefined) continue;
-    const parsed = typeof v === 'string' ? canonicalCidr(v) : undefined;
+    const parsed = typeof v === 'string' ? memoCanonicalCidr(v) : undefined;
     if (!parsed) fail(index, `${key} "${String(v).slice(0, 64)}" is not a CIDR`);
     if (parsed.family !== family) fail(index, `${key} ${v} is not an ${family} CIDR`);
     out[key] = parsed.text;

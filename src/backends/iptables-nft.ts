@@ -21,6 +21,7 @@ export function toLiveRule(r: NftLiveRule): LiveRule {
   const out: LiveRule = { target: r.target, packets: r.packets, bytes: r.bytes };
   if (r.src !== undefined) out.src = r.src;
   if (r.dst !== undefined) out.dst = r.dst;
+  if (r.dstSet !== undefined) out.dstSet = r.dstSet;
   if (r.protocol !== undefined) out.protocol = r.protocol;
   if (r.comment !== undefined) out.comment = r.comment;
   if (r.toDestination !== undefined) out.toDestination = r.toDestination;

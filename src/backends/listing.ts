@@ -1,6 +1,6 @@
 // `iptables -t nat -nvL --line-numbers` style listing of rules we read, for `status` and the demo.
 import { formatHostPort, renderRule, type Family, type LiveRule } from '../rules.js';
-import type { TxOp } from './types.js';
+import type { SyncOutcome, TxOp } from './types.js';
 
 /** Packet/byte counts as iptables -v prints them: exact up to 99999, then K/M/G/T in steps of 1000. */
 export function formatCount(n: number): string {
@@ -74,6 +74,18 @@ export function renderChains(family: Family, chains: readonly ListedChain[]): st
 }
 
 /** A transaction in iptables-save words, one line per rule touched, for `run --once` and logs. */
+/**
+ * A set and all its elements in ipset's save notation (`create`, then one `add` per element),
+ * the iptables-world counterpart of the nftables ignore set; `-m set --match-set` looks it up.
+ */
+export function renderSet(s: NonNullable<SyncOutcome['sets']>[number]): string[] {
+  const host = s.family === 'ipv4' ? '/32' : '/128';
+  return [
+    `create ${s.name} hash:ip family ${s.family === 'ipv4' ? 'inet' : 'inet6'} counters comment`,
+    ...s.elements.map((e) => `add ${s.name} ${e.key.endsWith(host) ? e.key.slice(0, -host.length) : e.key}${e.comment === undefined ? '' : ` comment ${JSON.stringify(e.comment)}`}`),
+  ];
+}
+
 export function renderOps(ops: readonly TxOp[]): string[] {
   const lines: string[] = [];
   for (const op of ops) {

@@ -8,6 +8,7 @@ import type { TxOp } from './types.js';
 export type NftDialect = 'xt' | 'nft';
 export type NftHook = 'prerouting' | 'input' | 'output' | 'postrouting';
 
+/** A rule as read; `dstSet` (a set lookup) only in the 'nft' dialect. */
 export interface NftLiveRule extends Rule {
   packets: number;
   bytes: number;
@@ -29,6 +30,39 @@ export interface NftChain {
   rules: NftLiveRule[];
 }
 
+/** An element of an address set: key is a host CIDR ("10.0.0.3/32"), as a rule's dst. */
+export interface NftSetElement {
+  key: string;
+  comment?: string;
+}
+
+export interface NftLiveSetElement extends NftSetElement {
+  packets: number;
+  bytes: number;
+  /** Parts the backend does not model (flags, timeouts); such an element is rewritten. */
+  unknown?: true;
+}
+
+export interface NftSet {
+  name: string;
+  handle: number;
+  /** nft datatype id of the key: 7 ipv4_addr, 8 ipv6_addr. */
+  keyType: number;
+  keyLen: number;
+  flags: number;
+  /** Every element carries a counter (the set's expression). */
+  counter: boolean;
+  /** The shape the backend writes: an address set of the family, no flags, with counters. */
+  ours: boolean;
+  elements: NftLiveSetElement[];
+}
+
+/** "This set holds exactly these elements" (created when missing, with a counter per element). */
+export interface NftSetSpec {
+  name: string;
+  elements: readonly NftSetElement[];
+}
+
 export interface NftReadRequest {
   netns?: string;
   family: Family;
@@ -38,6 +72,8 @@ export interface NftReadRequest {
   chains?: readonly string[];
   /** False: chain headers only. Default true. */
   withRules?: boolean;
+  /** Sets to read with their elements (missing ones are absent from the result). */
+  sets?: readonly string[];
 }
 
 export interface NftReadResult {
@@ -46,6 +82,8 @@ export interface NftReadResult {
   tableExists: boolean;
   /** The chains that exist, in the order asked (or the kernel's order). */
   chains: NftChain[];
+  /** The sets asked for that exist. */
+  sets: NftSet[];
 }
 
 export interface NftBaseChain {
@@ -65,6 +103,12 @@ export interface NftApplyRequest {
    * table if needed. 'xt' dialect: not used; iptables-nft's nat base chains are created on demand.
    */
   baseChains?: readonly NftBaseChain[];
+  /**
+   * 'nft' dialect: sets written in the same batch, before the rules that look them up. Elements
+   * are added and removed by key, so the counters of those that stay are kept. A live set of
+   * another shape is refused (ETRANSACTION).
+   */
+  sets?: readonly NftSetSpec[];
   ops: readonly TxOp[];
   /** Batches refused because the ruleset changed since it was read are retried; default 5. */
   maxAttempts?: number;

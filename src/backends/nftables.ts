@@ -5,32 +5,41 @@
 // position has to be defended and a kube-proxy restart cannot overtake us. `return` lets a
 // packet go on to kube-proxy.
 //
-// Layout (the DESIGN rule layout, one rule per ignored address so that every ignored service
-// keeps its own counters and comment, as in the seed's listing):
+// Layout: the DESIGN rule layout, except that the ignored addresses are the elements of one
+// set, looked up by one rule, as kube-proxy's own nftables mode does for its service IPs. Each
+// element keeps its own counter and comment ("ignore <ns>/<name> service"), so the listing
+// still says which ignored service saw traffic:
 //
 //   table ip edgemesh {
+//     set ignored { type ipv4_addr; counter;
+//       elements = { 10.10.0.3 counter packets 0 bytes 0 comment "ignore kube-system/coredns service", ... } }
 //     chain prerouting { type nat hook prerouting priority dstnat - 1; policy accept;
 //       counter jump EDGE-MESH comment "edgemesh root chain" }
 //     chain output     { type nat hook output priority dstnat - 1; policy accept;   (same) }
 //     chain EDGE-MESH {
-//       ip daddr 10.10.0.3 counter return comment "ignore kube-system/coredns service"
+//       ip daddr @ignored counter return comment "ignored services"
 //       ip daddr 10.10.0.0/16 meta l4proto tcp counter jump EDGE-MESH-TCP comment "tcp service proxy" }
 //     chain EDGE-MESH-TCP { meta l4proto tcp counter dnat to 169.254.96.16:40001 comment "edgemesh tcp proxy" }
 //   }
 //
-// Sets were considered for the ignore list (one `ip daddr @ignored return`): cheaper per packet
-// for thousands of ignored addresses, but they lose the per-service counters of the seed's
-// listing; an update is one netlink message either way.
+// Why a set: a new connection to a proxied service is classified by one hash lookup instead of
+// a walk over every ignore rule, and a change writes set elements, which the kernel takes far
+// faster than rules (a rule's expressions are parsed one by one; an element is a key). The
+// iptables backends keep one rule per address: that is the DESIGN layout iptables lists.
 import { EdgeMeshError, nativeCall } from '../errors.js';
 import { native } from '../native.js';
+import { compareIps, memoCanonicalCidr, parseIp } from '../net.js';
 import { EDGE_MESH_CHAIN, JUMP_CHAINS, ROOT_COMMENT, formatHostPort, sameRule, type DesiredRuleSet, type Family, type JumpChain, type LiveRule, type Rule } from '../rules.js';
 import { genToken } from './iptables-nft.js';
-import type { NftBaseChain, NftChain, NftLiveRule } from './nft-native.js';
+import type { NftBaseChain, NftChain, NftLiveRule, NftLiveSetElement, NftSet, NftSetElement } from './nft-native.js';
 import type { CleanupOutcome, NatBackend, OrderState, StatusReport, SyncOutcome, TxOp } from './types.js';
 
 export const NFT_TABLE = 'edgemesh';
 /** nf_tables priority of our nat base chains: NF_IP_PRI_NAT_DST (-100, "dstnat") - 1. */
 export const NFT_PRIORITY = -101;
+/** The set of ignored addresses in our table, and the comment of the rule that looks it up. */
+export const NFT_IGNORE_SET = 'ignored';
+export const IGNORE_SET_COMMENT = 'ignored services';
 /** Our base chain for each hook chain of the rule layout. */
 export const NFT_BASE_CHAINS: Record<JumpChain, NftBaseChain> = {
   PREROUTING: { name: 'prerouting', hook: 'prerouting', priority: NFT_PRIORITY },
@@ -61,23 +70,46 @@ export class NftablesBackend implements NatBackend {
     this.maxAttempts = opts.maxAttempts ?? 5;
   }
 
-  private readTable(chains?: readonly string[]) {
+  private readTable(chains?: readonly string[], sets: readonly string[] = []) {
     return nativeCall(() =>
-      native().nftRead({ netns: this.netns, family: this.family, table: this.table, dialect: 'nft', ...(chains ? { chains } : {}) }),
+      native().nftRead({ netns: this.netns, family: this.family, table: this.table, dialect: 'nft', sets, ...(chains ? { chains } : {}) }),
     );
   }
 
-  /** What the desired state means in our table: chain name -> exact rules. */
-  private translate(desired: DesiredRuleSet): Map<string, Rule[]> {
+  /**
+   * What the desired state means in our table: chain name -> exact rules, and the elements of
+   * the ignore set. EDGE-MESH's leading RETURN rules for one address each become the set's
+   * elements (the first rule of an address gives its comment) and one rule looking the set up.
+   */
+  private translate(desired: DesiredRuleSet): { chains: Map<string, Rule[]>; ignored: NftSetElement[] } {
     if (desired.family !== this.family) throw new EdgeMeshError('EFAMILY', `desired rule set is ${desired.family}, backend is ${this.family}`);
     const want = new Map<string, Rule[]>();
+    const ignored = new Map<string, NftSetElement>();
     for (const base of JUMP_CHAINS) want.set(NFT_BASE_CHAINS[base].name, []);
     for (const j of desired.jumps) want.get(NFT_BASE_CHAINS[j.chain].name)!.push(j.rule);
     for (const c of desired.chains) {
       if (want.has(c.name)) throw new EdgeMeshError('ECONFLICT', `chain name ${c.name} is reserved for a base chain of table ${this.table}`);
-      want.set(c.name, c.rules);
+      if (c.name !== EDGE_MESH_CHAIN) {
+        want.set(c.name, c.rules);
+        continue;
+      }
+      let k = 0;
+      for (; k < c.rules.length; k++) {
+        const key = this.ignoreKey(c.rules[k]!);
+        if (key === undefined) break;
+        if (!ignored.has(key)) ignored.set(key, c.rules[k]!.comment === undefined ? { key } : { key, comment: c.rules[k]!.comment });
+      }
+      want.set(c.name, [{ dstSet: NFT_IGNORE_SET, comment: IGNORE_SET_COMMENT, target: 'RETURN' }, ...c.rules.slice(k)]);
     }
-    return want;
+    return { chains: want, ignored: [...ignored.values()] };
+  }
+
+  /** The set element a rule is, when it is a RETURN for one destination address and nothing else. */
+  private ignoreKey(r: Rule): string | undefined {
+    if (r.target !== 'RETURN' || !r.dst || r.src || r.protocol || r.toDestination) return undefined;
+    // Not an address of the family: left as a rule, and the addon names the problem.
+    const c = memoCanonicalCidr(r.dst);
+    return c && c.family === this.family && c.text.endsWith(this.family === 'ipv4' ? '/32' : '/128') ? c.text : undefined;
   }
 
   private baseChainOk(c: NftChain | undefined, spec: NftBaseChain): boolean {
@@ -86,8 +118,15 @@ export class NftablesBackend implements NatBackend {
 
   async sync(desired: DesiredRuleSet): Promise<SyncOutcome> {
     const t0 = performance.now();
-    const want = this.translate(desired);
-    const live = await this.readTable();
+    const { chains: want, ignored } = this.translate(desired);
+    let live = await this.readTable(undefined, [NFT_IGNORE_SET]);
+    if (live.sets.some((s) => !s.ours)) {
+      // A set of that name in another shape (an older layout, or edited by hand). The table is
+      // ours: it is deleted and written anew; in between, kube-proxy handles all traffic.
+      await this.cleanup();
+      live = await this.readTable(undefined, [NFT_IGNORE_SET]);
+    }
+    const liveSet = live.sets.find((s) => s.name === NFT_IGNORE_SET);
     const byName = new Map(live.chains.map((c) => [c.name, c]));
     let added = 0;
     let removed = 0;
@@ -121,7 +160,10 @@ export class NftablesBackend implements NatBackend {
       ops.push({ op: 'flushChain', chain: c.name });
     }
     for (const c of extra) ops.push({ op: 'deleteChain', chain: c.name });
-    if (ops.length === 0 && !baseBad && live.tableExists) {
+    const setDiff = diffElements(liveSet?.elements ?? [], ignored);
+    added += setDiff.added;
+    removed += setDiff.removed;
+    if (ops.length === 0 && !baseBad && live.tableExists && liveSet && setDiff.added + setDiff.removed === 0) {
       return { family: this.family, changed: false, added: 0, removed: 0, orderRepairs: 0, ops: [], durationMs: performance.now() - t0 };
     }
     const t1 = performance.now();
@@ -132,6 +174,7 @@ export class NftablesBackend implements NatBackend {
         table: this.table,
         dialect: 'nft',
         baseChains: JUMP_CHAINS.map((b) => NFT_BASE_CHAINS[b]),
+        sets: [{ name: NFT_IGNORE_SET, elements: ignored }],
         ops,
         maxAttempts: this.maxAttempts,
       }),
@@ -143,6 +186,7 @@ export class NftablesBackend implements NatBackend {
       removed,
       orderRepairs,
       ops,
+      ...(setDiff.added + setDiff.removed > 0 || !liveSet ? { sets: [{ name: NFT_IGNORE_SET, family: this.family, elements: ignored }] } : {}),
       apply: { attempts: res.attempts, lockWaitMs: 0, durationMs: performance.now() - t1 },
       durationMs: performance.now() - t0,
     };
@@ -179,22 +223,43 @@ export class NftablesBackend implements NatBackend {
 
   /** `nft list table`-like text of our table, with counters. */
   async status(): Promise<StatusReport> {
-    const live = await this.readTable();
+    const live = await this.readTable(undefined, [NFT_IGNORE_SET]);
     const order = await this.checkOrder();
-    return { family: this.family, backend: this.name, present: live.tableExists, text: renderNftTable(this.family, this.table, live.tableExists, live.chains), order };
+    return {
+      family: this.family,
+      backend: this.name,
+      present: live.tableExists,
+      text: renderNftTable(this.family, this.table, live.tableExists, live.chains, live.sets),
+      order,
+    };
   }
 }
 
-function sameRules(live: readonly (LiveRule | NftLiveRule)[], want: readonly Rule[]): boolean {
+function sameRules(live: readonly NftLiveRule[], want: readonly Rule[]): boolean {
   return live.length === want.length && live.every((r, i) => sameRule(r, want[i]!));
+}
+
+/** Elements added/removed between the live set and the wanted one (a changed comment is both). */
+function diffElements(live: readonly NftLiveSetElement[], want: readonly NftSetElement[]): { added: number; removed: number } {
+  const left = new Map(live.map((e) => [e.key, e]));
+  let added = 0;
+  for (const w of want) {
+    const l = left.get(w.key);
+    if (l && !l.unknown && (l.comment ?? '') === (w.comment ?? '')) {
+      left.delete(w.key);
+      continue;
+    }
+    added++;
+  }
+  return { added, removed: left.size };
 }
 
 /** Rules added/removed between two lists (multiset difference of modelled rules), O(n). */
 function countDiff(live: readonly NftLiveRule[], want: readonly Rule[]): { added: number; removed: number } {
-  const key = (r: Rule | LiveRule) =>
+  const key = (r: Rule | NftLiveRule) =>
     (r as LiveRule).unknown?.length
       ? null
-      : JSON.stringify([r.src ?? '', r.dst ?? '', r.protocol ?? '', r.comment ?? '', r.target, r.toDestination?.address ?? '', r.toDestination?.port ?? 0]);
+      : JSON.stringify([r.src ?? '', r.dst ?? '', r.dstSet ?? '', r.protocol ?? '', r.comment ?? '', r.target, r.toDestination?.address ?? '', r.toDestination?.port ?? 0]);
   const left = new Map<string, number>();
   let removed = 0;
   for (const r of live) {
@@ -235,6 +300,7 @@ export function renderNftRule(family: Family, r: NftLiveRule | LiveRule): string
   const parts: string[] = [];
   if (r.src) parts.push(`${ip} saddr ${addr(r.src)}`);
   if (r.dst) parts.push(`${ip} daddr ${addr(r.dst)}`);
+  if (r.dstSet) parts.push(`${ip} daddr @${r.dstSet}`);
   if (r.protocol) parts.push(`meta l4proto ${r.protocol}`);
   if (r.unknown?.length) parts.push(`# unmodelled: ${r.unknown.join(', ')} #`);
   parts.push(`counter packets ${r.packets} bytes ${r.bytes}`);
@@ -245,11 +311,37 @@ export function renderNftRule(family: Family, r: NftLiveRule | LiveRule): string
   return parts.join(' ');
 }
 
-export function renderNftTable(family: Family, table: string, exists: boolean, chains: readonly NftChain[]): string {
+/** A set as `nft list` prints it, one element per line. */
+function renderNftSet(family: Family, s: NftSet): string[] {
+  const host = family === 'ipv4' ? '/32' : '/128';
+  const lines = [`\tset ${s.name} {`];
+  if (s.ours) lines.push(`\t\ttype ${family === 'ipv4' ? 'ipv4_addr' : 'ipv6_addr'}`, '\t\tcounter');
+  else lines.push(`\t\t# not the address set with counters this backend writes: key type ${s.keyType}, length ${s.keyLen}, flags ${s.flags}`);
+  // Sorted by address, as nft lists them.
+  const addr = (e: NftLiveSetElement) => (e.key.endsWith(host) ? e.key.slice(0, -host.length) : e.key);
+  const keyed = s.elements.map((e) => ({ e, ip: e.key ? parseIp(addr(e)) : undefined }));
+  keyed.sort((a, b) => (a.ip && b.ip ? compareIps(a.ip, b.ip) : a.ip ? -1 : b.ip ? 1 : 0));
+  const els = keyed.map(({ e }) => {
+    const parts = [addr(e)];
+    if (s.counter) parts.push(`counter packets ${e.packets} bytes ${e.bytes}`);
+    if (e.comment !== undefined) parts.push(`comment ${quote(e.comment)}`);
+    if (e.unknown) parts.push('# unmodelled parts #');
+    return parts.join(' ');
+  });
+  if (els.length > 0) lines.push(`\t\telements = { ${els.join(',\n\t\t\t     ')} }`);
+  lines.push('\t}');
+  return lines;
+}
+
+export function renderNftTable(family: Family, table: string, exists: boolean, chains: readonly NftChain[], sets: readonly NftSet[] = []): string {
   if (!exists) return `# table ${nftFamily(family)} ${table} does not exist\n`;
   const lines = [`table ${nftFamily(family)} ${table} {`];
-  chains.forEach((c, i) => {
+  sets.forEach((s, i) => {
     if (i > 0) lines.push('');
+    lines.push(...renderNftSet(family, s));
+  });
+  chains.forEach((c, i) => {
+    if (i > 0 || sets.length > 0) lines.push('');
     lines.push(`\tchain ${c.name} {`);
     if (c.base) lines.push(`\t\ttype ${c.type} hook ${c.hook} priority ${priorityText(c.priority, c.hook)}; policy ${c.policy};`);
     for (const r of c.rules) lines.push(`\t\t${renderNftRule(family, r)}`);

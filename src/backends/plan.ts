@@ -122,6 +122,7 @@ export function stripCounters(r: LiveRule): Rule {
   const out: Rule = { target: r.target };
   if (r.src !== undefined) out.src = r.src;
   if (r.dst !== undefined) out.dst = r.dst;
+  if (r.dstSet !== undefined) out.dstSet = r.dstSet;
   if (r.protocol !== undefined) out.protocol = r.protocol;
   if (r.comment !== undefined) out.comment = r.comment;
   if (r.toDestination !== undefined) out.toDestination = { ...r.toDestination };

@@ -102,6 +102,8 @@ export interface SyncOutcome {
   orderRepairs: number;
   /** The operations written (empty when unchanged). */
   ops: TxOp[];
+  /** nftables: the sets written in the same transaction, with the elements they now hold. */
+  sets?: { name: string; family: Family; elements: { key: string; comment?: string }[] }[];
   apply?: ApplyResult;
   durationMs: number;
 }

@@ -20,6 +20,8 @@ interface Flavour {
   dump(ns: Netns): Promise<string>;
   /** What an ignore rule looks like in dump(). */
   ignore(ip: string, key: string): RegExp;
+  /** ...and in what `run --once` prints it applied. */
+  onceIgnore(ip: string, key: string): string;
   /** dump() shows our hook running before kube-proxy's. */
   first(dump: string): boolean;
   /** dump() shows the proxy rule and the DNAT. */
@@ -39,6 +41,7 @@ const flavours: Flavour[] = [
     loadKubeProxy: (ns) => loadKubeProxyIptables(ns, 'legacy'),
     dump: async (ns) => (await ns.sh('iptables-legacy-save -t nat')).stdout,
     ignore: iptablesIgnore,
+    onceIgnore: (ip, key) => `-A EDGE-MESH -d ${ip}/32 -m comment --comment "ignore ${key} service" -j RETURN`,
     first: iptablesFirst,
     proxied: iptablesProxied,
   },
@@ -47,6 +50,7 @@ const flavours: Flavour[] = [
     loadKubeProxy: (ns) => loadKubeProxyIptables(ns, 'nft'),
     dump: async (ns) => (await ns.sh('iptables-nft-save -t nat')).stdout,
     ignore: iptablesIgnore,
+    onceIgnore: (ip, key) => `-A EDGE-MESH -d ${ip}/32 -m comment --comment "ignore ${key} service" -j RETURN`,
     first: iptablesFirst,
     proxied: iptablesProxied,
   },
@@ -54,12 +58,14 @@ const flavours: Flavour[] = [
     backend: 'nftables',
     loadKubeProxy: loadKubeProxyNftables,
     dump: async (ns) => (await ns.sh('nft list ruleset')).stdout,
-    ignore: (ip, key) => new RegExp(`ip daddr ${ip.replace(/\./g, '\\.')} counter packets \\d+ bytes \\d+ return comment "ignore ${key} service"`),
+    // An element of the ignore set (`ip daddr @ignored return` in EDGE-MESH looks it up).
+    onceIgnore: (ip, key) => `add ignored ${ip} comment "ignore ${key} service"`,
+    ignore: (ip, key) => new RegExp(`[{ ]${ip.replace(/\./g, '\\.')} counter packets \\d+ bytes \\d+ comment "ignore ${key} service"`),
     first: (s) =>
       /chain prerouting \{\n\s+type nat hook prerouting priority dstnat - 1; policy accept;\n\s+counter packets \d+ bytes \d+ jump EDGE-MESH comment "edgemesh root chain"/.test(s) &&
       /chain output \{\n\s+type nat hook output priority -101; policy accept;\n\s+counter packets \d+ bytes \d+ jump EDGE-MESH comment "edgemesh root chain"/.test(s),
     proxied: (s) =>
-      /ip daddr 10\.10\.0\.0\/16 meta l4proto tcp counter packets \d+ bytes \d+ jump EDGE-MESH-TCP comment "tcp service proxy"/.test(s) &&
+      /ip daddr @ignored counter packets \d+ bytes \d+ return comment "ignored services"\n\s+ip daddr 10\.10\.0\.0\/16 meta l4proto tcp counter packets \d+ bytes \d+ jump EDGE-MESH-TCP comment "tcp service proxy"/.test(s) &&
       /meta l4proto tcp counter packets \d+ bytes \d+ dnat to 169\.254\.96\.16:40001 comment "edgemesh tcp proxy"/.test(s),
   },
 ];
@@ -180,7 +186,7 @@ for (const f of flavours) {
       await f.loadKubeProxy(ns);
       const before = normalize(await dump());
       const once = await ns.run(process.execPath, [CLI, ...args(['--once'])]);
-      expect(once.stdout).toContain('-A EDGE-MESH -m comment --comment "ignore kube-system/coredns service" -j RETURN'.replace('-m comment', '-d 10.10.0.3/32 -m comment'));
+      expect(once.stdout).toContain(f.onceIgnore('10.10.0.3', 'kube-system/coredns'));
       expect(f.first(await dump())).toBe(true);
       const again = await ns.run(process.execPath, [CLI, ...args(['--once'])]);
       expect(again.stdout).toMatch(/already as desired, nothing written/);

@@ -11,6 +11,11 @@ import { desiredFor, SEED } from './nft-seed.js';
 
 const legacyNames = async (ns: Netns) => `${(await native().readProcNet(ns.path, 'ip_tables_names')) ?? ''}|${(await native().readProcNet(ns.path, 'ip6_tables_names')) ?? ''}`;
 const listOurs = async (ns: Netns, f: Family) => (await ns.run('nft', ['list', 'table', f === 'ipv4' ? 'ip' : 'ip6', 'edgemesh'])).stdout;
+/** A listing with the set's elements one per line, sorted (nft wraps them by width, in its own order). */
+const elementsSorted = (text: string) =>
+  text.replace(/elements = \{ ([^}]*) \}/g, (_m, els: string) => `elements = {\n${els.split(/,\s+/).sort().join('\n')}\n}`);
+const readSet = async (ns: Netns, family: Family) =>
+  (await native().nftRead({ netns: ns.path, family, table: 'edgemesh', dialect: 'nft', chains: ['EDGE-MESH'], sets: ['ignored'] }));
 
 // The fixture's service CIDR and services: svc1 172.30.0.41:80 -> 10.180.0.1:80, svc2 172.30.0.42:80 -> 10.180.0.2:80.
 const PROXY = { address: '169.254.96.16', port: 40001 };
@@ -49,9 +54,10 @@ describeNetns('nftables backend (table edgemesh at dstnat - 1)', () => {
       });
       afterAll(async () => ns?.destroy());
 
-      it('creates our table with nat base chains on prerouting and output at -101 holding the DESIGN logic', async () => {
+      it('creates our table with nat base chains on prerouting and output at -101 holding the DESIGN logic, ignored addresses in a set', async () => {
         const out = await backend.sync(desiredFor(family));
-        expect(out).toMatchObject({ changed: true, added: 6, removed: 0 });
+        // 5 rules (2 jumps, the set lookup, the CIDR jump, the DNAT) and 2 set elements.
+        expect(out).toMatchObject({ changed: true, added: 7, removed: 0 });
         const text = await listOurs(ns, family);
         const ip = family === 'ipv4' ? 'ip' : 'ip6';
         const p = SEED[family];
@@ -59,8 +65,10 @@ describeNetns('nftables backend (table edgemesh at dstnat - 1)', () => {
         expect(text).toContain(`table ${ip} edgemesh {`);
         expect(text).toMatch(/chain prerouting \{\n\t\ttype nat hook prerouting priority dstnat - 1; policy accept;\n\t\tcounter packets 0 bytes 0 jump EDGE-MESH comment "edgemesh root chain"\n/);
         expect(text).toMatch(/chain output \{\n\t\ttype nat hook output priority -101; policy accept;\n\t\tcounter packets 0 bytes 0 jump EDGE-MESH comment "edgemesh root chain"\n/);
-        expect(text).toContain(`${ip} daddr ${host(p.ignores[0]!.ip)} counter packets 0 bytes 0 return comment "ignore kube-system/coredns service"`);
-        expect(text).toContain(`${ip} daddr ${host(p.ignores[1]!.ip)} counter packets 0 bytes 0 return comment "ignore default/kubernetes service"`);
+        expect(text).toMatch(new RegExp(`set ignored \\{\n\t\ttype ${family === 'ipv4' ? 'ipv4_addr' : 'ipv6_addr'}\n\t\tcounter\n\t\telements = \\{ `));
+        expect(text).toContain(`${host(p.ignores[0]!.ip)} counter packets 0 bytes 0 comment "ignore kube-system/coredns service"`);
+        expect(text).toContain(`${host(p.ignores[1]!.ip)} counter packets 0 bytes 0 comment "ignore default/kubernetes service"`);
+        expect(text).toMatch(new RegExp(`chain EDGE-MESH \\{\n\t\t${ip} daddr @ignored counter packets 0 bytes 0 return comment "ignored services"\n\t\t${ip} daddr ${p.cidr.replace(/\./g, '\\.')} meta`));
         expect(text).toContain(`${ip} daddr ${p.cidr} meta l4proto tcp counter packets 0 bytes 0 jump EDGE-MESH-TCP comment "tcp service proxy"`);
         expect(text).toContain(
           `meta l4proto tcp counter packets 0 bytes 0 dnat to ${family === 'ipv4' ? '169.254.96.16:40001' : '[fd00:99::16]:40001'} comment "edgemesh tcp proxy"`,
@@ -71,7 +79,7 @@ describeNetns('nftables backend (table edgemesh at dstnat - 1)', () => {
 
       it('status() renders the table as nft list does, with counters; checkOrder() is ok', async () => {
         const st = await backend.status();
-        expect(st.text).toBe(await listOurs(ns, family));
+        expect(elementsSorted(st.text)).toBe(elementsSorted(await listOurs(ns, family)));
         expect(st.order).toEqual({ family, positions: { PREROUTING: 1, OUTPUT: 1 }, ok: true });
       });
 
@@ -148,7 +156,8 @@ describeNetns('nftables backend (table edgemesh at dstnat - 1)', () => {
       expect(await connect('172.30.0.42', 80)).toBe('proxy');
       expect(await connect('172.30.0.41', 80)).toBe('endpoint-svc1');
       const text = (await backend.status()).text;
-      expect(text).toMatch(/ip daddr 172\.30\.0\.41 counter packets [1-9]\d* bytes \d+ return comment "ignore ns1\/svc1 service"/);
+      expect(text).toMatch(/172\.30\.0\.41 counter packets [1-9]\d* bytes \d+ comment "ignore ns1\/svc1 service"/);
+      expect(text).toMatch(/ip daddr @ignored counter packets [1-9]\d* bytes \d+ return comment "ignored services"/);
       expect(text).toMatch(/meta l4proto tcp counter packets [1-9]\d* bytes \d+ dnat to 169\.254\.96\.16:40001/);
     });
 
@@ -161,19 +170,67 @@ describeNetns('nftables backend (table edgemesh at dstnat - 1)', () => {
       expect((await listOurs(ns, 'ipv4')).replace(/packets \d+ bytes \d+/g, '')).toBe(ours.replace(/packets \d+ bytes \d+/g, ''));
     });
 
-    it('sync writes only the difference: unchanged rules keep their handles and counters', async () => {
-      const read = async () => (await native().nftRead({ netns: ns.path, family: 'ipv4', table: 'edgemesh', dialect: 'nft', chains: ['EDGE-MESH'] })).chains[0]!.rules;
-      const before = await read();
+    it('sync writes only the difference: a newly ignored service adds one element; rules and the other elements keep handles and counters', async () => {
+      const before = await readSet(ns, 'ipv4');
+      const svc1 = before.sets[0]!.elements.find((e) => e.key === '172.30.0.41/32')!;
+      expect(svc1.packets).toBeGreaterThan(0);
       const more = trafficDesired();
       more.chains[1]!.rules.splice(1, 0, { dst: '172.30.0.43/32', comment: 'ignore ns3/svc3 service', target: 'RETURN' });
       const out = await backend.sync(more);
       expect(out).toMatchObject({ changed: true, added: 1, removed: 0 });
-      const after = await read();
-      expect(after.length).toBe(before.length + 1);
-      expect(after[0]).toMatchObject({ handle: before[0]!.handle, packets: before[0]!.packets, bytes: before[0]!.bytes });
-      expect(after[2]).toMatchObject({ handle: before[1]!.handle });
-      expect(after[1]).toMatchObject({ dst: '172.30.0.43/32', comment: 'ignore ns3/svc3 service' });
+      const after = await readSet(ns, 'ipv4');
+      expect(after.chains[0]!.rules.map((r) => r.handle)).toEqual(before.chains[0]!.rules.map((r) => r.handle));
+      expect(after.sets[0]!.elements).toHaveLength(2);
+      expect(after.sets[0]!.elements.find((e) => e.key === '172.30.0.41/32')).toMatchObject({ packets: svc1.packets, bytes: svc1.bytes, comment: 'ignore ns1/svc1 service' });
+      expect(after.sets[0]!.elements.find((e) => e.key === '172.30.0.43/32')).toMatchObject({ packets: 0, comment: 'ignore ns3/svc3 service' });
       expect(await connect('172.30.0.42', 80)).toBe('proxy');
+      expect(await legacyNames(ns)).toBe('|');
+    });
+
+    it('an address that stops being ignored leaves the set (and is proxied again); a changed comment replaces its element', async () => {
+      const renamed = trafficDesired();
+      renamed.chains[1]!.rules.splice(0, 1, { dst: '172.30.0.41/32', comment: 'ignore ns1/svc1-renamed service', target: 'RETURN' });
+      expect(await backend.sync(renamed)).toMatchObject({ changed: true, added: 1, removed: 2 });
+      expect((await readSet(ns, 'ipv4')).sets[0]!.elements).toMatchObject([{ key: '172.30.0.41/32', comment: 'ignore ns1/svc1-renamed service', packets: 0 }]);
+      const none = trafficDesired();
+      none.chains[1]!.rules.splice(0, 1);
+      expect(await backend.sync(none)).toMatchObject({ changed: true, added: 0, removed: 1 });
+      expect((await readSet(ns, 'ipv4')).sets[0]!.elements).toEqual([]);
+      expect(await connect('172.30.0.41', 80)).toBe('proxy');
+      await backend.sync(trafficDesired());
+      expect(await connect('172.30.0.41', 80)).toBe('endpoint-svc1');
+    });
+
+    it('a set of that name in another shape (here: no counters, made by hand) is replaced with the table, and traffic is right after', async () => {
+      await ns.run('nft', ['delete', 'table', 'ip', 'edgemesh']);
+      await ns.run('nft', ['add table ip edgemesh; add set ip edgemesh ignored { type ipv4_addr; elements = { 172.30.0.42 } }']);
+      expect((await readSet(ns, 'ipv4')).sets[0]).toMatchObject({ ours: false, counter: false });
+      const out = await backend.sync(trafficDesired());
+      expect(out.changed).toBe(true);
+      const after = await readSet(ns, 'ipv4');
+      expect(after.sets[0]).toMatchObject({ ours: true, counter: true, elements: [{ key: '172.30.0.41/32', comment: 'ignore ns1/svc1 service' }] });
+      expect(await connect('172.30.0.42', 80)).toBe('proxy');
+      expect(await connect('172.30.0.41', 80)).toBe('endpoint-svc1');
+      expect(await backend.sync(trafficDesired())).toMatchObject({ changed: false });
+    });
+
+    it('the addon refuses a set of another shape, a duplicate element, or a set lookup in the xt dialect, writing nothing', async () => {
+      const base = { netns: ns.path, family: 'ipv4' as const, table: 'edgemesh', dialect: 'nft' as const, ops: [] };
+      const dup = await native()
+        .nftApply({ ...base, sets: [{ name: 'ignored', elements: [{ key: '172.30.0.9' }, { key: '172.30.0.9/32' }] }] })
+        .catch((e: unknown) => e);
+      expect(dup).toMatchObject({ code: 'ETRANSACTION', message: expect.stringMatching(/element 172\.30\.0\.9\/32 given twice/) });
+      const net = await native().nftApply({ ...base, sets: [{ name: 'ignored', elements: [{ key: '172.30.0.0/24' }] }] }).catch((e: unknown) => e);
+      expect(net).toMatchObject({ code: 'ETRANSACTION', message: expect.stringMatching(/must be one address: 172\.30\.0\.0\/24/) });
+      await ns.run('nft', ['add set ip edgemesh other { type inet_service; }']);
+      const shape = await native().nftApply({ ...base, sets: [{ name: 'other', elements: [] }] }).catch((e: unknown) => e);
+      expect(shape).toMatchObject({ code: 'ETRANSACTION', message: expect.stringMatching(/set other of table edgemesh is not the address set/) });
+      await ns.run('nft', ['delete set ip edgemesh other']);
+      const xt = await native()
+        .nftApply({ ...base, dialect: 'xt', table: 'nat', ops: [{ op: 'appendRule', chain: 'PREROUTING', rule: { dstSet: 'ignored', target: 'RETURN' } as never }] })
+        .catch((e: unknown) => e);
+      expect(xt).toMatchObject({ code: 'ETRANSACTION', message: expect.stringMatching(/only for the nft dialect/) });
+      expect(await backend.sync(trafficDesired())).toMatchObject({ changed: false });
       expect(await legacyNames(ns)).toBe('|');
     });
   });

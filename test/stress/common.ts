@@ -11,6 +11,7 @@ import type { Netns } from '../helpers/netns.js';
 import { ServicesDir, serviceYaml, sliceYaml } from '../helpers/manifests.js';
 import { IPTABLES_JUMPS_FIXTURE, IPTABLES_RESTORE_FIXTURE, readFixture } from '../helpers/fixtures.js';
 import { loadableNftFixture } from '../helpers/nft-fixture.js';
+import { compareIps } from '../../src/net.js';
 
 const num = (name: string, dflt: number, min: number, max: number): number => {
   const v = Number(process.env[name] ?? dflt);
@@ -185,10 +186,24 @@ export function oursFromSave(save: string): Ours {
   return { edgeMesh, edgeMeshTcp, jumps };
 }
 
-/** Our chains as `nft list table ip edgemesh` shows them (empty text: no table). */
+/**
+ * Our chains as `nft list table ip edgemesh` shows them (empty text: no table). The rule that
+ * looks up the ignore set stands for the set's elements, "ignore IP ns/name" each, in the
+ * desired state's order (by namespace, name, address).
+ */
 export function oursFromNft(text: string): Ours {
   const chains = new Map<string, string[]>();
   let cur: string[] | undefined;
+  const set = /\tset ignored \{\n\t\ttype ipv4_addr\n\t\tcounter\n(?:\t\telements = \{ ([^}]*) \}\n)?\t\}/.exec(text);
+  const elements = (set?.[1] ?? '')
+    .split(/,\s+/)
+    .filter((e) => e)
+    .map((e) => {
+      const m = /^(\S+) counter packets \d+ bytes \d+ comment "ignore (\S+)\/(\S+) service"$/.exec(e.trim());
+      return m ? { ns: m[2]!, name: m[3]!, ip: m[1]!, text: `ignore ${m[1]} ${m[2]}/${m[3]}` } : { ns: '', name: '', ip: '', text: `? element ${e.trim()}` };
+    })
+    .sort((a, b) => (a.ns < b.ns ? -1 : a.ns > b.ns ? 1 : a.name < b.name ? -1 : a.name > b.name ? 1 : compareIps(a.ip || '0.0.0.0', b.ip || '0.0.0.0')))
+    .map((e) => e.text);
   for (const raw of text.split('\n')) {
     const l = raw.trim();
     const m = /^chain (\S+) \{$/.exec(l);
@@ -198,9 +213,9 @@ export function oursFromNft(text: string): Ours {
     } else if (l === '}') cur = undefined;
     else if (cur && l && !l.startsWith('type ')) cur.push(l.replace(/packets \d+ bytes \d+/, 'packets 0 bytes 0'));
   }
+  const lookup = 'ip daddr @ignored counter packets 0 bytes 0 return comment "ignored services"';
   const canon = (l: string): string => {
     let m;
-    if ((m = /^ip daddr (\S+) counter packets 0 bytes 0 return comment "ignore (\S+) service"$/.exec(l))) return `ignore ${m[1]} ${m[2]}`;
     if ((m = /^ip daddr (\S+) meta l4proto tcp counter packets 0 bytes 0 jump EDGE-MESH-TCP comment "tcp service proxy"$/.exec(l))) return `proxy ${m[1]}`;
     if ((m = /^meta l4proto tcp counter packets 0 bytes 0 dnat to (\S+) comment "edgemesh tcp proxy"$/.exec(l))) return `dnat ${m[1]}`;
     return `? ${l}`;
@@ -208,7 +223,7 @@ export function oursFromNft(text: string): Ours {
   const root = 'counter packets 0 bytes 0 jump EDGE-MESH comment "edgemesh root chain"';
   const hook = (c: string) => (chains.get(c) ?? []).flatMap((l, i) => (l === root ? [i + 1] : []));
   return {
-    edgeMesh: chains.get('EDGE-MESH')?.map(canon),
+    edgeMesh: chains.get('EDGE-MESH')?.flatMap((l) => (l === lookup && set ? elements : [canon(l)])),
     edgeMeshTcp: chains.get('EDGE-MESH-TCP')?.map(canon),
     jumps: { PREROUTING: hook('prerouting'), OUTPUT: hook('output') },
   };

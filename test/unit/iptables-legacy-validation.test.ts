@@ -44,6 +44,10 @@ function rejects(family: 'ipv4' | 'ipv6', ops: unknown[], index: number, message
 const ok: TxOp = { op: 'createChain', chain: 'EDGE-MESH' };
 
 describe('iptables-legacy transaction validation (TypeScript, before the addon)', () => {
+  it('refuses a set lookup (dstSet): written without it, the rule would RETURN every address', () => {
+    rejects('ipv4', [ok, { op: 'appendRule', chain: 'EDGE-MESH', rule: { dstSet: 'ignored', target: 'RETURN' } }], 1, /dstSet ignored: set lookups are written only by the nftables backend/);
+  });
+
   it('canonicalises CIDRs and DNAT addresses and drops fields the addon does not take', () => {
     const out = normaliseOps('ipv4', [
       { op: 'appendRule', chain: 'EDGE-MESH', rule: { dst: '10.10.3.4/16', src: '192.168.0.1', protocol: 'tcp', comment: 'x', target: 'EDGE-MESH-TCP' } },
