@@ -1293,6 +1293,8 @@ Attempt ApplyOnce(NlSocket& s, const ApplyRequest& req, uint32_t genid, bool* in
   for (const auto& spec : req.sets) {
     if (req.dialect != Dialect::Native) throw TxError(-1, "sets are only written in the nft dialect");
     if (spec.name.empty() || spec.name.size() > 255) throw TxError(-1, "bad set name \"" + spec.name + "\"");
+    for (const auto& other : setWork)
+      if (other.spec->name == spec.name) throw TxError(-1, "set " + spec.name + " given twice");
     SetWork w;
     w.spec = &spec;
     std::optional<SetInfo> live = tableExists ? GetSet(s, req.family, req.table, spec.name) : std::nullopt;

@@ -80,7 +80,7 @@ EDGEMESH_NATIVE_PATH="$addon" LD_PRELOAD="$libasan" ASAN_OPTIONS=detect_leaks=0 
 ' || { echo "test-asan: the sanitized addon does not load under LD_PRELOAD=$libasan" >&2; exit 1; }
 
 # ---- 2. native-facing tests under ASan/UBSan ----------------------------------------------------
-tests=(test/unit/iptc-native-args.test.ts test/netns/fuzz-native.test.ts test/netns/iptables-legacy.test.ts)
+tests=(test/unit/iptc-native-args.test.ts test/netns/fuzz-native.test.ts test/netns/iptables-legacy.test.ts test/netns/iptables-nft.test.ts test/netns/nftables.test.ts)
 shopt -s nullglob globstar
 for t in test/**/native*.test.ts test/netns/relay*.test.ts; do
   case " ${tests[*]} " in *" $t "*) ;; *) tests+=("$t") ;; esac
