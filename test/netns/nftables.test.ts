@@ -214,6 +214,34 @@ describeNetns('nftables backend (table edgemesh at dstnat - 1)', () => {
       expect(await backend.sync(trafficDesired())).toMatchObject({ changed: false });
     });
 
+    it('upgrade: a table in the earlier layout (one rule per ignored address) becomes the set layout in one transaction, traffic right before and after', async () => {
+      await ns.run('nft', ['delete', 'table', 'ip', 'edgemesh']);
+      await ns.run('nft', ['-f', '-'], {
+        input: [
+          'table ip edgemesh {',
+          '  chain EDGE-MESH-TCP { meta l4proto tcp counter dnat to 169.254.96.16:40001 comment "edgemesh tcp proxy"; }',
+          '  chain EDGE-MESH {',
+          '    ip daddr 172.30.0.41 counter return comment "ignore ns1/svc1 service"',
+          '    ip daddr 172.30.0.0/16 meta l4proto tcp counter jump EDGE-MESH-TCP comment "tcp service proxy"',
+          '  }',
+          '  chain prerouting { type nat hook prerouting priority -101; policy accept; counter jump EDGE-MESH comment "edgemesh root chain"; }',
+          '  chain output { type nat hook output priority -101; policy accept; counter jump EDGE-MESH comment "edgemesh root chain"; }',
+          '}',
+          '',
+        ].join('\n'),
+      });
+      expect(await connect('172.30.0.41', 80)).toBe('endpoint-svc1');
+      const gen = await native().nftGenId(ns.path);
+      const out = await backend.sync(trafficDesired());
+      expect(out).toMatchObject({ changed: true, added: 2, removed: 1, orderRepairs: 0 });
+      expect(await native().nftGenId(ns.path)).toBe(gen + 1);
+      const after = await readSet(ns, 'ipv4');
+      expect(after.chains[0]!.rules.map((r) => r.dstSet ?? r.dst)).toEqual(['ignored', '172.30.0.0/16']);
+      expect(after.sets[0]!.elements).toMatchObject([{ key: '172.30.0.41/32', comment: 'ignore ns1/svc1 service' }]);
+      expect(await connect('172.30.0.41', 80)).toBe('endpoint-svc1');
+      expect(await connect('172.30.0.42', 80)).toBe('proxy');
+    });
+
     it('the addon refuses a set of another shape, a duplicate element, or a set lookup in the xt dialect, writing nothing', async () => {
       const base = { netns: ns.path, family: 'ipv4' as const, table: 'edgemesh', dialect: 'nft' as const, ops: [] };
       const dup = await native()
