@@ -276,6 +276,14 @@ describeNetns('iptables-nft table (libnftnl, iptables-nft shape)', () => {
       expect(() => n.nftRead!(42)).toThrow(TypeError);
       expect(() => n.nftApply!({ family: 'ipx', table: 'nat', dialect: 'xt', ops: [] })).toThrow(TypeError);
       expect(() => n.nftApply!({ family: 'ipv4', table: 'nat', dialect: 'xt', ops: [{ op: 'insertRule', chain: 'X', rule: { target: 'A', toDestination: { address: '1.2.3.4', port: 70000 } } }] })).toThrow(TypeError);
+      // Sets (the nftables backend's ignore set): every field checked, the path named.
+      const nft = { family: 'ipv4', table: 't', dialect: 'nft', ops: [] };
+      expect(() => n.nftApply!({ ...nft, sets: {} })).toThrow(/request\.sets must be an array/);
+      expect(() => n.nftApply!({ ...nft, sets: [{ name: 3, elements: [] }] })).toThrow(/request\.sets\[0\]\.name must be a string/);
+      expect(() => n.nftApply!({ ...nft, sets: [{ name: 's', elements: [{ key: '10.0.0.1' }, { key: 5 }] }] })).toThrow(/request\.sets\[0\]\.elements\[1\]\.key must be a string/);
+      expect(() => n.nftApply!({ ...nft, sets: [{ name: 's', elements: [{ key: '10.0.0.1', comment: {} }] }] })).toThrow(/elements\[0\]\.comment must be a string/);
+      expect(() => n.nftApply!({ ...nft, ops: [{ op: 'appendRule', chain: 'c', rule: { target: 'RETURN', dstSet: 1 } }] })).toThrow(/dstSet must be a string/);
+      expect(() => n.nftRead!({ family: 'ipv4', table: 't', dialect: 'nft', sets: ['a', 2] })).toThrow(/request\.sets\[1\] must be a string/);
     });
   });
 });
