@@ -137,34 +137,20 @@ class NlSocket {
   uint32_t seq_ = 0;
 };
 
-struct RuleFree {
-  void operator()(nftnl_rule* p) const { nftnl_rule_free(p); }
+// Owners of libnftnl objects: each freed exactly once, by its own free function.
+template <auto Free>
+struct NftnlFree {
+  template <typename T>
+  void operator()(T* p) const {
+    Free(p);
+  }
 };
-struct ChainFree {
-  void operator()(nftnl_chain* p) const { nftnl_chain_free(p); }
-};
-struct TableFree {
-  void operator()(nftnl_table* p) const { nftnl_table_free(p); }
-};
-struct BatchFree {
-  void operator()(nftnl_batch* p) const { nftnl_batch_free(p); }
-};
-struct UdataFree {
-  void operator()(nftnl_udata_buf* p) const { nftnl_udata_buf_free(p); }
-};
-using RulePtr = std::unique_ptr<nftnl_rule, RuleFree>;
-using ChainPtr = std::unique_ptr<nftnl_chain, ChainFree>;
-using TablePtr = std::unique_ptr<nftnl_table, TableFree>;
-using BatchPtr = std::unique_ptr<nftnl_batch, BatchFree>;
-using UdataPtr = std::unique_ptr<nftnl_udata_buf, UdataFree>;
-struct SetFree {
-  void operator()(nftnl_set* p) const { nftnl_set_free(p); }
-};
-struct SetElemFree {
-  void operator()(nftnl_set_elem* p) const { nftnl_set_elem_free(p); }
-};
-using SetPtr = std::unique_ptr<nftnl_set, SetFree>;
-using SetElemPtr = std::unique_ptr<nftnl_set_elem, SetElemFree>;
+using RulePtr = std::unique_ptr<nftnl_rule, NftnlFree<nftnl_rule_free>>;
+using ChainPtr = std::unique_ptr<nftnl_chain, NftnlFree<nftnl_chain_free>>;
+using TablePtr = std::unique_ptr<nftnl_table, NftnlFree<nftnl_table_free>>;
+using BatchPtr = std::unique_ptr<nftnl_batch, NftnlFree<nftnl_batch_free>>;
+using UdataPtr = std::unique_ptr<nftnl_udata_buf, NftnlFree<nftnl_udata_buf_free>>;
+using SetPtr = std::unique_ptr<nftnl_set, NftnlFree<nftnl_set_free>>;
 
 // libmnl's attribute iteration macros do not compile as C++ (void* conversions).
 template <typename F>
