@@ -186,19 +186,24 @@ uint32_t QueryGenId(NlSocket& s) {
   return id;
 }
 
+// A request for one object by name: false when the kernel answers ENOENT (no such object).
+bool TalkUnlessMissing(NlSocket& s, nlmsghdr* nlh, const char* call, const std::function<void(const nlmsghdr*)>& cb) {
+  try {
+    s.Talk(nlh, call, cb);
+  } catch (const SysError& e) {
+    if (e.err == ENOENT) return false;
+    throw;
+  }
+  return true;
+}
+
 bool TableExists(NlSocket& s, uint8_t family, const std::string& table) {
   char buf[MNL_SOCKET_BUFFER_SIZE] = {};  // zeroed: libnftnl leaves attribute padding unwritten
   nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETTABLE, family, NLM_F_ACK, s.NextSeq());
   TablePtr t(nftnl_table_alloc());
   nftnl_table_set_str(t.get(), NFTNL_TABLE_NAME, table.c_str());
   nftnl_table_nlmsg_build_payload(nlh, t.get());
-  try {
-    s.Talk(nlh, "nft_gettable", [](const nlmsghdr*) {});
-  } catch (const SysError& e) {
-    if (e.err == ENOENT) return false;
-    throw;
-  }
-  return true;
+  return TalkUnlessMissing(s, nlh, "nft_gettable", [](const nlmsghdr*) {});
 }
 
 ChainInfo ChainFromNl(const nftnl_chain* c) {
@@ -225,16 +230,11 @@ std::optional<ChainInfo> GetChain(NlSocket& s, uint8_t family, const std::string
   nftnl_chain_set_str(c.get(), NFTNL_CHAIN_NAME, chain.c_str());
   nftnl_chain_nlmsg_build_payload(nlh, c.get());
   std::optional<ChainInfo> out;
-  try {
-    s.Talk(nlh, "nft_getchain", [&](const nlmsghdr* m) {
-      ChainPtr r(nftnl_chain_alloc());
-      if (nftnl_chain_nlmsg_parse(m, r.get()) == 0) out = ChainFromNl(r.get());
-    });
-  } catch (const SysError& e) {
-    if (e.err == ENOENT) return std::nullopt;
-    throw;
-  }
-  return out;
+  bool found = TalkUnlessMissing(s, nlh, "nft_getchain", [&](const nlmsghdr* m) {
+    ChainPtr r(nftnl_chain_alloc());
+    if (nftnl_chain_nlmsg_parse(m, r.get()) == 0) out = ChainFromNl(r.get());
+  });
+  return found ? out : std::nullopt;
 }
 
 std::vector<ChainInfo> DumpChains(NlSocket& s, uint8_t family, const std::string& table, bool* intr) {
@@ -360,26 +360,21 @@ std::optional<SetInfo> GetSet(NlSocket& s, uint8_t family, const std::string& ta
   nftnl_set_set_str(q.get(), NFTNL_SET_NAME, name.c_str());
   nftnl_set_nlmsg_build_payload(nlh, q.get());
   std::optional<SetInfo> out;
-  try {
-    s.Talk(nlh, "nft_getset", [&](const nlmsghdr* m) {
-      SetPtr r(nftnl_set_alloc());
-      if (!r || nftnl_set_nlmsg_parse(m, r.get()) != 0) return;
-      SetInfo si;
-      si.name = nftnl_set_get_str(r.get(), NFTNL_SET_NAME);
-      if (nftnl_set_is_set(r.get(), NFTNL_SET_HANDLE)) si.handle = nftnl_set_get_u64(r.get(), NFTNL_SET_HANDLE);
-      if (nftnl_set_is_set(r.get(), NFTNL_SET_KEY_TYPE)) si.keyType = nftnl_set_get_u32(r.get(), NFTNL_SET_KEY_TYPE);
-      if (nftnl_set_is_set(r.get(), NFTNL_SET_KEY_LEN)) si.keyLen = nftnl_set_get_u32(r.get(), NFTNL_SET_KEY_LEN);
-      if (nftnl_set_is_set(r.get(), NFTNL_SET_FLAGS)) si.flags = nftnl_set_get_u32(r.get(), NFTNL_SET_FLAGS);
-      nftnl_set_expr_foreach(r.get(), CollectCounter, &si.counter);
-      si.ours = si.keyType == AddrType(family) && si.keyLen == AddrLen(family) && si.flags == 0 && si.counter &&
-                !nftnl_set_is_set(r.get(), NFTNL_SET_DATA_TYPE) && !nftnl_set_is_set(r.get(), NFTNL_SET_TIMEOUT);
-      out = std::move(si);
-    });
-  } catch (const SysError& e) {
-    if (e.err == ENOENT) return std::nullopt;
-    throw;
-  }
-  return out;
+  bool found = TalkUnlessMissing(s, nlh, "nft_getset", [&](const nlmsghdr* m) {
+    SetPtr r(nftnl_set_alloc());
+    if (!r || nftnl_set_nlmsg_parse(m, r.get()) != 0) return;
+    SetInfo si;
+    si.name = nftnl_set_get_str(r.get(), NFTNL_SET_NAME);
+    if (nftnl_set_is_set(r.get(), NFTNL_SET_HANDLE)) si.handle = nftnl_set_get_u64(r.get(), NFTNL_SET_HANDLE);
+    if (nftnl_set_is_set(r.get(), NFTNL_SET_KEY_TYPE)) si.keyType = nftnl_set_get_u32(r.get(), NFTNL_SET_KEY_TYPE);
+    if (nftnl_set_is_set(r.get(), NFTNL_SET_KEY_LEN)) si.keyLen = nftnl_set_get_u32(r.get(), NFTNL_SET_KEY_LEN);
+    if (nftnl_set_is_set(r.get(), NFTNL_SET_FLAGS)) si.flags = nftnl_set_get_u32(r.get(), NFTNL_SET_FLAGS);
+    nftnl_set_expr_foreach(r.get(), CollectCounter, &si.counter);
+    si.ours = si.keyType == AddrType(family) && si.keyLen == AddrLen(family) && si.flags == 0 && si.counter &&
+              !nftnl_set_is_set(r.get(), NFTNL_SET_DATA_TYPE) && !nftnl_set_is_set(r.get(), NFTNL_SET_TIMEOUT);
+    out = std::move(si);
+  });
+  return found ? out : std::nullopt;
 }
 
 struct ElemCounter {
