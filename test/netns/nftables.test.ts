@@ -117,6 +117,77 @@ describeNetns('nftables backend (table edgemesh at dstnat - 1)', () => {
     });
   }
 
+  describeNetns('the ignore set at scale: thousands of elements, long comments, random changes', () => {
+    let ns: Netns;
+    beforeAll(async () => {
+      ns = await Netns.create('nftset');
+    });
+    afterAll(async () => ns?.destroy());
+
+    // A deterministic generator, so that a failure can be replayed.
+    let seed = 7;
+    const rand = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2147483648) % n);
+    const addr = (family: Family, i: number) => (family === 'ipv4' ? `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}/32` : `fd00:77::${i.toString(16)}/128`);
+    const desiredWith = (family: Family, ignores: Map<number, string>): DesiredRuleSet => {
+      const d = desiredFor(family);
+      const edge = d.chains.find((c) => c.name === 'EDGE-MESH')!;
+      const proxy = edge.rules[edge.rules.length - 1]!;
+      edge.rules = [...[...ignores].sort((a, b) => a[0] - b[0]).map(([i, comment]) => ({ dst: addr(family, i), comment, target: 'RETURN' })), proxy];
+      return d;
+    };
+
+    for (const family of ['ipv4', 'ipv6'] as const) {
+      it(`${family}: 3 000 elements with comments up to 240 bytes (many element messages), then 12 rounds of random adds, removals and renames: the set always equals the desired state`, async () => {
+        const backend = new NftablesBackend(family, { netns: ns.path });
+        const ignores = new Map<number, string>();
+        const comment = (i: number, gen: number) => `ignore ns-${gen}/${'s'.repeat(i % 200)}-${i} service`;
+        for (let i = 1; i <= 3000; i++) ignores.set(i, comment(i, 0));
+        const check = async () => {
+          const r = await native().nftRead({ netns: ns.path, family, table: 'edgemesh', dialect: 'nft', chains: ['EDGE-MESH'], sets: ['ignored'] });
+          const got = new Map(r.sets[0]!.elements.map((e) => [e.key, e.comment]));
+          const want = new Map([...ignores].map(([i, c]) => [addr(family, i), c]));
+          expect(got.size).toBe(want.size);
+          for (const [k, c] of want) expect(got.get(k), k).toBe(c);
+          expect(r.chains[0]!.rules).toHaveLength(2);
+        };
+        expect(await backend.sync(desiredWith(family, ignores))).toMatchObject({ changed: true });
+        await check();
+        for (let round = 1; round <= 12; round++) {
+          let adds = 0, removes = 0, renames = 0;
+          for (const i of [...ignores.keys()]) {
+            const x = rand(100);
+            if (x < 5) {
+              ignores.delete(i);
+              removes++;
+            } else if (x < 8) {
+              ignores.set(i, comment(i, round));
+              renames++;
+            }
+          }
+          for (let k = 0; k < 150; k++) {
+            const i = 3001 + rand(4000);
+            if (!ignores.has(i)) {
+              ignores.set(i, comment(i, round));
+              adds++;
+            }
+          }
+          const out = await backend.sync(desiredWith(family, ignores));
+          expect(out).toMatchObject({ changed: true, added: adds + renames, removed: removes + renames });
+          await check();
+        }
+        // nft itself reads the same set back (an independent parser of what we wrote).
+        const listed = JSON.parse((await ns.run('nft', ['-j', 'list', 'set', family === 'ipv4' ? 'ip' : 'ip6', 'edgemesh', 'ignored'])).stdout) as {
+          nftables: { set?: { elem?: { elem: { val: string; comment?: string; counter?: unknown } }[] } }[];
+        };
+        const elems = listed.nftables.find((o) => o.set)!.set!.elem!;
+        expect(elems).toHaveLength(ignores.size);
+        expect(elems.every((e) => e.elem.counter !== undefined && e.elem.comment?.startsWith('ignore ns-'))).toBe(true);
+        expect(await backend.sync(desiredWith(family, ignores))).toMatchObject({ changed: false });
+        await backend.cleanup();
+      });
+    }
+  });
+
   describeNetns('traffic beside kube-proxy in nftables mode', () => {
     let ns: Netns;
     let backend: NftablesBackend;
