@@ -1265,6 +1265,7 @@ Attempt ApplyOnce(NlSocket& s, const ApplyRequest& req, uint32_t genid, bool* in
   struct SetWork {
     const SetSpec* spec = nullptr;
     bool create = false;
+    bool recreate = false;  // a live set of another shape: deleted and created anew in this batch
     uint32_t id = 0;  // NFTA_SET_ID of a set this batch creates
     std::vector<SetElem> del;
     std::vector<const SetElem*> add;
@@ -1279,15 +1280,14 @@ Attempt ApplyOnce(NlSocket& s, const ApplyRequest& req, uint32_t genid, bool* in
     SetWork w;
     w.spec = &spec;
     std::optional<SetInfo> live = tableExists ? GetSet(s, req.family, req.table, spec.name) : std::nullopt;
-    if (!live) {
+    if (!live || !live->ours) {
       w.create = true;
+      w.recreate = live.has_value();
       w.id = static_cast<uint32_t>(newSetIds.size() + 1);
       newSetIds[spec.name] = w.id;
       if (!tableExists) createTable = true;
       for (const auto& el : spec.elements) w.add.push_back(&el);
     } else {
-      if (!live->ours)
-        throw TxError(-1, "set " + spec.name + " of table " + req.table + " is not the address set with counters this backend writes");
       DumpSetElems(s, req.family, req.table, &*live, intr);
       std::map<std::string, const SetElem*> liveByKey;
       for (const auto& el : live->elements) liveByKey[el.key] = &el;
@@ -1438,7 +1438,25 @@ Attempt ApplyOnce(NlSocket& s, const ApplyRequest& req, uint32_t genid, bool* in
     }
   }
 
-  // Emit: table, chains, rule changes per chain, chain deletions. One batch.
+  // A set that is deleted and created again: every rule that looks it up goes first and comes
+  // back after (as a new rule: the kernel binds it to the new set), whichever chain holds it.
+  std::set<std::string> recreated;
+  for (const auto& w : setWork)
+    if (w.recreate) recreated.insert(w.spec->name);
+  if (!recreated.empty()) {
+    for (const auto& c : DumpChains(s, req.family, req.table, intr)) ModelFor(models, order, s, req, c.name, intr);
+    for (auto& [name, m] : models) {
+      for (auto& e : m.entries) {
+        if (e.live >= 0 && recreated.count(e.spec.dstSet)) {
+          if (e.pinned) throw TxError(-1, "rule " + std::to_string(e.live + 1) + " of chain " + name + " uses set " + e.spec.dstSet + " and has parts this backend does not model");
+          e.live = -1;
+        }
+      }
+    }
+  }
+
+  // Emit, in one batch: table; chains; the rules that go; sets and their elements; the rules
+  // that come (they may look up a set created above); chain deletions.
   BatchBuilder b(s.NextSeq(), genid);
   const uint8_t fam = req.family;
   if (createTable && !tableExists) {
@@ -1447,8 +1465,79 @@ Attempt ApplyOnce(NlSocket& s, const ApplyRequest& req, uint32_t genid, bool* in
     nftnl_table_set_str(t.get(), NFTNL_TABLE_NAME, req.table.c_str());
     nftnl_table_nlmsg_build_payload(b.Msg(NFT_MSG_NEWTABLE, fam, NLM_F_CREATE, "create table " + req.table), t.get());
   }
+  auto flushMsg = [&](const std::string& chain) {
+    RulePtr r(nftnl_rule_alloc());
+    nftnl_rule_set_u32(r.get(), NFTNL_RULE_FAMILY, fam);
+    nftnl_rule_set_str(r.get(), NFTNL_RULE_TABLE, req.table.c_str());
+    nftnl_rule_set_str(r.get(), NFTNL_RULE_CHAIN, chain.c_str());
+    nftnl_rule_nlmsg_build_payload(b.Msg(NFT_MSG_DELRULE, fam, 0, "flush chain " + chain), r.get());
+  };
+  auto chainMsg = [&](uint16_t type, const std::string& name, const BaseChainSpec* base, const std::string& desc) {
+    ChainPtr c(nftnl_chain_alloc());
+    nftnl_chain_set_u32(c.get(), NFTNL_CHAIN_FAMILY, fam);
+    nftnl_chain_set_str(c.get(), NFTNL_CHAIN_TABLE, req.table.c_str());
+    nftnl_chain_set_str(c.get(), NFTNL_CHAIN_NAME, name.c_str());
+    if (base) {
+      nftnl_chain_set_u32(c.get(), NFTNL_CHAIN_HOOKNUM, base->hook);
+      nftnl_chain_set_s32(c.get(), NFTNL_CHAIN_PRIO, base->priority);
+      nftnl_chain_set_str(c.get(), NFTNL_CHAIN_TYPE, base->type.c_str());
+      nftnl_chain_set_u32(c.get(), NFTNL_CHAIN_POLICY, NF_ACCEPT);
+    }
+    nftnl_chain_nlmsg_build_payload(b.Msg(type, fam, type == NFT_MSG_NEWCHAIN ? NLM_F_CREATE : 0, desc), c.get());
+  };
+  for (const auto& name : order) {
+    ChainModel& m = models.at(name);
+    if (m.recreateBase) {
+      if (!m.live->rules.empty()) flushMsg(name);
+      chainMsg(NFT_MSG_DELCHAIN, name, nullptr, "delete chain " + name);
+      chainMsg(NFT_MSG_NEWCHAIN, name, &m.base, "create base chain " + name);
+    } else if (m.createBase) {
+      chainMsg(NFT_MSG_NEWCHAIN, name, &m.base, "create base chain " + name);
+    } else if (m.createRegular) {
+      chainMsg(NFT_MSG_NEWCHAIN, name, nullptr, "create chain " + name);
+    }
+  }
+  // Which live rules stay, per chain (the longest run that keeps its order; see KeepInPlace).
+  std::map<std::string, std::vector<bool>> keeps;
+  for (const auto& name : order) {
+    ChainModel& m = models.at(name);
+    if (!m.exists && !m.deleteAtEnd) continue;
+    const bool fresh = !m.live || m.recreateBase;
+    const size_t liveCount = fresh ? 0 : m.live->rules.size();
+    std::vector<bool>& keep = keeps[name] = KeepInPlace(m.entries, liveCount);
+    std::vector<bool> liveKept(liveCount, false);
+    for (size_t k = 0; k < m.entries.size(); k++) {
+      if (keep[k]) liveKept[static_cast<size_t>(m.entries[k].live)] = true;
+      else if (m.entries[k].live >= 0 && m.entries[k].pinned)
+        throw TxError(-1, "rule " + std::to_string(m.entries[k].live + 1) + " of chain " + name +
+                              " would have to move, and it has parts this backend does not model");
+    }
+    size_t keptCount = 0, gone = 0;
+    for (bool k : liveKept) (k ? keptCount : gone)++;
+    if (gone > 1 && keptCount == 0) {
+      flushMsg(name);
+    } else {
+      for (size_t i = 0; i < liveCount; i++) {
+        if (liveKept[i]) continue;
+        RulePtr r(nftnl_rule_alloc());
+        nftnl_rule_set_u32(r.get(), NFTNL_RULE_FAMILY, fam);
+        nftnl_rule_set_str(r.get(), NFTNL_RULE_TABLE, req.table.c_str());
+        nftnl_rule_set_str(r.get(), NFTNL_RULE_CHAIN, name.c_str());
+        nftnl_rule_set_u64(r.get(), NFTNL_RULE_HANDLE, m.live->rules[i].handle);
+        nftnl_rule_nlmsg_build_payload(b.Msg(NFT_MSG_DELRULE, fam, 0, "delete rule " + DescribeRule(name, m.live->rules[i].spec)), r.get());
+      }
+    }
+  }
   for (const auto& w : setWork) {
     if (!w.create) continue;
+    if (w.recreate) {
+      SetPtr old(nftnl_set_alloc());
+      if (!old) throw SysError(ENOMEM, "nftnl_set_alloc", "out of memory");
+      nftnl_set_set_u32(old.get(), NFTNL_SET_FAMILY, fam);
+      nftnl_set_set_str(old.get(), NFTNL_SET_TABLE, req.table.c_str());
+      nftnl_set_set_str(old.get(), NFTNL_SET_NAME, w.spec->name.c_str());
+      nftnl_set_nlmsg_build_payload(b.Msg(NFT_MSG_DELSET, fam, 0, "delete set " + w.spec->name + " (another shape)"), old.get());
+    }
     SetPtr st(nftnl_set_alloc());
     if (!st) throw SysError(ENOMEM, "nftnl_set_alloc", "out of memory");
     nftnl_set_set_u32(st.get(), NFTNL_SET_FAMILY, fam);
@@ -1505,66 +1594,11 @@ Attempt ApplyOnce(NlSocket& s, const ApplyRequest& req, uint32_t genid, bool* in
     elemMsgs(NFT_MSG_DELSETELEM, w, del);
     elemMsgs(NFT_MSG_NEWSETELEM, w, w.add);
   }
-  auto flushMsg = [&](const std::string& chain) {
-    RulePtr r(nftnl_rule_alloc());
-    nftnl_rule_set_u32(r.get(), NFTNL_RULE_FAMILY, fam);
-    nftnl_rule_set_str(r.get(), NFTNL_RULE_TABLE, req.table.c_str());
-    nftnl_rule_set_str(r.get(), NFTNL_RULE_CHAIN, chain.c_str());
-    nftnl_rule_nlmsg_build_payload(b.Msg(NFT_MSG_DELRULE, fam, 0, "flush chain " + chain), r.get());
-  };
-  auto chainMsg = [&](uint16_t type, const std::string& name, const BaseChainSpec* base, const std::string& desc) {
-    ChainPtr c(nftnl_chain_alloc());
-    nftnl_chain_set_u32(c.get(), NFTNL_CHAIN_FAMILY, fam);
-    nftnl_chain_set_str(c.get(), NFTNL_CHAIN_TABLE, req.table.c_str());
-    nftnl_chain_set_str(c.get(), NFTNL_CHAIN_NAME, name.c_str());
-    if (base) {
-      nftnl_chain_set_u32(c.get(), NFTNL_CHAIN_HOOKNUM, base->hook);
-      nftnl_chain_set_s32(c.get(), NFTNL_CHAIN_PRIO, base->priority);
-      nftnl_chain_set_str(c.get(), NFTNL_CHAIN_TYPE, base->type.c_str());
-      nftnl_chain_set_u32(c.get(), NFTNL_CHAIN_POLICY, NF_ACCEPT);
-    }
-    nftnl_chain_nlmsg_build_payload(b.Msg(type, fam, type == NFT_MSG_NEWCHAIN ? NLM_F_CREATE : 0, desc), c.get());
-  };
   for (const auto& name : order) {
+    auto kp = keeps.find(name);
+    if (kp == keeps.end()) continue;
+    const std::vector<bool>& keep = kp->second;
     ChainModel& m = models.at(name);
-    if (m.recreateBase) {
-      if (!m.live->rules.empty()) flushMsg(name);
-      chainMsg(NFT_MSG_DELCHAIN, name, nullptr, "delete chain " + name);
-      chainMsg(NFT_MSG_NEWCHAIN, name, &m.base, "create base chain " + name);
-    } else if (m.createBase) {
-      chainMsg(NFT_MSG_NEWCHAIN, name, &m.base, "create base chain " + name);
-    } else if (m.createRegular) {
-      chainMsg(NFT_MSG_NEWCHAIN, name, nullptr, "create chain " + name);
-    }
-  }
-  for (const auto& name : order) {
-    ChainModel& m = models.at(name);
-    if (!m.exists && !m.deleteAtEnd) continue;
-    const bool fresh = !m.live || m.recreateBase;
-    const size_t liveCount = fresh ? 0 : m.live->rules.size();
-    std::vector<bool> keep = KeepInPlace(m.entries, liveCount);
-    std::vector<bool> liveKept(liveCount, false);
-    for (size_t k = 0; k < m.entries.size(); k++) {
-      if (keep[k]) liveKept[static_cast<size_t>(m.entries[k].live)] = true;
-      else if (m.entries[k].live >= 0 && m.entries[k].pinned)
-        throw TxError(-1, "rule " + std::to_string(m.entries[k].live + 1) + " of chain " + name +
-                              " would have to move, and it has parts this backend does not model");
-    }
-    size_t keptCount = 0, gone = 0;
-    for (bool k : liveKept) (k ? keptCount : gone)++;
-    if (gone > 1 && keptCount == 0) {
-      flushMsg(name);
-    } else {
-      for (size_t i = 0; i < liveCount; i++) {
-        if (liveKept[i]) continue;
-        RulePtr r(nftnl_rule_alloc());
-        nftnl_rule_set_u32(r.get(), NFTNL_RULE_FAMILY, fam);
-        nftnl_rule_set_str(r.get(), NFTNL_RULE_TABLE, req.table.c_str());
-        nftnl_rule_set_str(r.get(), NFTNL_RULE_CHAIN, name.c_str());
-        nftnl_rule_set_u64(r.get(), NFTNL_RULE_HANDLE, m.live->rules[i].handle);
-        nftnl_rule_nlmsg_build_payload(b.Msg(NFT_MSG_DELRULE, fam, 0, "delete rule " + DescribeRule(name, m.live->rules[i].spec)), r.get());
-      }
-    }
     // New rules (and moved ones, with their counters) go before the next rule that stays.
     std::vector<uint64_t> nextKept(m.entries.size() + 1, 0);
     for (size_t k = m.entries.size(); k-- > 0;)

@@ -137,8 +137,9 @@ struct ApplyRequest {
   // way iptables-nft does, when an operation needs them and they do not exist.
   // Native: create the table, and make `baseChains` exist with exactly that hook/priority.
   std::vector<BaseChainSpec> baseChains;
-  // Native: sets written before the rules (which may look them up), in the same batch. A set
-  // of another shape is refused (TxError): the caller deletes the table and writes it anew.
+  // Native: sets written in the same batch, before the rules that may look them up. A live set
+  // of another shape is deleted and created anew, and every rule of the table that looks it up
+  // is deleted before and added again after (new counters).
   std::vector<SetSpec> sets;
   std::vector<Op> ops;
   int maxAttempts = 5;

@@ -106,7 +106,7 @@ export interface NftApplyRequest {
   /**
    * 'nft' dialect: sets written in the same batch, before the rules that look them up. Elements
    * are added and removed by key, so the counters of those that stay are kept. A live set of
-   * another shape is refused (ETRANSACTION).
+   * another shape is deleted and created anew in the same batch, with the rules that look it up.
    */
   sets?: readonly NftSetSpec[];
   ops: readonly TxOp[];

@@ -119,13 +119,9 @@ export class NftablesBackend implements NatBackend {
   async sync(desired: DesiredRuleSet): Promise<SyncOutcome> {
     const t0 = performance.now();
     const { chains: want, ignored } = this.translate(desired);
-    let live = await this.readTable(undefined, [NFT_IGNORE_SET]);
-    if (live.sets.some((s) => !s.ours)) {
-      // A set of that name in another shape (an older layout, or edited by hand). The table is
-      // ours: it is deleted and written anew; in between, kube-proxy handles all traffic.
-      await this.cleanup();
-      live = await this.readTable(undefined, [NFT_IGNORE_SET]);
-    }
+    const live = await this.readTable(undefined, [NFT_IGNORE_SET]);
+    // A set of that name in another shape (edited by hand, or another version's) is deleted and
+    // created anew by the same batch, with the rules that look it up.
     const liveSet = live.sets.find((s) => s.name === NFT_IGNORE_SET);
     const byName = new Map(live.chains.map((c) => [c.name, c]));
     let added = 0;
@@ -160,10 +156,10 @@ export class NftablesBackend implements NatBackend {
       ops.push({ op: 'flushChain', chain: c.name });
     }
     for (const c of extra) ops.push({ op: 'deleteChain', chain: c.name });
-    const setDiff = diffElements(liveSet?.elements ?? [], ignored);
+    const setDiff = liveSet && !liveSet.ours ? { added: ignored.length, removed: liveSet.elements.length } : diffElements(liveSet?.elements ?? [], ignored);
     added += setDiff.added;
     removed += setDiff.removed;
-    if (ops.length === 0 && !baseBad && live.tableExists && liveSet && setDiff.added + setDiff.removed === 0) {
+    if (ops.length === 0 && !baseBad && live.tableExists && liveSet?.ours && setDiff.added + setDiff.removed === 0) {
       return { family: this.family, changed: false, added: 0, removed: 0, orderRepairs: 0, ops: [], durationMs: performance.now() - t0 };
     }
     const t1 = performance.now();
@@ -186,7 +182,7 @@ export class NftablesBackend implements NatBackend {
       removed,
       orderRepairs,
       ops,
-      ...(setDiff.added + setDiff.removed > 0 || !liveSet ? { sets: [{ name: NFT_IGNORE_SET, family: this.family, elements: ignored }] } : {}),
+      ...(setDiff.added + setDiff.removed > 0 || !liveSet?.ours ? { sets: [{ name: NFT_IGNORE_SET, family: this.family, elements: ignored }] } : {}),
       apply: { attempts: res.attempts, lockWaitMs: 0, durationMs: performance.now() - t1 },
       durationMs: performance.now() - t0,
     };
