@@ -192,6 +192,11 @@ describeNetns('nftables backend (table edgemesh at dstnat - 1)', () => {
     let ns: Netns;
     let backend: NftablesBackend;
     const connect = async (host: string, port: number) => (await ns.run('node', ['-e', CLIENT, host, String(port)], { timeoutMs: 10_000 })).stdout.trim();
+    /** Our table replaced by a hand-written one (nft -f input lines). */
+    const handWritten = async (lines: string[]) => {
+      await ns.run('nft', ['delete', 'table', 'ip', 'edgemesh']);
+      await ns.run('nft', ['-f', '-'], { input: [...lines, ''].join('\n') });
+    };
 
     beforeAll(async () => {
       ns = await Netns.create('nfttraf');
@@ -273,20 +278,16 @@ describeNetns('nftables backend (table edgemesh at dstnat - 1)', () => {
     });
 
     it('a set of that name in another shape (made by hand: no counters, and a rule looking it up) is replaced in one transaction, with the rule', async () => {
-      await ns.run('nft', ['delete', 'table', 'ip', 'edgemesh']);
-      await ns.run('nft', ['-f', '-'], {
-        input: [
-          'add table ip edgemesh',
-          'add set ip edgemesh ignored { type ipv4_addr; elements = { 172.30.0.42 }; }',
-          'add chain ip edgemesh EDGE-MESH',
-          'add rule ip edgemesh EDGE-MESH ip daddr @ignored return',
-          'add chain ip edgemesh prerouting { type nat hook prerouting priority -101; }',
-          'add rule ip edgemesh prerouting jump EDGE-MESH',
-          'add chain ip edgemesh output { type nat hook output priority -101; }',
-          'add rule ip edgemesh output jump EDGE-MESH',
-          '',
-        ].join('\n'),
-      });
+      await handWritten([
+        'add table ip edgemesh',
+        'add set ip edgemesh ignored { type ipv4_addr; elements = { 172.30.0.42 }; }',
+        'add chain ip edgemesh EDGE-MESH',
+        'add rule ip edgemesh EDGE-MESH ip daddr @ignored return',
+        'add chain ip edgemesh prerouting { type nat hook prerouting priority -101; }',
+        'add rule ip edgemesh prerouting jump EDGE-MESH',
+        'add chain ip edgemesh output { type nat hook output priority -101; }',
+        'add rule ip edgemesh output jump EDGE-MESH',
+      ]);
       expect((await readSet(ns, 'ipv4')).sets[0]).toMatchObject({ ours: false, counter: false });
       expect(await connect('172.30.0.42', 80)).toBe('endpoint-svc2');
       const gen = await native().nftGenId(ns.path);
@@ -302,21 +303,17 @@ describeNetns('nftables backend (table edgemesh at dstnat - 1)', () => {
     });
 
     it('upgrade: a table in the earlier layout (one rule per ignored address) becomes the set layout in one transaction, traffic right before and after', async () => {
-      await ns.run('nft', ['delete', 'table', 'ip', 'edgemesh']);
-      await ns.run('nft', ['-f', '-'], {
-        input: [
-          'table ip edgemesh {',
-          '  chain EDGE-MESH-TCP { meta l4proto tcp counter dnat to 169.254.96.16:40001 comment "edgemesh tcp proxy"; }',
-          '  chain EDGE-MESH {',
-          '    ip daddr 172.30.0.41 counter return comment "ignore ns1/svc1 service"',
-          '    ip daddr 172.30.0.0/16 meta l4proto tcp counter jump EDGE-MESH-TCP comment "tcp service proxy"',
-          '  }',
-          '  chain prerouting { type nat hook prerouting priority -101; policy accept; counter jump EDGE-MESH comment "edgemesh root chain"; }',
-          '  chain output { type nat hook output priority -101; policy accept; counter jump EDGE-MESH comment "edgemesh root chain"; }',
-          '}',
-          '',
-        ].join('\n'),
-      });
+      await handWritten([
+        'table ip edgemesh {',
+        '  chain EDGE-MESH-TCP { meta l4proto tcp counter dnat to 169.254.96.16:40001 comment "edgemesh tcp proxy"; }',
+        '  chain EDGE-MESH {',
+        '    ip daddr 172.30.0.41 counter return comment "ignore ns1/svc1 service"',
+        '    ip daddr 172.30.0.0/16 meta l4proto tcp counter jump EDGE-MESH-TCP comment "tcp service proxy"',
+        '  }',
+        '  chain prerouting { type nat hook prerouting priority -101; policy accept; counter jump EDGE-MESH comment "edgemesh root chain"; }',
+        '  chain output { type nat hook output priority -101; policy accept; counter jump EDGE-MESH comment "edgemesh root chain"; }',
+        '}',
+      ]);
       expect(await connect('172.30.0.41', 80)).toBe('endpoint-svc1');
       const gen = await native().nftGenId(ns.path);
       const out = await backend.sync(trafficDesired());
