@@ -73,7 +73,6 @@ export function renderChains(family: Family, chains: readonly ListedChain[]): st
   return out.join('\n');
 }
 
-/** A transaction in iptables-save words, one line per rule touched, for `run --once` and logs. */
 /**
  * A set and all its elements in ipset's save notation (`create`, then one `add` per element),
  * the iptables-world counterpart of the nftables ignore set; `-m set --match-set` looks it up.
@@ -86,6 +85,7 @@ export function renderSet(s: NonNullable<SyncOutcome['sets']>[number]): string[]
   ];
 }
 
+/** A transaction in iptables-save words, one line per rule touched, for `run --once` and logs. */
 export function renderOps(ops: readonly TxOp[]): string[] {
   const lines: string[] = [];
   for (const op of ops) {
