@@ -345,8 +345,19 @@ int DstOffset(uint8_t family) { return family == NFPROTO_IPV6 ? 24 : 16; }
 uint32_t AddrType(uint8_t family) { return family == NFPROTO_IPV6 ? kTypeIpv6Addr : kTypeIpv4Addr; }
 uint32_t AddrLen(uint8_t family) { return family == NFPROTO_IPV6 ? 16 : 4; }
 
+// The counter among a set's or an element's expressions (nftnl_*_expr_foreach callback).
+struct CounterSeen {
+  bool seen = false;
+  uint64_t packets = 0, bytes = 0;
+};
+
 int CollectCounter(nftnl_expr* e, void* data) {
-  if (std::strcmp(nftnl_expr_get_str(e, NFTNL_EXPR_NAME), "counter") == 0) *static_cast<bool*>(data) = true;
+  auto* c = static_cast<CounterSeen*>(data);
+  if (std::strcmp(nftnl_expr_get_str(e, NFTNL_EXPR_NAME), "counter") == 0) {
+    c->seen = true;
+    c->packets = nftnl_expr_get_u64(e, NFTNL_EXPR_CTR_PACKETS);
+    c->bytes = nftnl_expr_get_u64(e, NFTNL_EXPR_CTR_BYTES);
+  }
   return 0;
 }
 
@@ -369,27 +380,14 @@ std::optional<SetInfo> GetSet(NlSocket& s, uint8_t family, const std::string& ta
     if (nftnl_set_is_set(r.get(), NFTNL_SET_KEY_TYPE)) si.keyType = nftnl_set_get_u32(r.get(), NFTNL_SET_KEY_TYPE);
     if (nftnl_set_is_set(r.get(), NFTNL_SET_KEY_LEN)) si.keyLen = nftnl_set_get_u32(r.get(), NFTNL_SET_KEY_LEN);
     if (nftnl_set_is_set(r.get(), NFTNL_SET_FLAGS)) si.flags = nftnl_set_get_u32(r.get(), NFTNL_SET_FLAGS);
-    nftnl_set_expr_foreach(r.get(), CollectCounter, &si.counter);
+    CounterSeen c;
+    nftnl_set_expr_foreach(r.get(), CollectCounter, &c);
+    si.counter = c.seen;
     si.ours = si.keyType == AddrType(family) && si.keyLen == AddrLen(family) && si.flags == 0 && si.counter &&
               !nftnl_set_is_set(r.get(), NFTNL_SET_DATA_TYPE) && !nftnl_set_is_set(r.get(), NFTNL_SET_TIMEOUT);
     out = std::move(si);
   });
   return found ? out : std::nullopt;
-}
-
-struct ElemCounter {
-  bool seen = false;
-  uint64_t packets = 0, bytes = 0;
-};
-
-int CollectElemCounter(nftnl_expr* e, void* data) {
-  auto* c = static_cast<ElemCounter*>(data);
-  if (std::strcmp(nftnl_expr_get_str(e, NFTNL_EXPR_NAME), "counter") == 0) {
-    c->seen = true;
-    c->packets = nftnl_expr_get_u64(e, NFTNL_EXPR_CTR_PACKETS);
-    c->bytes = nftnl_expr_get_u64(e, NFTNL_EXPR_CTR_BYTES);
-  }
-  return 0;
 }
 
 // The comment of a set element's (or rule's) userdata TLVs; *other when other TLVs are there.
@@ -451,8 +449,8 @@ void DumpSetElems(NlSocket& s, uint8_t family, const std::string& table, SetInfo
             el.hasComment = UdataComment(ud, ulen, kUdataSetElemComment, &el.comment, &other);
             if (other) el.unknown = true;
           }
-          ElemCounter c;
-          nftnl_set_elem_expr_foreach(e, CollectElemCounter, &c);
+          CounterSeen c;
+          nftnl_set_elem_expr_foreach(e, CollectCounter, &c);
           el.packets = c.packets;
           el.bytes = c.bytes;
           set->elements.push_back(std::move(el));
@@ -474,23 +472,6 @@ std::vector<SetInfo> ReadSets(NlSocket& s, uint8_t family, const std::string& ta
   return out;
 }
 
-// `ip daddr @set`: the destination address into a register, looked up in the set. `setId`:
-// the set's id in this batch when it is created by the same batch (0: it exists already).
-void AddDstSetLookup(nftnl_rule* r, uint8_t family, const std::string& set, uint32_t setId) {
-  nftnl_expr* e = nftnl_expr_alloc("payload");
-  if (!e) throw SysError(ENOMEM, "nftnl_expr_alloc", "out of memory");
-  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_BASE, NFT_PAYLOAD_NETWORK_HEADER);
-  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_DREG, NFT_REG_1);
-  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_OFFSET, static_cast<uint32_t>(DstOffset(family)));
-  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_LEN, AddrLen(family));
-  nftnl_rule_add_expr(r, e);
-  e = nftnl_expr_alloc("lookup");
-  if (!e) throw SysError(ENOMEM, "nftnl_expr_alloc", "out of memory");
-  nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_SREG, NFT_REG_1);
-  nftnl_expr_set_str(e, NFTNL_EXPR_LOOKUP_SET, set.c_str());
-  if (setId) nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_SET_ID, setId);
-  nftnl_rule_add_expr(r, e);
-}
 
 uint8_t ProtoNumber(const std::string& p) { return p == "tcp" ? IPPROTO_TCP : p == "udp" ? IPPROTO_UDP : 0; }
 
@@ -552,6 +533,22 @@ void AddAddr(nftnl_rule* r, int offset, const Cidr& c) {
   nftnl_expr_set_u32(e, NFTNL_EXPR_CMP_SREG, NFT_REG_1);
   nftnl_expr_set_u32(e, NFTNL_EXPR_CMP_OP, NFT_CMP_EQ);
   nftnl_expr_set(e, NFTNL_EXPR_CMP_DATA, c.bytes, len);
+  AddExpr(r, e);
+}
+
+// `ip daddr @set`: the destination address into a register, looked up in the set. `setId`:
+// the set's id in this batch when it is created by the same batch (0: it exists already).
+void AddDstSetLookup(nftnl_rule* r, uint8_t family, const std::string& set, uint32_t setId) {
+  nftnl_expr* e = NewExpr("payload");
+  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_BASE, NFT_PAYLOAD_NETWORK_HEADER);
+  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_DREG, NFT_REG_1);
+  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_OFFSET, static_cast<uint32_t>(DstOffset(family)));
+  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_LEN, AddrLen(family));
+  AddExpr(r, e);
+  e = NewExpr("lookup");
+  nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_SREG, NFT_REG_1);
+  nftnl_expr_set_str(e, NFTNL_EXPR_LOOKUP_SET, set.c_str());
+  if (setId) nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_SET_ID, setId);
   AddExpr(r, e);
 }
 

@@ -18,11 +18,14 @@ function anyAddr(family: Family): string {
   return family === 'ipv4' ? '0.0.0.0/0' : '::/0';
 }
 
-/** iptables -n prints a /32 (or /128) without the prefix. */
-function shortAddr(cidr: string | undefined, family: Family): string {
-  if (!cidr) return anyAddr(family);
+/** One address as iptables -n and nft print it: a /32 (or /128) without the prefix. */
+export function withoutHostPrefix(cidr: string, family: Family): string {
   const full = family === 'ipv4' ? '/32' : '/128';
   return cidr.endsWith(full) ? cidr.slice(0, -full.length) : cidr;
+}
+
+function shortAddr(cidr: string | undefined, family: Family): string {
+  return cidr ? withoutHostPrefix(cidr, family) : anyAddr(family);
 }
 
 export interface ListedChain {
@@ -78,10 +81,9 @@ export function renderChains(family: Family, chains: readonly ListedChain[]): st
  * the iptables-world counterpart of the nftables ignore set; `-m set --match-set` looks it up.
  */
 export function renderSet(s: NonNullable<SyncOutcome['sets']>[number]): string[] {
-  const host = s.family === 'ipv4' ? '/32' : '/128';
   return [
     `create ${s.name} hash:ip family ${s.family === 'ipv4' ? 'inet' : 'inet6'} counters comment`,
-    ...s.elements.map((e) => `add ${s.name} ${e.key.endsWith(host) ? e.key.slice(0, -host.length) : e.key}${e.comment === undefined ? '' : ` comment ${JSON.stringify(e.comment)}`}`),
+    ...s.elements.map((e) => `add ${s.name} ${withoutHostPrefix(e.key, s.family)}${e.comment === undefined ? '' : ` comment ${JSON.stringify(e.comment)}`}`),
   ];
 }
 

@@ -31,6 +31,7 @@ import { native } from '../native.js';
 import { compareIps, memoCanonicalCidr, parseIp } from '../net.js';
 import { EDGE_MESH_CHAIN, JUMP_CHAINS, ROOT_COMMENT, formatHostPort, sameRule, type DesiredRuleSet, type Family, type JumpChain, type LiveRule, type Rule } from '../rules.js';
 import { genToken } from './iptables-nft.js';
+import { withoutHostPrefix } from './listing.js';
 import type { NftBaseChain, NftChain, NftLiveRule, NftLiveSetElement, NftSet, NftSetElement } from './nft-native.js';
 import type { CleanupOutcome, NatBackend, OrderState, StatusReport, SyncOutcome, TxOp } from './types.js';
 
@@ -291,8 +292,7 @@ function priorityText(p: number | undefined, hook: string | undefined): string {
 /** One rule in nft syntax, as `nft list` prints our rules. */
 export function renderNftRule(family: Family, r: NftLiveRule | LiveRule): string {
   const ip = family === 'ipv4' ? 'ip' : 'ip6';
-  const host = family === 'ipv4' ? '/32' : '/128';
-  const addr = (c: string) => (c.endsWith(host) ? c.slice(0, -host.length) : c);
+  const addr = (c: string) => withoutHostPrefix(c, family);
   const parts: string[] = [];
   if (r.src) parts.push(`${ip} saddr ${addr(r.src)}`);
   if (r.dst) parts.push(`${ip} daddr ${addr(r.dst)}`);
@@ -309,12 +309,11 @@ export function renderNftRule(family: Family, r: NftLiveRule | LiveRule): string
 
 /** A set as `nft list` prints it, one element per line. */
 function renderNftSet(family: Family, s: NftSet): string[] {
-  const host = family === 'ipv4' ? '/32' : '/128';
   const lines = [`\tset ${s.name} {`];
   if (s.ours) lines.push(`\t\ttype ${family === 'ipv4' ? 'ipv4_addr' : 'ipv6_addr'}`, '\t\tcounter');
   else lines.push(`\t\t# not the address set with counters this backend writes: key type ${s.keyType}, length ${s.keyLen}, flags ${s.flags}`);
   // Sorted by address, as nft lists them.
-  const addr = (e: NftLiveSetElement) => (e.key.endsWith(host) ? e.key.slice(0, -host.length) : e.key);
+  const addr = (e: NftLiveSetElement) => withoutHostPrefix(e.key, family);
   const keyed = s.elements.map((e) => ({ e, ip: e.key ? parseIp(addr(e)) : undefined }));
   keyed.sort((a, b) => (a.ip && b.ip ? compareIps(a.ip, b.ip) : a.ip ? -1 : b.ip ? 1 : 0));
   const els = keyed.map(({ e }) => {
