@@ -9,7 +9,7 @@
       "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-std=gnu++17", "-std=gnu++20"],
       "cflags": ["-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers"],
       "cflags_cc": ["-std=c++17", "-fexceptions", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers", "-Wno-cast-function-type"],
-      "libraries": ["<!@(pkg-config --libs libip4tc libip6tc libnftnl libmnl)"],
+      "libraries": ["<!@(pkg-config --libs libip4tc libip6tc libnftnl libmnl openssl)"],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
       "conditions": [
         ["\"<!(echo $EDGEMESH_SANITIZE)\"==\"1\"", {

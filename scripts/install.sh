@@ -7,11 +7,11 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
   # build: headers and pkg-config files the addon links against
-  build-essential python3 pkg-config libiptc-dev libnftnl-dev libmnl-dev libnftables-dev
+  build-essential python3 pkg-config libiptc-dev libnftnl-dev libmnl-dev libnftables-dev libssl-dev
   # run: the kernels' front ends the agent and its tests drive
   iptables nftables iproute2 util-linux nfacct conntrack kmod procps curl
   # test and bench peers
-  iperf3 haproxy socat golang-go
+  iperf3 haproxy socat golang-go openssl tcpdump
   # the sanitizer run (scripts/test-asan.sh): libFuzzer needs clang and its runtime
   clang libclang-rt-14-dev
 )
