@@ -43,6 +43,12 @@ Napi::Object EventToJs(Napi::Env env, const ConnEvent& e) {
   if (!e.syscall.empty()) o.Set("syscall", e.syscall);
   o.Set("failovers", e.failovers);
   o.Set("mode", e.copied ? "copy" : "splice");
+  if (!e.path.empty()) o.Set("path", e.path);
+  if (!e.peer.empty()) o.Set("peer", e.peer);
+  if (e.tlsFail != edgemesh::TlsFail::kNone) o.Set("tlsFailure", edgemesh::TlsFailName(e.tlsFail));
+  if (e.tunnelStatus != edgemesh::TunnelStatus::kOk) o.Set("tunnelRefusal", edgemesh::TunnelStatusName(e.tunnelStatus));
+  if (e.resumed) o.Set("resumed", true);
+  if (e.ktls) o.Set("ktls", true);
   return o;
 }
 
@@ -82,7 +88,10 @@ class ProxyWrap : public Napi::ObjectWrap<ProxyWrap> {
                        {InstanceMethod("setRoutes", &ProxyWrap::SetRoutes), InstanceMethod("stats", &ProxyWrap::Stats),
                         InstanceMethod("cancel", &ProxyWrap::Cancel), InstanceMethod("connections", &ProxyWrap::Connections), InstanceMethod("stopAccepting", &ProxyWrap::StopAccepting),
                         InstanceMethod("close", &ProxyWrap::Close), InstanceMethod("address", &ProxyWrap::Address),
-                        InstanceMethod("ref", &ProxyWrap::Ref), InstanceMethod("unref", &ProxyWrap::Unref)});
+                        InstanceMethod("ref", &ProxyWrap::Ref), InstanceMethod("unref", &ProxyWrap::Unref),
+                        InstanceMethod("setTunnelCredentials", &ProxyWrap::SetTunnelCredentials),
+                        InstanceMethod("setLocalServe", &ProxyWrap::SetLocalServe), InstanceMethod("peers", &ProxyWrap::Peers),
+                        InstanceMethod("tunnelAddress", &ProxyWrap::TunnelAddress), InstanceMethod("ktls", &ProxyWrap::Ktls)});
   }
 
   explicit ProxyWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ProxyWrap>(info) {
@@ -97,7 +106,8 @@ class ProxyWrap : public Napi::ObjectWrap<ProxyWrap> {
     uint64_t port = cfg.port, threads = static_cast<uint64_t>(cfg.threads), maxConn = cfg.maxConnections,
              cto = cfg.connectTimeoutMs, attempts = cfg.maxConnectAttempts, idle = cfg.idleTimeoutMs,
              pipeSize = cfg.pipeSize, backlog = static_cast<uint64_t>(cfg.backlog), copyBuf = cfg.copyBufferSize,
-             pool = cfg.pipePoolMax, pipeIdle = cfg.pipeIdleMs;
+             pool = cfg.pipePoolMax, pipeIdle = cfg.pipeIdleMs, tport = cfg.tunnelPort, hto = cfg.handshakeTimeoutMs,
+             maxPending = cfg.maxPendingHandshakes, tlsBuf = cfg.tlsBufferSize;
     if (!GetString(o, "address", true, &cfg.address) || !GetUint(o, "port", 65535, &port) ||
         !GetString(o, "netns", false, &cfg.netnsPath) || !GetUint(o, "threads", 64, &threads) ||
         !GetUint(o, "maxConnections", 1u << 30, &maxConn) || !GetUint(o, "connectTimeoutMs", 3600000, &cto) ||
@@ -105,9 +115,15 @@ class ProxyWrap : public Napi::ObjectWrap<ProxyWrap> {
         !GetUint(o, "pipeSize", 1u << 30, &pipeSize) || !GetUint(o, "backlog", 1u << 20, &backlog) ||
         !GetUint(o, "copyBufferSize", 1u << 26, &copyBuf) || !GetUint(o, "pipePoolMax", 1u << 20, &pool) || !GetUint(o, "pipeIdleMs", 1u << 30, &pipeIdle) ||
         !GetString(o, "selection", false, &selection) || !GetString(o, "mode", false, &mode) ||
-        !GetString(o, "events", false, &events)) {
+        !GetString(o, "events", false, &events) || !GetString(o, "tunnelAddress", false, &cfg.tunnelAddress) ||
+        !GetUint(o, "tunnelPort", 65535, &tport) || !GetUint(o, "handshakeTimeoutMs", 3600000, &hto) ||
+        !GetUint(o, "maxPendingHandshakes", 1u << 30, &maxPending) || !GetUint(o, "tlsBufferSize", 1u << 26, &tlsBuf)) {
       return;
     }
+    cfg.tunnelPort = static_cast<uint16_t>(tport);
+    cfg.handshakeTimeoutMs = static_cast<uint32_t>(hto);
+    cfg.maxPendingHandshakes = static_cast<uint32_t>(maxPending);
+    cfg.tlsBufferSize = static_cast<uint32_t>(tlsBuf);
     if (edgemesh::TypeFail(env, selection.empty() || selection == "round-robin" || selection == "random",
                            "selection must be 'round-robin' or 'random'") ||
         edgemesh::TypeFail(env, mode.empty() || mode == "splice" || mode == "copy", "mode must be 'splice' or 'copy'") ||
@@ -237,10 +253,10 @@ class ProxyWrap : public Napi::ObjectWrap<ProxyWrap> {
       Napi::Value v = arr.Get(i);
       if (edgemesh::TypeFail(env, v.IsObject(), "routes[" + std::to_string(i) + "] must be an object")) return env.Undefined();
       Napi::Object r = v.As<Napi::Object>();
-      std::string ip, service;
+      std::string ip, service, serviceName;
       uint64_t port = 0, timeout = 10800;
       if (!GetString(r, "ip", true, &ip) || !GetUint(r, "port", 65535, &port) || !GetString(r, "service", false, &service) ||
-          !GetUint(r, "affinityTimeoutSeconds", 1u << 30, &timeout)) {
+          !GetString(r, "serviceName", false, &serviceName) || !GetUint(r, "affinityTimeoutSeconds", 1u << 30, &timeout)) {
         return env.Undefined();
       }
       edgemesh::SockAddr key;
@@ -249,6 +265,8 @@ class ProxyWrap : public Napi::ObjectWrap<ProxyWrap> {
       }
       auto entry = std::make_unique<edgemesh::RouteEntry>();
       entry->service = service;
+      entry->serviceName = serviceName;
+      entry->servicePort = static_cast<uint16_t>(port);
       entry->affinityTimeoutSec = static_cast<uint32_t>(timeout);
       Napi::Value aff = r.Get("clientIPAffinity");
       if (edgemesh::TypeFail(env, aff.IsUndefined() || aff.IsBoolean(), "clientIPAffinity must be a boolean")) return env.Undefined();
@@ -259,14 +277,28 @@ class ProxyWrap : public Napi::ObjectWrap<ProxyWrap> {
       for (uint32_t j = 0; j < ea.Length(); j++) {
         Napi::Value ev = ea.Get(j);
         if (edgemesh::TypeFail(env, ev.IsObject(), "endpoints must be objects")) return env.Undefined();
-        std::string eip;
-        uint64_t eport = 0;
-        if (!GetString(ev.As<Napi::Object>(), "ip", true, &eip) || !GetUint(ev.As<Napi::Object>(), "port", 65535, &eport)) return env.Undefined();
+        std::string eip, path, tip;
+        uint64_t eport = 0, tport = 0;
+        Napi::Object eo = ev.As<Napi::Object>();
+        if (!GetString(eo, "ip", true, &eip) || !GetUint(eo, "port", 65535, &eport) || !GetString(eo, "path", false, &path)) return env.Undefined();
         edgemesh::RouteEndpoint ep;
         if (edgemesh::TypeFail(env, edgemesh::ParseSockAddr(eip, static_cast<uint16_t>(eport), &ep.addr), "endpoint ip is not an IP address: " + eip)) {
           return env.Undefined();
         }
         ep.text = ep.addr.ToString();
+        if (edgemesh::TypeFail(env, path.empty() || path == "direct" || path == "local" || path == "tunnel", "endpoint path must be 'direct', 'local' or 'tunnel'")) {
+          return env.Undefined();
+        }
+        ep.path = path == "tunnel" ? edgemesh::EndpointPath::kTunnel : path == "local" ? edgemesh::EndpointPath::kLocal : edgemesh::EndpointPath::kDirect;
+        if (!GetString(eo, "node", false, &ep.node)) return env.Undefined();
+        if (ep.path == edgemesh::EndpointPath::kTunnel) {
+          Napi::Value t = eo.Get("tunnel");
+          if (edgemesh::TypeFail(env, t.IsObject() && !ep.node.empty(), "a tunnel endpoint needs node and tunnel {address, port}")) return env.Undefined();
+          if (!GetString(t.As<Napi::Object>(), "address", true, &tip) || !GetUint(t.As<Napi::Object>(), "port", 65535, &tport)) return env.Undefined();
+          if (edgemesh::TypeFail(env, edgemesh::ParseSockAddr(tip, static_cast<uint16_t>(tport), &ep.tunnel) && tport != 0, "tunnel address is not an IP address and port: " + tip)) {
+            return env.Undefined();
+          }
+        }
         entry->endpoints.push_back(std::move(ep));
       }
       if (edgemesh::TypeFail(env, table->Add(key, std::move(entry)), "duplicate route for " + key.ToString())) return env.Undefined();
@@ -301,6 +333,140 @@ class ProxyWrap : public Napi::ObjectWrap<ProxyWrap> {
     o.Set("pipesReused", static_cast<double>(s.pipesReused));
     o.Set("spliceFallbacks", static_cast<double>(s.spliceFallbacks));
     o.Set("pipeSize", s.pipeSize);
+    const edgemesh::TunnelStats& t = s.tunnel;
+    Napi::Object tun = Napi::Object::New(env);
+    tun.Set("dialed", static_cast<double>(t.dialed));
+    tun.Set("dialOk", static_cast<double>(t.dialOk));
+    tun.Set("dialConnectFailed", static_cast<double>(t.dialConnectFailed));
+    tun.Set("inAccepted", static_cast<double>(t.inAccepted));
+    tun.Set("inOk", static_cast<double>(t.inOk));
+    tun.Set("resumed", static_cast<double>(t.resumed));
+    tun.Set("ktls", static_cast<double>(t.ktls));
+    tun.Set("pending", static_cast<double>(t.pending));
+    tun.Set("pendingLimit", static_cast<double>(t.pendingLimit));
+    tun.Set("bytesOut", static_cast<double>(t.bytesOut));
+    tun.Set("bytesIn", static_cast<double>(t.bytesIn));
+    Napi::Object dialTls = Napi::Object::New(env), inTls = Napi::Object::New(env);
+    for (int i = 1; i < static_cast<int>(edgemesh::TlsFail::kCount); i++) {
+      const char* n = edgemesh::TlsFailName(static_cast<edgemesh::TlsFail>(i));
+      dialTls.Set(n, static_cast<double>(t.dialTlsFail[i]));
+      inTls.Set(n, static_cast<double>(t.inTlsFail[i]));
+    }
+    Napi::Object dialRef = Napi::Object::New(env), inRef = Napi::Object::New(env);
+    for (int i = 1; i < static_cast<int>(edgemesh::TunnelStatus::kCount); i++) {
+      const char* n = edgemesh::TunnelStatusName(static_cast<edgemesh::TunnelStatus>(i));
+      dialRef.Set(n, static_cast<double>(t.dialRefused[i]));
+      inRef.Set(n, static_cast<double>(t.inRefused[i]));
+    }
+    tun.Set("dialHandshakeFailures", dialTls);
+    tun.Set("inHandshakeFailures", inTls);
+    tun.Set("dialRefused", dialRef);
+    tun.Set("inRefused", inRef);
+    o.Set("tunnel", tun);
+    return o;
+  }
+
+  // setTunnelCredentials({ca, cert, key} PEM strings | null): builds a new generation (new
+  // connections use it; live ones keep theirs). Returns {node, serial, notAfter}.
+  Napi::Value SetTunnelCredentials(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (edgemesh::TypeFail(env, info.Length() >= 1 && (info[0].IsObject() || info[0].IsNull()), "setTunnelCredentials(pem): pem must be {ca, cert, key} or null")) {
+      return env.Undefined();
+    }
+    if (!Alive(env)) return env.Undefined();
+    if (info[0].IsNull()) {
+      core_->SetTunnelCreds(nullptr);
+      return env.Undefined();
+    }
+    Napi::Object o = info[0].As<Napi::Object>();
+    edgemesh::TlsPem pem;
+    if (!GetString(o, "ca", true, &pem.ca) || !GetString(o, "cert", true, &pem.cert) || !GetString(o, "key", true, &pem.key)) return env.Undefined();
+    std::shared_ptr<edgemesh::TlsCreds> creds;
+    try {
+      creds = edgemesh::TlsCreds::Build(pem, core_->Ktls().available);
+    } catch (const edgemesh::SysError& e) {
+      edgemesh::ToJsError(env, e).ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("node", creds->selfName());
+    out.Set("serial", creds->serial());
+    out.Set("notAfter", creds->notAfter());
+    core_->SetTunnelCreds(std::move(creds));
+    return out;
+  }
+
+  // setLocalServe([{service: "ns/name", port, endpoints: [{ip, port}]}]): what peers may ask for.
+  Napi::Value SetLocalServe(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (edgemesh::TypeFail(env, info.Length() >= 1 && info[0].IsArray(), "setLocalServe(list): list must be an array")) return env.Undefined();
+    if (!Alive(env)) return env.Undefined();
+    Napi::Array arr = info[0].As<Napi::Array>();
+    auto table = std::make_shared<edgemesh::LocalServeTable>();
+    for (uint32_t i = 0; i < arr.Length(); i++) {
+      Napi::Value v = arr.Get(i);
+      if (edgemesh::TypeFail(env, v.IsObject(), "setLocalServe: list[" + std::to_string(i) + "] must be an object")) return env.Undefined();
+      Napi::Object e = v.As<Napi::Object>();
+      std::string service;
+      uint64_t port = 0;
+      if (!GetString(e, "service", true, &service) || !GetUint(e, "port", 65535, &port)) return env.Undefined();
+      Napi::Value eps = e.Get("endpoints");
+      if (edgemesh::TypeFail(env, eps.IsArray(), "setLocalServe: list[" + std::to_string(i) + "].endpoints must be an array")) return env.Undefined();
+      Napi::Array ea = eps.As<Napi::Array>();
+      for (uint32_t j = 0; j < ea.Length(); j++) {
+        Napi::Value ev = ea.Get(j);
+        if (edgemesh::TypeFail(env, ev.IsObject(), "setLocalServe: endpoints must be objects")) return env.Undefined();
+        std::string ip;
+        uint64_t eport = 0;
+        if (!GetString(ev.As<Napi::Object>(), "ip", true, &ip) || !GetUint(ev.As<Napi::Object>(), "port", 65535, &eport)) return env.Undefined();
+        edgemesh::SockAddr a;
+        if (edgemesh::TypeFail(env, edgemesh::ParseSockAddr(ip, static_cast<uint16_t>(eport), &a), "setLocalServe: endpoint ip is not an IP address: " + ip)) return env.Undefined();
+        table->Add(service, static_cast<uint16_t>(port), a);
+      }
+    }
+    core_->SetLocalServe(std::move(table));
+    return env.Undefined();
+  }
+
+  Napi::Value Peers(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::vector<edgemesh::PeerInfo> list = core_ ? core_->Peers() : std::vector<edgemesh::PeerInfo>();
+    Napi::Array arr = Napi::Array::New(env, list.size());
+    for (size_t i = 0; i < list.size(); i++) {
+      const auto& p = list[i];
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("node", p.node);
+      o.Set("direction", p.direction);
+      o.Set("address", p.address);
+      o.Set("lastResult", p.lastResult);
+      o.Set("lastAt", p.lastAtMs);
+      o.Set("ok", static_cast<double>(p.ok));
+      o.Set("failed", static_cast<double>(p.failed));
+      o.Set("resumed", static_cast<double>(p.resumed));
+      arr.Set(static_cast<uint32_t>(i), o);
+    }
+    return arr;
+  }
+
+  Napi::Value TunnelAddress(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Alive(env)) return env.Undefined();
+    edgemesh::SockAddr a = core_->TunnelAddress();
+    if (a.family() == 0) return env.Null();
+    edgemesh::SockEndpoint e = a.ToEndpoint();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("address", e.address);
+    o.Set("port", e.port);
+    o.Set("family", e.family);
+    return o;
+  }
+
+  Napi::Value Ktls(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Alive(env)) return env.Undefined();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("available", core_->Ktls().available);
+    o.Set("reason", core_->Ktls().reason);
     return o;
   }
 
@@ -331,6 +497,8 @@ class ProxyWrap : public Napi::ObjectWrap<ProxyWrap> {
       o.Set("bytesDown", static_cast<double>(c.bytesDown));
       o.Set("ageMs", c.ageMs);
       o.Set("worker", c.worker);
+      if (!c.path.empty()) o.Set("path", c.path);
+      if (!c.peer.empty()) o.Set("peer", c.peer);
       arr.Set(static_cast<uint32_t>(i), o);
     }
     return arr;

@@ -1,6 +1,7 @@
 #include "relay_core.h"
 
 #include <fcntl.h>
+#include <openssl/err.h>
 #include <netinet/tcp.h>
 #include <sched.h>
 #include <sys/epoll.h>
@@ -63,6 +64,61 @@ bool Retryable(int err) {
 
 constexpr uint64_t kTagListen = 2;
 constexpr uint64_t kTagWake = 4;
+constexpr uint64_t kTagTunnelListen = 6;
+
+double WallMs() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<double>(ts.tv_sec) * 1000.0 + static_cast<double>(ts.tv_nsec / 1000000);
+}
+
+// SSL_write_ex / SSL_read_ex in the relay's terms: > 0 bytes; 0 (read only) the peer's
+// close_notify; -1 with errno (EAGAIN: would block; ECONNRESET: the TLS stream was cut without
+// close_notify; EPROTO: a TLS error). The thread's OpenSSL error queue is left empty.
+ssize_t SslWriteSome(SSL* ssl, const char* p, size_t n) {
+  size_t w = 0;
+  int r = SSL_write_ex(ssl, p, n, &w);
+  if (r == 1) return static_cast<ssize_t>(w);
+  int e = SSL_get_error(ssl, r);
+  int sys = errno;
+  ClearTlsErrors();
+  errno = e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ ? EAGAIN : e == SSL_ERROR_SYSCALL && sys != 0 ? sys : e == SSL_ERROR_SYSCALL ? ECONNRESET : EPROTO;
+  return -1;
+}
+
+ssize_t SslReadSome(SSL* ssl, char* p, size_t n) {
+  size_t got = 0;
+  int r = SSL_read_ex(ssl, p, n, &got);
+  if (r == 1) return static_cast<ssize_t>(got);
+  int e = SSL_get_error(ssl, r);
+  int sys = errno;
+  if (e == SSL_ERROR_ZERO_RETURN) {
+    ClearTlsErrors();
+    return 0;
+  }
+  unsigned long q = ERR_peek_error();
+  ClearTlsErrors();
+  if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) errno = EAGAIN;
+  else if (e == SSL_ERROR_SYSCALL) errno = sys != 0 ? sys : ECONNRESET;
+  else errno = q != 0 && ERR_GET_REASON(q) == SSL_R_UNEXPECTED_EOF_WHILE_READING ? ECONNRESET : EPROTO;
+  return -1;
+}
+
+// Fills `p` with as many records as are there (SSL_read_ex returns one record at a time), so
+// the plain side gets one large write instead of one per 16 KiB record.
+ssize_t SslFill(SSL* ssl, char* p, size_t cap) {
+  size_t got = 0;
+  while (got < cap) {
+    ssize_t n = SslReadSome(ssl, p + got, cap - got);
+    if (n > 0) {
+      got += static_cast<size_t>(n);
+      continue;
+    }
+    if (got > 0) return static_cast<ssize_t>(got);  // EOF or an error shows again on the next call
+    return n;
+  }
+  return static_cast<ssize_t>(got);
+}
 
 }  // namespace
 
@@ -87,9 +143,20 @@ const char* RefusalName(Refusal r) {
     case Refusal::kLoop: return "loop";
     case Refusal::kNoRoute: return "no-route";
     case Refusal::kNoEndpoints: return "no-endpoints";
+    case Refusal::kTunnelHandshake: return "tunnel-handshake";
+    case Refusal::kTunnelRequest: return "tunnel-request";
     case Refusal::kCount: break;
   }
   return "";
+}
+
+const char* EndpointPathName(EndpointPath p) {
+  switch (p) {
+    case EndpointPath::kDirect: return "direct";
+    case EndpointPath::kLocal: return "local";
+    case EndpointPath::kTunnel: return "tunnel";
+  }
+  return "direct";
 }
 
 // ---------------------------------------------------------------- routing table
@@ -111,6 +178,22 @@ const RouteEntry* RouteTable::Find(const SockAddr& dst) const {
   return it == map_.end() ? nullptr : it->second.get();
 }
 
+static std::string ServeKey(const std::string& service, uint16_t port) { return service + '|' + std::to_string(port); }
+
+void LocalServeTable::Add(const std::string& service, uint16_t servicePort, const SockAddr& endpoint) {
+  map_[ServeKey(service, servicePort)].push_back(RouteTable::Key(endpoint));
+}
+
+TunnelStatus LocalServeTable::Check(const TunnelRequest& r) const {
+  auto it = map_.find(ServeKey(r.service, r.servicePort));
+  if (it == map_.end()) return TunnelStatus::kNoService;
+  std::string k = RouteTable::Key(r.endpoint);
+  for (const auto& e : it->second) {
+    if (e == k) return TunnelStatus::kOk;
+  }
+  return TunnelStatus::kNotLocal;
+}
+
 // ---------------------------------------------------------------- connections
 
 namespace {
@@ -127,18 +210,42 @@ struct Conn;
 struct Dir {
   Pipe pipe;
   std::unique_ptr<char[]> buf;
+  size_t bufSize = 0;
   size_t pending = 0;  // bytes taken from src, not yet written to dst
   size_t off = 0;      // copy mode: start of pending bytes in buf
   bool copy = false;
+  SSL* rssl = nullptr;  // src is a TLS end: read through it
+  SSL* wssl = nullptr;  // dst is a TLS end: its close_notify goes through it
+  bool sslWrite = false;  // ... and so do its bytes (false when the kernel encrypts: kTLS)
   bool eof = false;    // src said EOF
   bool shut = false;   // dst got shutdown(SHUT_WR)
   uint64_t bytes = 0;  // delivered to dst
 };
 
+enum class Kind : uint8_t { kService, kTunnelIn };
+// kService: kConnecting -> [tunnel endpoint: kHandshake -> kRequest -> kResponse] -> kRelay
+// kTunnelIn: kHandshake -> kRequest -> kConnecting (to our endpoint) -> kRelay
+enum class Phase : uint8_t { kConnecting, kHandshake, kRequest, kResponse, kRelay };
+
 struct Conn {
   uint64_t id = 0;
   int cfd = -1, ufd = -1;
-  bool connecting = true;
+  Kind kind = Kind::kService;
+  Phase phase = Phase::kConnecting;
+  bool connecting = true;  // phase != kRelay
+  SSL* cssl = nullptr;  // kTunnelIn: the TLS end towards the dialling agent (on cfd)
+  SSL* ussl = nullptr;  // kService via the tunnel: the TLS end towards the peer agent (on ufd)
+  std::shared_ptr<TlsCreds> creds;  // the generation both SSLs were made from
+  std::string peer;  // the peer agent's node name
+  std::unique_ptr<RouteEndpoint> inEp;  // kTunnelIn: the endpoint the peer asked for
+  std::string inService;  // kTunnelIn: "namespace/name:port" for events
+  uint8_t hdr[kMaxRequestSize];  // the request (kTunnelIn) or response (kService) being read
+  size_t hdrLen = 0;
+  std::string out;  // kService: the request being written
+  size_t outOff = 0;
+  TlsFail tlsFail = TlsFail::kNone;
+  TunnelStatus tunnelStatus = TunnelStatus::kOk;
+  bool resumed = false, ktls = false, pendingSlot = false;
   bool dead = false;
   bool queued = false;  // on the worker's "pump again" list
   bool cRd = true, cWr = true, uRd = false, uWr = false;
@@ -154,8 +261,13 @@ struct Conn {
   int64_t deadlineMs = 0;
   Conn* prev = nullptr;
   Conn* next = nullptr;
-  int list = 0;  // 0 none, 1 connecting, 2 idle
+  int list = 0;  // 0 none, 1 connecting, 2 idle, 3 handshaking (tunnel)
 };
+
+const RouteEndpoint& Ep(const Conn* c) { return c->kind == Kind::kTunnelIn ? *c->inEp : c->route->endpoints[c->epIndex]; }
+std::string EpText(const Conn* c) { return c->kind == Kind::kTunnelIn ? (c->inEp ? c->inEp->text : std::string()) : c->route->endpoints[c->epIndex].text; }
+std::string ServiceText(const Conn* c) { return c->kind == Kind::kTunnelIn ? c->inService : c->route->service; }
+const char* PathText(const Conn* c) { return c->kind == Kind::kTunnelIn ? "tunnel-in" : EndpointPathName(Ep(c).path); }
 
 // Intrusive FIFO; ordered by deadline because every entry gets the same timeout.
 struct ConnList {
@@ -246,12 +358,13 @@ class Worker {
   int Load() const { return load_.load(std::memory_order_relaxed) + inbox_.load(std::memory_order_relaxed); }
 
   // --- commands from other threads ---
-  void PostAccepted(int fd, const SockAddr& peer) {
+  void PostAccepted(int fd, const SockAddr& peer, bool tunnel) {
     inbox_.fetch_add(1, std::memory_order_relaxed);
     auto passed = std::make_shared<PassedFd>(fd);
-    Post([this, passed, peer] {
+    Post([this, passed, peer, tunnel] {
       inbox_.fetch_sub(1, std::memory_order_relaxed);
-      Accepted(passed->Take(), peer);
+      if (tunnel) AcceptedTunnel(passed->Take(), peer);
+      else Accepted(passed->Take(), peer);
     });
   }
   void PostCancel(uint64_t id) { Post([this, id] { CancelId(id); }); }
@@ -272,9 +385,11 @@ class Worker {
         i.id = c->id;
         i.client = c->client.ToString();
         i.originalDst = c->odst.ToString();
-        i.endpoint = c->route->endpoints[c->epIndex].text;
-        i.service = c->route->service;
+        i.endpoint = EpText(c);
+        i.service = ServiceText(c);
         i.connecting = c->connecting;
+        i.path = c->kind == Kind::kTunnelIn || c->inEp || c->route ? PathText(c) : "";
+        i.peer = c->peer;
         i.bytesUp = c->up.bytes;
         i.bytesDown = c->down.bytes;
         i.ageMs = static_cast<double>(nowNs - c->startNs) / 1e6;
@@ -319,12 +434,16 @@ class Worker {
     ev.events = EPOLLIN | EPOLLEXCLUSIVE;
     ev.data.u64 = kTagListen;
     if (epoll_ctl(ep_, EPOLL_CTL_ADD, proxy_->listenFd(), &ev) == 0) listenArmed_ = true;
+    if (proxy_->tunnelFd() >= 0) {
+      ev.data.u64 = kTagTunnelListen;
+      if (epoll_ctl(ep_, EPOLL_CTL_ADD, proxy_->tunnelFd(), &ev) == 0) tunnelArmed_ = true;
+    }
   }
 
   void DisarmListen() {
-    if (!listenArmed_) return;
-    epoll_ctl(ep_, EPOLL_CTL_DEL, proxy_->listenFd(), nullptr);
-    listenArmed_ = false;
+    if (listenArmed_) epoll_ctl(ep_, EPOLL_CTL_DEL, proxy_->listenFd(), nullptr);
+    if (tunnelArmed_) epoll_ctl(ep_, EPOLL_CTL_DEL, proxy_->tunnelFd(), nullptr);
+    listenArmed_ = tunnelArmed_ = false;
   }
 
   void Run(int nsFd, StartLatch* latch) {
@@ -353,7 +472,9 @@ class Worker {
         if (tag == kTagWake) {
           RunCommands();
         } else if (tag == kTagListen) {
-          OnListen();
+          OnListen(proxy_->listenFd(), false);
+        } else if (tag == kTagTunnelListen) {
+          OnListen(proxy_->tunnelFd(), true);
         } else {
           Conn* c = reinterpret_cast<Conn*>(tag & ~uint64_t{1});
           if (!c->dead) OnConnEvent(c, (tag & 1) != 0, evs[i].events);
@@ -376,6 +497,7 @@ class Worker {
     if (!again_.empty()) return 0;
     int64_t next = INT64_MAX;
     if (connecting_.head) next = std::min(next, connecting_.head->deadlineMs);
+    if (handshaking_.head) next = std::min(next, handshaking_.head->deadlineMs);
     if (idle_.head && cfg_.idleTimeoutMs > 0) next = std::min(next, idle_.head->lastActiveMs + cfg_.idleTimeoutMs);
     if (backoffUntil_ > 0) next = std::min(next, backoffUntil_);
     if (!pool_.empty()) next = std::min(next, pool_.front().idleSinceMs + static_cast<int64_t>(cfg_.pipeIdleMs));
@@ -389,6 +511,7 @@ class Worker {
 
   void RunTimers() {
     while (connecting_.head && connecting_.head->deadlineMs <= now_) ConnectFailed(connecting_.head, ETIMEDOUT, "connect");
+    while (handshaking_.head && handshaking_.head->deadlineMs <= now_) TunnelFailed(handshaking_.head, TlsFail::kTimeout, TunnelStatus::kOk, ETIMEDOUT);
     if (cfg_.idleTimeoutMs > 0) {
       while (idle_.head && idle_.head->lastActiveMs + static_cast<int64_t>(cfg_.idleTimeoutMs) <= now_) {
         Finish(idle_.head, EndReason::kIdleTimeout, ETIMEDOUT, "");
@@ -408,13 +531,13 @@ class Worker {
 
   // ---------------------------------------------------------------- accept
 
-  void OnListen() {
+  void OnListen(int listenFd, bool tunnel) {
     if (acceptStopped_) return;
     auto& k = proxy_->counters();
     for (int i = 0; i < 64; i++) {
       SockAddr peer;
       peer.len = sizeof peer.ss;
-      int fd = accept4(proxy_->listenFd(), reinterpret_cast<sockaddr*>(&peer.ss), &peer.len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      int fd = accept4(listenFd, reinterpret_cast<sockaddr*>(&peer.ss), &peer.len, SOCK_NONBLOCK | SOCK_CLOEXEC);
       if (fd < 0) {
         int e = errno;
         if (e == EAGAIN || e == EWOULDBLOCK) return;
@@ -433,10 +556,11 @@ class Worker {
       backoffMs_ = 0;
       Worker* to = proxy_->PickWorker(this);
       if (to == this) {
-        Accepted(fd, peer);
+        if (tunnel) AcceptedTunnel(fd, peer);
+        else Accepted(fd, peer);
       } else {
         k.handoffs.fetch_add(1, std::memory_order_relaxed);
-        to->PostAccepted(fd, peer);
+        to->PostAccepted(fd, peer, tunnel);
       }
     }
   }
@@ -483,6 +607,7 @@ class Worker {
       return;
     }
     proxy_->RefreshTable(&tableVersion_, &table_);
+    proxy_->RefreshTunnel(&tunnelVersion_, &creds_, &serve_);
     const RouteEntry* route = table_ ? table_->Find(odst) : nullptr;
     if (!route) {
       refuse(&odst, Refusal::kNoRoute, 0, nullptr);
@@ -544,11 +669,205 @@ class Worker {
 
   // ---------------------------------------------------------------- connect + failover
 
+  // An inbound tunnel connection: TLS first (the peer must present a certificate of our CA),
+  // then its request, then a connect to the one local endpoint it names.
+  void AcceptedTunnel(int fd, const SockAddr& peer) {
+    auto& k = proxy_->counters();
+    k.tInAccepted.fetch_add(1, std::memory_order_relaxed);
+    proxy_->RefreshTunnel(&tunnelVersion_, &creds_, &serve_);
+    auto drop = [&](TunnelStatus st, bool pendingLimit) {
+      if (pendingLimit) k.tPendingLimit.fetch_add(1, std::memory_order_relaxed);
+      else k.tInRefused[static_cast<int>(st)].fetch_add(1, std::memory_order_relaxed);
+      SetLingerZero(fd);
+      close(fd);
+    };
+    if (!creds_) {
+      // Credentials not loaded (yet): nothing to authenticate with.
+      k.tInTlsFail[static_cast<int>(TlsFail::kProtocol)].fetch_add(1, std::memory_order_relaxed);
+      SetLingerZero(fd);
+      close(fd);
+      return;
+    }
+    // Unauthenticated connections are bounded on their own, so that a flood of them cannot
+    // take the slots of authenticated ones (or of the service proxy).
+    if (k.tPending.fetch_add(1, std::memory_order_relaxed) >= cfg_.maxPendingHandshakes) {
+      k.tPending.fetch_sub(1, std::memory_order_relaxed);
+      drop(TunnelStatus::kOverLimit, true);
+      return;
+    }
+    if (k.active.fetch_add(1, std::memory_order_relaxed) >= cfg_.maxConnections) {
+      k.active.fetch_sub(1, std::memory_order_relaxed);
+      k.tPending.fetch_sub(1, std::memory_order_relaxed);
+      drop(TunnelStatus::kOverLimit, false);
+      return;
+    }
+    k.accepted.fetch_add(1, std::memory_order_relaxed);
+    Conn* c = new Conn();
+    c->id = proxy_->NextId();
+    c->kind = Kind::kTunnelIn;
+    c->phase = Phase::kHandshake;
+    c->pendingSlot = true;
+    c->cfd = fd;
+    c->client = peer;
+    c->creds = creds_;
+    c->startNs = MonoNs();
+    c->lastActiveMs = now_;
+    conns_.emplace(c->id, c);
+    load_.fetch_add(1, std::memory_order_relaxed);
+    c->cssl = c->creds->NewServer(fd);
+    if (!c->cssl) {
+      Finish(c, EndReason::kError, ENOMEM, "SSL_new");
+      return;
+    }
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+    ev.data.u64 = reinterpret_cast<uint64_t>(c);
+    if (epoll_ctl(ep_, EPOLL_CTL_ADD, fd, &ev) != 0) {
+      Finish(c, EndReason::kError, errno, "epoll_ctl");
+      return;
+    }
+    c->deadlineMs = MonoMs() + cfg_.handshakeTimeoutMs;
+    ListMove(c, 3);
+    DriveIn(c);
+  }
+
+  void ReleasePending(Conn* c) {
+    if (!c->pendingSlot) return;
+    c->pendingSlot = false;
+    proxy_->counters().tPending.fetch_sub(1, std::memory_order_relaxed);
+  }
+
+  // Advances an inbound tunnel connection through its handshake and request.
+  void DriveIn(Conn* c) {
+    auto& k = proxy_->counters();
+    if (c->phase == Phase::kHandshake) {
+      int r = SSL_do_handshake(c->cssl);
+      if (r != 1) {
+        int e = SSL_get_error(c->cssl, r);
+        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+          ClearTlsErrors();
+          return;
+        }
+        std::string detail;
+        TlsFail why = ClassifyHandshakeFailure(c->cssl, e, &detail);
+        TunnelFailed(c, why, TunnelStatus::kOk, ECONNABORTED);
+        return;
+      }
+      c->peer = PeerName(c->cssl);
+      c->resumed = SSL_session_reused(c->cssl) == 1;
+      if (c->resumed) k.tResumed.fetch_add(1, std::memory_order_relaxed);
+      c->phase = Phase::kRequest;
+      // The peer is authenticated: its slot no longer counts as pending.
+      ReleasePending(c);
+      proxy_->RecordPeer(c->peer, "in", c->client.ToString(), "ok", true, c->resumed);
+    }
+    if (c->phase != Phase::kRequest) return;
+    for (;;) {
+      size_t need = RequestSizeSoFar(c->hdr, c->hdrLen);
+      if (need > c->hdrLen) {
+        ssize_t n = SslReadSome(c->cssl, reinterpret_cast<char*>(c->hdr + c->hdrLen), need - c->hdrLen);
+        if (n > 0) {
+          c->hdrLen += static_cast<size_t>(n);
+          continue;
+        }
+        if (n < 0 && errno == EAGAIN) return;
+        Fail(c, n == 0 ? ECONNRESET : errno, "SSL_read");
+        return;
+      }
+      TunnelRequest req;
+      int got = DecodeRequest(c->hdr, c->hdrLen, &req);
+      if (got == 0) return;  // cannot happen: RequestSizeSoFar said it is complete
+      TunnelStatus st = got < 0 ? TunnelStatus::kBadRequest : serve_ ? serve_->Check(req) : TunnelStatus::kNoService;
+      if (got > 0) c->inService = req.service + ':' + std::to_string(req.servicePort);
+      if (st != TunnelStatus::kOk) {
+        RefuseIn(c, st);
+        return;
+      }
+      c->inEp.reset(new RouteEndpoint());
+      c->inEp->addr = req.endpoint;
+      c->inEp->text = req.endpoint.ToString();
+      c->inEp->path = EndpointPath::kLocal;
+      c->phase = Phase::kConnecting;
+      ListMove(c, 0);
+      StartConnect(c);
+      return;
+    }
+  }
+
+  // Answers an inbound request with a refusal (best effort: the socket has room for 5 bytes
+  // plus close_notify on a fresh connection) and ends it.
+  void RefuseIn(Conn* c, TunnelStatus st) {
+    auto& k = proxy_->counters();
+    k.tInRefused[static_cast<int>(st)].fetch_add(1, std::memory_order_relaxed);
+    c->tunnelStatus = st;
+    uint8_t resp[kResponseSize];
+    EncodeResponse(st, resp);
+    SslWriteSome(c->cssl, reinterpret_cast<const char*>(resp), sizeof resp);
+    SSL_shutdown(c->cssl);
+    ClearTlsErrors();
+    Finish(c, EndReason::kRefused, 0, "", Refusal::kTunnelRequest);
+  }
+
+  // A tunnel connection that did not get as far as relaying: the handshake failed or timed
+  // out, or the peer refused the request. Dialling: counted per peer, then the next endpoint.
+  // Inbound: counted and ended.
+  void TunnelFailed(Conn* c, TlsFail why, TunnelStatus refused, int err) {
+    auto& k = proxy_->counters();
+    if (c->kind == Kind::kTunnelIn) {
+      if (why == TlsFail::kTimeout && c->phase != Phase::kHandshake) {
+        RefuseIn(c, TunnelStatus::kBadRequest);  // authenticated, but no complete request in time
+        return;
+      }
+      k.tInTlsFail[static_cast<int>(why)].fetch_add(1, std::memory_order_relaxed);
+      c->tlsFail = why;
+      Finish(c, EndReason::kRefused, err, "SSL_accept", Refusal::kTunnelHandshake);
+      return;
+    }
+    const RouteEndpoint& ep = Ep(c);
+    std::string result;
+    if (refused != TunnelStatus::kOk) {
+      k.tDialRefused[static_cast<int>(refused)].fetch_add(1, std::memory_order_relaxed);
+      result = std::string("refused:") + TunnelStatusName(refused);
+    } else {
+      k.tDialTlsFail[static_cast<int>(why)].fetch_add(1, std::memory_order_relaxed);
+      result = TlsFailName(why);
+      // A failed handshake may have come from a stale session: the next one starts afresh.
+      if (c->creds) c->creds->Forget(ep.node);
+    }
+    proxy_->RecordPeer(ep.node, "out", ep.tunnel.ToString(), result, false, false);
+    c->tlsFail = why;
+    c->tunnelStatus = refused;
+    ConnectFailed(c, err, refused != TunnelStatus::kOk ? "tunnel" : "SSL_connect");
+  }
+
+  // Frees the upstream side of an attempt (SSL first: it refers to the fd).
+  void DropUpstream(Conn* c) {
+    if (c->ussl) {
+      SSL_free(c->ussl);
+      c->ussl = nullptr;
+    }
+    CloseFd(&c->ufd);  // closing removes it from the epoll set
+    c->hdrLen = 0;
+    c->out.clear();
+    c->outOff = 0;
+  }
+
   void StartConnect(Conn* c) {
-    auto& ep = c->route->endpoints[c->epIndex];
-    c->tried[c->epIndex] = true;
+    const RouteEndpoint& ep = Ep(c);
+    if (c->kind == Kind::kService) c->tried[c->epIndex] = true;
     c->attempts++;
-    int fd = socket(ep.addr.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    c->phase = Phase::kConnecting;
+    c->connecting = true;
+    bool viaTunnel = ep.path == EndpointPath::kTunnel;
+    if (viaTunnel && !creds_) {
+      // No credentials (yet): this endpoint has no path; try the next one.
+      c->tlsFail = TlsFail::kProtocol;
+      ConnectFailed(c, EHOSTUNREACH, "tunnel");
+      return;
+    }
+    const SockAddr& to = viaTunnel ? ep.tunnel : ep.addr;
+    if (viaTunnel) proxy_->counters().tDialed.fetch_add(1, std::memory_order_relaxed);
+    int fd = socket(to.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
       Finish(c, EndReason::kError, errno, "socket");
       return;
@@ -562,7 +881,7 @@ class Worker {
       Finish(c, EndReason::kError, errno, "epoll_ctl");
       return;
     }
-    if (connect(fd, reinterpret_cast<const sockaddr*>(&ep.addr.ss), ep.addr.len) == 0) {
+    if (connect(fd, reinterpret_cast<const sockaddr*>(&to.ss), to.len) == 0) {
       Connected(c, true);
       return;
     }
@@ -577,7 +896,27 @@ class Worker {
 
   void ConnectFailed(Conn* c, int err, const char* call) {
     ListMove(c, 0);
-    CloseFd(&c->ufd);  // closing removes it from the epoll set
+    bool tunnelAttempt = c->kind == Kind::kService && Ep(c).path == EndpointPath::kTunnel;
+    if (tunnelAttempt && c->tlsFail == TlsFail::kNone && c->tunnelStatus == TunnelStatus::kOk && std::strcmp(call, "connect") == 0) {
+      // The peer agent's listener did not answer: as much a fact about the peer as a handshake.
+      const RouteEndpoint& ep = Ep(c);
+      proxy_->counters().tDialConnectFailed.fetch_add(1, std::memory_order_relaxed);
+      proxy_->RecordPeer(ep.node, "out", ep.tunnel.ToString(), ErrnoName(err), false, false);
+    }
+    DropUpstream(c);
+    if (c->kind == Kind::kTunnelIn) {
+      // One endpoint, named by the peer: tell it, and end.
+      auto& k = proxy_->counters();
+      k.tInRefused[static_cast<int>(TunnelStatus::kEndpointFailed)].fetch_add(1, std::memory_order_relaxed);
+      c->tunnelStatus = TunnelStatus::kEndpointFailed;
+      uint8_t resp[kResponseSize];
+      EncodeResponse(TunnelStatus::kEndpointFailed, resp);
+      SslWriteSome(c->cssl, reinterpret_cast<const char*>(resp), sizeof resp);
+      SSL_shutdown(c->cssl);
+      ClearTlsErrors();
+      Finish(c, EndReason::kConnectFailed, err, call);
+      return;
+    }
     const RouteEntry& r = *c->route;
     size_t n = r.endpoints.size();
     uint32_t bound = std::min<uint32_t>(cfg_.maxConnectAttempts, static_cast<uint32_t>(n));
@@ -587,6 +926,8 @@ class Worker {
         if (!c->tried[i]) {
           c->epIndex = i;
           c->failovers++;
+          c->tlsFail = TlsFail::kNone;
+          c->tunnelStatus = TunnelStatus::kOk;
           proxy_->counters().failovers.fetch_add(1, std::memory_order_relaxed);
           StartConnect(c);
           return;
@@ -600,14 +941,130 @@ class Worker {
   // its EPOLLIN edge is still to come (the fd is registered edge-triggered since before the
   // connect), so no read is tried in vain.
   void Connected(Conn* c, bool readable) {
-    c->connecting = false;
     c->uWr = true;
     c->uRd = readable;
+    if (c->kind == Kind::kService && Ep(c).path == EndpointPath::kTunnel) {
+      StartTunnel(c);
+      return;
+    }
+    if (c->kind == Kind::kTunnelIn) {
+      // Tell the peer its endpoint answered; then both ways are plain relaying.
+      uint8_t resp[kResponseSize];
+      EncodeResponse(TunnelStatus::kOk, resp);
+      if (SslWriteSome(c->cssl, reinterpret_cast<const char*>(resp), sizeof resp) != static_cast<ssize_t>(sizeof resp)) {
+        Fail(c, errno == EAGAIN ? ENOBUFS : errno, "SSL_write");
+        return;
+      }
+      proxy_->counters().tInOk.fetch_add(1, std::memory_order_relaxed);
+    }
+    StartRelay(c);
+  }
+
+  // Connected to the peer agent's tunnel listener: TLS, as a client that accepts only the
+  // certificate of the endpoint's node.
+  void StartTunnel(Conn* c) {
+    const RouteEndpoint& ep = Ep(c);
+    c->creds = creds_;
+    c->ussl = c->creds->NewClient(c->ufd, ep.node);
+    if (!c->ussl) {
+      Finish(c, EndReason::kError, ENOMEM, "SSL_new");
+      return;
+    }
+    TunnelRequest req;
+    req.service = c->route->serviceName;
+    req.servicePort = c->route->servicePort;
+    req.endpoint = ep.addr;
+    if (!EncodeRequest(req, &c->out)) {
+      Finish(c, EndReason::kError, EINVAL, "tunnel");
+      return;
+    }
+    c->phase = Phase::kHandshake;
+    c->deadlineMs = MonoMs() + cfg_.handshakeTimeoutMs;
+    ListMove(c, 3);
+    DriveOut(c);
+  }
+
+  // Advances a dialled tunnel connection: handshake, request, response.
+  void DriveOut(Conn* c) {
+    auto& k = proxy_->counters();
+    if (c->phase == Phase::kHandshake) {
+      int r = SSL_do_handshake(c->ussl);
+      if (r != 1) {
+        int e = SSL_get_error(c->ussl, r);
+        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+          ClearTlsErrors();
+          return;
+        }
+        std::string detail;
+        TunnelFailed(c, ClassifyHandshakeFailure(c->ussl, e, &detail), TunnelStatus::kOk, ECONNABORTED);
+        return;
+      }
+      c->peer = Ep(c).node;
+      c->resumed = SSL_session_reused(c->ussl) == 1;
+      if (c->resumed) k.tResumed.fetch_add(1, std::memory_order_relaxed);
+      c->phase = Phase::kRequest;
+    }
+    if (c->phase == Phase::kRequest) {
+      while (c->outOff < c->out.size()) {
+        ssize_t n = SslWriteSome(c->ussl, c->out.data() + c->outOff, c->out.size() - c->outOff);
+        if (n > 0) {
+          c->outOff += static_cast<size_t>(n);
+          continue;
+        }
+        if (errno == EAGAIN) return;
+        TunnelFailed(c, TlsFail::kClosed, TunnelStatus::kOk, errno);
+        return;
+      }
+      c->phase = Phase::kResponse;
+    }
+    if (c->phase != Phase::kResponse) return;
+    while (c->hdrLen < kResponseSize) {
+      ssize_t n = SslReadSome(c->ussl, reinterpret_cast<char*>(c->hdr + c->hdrLen), kResponseSize - c->hdrLen);
+      if (n > 0) {
+        c->hdrLen += static_cast<size_t>(n);
+        continue;
+      }
+      if (n < 0 && errno == EAGAIN) return;
+      // The peer closed before answering: an agent that could not serve (or a TLS alert
+      // about our certificate, which TLS 1.3 delivers after the client's handshake is done).
+      TunnelFailed(c, TlsFail::kClosed, TunnelStatus::kOk, n == 0 ? ECONNRESET : errno);
+      return;
+    }
+    TunnelStatus st = TunnelStatus::kBadRequest;
+    if (DecodeResponse(c->hdr, c->hdrLen, &st) < 0) st = TunnelStatus::kBadRequest;
+    if (st != TunnelStatus::kOk) {
+      TunnelFailed(c, TlsFail::kNone, st, ECONNREFUSED);
+      return;
+    }
+    k.tDialOk.fetch_add(1, std::memory_order_relaxed);
+    const RouteEndpoint& ep = Ep(c);
+    proxy_->RecordPeer(ep.node, "out", ep.tunnel.ToString(), "ok", true, c->resumed);
+    c->uRd = true;  // the SSL may hold bytes that came with the response
+    StartRelay(c);
+  }
+
+  void StartRelay(Conn* c) {
+    c->phase = Phase::kRelay;
+    c->connecting = false;
+    ReleasePending(c);
     ListMove(c, cfg_.idleTimeoutMs > 0 ? 2 : 0);
     c->lastActiveMs = now_;
-    const RouteEntry& r = *c->route;
-    if (r.clientIpAffinity) proxy_->AffinityRecord(r, c->client, now_, r.endpoints[c->epIndex].text);
+    if (c->kind == Kind::kService) {
+      const RouteEntry& r = *c->route;
+      if (r.clientIpAffinity) proxy_->AffinityRecord(r, c->client, now_, r.endpoints[c->epIndex].text);
+    }
     proxy_->counters().relayed.fetch_add(1, std::memory_order_relaxed);
+    // Up: client side -> upstream side. A TLS end is read through its SSL; written through it
+    // too unless the kernel took its sending side (kTLS), where splice works as for plain TCP.
+    c->up.rssl = c->cssl;
+    c->down.rssl = c->ussl;
+    c->up.wssl = c->ussl;
+    c->down.wssl = c->cssl;
+    bool ktlsU = c->ussl && KtlsSendActive(c->ussl), ktlsC = c->cssl && KtlsSendActive(c->cssl);
+    c->up.sslWrite = c->ussl && !ktlsU;
+    c->down.sslWrite = c->cssl && !ktlsC;
+    c->ktls = ktlsU || ktlsC;
+    if (c->ktls) proxy_->counters().tKtls.fetch_add(1, std::memory_order_relaxed);
     bool splice = cfg_.mode == RelayMode::kSplice;
     if (!SetupDir(&c->up, splice) || !SetupDir(&c->down, splice)) {
       Finish(c, EndReason::kError, ENOMEM, "malloc");
@@ -619,9 +1076,11 @@ class Worker {
   void ListMove(Conn* c, int list) {
     if (c->list == 1) connecting_.Remove(c);
     if (c->list == 2) idle_.Remove(c);
+    if (c->list == 3) handshaking_.Remove(c);
     c->list = list;
     if (list == 1) connecting_.PushBack(c);
     if (list == 2) idle_.PushBack(c);
+    if (list == 3) handshaking_.PushBack(c);
   }
 
   // ---------------------------------------------------------------- pipes
@@ -668,10 +1127,14 @@ class Worker {
 
   // Splice takes a pipe from the pool only while bytes are in flight (PumpDir): an idle
   // connection holds its two sockets and nothing else, as HAProxy and Go's poll do.
+  // A direction with a TLS end in user space reads and writes through a buffer (larger than
+  // the plain copy path's: whole records, few calls).
   bool SetupDir(Dir* d, bool splice) {
-    if (splice) return true;
+    bool tls = d->rssl || d->sslWrite;
+    if (splice && !tls) return true;
     d->copy = true;
-    d->buf.reset(new (std::nothrow) char[cfg_.copyBufferSize]);
+    d->bufSize = tls ? cfg_.tlsBufferSize : cfg_.copyBufferSize;
+    d->buf.reset(new (std::nothrow) char[d->bufSize]);
     return d->buf != nullptr;
   }
 
@@ -679,7 +1142,7 @@ class Worker {
 
   void OnConnEvent(Conn* c, bool upstream, uint32_t events) {
     if (upstream) {
-      if (c->connecting) {
+      if (c->phase == Phase::kConnecting) {
         if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) {
           // Writable without an error or hangup: connected. Otherwise ask what went wrong.
           int err = 0;
@@ -696,10 +1159,21 @@ class Worker {
       }
       if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) c->uRd = true;
       if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) c->uWr = true;
+      // An SSL_read may have been waiting for room to write (a TLS alert or key update).
+      if (c->ussl && (events & EPOLLOUT)) c->uRd = true;
+      if (c->phase != Phase::kRelay) {
+        DriveOut(c);  // handshake, request, response: the SSL reports errors itself
+        return;
+      }
     } else {
       if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) c->cRd = true;
       if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) c->cWr = true;
-      if (c->connecting) {
+      if (c->cssl && (events & EPOLLOUT)) c->cRd = true;
+      if (c->phase == Phase::kHandshake || c->phase == Phase::kRequest) {
+        DriveIn(c);  // only inbound tunnel connections read their client side before relaying
+        return;
+      }
+      if (c->phase != Phase::kRelay) {
         if (events & EPOLLERR) {
           int err = 0;
           socklen_t len = sizeof err;
@@ -752,19 +1226,22 @@ class Worker {
     auto& k = proxy_->counters();
     auto& total = d == &c->up ? k.bytesUp : k.bytesDown;
     // A fairness budget: one busy connection must not starve the others on this worker.
-    size_t budget = std::max<size_t>(4 * (d->pipe.cap ? d->pipe.cap : cfg_.copyBufferSize), 1u << 20);
+    size_t budget = std::max<size_t>(4 * (d->pipe.cap ? d->pipe.cap : d->copy ? d->bufSize : cfg_.copyBufferSize), 1u << 20);
     size_t moved = 0;
     for (;;) {
       if (d->pending > 0) {
         if (!*dstWr) return true;
-        ssize_t n = d->copy ? write(dst, d->buf.get() + d->off, d->pending)
-                            : splice(d->pipe.r, nullptr, dst, nullptr, d->pending, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        ssize_t n = d->sslWrite ? SslWriteSome(d->wssl, d->buf.get() + d->off, d->pending)
+                    : d->copy   ? write(dst, d->buf.get() + d->off, d->pending)
+                                : splice(d->pipe.r, nullptr, dst, nullptr, d->pending, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
         if (n > 0) {
           d->pending -= static_cast<size_t>(n);
           d->off += static_cast<size_t>(n);
           d->bytes += static_cast<uint64_t>(n);
           moved += static_cast<size_t>(n);
           total.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
+          if (d->wssl) k.tBytesOut.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
+          if (d->rssl) k.tBytesIn.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
           Touch(c);
           continue;
         }
@@ -773,11 +1250,27 @@ class Worker {
           return true;
         }
         if (n < 0 && errno == EINTR) continue;
-        Fail(c, n < 0 ? errno : EIO, d->copy ? "write" : "splice");
+        Fail(c, n < 0 ? errno : EIO, d->sslWrite ? "SSL_write" : d->copy ? "write" : "splice");
         return false;
       }
       if (d->eof) {
         if (!d->shut) {
+          if (d->wssl) {
+            // TLS 1.3 half-close: close_notify ends our sending side only; the peer agent
+            // turns it into a FIN towards its endpoint and may go on sending.
+            int r = SSL_shutdown(d->wssl);
+            if (r < 0) {
+              int e = SSL_get_error(d->wssl, r);
+              int sys = errno;
+              ClearTlsErrors();
+              if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) {
+                *dstWr = false;
+                return true;
+              }
+              Fail(c, e == SSL_ERROR_SYSCALL && sys != 0 ? sys : EPROTO, "SSL_shutdown");
+              return false;
+            }
+          }
           d->shut = true;
           if (shutdown(dst, SHUT_WR) != 0 && errno != ENOTCONN) {
             Fail(c, errno, "shutdown");
@@ -798,8 +1291,9 @@ class Worker {
         Fail(c, errno, "pipe2");
         return false;
       }
-      ssize_t n = d->copy ? read(src, d->buf.get(), cfg_.copyBufferSize)
-                          : splice(src, nullptr, d->pipe.w, nullptr, d->pipe.cap, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+      ssize_t n = d->rssl   ? SslFill(d->rssl, d->buf.get(), d->bufSize)
+                  : d->copy ? read(src, d->buf.get(), d->bufSize)
+                            : splice(src, nullptr, d->pipe.w, nullptr, d->pipe.cap, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
       if (n > 0) {
         d->pending = static_cast<size_t>(n);
         d->off = 0;
@@ -822,7 +1316,8 @@ class Worker {
         // switch this direction to read/write without losing a byte.
         PutPipe(&d->pipe, true);
         d->copy = true;
-        d->buf.reset(new (std::nothrow) char[cfg_.copyBufferSize]);
+        d->bufSize = cfg_.copyBufferSize;
+        d->buf.reset(new (std::nothrow) char[d->bufSize]);
         if (!d->buf) {
           Fail(c, ENOMEM, "malloc");
           return false;
@@ -830,7 +1325,7 @@ class Worker {
         k.spliceFallbacks.fetch_add(1, std::memory_order_relaxed);
         continue;
       }
-      Fail(c, e, d->copy ? "read" : "splice");
+      Fail(c, e, d->rssl ? "SSL_read" : d->copy ? "read" : "splice");
       return false;
     }
   }
@@ -840,10 +1335,12 @@ class Worker {
     Finish(c, reset ? EndReason::kReset : EndReason::kError, err, call);
   }
 
-  void Finish(Conn* c, EndReason reason, int err, const char* call) {
+  void Finish(Conn* c, EndReason reason, int err, const char* call, Refusal refusal = Refusal::kNone) {
     if (c->dead) return;
     c->dead = true;
     ListMove(c, 0);
+    ReleasePending(c);
+    if (refusal != Refusal::kNone) proxy_->counters().refused[static_cast<int>(refusal)].fetch_add(1, std::memory_order_relaxed);
     conns_.erase(c->id);
     load_.fetch_sub(1, std::memory_order_relaxed);
     auto& k = proxy_->counters();
@@ -853,6 +1350,12 @@ class Worker {
       SetLingerZero(c->cfd);
       SetLingerZero(c->ufd);
     }
+    // The SSLs refer to the fds (their BIOs never close them): free them first.
+    if (c->cssl) SSL_free(c->cssl);
+    if (c->ussl) SSL_free(c->ussl);
+    c->cssl = c->ussl = nullptr;
+    c->up.rssl = c->up.wssl = c->down.rssl = c->down.wssl = nullptr;
+    ClearTlsErrors();
     CloseFd(&c->cfd);
     CloseFd(&c->ufd);
     PutPipe(&c->up.pipe, c->up.pending == 0);
@@ -866,9 +1369,16 @@ class Worker {
     ConnEvent ev;
     ev.id = c->id;
     ev.client = c->client.ToString();
-    ev.originalDst = c->odst.ToString();
-    ev.service = c->route->service;
-    ev.endpoint = c->route->endpoints[c->epIndex].text;
+    if (c->kind == Kind::kService) ev.originalDst = c->odst.ToString();
+    ev.service = ServiceText(c);
+    ev.endpoint = EpText(c);
+    ev.refusal = refusal;
+    ev.path = c->kind == Kind::kTunnelIn ? "tunnel-in" : PathText(c);
+    ev.peer = c->peer;
+    ev.tlsFail = c->tlsFail;
+    ev.tunnelStatus = c->tunnelStatus;
+    ev.resumed = c->resumed;
+    ev.ktls = c->ktls;
     ev.bytesUp = c->up.bytes;
     ev.bytesDown = c->down.bytes;
     ev.durationMs = static_cast<double>(MonoNs() - c->startNs) / 1e6;
@@ -907,14 +1417,17 @@ class Worker {
   std::mutex cmdMu_;
   std::vector<Cmd> cmds_;
   bool quit_ = false;
-  bool listenArmed_ = false;
+  bool listenArmed_ = false, tunnelArmed_ = false;
   bool acceptStopped_ = false;
   int64_t backoffMs_ = 0, backoffUntil_ = 0;
   int64_t now_ = MonoMs();
   uint64_t tableVersion_ = 0;
   std::shared_ptr<const RouteTable> table_;
   std::unordered_map<uint64_t, Conn*> conns_;
-  ConnList connecting_, idle_;
+  ConnList connecting_, idle_, handshaking_;
+  uint64_t tunnelVersion_ = 0;
+  std::shared_ptr<TlsCreds> creds_;
+  std::shared_ptr<const LocalServeTable> serve_;
   std::vector<Conn*> again_, dead_;
   std::vector<ConnEvent> events_;
   std::deque<Pipe> pool_;
@@ -925,7 +1438,39 @@ class Worker {
 Proxy::Counters::Counters() {
   for (auto& r : refused) r.store(0);
   for (auto& e : ended) e.store(0);
+  for (auto& v : tDialTlsFail) v.store(0);
+  for (auto& v : tInTlsFail) v.store(0);
+  for (auto& v : tDialRefused) v.store(0);
+  for (auto& v : tInRefused) v.store(0);
 }
+
+namespace {
+
+// A listening TCP socket on `addr` (SO_REUSEADDR, v6-only for IPv6). Throws SysError.
+int Listen(const SockAddr& addr, int backlog, SockAddr* bound) {
+  int fd = socket(addr.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw SysError(errno, "socket", std::string("socket: ") + strerror(errno));
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  // inherited by accepted sockets
+  if (addr.family() == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+  if (bind(fd, reinterpret_cast<const sockaddr*>(&addr.ss), addr.len) != 0) {
+    int e = errno;
+    close(fd);
+    throw SysError(e, "bind", "bind " + addr.ToString() + ": " + strerror(e));
+  }
+  if (listen(fd, backlog) != 0) {
+    int e = errno;
+    close(fd);
+    throw SysError(e, "listen", std::string("listen: ") + strerror(e));
+  }
+  *bound = addr;
+  bound->len = sizeof bound->ss;
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&bound->ss), &bound->len) != 0) *bound = addr;
+  return fd;
+}
+
+}  // namespace
 
 Proxy::Proxy(const ProxyConfig& cfg, EventSink sink) : cfg_(cfg), sink_(std::move(sink)) {
   if (cfg_.threads < 1) cfg_.threads = 1;
@@ -935,6 +1480,13 @@ Proxy::Proxy(const ProxyConfig& cfg, EventSink sink) : cfg_(cfg), sink_(std::mov
   if (!ParseSockAddr(cfg_.address, cfg_.port, &local_)) {
     throw SysError(EINVAL, "inet_pton", "proxy address is not an IP address: " + cfg_.address, "EINVAL");
   }
+  SockAddr tunnelWant;
+  if (!cfg_.tunnelAddress.empty() && !ParseSockAddr(cfg_.tunnelAddress, cfg_.tunnelPort, &tunnelWant)) {
+    throw SysError(EINVAL, "inet_pton", "tunnel address is not an IP address: " + cfg_.tunnelAddress, "EINVAL");
+  }
+  if (cfg_.handshakeTimeoutMs < 1) cfg_.handshakeTimeoutMs = 1;
+  if (cfg_.tlsBufferSize < 16384) cfg_.tlsBufferSize = 16384;
+  ktls_ = DetectKtls();
   int nsFd = -1;
   try {
     NetnsGuard guard(cfg_.netnsPath);
@@ -942,19 +1494,10 @@ Proxy::Proxy(const ProxyConfig& cfg, EventSink sink) : cfg_(cfg), sink_(std::mov
       nsFd = open(cfg_.netnsPath.c_str(), O_RDONLY | O_CLOEXEC);
       if (nsFd < 0) throw SysError(errno, "open", "cannot open " + cfg_.netnsPath + ": " + strerror(errno));
     }
-    listenFd_ = socket(local_.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (listenFd_ < 0) throw SysError(errno, "socket", std::string("socket: ") + strerror(errno));
-    int one = 1;
-    setsockopt(listenFd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    setsockopt(listenFd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  // inherited by accepted sockets
-    if (local_.family() == AF_INET6) setsockopt(listenFd_, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-    if (bind(listenFd_, reinterpret_cast<const sockaddr*>(&local_.ss), local_.len) != 0) {
-      throw SysError(errno, "bind", "bind " + local_.ToString() + ": " + strerror(errno));
-    }
-    if (listen(listenFd_, cfg_.backlog) != 0) throw SysError(errno, "listen", std::string("listen: ") + strerror(errno));
     SockAddr bound;
-    bound.len = sizeof bound.ss;
-    if (getsockname(listenFd_, reinterpret_cast<sockaddr*>(&bound.ss), &bound.len) == 0) local_ = bound;
+    listenFd_ = Listen(local_, cfg_.backlog, &bound);
+    local_ = bound;
+    if (tunnelWant.family() != 0) tunnelFd_ = Listen(tunnelWant, cfg_.backlog, &tunnelLocal_);
     for (int i = 0; i < cfg_.threads; i++) {
       workers_.emplace_back(new Worker(this, i));
       workers_.back()->Init();
@@ -962,6 +1505,7 @@ Proxy::Proxy(const ProxyConfig& cfg, EventSink sink) : cfg_(cfg), sink_(std::mov
   } catch (...) {
     workers_.clear();
     CloseFd(&listenFd_);
+    CloseFd(&tunnelFd_);
     CloseFd(&nsFd);
     throw;
   }
@@ -1070,8 +1614,9 @@ void Proxy::StopAccepting() {
   auto rt = std::make_shared<RoundTrip>();
   for (auto& w : workers_) w->PostStopAccept([rt] { rt->Ack(); });
   if (!rt->Wait(workers_.size())) std::fprintf(stderr, "edgemesh relay: a worker did not stop accepting within 5 s\n");
-  // No worker touches the listener any more: close it (new connections are refused at once).
+  // No worker touches the listeners any more: close them (new connections are refused at once).
   CloseFd(&listenFd_);
+  CloseFd(&tunnelFd_);
 }
 
 void Proxy::Cancel(uint64_t id) {
@@ -1106,8 +1651,61 @@ void Proxy::Shutdown() {
   for (auto& w : workers_) w->Join();
   workers_.clear();
   CloseFd(&listenFd_);
+  CloseFd(&tunnelFd_);
+  {
+    std::lock_guard<std::mutex> t(tunnelMu_);
+    creds_.reset();
+    serve_.reset();
+  }
   std::lock_guard<std::mutex> g(tableMu_);
   table_.reset();
+}
+
+void Proxy::SetTunnelCreds(std::shared_ptr<TlsCreds> creds) {
+  std::lock_guard<std::mutex> g(tunnelMu_);
+  creds_ = std::move(creds);
+  tunnelVersion_.fetch_add(1, std::memory_order_release);
+}
+
+void Proxy::SetLocalServe(std::shared_ptr<const LocalServeTable> table) {
+  std::lock_guard<std::mutex> g(tunnelMu_);
+  serve_ = std::move(table);
+  tunnelVersion_.fetch_add(1, std::memory_order_release);
+}
+
+void Proxy::RefreshTunnel(uint64_t* version, std::shared_ptr<TlsCreds>* creds, std::shared_ptr<const LocalServeTable>* serve) {
+  uint64_t v = tunnelVersion_.load(std::memory_order_acquire);
+  if (v == *version) return;
+  std::lock_guard<std::mutex> g(tunnelMu_);
+  *creds = creds_;
+  *serve = serve_;
+  *version = tunnelVersion_.load(std::memory_order_relaxed);
+}
+
+void Proxy::RecordPeer(const std::string& node, const char* direction, const std::string& address, const std::string& result, bool ok, bool resumed) {
+  std::lock_guard<std::mutex> g(peersMu_);
+  PeerInfo& p = peers_[std::string(direction) + '|' + node];
+  // Bounded: inbound names come from certificates of our CA, outbound ones from Node objects.
+  if (p.node.empty() && peers_.size() > 4096) {
+    peers_.erase(std::string(direction) + '|' + node);
+    return;
+  }
+  p.node = node;
+  p.direction = direction;
+  p.address = address;
+  p.lastResult = result;
+  p.lastAtMs = WallMs();
+  if (ok) p.ok++;
+  else p.failed++;
+  if (resumed) p.resumed++;
+}
+
+std::vector<PeerInfo> Proxy::Peers() {
+  std::lock_guard<std::mutex> g(peersMu_);
+  std::vector<PeerInfo> out;
+  out.reserve(peers_.size());
+  for (auto& kv : peers_) out.push_back(kv.second);
+  return out;
 }
 
 ProxyStats Proxy::Stats() const {
@@ -1128,6 +1726,26 @@ ProxyStats Proxy::Stats() const {
   s.pipesReused = k.pipesReused.load(std::memory_order_relaxed);
   s.spliceFallbacks = k.spliceFallbacks.load(std::memory_order_relaxed);
   s.pipeSize = k.pipeSize.load(std::memory_order_relaxed);
+  TunnelStats& t = s.tunnel;
+  t.dialed = k.tDialed.load(std::memory_order_relaxed);
+  t.dialOk = k.tDialOk.load(std::memory_order_relaxed);
+  t.inAccepted = k.tInAccepted.load(std::memory_order_relaxed);
+  t.inOk = k.tInOk.load(std::memory_order_relaxed);
+  t.resumed = k.tResumed.load(std::memory_order_relaxed);
+  t.ktls = k.tKtls.load(std::memory_order_relaxed);
+  t.dialConnectFailed = k.tDialConnectFailed.load(std::memory_order_relaxed);
+  t.pendingLimit = k.tPendingLimit.load(std::memory_order_relaxed);
+  t.pending = k.tPending.load(std::memory_order_relaxed);
+  t.bytesOut = k.tBytesOut.load(std::memory_order_relaxed);
+  t.bytesIn = k.tBytesIn.load(std::memory_order_relaxed);
+  for (int i = 0; i < static_cast<int>(TlsFail::kCount); i++) {
+    t.dialTlsFail[i] = k.tDialTlsFail[i].load(std::memory_order_relaxed);
+    t.inTlsFail[i] = k.tInTlsFail[i].load(std::memory_order_relaxed);
+  }
+  for (int i = 0; i < static_cast<int>(TunnelStatus::kCount); i++) {
+    t.dialRefused[i] = k.tDialRefused[i].load(std::memory_order_relaxed);
+    t.inRefused[i] = k.tInRefused[i].load(std::memory_order_relaxed);
+  }
   return s;
 }
 

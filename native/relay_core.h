@@ -21,6 +21,8 @@
 #include <vector>
 
 #include "sockopt_core.h"
+#include "tls_core.h"
+#include "tunnel_proto.h"
 
 namespace edgemesh {
 
@@ -48,16 +50,35 @@ struct ProxyConfig {
   uint32_t pipePoolMax = 512;  // idle pipes kept per worker
   uint32_t pipeIdleMs = 2000;  // a pooled pipe unused this long is closed
   EventFilter events = EventFilter::kAll;
+  // The tunnel listener (agents dial it over TLS to reach this node's endpoints); off when
+  // tunnelAddress is empty. Its connections count against maxConnections too.
+  std::string tunnelAddress;
+  uint16_t tunnelPort = 20006;
+  // TLS handshake plus the tunnel request/response, each way, before a connection is given up.
+  uint32_t handshakeTimeoutMs = 5000;
+  // Inbound tunnel connections not yet authenticated (beyond: reset at once, counted).
+  uint32_t maxPendingHandshakes = 1024;
+  uint32_t tlsBufferSize = 256u << 10;  // per direction of a connection with a TLS end
 };
+
+// How an endpoint is reached: dialled from this node (on it, or routed to), or through the
+// tunnel to the agent of the node it runs on.
+enum class EndpointPath : uint8_t { kDirect, kLocal, kTunnel };
+const char* EndpointPathName(EndpointPath p);
 
 struct RouteEndpoint {
   SockAddr addr;
   std::string text;  // "ip:port" / "[ip]:port"
+  EndpointPath path = EndpointPath::kDirect;
+  std::string node;  // the endpoint's node; for kTunnel the name its agent's certificate must carry
+  SockAddr tunnel;   // kTunnel: that agent's tunnel listener
 };
 
 // One (ClusterIP, port, TCP) entry.
 struct RouteEntry {
   std::string service;  // "namespace/name:portName" (or ":port" when unnamed), for events
+  std::string serviceName;  // "namespace/name", named in tunnel requests
+  uint16_t servicePort = 0;
   std::vector<RouteEndpoint> endpoints;
   bool clientIpAffinity = false;
   uint32_t affinityTimeoutSec = 10800;
@@ -76,8 +97,20 @@ class RouteTable {
   std::unordered_map<std::string, std::unique_ptr<RouteEntry>> map_;
 };
 
+// What this node's tunnel listener serves: per (Service, Service port), the endpoints on this
+// node. Anything else a peer asks for is refused.
+class LocalServeTable {
+ public:
+  void Add(const std::string& service, uint16_t servicePort, const SockAddr& endpoint);
+  TunnelStatus Check(const TunnelRequest& r) const;
+  size_t size() const { return map_.size(); }
+
+ private:
+  std::unordered_map<std::string, std::vector<std::string>> map_;  // "svc|port" -> RouteTable::Key
+};
+
 enum class EndReason : uint8_t { kEof, kReset, kIdleTimeout, kCancelled, kError, kConnectFailed, kRefused };
-enum class Refusal : uint8_t { kNone, kOverLimit, kNoOriginalDst, kLoop, kNoRoute, kNoEndpoints, kCount };
+enum class Refusal : uint8_t { kNone, kOverLimit, kNoOriginalDst, kLoop, kNoRoute, kNoEndpoints, kTunnelHandshake, kTunnelRequest, kCount };
 
 const char* EndReasonName(EndReason r);
 const char* RefusalName(Refusal r);
@@ -95,6 +128,13 @@ struct ConnEvent {
   std::string syscall;
   uint32_t failovers = 0;
   bool copied = false;  // some direction used the read/write path
+  // The path of the endpoint used last; "tunnel-in" for a connection our tunnel listener served.
+  std::string path;
+  std::string peer;  // the peer agent's node name (tunnel, tunnel-in)
+  TlsFail tlsFail = TlsFail::kNone;               // a failed handshake (last attempt)
+  TunnelStatus tunnelStatus = TunnelStatus::kOk;  // a refused tunnel request (last attempt)
+  bool resumed = false;                           // the TLS session was resumed
+  bool ktls = false;                              // the kernel encrypted the sending side
 };
 
 // A live connection, as listed for operators (and to find an id to cancel).
@@ -105,6 +145,25 @@ struct ConnInfo {
   uint64_t bytesUp = 0, bytesDown = 0;
   double ageMs = 0;
   int worker = 0;  // index of the worker thread relaying it
+  std::string path, peer;
+};
+
+// One peer agent, as last seen by this node (dialled: "out"; dialled us: "in").
+struct PeerInfo {
+  std::string node, direction, address;
+  std::string lastResult;  // "ok", a TlsFail name, "refused:<status>", or an errno name
+  double lastAtMs = 0;     // wall clock, ms since the epoch
+  uint64_t ok = 0, failed = 0, resumed = 0;
+};
+
+struct TunnelStats {
+  uint64_t dialed = 0, dialOk = 0, inAccepted = 0, inOk = 0, resumed = 0, ktls = 0;
+  uint64_t dialTlsFail[static_cast<int>(TlsFail::kCount)] = {0};
+  uint64_t inTlsFail[static_cast<int>(TlsFail::kCount)] = {0};
+  uint64_t dialRefused[static_cast<int>(TunnelStatus::kCount)] = {0};  // by the peer
+  uint64_t inRefused[static_cast<int>(TunnelStatus::kCount)] = {0};    // by us
+  uint64_t dialConnectFailed = 0, pendingLimit = 0, pending = 0;
+  uint64_t bytesOut = 0, bytesIn = 0;  // application bytes sent into / received from tunnels
 };
 
 struct ProxyStats {
@@ -117,6 +176,7 @@ struct ProxyStats {
   uint64_t handoffs = 0;  // accepted by one worker, relayed by a less loaded one
   uint64_t pipesCreated = 0, pipesReused = 0, spliceFallbacks = 0;
   uint32_t pipeSize = 0;  // granted by the kernel, 0 before the first pipe
+  TunnelStats tunnel;
 };
 
 class Worker;
@@ -132,6 +192,11 @@ class Proxy {
   Proxy& operator=(const Proxy&) = delete;
 
   void SetRoutes(std::shared_ptr<const RouteTable> table);
+  // Tunnel credentials (nullptr: none; tunnel endpoints then fail over) and what we serve.
+  void SetTunnelCreds(std::shared_ptr<TlsCreds> creds);
+  void SetLocalServe(std::shared_ptr<const LocalServeTable> table);
+  const KtlsSupport& Ktls() const { return ktls_; }
+  std::vector<PeerInfo> Peers();
   // Stops accepting and closes the listening socket; live connections keep running.
   void StopAccepting();
   // Ends one connection (reason "cancelled"); false when no worker knows the id.
@@ -142,6 +207,8 @@ class Proxy {
   void Shutdown();
   ProxyStats Stats() const;
   SockAddr LocalAddress() const { return local_; }
+  // The tunnel listener's bound address (family 0 when there is none).
+  SockAddr TunnelAddress() const { return tunnelLocal_; }
 
   // --- used by the workers ---
   struct Counters {
@@ -150,14 +217,23 @@ class Proxy {
     std::atomic<uint64_t> ended[7];
     std::atomic<uint64_t> acceptErrors{0}, acceptBackoffs{0}, pipesCreated{0}, pipesReused{0}, spliceFallbacks{0}, handoffs{0};
     std::atomic<uint32_t> pipeSize{0};
+    std::atomic<uint64_t> tDialed{0}, tDialOk{0}, tInAccepted{0}, tInOk{0}, tResumed{0}, tKtls{0}, tDialConnectFailed{0};
+    std::atomic<uint64_t> tPendingLimit{0}, tPending{0}, tBytesOut{0}, tBytesIn{0};
+    std::atomic<uint64_t> tDialTlsFail[static_cast<int>(TlsFail::kCount)];
+    std::atomic<uint64_t> tInTlsFail[static_cast<int>(TlsFail::kCount)];
+    std::atomic<uint64_t> tDialRefused[static_cast<int>(TunnelStatus::kCount)];
+    std::atomic<uint64_t> tInRefused[static_cast<int>(TunnelStatus::kCount)];
     Counters();
   };
   const ProxyConfig& config() const { return cfg_; }
   Counters& counters() { return counters_; }
   int listenFd() const { return listenFd_; }
+  int tunnelFd() const { return tunnelFd_; }
   uint64_t NextId() { return nextId_.fetch_add(1, std::memory_order_relaxed); }
   // The current table; `*version` caches what the caller holds.
   bool RefreshTable(uint64_t* version, std::shared_ptr<const RouteTable>* out);
+  void RefreshTunnel(uint64_t* version, std::shared_ptr<TlsCreds>* creds, std::shared_ptr<const LocalServeTable>* serve);
+  void RecordPeer(const std::string& node, const char* direction, const std::string& address, const std::string& result, bool ok, bool resumed);
   void Emit(std::vector<ConnEvent>&& events) { if (sink_) sink_(std::move(events)); }
   // The worker that should relay a connection `self` just accepted: `self`, unless another one
   // has at least two connections fewer (one epoll wakeup accepts a whole burst, as iperf3's
@@ -172,6 +248,15 @@ class Proxy {
   EventSink sink_;
   SockAddr local_;
   int listenFd_ = -1;
+  int tunnelFd_ = -1;
+  SockAddr tunnelLocal_;
+  KtlsSupport ktls_;
+  std::mutex tunnelMu_;
+  std::shared_ptr<TlsCreds> creds_;
+  std::shared_ptr<const LocalServeTable> serve_;
+  std::atomic<uint64_t> tunnelVersion_{1};
+  std::mutex peersMu_;
+  std::unordered_map<std::string, PeerInfo> peers_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::mutex tableMu_;
   std::shared_ptr<const RouteTable> table_;

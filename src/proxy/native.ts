@@ -21,17 +21,72 @@ export type NativeProxyConfig = Omit<TcpProxyOptions, 'address' | 'port'> & {
   pipePoolMax?: number;
 };
 
+export interface NativeRouteEndpoint {
+  ip: string;
+  port: number;
+  /** How it is reached (default direct). */
+  path?: 'local' | 'direct' | 'tunnel';
+  /** Its node; for path tunnel the node name its agent's certificate must carry. */
+  node?: string;
+  /** Path tunnel: that agent's tunnel listener. */
+  tunnel?: { address: string; port: number };
+}
+
 export interface NativeRoute {
   ip: string;
   port: number;
+  /** "namespace/name:portName", for events. */
   service: string;
-  endpoints: { ip: string; port: number }[];
+  /** "namespace/name", named in tunnel requests. */
+  serviceName?: string;
+  endpoints: NativeRouteEndpoint[];
   clientIPAffinity: boolean;
   affinityTimeoutSeconds: number;
 }
 
+/** What this node's tunnel listener may serve: its own endpoints of one Service port. */
+export interface NativeLocalServe {
+  service: string;
+  port: number;
+  endpoints: { ip: string; port: number }[];
+}
+
+export type NativeTlsFailure = 'no-certificate' | 'unknown-ca' | 'expired' | 'name-mismatch' | 'bad-certificate' | 'protocol' | 'timeout' | 'closed';
+export type NativeTunnelRefusal = 'bad-request' | 'no-service' | 'not-local' | 'endpoint-failed' | 'over-limit';
+
+export interface NativeTunnelStats {
+  dialed: number;
+  dialOk: number;
+  dialConnectFailed: number;
+  inAccepted: number;
+  inOk: number;
+  resumed: number;
+  ktls: number;
+  pending: number;
+  pendingLimit: number;
+  bytesOut: number;
+  bytesIn: number;
+  dialHandshakeFailures: Record<NativeTlsFailure, number>;
+  inHandshakeFailures: Record<NativeTlsFailure, number>;
+  dialRefused: Record<NativeTunnelRefusal, number>;
+  inRefused: Record<NativeTunnelRefusal, number>;
+}
+
+export interface NativePeer {
+  node: string;
+  direction: 'out' | 'in';
+  address: string;
+  /** "ok", a handshake failure, "refused:<reason>", or an errno name (connect). */
+  lastResult: string;
+  /** ms since the epoch */
+  lastAt: number;
+  ok: number;
+  failed: number;
+  resumed: number;
+}
+
 export type NativeEndReason = 'eof' | 'reset' | 'idle-timeout' | 'cancelled' | 'error' | 'connect-failed' | 'refused';
-export type NativeRefusal = 'over-limit' | 'no-original-dst' | 'loop' | 'no-route' | 'no-endpoints';
+export type NativeRefusal = 'over-limit' | 'no-original-dst' | 'loop' | 'no-route' | 'no-endpoints' | 'tunnel-handshake' | 'tunnel-request';
 
 /** The addon's final event per connection: exactly ConnectionEvent (documented in proxy.ts). */
 export type NativeConnEvent = ConnectionEvent;
@@ -52,6 +107,7 @@ export interface NativeProxyStats {
   pipesReused: number;
   spliceFallbacks: number;
   pipeSize: number;
+  tunnel: NativeTunnelStats;
 }
 
 export interface NativeConnInfo {
@@ -66,6 +122,8 @@ export interface NativeConnInfo {
   ageMs: number;
   /** Index of the worker thread relaying it. */
   worker: number;
+  path?: string;
+  peer?: string;
 }
 
 export interface NativeProxy {
@@ -78,6 +136,11 @@ export interface NativeProxy {
   address(): NativeSockEndpoint;
   ref(): void;
   unref(): void;
+  setTunnelCredentials(pem: { ca: string; cert: string; key: string } | null): { node: string; serial: string; notAfter: string } | undefined;
+  setLocalServe(list: NativeLocalServe[]): void;
+  peers(): NativePeer[];
+  tunnelAddress(): NativeSockEndpoint | null;
+  ktls(): { available: boolean; reason: string };
 }
 
 export interface NativeProxyBinding {

@@ -29,7 +29,20 @@ import { isIP } from 'node:net';
 import { ConfigError, fromNative } from '../errors.js';
 import { native } from '../native.js';
 import { DEFAULT_PROXY_ADDRESS, DEFAULT_PROXY_PORT } from './iface.js';
-import type { NativeConnEvent, NativeConnInfo, NativeEndReason, NativeProxy, NativeProxyStats, NativeRefusal, NativeRoute } from './native.js';
+import type {
+  NativeConnEvent,
+  NativeConnInfo,
+  NativeEndReason,
+  NativeLocalServe,
+  NativePeer,
+  NativeProxy,
+  NativeProxyStats,
+  NativeRefusal,
+  NativeRoute,
+  NativeTlsFailure,
+  NativeTunnelRefusal,
+  NativeTunnelStats,
+} from './native.js';
 import type { RoutingTable } from './routes.js';
 
 export interface TcpProxyOptions {
@@ -65,6 +78,16 @@ export interface TcpProxyOptions {
   pipeIdleMs?: number;
   /** listen(2) backlog (default 4096). */
   backlog?: number;
+  /**
+   * The tunnel listener (agents dial it over mutual TLS to reach this node's endpoints): address
+   * without brackets and port. Off when unset. Its connections count against maxConnections.
+   */
+  tunnelAddress?: string;
+  tunnelPort?: number;
+  /** TLS handshake plus the tunnel request and answer, before the attempt is given up (default 5000 ms). */
+  handshakeTimeoutMs?: number;
+  /** Inbound tunnel connections not yet authenticated; more are reset at once (default 1024). */
+  maxPendingHandshakes?: number;
 }
 
 export type EndReason = NativeEndReason;
@@ -97,6 +120,18 @@ export interface ConnectionEvent {
   syscall?: string;
   failovers: number;
   mode: 'splice' | 'copy';
+  /** How the endpoint used last was reached; "tunnel-in": a connection our tunnel listener served. */
+  path?: 'local' | 'direct' | 'tunnel' | 'tunnel-in';
+  /** The peer agent's node (path tunnel or tunnel-in). */
+  peer?: string;
+  /** The last attempt's TLS handshake failed. */
+  tlsFailure?: NativeTlsFailure;
+  /** The last attempt's tunnel request was refused (by the peer; by us for tunnel-in). */
+  tunnelRefusal?: NativeTunnelRefusal;
+  /** The TLS session was resumed (no certificate exchange). */
+  resumed?: boolean;
+  /** The kernel encrypted the sending side (kTLS). */
+  ktls?: boolean;
 }
 
 export interface ProxyStats {
@@ -109,7 +144,7 @@ export interface ProxyStats {
   bytesUp: number;
   bytesDown: number;
   failovers: number;
-  refused: { overLimit: number; noOriginalDst: number; loop: number; noRoute: number; noEndpoints: number };
+  refused: { overLimit: number; noOriginalDst: number; loop: number; noRoute: number; noEndpoints: number; tunnelHandshake: number; tunnelRequest: number };
   /** Connections ended, by reason. */
   ended: { eof: number; reset: number; idleTimeout: number; cancelled: number; error: number; connectFailed: number; refused: number };
   acceptErrors: number;
@@ -117,7 +152,14 @@ export interface ProxyStats {
   /** Connections accepted by one worker thread and handed to a less loaded one. */
   handoffs: number;
   pipes: { created: number; reused: number; size: number; spliceFallbacks: number };
+  tunnel: TunnelStats;
 }
+
+export type TunnelStats = NativeTunnelStats;
+export type TunnelPeer = NativePeer;
+export type TunnelLocalServe = NativeLocalServe;
+export type TlsFailure = NativeTlsFailure;
+export type TunnelRefusal = NativeTunnelRefusal;
 
 export interface ProxyAddress {
   address: string;
@@ -167,6 +209,8 @@ function toStats(s: NativeProxyStats): ProxyStats {
       loop: s.refused.loop,
       noRoute: s.refused['no-route'],
       noEndpoints: s.refused['no-endpoints'],
+      tunnelHandshake: s.refused['tunnel-handshake'],
+      tunnelRequest: s.refused['tunnel-request'],
     },
     ended: {
       eof: s.ended.eof,
@@ -181,6 +225,7 @@ function toStats(s: NativeProxyStats): ProxyStats {
     acceptBackoffs: s.acceptBackoffs,
     handoffs: s.handoffs,
     pipes: { created: s.pipesCreated, reused: s.pipesReused, size: s.pipeSize, spliceFallbacks: s.spliceFallbacks },
+    tunnel: s.tunnel,
   };
 }
 
@@ -190,7 +235,14 @@ export function toNativeRoutes(table: RoutingTable): NativeRoute[] {
     ip: r.ip,
     port: r.port,
     service: r.portName ? `${r.service}:${r.portName}` : r.service,
-    endpoints: r.endpoints.map((e) => ({ ip: e.ip, port: e.port })),
+    serviceName: r.service,
+    endpoints: r.endpoints.map((e: RoutingTable['routes'][number]['endpoints'][number] & { path?: 'local' | 'direct' | 'tunnel'; node?: string; tunnel?: { address: string; port: number } }) => ({
+      ip: e.ip,
+      port: e.port,
+      ...(e.path ? { path: e.path } : {}),
+      ...(e.node ? { node: e.node } : {}),
+      ...(e.tunnel ? { tunnel: { address: e.tunnel.address, port: e.tunnel.port } } : {}),
+    })),
     clientIPAffinity: r.affinity.clientIP,
     affinityTimeoutSeconds: r.affinity.timeoutSeconds,
   }));
@@ -204,6 +256,8 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> {
   private lastStats: ProxyStats | undefined;
   private refed = true;
   private pushed = '';
+  private serve: TunnelLocalServe[] = [];
+  private pushedServe = '';
 
   constructor(opts: TcpProxyOptions = {}) {
     super();
@@ -216,6 +270,10 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> {
     intOption('pipeSize', opts.pipeSize, 4096, 1 << 30);
     intOption('backlog', opts.backlog, 1, 1 << 20);
     intOption('pipeIdleMs', opts.pipeIdleMs, 0, 1 << 30);
+    intOption('tunnelPort', opts.tunnelPort, 0, 65535);
+    intOption('handshakeTimeoutMs', opts.handshakeTimeoutMs, 1, 3_600_000);
+    intOption('maxPendingHandshakes', opts.maxPendingHandshakes, 1, 1 << 30);
+    if (opts.tunnelAddress !== undefined && isIP(opts.tunnelAddress) === 0) throw new ConfigError(`tunnel address "${opts.tunnelAddress}" is not an IP address`, 'tunnelAddress');
     if (opts.address !== undefined && isIP(opts.address) === 0) throw new ConfigError(`proxy address "${opts.address}" is not an IP address`, 'address');
     if (opts.selection !== undefined && opts.selection !== 'round-robin' && opts.selection !== 'random') {
       throw new ConfigError(`selection must be round-robin or random, got ${String(opts.selection)}`, 'selection');
@@ -251,6 +309,9 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> {
           backlog: o.backlog ?? DEFAULTS.backlog,
           pipeIdleMs: o.pipeIdleMs ?? 2000,
           events: o.events ?? 'all',
+          ...(o.tunnelAddress !== undefined ? { tunnelAddress: o.tunnelAddress, tunnelPort: o.tunnelPort ?? 20006 } : {}),
+          handshakeTimeoutMs: o.handshakeTimeoutMs ?? 5000,
+          maxPendingHandshakes: o.maxPendingHandshakes ?? 1024,
         },
         (events) => this.onEvents(events),
       );
@@ -258,6 +319,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> {
       throw fromNative(e);
     }
     this.push();
+    this.pushServe();
     if (!this.refed) this.proxy.unref();
     return this.proxy.address();
   }
@@ -282,6 +344,49 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> {
 
   address(): ProxyAddress | undefined {
     return this.proxy?.address();
+  }
+
+  /** The tunnel listener's bound address (undefined: none, or not started). */
+  tunnelAddress(): ProxyAddress | undefined {
+    return this.proxy?.tunnelAddress() ?? undefined;
+  }
+
+  /**
+   * Installs tunnel credentials (PEM text): new connections use them at once, live ones keep
+   * theirs. Throws EdgeMeshError code ETLSCONFIG with a one-line reason when they do not form a
+   * usable set (no certificate, a key of another certificate, a certificate our CA did not sign).
+   */
+  setTunnelCredentials(pem: { ca: string; cert: string; key: string } | null): { node: string; serial: string; notAfter: string } | undefined {
+    if (!this.proxy) throw new Error('TcpProxy.setTunnelCredentials: not started');
+    try {
+      return this.proxy.setTunnelCredentials(pem) ?? undefined;
+    } catch (e) {
+      throw fromNative(e);
+    }
+  }
+
+  /** What this node's tunnel listener may serve (replaces the previous list; identical lists are not pushed). */
+  setLocalServe(list: TunnelLocalServe[]): void {
+    this.serve = list;
+    this.pushServe();
+  }
+
+  private pushServe(): void {
+    if (!this.proxy) return;
+    const key = JSON.stringify(this.serve);
+    if (key === this.pushedServe) return;
+    this.proxy.setLocalServe(this.serve);
+    this.pushedServe = key;
+  }
+
+  /** Peer agents as last seen (dialled: out; dialled us: in). */
+  peers(): TunnelPeer[] {
+    return this.proxy?.peers() ?? [];
+  }
+
+  /** Whether the kernel can take TLS records (kTLS), and why (not). */
+  ktls(): { available: boolean; reason: string } | undefined {
+    return this.proxy?.ktls();
   }
 
   /** Counters (after close: the last ones seen). */
@@ -356,7 +461,7 @@ function emptyNativeStats(): NativeProxyStats {
     bytesUp: 0,
     bytesDown: 0,
     failovers: 0,
-    refused: { 'over-limit': 0, 'no-original-dst': 0, loop: 0, 'no-route': 0, 'no-endpoints': 0 },
+    refused: { 'over-limit': 0, 'no-original-dst': 0, loop: 0, 'no-route': 0, 'no-endpoints': 0, 'tunnel-handshake': 0, 'tunnel-request': 0 },
     ended: { eof: 0, reset: 0, 'idle-timeout': 0, cancelled: 0, error: 0, 'connect-failed': 0, refused: 0 },
     acceptErrors: 0,
     acceptBackoffs: 0,
@@ -365,5 +470,29 @@ function emptyNativeStats(): NativeProxyStats {
     pipesReused: 0,
     spliceFallbacks: 0,
     pipeSize: 0,
+    tunnel: {
+      dialed: 0,
+      dialOk: 0,
+      dialConnectFailed: 0,
+      inAccepted: 0,
+      inOk: 0,
+      resumed: 0,
+      ktls: 0,
+      pending: 0,
+      pendingLimit: 0,
+      bytesOut: 0,
+      bytesIn: 0,
+      dialHandshakeFailures: zeros(TLS_FAILURES),
+      inHandshakeFailures: zeros(TLS_FAILURES),
+      dialRefused: zeros(TUNNEL_REFUSALS),
+      inRefused: zeros(TUNNEL_REFUSALS),
+    },
   };
+}
+
+export const TLS_FAILURES: readonly NativeTlsFailure[] = ['no-certificate', 'unknown-ca', 'expired', 'name-mismatch', 'bad-certificate', 'protocol', 'timeout', 'closed'];
+export const TUNNEL_REFUSALS: readonly NativeTunnelRefusal[] = ['bad-request', 'no-service', 'not-local', 'endpoint-failed', 'over-limit'];
+
+function zeros<K extends string>(keys: readonly K[]): Record<K, number> {
+  return Object.fromEntries(keys.map((k) => [k, 0])) as Record<K, number>;
 }

@@ -1,0 +1,116 @@
+#include "tunnel_proto.h"
+
+#include <arpa/inet.h>
+
+#include <cstring>
+
+namespace edgemesh {
+
+namespace {
+
+constexpr uint8_t kMagic[4] = {'E', 'M', 'T', '1'};
+constexpr uint8_t kTypeConnect = 1;
+
+// namespace/name: DNS labels and dots around exactly one slash.
+bool ValidService(const std::string& s) {
+  size_t slash = s.find('/');
+  if (slash == std::string::npos || slash == 0 || slash + 1 == s.size() || s.find('/', slash + 1) != std::string::npos) return false;
+  for (char ch : s) {
+    bool ok = (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-' || ch == '.' || ch == '/';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+const char* TunnelStatusName(TunnelStatus s) {
+  switch (s) {
+    case TunnelStatus::kOk: return "ok";
+    case TunnelStatus::kBadRequest: return "bad-request";
+    case TunnelStatus::kNoService: return "no-service";
+    case TunnelStatus::kNotLocal: return "not-local";
+    case TunnelStatus::kEndpointFailed: return "endpoint-failed";
+    case TunnelStatus::kOverLimit: return "over-limit";
+    case TunnelStatus::kCount: break;
+  }
+  return "bad-request";
+}
+
+bool EncodeRequest(const TunnelRequest& r, std::string* out) {
+  if (r.service.empty() || r.service.size() > 253) return false;
+  int fam = r.endpoint.family();
+  if (fam != AF_INET && fam != AF_INET6) return false;
+  out->clear();
+  out->append(reinterpret_cast<const char*>(kMagic), 4);
+  out->push_back(static_cast<char>(kTypeConnect));
+  out->push_back(static_cast<char>(r.service.size()));
+  out->append(r.service);
+  out->push_back(static_cast<char>(r.servicePort >> 8));
+  out->push_back(static_cast<char>(r.servicePort & 0xff));
+  out->push_back(static_cast<char>(fam == AF_INET ? 4 : 6));
+  out->append(r.endpoint.IpBytes());
+  uint16_t p = r.endpoint.port();
+  out->push_back(static_cast<char>(p >> 8));
+  out->push_back(static_cast<char>(p & 0xff));
+  return true;
+}
+
+size_t RequestSizeSoFar(const uint8_t* p, size_t n) {
+  if (n < 6) return 6;
+  size_t need = 6 + p[5] + 3;
+  if (n < need) return need;
+  uint8_t fam = p[need - 1];
+  return need + (fam == 6 ? 16 : 4) + 2;
+}
+
+int DecodeRequest(const uint8_t* p, size_t n, TunnelRequest* out) {
+  size_t need = 6;
+  if (n < need) return std::memcmp(p, kMagic, n < 4 ? n : 4) == 0 ? 0 : -1;
+  if (std::memcmp(p, kMagic, 4) != 0 || p[4] != kTypeConnect) return -1;
+  size_t len = p[5];
+  if (len == 0) return -1;
+  need += len + 3;
+  if (n < need) return 0;
+  uint8_t fam = p[6 + len + 2];
+  if (fam != 4 && fam != 6) return -1;
+  size_t ipLen = fam == 4 ? 4 : 16;
+  need += ipLen + 2;
+  if (n < need) return 0;
+  out->service.assign(reinterpret_cast<const char*>(p + 6), len);
+  if (!ValidService(out->service)) return -1;
+  out->servicePort = static_cast<uint16_t>(p[6 + len] << 8 | p[6 + len + 1]);
+  const uint8_t* ip = p + 6 + len + 3;
+  uint16_t port = static_cast<uint16_t>(ip[ipLen] << 8 | ip[ipLen + 1]);
+  if (out->servicePort == 0 || port == 0) return -1;
+  out->endpoint = SockAddr{};
+  if (fam == 4) {
+    auto* sa = reinterpret_cast<sockaddr_in*>(&out->endpoint.ss);
+    sa->sin_family = AF_INET;
+    std::memcpy(&sa->sin_addr, ip, 4);
+    sa->sin_port = htons(port);
+    out->endpoint.len = sizeof(sockaddr_in);
+  } else {
+    auto* sa = reinterpret_cast<sockaddr_in6*>(&out->endpoint.ss);
+    sa->sin6_family = AF_INET6;
+    std::memcpy(&sa->sin6_addr, ip, 16);
+    sa->sin6_port = htons(port);
+    out->endpoint.len = sizeof(sockaddr_in6);
+  }
+  return static_cast<int>(need);
+}
+
+void EncodeResponse(TunnelStatus s, uint8_t out[kResponseSize]) {
+  std::memcpy(out, kMagic, 4);
+  out[4] = static_cast<uint8_t>(s);
+}
+
+int DecodeResponse(const uint8_t* p, size_t n, TunnelStatus* out) {
+  if (std::memcmp(p, kMagic, n < 4 ? n : 4) != 0) return -1;
+  if (n < kResponseSize) return 0;
+  if (p[4] >= static_cast<uint8_t>(TunnelStatus::kCount)) return -1;
+  *out = static_cast<TunnelStatus>(p[4]);
+  return static_cast<int>(kResponseSize);
+}
+
+}  // namespace edgemesh
