@@ -441,7 +441,9 @@ class ProxyWrap : public Napi::ObjectWrap<ProxyWrap> {
       o.Set("lastResult", p.lastResult);
       o.Set("lastAt", p.lastAtMs);
       o.Set("ok", static_cast<double>(p.ok));
-      o.Set("failed", static_cast<double>(p.failed));
+      o.Set("handshakeFailed", static_cast<double>(p.handshakeFailed));
+      o.Set("refused", static_cast<double>(p.refused));
+      o.Set("connectFailed", static_cast<double>(p.connectFailed));
       o.Set("resumed", static_cast<double>(p.resumed));
       arr.Set(static_cast<uint32_t>(i), o);
     }
@@ -564,8 +566,30 @@ Napi::Value RaiseNofile(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// checkTunnelCredentials({ca, cert, key}): builds them once, without a proxy (start-up checks
+// that must fail before anything is changed). Returns {node, serial, notAfter}.
+Napi::Value CheckTunnelCredentials(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (edgemesh::TypeFail(env, info.Length() >= 1 && info[0].IsObject(), "checkTunnelCredentials(pem): pem must be {ca, cert, key}")) return env.Undefined();
+  Napi::Object o = info[0].As<Napi::Object>();
+  edgemesh::TlsPem pem;
+  if (!GetString(o, "ca", true, &pem.ca) || !GetString(o, "cert", true, &pem.cert) || !GetString(o, "key", true, &pem.key)) return env.Undefined();
+  try {
+    auto creds = edgemesh::TlsCreds::Build(pem, false);
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("node", creds->selfName());
+    out.Set("serial", creds->serial());
+    out.Set("notAfter", creds->notAfter());
+    return out;
+  } catch (const edgemesh::SysError& e) {
+    edgemesh::ToJsError(env, e).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+}
+
 void Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Proxy", ProxyWrap::Define(env));
+  exports.Set("checkTunnelCredentials", Napi::Function::New(env, CheckTunnelCredentials, "checkTunnelCredentials"));
   exports.Set("raiseNofileLimit", Napi::Function::New(env, RaiseNofile, "raiseNofileLimit"));
 }
 

@@ -759,7 +759,6 @@ class Worker {
       c->phase = Phase::kRequest;
       // The peer is authenticated: its slot no longer counts as pending.
       ReleasePending(c);
-      proxy_->RecordPeer(c->peer, "in", c->client.ToString(), "ok", true, c->resumed);
     }
     if (c->phase != Phase::kRequest) return;
     for (;;) {
@@ -800,6 +799,7 @@ class Worker {
     auto& k = proxy_->counters();
     k.tInRefused[static_cast<int>(st)].fetch_add(1, std::memory_order_relaxed);
     c->tunnelStatus = st;
+    proxy_->RecordPeer(c->peer, "in", c->client.ToString(), std::string("refused:") + TunnelStatusName(st), PeerResult::kRefused, c->resumed);
     uint8_t resp[kResponseSize];
     EncodeResponse(st, resp);
     SslWriteSome(c->cssl, reinterpret_cast<const char*>(resp), sizeof resp);
@@ -834,7 +834,7 @@ class Worker {
       // A failed handshake may have come from a stale session: the next one starts afresh.
       if (c->creds) c->creds->Forget(ep.node);
     }
-    proxy_->RecordPeer(ep.node, "out", ep.tunnel.ToString(), result, false, false);
+    proxy_->RecordPeer(ep.node, "out", ep.tunnel.ToString(), result, refused != TunnelStatus::kOk ? PeerResult::kRefused : PeerResult::kHandshakeFailed, false);
     c->tlsFail = why;
     c->tunnelStatus = refused;
     ConnectFailed(c, err, refused != TunnelStatus::kOk ? "tunnel" : "SSL_connect");
@@ -901,7 +901,7 @@ class Worker {
       // The peer agent's listener did not answer: as much a fact about the peer as a handshake.
       const RouteEndpoint& ep = Ep(c);
       proxy_->counters().tDialConnectFailed.fetch_add(1, std::memory_order_relaxed);
-      proxy_->RecordPeer(ep.node, "out", ep.tunnel.ToString(), ErrnoName(err), false, false);
+      proxy_->RecordPeer(ep.node, "out", ep.tunnel.ToString(), ErrnoName(err), PeerResult::kConnectFailed, false);
     }
     DropUpstream(c);
     if (c->kind == Kind::kTunnelIn) {
@@ -909,6 +909,7 @@ class Worker {
       auto& k = proxy_->counters();
       k.tInRefused[static_cast<int>(TunnelStatus::kEndpointFailed)].fetch_add(1, std::memory_order_relaxed);
       c->tunnelStatus = TunnelStatus::kEndpointFailed;
+      proxy_->RecordPeer(c->peer, "in", c->client.ToString(), "refused:endpoint-failed", PeerResult::kRefused, c->resumed);
       uint8_t resp[kResponseSize];
       EncodeResponse(TunnelStatus::kEndpointFailed, resp);
       SslWriteSome(c->cssl, reinterpret_cast<const char*>(resp), sizeof resp);
@@ -956,6 +957,7 @@ class Worker {
         return;
       }
       proxy_->counters().tInOk.fetch_add(1, std::memory_order_relaxed);
+      proxy_->RecordPeer(c->peer, "in", c->client.ToString(), "ok", PeerResult::kOk, c->resumed);
     }
     StartRelay(c);
   }
@@ -1038,7 +1040,7 @@ class Worker {
     }
     k.tDialOk.fetch_add(1, std::memory_order_relaxed);
     const RouteEndpoint& ep = Ep(c);
-    proxy_->RecordPeer(ep.node, "out", ep.tunnel.ToString(), "ok", true, c->resumed);
+    proxy_->RecordPeer(ep.node, "out", ep.tunnel.ToString(), "ok", PeerResult::kOk, c->resumed);
     c->uRd = true;  // the SSL may hold bytes that came with the response
     StartRelay(c);
   }
@@ -1682,7 +1684,7 @@ void Proxy::RefreshTunnel(uint64_t* version, std::shared_ptr<TlsCreds>* creds, s
   *version = tunnelVersion_.load(std::memory_order_relaxed);
 }
 
-void Proxy::RecordPeer(const std::string& node, const char* direction, const std::string& address, const std::string& result, bool ok, bool resumed) {
+void Proxy::RecordPeer(const std::string& node, const char* direction, const std::string& address, const std::string& result, PeerResult kind, bool resumed) {
   std::lock_guard<std::mutex> g(peersMu_);
   PeerInfo& p = peers_[std::string(direction) + '|' + node];
   // Bounded: inbound names come from certificates of our CA, outbound ones from Node objects.
@@ -1695,8 +1697,12 @@ void Proxy::RecordPeer(const std::string& node, const char* direction, const std
   p.address = address;
   p.lastResult = result;
   p.lastAtMs = WallMs();
-  if (ok) p.ok++;
-  else p.failed++;
+  switch (kind) {
+    case PeerResult::kOk: p.ok++; break;
+    case PeerResult::kHandshakeFailed: p.handshakeFailed++; break;
+    case PeerResult::kRefused: p.refused++; break;
+    case PeerResult::kConnectFailed: p.connectFailed++; break;
+  }
   if (resumed) p.resumed++;
 }
 

@@ -153,8 +153,9 @@ struct PeerInfo {
   std::string node, direction, address;
   std::string lastResult;  // "ok", a TlsFail name, "refused:<status>", or an errno name
   double lastAtMs = 0;     // wall clock, ms since the epoch
-  uint64_t ok = 0, failed = 0, resumed = 0;
+  uint64_t ok = 0, handshakeFailed = 0, refused = 0, connectFailed = 0, resumed = 0;
 };
+enum class PeerResult : uint8_t { kOk, kHandshakeFailed, kRefused, kConnectFailed };
 
 struct TunnelStats {
   uint64_t dialed = 0, dialOk = 0, inAccepted = 0, inOk = 0, resumed = 0, ktls = 0;
@@ -233,7 +234,7 @@ class Proxy {
   // The current table; `*version` caches what the caller holds.
   bool RefreshTable(uint64_t* version, std::shared_ptr<const RouteTable>* out);
   void RefreshTunnel(uint64_t* version, std::shared_ptr<TlsCreds>* creds, std::shared_ptr<const LocalServeTable>* serve);
-  void RecordPeer(const std::string& node, const char* direction, const std::string& address, const std::string& result, bool ok, bool resumed);
+  void RecordPeer(const std::string& node, const char* direction, const std::string& address, const std::string& result, PeerResult kind, bool resumed);
   void Emit(std::vector<ConnEvent>&& events) { if (sink_) sink_(std::move(events)); }
   // The worker that should relay a connection `self` just accepted: `self`, unless another one
   // has at least two connections fewer (one epoll wakeup accepts a whole burst, as iperf3's

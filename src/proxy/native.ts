@@ -81,7 +81,9 @@ export interface NativePeer {
   /** ms since the epoch */
   lastAt: number;
   ok: number;
-  failed: number;
+  handshakeFailed: number;
+  refused: number;
+  connectFailed: number;
   resumed: number;
 }
 
@@ -146,5 +148,6 @@ export interface NativeProxy {
 export interface NativeProxyBinding {
   originalDst(fd: number): NativeSockEndpoint;
   raiseNofileLimit(): { soft: number; hard: number };
+  checkTunnelCredentials(pem: { ca: string; cert: string; key: string }): { node: string; serial: string; notAfter: string };
   Proxy: new (config: NativeProxyConfig, onEvents: (events: NativeConnEvent[]) => void) => NativeProxy;
 }
