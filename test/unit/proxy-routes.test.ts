@@ -14,6 +14,7 @@ function svc(name: string, p: Partial<ServiceInfo> & { ports: ServicePortInfo[] 
     headless: false,
     sessionAffinity: 'None',
     affinityTimeoutSeconds: 10800,
+    internalTrafficPolicy: 'Cluster',
     ...p,
   };
 }
@@ -33,7 +34,7 @@ function state(services: ServiceInfo[], slices: EndpointSliceInfo[]): ClusterSta
     const k = `${x.namespace}/${x.serviceName}`;
     sl.set(k, [...(sl.get(k) ?? []), x]);
   }
-  return { services: s, slices: sl };
+  return { services: s, slices: sl, nodes: new Map() };
 }
 
 describe('computeRoutes', () => {
@@ -46,8 +47,8 @@ describe('computeRoutes', () => {
     expect(t.routes).toHaveLength(1);
     expect(t.routes[0]).toMatchObject({ ip: '10.10.0.10', port: 80, family: 4, service: 'default/web', portName: 'web', endpointSet: 'ready' });
     expect(t.routes[0]!.endpoints).toEqual([
-      { ip: '10.244.1.4', port: 8080 },
-      { ip: '10.244.1.5', port: 8080 },
+      { ip: '10.244.1.4', port: 8080, path: 'direct' },
+      { ip: '10.244.1.5', port: 8080, path: 'direct' },
     ]);
   });
 
@@ -61,14 +62,14 @@ describe('computeRoutes', () => {
       ],
     );
     expect(computeRoutes(st, all).routes[0]!.endpoints).toEqual([
-      { ip: '10.244.1.4', port: 8080 },
-      { ip: '10.244.1.5', port: 9090 },
+      { ip: '10.244.1.4', port: 8080, path: 'direct' },
+      { ip: '10.244.1.5', port: 9090, path: 'direct' },
     ]);
   });
 
   it('uses a numeric targetPort when the slice lists no ports, and only the first address of an endpoint', () => {
     const st = state([svc('num', { ports: [port(80, 8081)] })], [slice('num', { endpoints: [{ ...ep('10.244.1.7'), addresses: ['10.244.1.7', '10.244.1.8'] }] })]);
-    expect(computeRoutes(st, all).routes[0]!.endpoints).toEqual([{ ip: '10.244.1.7', port: 8081 }]);
+    expect(computeRoutes(st, all).routes[0]!.endpoints).toEqual([{ ip: '10.244.1.7', port: 8081, path: 'direct' }]);
     expect(resolveTargetPort(port(80, 'missing'), slice('x', { ports: [{ name: 'a', protocol: 'TCP', port: 1 }], endpoints: [] }))).toBeUndefined();
   });
 
@@ -97,7 +98,7 @@ describe('computeRoutes', () => {
       [svc('evil', { ports: [port(80)] })],
       [slice('evil', { endpoints: [ep('127.0.0.1'), ep('169.254.96.16'), ep('0.0.0.0'), ep('10.244.1.5')] })],
     );
-    expect(computeRoutes(st, all).routes[0]!.endpoints).toEqual([{ ip: '10.244.1.5', port: 80 }]);
+    expect(computeRoutes(st, all).routes[0]!.endpoints).toEqual([{ ip: '10.244.1.5', port: 80, path: 'direct' }]);
     const only = state([svc('evil', { ports: [port(80)] })], [slice('evil', { endpoints: [ep('127.0.0.53')] })]);
     expect(computeRoutes(only, all).routes[0]).toMatchObject({ endpoints: [], endpointSet: 'none' });
     for (const a of ['::1', '::', 'fe80::1', 'ff02::1', '::ffff:127.0.0.1', '224.0.0.1', '127.1.2.3']) expect(isSpecialEndpointAddress(a), a).toBe(true);
@@ -119,8 +120,8 @@ describe('computeRoutes', () => {
     );
     const t = computeRoutes(st, all);
     expect(t.routes.map((r) => [r.family, r.ip, r.endpoints])).toEqual([
-      [4, '10.10.0.10', [{ ip: '10.244.1.4', port: 8080 }]],
-      [6, 'fd00:10:96::10', [{ ip: 'fd00:244::4', port: 8080 }]],
+      [4, '10.10.0.10', [{ ip: '10.244.1.4', port: 8080, path: 'direct' }]],
+      [6, 'fd00:10:96::10', [{ ip: 'fd00:244::4', port: 8080, path: 'direct' }]],
     ]);
   });
 
@@ -156,7 +157,7 @@ describe('computeRoutes', () => {
       [svc('web', { ports: [port(80)] })],
       [fromEndpoints, slice('web', { name: 'a', endpoints: [ep('10.244.1.1')] }), slice('web', { name: 'b', endpoints: [ep('10.244.1.1')] })],
     );
-    expect(computeRoutes(st2, all).routes[0]!.endpoints).toEqual([{ ip: '10.244.1.1', port: 80 }]);
+    expect(computeRoutes(st2, all).routes[0]!.endpoints).toEqual([{ ip: '10.244.1.1', port: 80, path: 'direct' }]);
   });
 
   it('is deterministic: the same state in another insertion order gives an equal table', () => {

@@ -12,6 +12,7 @@ const svc = (name: string, ip = '10.10.0.9'): ServiceInfo => ({
   ports: [],
   sessionAffinity: 'None',
   affinityTimeoutSeconds: 10800,
+  internalTrafficPolicy: 'Cluster',
 });
 const slice = (name: string, service: string, ip: string, source: 'EndpointSlice' | 'Endpoints' = 'EndpointSlice'): EndpointSliceInfo => ({
   namespace: 'ns',
