@@ -2,7 +2,7 @@
 //
 // Sources, highest precedence first: command-line flags, environment variables (a few per-node
 // values), the YAML `--config` file (camelCase keys, one per flag), defaults. A list option
-// (--service-cidr, --proxy-addr, --ignore-label-selector) is taken whole from the highest layer
+// (--service-cidr, --proxy-addr, --ignore-label-selector, --direct-cidr) is taken whole from the highest layer
 // that sets it. The source group (--services-dir | --kubeconfig | --api-server) likewise: the
 // highest layer that names any source decides, and naming two in one layer is an error.
 //
@@ -10,6 +10,7 @@
 // e.g. `--service-cidr "10.10.0.0/33": prefix length must be 0-32`. The option table below is
 // the single truth for parsing, the config file keys, the environment and `--help`.
 import { readFileSync } from 'node:fs';
+import { hostname as osHostname } from 'node:os';
 import { parse as parseYaml } from 'yaml';
 import { flowDepth, MAX_YAML_FLOW_DEPTH } from './sources/manifests.js';
 import { BACKEND_NAMES } from './backends/types.js';
@@ -28,6 +29,7 @@ export type LogLevel = (typeof LOG_LEVELS)[number];
 export const DEFAULT_SERVICE_CIDR = '10.96.0.0/12'; // kube-apiserver's default --service-cluster-ip-range
 export const DEFAULT_PROXY_ADDR = '169.254.96.16:40001'; // EdgeMesh's tunnel/proxy link-local address
 export const DEFAULT_METRICS_ADDR = '127.0.0.1:10251';
+export const DEFAULT_TUNNEL_LISTEN = '0.0.0.0:20006';
 
 export type SourceConfig =
   | { kind: 'static'; dir: string }
@@ -64,6 +66,15 @@ export interface AgentConfig {
   proxyMode: 'splice' | 'copy';
   /** The --config file read, if any. */
   configFile: string | undefined;
+  /** This node's name as the API knows it (EndpointSlice nodeName, Node objects). */
+  nodeName: string;
+  /** Endpoint addresses this node dials directly, whichever node they run on (with the tunnel on). */
+  directCidrs: ParsedCidr[];
+  /**
+   * The tunnel between agents; undefined without credentials (every endpoint dialled directly).
+   * PEM file paths, not read here: the module that loads them fails the start with exit 2.
+   */
+  tunnel: { ca: string; cert: string; key: string; listen: HostPort | undefined } | undefined;
 }
 
 type Kind = 'string' | 'bool' | 'duration' | 'int' | 'enum';
@@ -79,6 +90,8 @@ export interface OptionDef {
   help: string;
   /** Shown in --help; the value used when nothing sets the option. */
   default?: string;
+  /** Shown in --help for a default computed when loading (the host name, a conditional default). */
+  defaultText?: string;
   env?: string;
   /** Lower bound in ms (duration) or units (int). */
   min?: number;
@@ -93,7 +106,7 @@ export const OPTIONS: readonly OptionDef[] = [
   { flag: 'backend', key: 'backend', kind: 'enum', values: BACKEND_CHOICES, default: 'auto', env: 'EDGEMESH_BACKEND', help: 'netfilter backend', commands: ['run', 'status', 'cleanup', 'demo'] },
   { flag: 'service-cidr', key: 'serviceCidr', kind: 'string', arg: 'CIDR', repeat: true, default: DEFAULT_SERVICE_CIDR, env: 'EDGEMESH_SERVICE_CIDR', help: 'service CIDR to proxy; repeat per family (IPv6 gets ip6tables rules)', commands: RUN },
   { flag: 'proxy-addr', key: 'proxyAddr', kind: 'string', arg: 'IP:PORT', repeat: true, default: DEFAULT_PROXY_ADDR, env: 'EDGEMESH_PROXY_ADDR', help: 'local proxy address the DNAT targets, one per family ([addr]:port for IPv6)', commands: RUN },
-  { flag: 'services-dir', key: 'servicesDir', kind: 'string', arg: 'DIR', help: 'source: a watched directory of Service/EndpointSlice/Endpoints manifests', commands: RUN },
+  { flag: 'services-dir', key: 'servicesDir', kind: 'string', arg: 'DIR', help: 'source: a watched directory of Service/EndpointSlice/Endpoints/Node manifests', commands: RUN },
   { flag: 'kubeconfig', key: 'kubeconfig', kind: 'string', arg: 'FILE', help: 'source: the Kubernetes API through this kubeconfig', commands: RUN },
   { flag: 'api-server', key: 'apiServer', kind: 'string', arg: 'URL', env: 'EDGEMESH_API_SERVER', help: 'source: the Kubernetes API at this URL, no auth (KubeEdge MetaServer)', commands: RUN },
   { flag: 'metrics-addr', key: 'metricsAddr', kind: 'string', arg: 'IP:PORT', default: DEFAULT_METRICS_ADDR, help: 'metrics and health listener (/metrics, /healthz, /readyz); port 0 picks a free one; "off" disables', commands: RUN },
@@ -112,11 +125,20 @@ export const OPTIONS: readonly OptionDef[] = [
   { flag: 'idle-timeout', key: 'idleTimeout', kind: 'duration', arg: 'DURATION', default: '30m', min: 0, help: 'proxy: close a connection idle this long (0: never)', commands: RUN },
   { flag: 'drain-grace', key: 'drainGrace', kind: 'duration', arg: 'DURATION', default: '10s', min: 0, help: 'on SIGTERM/SIGINT: how long live proxied connections may finish before they are closed', commands: RUN },
   { flag: 'proxy-mode', key: 'proxyMode', kind: 'enum', values: ['splice', 'copy'], default: 'splice', help: 'proxy: relay with splice(2) (zero copy) or read/write', commands: RUN },
+  { flag: 'node-name', key: 'nodeName', kind: 'string', arg: 'NAME', defaultText: 'the host name', env: 'NODE_NAME', help: "this node's name in the API (EndpointSlice nodeName): its endpoints are dialled locally", commands: RUN },
+  { flag: 'direct-cidr', key: 'directCidr', kind: 'string', arg: 'CIDR', repeat: true, help: 'endpoint addresses this node dials directly (not through the tunnel), whichever node they run on', commands: RUN },
+  { flag: 'tunnel-listen', key: 'tunnelListen', kind: 'string', arg: 'IP:PORT|none', defaultText: `${DEFAULT_TUNNEL_LISTEN} with the tunnel certificates, else none`, help: 'tunnel listener for peer agents ("none": this agent only dials)', commands: RUN },
+  { flag: 'tunnel-ca', key: 'tunnelCa', kind: 'string', arg: 'FILE', help: 'tunnel: PEM CA that signs every agent certificate (mutual TLS 1.3; with --tunnel-cert and --tunnel-key)', commands: RUN },
+  { flag: 'tunnel-cert', key: 'tunnelCert', kind: 'string', arg: 'FILE', help: "tunnel: this agent's PEM certificate", commands: RUN },
+  { flag: 'tunnel-key', key: 'tunnelKey', kind: 'string', arg: 'FILE', help: "tunnel: this agent's PEM private key", commands: RUN },
 ];
 
 const BY_FLAG = new Map(OPTIONS.map((o) => [o.flag, o]));
 const BY_KEY = new Map(OPTIONS.map((o) => [o.key, o]));
 const SOURCE_KEYS = ['servicesDir', 'kubeconfig', 'apiServer'] as const;
+const TUNNEL_FILE_KEYS = ['tunnelCa', 'tunnelCert', 'tunnelKey'] as const;
+/** A DNS-1123 subdomain, as Kubernetes validates Node names. */
+const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 
 // ---- durations ----
 
@@ -167,6 +189,8 @@ export interface LoadOptions {
   /** Default: process.env. */
   env?: Env;
   readFile?: (path: string) => string;
+  /** Default: os.hostname. The default --node-name. */
+  hostname?: () => string;
 }
 
 export type ParsedArgs = { command: 'help'; help: string } | { command: Command; config: AgentConfig };
@@ -451,6 +475,8 @@ export function loadConfig(options: LoadOptions = {}): AgentConfig {
     fail(nameRaw.origin, serviceProxyName, 'needs --service-proxy-filter-mode FilterIfLabelExists or FilterIfLabelDoesNotExists', 'service-proxy-name');
   }
 
+  const { nodeName, directCidrs, tunnel } = tunnelConfig(command, pick, def, options.hostname ?? osHostname);
+
   const dur = (k: string): number => asDuration(def(k), get(k));
   const configFile = configPath;
   return {
@@ -473,13 +499,76 @@ export function loadConfig(options: LoadOptions = {}): AgentConfig {
     drainGraceMs: dur('drainGrace'),
     proxyMode: asEnum<'splice' | 'copy'>(def('proxyMode'), get('proxyMode')),
     configFile,
+    nodeName,
+    directCidrs,
+    tunnel,
   };
+}
+
+/** --node-name, --direct-cidr and the tunnel options. */
+function tunnelConfig(
+  command: Command,
+  pick: (key: string) => RawValue | undefined,
+  def: (key: string) => OptionDef,
+  hostname: () => string,
+): Pick<AgentConfig, 'nodeName' | 'directCidrs' | 'tunnel'> {
+  // As kubelet names its Node when --hostname-override is not given: the host name, lower-cased.
+  const nameRaw = pick('nodeName') ?? { value: hostname().trim().toLowerCase(), origin: 'default of --node-name (the host name)' };
+  const nodeName = asString(def('nodeName'), nameRaw);
+  // Other commands cannot set it and do not use it: an odd host name must not break `status`.
+  if (command === 'run' && (nodeName.length > 253 || !DNS_SUBDOMAIN.test(nodeName))) {
+    const hint = pick('nodeName') ? '' : '; set --node-name or NODE_NAME';
+    fail(nameRaw.origin, nodeName, `not a DNS-1123 subdomain (lower-case letters, digits, "-" and "."; at most 253 characters)${hint}`, 'node-name');
+  }
+
+  const directCidrs: ParsedCidr[] = [];
+  const directRaw = pick('directCidr');
+  for (const { value, origin } of directRaw ? asList(def('directCidr'), directRaw) : []) {
+    let c: ParsedCidr;
+    try {
+      c = parseCidr(value);
+    } catch (e) {
+      return fail(origin, value, reason(e), 'direct-cidr');
+    }
+    const clash = directCidrs.find((o) => cidrsOverlap(o, c));
+    if (clash) fail(origin, value, clash.text === c.text ? 'given twice' : `overlaps ${clash.text}`, 'direct-cidr');
+    directCidrs.push(c);
+  }
+
+  const files = TUNNEL_FILE_KEYS.map((k) => {
+    const raw = pick(k);
+    if (!raw) return undefined;
+    const v = asString(def(k), raw);
+    if (v === '') fail(raw.origin, v, 'must not be empty', def(k).flag);
+    return { value: v, origin: raw.origin };
+  });
+  const given = files.filter((f) => f !== undefined);
+  if (given.length > 0 && given.length < files.length) {
+    const missing = TUNNEL_FILE_KEYS.filter((_, i) => files[i] === undefined).map((k) => `--${def(k).flag}`);
+    const first = given[0] as { value: string; origin: string };
+    fail(first.origin, first.value, `missing ${missing.join(' and ')} (the tunnel needs --tunnel-ca, --tunnel-cert and --tunnel-key)`, 'tunnel');
+  }
+  const listenRaw = pick('tunnelListen');
+  const listenText = listenRaw ? asString(def('tunnelListen'), listenRaw) : given.length > 0 ? DEFAULT_TUNNEL_LISTEN : 'none';
+  let listen: HostPort | undefined;
+  if (listenText !== 'none') {
+    const origin = listenRaw?.origin ?? 'default of --tunnel-listen';
+    if (given.length === 0) fail(origin, listenText, 'needs --tunnel-ca, --tunnel-cert and --tunnel-key', 'tunnel-listen');
+    try {
+      listen = parseHostPort(listenText);
+    } catch (e) {
+      return fail(origin, listenText, reason(e), 'tunnel-listen');
+    }
+  }
+  const [ca, cert, key] = files;
+  const tunnel = ca && cert && key ? { ca: ca.value, cert: cert.value, key: key.value, listen } : undefined;
+  return { nodeName, directCidrs, tunnel };
 }
 
 const reason = (e: unknown): string => (e instanceof NetParseError || e instanceof Error ? e.message : String(e));
 
 /** Parses `edgemesh-agent <command> [flags]` (argv without node and the script). env defaults to process.env. */
-export function parseArgs(argv: readonly string[], options: { env?: Env; readFile?: (path: string) => string } = {}): ParsedArgs {
+export function parseArgs(argv: readonly string[], options: { env?: Env; readFile?: (path: string) => string; hostname?: () => string } = {}): ParsedArgs {
   const { command, layer, helpFor } = parseArgv(argv);
   if (command === 'help') return { command: 'help', help: helpText(helpFor) };
   const values: Record<string, unknown> = {};
@@ -491,6 +580,7 @@ export function parseArgs(argv: readonly string[], options: { env?: Env; readFil
   const load: LoadOptions = { command, values, origins };
   if (options.env) load.env = options.env;
   if (options.readFile) load.readFile = options.readFile;
+  if (options.hostname) load.hostname = options.hostname;
   return { command, config: loadConfig(load) };
 }
 
@@ -512,7 +602,7 @@ export function helpText(command?: Command): string {
   const width = 36;
   opts.forEach((o, i) => {
     const extra: string[] = [];
-    if (o.default !== undefined) extra.push(`default ${o.default}`);
+    if (o.default !== undefined || o.defaultText !== undefined) extra.push(`default ${o.defaultText ?? o.default}`);
     if (o.env) extra.push(`env ${o.env}`);
     const text = `${o.help}${extra.length ? ` (${extra.join('; ')})` : ''}`;
     const l = left[i] as string;
@@ -551,6 +641,10 @@ export function describeConfig(c: AgentConfig): Record<string, unknown> {
     idleTimeout: formatDuration(c.idleTimeoutMs),
     drainGrace: formatDuration(c.drainGraceMs),
     proxyMode: c.proxyMode,
+    nodeName: c.nodeName,
+    directCidr: c.directCidrs.map((x) => x.text),
+    tunnelListen: c.tunnel?.listen ? formatHostPortText(c.tunnel.listen) : 'none',
+    ...(c.tunnel ? { tunnelCa: c.tunnel.ca, tunnelCert: c.tunnel.cert, tunnelKey: c.tunnel.key } : {}),
   };
 }
 

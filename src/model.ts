@@ -1,5 +1,6 @@
 // The normalized cluster model that sources produce and selection, desired state and the proxy
 // consume. Sources (static manifests, Kubernetes informers) convert API objects into these.
+import type { HostPort } from './net.js';
 
 export type ServiceKey = string; // "namespace/name"
 
@@ -26,6 +27,15 @@ export interface ServiceInfo {
   sessionAffinity: 'None' | 'ClientIP';
   /** sessionAffinityConfig.clientIP.timeoutSeconds (default 10800). */
   affinityTimeoutSeconds: number;
+  /** spec.internalTrafficPolicy (default Cluster). Local: only endpoints on this node, as kube-proxy. */
+  internalTrafficPolicy: 'Cluster' | 'Local';
+}
+
+/** A v1 Node, as far as the proxy cares: which agent reaches the pods on it. */
+export interface NodeInfo {
+  name: string;
+  /** Its agent's tunnel listener (annotation edgemesh.io/tunnel-address); absent: not reachable by tunnel. */
+  tunnelAddress?: HostPort;
 }
 
 export interface EndpointInfo {
@@ -63,4 +73,6 @@ export interface ClusterState {
   services: ReadonlyMap<ServiceKey, ServiceInfo>;
   /** Endpoint slices by service key. Endpoints-derived entries are used only where no EndpointSlice exists for the service. */
   slices: ReadonlyMap<ServiceKey, readonly EndpointSliceInfo[]>;
+  /** Nodes by name. */
+  nodes: ReadonlyMap<string, NodeInfo>;
 }

@@ -1,21 +1,24 @@
-// API objects (v1 Service, discovery.k8s.io/v1 EndpointSlice, v1 Endpoints) -> the normalized
+// API objects (v1 Service, discovery.k8s.io/v1 EndpointSlice, v1 Endpoints, v1 Node) -> the normalized
 // model. Applies the defaults the API server would have applied and rejects what would make a
 // wrong rule: every error is a ConfigError naming the object and the field.
 //
 // Inputs are typed as the client library's models but are checked at runtime: manifests from a
 // directory (and watch events, which the client does not deserialize) are plain JSON.
-import type { V1EndpointSlice, V1Endpoints, V1Service } from '@kubernetes/client-node';
+import type { V1EndpointSlice, V1Endpoints, V1Node, V1Service } from '@kubernetes/client-node';
 import { ConfigError } from '../errors.js';
-import type { EndpointInfo, EndpointPortInfo, EndpointSliceInfo, ServiceInfo, ServicePortInfo } from '../model.js';
-import { NetParseError, parseIp } from '../net.js';
+import type { EndpointInfo, EndpointPortInfo, EndpointSliceInfo, NodeInfo, ServiceInfo, ServicePortInfo } from '../model.js';
+import { NetParseError, parseHostPort, parseIp, type HostPort } from '../net.js';
 import type { Family } from '../rules.js';
 
 export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
+/** On a Node: "IP:PORT" (IPv6 "[addr]:port") of the tunnel listener of that node's agent. */
+export const TUNNEL_ADDRESS_ANNOTATION = 'edgemesh.io/tunnel-address';
 export const DEFAULT_AFFINITY_TIMEOUT_SECONDS = 10800;
 const MAX_AFFINITY_TIMEOUT_SECONDS = 86400;
 
 const PROTOCOLS = ['TCP', 'UDP', 'SCTP'] as const;
 const SERVICE_TYPES = ['ClusterIP', 'NodePort', 'LoadBalancer', 'ExternalName'] as const;
+const TRAFFIC_POLICIES = ['Cluster', 'Local'] as const;
 /** IANA_SVC_NAME, as Kubernetes validates named target ports. */
 const PORT_NAME = /^(?=.*[a-z])[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$/;
 
@@ -148,6 +151,10 @@ export function convertService(svc: V1Service): ServiceInfo {
     }
     affinityTimeoutSeconds = t as number;
   }
+  const internalTrafficPolicy = ctx.str(spec.internalTrafficPolicy, 'spec.internalTrafficPolicy') ?? 'Cluster';
+  if (!(TRAFFIC_POLICIES as readonly string[]).includes(internalTrafficPolicy)) {
+    ctx.fail('spec.internalTrafficPolicy', `"${internalTrafficPolicy}" is not one of ${TRAFFIC_POLICIES.join(', ')}`);
+  }
 
   return {
     namespace,
@@ -159,6 +166,7 @@ export function convertService(svc: V1Service): ServiceInfo {
     ports,
     sessionAffinity: affinity as 'None' | 'ClientIP',
     affinityTimeoutSeconds,
+    internalTrafficPolicy: internalTrafficPolicy as ServiceInfo['internalTrafficPolicy'],
   };
 }
 
@@ -245,4 +253,44 @@ export function convertEndpoints(ep: V1Endpoints): EndpointSliceInfo[] {
     }
   });
   return out;
+}
+
+/**
+ * A v1 Node: its name and the tunnel address its annotation gives. A bad annotation is not a bad
+ * object (the node's endpoints are still dialled directly where they can be): `warn` gets a
+ * one-line message naming the node and the value, and the node is kept without an address.
+ */
+export function convertNode(node: V1Node, warn: (message: string) => void): NodeInfo {
+  if (!isObject(node)) throw new ConfigError('Node: not an object', 'metadata');
+  const pre = new Ctx('Node');
+  const meta = pre.obj(node.metadata, 'metadata');
+  const name = pre.str(meta.name, 'metadata.name', { required: true }) as string;
+  if (name === '') pre.fail('metadata.name', 'required');
+  const ctx = new Ctx(`Node ${name}`);
+  const raw = ctx.obj(meta.annotations, 'metadata.annotations')[TUNNEL_ADDRESS_ANNOTATION];
+  const info: NodeInfo = { name };
+  if (raw === undefined || raw === null) return info;
+  const tunnelAddress = parseTunnelAddress(raw);
+  if (typeof tunnelAddress === 'string') {
+    warn(`Node ${name}: annotation ${TUNNEL_ADDRESS_ANNOTATION} ${JSON.stringify(raw)}: ${tunnelAddress}; the node has no tunnel address`);
+  } else info.tunnelAddress = tunnelAddress;
+  return info;
+}
+
+/** The annotation's address, or the reason it is unusable. */
+function parseTunnelAddress(raw: unknown): HostPort | string {
+  if (typeof raw !== 'string') return 'must be a string';
+  let hp: HostPort;
+  try {
+    hp = parseHostPort(raw.trim());
+  } catch (e) {
+    return e instanceof NetParseError ? e.message : String(e);
+  }
+  // Dialling these would reach this node itself, never the node's agent.
+  const ip = parseIp(hp.address);
+  const v4 = ip.family === 'ipv4' ? ip.value : ip.value >> 32n === 0xffffn ? ip.value & 0xffffffffn : undefined;
+  if (ip.value === 0n || (ip.family === 'ipv6' && ip.value === 1n) || (v4 !== undefined && (v4 === 0n || v4 >> 24n === 127n))) {
+    return 'an unspecified or loopback address is not a peer address';
+  }
+  return hp;
 }

@@ -1,5 +1,5 @@
-// The Kubernetes source: informers (list + watch) on v1 Services and discovery.k8s.io/v1
-// EndpointSlices, feeding a ClusterStore.
+// The Kubernetes source: informers (list + watch) on v1 Services, discovery.k8s.io/v1
+// EndpointSlices and v1 Nodes, feeding a ClusterStore.
 //
 // The client library's informer (ListWatch, what makeInformer returns) relists by itself only
 // on a 410 Gone; after any other watch or list error it emits 'error' and stops. So each
@@ -18,11 +18,12 @@ import {
   type KubernetesListObject,
   type KubernetesObject,
   type V1EndpointSlice,
+  type V1Node,
   type V1Service,
 } from '@kubernetes/client-node';
 import { ConfigError } from '../errors.js';
-import type { EndpointSliceInfo, ServiceInfo } from '../model.js';
-import { convertEndpointSlice, convertService } from './convert.js';
+import type { EndpointSliceInfo, NodeInfo, ServiceInfo } from '../model.js';
+import { convertEndpointSlice, convertNode, convertService } from './convert.js';
 import type { ClusterStore } from './store.js';
 
 export type KubeSourceConfig = { kind: 'in-cluster' } | { kind: 'kubeconfig'; file: string } | { kind: 'api-server'; url: string };
@@ -57,17 +58,26 @@ export interface BackoffOptions {
   resetAfterMs?: number;
 }
 
+export type KubeResource = 'services' | 'endpointslices' | 'nodes';
+
 export interface KubeSourceOptions {
   kubeConfig: KubeConfig;
   store: ClusterStore;
   backoff?: BackoffOptions;
+  /** Also list and watch v1 Nodes (their tunnel addresses). Default true. */
+  watchNodes?: boolean;
   /** A watch/list failure (before the restart) or an object that failed conversion (skipped; its last good state is kept). */
-  onError?: (resource: 'services' | 'endpointslices', message: string) => void;
+  onError?: (resource: KubeResource, message: string) => void;
+  /**
+   * An object kept with a problem: a Node whose tunnel address annotation does not parse (kept
+   * without an address). Once per node and distinct message, not on every heartbeat. Default: onError.
+   */
+  onWarning?: (resource: KubeResource, message: string) => void;
   onDebug?: (message: string) => void;
 }
 
 interface ResourceSpec<T extends KubernetesObject, I> {
-  resource: 'services' | 'endpointslices';
+  resource: KubeResource;
   path: string;
   list: () => Promise<KubernetesListObject<T>>;
   convert: (obj: T) => I;
@@ -182,6 +192,7 @@ function describe(err: unknown): string {
 export class KubeSource {
   private readonly services: Supervisor<V1Service, ServiceInfo>;
   private readonly slices: Supervisor<V1EndpointSlice, EndpointSliceInfo>;
+  private readonly nodes: Supervisor<V1Node, NodeInfo> | undefined;
 
   constructor(options: KubeSourceOptions) {
     const { kubeConfig: kc, store } = options;
@@ -227,21 +238,55 @@ export class KubeSource {
       (m) => onError('endpointslices', m),
       onDebug,
     );
+    if (options.watchNodes === false) return;
+    const onWarning = options.onWarning ?? onError;
+    // Node objects are rewritten on every status update; the warning about one bad annotation
+    // is repeated only when it changes.
+    const warned = new Map<string, string>();
+    const convert = (o: V1Node): NodeInfo => {
+      let warning: string | undefined;
+      const info = convertNode(o, (m) => (warning = m));
+      if (warning === undefined) warned.delete(info.name);
+      else if (warned.get(info.name) !== warning) {
+        warned.set(info.name, warning);
+        onWarning('nodes', warning);
+      }
+      return info;
+    };
+    this.nodes = new Supervisor<V1Node, NodeInfo>(
+      {
+        resource: 'nodes',
+        path: '/api/v1/nodes',
+        list: () => core.listNode(),
+        convert,
+        replace: (items) => store.replaceNodes(items),
+        upsert: (item) => store.upsertNode(item),
+        remove: (o) => {
+          warned.delete(o.metadata?.name ?? '');
+          store.deleteNode(o.metadata?.name ?? '');
+        },
+      },
+      kc,
+      backoff,
+      (m) => onError('nodes', m),
+      onDebug,
+    );
   }
 
-  /** Starts both informers; returns at once. Use store.whenSynced() to wait for both lists. */
+  /** Starts the informers; returns at once. Use store.whenSynced() to wait for the lists. */
   start(): void {
     this.services.start();
     this.slices.start();
+    this.nodes?.start();
   }
 
-  /** Informer (re)starts so far, per resource. */
-  get starts(): { services: number; endpointslices: number } {
-    return { services: this.services.starts, endpointslices: this.slices.starts };
+  /** Informer (re)starts so far, per resource (nodes: 0 when not watched). */
+  get starts(): { services: number; endpointslices: number; nodes: number } {
+    return { services: this.services.starts, endpointslices: this.slices.starts, nodes: this.nodes?.starts ?? 0 };
   }
 
   async stop(): Promise<void> {
-    await Promise.all([this.services.stop(), this.slices.stop()]);
+    await Promise.all([this.services.stop(), this.slices.stop(), this.nodes?.stop()]);
   }
 }
 

@@ -1,16 +1,19 @@
 // Parsing a manifest file (multi-document YAML, `kind: List`, JSON) into converted objects.
 // Pure: text in, objects or a one-line reason out.
-import type { V1EndpointSlice, V1Endpoints, V1Service } from '@kubernetes/client-node';
+import type { V1EndpointSlice, V1Endpoints, V1Node, V1Service } from '@kubernetes/client-node';
 import { parseAllDocuments } from 'yaml';
 import { ConfigError } from '../errors.js';
-import type { EndpointSliceInfo, ServiceInfo } from '../model.js';
-import { convertEndpointSlice, convertEndpoints, convertService } from './convert.js';
+import type { EndpointSliceInfo, NodeInfo, ServiceInfo } from '../model.js';
+import { convertEndpointSlice, convertEndpoints, convertNode, convertService } from './convert.js';
 
 export interface ManifestObjects {
   services: ServiceInfo[];
   endpointSlices: EndpointSliceInfo[];
   /** Converted v1 Endpoints, grouped per object. */
   endpoints: { namespace: string; name: string; slices: EndpointSliceInfo[] }[];
+  nodes: NodeInfo[];
+  /** Problems that do not make the file bad (a Node's unusable tunnel address), one line each. */
+  warnings: string[];
   /** Objects of other kinds, skipped ("apps/v1 Deployment default/web"). */
   skipped: string[];
 }
@@ -82,7 +85,7 @@ export function parseManifests(text: string, name: string): ManifestObjects {
       }
     }
   }
-  const out: ManifestObjects = { services: [], endpointSlices: [], endpoints: [], skipped: [] };
+  const out: ManifestObjects = { services: [], endpointSlices: [], endpoints: [], nodes: [], warnings: [], skipped: [] };
   const visit = (obj: unknown, where: string): void => {
     if (obj === null || obj === undefined) return; // an empty document
     if (typeof obj !== 'object' || Array.isArray(obj)) throw new ConfigError(`${where}: not an object`);
@@ -102,7 +105,8 @@ export function parseManifests(text: string, name: string): ManifestObjects {
       const slices = convertEndpoints(o as unknown as V1Endpoints);
       const meta = (o.metadata ?? {}) as { name?: string; namespace?: string };
       out.endpoints.push({ namespace: meta.namespace || 'default', name: String(meta.name), slices });
-    } else {
+    } else if (apiVersion === 'v1' && kind === 'Node') out.nodes.push(convertNode(o as unknown as V1Node, (w) => out.warnings.push(w)));
+    else {
       const meta = (o.metadata ?? {}) as { name?: unknown; namespace?: unknown };
       out.skipped.push(`${apiVersion} ${kind} ${typeof meta.namespace === 'string' ? `${meta.namespace}/` : ''}${String(meta.name ?? '')}`);
     }

@@ -16,7 +16,7 @@ import { watch as fsWatch, type FSWatcher } from 'node:fs';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ConfigError } from '../errors.js';
-import type { EndpointSliceInfo, ServiceInfo } from '../model.js';
+import type { EndpointSliceInfo, NodeInfo, ServiceInfo } from '../model.js';
 import { serviceKey } from '../model.js';
 import { parseManifests, type ManifestObjects } from './manifests.js';
 import type { ClusterStore } from './store.js';
@@ -35,6 +35,12 @@ export interface StaticSourceOptions {
   rescanIntervalMs?: number;
   /** A file (or the directory) could not be used; reported once per distinct problem. */
   onFileError?: (path: string, message: string) => void;
+  /**
+   * A file loads but holds a problem worth a warning (a Node whose tunnel address annotation does
+   * not parse: the node is kept without one). Reported when the file is (re)loaded. Default:
+   * onFileError.
+   */
+  onWarning?: (path: string, message: string) => void;
   /** Notes worth a debug log: skipped kinds, reloads. */
   onDebug?: (message: string) => void;
   /**
@@ -51,6 +57,7 @@ export interface ScanResult {
   services: number;
   endpointSlices: number;
   endpoints: number;
+  nodes: number;
 }
 
 const MANIFEST = /\.(ya?ml|json)$/;
@@ -64,7 +71,8 @@ interface FileState {
 }
 
 export class StaticSource {
-  private readonly opts: Required<Omit<StaticSourceOptions, 'onFileError' | 'onDebug' | 'strictStart'>> & Pick<StaticSourceOptions, 'onFileError' | 'onDebug' | 'strictStart'>;
+  private readonly opts: Required<Omit<StaticSourceOptions, 'onFileError' | 'onWarning' | 'onDebug' | 'strictStart'>> &
+    Pick<StaticSourceOptions, 'onFileError' | 'onWarning' | 'onDebug' | 'strictStart'>;
   private readonly files = new Map<string, FileState>();
   private watcher: FSWatcher | undefined;
   private debounce: NodeJS.Timeout | undefined;
@@ -219,7 +227,8 @@ export class StaticSource {
     }
     try {
       const objs = parseManifests(text, path);
-      for (const s of objs.skipped) this.opts.onDebug?.(`${path}: ignoring ${s} (not a Service, EndpointSlice or Endpoints)`);
+      for (const s of objs.skipped) this.opts.onDebug?.(`${path}: ignoring ${s} (not a Service, EndpointSlice, Endpoints or Node)`);
+      for (const w of objs.warnings) (this.opts.onWarning ?? this.opts.onFileError)?.(path, w);
       this.files.set(path, { signature, good: objs });
       if (prev?.error) this.opts.onDebug?.(`${path}: loads again`);
     } catch (e) {
@@ -242,6 +251,7 @@ export class StaticSource {
     const services = new Map<string, { info: ServiceInfo; path: string }>();
     const slices = new Map<string, { info: EndpointSliceInfo; path: string }>();
     const endpoints = new Map<string, { infos: EndpointSliceInfo[]; path: string }>();
+    const nodes = new Map<string, { info: NodeInfo; path: string }>();
     const dups = new Map<string, string>();
     const dup = (path: string, what: string, other: string): void => {
       const msg = `${what} is also defined in ${other}; this definition is ignored`;
@@ -268,6 +278,11 @@ export class StaticSource {
         if (seen && seen.path !== path) dup(path, `Endpoints ${k}`, seen.path);
         else endpoints.set(k, { infos: e.slices, path });
       }
+      for (const n of g.nodes) {
+        const seen = nodes.get(n.name);
+        if (seen && seen.path !== path) dup(path, `Node ${n.name}`, seen.path);
+        else nodes.set(n.name, { info: n, path });
+      }
     }
     for (const [k, msg] of dups) if (this.duplicateErrors.get(k) !== msg) this.report(k.split('\n')[0] as string, msg);
     this.duplicateErrors.clear();
@@ -276,16 +291,18 @@ export class StaticSource {
       services: [...services.values()].map((v) => v.info),
       endpointSlices: [...slices.values()].map((v) => v.info),
       endpoints: [...endpoints.values()].flatMap((v) => v.infos),
+      nodes: [...nodes.values()].map((v) => v.info),
     });
   }
 
   private summary(): ScanResult {
-    const r: ScanResult = { files: this.files.size, badFiles: [], services: 0, endpointSlices: 0, endpoints: 0 };
+    const r: ScanResult = { files: this.files.size, badFiles: [], services: 0, endpointSlices: 0, endpoints: 0, nodes: 0 };
     for (const [path, st] of this.files) {
       if (st.error) r.badFiles.push(path);
       r.services += st.good?.services.length ?? 0;
       r.endpointSlices += st.good?.endpointSlices.length ?? 0;
       r.endpoints += st.good?.endpoints.length ?? 0;
+      r.nodes += st.good?.nodes.length ?? 0;
     }
     r.badFiles.sort();
     return r;

@@ -1,12 +1,14 @@
-// The cluster store: the services and endpoint slices a source has seen, as immutable snapshots.
+// The cluster store: the services, endpoint slices and nodes a source has seen, as immutable
+// snapshots.
 //
 // - Values are replaced, never mutated, so a snapshot stays consistent after later changes.
 // - A change notifies listeners synchronously and cheaply (no snapshot is built until asked);
 //   the reconciler rate-limits. A write that changes nothing notifies nobody.
 // - `synced` becomes true after the first complete list of BOTH services and endpoint slices
-//   (replaceServices / replaceEndpointSlices or replaceAll with both), and stays true.
+//   (replaceServices / replaceEndpointSlices or replaceAll with both), and stays true. A store
+//   made with `requireNodes` (the tunnel needs nodes to route) also waits for a list of nodes.
 // - v1 Endpoints are used for a service only where no EndpointSlice exists for it.
-import type { ClusterState, EndpointSliceInfo, ServiceInfo, ServiceKey } from '../model.js';
+import type { ClusterState, EndpointSliceInfo, NodeInfo, ServiceInfo, ServiceKey } from '../model.js';
 import { serviceKey } from '../model.js';
 
 export type ChangeListener = () => void;
@@ -17,6 +19,12 @@ export interface ReplaceAllInput {
   endpointSlices?: readonly EndpointSliceInfo[];
   /** source === 'Endpoints' (from convertEndpoints) */
   endpoints?: readonly EndpointSliceInfo[];
+  nodes?: readonly NodeInfo[];
+}
+
+export interface ClusterStoreOptions {
+  /** `synced` also waits for the first complete list of nodes. Default false. */
+  requireNodes?: boolean;
 }
 
 const sameValue = (a: unknown, b: unknown): boolean => a === b || JSON.stringify(a) === JSON.stringify(b);
@@ -27,16 +35,27 @@ export class ClusterStore {
   private readonly slices = new Map<string, EndpointSliceInfo>();
   /** v1 Endpoints (converted) by "namespace/name". */
   private readonly endpoints = new Map<ServiceKey, readonly EndpointSliceInfo[]>();
+  private readonly nodes = new Map<string, NodeInfo>();
   private readonly listeners = new Set<ChangeListener>();
   private cached: ClusterState | undefined;
-  private listed = { services: false, endpointSlices: false };
+  private listed = { services: false, endpointSlices: false, nodes: false };
   private syncedResolve!: () => void;
   private readonly syncedPromise = new Promise<void>((resolve) => (this.syncedResolve = resolve));
   private gen = 0;
+  private readonly requireNodes: boolean;
 
-  /** True after the first complete list of both services and endpoint slices. */
+  constructor(options: ClusterStoreOptions = {}) {
+    this.requireNodes = options.requireNodes ?? false;
+  }
+
+  /** True after the first complete list of both services and endpoint slices (and nodes, with requireNodes). */
   get synced(): boolean {
-    return this.listed.services && this.listed.endpointSlices;
+    return this.listed.services && this.listed.endpointSlices && (this.listed.nodes || !this.requireNodes);
+  }
+
+  /** True after the first complete list of nodes. */
+  get nodesListed(): boolean {
+    return this.listed.nodes;
   }
 
   /** Resolves once `synced` is true. */
@@ -91,6 +110,20 @@ export class ClusterStore {
     if (this.endpoints.delete(serviceKey(namespace, name))) this.changed();
   }
 
+  upsertNode(node: NodeInfo): void {
+    if (sameValue(this.nodes.get(node.name), node)) return;
+    this.nodes.set(node.name, node);
+    this.changed();
+  }
+
+  deleteNode(name: string): void {
+    if (this.nodes.delete(name)) this.changed();
+  }
+
+  replaceNodes(nodes: readonly NodeInfo[]): void {
+    this.replaceAll({ nodes });
+  }
+
   replaceServices(services: readonly ServiceInfo[]): void {
     this.replaceAll({ services });
   }
@@ -101,7 +134,7 @@ export class ClusterStore {
 
   /**
    * A relist: each kind given is replaced entirely (one change notification at most). Giving
-   * `services` / `endpointSlices` counts as the complete list of that kind for `synced`.
+   * `services` / `endpointSlices` / `nodes` counts as the complete list of that kind for `synced`.
    */
   replaceAll(input: ReplaceAllInput): void {
     let changed = false;
@@ -129,9 +162,15 @@ export class ClusterStore {
       }
       changed = replaceMap(this.endpoints, next) || changed;
     }
+    if (input.nodes) {
+      const next = new Map<string, NodeInfo>();
+      for (const n of input.nodes) next.set(n.name, n);
+      changed = replaceMap(this.nodes, next) || changed;
+    }
     const wasSynced = this.synced;
     if (input.services) this.listed.services = true;
     if (input.endpointSlices) this.listed.endpointSlices = true;
+    if (input.nodes) this.listed.nodes = true;
     if (changed) this.changed();
     else if (!wasSynced && this.synced) this.notify(); // becoming synced is news even with nothing in it
     if (!wasSynced && this.synced) this.syncedResolve();
@@ -148,7 +187,7 @@ export class ClusterStore {
       bySvc.set(key, l);
     }
     for (const [key, list] of this.endpoints) if (!bySvc.has(key) && list.length > 0) bySvc.set(key, [...list]);
-    this.cached = { services: new Map(this.services), slices: bySvc };
+    this.cached = { services: new Map(this.services), slices: bySvc, nodes: new Map(this.nodes) };
     return this.cached;
   }
 

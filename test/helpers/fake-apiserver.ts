@@ -1,4 +1,4 @@
-// A small in-process API server for Services and EndpointSlices that behaves as kube-apiserver
+// A small in-process API server for Services, EndpointSlices and Nodes that behaves as kube-apiserver
 // does for list and watch: one resourceVersion counter, list with metadata.resourceVersion,
 // watch from a resourceVersion streaming JSON lines (ADDED/MODIFIED/DELETED/BOOKMARK), 410 Gone
 // for a compacted resourceVersion (HTTP 410, or an ERROR event on an open watch), and knobs to
@@ -6,18 +6,21 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
-export type Resource = 'services' | 'endpointslices';
+export type Resource = 'services' | 'endpointslices' | 'nodes';
 export const RESOURCE_PATHS: Record<Resource, string> = {
   services: '/api/v1/services',
   endpointslices: '/apis/discovery.k8s.io/v1/endpointslices',
+  nodes: '/api/v1/nodes',
 };
 const LIST_KIND: Record<Resource, { apiVersion: string; kind: string }> = {
   services: { apiVersion: 'v1', kind: 'ServiceList' },
   endpointslices: { apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSliceList' },
+  nodes: { apiVersion: 'v1', kind: 'NodeList' },
 };
 const OBJ_KIND: Record<Resource, { apiVersion: string; kind: string }> = {
   services: { apiVersion: 'v1', kind: 'Service' },
   endpointslices: { apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice' },
+  nodes: { apiVersion: 'v1', kind: 'Node' },
 };
 
 type Obj = { metadata: { name: string; namespace?: string; resourceVersion?: string; [k: string]: unknown }; [k: string]: unknown };
@@ -42,15 +45,15 @@ export class FakeApiServer {
   private server: Server;
   private rv = 100;
   private compactedRv = 0;
-  private readonly objects: Record<Resource, Map<string, Obj>> = { services: new Map(), endpointslices: new Map() };
-  private readonly events: Record<Resource, Event[]> = { services: [], endpointslices: [] };
+  private readonly objects: Record<Resource, Map<string, Obj>> = { services: new Map(), endpointslices: new Map(), nodes: new Map() };
+  private readonly events: Record<Resource, Event[]> = { services: [], endpointslices: [], nodes: [] };
   private readonly watchers = new Set<Watcher>();
   readonly requests: RequestLog[] = [];
   /** Lists of these resources wait until released. */
   private readonly held = new Map<Resource, (() => void)[]>();
   private readonly holding = new Set<Resource>();
   /** Next N lists of a resource answer 500. */
-  readonly failLists: Record<Resource, number> = { services: 0, endpointslices: 0 };
+  readonly failLists: Record<Resource, number> = { services: 0, endpointslices: 0, nodes: 0 };
   url = '';
 
   constructor() {
@@ -84,6 +87,7 @@ export class FakeApiServer {
     if (!opts.silent) this.emit(resource, { rv: this.rv, type, object: copy });
   }
 
+  /** `namespace` "" for a cluster-scoped object (a Node). */
   delete(resource: Resource, namespace: string, name: string, opts: { silent?: boolean } = {}): void {
     const k = `${namespace}/${name}`;
     const old = this.objects[resource].get(k);

@@ -24,7 +24,7 @@ const GiB = 1 << 30;
 const MiB = 1 << 20;
 
 function service(ns: string, name: string, clusterIPs: string[], ports: ServiceInfo['ports'], labels: Record<string, string> = {}): ServiceInfo {
-  return { namespace: ns, name, labels, type: 'ClusterIP', clusterIPs, headless: false, ports, sessionAffinity: 'None', affinityTimeoutSeconds: 10800 };
+  return { namespace: ns, name, labels, type: 'ClusterIP', clusterIPs, headless: false, ports, sessionAffinity: 'None', affinityTimeoutSeconds: 10800, internalTrafficPolicy: 'Cluster' };
 }
 
 function slice(ns: string, svc: string, family: 'IPv4' | 'IPv6', ips: string[], ports: EndpointSliceInfo['ports']): EndpointSliceInfo {
@@ -84,7 +84,7 @@ function clusterState(): ClusterState {
   ];
   const byKey = new Map<string, EndpointSliceInfo[]>();
   for (const s of slices) byKey.set(`${s.namespace}/${s.serviceName}`, [...(byKey.get(`${s.namespace}/${s.serviceName}`) ?? []), s]);
-  return { services: new Map(services.map((s) => [`${s.namespace}/${s.name}`, s])), slices: byKey };
+  return { services: new Map(services.map((s) => [`${s.namespace}/${s.name}`, s])), slices: byKey, nodes: new Map() };
 }
 
 const isProxied = (s: ServiceInfo) => !(s.namespace === 'kube-system' && s.labels['k8s-app'] === 'kube-dns') && s.labels.noproxy !== 'edgemesh';

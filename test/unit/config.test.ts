@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_METRICS_ADDR, helpText, loadConfig, OPTIONS, parseArgs, parseDuration, type AgentConfig } from '../../src/config.js';
+import { DEFAULT_METRICS_ADDR, DEFAULT_TUNNEL_LISTEN, describeConfig, helpText, loadConfig, OPTIONS, parseArgs, parseDuration, type AgentConfig } from '../../src/config.js';
 import { ConfigError } from '../../src/errors.js';
 
 const files: Record<string, string> = {};
@@ -8,14 +8,15 @@ const readFile = (p: string): string => {
   if (t === undefined) throw Object.assign(new Error(`ENOENT: ${p}`), { code: 'ENOENT' });
   return t;
 };
-const run = (argv: string[], env: Record<string, string> = {}): AgentConfig => {
-  const r = parseArgs(['run', ...argv], { env, readFile });
+const HOST = () => 'Edge-Node-1.Example';
+const run = (argv: string[], env: Record<string, string> = {}, hostname = HOST): AgentConfig => {
+  const r = parseArgs(['run', ...argv], { env, readFile, hostname });
   if (r.command === 'help') throw new Error('unexpected help');
   return r.config;
 };
-const error = (argv: string[], env: Record<string, string> = {}): string => {
+const error = (argv: string[], env: Record<string, string> = {}, hostname = HOST): string => {
   try {
-    run(argv, env);
+    run(argv, env, hostname);
   } catch (e) {
     expect(e).toBeInstanceOf(ConfigError);
     const msg = (e as Error).message;
@@ -49,6 +50,9 @@ describe('config: flags', () => {
       drainGraceMs: 10_000,
       proxyMode: 'splice',
       configFile: undefined,
+      nodeName: 'edge-node-1.example',
+      directCidrs: [],
+      tunnel: undefined,
     });
     expect(DEFAULT_METRICS_ADDR).toBe('127.0.0.1:10251');
   });
@@ -76,7 +80,17 @@ describe('config: flags', () => {
       '--max-connections', '0',
       '--connect-timeout', '2s',
       '--idle-timeout', '1h30m',
+      '--node-name', 'edge-1',
+      '--direct-cidr', '10.244.0.0/16',
+      '--direct-cidr', 'fd00:244::/64',
+      '--tunnel-listen', '[fd00::1]:20007',
+      '--tunnel-ca', '/etc/tunnel/ca.pem',
+      '--tunnel-cert', '/etc/tunnel/cert.pem',
+      '--tunnel-key', '/etc/tunnel/key.pem',
     ]);
+    expect(c.nodeName).toBe('edge-1');
+    expect(c.directCidrs.map((x) => x.text)).toEqual(['10.244.0.0/16', 'fd00:244::/64']);
+    expect(c.tunnel).toEqual({ ca: '/etc/tunnel/ca.pem', cert: '/etc/tunnel/cert.pem', key: '/etc/tunnel/key.pem', listen: { family: 'ipv6', address: 'fd00::1', port: 20007 } });
     expect(c.backend).toBe('iptables-nft');
     expect(c.serviceCidrs.map((x) => x.text)).toEqual(['10.10.0.0/16', 'fd00:10::/108']);
     expect(c.proxyAddrs.map((x) => `${x.family} ${x.address} ${x.port}`)).toEqual(['ipv4 169.254.96.16 40002', 'ipv6 fd00::96:16 40001']);
@@ -145,6 +159,74 @@ describe('config: flags', () => {
   });
 });
 
+describe('config: node name, direct CIDRs, tunnel', () => {
+  const CERTS = ['--tunnel-ca', '/t/ca.pem', '--tunnel-cert', '/t/cert.pem', '--tunnel-key', '/t/key.pem'];
+
+  it('the tunnel credentials turn the tunnel on, listening on 0.0.0.0:20006 by default; the files are not read here', () => {
+    const c = run([...DIR, ...CERTS]);
+    expect(c.tunnel).toEqual({ ca: '/t/ca.pem', cert: '/t/cert.pem', key: '/t/key.pem', listen: { family: 'ipv4', address: '0.0.0.0', port: 20006 } });
+    expect(DEFAULT_TUNNEL_LISTEN).toBe('0.0.0.0:20006');
+  });
+
+  it('--tunnel-listen none keeps the tunnel for dialling without a listener; without credentials there is no tunnel', () => {
+    expect(run([...DIR, ...CERTS, '--tunnel-listen', 'none']).tunnel).toEqual({ ca: '/t/ca.pem', cert: '/t/cert.pem', key: '/t/key.pem', listen: undefined });
+    expect(run([...DIR, '--tunnel-listen', 'none']).tunnel).toBeUndefined();
+  });
+
+  it('the node name comes from --node-name, else NODE_NAME, else the lower-cased host name', () => {
+    expect(run(DIR, { NODE_NAME: 'edge-env' }).nodeName).toBe('edge-env');
+    expect(run([...DIR, '--node-name', 'edge-flag'], { NODE_NAME: 'edge-env' }).nodeName).toBe('edge-flag');
+    expect(run(DIR).nodeName).toBe('edge-node-1.example');
+  });
+
+  it('an odd host name fails `run` only when it is the node name, and never the commands that do not use it', () => {
+    expect(error(DIR, {}, () => 'my_host')).toBe('default of --node-name (the host name) "my_host": not a DNS-1123 subdomain (lower-case letters, digits, "-" and "."; at most 253 characters); set --node-name or NODE_NAME');
+    expect(run(DIR, { NODE_NAME: 'edge-1' }, () => 'my_host').nodeName).toBe('edge-1');
+    const st = parseArgs(['status'], { env: {}, hostname: () => 'my_host' });
+    expect(st.command).toBe('status');
+  });
+
+  it.each<[string[], Record<string, string>, string]>([
+    [['--node-name', 'Edge_1'], {}, '--node-name "Edge_1": not a DNS-1123 subdomain (lower-case letters, digits, "-" and "."; at most 253 characters)'],
+    [[], { NODE_NAME: 'edge.' }, 'NODE_NAME "edge.": not a DNS-1123 subdomain'],
+    [['--direct-cidr', '10.244.0.0/33'], {}, '--direct-cidr "10.244.0.0/33": prefix length must be 0-32'],
+    [['--direct-cidr', '10.244.0.0/16', '--direct-cidr', '10.244.0.0/16'], {}, '--direct-cidr "10.244.0.0/16": given twice'],
+    [['--direct-cidr', '10.244.0.0/16', '--direct-cidr', '10.244.1.0/24'], {}, '--direct-cidr "10.244.1.0/24": overlaps 10.244.0.0/16'],
+    [['--tunnel-cert', '/t/cert.pem'], {}, '--tunnel-cert "/t/cert.pem": missing --tunnel-ca and --tunnel-key (the tunnel needs --tunnel-ca, --tunnel-cert and --tunnel-key)'],
+    [['--tunnel-ca', '/t/ca.pem', '--tunnel-cert', '/t/cert.pem'], {}, '--tunnel-ca "/t/ca.pem": missing --tunnel-key (the tunnel needs --tunnel-ca, --tunnel-cert and --tunnel-key)'],
+    [['--tunnel-ca', '', '--tunnel-cert', '/c', '--tunnel-key', '/k'], {}, '--tunnel-ca "": must not be empty'],
+    [['--tunnel-listen', '0.0.0.0:20006'], {}, '--tunnel-listen "0.0.0.0:20006": needs --tunnel-ca, --tunnel-cert and --tunnel-key'],
+    [['--tunnel-listen', '0.0.0.0', '--tunnel-ca', '/a', '--tunnel-cert', '/c', '--tunnel-key', '/k'], {}, '--tunnel-listen "0.0.0.0": missing ":PORT"'],
+    [['--tunnel-listen', '0.0.0.0:0', '--tunnel-ca', '/a', '--tunnel-cert', '/c', '--tunnel-key', '/k'], {}, '--tunnel-listen "0.0.0.0:0": port 0 out of range 1-65535'],
+  ])('%j %j -> %s', (argv, env, message) => {
+    expect(error([...DIR, ...argv], env).startsWith(message)).toBe(true);
+  });
+
+  it('refuses a node name longer than 253 characters', () => {
+    expect(run([...DIR, '--node-name', 'a'.repeat(253)]).nodeName).toHaveLength(253);
+    expect(error([...DIR, '--node-name', 'a'.repeat(254)])).toMatch(/^--node-name "a+.*not a DNS-1123 subdomain/);
+  });
+
+  it('the tunnel flags belong to `run` only', () => {
+    expect(() => parseArgs(['status', '--node-name', 'x'])).toThrow('--node-name is not a flag of "status"');
+    expect(() => parseArgs(['cleanup', '--tunnel-ca', '/a'])).toThrow('--tunnel-ca is not a flag of "cleanup"');
+  });
+
+  it('describeConfig shows them in the config file\'s terms', () => {
+    expect(describeConfig(run([...DIR, '--node-name', 'edge-1', '--direct-cidr', '10.244.0.0/16', ...CERTS]))).toMatchObject({
+      nodeName: 'edge-1',
+      directCidr: ['10.244.0.0/16'],
+      tunnelListen: '0.0.0.0:20006',
+      tunnelCa: '/t/ca.pem',
+      tunnelCert: '/t/cert.pem',
+      tunnelKey: '/t/key.pem',
+    });
+    const off = describeConfig(run(DIR));
+    expect(off).toMatchObject({ nodeName: 'edge-node-1.example', directCidr: [], tunnelListen: 'none' });
+    expect(off).not.toHaveProperty('tunnelCa');
+  });
+});
+
 describe('config: file, environment, precedence', () => {
   files['/etc/edgemesh/agent.yaml'] = `
 backend: iptables-legacy
@@ -182,6 +264,7 @@ maxConnections: 500
       once: true, minSyncPeriod: '2s', syncPeriod: '2m', orderCheckPeriod: '3s', lockWait: '4s', keepRulesOnExit: true,
       ignoreLabelSelector: ['a=b'], serviceProxyName: 'n', serviceProxyFilterMode: 'FilterIfLabelExists', logLevel: 'debug',
       maxConnections: 7, connectTimeout: '6s', idleTimeout: '8s', drainGrace: '9s', proxyMode: 'copy',
+      nodeName: 'edge-1', directCidr: ['10.244.0.0/16'], tunnelListen: '10.0.0.1:20006', tunnelCa: '/ca', tunnelCert: '/cert', tunnelKey: '/key',
     };
     const exclusive = ['config', 'kubeconfig', 'apiServer']; // config names the file; the other two exclude servicesDir
     for (const o of OPTIONS) if (!exclusive.includes(o.key)) expect(sample, o.key).toHaveProperty(o.key);
@@ -190,6 +273,7 @@ maxConnections: 500
     expect(c).toMatchObject({ backend: 'nftables', once: true, minSyncPeriodMs: 2000, syncPeriodMs: 120_000, orderCheckPeriodMs: 3000, lockWaitMs: 4000, keepRulesOnExit: true, logLevel: 'debug', maxConnections: 7, connectTimeoutMs: 6000, idleTimeoutMs: 8000, drainGraceMs: 9000, proxyMode: 'copy' });
     expect(c.metricsAddr).toEqual({ family: 'ipv4', address: '127.0.0.1', port: 1 });
     expect(c.selection).toMatchObject({ serviceProxyName: 'n', serviceProxyFilterMode: 'FilterIfLabelExists' });
+    expect(c).toMatchObject({ nodeName: 'edge-1', directCidrs: [{ text: '10.244.0.0/16' }], tunnel: { ca: '/ca', cert: '/cert', key: '/key', listen: { address: '10.0.0.1', port: 20006 } } });
     files['/kc.yaml'] = 'kubeconfig: /etc/kc\n';
     expect(run(['--config', '/kc.yaml']).source).toEqual({ kind: 'kubeconfig', file: '/etc/kc' });
     const help = `${helpText('run')}${helpText('status')}`;
@@ -199,6 +283,8 @@ maxConnections: 500
     expect(keys.every((k) => /^[a-z][A-Za-z]*$/.test(k))).toBe(true);
     expect(helpText('run')).toContain('--service-cidr CIDR (repeatable)');
     expect(helpText('run')).toContain('default 10.96.0.0/12; env EDGEMESH_SERVICE_CIDR');
+    expect(helpText('run')).toContain('(default the host name; env NODE_NAME)');
+    expect(helpText('run')).toContain('--tunnel-listen IP:PORT|none');
     expect(parseArgs(['run', '--help'])).toEqual({ command: 'help', help: helpText('run') });
     expect(parseArgs([])).toEqual({ command: 'help', help: helpText() });
   });

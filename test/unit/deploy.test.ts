@@ -211,12 +211,20 @@ describe('deploy/ manifests', () => {
     expect(k.images).toEqual([{ name: repo, newTag: pkg.version }]);
   });
 
-  it('RBAC: the ServiceAccount may list and watch Services and EndpointSlices, and nothing else', () => {
+  it('RBAC: the ServiceAccount may list and watch Services and EndpointSlices, get/list/watch Nodes, and nothing else', () => {
     const rules = cr.rules as Obj[];
     const grants = rules.flatMap((r) =>
       (r.apiGroups as string[]).flatMap((g) => (r.resources as string[]).flatMap((res) => (r.verbs as string[]).map((v) => `${g}/${res}:${v}`))),
     );
-    expect(grants.sort()).toEqual(['/services:list', '/services:watch', 'discovery.k8s.io/endpointslices:list', 'discovery.k8s.io/endpointslices:watch']);
+    expect(grants.sort()).toEqual([
+      '/nodes:get',
+      '/nodes:list',
+      '/nodes:watch',
+      '/services:list',
+      '/services:watch',
+      'discovery.k8s.io/endpointslices:list',
+      'discovery.k8s.io/endpointslices:watch',
+    ]);
     for (const r of rules) {
       expect(r.resourceNames).toBeUndefined();
       expect(r.nonResourceURLs).toBeUndefined();

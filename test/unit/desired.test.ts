@@ -17,6 +17,7 @@ const svc = (ns: string, name: string, clusterIPs: string[], labels: Record<stri
   ports: [],
   sessionAffinity: 'None',
   affinityTimeoutSeconds: 10800,
+  internalTrafficPolicy: 'Cluster',
   ...over,
 });
 const headless = (ns: string, name: string, labels: Record<string, string> = { noproxy: 'edgemesh' }): ServiceInfo => svc(ns, name, [], labels, { headless: true });

@@ -6,6 +6,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
 import { desiredRuleSets } from '../../src/desired.js';
 import { renderRuleSet } from '../../src/rules.js';
+import { TUNNEL_ADDRESS_ANNOTATION } from '../../src/sources/convert.js';
 import { KubeSource, makeKubeConfig } from '../../src/sources/kube.js';
 import { ClusterStore } from '../../src/sources/store.js';
 import { FakeApiServer, type Resource } from '../helpers/fake-apiserver.js';
@@ -65,12 +66,17 @@ afterEach(async () => {
   await api.close();
 });
 
-function startSource(store: ClusterStore): KubeSource {
+let warnings: string[];
+
+function startSource(store: ClusterStore, opts: { watchNodes?: boolean } = {}): KubeSource {
+  warnings = [];
   source = new KubeSource({
     kubeConfig: makeKubeConfig({ kind: 'api-server', url: api.url }),
     store,
     backoff: { initialMs: 20, maxMs: 200, resetAfterMs: 10_000 },
     onError: (r, m) => errors.push(`${r}: ${m}`),
+    onWarning: (r, m) => warnings.push(`${r}: ${m}`),
+    ...opts,
   });
   source.start();
   return source;
@@ -113,7 +119,7 @@ describe('Kubernetes source (real client, fake API server)', () => {
     const store = new ClusterStore();
     startSource(store);
     await store.whenSynced();
-    await until(() => api.openWatches() === 2, 'both watches open');
+    await until(() => api.openWatches() === 3, 'all three watches open');
     const watch = api.requests.find((r) => r.watch && r.resource === 'services')!;
     expect(watch.query).toMatchObject({ watch: 'true', allowWatchBookmarks: 'true', resourceVersion: '100' });
 
@@ -136,7 +142,7 @@ describe('Kubernetes source (real client, fake API server)', () => {
     const store = new ClusterStore();
     startSource(store);
     await store.whenSynced();
-    await until(() => api.openWatches() === 2, 'both watches open');
+    await until(() => api.openWatches() === 3, 'all three watches open');
     // Changes whose events are lost (compacted away), then the watch expires.
     api.delete('services', 'shop', 'a', { silent: true });
     api.set('services', svc('b', '10.10.2.3'), { silent: true });
@@ -151,7 +157,7 @@ describe('Kubernetes source (real client, fake API server)', () => {
     const store = new ClusterStore();
     startSource(store);
     await store.whenSynced();
-    await until(() => api.openWatches() === 2, 'both watches open');
+    await until(() => api.openWatches() === 3, 'all three watches open');
     api.set('services', svc('a', '10.10.3.9'), { silent: true });
     api.compact();
     api.endWatches();
@@ -165,13 +171,13 @@ describe('Kubernetes source (real client, fake API server)', () => {
     const store = new ClusterStore();
     startSource(store);
     await store.whenSynced();
-    await until(() => api.openWatches() === 2, 'both watches open');
+    await until(() => api.openWatches() === 3, 'all three watches open');
     api.failLists.services = 2; // the relists after the drop fail twice first
     api.dropConnections();
     api.set('services', svc('a', '10.10.4.2'), { silent: true });
     api.set('services', svc('n', '10.10.4.3'));
     await until(() => JSON.stringify(ips(store)) === JSON.stringify({ a: '10.10.4.2', n: '10.10.4.3' }), 'converged after drop');
-    await until(() => api.openWatches() === 2, 'watches re-established');
+    await until(() => api.openWatches() === 3, 'watches re-established');
     expect(errors.some((e) => e.startsWith('services:') && e.includes('relisting in'))).toBe(true);
     expect(errors.some((e) => e.includes('500') || e.includes('Internal Server Error') || e.includes('etcd'))).toBe(true);
     // Backoff grew: 20 ms, then 40 ms, then 80 ms for the services supervisor.
@@ -187,7 +193,7 @@ describe('Kubernetes source (real client, fake API server)', () => {
     const store = new ClusterStore();
     startSource(store);
     await store.whenSynced();
-    await until(() => api.openWatches() === 2, 'both watches open');
+    await until(() => api.openWatches() === 3, 'all three watches open');
     api.set('services', svc('a', '10.10.5.999'));
     await until(() => errors.some((e) => e.includes('octet 999')), 'conversion error reported');
     expect(ips(store).a).toBe('10.10.5.1');
@@ -197,6 +203,109 @@ describe('Kubernetes source (real client, fake API server)', () => {
   it('makeKubeConfig refuses a bad URL or a missing kubeconfig with a ConfigError', () => {
     expect(() => makeKubeConfig({ kind: 'api-server', url: 'ftp://x' })).toThrow('--api-server "ftp://x": scheme must be http or https');
     expect(() => makeKubeConfig({ kind: 'kubeconfig', file: '/nonexistent/kubeconfig' })).toThrow('--kubeconfig "/nonexistent/kubeconfig"');
+  });
+});
+
+const node = (name: string, tunnelAddress?: string, heartbeat = '2024-01-01T00:00:00Z'): Obj => ({
+  apiVersion: 'v1',
+  kind: 'Node',
+  metadata: { name, ...(tunnelAddress !== undefined ? { annotations: { [TUNNEL_ADDRESS_ANNOTATION]: tunnelAddress } } : {}) },
+  status: { conditions: [{ type: 'Ready', status: 'True', lastHeartbeatTime: heartbeat }] },
+});
+const tunnels = (store: ClusterStore): Record<string, string> =>
+  Object.fromEntries([...store.snapshot().nodes.values()].map((n) => [n.name, n.tunnelAddress ? `${n.tunnelAddress.address}:${n.tunnelAddress.port}` : '-']));
+
+describe('Kubernetes source: nodes', () => {
+  it('lists and watches Nodes: tunnel addresses in the store, ADDED/MODIFIED/DELETED applied', async () => {
+    api.set('nodes', node('edge-1', '192.168.1.10:20006'));
+    api.set('nodes', node('edge-2'));
+    const store = new ClusterStore();
+    startSource(store);
+    await store.whenSynced();
+    await until(() => store.nodesListed, 'nodes listed');
+    expect(tunnels(store)).toEqual({ 'edge-1': '192.168.1.10:20006', 'edge-2': '-' });
+    await until(() => api.openWatches('nodes') === 1, 'node watch open');
+    expect(api.requests.find((r) => r.watch && r.resource === 'nodes')!.query).toMatchObject({ watch: 'true', allowWatchBookmarks: 'true' });
+    api.set('nodes', node('edge-2', '[fd00::2]:20006'));
+    api.set('nodes', node('edge-3', '192.168.1.30:20006'));
+    await until(() => tunnels(store)['edge-3'] !== undefined && tunnels(store)['edge-2'] !== '-', 'MODIFIED and ADDED');
+    expect(tunnels(store)).toEqual({ 'edge-1': '192.168.1.10:20006', 'edge-2': 'fd00::2:20006', 'edge-3': '192.168.1.30:20006' });
+    api.delete('nodes', '', 'edge-1');
+    await until(() => !('edge-1' in tunnels(store)), 'DELETED');
+    expect(api.lists('nodes')).toBe(1);
+    expect([errors, warnings]).toEqual([[], []]);
+  });
+
+  it('a status-only Node update changes nothing in the store (no generation bump)', async () => {
+    api.set('nodes', node('edge-1', '192.168.1.10:20006'));
+    const store = new ClusterStore();
+    startSource(store);
+    await store.whenSynced();
+    await until(() => store.nodesListed && api.openWatches('nodes') === 1, 'node watch open');
+    const gen = store.generation;
+    api.set('nodes', node('edge-1', '192.168.1.10:20006', '2024-01-01T00:01:00Z'));
+    api.set('nodes', node('edge-2'));
+    await until(() => 'edge-2' in tunnels(store), 'the later event applied');
+    expect(store.generation).toBe(gen + 1); // edge-2 only
+  });
+
+  it('warns once about a bad tunnel address annotation, not on every update, and keeps the node without an address', async () => {
+    api.set('nodes', node('edge-1', '192.168.1.10'));
+    const store = new ClusterStore();
+    startSource(store);
+    await store.whenSynced();
+    await until(() => store.nodesListed && api.openWatches('nodes') === 1, 'node watch open');
+    api.set('nodes', node('edge-1', '192.168.1.10', '2024-01-01T00:01:00Z'));
+    api.set('nodes', node('edge-1', '192.168.1.10', '2024-01-01T00:02:00Z'));
+    api.set('nodes', node('edge-2'));
+    await until(() => 'edge-2' in tunnels(store), 'later events applied');
+    expect(tunnels(store)['edge-1']).toBe('-');
+    expect(warnings).toEqual(['nodes: Node edge-1: annotation edgemesh.io/tunnel-address "192.168.1.10": missing ":PORT"; the node has no tunnel address']);
+    expect(errors).toEqual([]);
+  });
+
+  it('relists Nodes after a 410 on the watch and converges, including changes lost to compaction', async () => {
+    api.set('nodes', node('edge-1', '192.168.1.10:20006'));
+    const store = new ClusterStore();
+    startSource(store);
+    await store.whenSynced();
+    await until(() => store.nodesListed && api.openWatches('nodes') === 1, 'node watch open');
+    api.set('nodes', node('edge-1', '192.168.1.11:20006'), { silent: true });
+    api.set('nodes', node('edge-2', '192.168.1.12:20006'), { silent: true });
+    api.expireWatches('nodes');
+    await until(() => JSON.stringify(tunnels(store)) === JSON.stringify({ 'edge-1': '192.168.1.11:20006', 'edge-2': '192.168.1.12:20006' }), 'converged after 410');
+    expect(api.lists('nodes')).toBe(2);
+  });
+
+  it('recovers from failed Node lists with backoff', async () => {
+    api.failLists.nodes = 2;
+    api.set('nodes', node('edge-1', '192.168.1.10:20006'));
+    const store = new ClusterStore();
+    startSource(store);
+    await until(() => store.nodesListed, 'nodes listed after the failures');
+    expect(tunnels(store)).toEqual({ 'edge-1': '192.168.1.10:20006' });
+    expect(errors.filter((e) => e.startsWith('nodes:')).map((e) => Number(/relisting in (\d+) ms/.exec(e)?.[1]))).toEqual([20, 40]);
+  });
+
+  it('a store made with requireNodes is synced only after the Node list too', async () => {
+    api.hold('nodes');
+    const store = new ClusterStore({ requireNodes: true });
+    startSource(store);
+    await until(() => api.lists('services') === 1 && api.lists('endpointslices') === 1, 'services and slices listed');
+    await new Promise((r) => setTimeout(r, 100));
+    expect(store.synced).toBe(false);
+    api.release('nodes');
+    await store.whenSynced();
+    expect(store.nodesListed).toBe(true);
+  });
+
+  it('with watchNodes false asks nothing about Nodes', async () => {
+    const store = new ClusterStore();
+    startSource(store, { watchNodes: false });
+    await store.whenSynced();
+    await until(() => api.openWatches() === 2, 'two watches open');
+    expect(api.requests.some((r) => r.resource === 'nodes')).toBe(false);
+    expect(source!.starts.nodes).toBe(0);
   });
 });
 

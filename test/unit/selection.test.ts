@@ -13,6 +13,7 @@ const svc = (ns: string, name: string, labels: Record<string, string> = {}, over
   ports: [{ name: '', protocol: 'TCP', port: 80, targetPort: 80 }],
   sessionAffinity: 'None',
   affinityTimeoutSeconds: 10800,
+  internalTrafficPolicy: 'Cluster',
   ...over,
 });
 

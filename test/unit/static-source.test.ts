@@ -17,6 +17,15 @@ ${labels ? `  labels: {${labels}}\n` : ''}spec:
   ports: [{port: 80}]
 `;
 
+const nodeYaml = (name: string, tunnelAddress?: string): string => `apiVersion: v1
+kind: Node
+metadata:
+  name: ${name}
+${tunnelAddress !== undefined ? `  annotations:\n    edgemesh.io/tunnel-address: "${tunnelAddress}"\n` : ''}`;
+
+const tunnels = (store: ClusterStore): Record<string, string> =>
+  Object.fromEntries([...store.snapshot().nodes.values()].map((n) => [n.name, n.tunnelAddress ? `${n.tunnelAddress.address}:${n.tunnelAddress.port}` : '-']));
+
 /** Polls until `cond` holds; bounded (5 s by default). */
 async function until(cond: () => boolean, ms = 5000): Promise<void> {
   const end = Date.now() + ms;
@@ -37,7 +46,7 @@ afterEach(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-function start(opts: { rescanIntervalMs?: number; errors?: string[]; debug?: string[] } = {}): { store: ClusterStore; src: StaticSource; ready: Promise<unknown> } {
+function start(opts: { rescanIntervalMs?: number; errors?: string[]; warnings?: string[]; debug?: string[] } = {}): { store: ClusterStore; src: StaticSource; ready: Promise<unknown> } {
   const store = new ClusterStore();
   const src = new StaticSource({
     dir,
@@ -45,6 +54,7 @@ function start(opts: { rescanIntervalMs?: number; errors?: string[]; debug?: str
     debounceMs: 20,
     rescanIntervalMs: opts.rescanIntervalMs ?? 0,
     onFileError: (p, m) => opts.errors?.push(`${p}: ${m}`),
+    ...(opts.warnings ? { onWarning: (p: string, m: string) => opts.warnings?.push(`${p}: ${m}`) } : {}),
     onDebug: (m) => opts.debug?.push(m),
   });
   sources.push(src);
@@ -216,5 +226,46 @@ describe('static source', () => {
     unlinkSync(join(dir, 'a.yaml'));
     await until(() => ips(store).a === undefined);
     src.stop();
+  });
+
+  it('reads kind: Node manifests: tunnel addresses in the store, a node removed with its file', async () => {
+    writeFileSync(join(dir, 'nodes.yaml'), `${nodeYaml('edge-1', '192.168.1.10:20006')}---\n${nodeYaml('edge-2', '[fd00::2]:20006')}---\n${nodeYaml('edge-3')}`);
+    writeFileSync(join(dir, 'more.yaml'), nodeYaml('edge-4', '192.168.1.40:20006'));
+    const errors: string[] = [];
+    const warnings: string[] = [];
+    const { store, src, ready } = start({ errors, warnings });
+    expect(await ready).toMatchObject({ files: 2, badFiles: [], nodes: 4 });
+    expect([errors, warnings]).toEqual([[], []]);
+    expect(tunnels(store)).toEqual({ 'edge-1': '192.168.1.10:20006', 'edge-2': 'fd00::2:20006', 'edge-3': '-', 'edge-4': '192.168.1.40:20006' });
+    expect(store.nodesListed).toBe(true);
+    unlinkSync(join(dir, 'more.yaml'));
+    await src.rescan();
+    expect(Object.keys(tunnels(store))).toEqual(['edge-1', 'edge-2', 'edge-3']);
+  });
+
+  it('a Node with a bad tunnel address annotation loads without an address and is named in a warning with its file', async () => {
+    writeFileSync(join(dir, 'nodes.yaml'), nodeYaml('edge-1', '192.168.1.10:99999'));
+    const errors: string[] = [];
+    const warnings: string[] = [];
+    const { store, ready } = start({ errors, warnings });
+    expect(await ready).toMatchObject({ badFiles: [], nodes: 1 });
+    expect(tunnels(store)).toEqual({ 'edge-1': '-' });
+    expect(errors).toEqual([]);
+    expect(warnings).toEqual([`${join(dir, 'nodes.yaml')}: Node edge-1: annotation edgemesh.io/tunnel-address "192.168.1.10:99999": port 99999 out of range 1-65535; the node has no tunnel address`]);
+  });
+
+  it('a bad Node manifest is skipped with an error naming the file; the other files load; a Node in two files is reported', async () => {
+    writeFileSync(join(dir, 'a-good.yaml'), nodeYaml('edge-1', '192.168.1.10:20006') + '---\n' + service('a', '10.10.0.1'));
+    writeFileSync(join(dir, 'b-bad.yaml'), 'apiVersion: v1\nkind: Node\nmetadata:\n  annotations: {}\n');
+    writeFileSync(join(dir, 'c-dup.yaml'), nodeYaml('edge-1', '192.168.1.99:20006'));
+    const errors: string[] = [];
+    const { store, ready } = start({ errors });
+    expect(await ready).toMatchObject({ badFiles: [join(dir, 'b-bad.yaml')] });
+    expect(ips(store)).toEqual({ a: '10.10.0.1' });
+    expect(tunnels(store)).toEqual({ 'edge-1': '192.168.1.10:20006' });
+    expect(errors.sort()).toEqual([
+      `${join(dir, 'b-bad.yaml')}: Node: metadata.name: required`,
+      `${join(dir, 'c-dup.yaml')}: Node edge-1 is also defined in ${join(dir, 'a-good.yaml')}; this definition is ignored`,
+    ]);
   });
 });

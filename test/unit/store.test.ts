@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import type { EndpointSliceInfo, ServiceInfo } from '../../src/model.js';
+import type { EndpointSliceInfo, NodeInfo, ServiceInfo } from '../../src/model.js';
+import { parseHostPort } from '../../src/net.js';
 import { ClusterStore } from '../../src/sources/store.js';
 
 const svc = (name: string, ip = '10.10.0.9'): ServiceInfo => ({
@@ -12,6 +13,7 @@ const svc = (name: string, ip = '10.10.0.9'): ServiceInfo => ({
   ports: [],
   sessionAffinity: 'None',
   affinityTimeoutSeconds: 10800,
+  internalTrafficPolicy: 'Cluster',
 });
 const slice = (name: string, service: string, ip: string, source: 'EndpointSlice' | 'Endpoints' = 'EndpointSlice'): EndpointSliceInfo => ({
   namespace: 'ns',
@@ -92,5 +94,41 @@ describe('ClusterStore', () => {
     const store = new ClusterStore();
     expect(() => store.upsertEndpointSlice(slice('a', 'a', '10.0.0.1', 'Endpoints'))).toThrow(TypeError);
     expect(() => store.replaceAll({ endpoints: [slice('a', 'a', '10.0.0.1')] })).toThrow(TypeError);
+  });
+
+  it('keeps nodes: upsert, delete and replace bump the generation only on a real change', () => {
+    const node = (name: string, addr?: string): NodeInfo => (addr ? { name, tunnelAddress: parseHostPort(addr) } : { name });
+    const store = new ClusterStore();
+    store.replaceAll({ services: [], endpointSlices: [] });
+    const g0 = store.generation;
+    store.upsertNode(node('edge-1', '192.168.1.10:20006'));
+    store.upsertNode(node('edge-1', '192.168.1.10:20006'));
+    expect(store.generation).toBe(g0 + 1);
+    const before = store.snapshot();
+    store.replaceNodes([node('edge-1', '192.168.1.10:20006')]);
+    expect(store.generation).toBe(g0 + 1);
+    expect(store.snapshot()).toBe(before);
+    store.replaceAll({ nodes: [node('edge-1', '192.168.1.11:20006'), node('edge-2')] });
+    expect(store.generation).toBe(g0 + 2);
+    expect([...store.snapshot().nodes.values()]).toEqual([node('edge-1', '192.168.1.11:20006'), node('edge-2')]);
+    expect(before.nodes.get('edge-1')!.tunnelAddress!.address).toBe('192.168.1.10'); // the old snapshot is unchanged
+    store.deleteNode('missing');
+    expect(store.generation).toBe(g0 + 2);
+    store.deleteNode('edge-2');
+    expect(store.generation).toBe(g0 + 3);
+    expect([...store.snapshot().nodes.keys()]).toEqual(['edge-1']);
+  });
+
+  it('with requireNodes, is synced only after a complete list of nodes as well', () => {
+    const store = new ClusterStore({ requireNodes: true });
+    store.replaceAll({ services: [], endpointSlices: [] });
+    expect(store.synced).toBe(false);
+    store.upsertNode({ name: 'edge-1' });
+    expect([store.synced, store.nodesListed]).toEqual([false, false]);
+    store.replaceNodes([]);
+    expect([store.synced, store.nodesListed]).toEqual([true, true]);
+    const plain = new ClusterStore();
+    plain.replaceAll({ services: [], endpointSlices: [] });
+    expect([plain.synced, plain.nodesListed]).toEqual([true, false]);
   });
 });
