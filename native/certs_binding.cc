@@ -1,7 +1,7 @@
 // Binding for the tunnel's certificates (certs_core.h): generateCa(spec), issueCert(spec),
-// certInfo(pem). Synchronous on purpose: an EC P-256 key and one signature take well under a
-// millisecond, less than handing the work to the libuv pool and back would cost, and these run
-// from the `certs` CLI commands, not from the agent's event loop.
+// certInfo(pem). Synchronous on purpose: a node certificate (an EC P-256 key, one signature)
+// takes about a millisecond, a CA less, and these run from the `certs` CLI commands, not from the
+// agent's event loop; a Promise through the libuv pool would only add code.
 // Wrong JS types throw a TypeError naming the field; a core failure throws an Error with the
 // core's stable `code` (EBADCERT, EBADKEY, EKEYMISMATCH, ENOTCA, EINVAL, ECERT).
 #include <napi.h>
