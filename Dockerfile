@@ -17,7 +17,7 @@ ENV DEBIAN_FRONTEND=noninteractive \
     npm_config_update_notifier=false
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
-      build-essential python3 pkg-config libiptc-dev libnftnl-dev libmnl-dev libnftables-dev \
+      build-essential python3 pkg-config libiptc-dev libnftnl-dev libmnl-dev libnftables-dev libssl-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY package.json package-lock.json ./
@@ -54,11 +54,11 @@ FROM ${NODE_IMAGE} AS runtime
 ENV DEBIAN_FRONTEND=noninteractive \
     NODE_ENV=production
 # iptables/nftables/iproute2: the front ends `status`, the auto-detection and operators use;
-# libip4tc2 libip6tc2 libnftnl11 libmnl0 libnftables1: what the addon links.
+# libip4tc2 libip6tc2 libnftnl11 libmnl0 libnftables1 libssl3: what the addon links.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       iptables nftables iproute2 \
-      libip4tc2 libip6tc2 libnftnl11 libmnl0 libnftables1 \
+      libip4tc2 libip6tc2 libnftnl11 libmnl0 libnftables1 libssl3 \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY --from=prod-deps /app/package.json /app/package-lock.json ./

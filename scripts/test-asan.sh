@@ -10,7 +10,8 @@
 #     network namespace of its own, after proving with a canary that LSan reports leaks here;
 #     and over 10 000 connections through the relay core (test/native/relay_leak.cc: splice, and
 #     2 000 more on the copy path; each run adds 800 in bursts that make workers hand sockets to
-#     each other), DNATed as EDGE-MESH-TCP would, in a namespace of its own.
+#     each other), DNATed as EDGE-MESH-TCP would, in a namespace of its own; and over 300 rounds
+#     of the certificate core (test/native/certs_leak.cc), every refusal included.
 #  4. libFuzzer on the core's CIDR/address parsing (test/native/fuzz_cidr.cc), bounded, if clang
 #     with libFuzzer is installed (Debian: clang libclang-rt-14-dev).
 # Run as root (network namespaces). Temporary files and namespaces are removed on any exit.
@@ -80,7 +81,7 @@ EDGEMESH_NATIVE_PATH="$addon" LD_PRELOAD="$libasan" ASAN_OPTIONS=detect_leaks=0 
 ' || { echo "test-asan: the sanitized addon does not load under LD_PRELOAD=$libasan" >&2; exit 1; }
 
 # ---- 2. native-facing tests under ASan/UBSan ----------------------------------------------------
-tests=(test/unit/iptc-native-args.test.ts test/netns/fuzz-native.test.ts test/netns/iptables-legacy.test.ts test/netns/iptables-nft.test.ts test/netns/nftables.test.ts)
+tests=(test/unit/iptc-native-args.test.ts test/unit/certs.test.ts test/netns/fuzz-native.test.ts test/netns/iptables-legacy.test.ts test/netns/iptables-nft.test.ts test/netns/nftables.test.ts)
 shopt -s nullglob globstar
 for t in test/**/native*.test.ts test/netns/relay*.test.ts; do
   case " ${tests[*]} " in *" $t "*) ;; *) tests+=("$t") ;; esac
@@ -161,6 +162,19 @@ for mode in "splice 10000" "copy 2000"; do
   check_log "$tmp/relay-$1.log" "the relay leak check ($1)"
   [ $rc = 0 ] || { echo "test-asan: the relay leak check ($1) failed (exit $rc)" >&2; exit 1; }
 done
+
+# ---- 3c. LeakSanitizer: the certificate core, successes and every refusal ---------------------
+step "LeakSanitizer: 300 rounds of the certificate core (OpenSSL), every error path included"
+read -r -a ssllibs <<<"$(pkg-config --libs openssl)"
+g++ "${cflags[@]}" -fsanitize=address,undefined test/native/certs_leak.cc native/certs_core.cc "${ssllibs[@]}" -o "$tmp/certs_leak"
+set +e
+ASAN_OPTIONS="detect_leaks=1:halt_on_error=1" UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1" \
+  timeout 120 "$tmp/certs_leak" 300 >"$tmp/certs-leak.log" 2>&1
+rc=$?
+set -e
+cat "$tmp/certs-leak.log"
+check_log "$tmp/certs-leak.log" "the certificate leak check"
+[ $rc = 0 ] || { echo "test-asan: the certificate leak check failed (exit $rc)" >&2; exit 1; }
 
 # ---- 4. libFuzzer on the CIDR/address parsing ---------------------------------------------------
 if [ -n "$fuzzer" ]; then

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// edgemesh-agent: run | status | cleanup | demo (DESIGN "CLI [contract]").
+// edgemesh-agent: run | status | cleanup | demo (DESIGN "CLI [contract]") | certs (tunnel/certs-cli.ts).
 // Exit codes: 0 done; 1 a runtime failure (message on stderr); 2 bad input (one line naming the
 // flag, field or file; the kernel tables were not touched).
 import { Agent, managedFamilies } from './agent.js';
@@ -97,6 +97,12 @@ async function cleanup(config: AgentConfig): Promise<void> {
 }
 
 async function main(argv: string[]): Promise<void> {
+  // `certs` has flags of its own, outside the agent's option table, and loads no configuration.
+  if (argv[0] === 'certs') {
+    const { runCertsCommand } = await import('./tunnel/certs-cli.js');
+    process.exitCode = await runCertsCommand(argv.slice(1), (s) => process.stdout.write(s), (s) => process.stderr.write(s));
+    return;
+  }
   let parsed;
   try {
     parsed = parseArgs(argv);

@@ -593,6 +593,7 @@ export function helpText(command?: Command): string {
     lines.push('  status   our chains and jumps, iptables -nvL style, with counters');
     lines.push('  cleanup  remove every rule, chain and table we own');
     lines.push('  demo     the whole hybrid NAT in a throwaway network namespace');
+    lines.push('  certs    tunnel certificates: certs init (cluster CA), certs issue --node NAME');
     lines.push('', 'Run "edgemesh-agent <command> --help" for its flags.');
     return lines.join('\n') + '\n';
   }

@@ -1,5 +1,5 @@
 // Loads the addon and declares its surface once. Each native part adds its functions to
-// NativeBinding here; the TypeScript wrappers (backends/, proxy/) are the only callers.
+// NativeBinding here; the TypeScript wrappers (backends/, proxy/, tunnel/) are the only callers.
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -8,9 +8,10 @@ import { NativeLoadError } from './errors.js';
 import type { NativeIptcBinding } from './backends/iptc-native.js';
 import type { NativeNftBinding } from './backends/nft-native.js';
 import type { NativeProxyBinding } from './proxy/native.js';
+import type { NativeCertsBinding } from './tunnel/certs-native.js';
 
-export interface NativeBinding extends NativeIptcBinding, NativeNftBinding, NativeProxyBinding {
-  /** Names of the native parts compiled in (iptc, sockopt, relay, nft...). */
+export interface NativeBinding extends NativeIptcBinding, NativeNftBinding, NativeProxyBinding, NativeCertsBinding {
+  /** Names of the native parts compiled in (iptc, sockopt, relay, nft, certs...). */
   readonly modules: readonly string[];
 }
 

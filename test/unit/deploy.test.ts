@@ -429,6 +429,7 @@ describe('Dockerfile', () => {
       libnftnl: { dev: 'libnftnl-dev', lib: 'libnftnl11' },
       libmnl: { dev: 'libmnl-dev', lib: 'libmnl0' },
       libnftables: { dev: 'libnftables-dev', lib: 'libnftables1' },
+      openssl: { dev: 'libssl-dev', lib: 'libssl3' },
     };
     const modules = [...read('binding.gyp').matchAll(/pkg-config --libs ([^)]+)\)/g)].flatMap((m) => m[1]!.trim().split(/\s+/));
     expect(modules.length).toBeGreaterThan(0);
