@@ -252,13 +252,49 @@ describeNetns('agent-to-agent tunnel over an IPv4 underlay', () => {
     expect(await serialOf({ text: r.serverCert })).toBe(await serialOf({ file: t.edge.certFile }));
   });
 
-  // TODO(after main lands docs/tunnel.md): speak the tunnel request protocol after a valid
-  // handshake (Node tls with the cloud certificate) and name (a) shop/edge-ha with endpoint
-  // 10.244.1.11 (local to cloud, not to edge) -> refusal "not-local"; (b) shop/nope -> "no-service".
-  // Each: refused, edgemesh_tunnel_refusals_total{reason} +1, connections_total{result="refused"} +1,
-  // no backend connection.
-  it.todo('refused after a valid handshake: an endpoint that is not local to the accepting node ("not-local")');
-  it.todo('refused after a valid handshake: a Service that does not exist ("no-service")');
+  // ---- the tunnel request after a valid handshake (docs/tunnel.md), spoken by hand ----
+
+  const request = async (o: Record<string, unknown>) => {
+    const r = await t.cloud.node.run(process.execPath, [join(TUNNEL_DRIVERS, 'tunnel-request.mjs'), JSON.stringify({
+      connect: `${t.edge.tunnelAddress}`, servername: 'edge', ca: t.caFile, cert: t.cloud.certFile, key: t.cloud.keyFile, timeoutMs: 5_000, ...o,
+    })], { timeoutMs: 15_000 });
+    return JSON.parse(r.stdout.trim()) as { handshake: boolean; status: number | null; statusBytes: string; reply: string; closed: string };
+  };
+  const allConns = () => edgeConns() + [...cloudSrv.conns.values()].reduce((a, b) => a + b, 0);
+
+  const refusedRequest = async (o: Record<string, unknown>, reason: string, status: number) => {
+    await ensureAgents();
+    const e0 = await t.metrics('edge');
+    const before = allConns();
+    const r = await request(o);
+    expect(r.handshake).toBe(true);
+    expect(r.status, JSON.stringify(r)).toBe(status);
+    expect(r.reply).toBe('');
+    const { value: e1 } = await eventually(() => t.metrics('edge'), (m) => metricSum(m, 'edgemesh_tunnel_refusals_total', { reason }) > metricSum(e0, 'edgemesh_tunnel_refusals_total', { reason }), 3_000, `refusal ${reason} counted`);
+    expect(metricSum(e1, 'edgemesh_tunnel_refusals_total', { reason }) - metricSum(e0, 'edgemesh_tunnel_refusals_total', { reason })).toBe(1);
+    expect(metricSum(e1, 'edgemesh_tunnel_connections_total', { direction: 'in', peer: 'cloud', result: 'refused' }) - metricSum(e0, 'edgemesh_tunnel_connections_total', { direction: 'in', peer: 'cloud', result: 'refused' })).toBe(1);
+    expect(allConns()).toBe(before); // no backend saw a connection
+  };
+
+  it('control: a valid peer naming a local endpoint of the edge agent gets status ok and the page (the hand-made request is right)', async () => {
+    await ensureAgents();
+    const r = await request({ service: 'shop/edge-web', servicePort: 80, endpoint: '10.244.2.10', endpointPort: 8080, send: 'GET / HTTP/1.0\r\n\r\n' });
+    expect(r.status, JSON.stringify(r)).toBe(0);
+    expect(r.reply).toContain(t.markers.edge);
+  });
+
+  it('refused after a valid handshake: an endpoint of the Service that is not local to the accepting node ("not-local")', async () => {
+    // 10.244.1.11:8080 is a real endpoint of shop/edge-ha, but on the cloud node
+    await refusedRequest({ service: 'shop/edge-ha', servicePort: 80, endpoint: '10.244.1.11', endpointPort: 8080 }, 'not-local', 3);
+  });
+
+  it('refused after a valid handshake: a Service that does not exist ("no-service")', async () => {
+    await refusedRequest({ service: 'shop/nope', servicePort: 80, endpoint: '10.244.2.10', endpointPort: 8080 }, 'no-service', 2);
+  });
+
+  it('refused after a valid handshake: bytes that are not a tunnel request ("bad-request")', async () => {
+    await refusedRequest({ raw: Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n').toString('hex') }, 'bad-request', 1);
+  });
 
   it('SIGKILL of the edge agent: shop/edge-ha fails over to its cloud endpoint while the edge agent is down, and shop/edge-web is back < 10 s after the restart', async () => {
     await ensureAgents();
