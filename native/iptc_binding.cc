@@ -1,13 +1,15 @@
 // Thin N-API layer over iptc_core: JS arguments -> plain structs (TypeError on any wrong type),
 // the work on the libuv pool (PromiseWorker), plain structs -> JS objects.
 //
-//   iptcInfo(family, netnsPath)              -> Promise<{ size, entries, present, builtinLayout }>
+//   iptcInfo(family, netnsPath, digest?)     -> Promise<{ size, entries, present, builtinLayout, headDigest }>
 //   iptcRead(family, chains, netnsPath)      -> Promise<{ chains: [{ name, rules }], info }>
 //   iptcApply(family, ops, options)          -> Promise<{ attempts, lockWaitMs, durationMs }>
+//   iptcLockWatch(lockfile?) -> id; iptcLockEvents(id) -> n; iptcLockUnwatch(id)   (synchronous, non-blocking)
 #include <napi.h>
 
 #include <cmath>
 #include <limits>
+#include <map>
 #include <memory>
 
 #include "iptc_core.h"
@@ -131,6 +133,8 @@ Napi::Object InfoToJs(Napi::Env env, const iptc::TableInfo& i) {
   o.Set("entries", Napi::Number::New(env, static_cast<double>(i.entries)));
   o.Set("present", Napi::Boolean::New(env, i.present));
   o.Set("builtinLayout", Napi::String::New(env, i.builtinLayout));
+  o.Set("headDigest", Napi::String::New(env, i.headDigest));
+  o.Set("digestCpuMs", Napi::Number::New(env, i.digestCpuMs));
   return o;
 }
 
@@ -177,8 +181,8 @@ Napi::Value ApplyResultToJs(Napi::Env e, const iptc::ApplyResult& r) {
   o.Set("attempts", Napi::Number::New(e, r.attempts));
   o.Set("lockWaitMs", Napi::Number::New(e, r.lockWaitMs));
   o.Set("durationMs", Napi::Number::New(e, r.durationMs));
-  o.Set("tokenAfter", Napi::String::New(e, std::to_string(r.sizeAfter) + "/" + std::to_string(r.entriesAfter)));
-  o.Set("builtinLayoutAfter", Napi::String::New(e, r.builtinLayoutAfter));
+  o.Set("tokenAfter", Napi::String::New(e, std::to_string(r.sizeAfter) + "/" + std::to_string(r.entriesAfter) + "/" + r.headDigestAfter));
+  o.Set("builtinLayoutAfter", Napi::String::New(e, r.builtinLayoutAfter + "#" + r.headDigestAfter));
   return o;
 }
 
@@ -226,8 +230,13 @@ Napi::Value IptcInfo(const Napi::CallbackInfo& info) {
   try {
     Family f = FamilyArg(info[0]);
     std::string ns = NetnsArg(info[1]);
+    bool digest = true;
+    if (!info[2].IsUndefined()) {
+      if (!info[2].IsBoolean()) throw ArgError{"digest must be a boolean"};
+      digest = info[2].As<Napi::Boolean>().Value();
+    }
     return PromiseWorker<iptc::TableInfo>::Run(
-        env, "iptcInfo", [f, ns]() { return iptc::Info(f, ns); },
+        env, "iptcInfo", [f, ns, digest]() { return iptc::Info(f, ns, digest); },
         [](Napi::Env e, iptc::TableInfo& r) -> Napi::Value { return InfoToJs(e, r); });
   } catch (const ArgError& e) {
     return TypeErrorValue(env, e);
@@ -311,7 +320,63 @@ Napi::Value IptcAbort(const Napi::CallbackInfo& info) {
   }
 }
 
+// Lock watches, by id. Only the JS thread touches them (every call is synchronous and
+// non-blocking: an inotify descriptor opened O_NONBLOCK).
+std::map<uint32_t, std::unique_ptr<iptc::LockWatch>>& LockWatches() {
+  static std::map<uint32_t, std::unique_ptr<iptc::LockWatch>> m;
+  return m;
+}
+
+uint32_t WatchArg(Napi::Value v) { return static_cast<uint32_t>(Int(v, Where{"watch"}, 1, 0xffffffffLL)); }
+
+// iptcLockWatch(lockfile) -> id: starts noticing opens and closes of the xtables lock file.
+Napi::Value IptcLockWatch(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  try {
+    std::string path = iptc::LockFilePath(info[0].IsUndefined() ? "" : Str(info[0], Where{"lockfile"}));
+    static uint32_t next = 1;
+    auto w = std::make_unique<iptc::LockWatch>(path);
+    uint32_t id = next++;
+    LockWatches()[id] = std::move(w);
+    return Napi::Number::New(env, id);
+  } catch (const ArgError& e) {
+    return TypeErrorValue(env, e);
+  } catch (const SysError& e) {
+    ToJsError(env, e).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+}
+
+// iptcLockEvents(id) -> number of opens/closes since the last call.
+Napi::Value IptcLockEvents(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  try {
+    auto it = LockWatches().find(WatchArg(info[0]));
+    if (it == LockWatches().end()) throw ArgError{"no such lock watch (already closed)"};
+    return Napi::Number::New(env, static_cast<double>(it->second->Drain()));
+  } catch (const ArgError& e) {
+    return TypeErrorValue(env, e);
+  } catch (const SysError& e) {
+    ToJsError(env, e).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+}
+
+// iptcLockUnwatch(id): closes the watch (a second call is a no-op).
+Napi::Value IptcLockUnwatch(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  try {
+    LockWatches().erase(WatchArg(info[0]));
+    return env.Undefined();
+  } catch (const ArgError& e) {
+    return TypeErrorValue(env, e);
+  }
+}
+
 void InitIptc(Napi::Env env, Napi::Object exports) {
+  exports.Set("iptcLockWatch", Napi::Function::New(env, IptcLockWatch, "iptcLockWatch"));
+  exports.Set("iptcLockEvents", Napi::Function::New(env, IptcLockEvents, "iptcLockEvents"));
+  exports.Set("iptcLockUnwatch", Napi::Function::New(env, IptcLockUnwatch, "iptcLockUnwatch"));
   exports.Set("iptcInfo", Napi::Function::New(env, IptcInfo, "iptcInfo"));
   exports.Set("iptcRead", Napi::Function::New(env, IptcRead, "iptcRead"));
   exports.Set("iptcApply", Napi::Function::New(env, IptcApply, "iptcApply"));

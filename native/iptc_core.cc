@@ -12,6 +12,8 @@
 #include <malloc.h>
 #include <netinet/in.h>
 #include <sys/file.h>
+#include <sys/inotify.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -25,6 +27,7 @@ extern "C" {  // libip6tc.h, unlike libiptc.h, has no C++ guard
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <ctime>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -606,13 +609,116 @@ TableInfo InfoOf(const GI& gi) {
   return info;
 }
 
+// The digest of the built-in chains' entries in a blob whose first `avail` bytes are readable:
+// FNV-1a over each entry from a hook entry to its underflow (the policy), with the counters and
+// the kernel's comefrom bits left out (traffic and loop checks must not look like a write).
+template <class T, class GI>
+std::string DigestBuiltins(const uint8_t* base, size_t avail, const GI& gi) {
+  using Entry = typename T::Entry;
+  uint64_t h = 1469598103934665603ULL;
+  auto mix = [&h](const uint8_t* p, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+      h ^= p[i];
+      h *= 1099511628211ULL;
+    }
+  };
+  for (unsigned hook = 0; hook < NF_INET_NUMHOOKS; hook++) {
+    if (!(gi.valid_hooks & (1u << hook))) continue;
+    const uint8_t tag[2] = {static_cast<uint8_t>(hook), 0xff};
+    mix(tag, sizeof tag);
+    for (size_t off = gi.hook_entry[hook]; off <= gi.underflow[hook];) {
+      if (off + sizeof(Entry) > avail) throw SysError(EINVAL, "getsockopt", std::string(T::kName) + " nat: built-in chain runs past the table head at offset " + std::to_string(off));
+      const auto* e = reinterpret_cast<const Entry*>(base + off);
+      if (e->next_offset < sizeof(Entry) || e->next_offset % 8 != 0 || off + e->next_offset > avail)
+        throw SysError(EINVAL, "getsockopt", std::string(T::kName) + " nat: malformed entry at offset " + std::to_string(off) + " of the table head");
+      const uint8_t* p = base + off;
+      mix(p, offsetof(Entry, comefrom));
+      const size_t tail = offsetof(Entry, counters) + sizeof(e->counters);
+      mix(p + tail, e->next_offset - tail);
+      off += e->next_offset;
+    }
+  }
+  static const char* hex = "0123456789abcdef";
+  std::string out(16, '0');
+  for (int i = 15; i >= 0; i--, h >>= 4) out[static_cast<size_t>(i)] = hex[h & 15];
+  return out;
+}
+
+bool SameInfo(const TableInfo& a, const TableInfo& b) { return a.size == b.size && a.entries == b.entries && a.builtinLayout == b.builtinLayout; }
+
+// An anonymous mapping of `total` bytes of which only the first `readable` are readable and
+// writable; the rest is reserved address space (no memory), so a copy into it faults.
+class HeadBuffer {
+ public:
+  HeadBuffer(size_t total, size_t readable) {
+    const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+    len_ = (total + page - 1) / page * page;
+    void* p = mmap(nullptr, len_, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) {
+      int e = errno;
+      throw SysError(e, "mmap", std::string("cannot reserve the table head buffer: ") + std::strerror(e));
+    }
+    base_ = static_cast<uint8_t*>(p);
+    const size_t rw = std::min(len_, (readable + page - 1) / page * page);
+    if (mprotect(base_, rw, PROT_READ | PROT_WRITE) != 0) {
+      int e = errno;
+      munmap(base_, len_);
+      throw SysError(e, "mprotect", std::string("cannot map the table head buffer: ") + std::strerror(e));
+    }
+    readable_ = rw;
+  }
+  ~HeadBuffer() { munmap(base_, len_); }
+  HeadBuffer(const HeadBuffer&) = delete;
+  HeadBuffer& operator=(const HeadBuffer&) = delete;
+  uint8_t* data() const { return base_; }
+  size_t readable() const { return readable_; }
+
+ private:
+  uint8_t* base_ = nullptr;
+  size_t len_ = 0;
+  size_t readable_ = 0;
+};
+
+// IPT_SO_GET_INFO plus the digest of the built-in chains from the table's head only (see Info in
+// iptc_core.h). A table replaced in between (EAGAIN, or other info after the read) is read again.
 template <class T>
-TableInfo GetInfo() {
+TableInfo GetInfo(bool digest = true) {
   if (!TablePresent<T>()) return TableInfo{};
   RawSocket<T> sock;
-  typename T::GetInfo gi;
-  if (!GetInfoRaw<T>(sock, gi)) return TableInfo{};
-  return InfoOf(gi);
+  for (int attempt = 1;; attempt++) {
+    typename T::GetInfo gi;
+    if (!GetInfoRaw<T>(sock, gi)) return TableInfo{};
+    TableInfo info = InfoOf(gi);
+    if (!digest) return info;
+    struct timespec cpu0 {};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu0);
+    size_t lastPolicy = 0;
+    for (unsigned h = 0; h < NF_INET_NUMHOOKS; h++)
+      if (gi.valid_hooks & (1u << h)) lastPolicy = std::max<size_t>(lastPolicy, gi.underflow[h]);
+    const size_t header = offsetof(typename T::GetEntries, entrytable);
+    // The policy entry after the last underflow is a standard target: far less than a page.
+    const size_t want = std::min<size_t>(gi.size, lastPolicy + 4096);
+    HeadBuffer buf(header + gi.size, header + want);
+    auto* ge = reinterpret_cast<typename T::GetEntries*>(buf.data());
+    std::memset(ge, 0, header);
+    std::strncpy(ge->name, kTable, sizeof ge->name - 1);
+    ge->size = gi.size;
+    socklen_t len = static_cast<socklen_t>(header + gi.size);
+    int e = 0;
+    if (getsockopt(sock.fd(), T::kSockLevel, T::kSoGetEntries, ge, &len) != 0) e = errno;
+    if (e == ENOENT) return TableInfo{};
+    if (e == EAGAIN && attempt < 10) continue;  // the table changed size in between
+    if (e != 0 && e != EFAULT)  // EFAULT: the kernel reached the unmapped tail, as intended
+      throw SysError(e, "getsockopt", std::string(T::kName) + " nat: IPT_SO_GET_ENTRIES (table head) failed: " + std::strerror(e));
+    typename T::GetInfo again;
+    if (!GetInfoRaw<T>(sock, again)) return TableInfo{};
+    if (!SameInfo(info, InfoOf(again)) && attempt < 10) continue;  // replaced between info and entries
+    info.headDigest = DigestBuiltins<T>(buf.data() + header, std::min<size_t>(buf.readable() - header, gi.size), gi);
+    struct timespec cpu1 {};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu1);
+    info.digestCpuMs = static_cast<double>(cpu1.tv_sec - cpu0.tv_sec) * 1e3 + static_cast<double>(cpu1.tv_nsec - cpu0.tv_nsec) / 1e6;
+    return info;
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -658,6 +764,7 @@ class RawTable {
         t.present_ = true;
         t.size_ = gi.size;
         t.info_ = InfoOf(gi);
+        t.info_.headDigest = DigestBuiltins<T>(t.Base(), gi.size, gi);
         for (unsigned h = 0; h < NF_INET_NUMHOOKS; h++) {
           t.hookEntry_[h] = (gi.valid_hooks & (1u << h)) ? gi.hook_entry[h] : UINT32_MAX;
           t.underflow_[h] = (gi.valid_hooks & (1u << h)) ? gi.underflow[h] : UINT32_MAX;
@@ -1018,11 +1125,7 @@ double MsSince(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t).count();
 }
 
-std::string LockPath(const ApplyOptions& o) {
-  if (!o.lockfile.empty()) return o.lockfile;
-  const char* env = std::getenv("XTABLES_LOCKFILE");
-  return env && *env ? env : "/run/xtables.lock";
-}
+std::string LockPath(const ApplyOptions& o) { return LockFilePath(o.lockfile); }
 
 std::vector<std::string> TouchedChains(const std::vector<Op>& ops) {
   std::vector<std::string> touched;
@@ -1061,6 +1164,7 @@ ApplyResult CommitLocked(std::vector<Op>& ops, const ApplyOptions& o, ApplyResul
         res.sizeAfter = after.size;
         res.entriesAfter = after.entries;
         res.builtinLayoutAfter = after.builtinLayout;
+        res.headDigestAfter = after.headDigest;
         h.reset();
         TrimAfter(after.size);
         res.durationMs = MsSince(start);
@@ -1081,6 +1185,7 @@ ApplyResult CommitLocked(std::vector<Op>& ops, const ApplyOptions& o, ApplyResul
         res.sizeAfter = after.size;
         res.entriesAfter = after.entries;
         res.builtinLayoutAfter = after.builtinLayout;
+        res.headDigestAfter = after.headDigest;
         size = after.size;
         res.durationMs = MsSince(start);
         return res;
@@ -1198,9 +1303,73 @@ std::string CanonicalAddress(Family family, const std::string& address) {
   return FormatAddr(family, a);
 }
 
-TableInfo Info(Family family, const std::string& netnsPath) {
+TableInfo Info(Family family, const std::string& netnsPath, bool digest) {
   NetnsGuard ns(netnsPath);
-  return family == Family::V4 ? GetInfo<V4>() : GetInfo<V6>();
+  return family == Family::V4 ? GetInfo<V4>(digest) : GetInfo<V6>(digest);
+}
+
+std::string LockFilePath(const std::string& configured) {
+  if (!configured.empty()) return configured;
+  const char* env = std::getenv("XTABLES_LOCKFILE");
+  return env && *env ? env : "/run/xtables.lock";
+}
+
+LockWatch::LockWatch(const std::string& path) : path_(path) {
+  fd_ = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+  if (fd_ < 0) {
+    int e = errno;
+    throw SysError(e, "inotify_init1", std::string("cannot watch the xtables lock: ") + std::strerror(e));
+  }
+  try {
+    Arm();
+  } catch (...) {
+    close(fd_);
+    throw;
+  }
+}
+
+LockWatch::~LockWatch() { close(fd_); }
+
+void LockWatch::Arm() {
+  int f = open(path_.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0600);
+  if (f < 0) {
+    int e = errno;
+    throw SysError(e, "open", "cannot open the xtables lock file " + path_ + ": " + std::strerror(e));
+  }
+  close(f);
+  wd_ = inotify_add_watch(fd_, path_.c_str(), IN_OPEN | IN_CLOSE | IN_MODIFY | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF);
+  if (wd_ < 0) {
+    int e = errno;
+    throw SysError(e, "inotify_add_watch", "cannot watch the xtables lock file " + path_ + ": " + std::strerror(e));
+  }
+}
+
+uint64_t LockWatch::Drain() {
+  uint64_t n = 0;
+  bool rearm = false;
+  alignas(struct inotify_event) char buf[4096];
+  for (;;) {
+    ssize_t r = read(fd_, buf, sizeof buf);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) break;
+      int e = errno;
+      throw SysError(e, "read", std::string("cannot read xtables lock events: ") + std::strerror(e));
+    }
+    if (r == 0) break;
+    for (ssize_t off = 0; off < r;) {
+      const auto* ev = reinterpret_cast<const struct inotify_event*>(buf + off);
+      n++;
+      if (ev->mask & (IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF | IN_Q_OVERFLOW)) rearm = true;
+      off += static_cast<ssize_t>(sizeof(struct inotify_event) + ev->len);
+    }
+  }
+  if (rearm) {
+    if (wd_ >= 0) inotify_rm_watch(fd_, wd_);  // may already be gone (IN_IGNORED): harmless
+    wd_ = -1;
+    Arm();
+  }
+  return n;
 }
 
 Snapshot Read(Family family, const std::vector<std::string>& chains, const std::string& netnsPath) {

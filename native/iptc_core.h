@@ -61,6 +61,9 @@ struct Op {
   int64_t position = 0;        // 1-based; 0 = default (insertRule: 1)
 };
 
+// The lock file iptables uses: $XTABLES_LOCKFILE or /run/xtables.lock when `configured` is empty.
+std::string LockFilePath(const std::string& configured);
+
 struct ApplyOptions {
   std::string lockfile;  // empty: $XTABLES_LOCKFILE or /run/xtables.lock
   int64_t lockWaitMs = 5000;
@@ -76,6 +79,7 @@ struct ApplyResult {
   uint64_t sizeAfter = 0;     // IPT_SO_GET_INFO right after our commit, still under the lock:
   uint64_t entriesAfter = 0;  // the change token of the table exactly as we left it
   std::string builtinLayoutAfter;
+  std::string headDigestAfter;
 };
 
 struct TableInfo {
@@ -86,6 +90,12 @@ struct TableInfo {
   // writes built-in chains first, so a write that only touches user chains (kube-proxy's usual
   // sync) leaves it unchanged, and a rule inserted into PREROUTING or OUTPUT changes it.
   std::string builtinLayout;
+  // A digest (16 hex digits) of the built-in chains' entries, counters left out. A rewrite that
+  // keeps the table's size and entry count (a jump deleted and re-inserted elsewhere in
+  // PREROUTING) changes it. Info reads only the head of the table to compute it (see Info).
+  std::string headDigest;
+  // CPU time (user + system, this thread) the digest took, in ms: the caller's cost model.
+  double digestCpuMs = 0;
 };
 
 struct ChainRules {
@@ -98,8 +108,35 @@ struct Snapshot {
   TableInfo info;
 };
 
-// Cheap change detection (IPT_SO_GET_INFO / IP6T_SO_GET_INFO). Never creates the table.
-TableInfo Info(Family family, const std::string& netnsPath);
+// Cheap change detection. Never creates the table. IPT_SO_GET_INFO gives size, entry count and
+// the built-in chains' offsets; the digest of the built-in chains comes from one
+// IPT_SO_GET_ENTRIES into a buffer of which only the head (up to the last built-in policy) is
+// mapped: the kernel copies entries in order and stops with EFAULT at the first unmapped page,
+// so the cost does not grow with the user chains' size (they follow the built-in chains in
+// what libiptc writes; a table laid out otherwise costs more, never gives a wrong digest).
+// `digest` false: IPT_SO_GET_INFO alone (headDigest stays empty).
+TableInfo Info(Family family, const std::string& netnsPath, bool digest = true);
+
+// Notices every open and close of the xtables lock file: every iptables-legacy command and
+// iptables-restore opens it (and a writer holds it across its commit), so a quiet lock file means
+// no cooperating writer touched any legacy table. A non-blocking inotify descriptor, drained by
+// Drain() (no thread). The file is created (0600, as iptables does) when missing.
+class LockWatch {
+ public:
+  explicit LockWatch(const std::string& path);
+  ~LockWatch();
+  LockWatch(const LockWatch&) = delete;
+  LockWatch& operator=(const LockWatch&) = delete;
+  // Events since the last call (at least 1 when the file was replaced or the queue overflowed);
+  // never blocks.
+  uint64_t Drain();
+
+ private:
+  void Arm();
+  std::string path_;
+  int fd_ = -1;
+  int wd_ = -1;
+};
 
 // Reads the named chains without libiptc and without the lock: one IPT_SO_GET_ENTRIES (a consistent
 // table: the kernel replaces tables atomically), only the named chains decoded. When the nat table

@@ -109,7 +109,7 @@ export class Agent {
     const log = opts.log ?? silentLogger;
     const families = managedFamilies(config);
     if (families.length === 0) throw new EdgeMeshError('ECONFIG', 'no service CIDR configured: nothing to manage');
-    const bopts: BackendOptions = { lockWaitMs: config.lockWaitMs, ...(opts.netns ? { netns: opts.netns } : {}) };
+    const bopts: BackendOptions = { lockWaitMs: config.lockWaitMs, orderBefore: config.orderBefore, ...(opts.netns ? { netns: opts.netns } : {}) };
     // Credentials first: unreadable or unusable files end the start with a one-line error (exit
     // 2) before anything on the node is changed.
     let tunnelPem: { pem: TunnelPem; info: CredentialInfo } | undefined;
@@ -140,7 +140,7 @@ export class Agent {
     const map = new Map<Family, DesiredRuleSet>();
     for (const f of ['ipv4', 'ipv6'] as const) {
       const s = sets[f];
-      if (s) map.set(f, s);
+      if (s) map.set(f, { ...s, orderBefore: this.config.orderBefore });
     }
     this.cache = { generation, sets: map };
     return map;
@@ -155,7 +155,7 @@ export class Agent {
       return new StaticSource({
         dir: src.dir,
         store: this.store,
-        strictStart: true,
+        strictStart: this.config.strictManifests,
         onFileError: (path, message) => log.warn({ path }, `manifest skipped: ${message}`),
         onWarning: (path, message) => log.warn({ path }, message),
         onDebug: (message) => log.debug({}, message),
@@ -369,6 +369,7 @@ export class Agent {
     this.source = undefined;
     const out: CleanupOutcome[] = [];
     if (!keep) for (const b of this.backends) out.push(await b.cleanup());
+    for (const b of this.backends) b.close?.();
     const grace = opts.drainGraceMs ?? this.config.drainGraceMs;
     const live = this.proxyCounters()?.active ?? 0;
     if (live > 0) this.log.info({ active: live, graceMs: grace }, `draining ${live} live connections (up to ${grace} ms)`);

@@ -87,12 +87,18 @@ async function tunnelStatus(config: AgentConfig): Promise<string> {
 async function status(config: AgentConfig, log: Logger): Promise<void> {
   const { name } = await resolveBackend(config.backend, FAMILIES, log);
   for (const f of FAMILIES) {
-    const s = await createBackend(name, f, { lockWaitMs: config.lockWaitMs }).status();
+    const s = await createBackend(name, f, { lockWaitMs: config.lockWaitMs, orderBefore: config.orderBefore }).status();
     if (!s.present) {
       process.stdout.write(`# ${f} (${name}): nothing of ours in this table\n`);
       continue;
     }
-    process.stdout.write(`# ${f} (${name})${s.order.ok ? '' : `  WARNING: our jump is not rule 1 (PREROUTING ${s.order.positions.PREROUTING}, OUTPUT ${s.order.positions.OUTPUT}; 0 = missing)`}\n`);
+    const pos = `PREROUTING ${s.order.positions.PREROUTING}, OUTPUT ${s.order.positions.OUTPUT}`;
+    const note = !s.order.ok
+      ? `  WARNING: our jump is missing or behind a chain it must precede (${config.orderBefore.join(', ')}): ${pos}; 0 = missing`
+      : s.order.positions.PREROUTING !== 1 || s.order.positions.OUTPUT !== 1
+        ? `  (our jump is at ${pos}: behind another agent's rule, ahead of ${config.orderBefore.join(', ')}; as intended)`
+        : '';
+    process.stdout.write(`# ${f} (${name})${note}\n`);
     process.stdout.write(s.text.endsWith('\n') ? s.text : `${s.text}\n`);
   }
   process.stdout.write(await tunnelStatus(config));

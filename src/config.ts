@@ -2,7 +2,7 @@
 //
 // Sources, highest precedence first: command-line flags, environment variables (a few per-node
 // values), the YAML `--config` file (camelCase keys, one per flag), defaults. A list option
-// (--service-cidr, --proxy-addr, --ignore-label-selector, --direct-cidr) is taken whole from the highest layer
+// (--service-cidr, --proxy-addr, --ignore-label-selector, --direct-cidr, --order-before) is taken whole from the highest layer
 // that sets it. The source group (--services-dir | --kubeconfig | --api-server) likewise: the
 // highest layer that names any source decides, and naming two in one layer is an error.
 //
@@ -16,7 +16,8 @@ import { flowDepth, MAX_YAML_FLOW_DEPTH } from './sources/manifests.js';
 import { BACKEND_NAMES } from './backends/types.js';
 import { ConfigError } from './errors.js';
 import { cidrsOverlap, formatHostPortText, NetParseError, parseCidr, parseHostPort, type HostPort, type ParsedCidr } from './net.js';
-import type { Family } from './rules.js';
+import { DEFAULT_ORDER_BEFORE, ORDER_BEFORE_ANY, OWNED_CHAINS, type Family } from './rules.js';
+import { chainNameProblem } from './backends/iptables-legacy.js';
 import { parseLabelSelector, SERVICE_PROXY_FILTER_MODES, SERVICE_PROXY_NAME_LABEL, type SelectionConfig, type ServiceProxyFilterMode } from './selection.js';
 
 export const COMMANDS = ['run', 'status', 'cleanup', 'demo'] as const;
@@ -52,6 +53,10 @@ export interface AgentConfig {
   minSyncPeriodMs: number;
   syncPeriodMs: number;
   orderCheckPeriodMs: number;
+  /** Chains our jump must precede in PREROUTING/OUTPUT; `*`: every rule (strict rule 1). */
+  orderBefore: string[];
+  /** A bad manifest at start is fatal (exit 2) instead of named and skipped. */
+  strictManifests: boolean;
   lockWaitMs: number;
   keepRulesOnExit: boolean;
   selection: SelectionConfig;
@@ -113,7 +118,9 @@ export const OPTIONS: readonly OptionDef[] = [
   { flag: 'once', key: 'once', kind: 'bool', default: 'false', help: 'one full sync, print what was applied, exit', commands: RUN },
   { flag: 'min-sync-period', key: 'minSyncPeriod', kind: 'duration', arg: 'DURATION', default: '1s', min: 0, help: 'at most one sync per this period', commands: RUN },
   { flag: 'sync-period', key: 'syncPeriod', kind: 'duration', arg: 'DURATION', default: '60s', min: 1, help: 'full resync period', commands: RUN },
-  { flag: 'order-check-period', key: 'orderCheckPeriod', kind: 'duration', arg: 'DURATION', default: '1s', min: 1, help: 'bound on putting our jumps back at rule 1 after another writer (the table is polled 4 times per period)', commands: RUN },
+  { flag: 'order-check-period', key: 'orderCheckPeriod', kind: 'duration', arg: 'DURATION', default: '1s', min: 1, help: 'bound on putting our jumps back ahead of --order-before after another writer (the table is polled 4 times per period)', commands: RUN },
+  { flag: 'order-before', key: 'orderBefore', kind: 'string', arg: 'CHAIN', repeat: true, default: DEFAULT_ORDER_BEFORE.join(','), help: 'our jump must come before every jump to these chains in PREROUTING/OUTPUT (the chains that DNAT Service traffic); repeatable or comma-separated; "*": before every rule (strict rule 1)', commands: ['run', 'status'] },
+  { flag: 'strict-manifests', key: 'strictManifests', kind: 'bool', default: 'false', help: '--services-dir: a bad manifest at start ends the agent (exit 2) instead of being named and skipped', commands: RUN },
   { flag: 'lock-wait', key: 'lockWait', kind: 'duration', arg: 'DURATION', default: '5s', min: 0, help: 'longest wait for the xtables lock', commands: ['run', 'status', 'cleanup'] },
   { flag: 'keep-rules-on-exit', key: 'keepRulesOnExit', kind: 'bool', default: 'false', help: 'leave our chains and jumps in place on SIGTERM/SIGINT', commands: RUN },
   { flag: 'ignore-label-selector', key: 'ignoreLabelSelector', kind: 'string', arg: 'SELECTOR', repeat: true, help: 'also ignore services matching this label selector (k=v, k!=v, k, !k, k in (a,b), k notin (a,b))', commands: RUN },
@@ -479,6 +486,11 @@ export function loadConfig(options: LoadOptions = {}): AgentConfig {
 
   const dur = (k: string): number => asDuration(def(k), get(k));
   const configFile = configPath;
+  if (dur('minSyncPeriod') > dur('syncPeriod')) {
+    const raw = get('minSyncPeriod');
+    fail(raw.origin, raw.value, `must not exceed --sync-period (${formatDuration(dur('syncPeriod'))})`, 'min-sync-period');
+  }
+  const orderBefore = orderBeforeList(def('orderBefore'), get('orderBefore'));
   return {
     backend: asEnum<BackendChoice>(def('backend'), get('backend')),
     serviceCidrs,
@@ -489,6 +501,8 @@ export function loadConfig(options: LoadOptions = {}): AgentConfig {
     minSyncPeriodMs: dur('minSyncPeriod'),
     syncPeriodMs: dur('syncPeriod'),
     orderCheckPeriodMs: dur('orderCheckPeriod'),
+    orderBefore,
+    strictManifests: asBool(def('strictManifests'), get('strictManifests')),
     lockWaitMs: dur('lockWait'),
     keepRulesOnExit: asBool(def('keepRulesOnExit'), get('keepRulesOnExit')),
     selection: { ignoreLabelSelectors, serviceProxyFilterMode, serviceProxyName },
@@ -503,6 +517,25 @@ export function loadConfig(options: LoadOptions = {}): AgentConfig {
     directCidrs,
     tunnel,
   };
+}
+
+/** --order-before: chain names (repeatable, comma-separated), or `*`. */
+function orderBeforeList(d: OptionDef, raw: RawValue): string[] {
+  const out: string[] = [];
+  for (const { value, origin } of asList(d, raw)) {
+    for (const part of value.split(',')) {
+      const name = part.trim();
+      if (name === ORDER_BEFORE_ANY) {
+        if (!out.includes(name)) out.push(name);
+        continue;
+      }
+      const problem = name === '' ? 'chain name must not be empty' : chainNameProblem(name);
+      if (problem) fail(origin, value, problem, 'order-before');
+      if (['PREROUTING', 'INPUT', 'FORWARD', 'OUTPUT', 'POSTROUTING', ...OWNED_CHAINS].includes(name)) fail(origin, value, `${name} is not a chain our jump can precede`, 'order-before');
+      if (!out.includes(name)) out.push(name);
+    }
+  }
+  return out;
 }
 
 /** --node-name, --direct-cidr and the tunnel options. */
@@ -631,6 +664,8 @@ export function describeConfig(c: AgentConfig): Record<string, unknown> {
     minSyncPeriod: formatDuration(c.minSyncPeriodMs),
     syncPeriod: formatDuration(c.syncPeriodMs),
     orderCheckPeriod: formatDuration(c.orderCheckPeriodMs),
+    orderBefore: c.orderBefore,
+    strictManifests: c.strictManifests,
     lockWait: formatDuration(c.lockWaitMs),
     keepRulesOnExit: c.keepRulesOnExit,
     ignoreLabelSelector: c.selection.ignoreLabelSelectors.map((s) => s.text),

@@ -13,6 +13,13 @@ export const DNAT_COMMENT = 'edgemesh tcp proxy';
 export const JUMP_CHAINS = ['PREROUTING', 'OUTPUT'] as const;
 export type JumpChain = (typeof JUMP_CHAINS)[number];
 export const OWNED_CHAINS = [EDGE_MESH_CHAIN, EDGE_MESH_TCP_CHAIN] as const;
+/**
+ * The chains that DNAT Service traffic (kube-proxy's, iptables and userspace modes): our jump
+ * must come before every jump to them in PREROUTING and OUTPUT (`--order-before`). `*` in the
+ * list stands for every other rule: strict rule 1.
+ */
+export const DEFAULT_ORDER_BEFORE = ['KUBE-SERVICES', 'KUBE-PORTALS-CONTAINER', 'KUBE-PORTALS-HOST', 'KUBE-NODEPORTS'] as const;
+export const ORDER_BEFORE_ANY = '*';
 
 export const ignoreComment = (namespace: string, name: string): string => `ignore ${namespace}/${name} service`;
 
@@ -55,8 +62,13 @@ export interface DesiredRuleSet {
   family: Family;
   /** Our chains with their exact contents, in creation order (a chain before the chains that jump to it). */
   chains: { name: string; rules: Rule[] }[];
-  /** Jumps into our root chain; each must be rule 1 of its built-in chain, exactly once. */
+  /**
+   * Jumps into our root chain, exactly once in each built-in chain: inserted at rule 1, and kept
+   * ahead of every jump to a chain of `orderBefore` (moved back only when one is above it).
+   */
   jumps: { chain: JumpChain; rule: Rule }[];
+  /** Chains our jumps must precede; DEFAULT_ORDER_BEFORE when absent; `*`: every rule. */
+  orderBefore?: readonly string[];
 }
 
 /** Two rules are the same rule when every modelled field is equal and the live one has nothing we do not model. */

@@ -13,15 +13,20 @@ export interface BackendOptions {
   netns?: string;
   /** Longest wait for the xtables lock (iptables-legacy). */
   lockWaitMs?: number;
+  /** Chains our jump must precede (--order-before); checkOrder and status judge the order by it. */
+  orderBefore?: readonly string[];
 }
 
 export function createBackend(name: BackendName, family: Family, opts: BackendOptions = {}): NatBackend {
   const netns = opts.netns && !opts.netns.includes('/') ? `/run/netns/${opts.netns}` : opts.netns;
   switch (name) {
     case 'iptables-legacy':
-      return new IptablesNatBackend(new LegacyIptablesTable({ family, ...(netns ? { netns } : {}), ...(opts.lockWaitMs !== undefined ? { lockWaitMs: opts.lockWaitMs } : {}) }));
+      return new IptablesNatBackend(
+        new LegacyIptablesTable({ family, ...(netns ? { netns } : {}), ...(opts.lockWaitMs !== undefined ? { lockWaitMs: opts.lockWaitMs } : {}) }),
+        opts.orderBefore,
+      );
     case 'iptables-nft':
-      return new IptablesNatBackend(new NftIptablesTable(family, netns ? { netns } : {}));
+      return new IptablesNatBackend(new NftIptablesTable(family, netns ? { netns } : {}), opts.orderBefore);
     case 'nftables':
       return new NftablesBackend(family, netns ? { netns } : {});
   }

@@ -2,6 +2,7 @@
 // one atomic iptc_commit per transaction under the xtables lock. Input is validated and worded
 // here; the addon re-checks only so that bad input can never crash the process.
 import { Buffer } from 'node:buffer';
+import { performance } from 'node:perf_hooks';
 import { TransactionError, nativeCall } from '../errors.js';
 import { native } from '../native.js';
 import { addressFamily, canonicalAddress, memoCanonicalCidr } from '../net.js';
@@ -140,9 +141,25 @@ export function netnsPathOf(netns: string | undefined): string {
   return netns.includes('/') ? netns : `/run/netns/${netns}`;
 }
 
-function toInfo(i: { size: number; entries: number; builtinLayout: string }): TableInfo {
-  return { size: i.size, entries: i.entries, token: `${i.size}/${i.entries}`, builtinLayout: i.builtinLayout };
+/**
+ * The change token: size and entry count, plus the digest of the built-in chains (a rewrite that
+ * keeps size and count, such as a jump deleted and re-inserted at rule 1, changes the digest).
+ */
+function toInfo(i: { size: number; entries: number; builtinLayout: string; headDigest?: string }): TableInfo {
+  const digest = i.headDigest ?? '';
+  return { size: i.size, entries: i.entries, token: `${i.size}/${i.entries}/${digest}`, builtinLayout: `${i.builtinLayout}#${digest}` };
 }
+
+/**
+ * The digest of the built-in chains costs one partial IPT_SO_GET_ENTRIES, which the kernel pays
+ * per entry of the whole table (it sums every rule's counters first): about 15 ms of CPU on
+ * 10 000 kube-proxy services. Without xtables lock activity it is recomputed only this often,
+ * scaled to its cost so that it stays near 0.2 % of a core: on a small table every watchdog
+ * poll, on 10 000 services every 7-30 s (more under load: the cost is measured as CPU time).
+ */
+export const DIGEST_CPU_SHARE = 0.002;
+/** Longest interval between two digests while the lock file stays quiet. */
+export const DIGEST_MAX_INTERVAL_MS = 30_000;
 
 export class LegacyIptablesTable implements IptablesTable {
   readonly backend = 'iptables-legacy' as const;
@@ -150,6 +167,12 @@ export class LegacyIptablesTable implements IptablesTable {
   private readonly netnsPath: string;
   private readonly applyOptions: NativeApplyOptions;
   private readonly binding: NativeIptcBinding;
+  private watch: number | undefined;
+  /** Why the lock file cannot be watched (then only the adaptive period applies). */
+  lockWatchProblem: string | undefined;
+  private last: { size: number; entries: number; builtinLayout: string; token: string; at: number; everyMs: number } | undefined;
+  /** Digests computed by watchToken (for tests and the bench). */
+  digests = 0;
 
   constructor(options: LegacyIptablesOptions, binding?: NativeIptcBinding) {
     if (options.family !== 'ipv4' && options.family !== 'ipv6') throw new TypeError(`family must be "ipv4" or "ipv6", got ${String(options.family)}`);
@@ -232,6 +255,54 @@ export class LegacyIptablesTable implements IptablesTable {
 
   async info(): Promise<TableInfo> {
     return toInfo(await nativeCall(() => this.binding.iptcInfo(this.family, this.netnsPath)));
+  }
+
+  /**
+   * The watchdog's token: info().token, with the built-in chains' digest reused while nothing can
+   * have changed. Every iptables-legacy command and iptables-restore opens the xtables lock file,
+   * so lock activity since the last poll, a change of size, entry count or hook offsets, or the
+   * adaptive period (DIGEST_CPU_SHARE) running out recomputes it; otherwise one IPT_SO_GET_INFO
+   * (0.1 ms) is all a poll costs. A writer that bypasses the lock and keeps the table's size is
+   * seen when the period runs out.
+   */
+  async watchToken(): Promise<string> {
+    const events = this.lockEvents();
+    const last = this.last;
+    const now = performance.now();
+    if (last && events === 0 && now - last.at < last.everyMs) {
+      const quick = await nativeCall(() => this.binding.iptcInfo(this.family, this.netnsPath, false));
+      if (quick.size === last.size && quick.entries === last.entries && quick.builtinLayout === last.builtinLayout) return last.token;
+    }
+    const full = await nativeCall(() => this.binding.iptcInfo(this.family, this.netnsPath, true));
+    this.digests++;
+    const cpuMs = full.digestCpuMs ?? 0;
+    const everyMs = Math.min(DIGEST_MAX_INTERVAL_MS, cpuMs / DIGEST_CPU_SHARE);
+    const info = toInfo(full);
+    this.last = { size: full.size, entries: full.entries, builtinLayout: full.builtinLayout, token: info.token, at: performance.now(), everyMs };
+    return info.token;
+  }
+
+  /** Opens/closes of the xtables lock file since the last call; 1 when it cannot be watched (so every poll digests). */
+  private lockEvents(): number {
+    const b = this.binding;
+    if (!b.iptcLockWatch || !b.iptcLockEvents) return 1;
+    try {
+      if (this.watch === undefined) {
+        if (this.lockWatchProblem) return 0; // adaptive period only
+        this.watch = b.iptcLockWatch(this.applyOptions.lockfile);
+        return 1;
+      }
+      return b.iptcLockEvents(this.watch);
+    } catch (e) {
+      this.lockWatchProblem = (e as Error).message;
+      this.close();
+      return 1;
+    }
+  }
+
+  close(): void {
+    if (this.watch !== undefined) this.binding.iptcLockUnwatch?.(this.watch);
+    this.watch = undefined;
   }
 }
 

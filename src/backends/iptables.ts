@@ -2,9 +2,9 @@
 // libnftnl): read our chains and the hook chains, plan the difference, apply it in one
 // transaction; nothing is written when live equals desired.
 import { performance } from 'node:perf_hooks';
-import { EDGE_MESH_CHAIN, JUMP_CHAINS, OWNED_CHAINS, ROOT_JUMP_RULE, type DesiredRuleSet, type Family } from '../rules.js';
+import { DEFAULT_ORDER_BEFORE, EDGE_MESH_CHAIN, JUMP_CHAINS, OWNED_CHAINS, ROOT_JUMP_RULE, type DesiredRuleSet, type Family } from '../rules.js';
 import { renderChains, type ListedChain } from './listing.js';
-import { PLAN_CHAINS, jumpPositions, planCleanup, planSync, type Plan } from './plan.js';
+import { PLAN_CHAINS, jumpPositions, orderHolds, planCleanup, planSync, type Plan } from './plan.js';
 import type { BackendName, CleanupOutcome, IptablesTable, NatBackend, OrderState, StatusReport, SyncOptions, SyncOutcome } from './types.js';
 
 export class IptablesNatBackend implements NatBackend {
@@ -12,9 +12,12 @@ export class IptablesNatBackend implements NatBackend {
   readonly family: Family;
   readonly table: IptablesTable;
   private lastBuiltinLayout: string | undefined;
+  /** Chains our jump must precede: what checkOrder() and status() call "in order". */
+  readonly orderBefore: readonly string[];
 
-  constructor(table: IptablesTable) {
+  constructor(table: IptablesTable, orderBefore: readonly string[] = DEFAULT_ORDER_BEFORE) {
     this.table = table;
+    this.orderBefore = orderBefore;
     this.name = table.backend;
     this.family = table.family;
   }
@@ -73,13 +76,17 @@ export class IptablesNatBackend implements NatBackend {
   }
 
   async changeToken(): Promise<string> {
-    return (await this.table.info()).token;
+    return this.table.watchToken ? this.table.watchToken() : (await this.table.info()).token;
+  }
+
+  close(): void {
+    this.table.close?.();
   }
 
   async checkOrder(): Promise<OrderState> {
     const snap = await this.table.read(JUMP_CHAINS);
     const positions = jumpPositions(ROOT_JUMP_RULE, snap.chains);
-    return { family: this.family, positions, ok: positions.PREROUTING === 1 && positions.OUTPUT === 1 };
+    return { family: this.family, positions, ok: orderHolds(ROOT_JUMP_RULE, snap.chains, this.orderBefore) };
   }
 
   async cleanup(): Promise<CleanupOutcome> {
@@ -110,7 +117,7 @@ export class IptablesNatBackend implements NatBackend {
       backend: this.name,
       present: missing.length < OWNED_CHAINS.length || positions.PREROUTING + positions.OUTPUT > 0,
       text,
-      order: { family: this.family, positions, ok: positions.PREROUTING === 1 && positions.OUTPUT === 1 },
+      order: { family: this.family, positions, ok: orderHolds(ROOT_JUMP_RULE, snap.chains, this.orderBefore) },
     };
   }
 }

@@ -35,6 +35,10 @@ export interface NativeTableInfo {
   present: boolean;
   /** Offsets of the built-in chains' first rules and policies (see TableInfo.builtinLayout). */
   builtinLayout: string;
+  /** Digest of the built-in chains' entries without counters; '' when the table is absent. */
+  headDigest?: string;
+  /** CPU ms the digest took (thread time, the kernel's copy included). */
+  digestCpuMs?: number;
 }
 
 export interface NativeApplyOptions {
@@ -62,7 +66,13 @@ export interface NativeSnapshot {
 }
 
 export interface NativeIptcBinding {
-  iptcInfo(family: Family, netnsPath: string): Promise<NativeTableInfo>;
+  /** `digest` false: IPT_SO_GET_INFO only (headDigest ''). */
+  iptcInfo(family: Family, netnsPath: string, digest?: boolean): Promise<NativeTableInfo>;
+  /** Starts noticing opens/closes of the xtables lock file (created when missing); returns a watch id. Synchronous. */
+  iptcLockWatch?(lockfile?: string): number;
+  /** Opens/closes of the lock file since the last call. Synchronous, never blocks. */
+  iptcLockEvents?(watch: number): number;
+  iptcLockUnwatch?(watch: number): void;
   iptcRead(family: Family, chains: string[], netnsPath: string): Promise<NativeSnapshot>;
   iptcApply(family: Family, ops: NativeTxOp[], options: NativeApplyOptions): Promise<NativeApplyResult>;
   /** Takes the xtables lock and reads the table once; end with iptcCommit or iptcAbort. */

@@ -3,6 +3,8 @@
 // the kernel needs (a chain exists before anything jumps to it; nothing jumps to a chain when it
 // is deleted).
 import {
+  DEFAULT_ORDER_BEFORE,
+  ORDER_BEFORE_ANY,
   EDGE_MESH_CHAIN,
   JUMP_CHAINS,
   OWNED_CHAINS,
@@ -21,7 +23,7 @@ export interface Plan {
   ops: TxOp[];
   added: number;
   removed: number;
-  /** Our jump was present but not rule 1 (somebody inserted above it), or was duplicated. */
+  /** Our jump was present but behind a chain of orderBefore (somebody inserted above it), or was duplicated. */
   orderRepairs: number;
   /** Residue of earlier layouts (a jump to EDGE-MESH without our comment) being removed. */
   residue: number;
@@ -48,8 +50,27 @@ function isResidueJump(r: LiveRule, ours: Rule): boolean {
   return r.target === EDGE_MESH_CHAIN && !sameRule(r, ours) && !r.unknown?.length;
 }
 
-/** The operations that turn `live` into `desired`; empty when they are equal. */
+/**
+ * 1-based position of the first rule of `rules` that our jump must precede (a jump to a chain of
+ * `before`; with `*` any rule that is not ours), or 0 when there is none.
+ */
+export function firstGuarded(rules: readonly LiveRule[], ours: Rule, before: readonly string[] = DEFAULT_ORDER_BEFORE): number {
+  const any = before.includes(ORDER_BEFORE_ANY);
+  const i = rules.findIndex((r) => !sameRule(r, ours) && (any || before.includes(r.target)));
+  return i + 1;
+}
+
+/**
+ * The operations that turn `live` into `desired`; empty when they are equal.
+ *
+ * Ordering policy: a missing jump is inserted at rule 1. A present jump stays where it is as long
+ * as no jump to a chain of `desired.orderBefore` (kube-proxy's Service DNAT chains) comes before
+ * it, so another agent that keeps its own jump at rule 1 (Calico Felix, Antrea, Istio CNI) is not
+ * fought. When one does come before it, our jump moves to just above the first of them: never
+ * above rules that were already ahead of that one. `*` in orderBefore makes it strict rule 1.
+ */
 export function planSync(desired: DesiredRuleSet, live: ReadonlyMap<string, readonly LiveRule[]>): Plan {
+  const before = desired.orderBefore ?? DEFAULT_ORDER_BEFORE;
   const ops: TxOp[] = [];
   let added = 0;
   let removed = 0;
@@ -69,15 +90,20 @@ export function planSync(desired: DesiredRuleSet, live: ReadonlyMap<string, read
     const mine = rules.map((r, i) => ({ r, pos: i + 1 })).filter(({ r }) => sameRule(r, jump.rule));
     const stale = rules.filter((r) => isResidueJump(r, jump.rule));
     const first = mine[0];
-    if (mine.length === 1 && first?.pos === 1 && stale.length === 0) continue;
+    const guard = firstGuarded(rules, jump.rule, before);
+    const ahead = (pos: number) => guard === 0 || pos < guard;
+    if (mine.length === 1 && first && ahead(first.pos) && stale.length === 0) continue;
     for (const r of stale) ops.push({ op: 'deleteRule', chain: jump.chain, rule: stripCounters(r) });
     residue += stale.length;
     if (mine.length === 0) {
       ops.push({ op: 'insertRule', chain: jump.chain, rule: jump.rule, position: 1 });
       added++;
     } else if (mine.length === 1) {
-      if (first && first.pos !== 1) {
-        ops.push({ op: 'moveRule', chain: jump.chain, rule: jump.rule, position: 1 });
+      if (first && !ahead(first.pos)) {
+        // Just above the first guarded rule, counted once the stale jumps deleted above are gone
+        // (ours is below it, so taking ours out does not shift it).
+        const staleAbove = rules.slice(0, guard - 1).filter((r) => isResidueJump(r, jump.rule)).length;
+        ops.push({ op: 'moveRule', chain: jump.chain, rule: jump.rule, position: guard - staleAbove });
         orderRepairs++;
       }
     } else {
@@ -127,6 +153,16 @@ export function stripCounters(r: LiveRule): Rule {
   if (r.comment !== undefined) out.comment = r.comment;
   if (r.toDestination !== undefined) out.toDestination = { ...r.toDestination };
   return out;
+}
+
+/** Whether our jump holds the ordering invariant in each hook chain: present once, before every guarded rule. */
+export function orderHolds(rule: Rule, live: ReadonlyMap<string, readonly LiveRule[]>, before: readonly string[] = DEFAULT_ORDER_BEFORE): boolean {
+  return JUMP_CHAINS.every((chain) => {
+    const rules = live.get(chain) ?? [];
+    const pos = rules.findIndex((r) => sameRule(r, rule)) + 1;
+    const guard = firstGuarded(rules, rule, before);
+    return pos > 0 && (guard === 0 || pos < guard);
+  });
 }
 
 /** Position (1-based) of the jump `rule` in each hook chain; 0 when missing. */

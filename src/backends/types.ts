@@ -14,12 +14,13 @@ export interface TableInfo {
   size: number;
   /** Number of entries (legacy) or rules. */
   entries: number;
-  /** A token that differs whenever the table may have changed (legacy: `${size}/${entries}`; nft: generation id). */
+  /** A token that differs whenever the table may have changed (legacy: `${size}/${entries}/${digest of the built-in chains}`; nft: generation id). */
   token: string;
   /**
    * Legacy only: where the built-in chains' rules start and end in the table blob. A write that
    * touched only user-defined chains (kube-proxy's usual sync) leaves it as it was; one that put
-   * a rule into PREROUTING or OUTPUT moves it.
+   * a rule into PREROUTING or OUTPUT moves it. Ends with `#` and the built-in chains' digest, so
+   * a reordering inside them counts as a move too.
    */
   builtinLayout?: string;
 }
@@ -85,6 +86,14 @@ export interface IptablesTable {
   /** Cheap change detection, without reading the table. */
   info(): Promise<TableInfo>;
   /**
+   * Optional: the watchdog's token, as info().token but allowed to reuse work while nothing can
+   * have changed (legacy: the built-in chains' digest is recomputed only after xtables lock
+   * activity or on an adaptive period).
+   */
+  watchToken?(): Promise<string>;
+  /** Optional: releases what watchToken holds (an inotify descriptor). */
+  close?(): void;
+  /**
    * Optional: read and commit as one transaction under the table's lock with a single read
    * (libiptc: one iptc_init for both). Tables without it are read, then applied.
    */
@@ -112,6 +121,7 @@ export interface OrderState {
   family: Family;
   /** Position (1-based) of our jump in each hook chain; 0 when missing. nftables: 1 by construction. */
   positions: Record<'PREROUTING' | 'OUTPUT', number>;
+  /** Our jump is in both chains, before every jump to a chain it must precede (--order-before); nftables: by priority. */
   ok: boolean;
 }
 
@@ -150,6 +160,8 @@ export interface NatBackend {
   /** Token that changes when the table may have changed; cheap (no full read). */
   changeToken(): Promise<string>;
   checkOrder(): Promise<OrderState>;
+  /** Optional: releases descriptors the change detection holds. */
+  close?(): void;
   /** Removes every rule, jump and chain (or table) we own; also residue of earlier layouts. */
   cleanup(): Promise<CleanupOutcome>;
   status(): Promise<StatusReport>;

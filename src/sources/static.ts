@@ -44,9 +44,9 @@ export interface StaticSourceOptions {
   /** Notes worth a debug log: skipped kinds, reloads. */
   onDebug?: (message: string) => void;
   /**
-   * Make a bad file at start fatal: start() throws a ConfigError `<path>: <reason>` (DESIGN: a bad
-   * manifest ends the agent with exit 2 before it touches the tables). Later bad files are
-   * always reported and skipped. Default false.
+   * Make a bad file at start fatal: start() throws a ConfigError `<path>: <reason>` (the agent's
+   * `--strict-manifests`, for CI). Without it (the default) a bad file is named and skipped at
+   * start as later, and the good ones are applied.
    */
   strictStart?: boolean;
 }

@@ -133,6 +133,10 @@ describe('config: flags', () => {
     [['--backend', 'iptables'], '--backend "iptables": must be one of auto, iptables-legacy, iptables-nft, nftables'],
     [['--min-sync-period', '1'], '--min-sync-period "1": not a duration (write e.g. 250ms, 1s, 5m, 1h30m)'],
     [['--sync-period', '0'], '--sync-period "0": must be greater than 0'],
+    [['--min-sync-period', '5s', '--sync-period', '2s'], '--min-sync-period "5s": must not exceed --sync-period (2s)'],
+    [['--order-before', 'KUBE-SERVICES,'], '--order-before "KUBE-SERVICES,": chain name must not be empty'],
+    [['--order-before', 'PREROUTING'], '--order-before "PREROUTING": PREROUTING is not a chain our jump can precede'],
+    [['--order-before', 'A-CHAIN-NAME-FAR-TOO-LONG-FOR-XT'], '--order-before "A-CHAIN-NAME-FAR-TOO-LONG-FOR-XT": chain name "A-CHAIN-NAME-FAR-TOO-LONG-FOR-XT" is longer than 28 characters'],
     [['--max-connections', '-1'], '--max-connections "-1": must be a whole number'],
     [['--ignore-label-selector', 'a in ('], '--ignore-label-selector: label selector "a in (": missing ")"'],
     [['--service-proxy-name', 'edgemesh'], '--service-proxy-name "edgemesh": needs --service-proxy-filter-mode FilterIfLabelExists or FilterIfLabelDoesNotExists'],
@@ -265,6 +269,7 @@ maxConnections: 500
       ignoreLabelSelector: ['a=b'], serviceProxyName: 'n', serviceProxyFilterMode: 'FilterIfLabelExists', logLevel: 'debug',
       maxConnections: 7, connectTimeout: '6s', idleTimeout: '8s', drainGrace: '9s', proxyMode: 'copy',
       nodeName: 'edge-1', directCidr: ['10.244.0.0/16'], tunnelListen: '10.0.0.1:20006', tunnelCa: '/ca', tunnelCert: '/cert', tunnelKey: '/key',
+      orderBefore: ['KUBE-SERVICES', 'CALI-X'], strictManifests: true,
     };
     const exclusive = ['config', 'kubeconfig', 'apiServer']; // config names the file; the other two exclude servicesDir
     for (const o of OPTIONS) if (!exclusive.includes(o.key)) expect(sample, o.key).toHaveProperty(o.key);
@@ -272,6 +277,7 @@ maxConnections: 500
     const c = run(['--config', '/all.yaml']);
     expect(c).toMatchObject({ backend: 'nftables', once: true, minSyncPeriodMs: 2000, syncPeriodMs: 120_000, orderCheckPeriodMs: 3000, lockWaitMs: 4000, keepRulesOnExit: true, logLevel: 'debug', maxConnections: 7, connectTimeoutMs: 6000, idleTimeoutMs: 8000, drainGraceMs: 9000, proxyMode: 'copy' });
     expect(c.metricsAddr).toEqual({ family: 'ipv4', address: '127.0.0.1', port: 1 });
+    expect(c).toMatchObject({ orderBefore: ['KUBE-SERVICES', 'CALI-X'], strictManifests: true });
     expect(c.selection).toMatchObject({ serviceProxyName: 'n', serviceProxyFilterMode: 'FilterIfLabelExists' });
     expect(c).toMatchObject({ nodeName: 'edge-1', directCidrs: [{ text: '10.244.0.0/16' }], tunnel: { ca: '/ca', cert: '/cert', key: '/key', listen: { address: '10.0.0.1', port: 20006 } } });
     files['/kc.yaml'] = 'kubeconfig: /etc/kc\n';

@@ -103,7 +103,7 @@ describe('iptables-legacy transaction validation (TypeScript, before the addon)'
     expect(b.calls).toHaveLength(0);
     await t.apply([ok]);
     expect(b.calls[0]!.options).toEqual({ lockfile: '/tmp/l', lockWaitMs: 100, lockIntervalMs: 20, maxAttempts: 2, netnsPath: '/run/netns/em-x' });
-    expect(await t.info()).toEqual({ size: 10, entries: 2, token: '10/2', builtinLayout: '0:0-10' });
+    expect(await t.info()).toEqual({ size: 10, entries: 2, token: '10/2/', builtinLayout: '0:0-10#' });
     const snap = await t.read(['EDGE-MESH']);
     expect(snap.chains.get('EDGE-MESH')).toEqual([{ target: 'RETURN', packets: 1, bytes: 2 }, { target: 'X', packets: 0, bytes: 0, unknown: ['conntrack'] }]);
     await expect(t.read(['bad name'])).rejects.toBeInstanceOf(TypeError);

@@ -90,9 +90,70 @@ describe('planSync and the iptables NatBackend', () => {
       ['PREROUTING', [{ target: EDGE_MESH_CHAIN, unknown: ['in-interface'], packets: 0, bytes: 0 }, { ...ROOT_JUMP_RULE, packets: 0, bytes: 0 }]],
       ['OUTPUT', [{ ...ROOT_JUMP_RULE, packets: 0, bytes: 0 }]],
     ]);
-    const plan = planSync({ ...desired([]), chains: [] }, live);
-    // ours is at 2 and must move, but the foreign rule is never deleted
-    expect(plan.ops).toEqual([{ op: 'moveRule', chain: 'PREROUTING', rule: ROOT_JUMP_RULE, position: 1 }]);
+    // ours is at 2 behind a rule that does not DNAT Service traffic: it stays, the foreign rule too
+    expect(planSync({ ...desired([]), chains: [] }, live).ops).toEqual([]);
+    // with strict rule 1 ours moves above it, and the foreign rule is still never deleted
+    const strict = planSync({ ...desired([]), chains: [], orderBefore: ['*'] }, live);
+    expect(strict.ops).toEqual([{ op: 'moveRule', chain: 'PREROUTING', rule: ROOT_JUMP_RULE, position: 1 }]);
+  });
+
+  describe('ordering policy: ahead of every chain that DNATs Service traffic, not necessarily rule 1', () => {
+    const felix: Rule = { comment: 'cali:felix', target: 'cali-PREROUTING' };
+    const live = (...targets: string[]) =>
+      new Map([
+        ['PREROUTING', targets.map((t) => (t === 'ours' ? { ...ROOT_JUMP_RULE, packets: 0, bytes: 0 } : { ...(t === 'felix' ? felix : { comment: t, target: t }), packets: 0, bytes: 0 }))],
+        ['OUTPUT', [{ ...ROOT_JUMP_RULE, packets: 0, bytes: 0 }]],
+        ['EDGE-MESH', desired([]).chains[1]!.rules.map((r) => ({ ...r, packets: 0, bytes: 0 }))],
+        ['EDGE-MESH-TCP', desired([]).chains[0]!.rules.map((r) => ({ ...r, packets: 0, bytes: 0 }))],
+      ]);
+
+    it('a missing jump is inserted at rule 1, even above another agent\'s rule', () => {
+      const plan = planSync(desired([]), live('felix', 'KUBE-SERVICES'));
+      expect(plan.ops).toEqual([{ op: 'insertRule', chain: 'PREROUTING', rule: ROOT_JUMP_RULE, position: 1 }]);
+    });
+
+    it('behind a non-DNAT rule and ahead of KUBE-SERVICES: nothing to do (another agent keeps rule 1)', () => {
+      expect(planSync(desired([]), live('felix', 'ours', 'KUBE-SERVICES')).ops).toEqual([]);
+      expect(planSync(desired([]), live('felix', 'other', 'ours')).ops).toEqual([]);
+    });
+
+    it('behind KUBE-SERVICES (or any chain of the list): moved to just above the first of them, not above the rules ahead of it', () => {
+      expect(planSync(desired([]), live('felix', 'KUBE-SERVICES', 'ours')).ops).toEqual([{ op: 'moveRule', chain: 'PREROUTING', rule: ROOT_JUMP_RULE, position: 2 }]);
+      expect(planSync(desired([]), live('KUBE-PORTALS-CONTAINER', 'felix', 'ours')).ops).toEqual([{ op: 'moveRule', chain: 'PREROUTING', rule: ROOT_JUMP_RULE, position: 1 }]);
+      expect(planSync(desired([]), live('felix', 'KUBE-NODEPORTS', 'KUBE-SERVICES', 'ours')).orderRepairs).toBe(1);
+    });
+
+    it('the list is configurable: a chain left out of it may stay ahead; "*" is strict rule 1', () => {
+      expect(planSync({ ...desired([]), orderBefore: ['KUBE-NODEPORTS'] }, live('KUBE-SERVICES', 'ours')).ops).toEqual([]);
+      expect(planSync({ ...desired([]), orderBefore: ['*'] }, live('felix', 'ours', 'KUBE-SERVICES')).ops).toEqual([{ op: 'moveRule', chain: 'PREROUTING', rule: ROOT_JUMP_RULE, position: 1 }]);
+    });
+
+    it('a Felix-like writer that insists on rule 1 and our repairs settle after one write each (simulated on the in-memory table)', async () => {
+      const t = new MemoryTable();
+      t.foreignInsert('PREROUTING', kubeJump);
+      t.foreignInsert('OUTPUT', kubeJump);
+      const b = new IptablesNatBackend(t);
+      let ours = 0;
+      let theirs = 0;
+      const felixFirst = async () => {
+        for (const c of ['PREROUTING', 'OUTPUT']) {
+          const rules = t.chains.get(c)!;
+          if (rules[0]?.target === felix.target) continue;
+          const i = rules.findIndex((r) => r.target === felix.target);
+          if (i >= 0) rules.splice(i, 1);
+          t.foreignInsert(c, felix);
+          theirs++;
+        }
+      };
+      for (let round = 0; round < 10; round++) {
+        if ((await b.sync(desired([]), { expectChange: false })).changed) ours++;
+        await felixFirst();
+      }
+      expect(ours).toBe(1);
+      expect(theirs).toBe(2); // one per chain
+      expect((await b.checkOrder()).ok).toBe(true);
+      expect(t.chains.get('PREROUTING')!.map((r) => r.target)).toEqual(['cali-PREROUTING', 'EDGE-MESH', 'KUBE-SERVICES']);
+    });
   });
 
   it('keeps counters of unchanged ignore rules when one is added (replaceChain is a minimal edit)', async () => {
