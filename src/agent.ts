@@ -10,7 +10,7 @@ import type { DesiredRuleSet, Family } from './rules.js';
 import { ClusterStore } from './sources/store.js';
 import { StaticSource } from './sources/static.js';
 import { EdgeMeshError } from './errors.js';
-import { AgentMetrics, MetricsServer, type ProxyCounters } from './metrics.js';
+import { AgentMetrics, MetricsServer, secondsSinceAnswer, type ProxyCounters, type SourceState } from './metrics.js';
 import { selectService } from './selection.js';
 import { computeLocalServe, computeRoutes, type UnreachableEndpoint } from './proxy/routes.js';
 import { TcpProxy, type ConnectionEvent, type TunnelPeer, type TunnelStats } from './proxy/proxy.js';
@@ -54,6 +54,29 @@ export interface TunnelState {
   unreachable: UnreachableEndpoint[];
 }
 
+/** GET /status (JSON): what `edgemesh-agent status` shows of the running agent. */
+export interface AgentStatus {
+  node: string;
+  sync: {
+    ready: boolean;
+    healthy: boolean;
+    lastSuccessSecondsAgo: number | null;
+    /** Age of the oldest queued change not yet applied. */
+    pendingSeconds: number | null;
+    failingSeconds: number | null;
+    consecutiveFailures: number;
+  };
+  source: {
+    kind: string;
+    synced: boolean;
+    errors: Record<string, number>;
+    lastError: { resource: string; message: string; secondsAgo: number } | null;
+    secondsSinceAnswer: number;
+    answered: boolean;
+  };
+  tunnel: TunnelState | null;
+}
+
 export class Agent {
   readonly config: AgentConfig;
   readonly store: ClusterStore;
@@ -81,6 +104,9 @@ export class Agent {
   private credWatcher: CredentialWatcher | undefined;
   private unreachable: UnreachableEndpoint[] = [];
   private unreachableKey = '';
+  private readonly sourceErrors: Record<string, number> = {};
+  private lastSourceError: SourceState['lastError'];
+  private readonly lastAnswerAt: Record<string, number> = {};
 
   private constructor(config: AgentConfig, backendName: BackendName, backends: NatBackend[], log: Logger, withProxy: boolean, tunnelPem?: { pem: TunnelPem; info: CredentialInfo }) {
     this.config = config;
@@ -99,7 +125,14 @@ export class Agent {
       orderCheckPeriodMs: config.orderCheckPeriodMs,
       log,
     });
-    this.metrics = new AgentMetrics({ counts: () => this.counts, desired: () => this.desired(), proxy: () => this.proxyCounters(), tunnel: () => this.tunnelState() });
+    this.metrics = new AgentMetrics({
+      counts: () => this.counts,
+      desired: () => this.desired(),
+      proxy: () => this.proxyCounters(),
+      tunnel: () => this.tunnelState(),
+      source: () => this.sourceState(),
+      queuedSince: () => this.reconciler.stats.queuedSince,
+    });
     this.reconciler.on('sync', (r) => this.metrics.observe(r));
     this.metrics.declareFamilies(backends.map((b) => b.family));
   }
@@ -146,6 +179,55 @@ export class Agent {
     return map;
   }
 
+  /** Source errors and answers (metrics, GET /status). */
+  sourceState(): SourceState {
+    return {
+      kind: this.config.source.kind,
+      synced: this.store.synced,
+      errors: { ...this.sourceErrors },
+      ...(this.lastSourceError ? { lastError: this.lastSourceError } : {}),
+      lastAnswerAt: { ...this.lastAnswerAt },
+      startedAt: this.startedAt,
+    };
+  }
+
+  /** Liveness (kube-proxy's rule): a queued change or a repair late past two sync periods plus 30 s. */
+  health(now = Date.now()): ReturnType<Reconciler['health']> {
+    return this.reconciler.health(2 * this.config.syncPeriodMs + 30_000, now);
+  }
+
+  /** GET /status: the sync loop, the sources and the tunnel. */
+  statusReport(now = Date.now()): AgentStatus {
+    const st = this.reconciler.stats;
+    const src = this.sourceState();
+    const ago = (t: number | undefined) => (t === undefined ? null : Math.round((now - t) / 100) / 10);
+    return {
+      node: this.config.nodeName,
+      sync: {
+        ready: st.firstSyncDone,
+        healthy: this.health(now).ok,
+        lastSuccessSecondsAgo: ago(st.lastSuccessAt),
+        pendingSeconds: ago(st.queuedSince),
+        failingSeconds: ago(st.failingSince),
+        consecutiveFailures: st.consecutiveFailures,
+      },
+      source: {
+        kind: src.kind,
+        synced: src.synced,
+        errors: src.errors,
+        lastError: src.lastError ? { resource: src.lastError.resource, message: src.lastError.message, secondsAgo: ago(src.lastError.at) ?? 0 } : null,
+        secondsSinceAnswer: Math.round(secondsSinceAnswer(src, now) * 10) / 10,
+        answered: Object.keys(src.lastAnswerAt).length > 0,
+      },
+      tunnel: this.tunnelState() ?? null,
+    };
+  }
+
+  private sourceError(resource: string, message: string): void {
+    this.sourceErrors[resource] = (this.sourceErrors[resource] ?? 0) + 1;
+    this.lastSourceError = { resource, message, at: Date.now() };
+  }
+
   // The Kubernetes source (and @kubernetes/client-node, ~1 s of module loading on a small node)
   // is imported only when used: a static-source agent restarts and converges in well under 2 s.
   private async makeSource(): Promise<Source> {
@@ -156,7 +238,11 @@ export class Agent {
         dir: src.dir,
         store: this.store,
         strictStart: this.config.strictManifests,
-        onFileError: (path, message) => log.warn({ path }, `manifest skipped: ${message}`),
+        onFileError: (path, message) => {
+          this.sourceError('manifests', `${path}: ${message}`);
+          log.warn({ path }, `manifest skipped: ${path}: ${message}`);
+        },
+        onAnswer: () => (this.lastAnswerAt.manifests = Date.now()),
         onWarning: (path, message) => log.warn({ path }, message),
         onDebug: (message) => log.debug({}, message),
       });
@@ -166,7 +252,11 @@ export class Agent {
     return new KubeSource({
       kubeConfig: makeKubeConfig(src),
       store: this.store,
-      onError: (resource, message) => log.warn({ resource }, `kubernetes ${resource}: ${message}`),
+      onError: (resource, message) => {
+        this.sourceError(resource, message);
+        log.warn({ resource }, `kubernetes ${resource}: ${message}`);
+      },
+      onAnswer: (resource) => (this.lastAnswerAt[resource] = Date.now()),
       onWarning: (resource, message) => log.warn({ resource }, message),
       onDebug: (message) => log.debug({}, message),
     });
@@ -315,12 +405,8 @@ export class Agent {
     if (this.config.metricsAddr) {
       const server = new MetricsServer(this.metrics, {
         ready: () => this.reconciler.stats.firstSyncDone,
-        status: () => ({ node: this.config.nodeName, tunnel: this.tunnelState() ?? null }),
-        lastSuccessAt: () => this.reconciler.stats.lastSuccessAt,
-        startedAt: this.startedAt,
-        // Healthy while syncs succeed: a full resync happens every sync period, so a last success
-        // older than two periods plus the longest backoff means the loop is stuck or failing.
-        maxSyncAgeMs: 2 * this.config.syncPeriodMs + 30_000,
+        status: () => this.statusReport(),
+        health: () => this.health(),
       });
       const addr = await server.listen(this.config.metricsAddr.address, this.config.metricsAddr.port);
       this.metricsServer = server;

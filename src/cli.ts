@@ -11,7 +11,8 @@ import { createLogger } from './logger.js';
 import { DEFAULT_PROXY_INTERFACE, removeProxyInterface } from './proxy/iface.js';
 import type { Logger } from './log.js';
 import type { SyncReport } from './reconciler.js';
-import type { TunnelState } from './agent.js';
+import type { AgentStatus, TunnelState } from './agent.js';
+import { renderAgentStatus } from './status-render.js';
 import { formatHostPortText } from './net.js';
 import { renderTunnelStatus } from './tunnel/status.js';
 
@@ -68,12 +69,12 @@ async function run(config: AgentConfig, log: Logger): Promise<void> {
   await agent.start();
 }
 
-/** The running agent's tunnel, as GET /status on its metrics address reports it (rendered by renderTunnelStatus). */
+/** The running agent's sync loop, sources and tunnel, as GET /status on its metrics address reports them. */
 async function tunnelStatus(config: AgentConfig): Promise<string> {
   const a = config.metricsAddr;
   if (!a) return '';
   const url = `http://${formatHostPortText(a)}/status`;
-  let body: { node?: string; tunnel?: TunnelState | null };
+  let body: { node?: string; tunnel?: TunnelState | null } & Partial<Pick<AgentStatus, 'sync' | 'source'>>;
   try {
     const res = await fetch(url, { signal: AbortSignal.timeout(1500) });
     if (!res.ok) return `# tunnel: ${url} answered ${res.status}\n`;
@@ -81,7 +82,7 @@ async function tunnelStatus(config: AgentConfig): Promise<string> {
   } catch (e) {
     return `# tunnel: no agent answered at ${url} (${(e as Error).message}); give --metrics-addr of the running agent\n`;
   }
-  return renderTunnelStatus(body.node ?? '', body.tunnel ?? undefined);
+  return renderAgentStatus(body.sync && body.source ? { sync: body.sync, source: body.source } : undefined) + renderTunnelStatus(body.node ?? '', body.tunnel ?? undefined);
 }
 
 async function status(config: AgentConfig, log: Logger): Promise<void> {

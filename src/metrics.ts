@@ -4,7 +4,7 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { SyncReport } from './reconciler.js';
+import type { HealthVerdict, SyncReport } from './reconciler.js';
 import type { SelectionCounts } from './desired.js';
 import type { DesiredRuleSet, Family } from './rules.js';
 import type { ProxyStats } from './proxy/proxy.js';
@@ -25,6 +25,31 @@ export interface MetricsSources {
   proxy?: () => ProxyCounters | undefined;
   /** The tunnel, when configured (undefined: no tunnel metrics). */
   tunnel?: () => TunnelState | undefined;
+  /** The sources: errors and when they last answered. */
+  source?: () => SourceState;
+  /** ms since the epoch when the oldest change not yet applied was queued; undefined: none. */
+  queuedSince?: () => number | undefined;
+}
+
+/** The sources as the agent sees them (metrics, GET /status, `edgemesh-agent status`). */
+export interface SourceState {
+  /** static, kubeconfig, api-server, in-cluster. */
+  kind: string;
+  /** Every resource listed once (the first full sync may follow). */
+  synced: boolean;
+  /** Watch/list errors (API) or unreadable directory / bad manifests (static), by resource. */
+  errors: Record<string, number>;
+  lastError?: { resource: string; message: string; at: number };
+  /** Date.now() of the last answer (list, watch event, bookmark; a directory read), by resource. */
+  lastAnswerAt: Record<string, number>;
+  /** When the agent started (the age of "never answered"). */
+  startedAt: number;
+}
+
+/** Seconds since any source last answered (since the start when none has). */
+export function secondsSinceAnswer(s: SourceState, now = Date.now()): number {
+  const last = Math.max(s.startedAt, ...Object.values(s.lastAnswerAt));
+  return Math.max(0, (now - last) / 1000);
 }
 
 const camelToSnake = (s: string): string => s.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
@@ -118,7 +143,65 @@ export class AgentMetrics {
     });
     counter('edgemesh_proxy_failovers_total', 'Connections that moved on to another endpoint after a failed connect', [], (c, p) => c.inc(p.failovers));
     counter('edgemesh_proxy_accept_errors_total', 'accept(2) failures (EMFILE and the like, with backoff)', [], (c, p) => c.inc(p.acceptErrors));
+    this.sourceMetrics();
     this.tunnelMetrics();
+  }
+
+  private sourceMetrics(): void {
+    const r = this.registry;
+    const source = () => this.sources.source?.();
+    new Counter({
+      name: 'edgemesh_source_errors_total',
+      help: 'Source errors by resource: failed lists and watches of the API (each followed by a relist), unreadable manifests or directory',
+      labelNames: ['resource'],
+      registers: [r],
+      collect() {
+        const s = source();
+        if (!s) return;
+        this.reset();
+        for (const [resource, n] of Object.entries(s.errors)) this.inc({ resource }, n);
+      },
+    });
+    new Gauge({
+      name: 'edgemesh_source_last_answer_timestamp_seconds',
+      help: 'Unix time of the last answer of the source (a list, a watch event or bookmark; a directory read), by resource',
+      labelNames: ['resource'],
+      registers: [r],
+      collect() {
+        const s = source();
+        if (!s) return;
+        this.reset();
+        for (const [resource, at] of Object.entries(s.lastAnswerAt)) this.set({ resource }, at / 1000);
+      },
+    });
+    new Gauge({
+      name: 'edgemesh_source_seconds_since_answer',
+      help: 'Seconds since any source last answered (since the start while none has)',
+      registers: [r],
+      collect() {
+        const s = source();
+        if (s) this.set(secondsSinceAnswer(s));
+      },
+    });
+    new Gauge({
+      name: 'edgemesh_source_synced',
+      help: '1 once every resource has been listed once',
+      registers: [r],
+      collect() {
+        const s = source();
+        if (s) this.set(s.synced ? 1 : 0);
+      },
+    });
+    const queued = () => this.sources.queuedSince?.();
+    new Gauge({
+      name: 'edgemesh_sync_pending_seconds',
+      help: 'Age of the oldest change queued and not yet applied (0: none); /healthz fails past its bound',
+      registers: [r],
+      collect() {
+        const q = queued();
+        this.set(q === undefined ? 0 : Math.max(0, (Date.now() - q) / 1000));
+      },
+    });
   }
 
   // The tunnel's counters are kept natively (per peer, per reason) and read at scrape time.
@@ -221,16 +304,12 @@ export class AgentMetrics {
 }
 
 export interface HealthState {
-  /** What GET /status returns as JSON (the tunnel, for `edgemesh-agent status`). */
+  /** What GET /status returns as JSON (sync, sources, tunnel: for `edgemesh-agent status`). */
   status?: () => unknown;
   /** The first full sync has completed (readiness). */
   ready(): boolean;
-  /** ms since the epoch of the last successful sync, undefined before the first. */
-  lastSuccessAt(): number | undefined;
-  /** Started at (ms since the epoch). */
-  startedAt: number;
-  /** /healthz fails when the last successful sync is older than this (and, before the first, when start-up took longer). */
-  maxSyncAgeMs: number;
+  /** Liveness: fails only when a queued change or a repair is late (Reconciler.health). */
+  health(): HealthVerdict;
 }
 
 /** HTTP server: GET /metrics, /healthz, /readyz. */
@@ -256,11 +335,8 @@ export class MetricsServer {
         return;
       }
       if (url === '/healthz') {
-        const now = Date.now();
-        const last = this.health.lastSuccessAt();
-        const age = now - (last ?? this.health.startedAt);
-        const ok = age <= this.health.maxSyncAgeMs;
-        res.writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' }).end(ok ? 'ok\n' : `last successful sync ${Math.round(age / 1000)}s ago (bound ${Math.round(this.health.maxSyncAgeMs / 1000)}s)\n`);
+        const h = this.health.health();
+        res.writeHead(h.ok ? 200 : 503, { 'content-type': 'text/plain' }).end(h.ok ? 'ok\n' : `${h.reason ?? 'unhealthy'}\n`);
         return;
       }
       if (url === '/status') {
@@ -269,7 +345,7 @@ export class MetricsServer {
       }
       if (url === '/readyz') {
         const ok = this.health.ready();
-        res.writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' }).end(ok ? 'ok\n' : 'first sync not done\n');
+        res.writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' }).end(ok ? 'ok\n' : 'first full sync not done (the sources have not listed everything yet, or the first write failed)\n');
         return;
       }
       res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /metrics, /healthz, /readyz, /status\n');

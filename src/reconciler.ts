@@ -49,6 +49,18 @@ export interface ReconcilerStats {
   lastSuccessAt: number | undefined;
   lastDurationMs: number | undefined;
   firstSyncDone: boolean;
+  /** Date.now() when the oldest change not yet applied was queued (events, order repairs); undefined: none. */
+  queuedSince: number | undefined;
+  /** Date.now() of the first of the failures in a row; undefined after a success. */
+  failingSince: number | undefined;
+  consecutiveFailures: number;
+}
+
+/** What /healthz reports: kube-proxy's rule (a queued change or a repair late past the bound). */
+export interface HealthVerdict {
+  ok: boolean;
+  /** Why not ok, in one line. */
+  reason?: string;
 }
 
 export declare interface Reconciler {
@@ -65,6 +77,9 @@ export class Reconciler extends EventEmitter {
     lastSuccessAt: undefined,
     lastDurationMs: undefined,
     firstSyncDone: false,
+    queuedSince: undefined,
+    failingSince: undefined,
+    consecutiveFailures: 0,
   };
 
   private readonly opts: Required<Omit<ReconcilerOptions, 'log'>> & { log: Logger };
@@ -109,6 +124,8 @@ export class Reconciler extends EventEmitter {
   /** Asks for a sync. Events are coalesced and rate-limited; 'order' and 'manual' run as soon as the current sync ends. */
   requestSync(reason: SyncReason): void {
     if (this.stopped) return;
+    // A periodic resync is routine, not a queued change (as kube-proxy's health server counts).
+    if (reason !== 'periodic' && this.stats.queuedSince === undefined) this.stats.queuedSince = Date.now();
     if (this.running) {
       if (!this.pending || reason === 'order') this.pending = reason;
       return;
@@ -143,11 +160,33 @@ export class Reconciler extends EventEmitter {
     return p;
   }
 
+  /**
+   * kube-proxy's liveness rule: unhealthy only when a change queued more than `boundMs` ago is
+   * still not applied, or syncs have failed for longer than that. Never because the sources have
+   * not answered yet: with nothing listed there is nothing that should have been written.
+   */
+  health(boundMs: number, now = Date.now()): HealthVerdict {
+    const { queuedSince, failingSince, consecutiveFailures } = this.stats;
+    if (failingSince !== undefined && now - failingSince > boundMs) {
+      return { ok: false, reason: `syncs failing for ${Math.round((now - failingSince) / 1000)}s (${consecutiveFailures} in a row; bound ${Math.round(boundMs / 1000)}s)` };
+    }
+    if (queuedSince !== undefined && now - queuedSince > boundMs) {
+      return { ok: false, reason: `a change queued ${Math.round((now - queuedSince) / 1000)}s ago is not applied (bound ${Math.round(boundMs / 1000)}s)` };
+    }
+    return { ok: true };
+  }
+
   private async doSync(reason: SyncReason): Promise<SyncReport> {
     this.lastRunStart = performance.now();
     const t0 = this.lastRunStart;
+    const startedAt = Date.now();
+    const settled = () => {
+      // Changes queued before this sync started are covered by it; later ones wait for the next.
+      if (this.stats.queuedSince !== undefined && this.stats.queuedSince <= startedAt) this.stats.queuedSince = undefined;
+    };
     const desired = this.opts.desired();
     if (!desired) {
+      settled(); // nothing listed yet, nothing that could be written: not late
       const r: SyncReport = { reason, ok: true, outcomes: [], durationMs: 0, skipped: 'not-synced' };
       this.emit('sync', r);
       return r;
@@ -169,6 +208,9 @@ export class Reconciler extends EventEmitter {
         this.stats.orderRepairs += outcome.orderRepairs;
       }
       this.consecutiveFailures = 0;
+      this.stats.consecutiveFailures = 0;
+      this.stats.failingSince = undefined;
+      settled();
       this.stats.lastSuccessAt = Date.now();
       this.stats.firstSyncDone = true;
       const report: SyncReport = { reason, ok: true, outcomes, durationMs: performance.now() - t0 };
@@ -180,6 +222,8 @@ export class Reconciler extends EventEmitter {
       const error = e instanceof Error ? e : new Error(String(e));
       this.stats.failures++;
       this.consecutiveFailures++;
+      this.stats.consecutiveFailures = this.consecutiveFailures;
+      this.stats.failingSince ??= startedAt;
       const backoff = Math.min(this.opts.maxBackoffMs, this.opts.minSyncPeriodMs * 2 ** (this.consecutiveFailures - 1));
       this.opts.log.error(
         { reason, err: { message: error.message, code: (error as { code?: unknown }).code }, retryInMs: backoff, failures: this.consecutiveFailures },

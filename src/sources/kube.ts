@@ -74,6 +74,8 @@ export interface KubeSourceOptions {
    */
   onWarning?: (resource: KubeResource, message: string) => void;
   onDebug?: (message: string) => void;
+  /** A list or watch event (bookmarks included) arrived for `resource`: the API server answered. */
+  onAnswer?: (resource: KubeResource) => void;
 }
 
 interface ResourceSpec<T extends KubernetesObject, I> {
@@ -86,11 +88,21 @@ interface ResourceSpec<T extends KubernetesObject, I> {
   remove: (obj: T) => void;
 }
 
-/** Watch that asks the server for bookmarks. */
+/** Watch that asks the server for bookmarks, and tells `onEvent` of every event (bookmarks too). */
 class BookmarkWatch extends Watch {
+  constructor(
+    kc: KubeConfig,
+    private readonly onEvent: () => void,
+  ) {
+    super(kc);
+  }
   override watch(...args: Parameters<Watch['watch']>): ReturnType<Watch['watch']> {
     const [path, query, cb, done] = args;
-    return super.watch(path, { ...query, allowWatchBookmarks: true }, cb, done);
+    const seen: typeof cb = (...a) => {
+      this.onEvent();
+      return cb(...a);
+    };
+    return super.watch(path, { ...query, allowWatchBookmarks: true }, seen, done);
   }
 }
 
@@ -109,6 +121,7 @@ class Supervisor<T extends KubernetesObject, I> {
     private readonly backoff: Required<BackoffOptions>,
     private readonly onError: (message: string) => void,
     private readonly onDebug: (message: string) => void,
+    private readonly onAnswer: () => void,
   ) {}
 
   start(): void {
@@ -119,6 +132,7 @@ class Supervisor<T extends KubernetesObject, I> {
     const listFn = async (): Promise<KubernetesListObject<T>> => {
       const list = await spec.list();
       if (this.informer !== informer || this.stopped) return list;
+      this.onAnswer();
       const items: I[] = [];
       for (const obj of list.items ?? []) {
         const c = this.tryConvert(obj);
@@ -128,7 +142,7 @@ class Supervisor<T extends KubernetesObject, I> {
       this.onDebug(`${spec.resource}: listed ${items.length} at resourceVersion ${list.metadata?.resourceVersion ?? '?'}`);
       return list;
     };
-    const informer = new ListWatch<T>(spec.path, new BookmarkWatch(this.kc), listFn, false);
+    const informer = new ListWatch<T>(spec.path, new BookmarkWatch(this.kc, () => this.informer === informer && this.onAnswer()), listFn, false);
     this.informer = informer;
     const upsert = (obj: T): void => {
       if (this.informer !== informer) return;
@@ -201,6 +215,7 @@ export class KubeSource {
     const discovery = kc.makeApiClient(DiscoveryV1Api);
     const onError = options.onError ?? (() => {});
     const onDebug = options.onDebug ?? (() => {});
+    const onAnswer = options.onAnswer ?? (() => {});
     const nameOf = (o: KubernetesObject): { namespace: string; name: string } => ({ namespace: o.metadata?.namespace || 'default', name: o.metadata?.name ?? '' });
     this.services = new Supervisor<V1Service, ServiceInfo>(
       {
@@ -219,6 +234,7 @@ export class KubeSource {
       backoff,
       (m) => onError('services', m),
       onDebug,
+      () => onAnswer('services'),
     );
     this.slices = new Supervisor<V1EndpointSlice, EndpointSliceInfo>(
       {
@@ -237,6 +253,7 @@ export class KubeSource {
       backoff,
       (m) => onError('endpointslices', m),
       onDebug,
+      () => onAnswer('endpointslices'),
     );
     if (options.watchNodes === false) return;
     const onWarning = options.onWarning ?? onError;
@@ -270,6 +287,7 @@ export class KubeSource {
       backoff,
       (m) => onError('nodes', m),
       onDebug,
+      () => onAnswer('nodes'),
     );
   }
 

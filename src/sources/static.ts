@@ -43,6 +43,8 @@ export interface StaticSourceOptions {
   onWarning?: (path: string, message: string) => void;
   /** Notes worth a debug log: skipped kinds, reloads. */
   onDebug?: (message: string) => void;
+  /** The directory was read (every scan that could list it): the source answered. */
+  onAnswer?: () => void;
   /**
    * Make a bad file at start fatal: start() throws a ConfigError `<path>: <reason>` (the agent's
    * `--strict-manifests`, for CI). Without it (the default) a bad file is named and skipped at
@@ -71,8 +73,8 @@ interface FileState {
 }
 
 export class StaticSource {
-  private readonly opts: Required<Omit<StaticSourceOptions, 'onFileError' | 'onWarning' | 'onDebug' | 'strictStart'>> &
-    Pick<StaticSourceOptions, 'onFileError' | 'onWarning' | 'onDebug' | 'strictStart'>;
+  private readonly opts: Required<Omit<StaticSourceOptions, 'onFileError' | 'onWarning' | 'onDebug' | 'strictStart' | 'onAnswer'>> &
+    Pick<StaticSourceOptions, 'onFileError' | 'onWarning' | 'onDebug' | 'strictStart' | 'onAnswer'>;
   private readonly files = new Map<string, FileState>();
   private watcher: FSWatcher | undefined;
   private debounce: NodeJS.Timeout | undefined;
@@ -185,6 +187,7 @@ export class StaticSource {
     try {
       names = (await readdir(this.opts.dir)).filter((n) => MANIFEST.test(n) && !n.startsWith('.')).sort();
       this.dirError = undefined;
+      this.opts.onAnswer?.();
     } catch (e) {
       const msg = `cannot read directory: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}; keeping the last state`;
       if (this.dirError !== msg) this.report(this.opts.dir, msg);

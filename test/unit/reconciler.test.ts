@@ -126,4 +126,40 @@ describe('Reconciler', () => {
     expect(seen).toEqual([true, true, false, false]);
     expect(t.chains.get('PREROUTING')![0]!.target).toBe(EDGE_MESH_CHAIN);
   });
+
+  describe('health (kube-proxy\'s rule)', () => {
+    it('stays healthy while the sources never answer (syncs skipped), however long: nothing is late', async () => {
+      const t = new MemoryTable();
+      rec = new Reconciler({ backends: [new IptablesNatBackend(t)], desired: () => undefined, minSyncPeriodMs: 5, syncPeriodMs: 20, orderCheckPeriodMs: 50 });
+      rec.start();
+      for (let i = 0; i < 5; i++) rec.requestSync('event');
+      await sleep(100);
+      expect(rec.stats.queuedSince).toBeUndefined();
+      expect(rec.health(1, Date.now() + 3_600_000)).toEqual({ ok: true });
+      expect(rec.stats.firstSyncDone).toBe(false);
+    });
+
+    it('a queued change is cleared by the sync that applies it; a failing write makes it unhealthy only past the bound', async () => {
+      const t = new MemoryTable();
+      rec = new Reconciler({ backends: [new IptablesNatBackend(t)], desired: () => set(['10.10.0.1']), minSyncPeriodMs: 5, syncPeriodMs: 60_000, orderCheckPeriodMs: 60_000, maxBackoffMs: 60_000 });
+      rec.start();
+      await until(() => rec!.stats.firstSyncDone);
+      expect(rec.stats.queuedSince).toBeUndefined();
+      t.failNext = Object.assign(new Error('iptc_commit: Invalid argument'), { code: 'EINVAL' });
+      // a foreign change to our chain, then an event: the write fails
+      t.chains.get(EDGE_MESH_CHAIN)!.splice(0, 1);
+      const failed = new Promise<SyncReport>((r) => rec!.once('sync', r));
+      rec.requestSync('event');
+      expect((await failed).ok).toBe(false);
+      const since = rec.stats.failingSince!;
+      expect(since).toBeGreaterThan(0);
+      expect(rec.health(10_000, since + 9_000).ok).toBe(true);
+      const late = rec.health(10_000, since + 11_000);
+      expect(late.ok).toBe(false);
+      expect(late.reason).toMatch(/syncs failing for 11s \(1 in a row; bound 10s\)/);
+      await rec.syncNow('manual');
+      expect(rec.stats.failingSince).toBeUndefined();
+      expect(rec.health(10_000, since + 11_000).ok).toBe(true);
+    });
+  });
 });
