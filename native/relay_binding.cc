@@ -318,6 +318,7 @@ class ProxyWrap : public Napi::ObjectWrap<ProxyWrap> {
     o.Set("bytesUp", static_cast<double>(s.bytesUp));
     o.Set("bytesDown", static_cast<double>(s.bytesDown));
     o.Set("failovers", static_cast<double>(s.failovers));
+    o.Set("connectFailures", static_cast<double>(s.connectFailures));
     Napi::Object refused = Napi::Object::New(env);
     for (int i = 1; i < static_cast<int>(edgemesh::Refusal::kCount); i++) {
       refused.Set(edgemesh::RefusalName(static_cast<edgemesh::Refusal>(i)), static_cast<double>(s.refused[i]));

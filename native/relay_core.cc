@@ -897,6 +897,7 @@ class Worker {
 
   void ConnectFailed(Conn* c, int err, const char* call) {
     ListMove(c, 0);
+    proxy_->counters().connectFailures.fetch_add(1, std::memory_order_relaxed);
     bool tunnelAttempt = c->kind == Kind::kService && Ep(c).path == EndpointPath::kTunnel;
     if (tunnelAttempt && c->tlsFail == TlsFail::kNone && c->tunnelStatus == TunnelStatus::kOk && std::strcmp(call, "connect") == 0) {
       // The peer agent's listener did not answer: as much a fact about the peer as a handshake.
@@ -1725,6 +1726,7 @@ ProxyStats Proxy::Stats() const {
   s.bytesUp = k.bytesUp.load(std::memory_order_relaxed);
   s.bytesDown = k.bytesDown.load(std::memory_order_relaxed);
   s.failovers = k.failovers.load(std::memory_order_relaxed);
+  s.connectFailures = k.connectFailures.load(std::memory_order_relaxed);
   for (int i = 0; i < static_cast<int>(Refusal::kCount); i++) s.refused[i] = k.refused[i].load(std::memory_order_relaxed);
   for (int i = 0; i < 7; i++) s.ended[i] = k.ended[i].load(std::memory_order_relaxed);
   s.acceptErrors = k.acceptErrors.load(std::memory_order_relaxed);

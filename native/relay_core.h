@@ -171,6 +171,7 @@ struct ProxyStats {
   uint64_t active = 0, accepted = 0, relayed = 0;
   uint64_t bytesUp = 0, bytesDown = 0;
   uint64_t failovers = 0;
+  uint64_t connectFailures = 0;  // every failed endpoint attempt (refused, timed out, unreachable)
   uint64_t refused[static_cast<int>(Refusal::kCount)] = {0};
   uint64_t ended[7] = {0};  // by EndReason
   uint64_t acceptErrors = 0, acceptBackoffs = 0;
@@ -213,7 +214,7 @@ class Proxy {
 
   // --- used by the workers ---
   struct Counters {
-    std::atomic<uint64_t> active{0}, accepted{0}, relayed{0}, bytesUp{0}, bytesDown{0}, failovers{0};
+    std::atomic<uint64_t> active{0}, accepted{0}, relayed{0}, bytesUp{0}, bytesDown{0}, failovers{0}, connectFailures{0};
     std::atomic<uint64_t> refused[static_cast<int>(Refusal::kCount)];
     std::atomic<uint64_t> ended[7];
     std::atomic<uint64_t> acceptErrors{0}, acceptBackoffs{0}, pipesCreated{0}, pipesReused{0}, spliceFallbacks{0}, handoffs{0};

@@ -269,7 +269,7 @@ export class Agent {
       for (const [k, v] of Object.entries(b)) a[k] = (a[k] ?? 0) + v;
       return a;
     };
-    const out: ProxyCounters = { active: 0, total: 0, relayed: 0, bytesUp: 0, bytesDown: 0, failovers: 0, refused: {}, ended: {}, acceptErrors: 0 };
+    const out: ProxyCounters = { active: 0, total: 0, relayed: 0, bytesUp: 0, bytesDown: 0, failovers: 0, connectFailures: 0, refused: {}, ended: {}, acceptErrors: 0 };
     for (const p of this.proxies) {
       const s = p.stats();
       out.active += s.active;
@@ -278,6 +278,7 @@ export class Agent {
       out.bytesUp += s.bytesUp;
       out.bytesDown += s.bytesDown;
       out.failovers += s.failovers;
+      out.connectFailures += s.connectFailures;
       out.acceptErrors += s.acceptErrors;
       sum(out.refused, s.refused);
       sum(out.ended, s.ended);
@@ -340,8 +341,6 @@ export class Agent {
   }
 
   private onConnection(ev: ConnectionEvent): void {
-    const failed = ev.failovers + (ev.reason === 'connect-failed' ? 1 : 0);
-    if (failed) this.metrics.connectFailures.inc(failed);
     if (ev.reason === 'refused' || ev.reason === 'error' || ev.reason === 'connect-failed') {
       this.log.debug({ client: ev.client, originalDst: ev.originalDst, service: ev.service, reason: ev.reason, refusal: ev.refusal, code: ev.code, syscall: ev.syscall }, `proxy connection ${ev.reason}`);
     }

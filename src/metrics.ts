@@ -12,7 +12,7 @@ import { TLS_FAILURES, TUNNEL_REFUSALS } from './proxy/proxy.js';
 import type { TunnelState } from './agent.js';
 
 /** What the metrics read from the proxies at scrape time: TcpProxy.stats(), summed over families. */
-export type ProxyCounters = Pick<ProxyStats, 'active' | 'total' | 'relayed' | 'bytesUp' | 'bytesDown' | 'failovers' | 'acceptErrors'> & {
+export type ProxyCounters = Pick<ProxyStats, 'active' | 'total' | 'relayed' | 'bytesUp' | 'bytesDown' | 'failovers' | 'connectFailures' | 'acceptErrors'> & {
   refused: Record<string, number>;
   ended: Record<string, number>;
 };
@@ -61,7 +61,6 @@ export class AgentMetrics {
   readonly writes: Counter<'family'>;
   readonly orderRepairs: Counter<'family'>;
   readonly lastSuccess: Gauge;
-  readonly connectFailures: Counter;
   private readonly sources: MetricsSources;
 
   constructor(sources: MetricsSources) {
@@ -81,7 +80,6 @@ export class AgentMetrics {
     this.writes = new Counter({ name: 'edgemesh_rule_writes_total', help: 'Atomic transactions written, by family', labelNames: ['family'], registers: [r] });
     this.orderRepairs = new Counter({ name: 'edgemesh_order_repairs_total', help: 'Our jump put back to rule 1 after another writer displaced it', labelNames: ['family'], registers: [r] });
     this.lastSuccess = new Gauge({ name: 'edgemesh_last_sync_success_timestamp_seconds', help: 'Unix time of the last successful sync', registers: [r] });
-    this.connectFailures = new Counter({ name: 'edgemesh_proxy_connect_failures_total', help: 'Endpoint connection attempts that failed (refused, timed out)', registers: [r] });
     const self = this;
     new Gauge({
       name: 'edgemesh_rules',
@@ -142,6 +140,7 @@ export class AgentMetrics {
       c.inc({ direction: 'down' }, p.bytesDown);
     });
     counter('edgemesh_proxy_failovers_total', 'Connections that moved on to another endpoint after a failed connect', [], (c, p) => c.inc(p.failovers));
+    counter('edgemesh_proxy_connect_failures_total', 'Endpoint connection attempts that failed (refused, timed out, unreachable), counted natively', [], (c, p) => c.inc(p.connectFailures));
     counter('edgemesh_proxy_accept_errors_total', 'accept(2) failures (EMFILE and the like, with backoff)', [], (c, p) => c.inc(p.acceptErrors));
     this.sourceMetrics();
     this.tunnelMetrics();

@@ -100,6 +100,8 @@ export interface NativeProxyStats {
   bytesUp: number;
   bytesDown: number;
   failovers: number;
+  /** Every failed endpoint attempt (refused, timed out, unreachable), whether the connection then failed over or ended. */
+  connectFailures: number;
   refused: Record<NativeRefusal, number>;
   ended: Record<NativeEndReason, number>;
   acceptErrors: number;

@@ -144,6 +144,8 @@ export interface ProxyStats {
   bytesUp: number;
   bytesDown: number;
   failovers: number;
+  /** Every failed endpoint attempt, counted natively (a connection that failed over and then succeeded included). */
+  connectFailures: number;
   refused: { overLimit: number; noOriginalDst: number; loop: number; noRoute: number; noEndpoints: number; tunnelHandshake: number; tunnelRequest: number };
   /** Connections ended, by reason. */
   ended: { eof: number; reset: number; idleTimeout: number; cancelled: number; error: number; connectFailed: number; refused: number };
@@ -203,6 +205,7 @@ function toStats(s: NativeProxyStats): ProxyStats {
     bytesUp: s.bytesUp,
     bytesDown: s.bytesDown,
     failovers: s.failovers,
+    connectFailures: s.connectFailures ?? 0,
     refused: {
       overLimit: s.refused['over-limit'],
       noOriginalDst: s.refused['no-original-dst'],
@@ -461,6 +464,7 @@ function emptyNativeStats(): NativeProxyStats {
     bytesUp: 0,
     bytesDown: 0,
     failovers: 0,
+    connectFailures: 0,
     refused: { 'over-limit': 0, 'no-original-dst': 0, loop: 0, 'no-route': 0, 'no-endpoints': 0, 'tunnel-handshake': 0, 'tunnel-request': 0 },
     ended: { eof: 0, reset: 0, 'idle-timeout': 0, cancelled: 0, error: 0, 'connect-failed': 0, refused: 0 },
     acceptErrors: 0,

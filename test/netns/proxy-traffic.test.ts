@@ -306,6 +306,30 @@ describeNetns('TCP service proxy through EDGE-MESH next to kube-proxy', () => {
     expect(evs.every((e) => e.endpoint === '10.244.2.2:8080' && e.reason === 'eof')).toBe(true);
   });
 
+  it('counts every failed endpoint attempt natively: 100 connections, one of two endpoints refuses, connectFailures equals the refusals that endpoint sent (and the failovers)', async () => {
+    // The refusals seen, counted where they come from: the RSTs the refusing endpoint's kernel sends.
+    const rule = ['OUTPUT', '-p', 'tcp', '-s', '10.244.2.3', '--sport', '8080', '--tcp-flags', 'RST', 'RST', '-m', 'comment', '--comment', 'refusals seen'];
+    await be.run('iptables-legacy', ['-w', '-t', 'filter', '-A', ...rule]);
+    const rsts = async () => {
+      const out = (await be.run('iptables-legacy', ['-w', '-t', 'filter', '-nvxL', 'OUTPUT'])).stdout;
+      return Number(out.split('\n').find((l) => l.includes('refusals seen'))!.trim().split(/\s+/)[0]);
+    };
+    try {
+      const r0 = await rsts();
+      const s0 = p4.stats();
+      const n0 = events.length;
+      expect(await client(pod, 'echo', { host: '10.10.0.11', port: 80, count: 100, concurrency: 4, size: 100 })).toMatchObject({ ok: 100, failed: 0 });
+      await until(() => eventsSince(n0).filter((e) => e.service === 'default/flaky').length >= 100, 5000);
+      const s1 = p4.stats();
+      const refusals = (await rsts()) - r0;
+      expect(refusals).toBeGreaterThan(0);
+      expect(s1.connectFailures - s0.connectFailures).toBe(refusals);
+      expect(s1.failovers - s0.failovers).toBe(refusals); // each refusal moved on to the live endpoint
+    } finally {
+      await be.run('iptables-legacy', ['-w', '-t', 'filter', '-D', ...rule]);
+    }
+  });
+
   it('spreads connections over the endpoints round-robin, and keeps a client on one endpoint with ClientIP affinity', async () => {
     const n0 = events.length;
     expect(await client(pod, 'echo', { host: '10.10.0.12', port: 80, count: 10, concurrency: 1, size: 100 })).toMatchObject({ ok: 10 });
