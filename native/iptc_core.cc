@@ -611,10 +611,40 @@ TableInfo InfoOf(const GI& gi) {
 
 // The digest of the built-in chains' entries in a blob whose first `avail` bytes are readable:
 // FNV-1a over each entry from a hook entry to its underflow (the policy), with the counters and
-// the kernel's comefrom bits left out (traffic and loop checks must not look like a write).
+// the kernel's comefrom bits left out (traffic and loop checks must not look like a write). A jump
+// is hashed by the rank of its target offset among all the jump targets of the built-in chains,
+// not by the offset itself: libiptc lays user chains out sorted by name, so a chain added or grown
+// elsewhere (kube-proxy's usual sync) shifts the offsets but not their order, and the digest stays;
+// two jumps swapped, or a jump to another chain, change it.
 template <class T, class GI>
 std::string DigestBuiltins(const uint8_t* base, size_t avail, const GI& gi) {
   using Entry = typename T::Entry;
+  constexpr size_t kStd = XT_ALIGN(sizeof(struct xt_standard_target));
+  auto walk = [&](auto&& visit) {
+    for (unsigned hook = 0; hook < NF_INET_NUMHOOKS; hook++) {
+      if (!(gi.valid_hooks & (1u << hook))) continue;
+      for (size_t off = gi.hook_entry[hook]; off <= gi.underflow[hook];) {
+        if (off + sizeof(Entry) > avail)
+          throw SysError(EINVAL, "getsockopt", std::string(T::kName) + " nat: built-in chain runs past the table head at offset " + std::to_string(off));
+        const auto* e = reinterpret_cast<const Entry*>(base + off);
+        if (e->next_offset < sizeof(Entry) || e->next_offset % 8 != 0 || off + e->next_offset > avail ||
+            e->target_offset < sizeof(Entry) || e->target_offset + sizeof(struct xt_entry_target) > e->next_offset)
+          throw SysError(EINVAL, "getsockopt", std::string(T::kName) + " nat: malformed entry at offset " + std::to_string(off) + " of the table head");
+        const auto* t = reinterpret_cast<const struct xt_entry_target*>(base + off + e->target_offset);
+        const bool standard = t->u.user.name[0] == '\0' && t->u.target_size == kStd && e->target_offset + kStd <= e->next_offset;
+        const int verdict = standard ? reinterpret_cast<const struct xt_standard_target*>(t)->verdict : -1;
+        visit(hook, off, e, verdict);
+        off += e->next_offset;
+      }
+    }
+  };
+  std::vector<int> targets;
+  walk([&](unsigned, size_t, const Entry*, int verdict) {
+    if (verdict >= 0) targets.push_back(verdict);
+  });
+  std::sort(targets.begin(), targets.end());
+  targets.erase(std::unique(targets.begin(), targets.end()), targets.end());
+
   uint64_t h = 1469598103934665603ULL;
   auto mix = [&h](const uint8_t* p, size_t n) {
     for (size_t i = 0; i < n; i++) {
@@ -622,22 +652,39 @@ std::string DigestBuiltins(const uint8_t* base, size_t avail, const GI& gi) {
       h *= 1099511628211ULL;
     }
   };
-  for (unsigned hook = 0; hook < NF_INET_NUMHOOKS; hook++) {
-    if (!(gi.valid_hooks & (1u << hook))) continue;
-    const uint8_t tag[2] = {static_cast<uint8_t>(hook), 0xff};
-    mix(tag, sizeof tag);
-    for (size_t off = gi.hook_entry[hook]; off <= gi.underflow[hook];) {
-      if (off + sizeof(Entry) > avail) throw SysError(EINVAL, "getsockopt", std::string(T::kName) + " nat: built-in chain runs past the table head at offset " + std::to_string(off));
-      const auto* e = reinterpret_cast<const Entry*>(base + off);
-      if (e->next_offset < sizeof(Entry) || e->next_offset % 8 != 0 || off + e->next_offset > avail)
-        throw SysError(EINVAL, "getsockopt", std::string(T::kName) + " nat: malformed entry at offset " + std::to_string(off) + " of the table head");
-      const uint8_t* p = base + off;
-      mix(p, offsetof(Entry, comefrom));
-      const size_t tail = offsetof(Entry, counters) + sizeof(e->counters);
-      mix(p + tail, e->next_offset - tail);
-      off += e->next_offset;
+  unsigned lastHook = NF_INET_NUMHOOKS;
+  std::vector<uint8_t> tmp;
+  walk([&](unsigned hook, size_t, const Entry* e, int verdict) {
+    if (hook != lastHook) {
+      const uint8_t tag[2] = {static_cast<uint8_t>(hook), 0xff};
+      mix(tag, sizeof tag);
+      lastHook = hook;
     }
-  }
+    const auto* p = reinterpret_cast<const uint8_t*>(e);
+    tmp.assign(p, p + e->next_offset);
+    auto* c = reinterpret_cast<Entry*>(tmp.data());
+    c->comefrom = 0;
+    std::memset(&c->counters, 0, sizeof c->counters);
+    // The kernel writes a match's or target's name only up to its NUL: the rest of the field is
+    // whatever the reader's buffer held. Zero it.
+    auto clearName = [](char* name, size_t len) {
+      size_t n = strnlen(name, len);
+      std::memset(name + n, 0, len - n);
+    };
+    for (size_t m = sizeof(Entry); m + sizeof(struct xt_entry_match) <= e->target_offset;) {
+      auto* em = reinterpret_cast<struct xt_entry_match*>(tmp.data() + m);
+      clearName(em->u.user.name, sizeof em->u.user.name);
+      if (em->u.match_size < sizeof(struct xt_entry_match)) break;
+      m += em->u.match_size;
+    }
+    auto* et = reinterpret_cast<struct xt_entry_target*>(tmp.data() + e->target_offset);
+    clearName(et->u.user.name, sizeof et->u.user.name);
+    if (verdict >= 0) {
+      auto* st = reinterpret_cast<struct xt_standard_target*>(tmp.data() + e->target_offset);
+      st->verdict = static_cast<int>(std::lower_bound(targets.begin(), targets.end(), verdict) - targets.begin());
+    }
+    mix(tmp.data(), tmp.size());
+  });
   static const char* hex = "0123456789abcdef";
   std::string out(16, '0');
   for (int i = 15; i >= 0; i--, h >>= 4) out[static_cast<size_t>(i)] = hex[h & 15];

@@ -487,7 +487,7 @@ describeNetns('iptables-legacy backend (libiptc) in network namespaces', () => {
     const t = table(ns, 'ipv4');
     const a = await t.info();
     expect(a.entries).toBeGreaterThan(10);
-    expect(a.token).toBe(`${a.size}/${a.entries}`);
+    expect(a.token).toMatch(new RegExp(`^${a.size}/${a.entries}/[0-9a-f]{16}$`));
     expect((await t.info()).token).toBe(a.token);
     await t.read(['KUBE-SERVICES']);
     expect((await t.info()).token).toBe(a.token);
@@ -504,9 +504,10 @@ describeNetns('iptables-legacy backend (libiptc) in network namespaces', () => {
     const t = table(ns, 'ipv4');
     await t.apply(layoutOps(V4));
     const a = await t.info();
-    expect(a.builtinLayout).toMatch(/^0:\d+-\d+,1:\d+-\d+,3:\d+-\d+,4:\d+-\d+$/);
+    expect(a.builtinLayout).toMatch(/^0:\d+-\d+,1:\d+-\d+,3:\d+-\d+,4:\d+-\d+#[0-9a-f]{16}$/);
     // A kube-proxy-like write of its own chains: the token moves, the built-in layout does not.
-    await ns.run('iptables-legacy-restore', ['-w', '--noflush'], { input: '*nat\n:KUBE-SVC-EXTRA - [0:0]\n-A KUBE-SVC-EXTRA -j RETURN\n-A KUBE-SERVICES -d 10.77.0.9/32 -j KUBE-SVC-EXTRA\nCOMMIT\n', env: cliEnv() });
+    // KUBE-SEP-AAAA sorts before KUBE-SERVICES: the jump targets' offsets shift, their order does not.
+    await ns.run('iptables-legacy-restore', ['-w', '--noflush'], { input: '*nat\n:KUBE-SVC-EXTRA - [0:0]\n:KUBE-SEP-AAAA - [0:0]\n-A KUBE-SEP-AAAA -j RETURN\n-A KUBE-SVC-EXTRA -j KUBE-SEP-AAAA\n-A KUBE-SERVICES -d 10.77.0.9/32 -j KUBE-SVC-EXTRA\nCOMMIT\n', env: cliEnv() });
     const b = await t.info();
     expect(b.token).not.toBe(a.token);
     expect(b.builtinLayout).toBe(a.builtinLayout);
@@ -519,6 +520,31 @@ describeNetns('iptables-legacy backend (libiptc) in network namespaces', () => {
     expect(r.builtinLayoutAfter).toBe((await t.info()).builtinLayout);
   });
 
+  it('info().token changes on a rewrite that keeps size and entry count (two jumps of PREROUTING swapped in one restore), and the digest ignores counters', async () => {
+    const ns = await newNs('same-size');
+    await loadKubeProxyIptables(ns, 'legacy', 'ipv4');
+    const t = table(ns, 'ipv4');
+    await t.apply(layoutOps(V4));
+    const pre = (await t.read(['PREROUTING'])).chains.get('PREROUTING')!;
+    expect(pre.length).toBeGreaterThanOrEqual(2);
+    const a = await t.info();
+    const tokenA = await t.watchToken();
+    expect(tokenA).toBe(a.token);
+    // Traffic through PREROUTING's rules moves counters, never the token.
+    await ns.run('iptables-legacy', ['-w', '-t', 'nat', '-Z'], { env: cliEnv() });
+    expect((await t.info()).token).toBe(a.token);
+    const save = (await ns.run('iptables-legacy-save', ['-t', 'nat'], { env: cliEnv() })).stdout.split('\n').filter((l) => l.startsWith('-A PREROUTING '));
+    const second = save[1]!.replace(/^-A PREROUTING /, '');
+    await ns.run('iptables-legacy-restore', ['-w', '--noflush'], { input: `*nat\n-D PREROUTING ${second}\n-I PREROUTING 1 ${second}\nCOMMIT\n`, env: cliEnv() });
+    const b = await t.info();
+    expect([b.size, b.entries]).toEqual([a.size, a.entries]);
+    expect(b.token).not.toBe(a.token);
+    expect(b.builtinLayout).not.toBe(a.builtinLayout);
+    // The watchdog's token sees it at the next poll (the restore opened the xtables lock file).
+    expect(await t.watchToken()).toBe(b.token);
+    t.close();
+  });
+
   for (const fam of ['ipv4', 'ipv6'] as const) {
     it(`${fam}: info() and read() in a namespace without a nat table do not create it`, async () => {
       const ns = await newNs('nonat');
@@ -526,7 +552,7 @@ describeNetns('iptables-legacy backend (libiptc) in network namespaces', () => {
       const list = async () => (await ns.sh(`cat ${names} 2>/dev/null || true`)).stdout.split('\n');
       expect(await list()).not.toContain('nat');
       const t = table(ns, fam);
-      expect(await t.info()).toEqual({ size: 0, entries: 0, token: '0/0', builtinLayout: '' });
+      expect(await t.info()).toEqual({ size: 0, entries: 0, token: '0/0/', builtinLayout: '#' });
       const snap = await t.read(['PREROUTING', 'EDGE-MESH']);
       expect(snap.chains.size).toBe(0);
       expect(await list()).not.toContain('nat');
