@@ -128,7 +128,7 @@ describe('edgemesh-agent run with tunnel credentials that cannot work', () => {
 
 describe('status: the tunnel section', () => {
   const zero = { 'no-certificate': 0, 'unknown-ca': 0, expired: 0, 'name-mismatch': 0, 'bad-certificate': 0, protocol: 0, timeout: 0, closed: 0 };
-  const zr = { 'bad-request': 0, 'no-service': 0, 'not-local': 0, 'endpoint-failed': 0, 'over-limit': 0 };
+  const zr = { 'bad-request': 0, 'no-service': 0, 'not-local': 0, 'endpoint-failed': 0, 'over-limit': 0, 'not-registered': 0, timeout: 0 };
   const state: TunnelState = {
     node: 'cloud',
     listen: '0.0.0.0:20006',
@@ -137,7 +137,7 @@ describe('status: the tunnel section', () => {
     certificate: { node: 'cloud', serial: 'ABC123', notAfter: '2027-01-01T00:00:00Z' },
     rotations: 1,
     rotationFailures: 0,
-    stats: { dialed: 5, dialOk: 4, dialConnectFailed: 1, inAccepted: 2, inOk: 2, resumed: 3, ktls: 0, pending: 0, pendingLimit: 0, bytesOut: 10, bytesIn: 20, dialHandshakeFailures: zero, inHandshakeFailures: zero, dialRefused: zr, inRefused: zr },
+    stats: { dialed: 5, dialOk: 4, dialConnectFailed: 1, inAccepted: 2, inOk: 2, resumed: 3, ktls: 0, pending: 0, pendingLimit: 0, bytesOut: 10, bytesIn: 20, dialHandshakeFailures: zero, inHandshakeFailures: zero, dialRefused: zr, inRefused: zr, relayJoinsOk: 0, relayJoinsRefused: zr, relayUnknownToken: 0, relayRateLimited: 0, relayBytes: 0, registered: 0, pendingJoins: 0, dialJoinOk: 0, dialJoinRefused: zr, dataConns: 0, dataConnsFailed: 0 },
     peers: [
       { node: 'edge', direction: 'out', address: '192.168.50.2:20006', lastResult: 'ok', lastAt: 1_000_000, ok: 4, handshakeFailed: 0, refused: 0, connectFailed: 1, resumed: 3 },
       { node: 'edge-2', direction: 'out', address: '[fd00::2]:20006', lastResult: 'ECONNREFUSED', lastAt: 995_000, ok: 0, handshakeFailed: 0, refused: 0, connectFailed: 2, resumed: 0 },
