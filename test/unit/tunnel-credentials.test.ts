@@ -143,6 +143,12 @@ describe('status: the tunnel section', () => {
       { node: 'edge-2', direction: 'out', address: '[fd00::2]:20006', lastResult: 'ECONNREFUSED', lastAt: 995_000, ok: 0, handshakeFailed: 0, refused: 0, connectFailed: 2, resumed: 0 },
     ],
     unreachable: [{ service: 'shop/web', ip: '10.244.9.9', port: 8080, node: 'edge-3', reason: 'no-tunnel-address' }],
+    relays: {
+      configured: ['relay.example:20006'],
+      resolved: ['192.168.50.1:20006'],
+      sessions: [{ relay: '192.168.50.1:20006', state: 'registered', lastError: '', relayNode: 'cloud', since: 1_000_000, connects: 1, failures: 0, notifies: 7 }],
+      registrations: [{ node: 'edge-9', address: '192.168.60.2:40000', since: 1_005_000 }],
+    },
   };
 
   it('lists every peer with its address, last result and age, and the endpoints without a path', () => {
@@ -153,6 +159,8 @@ describe('status: the tunnel section', () => {
     expect(text).toMatch(/^edge\s+out\s+192\.168\.50\.2:20006\s+ok\s+10s\s+4\/0\/0\/1$/m);
     expect(text).toMatch(/^edge-2\s+out\s+\[fd00::2\]:20006\s+ECONNREFUSED\s+15s\s+0\/0\/0\/2$/m);
     expect(text).toContain('shop/web 10.244.9.9:8080 node edge-3: no-tunnel-address');
+    expect(text).toMatch(/^192\.168\.50\.1:20006\s+registered\s+cloud\s+10s\s+7\s+0$/m);
+    expect(text).toMatch(/^  edge-9\s+from 192\.168\.60\.2:40000, 5s$/m);
   });
 
   it('says the tunnel is off when the agent has none', () => {
