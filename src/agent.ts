@@ -12,8 +12,11 @@ import { StaticSource } from './sources/static.js';
 import { EdgeMeshError } from './errors.js';
 import { AgentMetrics, MetricsServer, type ProxyCounters } from './metrics.js';
 import { selectService } from './selection.js';
-import { computeRoutes } from './proxy/routes.js';
-import { TcpProxy, type ConnectionEvent } from './proxy/proxy.js';
+import { computeLocalServe, computeRoutes, type UnreachableEndpoint } from './proxy/routes.js';
+import { TcpProxy, type ConnectionEvent, type TunnelPeer, type TunnelStats } from './proxy/proxy.js';
+import { checkTunnelPem, CredentialWatcher, readTunnelPem, type CredentialInfo, type TunnelPem } from './tunnel/credentials.js';
+import { formatHostPortText } from './net.js';
+import { ConfigError } from './errors.js';
 import { DEFAULT_PROXY_INTERFACE, ensureProxyInterface, removeProxyInterface } from './proxy/iface.js';
 
 export interface AgentOptions {
@@ -35,9 +38,25 @@ export function managedFamilies(config: AgentConfig): Family[] {
   return (['ipv4', 'ipv6'] as const).filter((f) => fams.has(f));
 }
 
+/** The tunnel as the agent runs it (status, metrics). */
+export interface TunnelState {
+  node: string;
+  /** Where the tunnel listener is bound ("" when this agent only dials). */
+  listen: string;
+  /** "userspace" (SSL_read/SSL_write in the relay threads) or "ktls" (the kernel takes the records). */
+  tlsMode: 'userspace' | 'ktls';
+  ktlsReason: string;
+  certificate: CredentialInfo;
+  rotations: number;
+  rotationFailures: number;
+  stats: TunnelStats;
+  peers: TunnelPeer[];
+  unreachable: UnreachableEndpoint[];
+}
+
 export class Agent {
   readonly config: AgentConfig;
-  readonly store = new ClusterStore();
+  readonly store: ClusterStore;
   readonly reconciler: Reconciler;
   readonly backends: readonly NatBackend[];
   readonly backendName: BackendName;
@@ -57,9 +76,17 @@ export class Agent {
   private cache: { generation: number; sets: Map<Family, DesiredRuleSet> } | undefined;
   private unsubscribe: (() => void) | undefined;
   private started = false;
+  /** The tunnel credentials read and checked at create(); undefined without the tunnel. */
+  private readonly tunnelPem: { pem: TunnelPem; info: CredentialInfo } | undefined;
+  private credWatcher: CredentialWatcher | undefined;
+  private unreachable: UnreachableEndpoint[] = [];
+  private unreachableKey = '';
 
-  private constructor(config: AgentConfig, backendName: BackendName, backends: NatBackend[], log: Logger, withProxy: boolean) {
+  private constructor(config: AgentConfig, backendName: BackendName, backends: NatBackend[], log: Logger, withProxy: boolean, tunnelPem?: { pem: TunnelPem; info: CredentialInfo }) {
     this.config = config;
+    this.tunnelPem = tunnelPem;
+    // With the tunnel, routes depend on Nodes (their tunnel addresses): no routes before they are listed.
+    this.store = new ClusterStore({ requireNodes: config.tunnel !== undefined });
     this.withProxy = withProxy;
     this.backendName = backendName;
     this.backends = backends;
@@ -72,7 +99,7 @@ export class Agent {
       orderCheckPeriodMs: config.orderCheckPeriodMs,
       log,
     });
-    this.metrics = new AgentMetrics({ counts: () => this.counts, desired: () => this.desired(), proxy: () => this.proxyCounters() });
+    this.metrics = new AgentMetrics({ counts: () => this.counts, desired: () => this.desired(), proxy: () => this.proxyCounters(), tunnel: () => this.tunnelState() });
     this.reconciler.on('sync', (r) => this.metrics.observe(r));
     this.metrics.declareFamilies(backends.map((b) => b.family));
   }
@@ -83,9 +110,20 @@ export class Agent {
     const families = managedFamilies(config);
     if (families.length === 0) throw new EdgeMeshError('ECONFIG', 'no service CIDR configured: nothing to manage');
     const bopts: BackendOptions = { lockWaitMs: config.lockWaitMs, ...(opts.netns ? { netns: opts.netns } : {}) };
+    // Credentials first: unreadable or unusable files end the start with a one-line error (exit
+    // 2) before anything on the node is changed.
+    let tunnelPem: { pem: TunnelPem; info: CredentialInfo } | undefined;
+    if (config.tunnel) {
+      const pem = readTunnelPem(config.tunnel);
+      const info = checkTunnelPem(pem, config.tunnel);
+      if (info.node !== config.nodeName) {
+        throw new ConfigError(`--tunnel-cert "${config.tunnel.cert}" is for node "${info.node}", but this node is "${config.nodeName}" (--node-name): peers would refuse it`, 'tunnel-cert');
+      }
+      tunnelPem = { pem, info };
+    }
     const { name } = await resolveBackend(config.backend, families, log, bopts);
     const backends = families.map((f) => createBackend(name, f, bopts));
-    return new Agent(config, name, backends, log, opts.proxy ?? true);
+    return new Agent(config, name, backends, log, opts.proxy ?? true, tunnelPem);
   }
 
   /** The desired rule sets, or undefined until the sources have listed everything once. */
@@ -119,6 +157,7 @@ export class Agent {
         store: this.store,
         strictStart: true,
         onFileError: (path, message) => log.warn({ path }, `manifest skipped: ${message}`),
+        onWarning: (path, message) => log.warn({ path }, message),
         onDebug: (message) => log.debug({}, message),
       });
     }
@@ -128,6 +167,7 @@ export class Agent {
       kubeConfig: makeKubeConfig(src),
       store: this.store,
       onError: (resource, message) => log.warn({ resource }, `kubernetes ${resource}: ${message}`),
+      onWarning: (resource, message) => log.warn({ resource }, message),
       onDebug: (message) => log.debug({}, message),
     });
   }
@@ -160,9 +200,53 @@ export class Agent {
     if (this.proxies.length === 0 || !this.store.synced || this.store.generation === this.routesGeneration) return;
     this.routesGeneration = this.store.generation;
     const selection = this.config.selection;
-    const table = computeRoutes(this.store.snapshot(), (svc) => selectService(svc, selection).kind === 'proxied');
+    const c = this.config;
+    const state = this.store.snapshot();
+    const table = computeRoutes(state, (svc) => selectService(svc, selection).kind === 'proxied', {
+      nodeName: c.nodeName,
+      directCidrs: c.directCidrs,
+      tunnel: c.tunnel !== undefined,
+    });
     for (const p of this.proxies) p.updateRoutes(table);
+    if (c.tunnel?.listen) this.proxies[0]?.setLocalServe(computeLocalServe(state, c.nodeName));
+    this.unreachable = table.unreachable;
+    const key = JSON.stringify(table.unreachable);
+    if (key !== this.unreachableKey) {
+      this.unreachableKey = key;
+      if (table.unreachable.length > 0) {
+        const byReason: Record<string, number> = {};
+        for (const u of table.unreachable) byReason[u.reason] = (byReason[u.reason] ?? 0) + 1;
+        const first = table.unreachable[0] as UnreachableEndpoint;
+        this.log.warn(
+          { unreachable: table.unreachable.length, byReason, example: first },
+          `${table.unreachable.length} endpoints have no path from this node (${Object.entries(byReason).map(([r, n]) => `${n} ${r}`).join(', ')}), e.g. ${first.service} ${first.ip}:${first.port} on ${first.node ?? '(no node)'}`,
+        );
+      } else this.log.info({}, 'every endpoint has a path from this node');
+    }
     this.log.debug({ routes: table.routes.length }, 'proxy routes updated');
+  }
+
+  /** The tunnel's state (undefined without the tunnel or before the proxies started). */
+  tunnelState(): TunnelState | undefined {
+    const t = this.config.tunnel;
+    const first = this.proxies[0];
+    if (!t || !first || !this.tunnelPem) return undefined;
+    const stats = this.proxies.map((p) => p.stats().tunnel);
+    const sum = stats.reduce((a, b) => mergeCounts(a, b) as TunnelStats);
+    const ktls = first.ktls();
+    const bound = first.tunnelAddress();
+    return {
+      node: this.config.nodeName,
+      listen: bound ? formatHostPortText(bound) : '',
+      tlsMode: ktls?.available ? 'ktls' : 'userspace',
+      ktlsReason: ktls?.reason ?? '',
+      certificate: this.credWatcher?.info ?? this.tunnelPem.info,
+      rotations: this.credWatcher?.rotations ?? 0,
+      rotationFailures: this.credWatcher?.failures ?? 0,
+      stats: sum,
+      peers: this.proxies.flatMap((p) => p.peers()).sort((a, b) => (a.node < b.node ? -1 : a.node > b.node ? 1 : a.direction < b.direction ? -1 : 1)),
+      unreachable: this.unreachable,
+    };
   }
 
   private onConnection(ev: ConnectionEvent): void {
@@ -177,19 +261,42 @@ export class Agent {
   private async startProxies(): Promise<void> {
     const c = this.config;
     const kind = await ensureProxyInterface({ name: DEFAULT_PROXY_INTERFACE, addresses: c.proxyAddrs.map((a) => a.address) });
-    for (const addr of c.proxyAddrs) {
+    for (const [i, addr] of c.proxyAddrs.entries()) {
+      // The first proxy also runs the tunnel listener; every proxy dials through the tunnel.
+      const listen = i === 0 ? c.tunnel?.listen : undefined;
       const proxy = new TcpProxy({
         maxConnections: c.maxConnections || 1 << 30,
         connectTimeoutMs: c.connectTimeoutMs,
         idleTimeoutMs: c.idleTimeoutMs,
         mode: c.proxyMode,
         events: 'failures',
+        ...(listen ? { tunnelAddress: listen.address, tunnelPort: listen.port } : {}),
       });
       proxy.on('connection', (ev) => this.onConnection(ev));
       proxy.on('error', (e) => this.log.error({ err: { message: e.message } }, `proxy: ${e.message}`));
       const bound = proxy.start(addr.address, addr.port);
       this.proxies.push(proxy);
+      if (this.tunnelPem) proxy.setTunnelCredentials(this.tunnelPem.pem);
       this.log.info({ address: bound.address, port: bound.port, interface: DEFAULT_PROXY_INTERFACE, kind, mode: c.proxyMode }, `proxy listening on ${addr.family === 'ipv6' ? `[${bound.address}]` : bound.address}:${bound.port}`);
+    }
+    const t = this.tunnelState();
+    if (t && this.tunnelPem && c.tunnel) {
+      this.log.info(
+        { node: t.node, listen: t.listen || 'none', tls: t.tlsMode, ktls: t.ktlsReason, serial: t.certificate.serial, notAfter: t.certificate.notAfter },
+        `tunnel: node ${t.node}, ${t.listen ? `listening on ${t.listen}` : 'dialling only'}, TLS 1.3 in ${t.tlsMode === 'ktls' ? 'the kernel (kTLS)' : `user space (kTLS: ${t.ktlsReason})`}, certificate serial ${t.certificate.serial} (not after ${t.certificate.notAfter})`,
+      );
+      this.credWatcher = new CredentialWatcher({
+        files: c.tunnel,
+        initial: this.tunnelPem,
+        log: this.log,
+        apply: (pem) => {
+          const info = checkTunnelPem(pem, c.tunnel!);
+          if (info.node !== c.nodeName) throw new Error(`the new certificate is for node "${info.node}", not "${c.nodeName}"`);
+          for (const p of this.proxies) p.setTunnelCredentials(pem);
+          return info;
+        },
+      });
+      this.credWatcher.start();
     }
   }
 
@@ -208,6 +315,7 @@ export class Agent {
     if (this.config.metricsAddr) {
       const server = new MetricsServer(this.metrics, {
         ready: () => this.reconciler.stats.firstSyncDone,
+        status: () => ({ node: this.config.nodeName, tunnel: this.tunnelState() ?? null }),
         lastSuccessAt: () => this.reconciler.stats.lastSuccessAt,
         startedAt: this.startedAt,
         // Healthy while syncs succeed: a full resync happens every sync period, so a last success
@@ -255,6 +363,7 @@ export class Agent {
   async stop(opts: { keepRules?: boolean; drainGraceMs?: number } = {}): Promise<CleanupOutcome[]> {
     const keep = opts.keepRules ?? this.config.keepRulesOnExit;
     this.unsubscribe?.();
+    this.credWatcher?.stop();
     await this.reconciler.stop();
     await this.source?.stop();
     this.source = undefined;
@@ -270,4 +379,14 @@ export class Agent {
     this.metricsServer = undefined;
     return out;
   }
+}
+
+function mergeCounts(a: unknown, b: unknown): unknown {
+  if (typeof a === 'number' && typeof b === 'number') return a + b;
+  if (a && b && typeof a === 'object' && typeof b === 'object') {
+    const out: Record<string, unknown> = {};
+    for (const k of new Set([...Object.keys(a), ...Object.keys(b)])) out[k] = mergeCounts((a as Record<string, unknown>)[k] ?? 0, (b as Record<string, unknown>)[k] ?? 0);
+    return out;
+  }
+  return a;
 }

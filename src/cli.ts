@@ -11,6 +11,9 @@ import { createLogger } from './logger.js';
 import { DEFAULT_PROXY_INTERFACE, removeProxyInterface } from './proxy/iface.js';
 import type { Logger } from './log.js';
 import type { SyncReport } from './reconciler.js';
+import type { TunnelState } from './agent.js';
+import { formatHostPortText } from './net.js';
+import { renderTunnelStatus } from './tunnel/status.js';
 
 const FAMILIES = ['ipv4', 'ipv6'] as const;
 
@@ -65,6 +68,22 @@ async function run(config: AgentConfig, log: Logger): Promise<void> {
   await agent.start();
 }
 
+/** The running agent's tunnel, as GET /status on its metrics address reports it (rendered by renderTunnelStatus). */
+async function tunnelStatus(config: AgentConfig): Promise<string> {
+  const a = config.metricsAddr;
+  if (!a) return '';
+  const url = `http://${formatHostPortText(a)}/status`;
+  let body: { node?: string; tunnel?: TunnelState | null };
+  try {
+    const res = await fetch(url, { signal: AbortSignal.timeout(1500) });
+    if (!res.ok) return `# tunnel: ${url} answered ${res.status}\n`;
+    body = (await res.json()) as typeof body;
+  } catch (e) {
+    return `# tunnel: no agent answered at ${url} (${(e as Error).message}); give --metrics-addr of the running agent\n`;
+  }
+  return renderTunnelStatus(body.node ?? '', body.tunnel ?? undefined);
+}
+
 async function status(config: AgentConfig, log: Logger): Promise<void> {
   const { name } = await resolveBackend(config.backend, FAMILIES, log);
   for (const f of FAMILIES) {
@@ -76,6 +95,7 @@ async function status(config: AgentConfig, log: Logger): Promise<void> {
     process.stdout.write(`# ${f} (${name})${s.order.ok ? '' : `  WARNING: our jump is not rule 1 (PREROUTING ${s.order.positions.PREROUTING}, OUTPUT ${s.order.positions.OUTPUT}; 0 = missing)`}\n`);
     process.stdout.write(s.text.endsWith('\n') ? s.text : `${s.text}\n`);
   }
+  process.stdout.write(await tunnelStatus(config));
 }
 
 /** `cleanup` removes what we own from the backend given, or from all three with `auto`, and the proxy interface. */

@@ -8,6 +8,8 @@ import type { SyncReport } from './reconciler.js';
 import type { SelectionCounts } from './desired.js';
 import type { DesiredRuleSet, Family } from './rules.js';
 import type { ProxyStats } from './proxy/proxy.js';
+import { TLS_FAILURES, TUNNEL_REFUSALS } from './proxy/proxy.js';
+import type { TunnelState } from './agent.js';
 
 /** What the metrics read from the proxies at scrape time: TcpProxy.stats(), summed over families. */
 export type ProxyCounters = Pick<ProxyStats, 'active' | 'total' | 'relayed' | 'bytesUp' | 'bytesDown' | 'failovers' | 'acceptErrors'> & {
@@ -21,6 +23,8 @@ export interface MetricsSources {
   /** Desired rule sets (rules by chain), undefined before the first list. */
   desired(): ReadonlyMap<Family, DesiredRuleSet> | undefined;
   proxy?: () => ProxyCounters | undefined;
+  /** The tunnel, when configured (undefined: no tunnel metrics). */
+  tunnel?: () => TunnelState | undefined;
 }
 
 const camelToSnake = (s: string): string => s.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
@@ -114,6 +118,84 @@ export class AgentMetrics {
     });
     counter('edgemesh_proxy_failovers_total', 'Connections that moved on to another endpoint after a failed connect', [], (c, p) => c.inc(p.failovers));
     counter('edgemesh_proxy_accept_errors_total', 'accept(2) failures (EMFILE and the like, with backoff)', [], (c, p) => c.inc(p.acceptErrors));
+    this.tunnelMetrics();
+  }
+
+  // The tunnel's counters are kept natively (per peer, per reason) and read at scrape time.
+  private tunnelMetrics(): void {
+    const r = this.registry;
+    const tunnel = () => this.sources.tunnel?.();
+    const tcounter = (name: string, help: string, labelNames: string[], fill: (c: Counter<string>, t: TunnelState) => void) =>
+      new Counter({
+        name,
+        help,
+        labelNames,
+        registers: [r],
+        collect() {
+          const t = tunnel();
+          if (!t) return;
+          this.reset();
+          fill(this, t);
+        },
+      });
+    tcounter('edgemesh_tunnel_connections_total', 'Tunnel connections by direction (out: dialled by us), peer node and result (ok, handshake-failed, refused, connect-failed)', ['direction', 'peer', 'result'], (c, t) => {
+      for (const p of t.peers) {
+        const l = { direction: p.direction, peer: p.node };
+        c.inc({ ...l, result: 'ok' }, p.ok);
+        c.inc({ ...l, result: 'handshake-failed' }, p.handshakeFailed);
+        c.inc({ ...l, result: 'refused' }, p.refused);
+        if (p.direction === 'out') c.inc({ ...l, result: 'connect-failed' }, p.connectFailed);
+      }
+      // An inbound handshake that failed has no peer: no certificate of ours named it.
+      const inFailed = TLS_FAILURES.reduce((n, r) => n + t.stats.inHandshakeFailures[r], 0);
+      c.inc({ direction: 'in', peer: '', result: 'handshake-failed' }, inFailed);
+    });
+    tcounter('edgemesh_tunnel_handshake_failures_total', 'Failed TLS handshakes by direction and reason (no-certificate, unknown-ca, expired, name-mismatch, ...)', ['direction', 'reason'], (c, t) => {
+      for (const reason of TLS_FAILURES) {
+        c.inc({ direction: 'out', reason }, t.stats.dialHandshakeFailures[reason]);
+        c.inc({ direction: 'in', reason }, t.stats.inHandshakeFailures[reason]);
+      }
+    });
+    tcounter('edgemesh_tunnel_refusals_total', 'Tunnel requests this node refused, by reason (not-local, no-service, bad-request, endpoint-failed, over-limit)', ['reason'], (c, t) => {
+      for (const reason of TUNNEL_REFUSALS) c.inc({ reason }, t.stats.inRefused[reason]);
+    });
+    tcounter('edgemesh_tunnel_refused_by_peer_total', 'Our tunnel requests that a peer refused, by its reason', ['reason'], (c, t) => {
+      for (const reason of TUNNEL_REFUSALS) c.inc({ reason }, t.stats.dialRefused[reason]);
+    });
+    tcounter('edgemesh_tunnel_bytes_total', 'Application bytes through tunnels, by direction (out: sent into a tunnel)', ['direction'], (c, t) => {
+      c.inc({ direction: 'out' }, t.stats.bytesOut);
+      c.inc({ direction: 'in' }, t.stats.bytesIn);
+    });
+    tcounter('edgemesh_tunnel_sessions_resumed_total', 'TLS handshakes that resumed a session (no certificate exchange)', [], (c, t) => c.inc(t.stats.resumed));
+    tcounter('edgemesh_tunnel_pending_limit_total', 'Inbound connections reset at once because too many were still unauthenticated', [], (c, t) => c.inc(t.stats.pendingLimit));
+    tcounter('edgemesh_tunnel_certificate_rotations_total', 'Certificate sets installed after a file change (result ok) or refused (error)', ['result'], (c, t) => {
+      c.inc({ result: 'ok' }, t.rotations);
+      c.inc({ result: 'error' }, t.rotationFailures);
+    });
+    const tgauge = (name: string, help: string, labelNames: string[], fill: (g: Gauge<string>, t: TunnelState) => void) =>
+      new Gauge({
+        name,
+        help,
+        labelNames,
+        registers: [r],
+        collect() {
+          const t = tunnel();
+          if (!t) return;
+          this.reset();
+          fill(this, t);
+        },
+      });
+    tgauge('edgemesh_tunnel_tls_mode', 'Where TLS records are made: userspace (OpenSSL in the relay threads) or ktls (the kernel)', ['mode'], (g, t) => g.set({ mode: t.tlsMode }, 1));
+    tgauge('edgemesh_tunnel_pending_handshakes', 'Inbound tunnel connections not yet authenticated', [], (g, t) => g.set(t.stats.pending));
+    tgauge('edgemesh_tunnel_unreachable_endpoints', 'Endpoints with no path from this node, by reason (no-node-name, unknown-node, no-tunnel-address)', ['reason'], (g, t) => {
+      const counts: Record<string, number> = { 'no-node-name': 0, 'unknown-node': 0, 'no-tunnel-address': 0 };
+      for (const u of t.unreachable) counts[u.reason] = (counts[u.reason] ?? 0) + 1;
+      for (const [reason, n] of Object.entries(counts)) g.set({ reason }, n);
+    });
+    tgauge('edgemesh_tunnel_certificate_expiry_timestamp_seconds', 'Unix time when the certificate in use expires', [], (g, t) => {
+      const ms = Date.parse(t.certificate.notAfter);
+      if (Number.isFinite(ms)) g.set(ms / 1000);
+    });
   }
 
   /** Makes every labelled series exist at 0 from the start, so dashboards and alerts see them before the first event. */
@@ -139,6 +221,8 @@ export class AgentMetrics {
 }
 
 export interface HealthState {
+  /** What GET /status returns as JSON (the tunnel, for `edgemesh-agent status`). */
+  status?: () => unknown;
   /** The first full sync has completed (readiness). */
   ready(): boolean;
   /** ms since the epoch of the last successful sync, undefined before the first. */
@@ -179,12 +263,16 @@ export class MetricsServer {
         res.writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' }).end(ok ? 'ok\n' : `last successful sync ${Math.round(age / 1000)}s ago (bound ${Math.round(this.health.maxSyncAgeMs / 1000)}s)\n`);
         return;
       }
+      if (url === '/status') {
+        res.writeHead(200, { 'content-type': 'application/json' }).end(`${JSON.stringify(this.health.status?.() ?? {})}\n`);
+        return;
+      }
       if (url === '/readyz') {
         const ok = this.health.ready();
         res.writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' }).end(ok ? 'ok\n' : 'first sync not done\n');
         return;
       }
-      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /metrics, /healthz, /readyz\n');
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /metrics, /healthz, /readyz, /status\n');
     });
     this.server = server;
     await new Promise<void>((resolve, reject) => {
