@@ -1,7 +1,7 @@
 // The tunnel section's results: its measurements' shape, its tables, targets and chart group.
 // Pure (no I/O), so that the rendering is unit-tested (test/unit/bench-results.test.ts);
 // bench/tunnel.ts measures, bench/run.ts puts this into the results.
-import { median, target, type ChartGroup, type Table, type TargetResult } from './results.js';
+import { fmt, median, target, type ChartGroup, type Table, type TargetResult } from './results.js';
 
 export const TUNNEL_VARIANTS = ['direct', 'ours direct path', 'ours tunnel', 'haproxy TLS hop'] as const;
 export type TunnelVariant = (typeof TUNNEL_VARIANTS)[number];
@@ -45,8 +45,10 @@ export interface TunnelTls {
   inAccepted: number;
   inOk: number;
   inResumed: number;
-  /** Handshake failures and refusals seen by either side (only nonzero counts). */
+  /** Handshake failures, refusals, failed dials, proxy deaths seen by either side (only nonzero counts). */
   problems: Record<string, number>;
+  /** Connection ends other than a clean EOF, by side and reason/code (the proxies' 'failures' events). */
+  ends?: Record<string, number>;
 }
 
 export interface TunnelResult {
@@ -122,7 +124,8 @@ export function tunnelTables(r: TunnelResult): Table[] {
     ? [
         `TLS path of the tunnel: ${tlsPath(t)}.`,
         `Resumed handshakes, whole section: ${t.resumed} of ${t.dialed} tunnel connections dialled by the cloud proxy (${pct(t.dialed ? t.resumed / t.dialed : null)}), ${t.dialOk} established; the edge proxy accepted ${t.inAccepted}, served ${t.inOk}, ${t.inResumed} resumed.`,
-        `Tunnel handshake failures and refusals: ${Object.keys(t.problems).length ? Object.entries(t.problems).map(([k, n]) => `${k} ${n}`).join(', ') : 'none'}.`,
+        `Tunnel handshake failures, refusals, failed dials: ${Object.keys(t.problems).length ? Object.entries(t.problems).map(([k, n]) => `${k} ${n}`).join(', ') : 'none'}.`,
+        `Our proxies' connection ends other than a clean EOF (whole section, both of our variants, iperf3 and connload runs): ${Object.keys(t.ends ?? {}).length ? Object.entries(t.ends!).map(([k, n]) => `${k} ${n}`).join(', ') : 'none'}.`,
       ]
     : [];
   return [
@@ -137,7 +140,7 @@ export function tunnelTables(r: TunnelResult): Table[] {
       ],
     },
     {
-      title: `Tunnel: short connections (connect, 100 B, echo, close), concurrency ${r.params.concurrency}, ${r.params.connMs} ms runs (at most ${r.params.connMax} connections), median of ${r.params.rounds}`,
+      title: `Tunnel: short connections (connect, 100 B, echo, close), concurrency ${r.params.concurrency}, ${r.params.connMs} ms runs (at most ${fmt(r.params.connMax)} connections), median of ${r.params.rounds}`,
       columns: ['variant', 'conn/s', 'ratio to direct', 'p50 us', 'p99 us', 'proxy CPU us/conn', 'errors', 'TLS resumed', 'note'],
       rows: crow,
       notes: [

@@ -44,7 +44,10 @@ class LineChild {
   private waiters: { prefix: string; resolve: (line: string) => void }[] = [];
   private lines: string[] = [];
   stderr = '';
+  /** How it ended, when it did ("exit 1", "SIGSEGV"). */
+  ended: string | undefined;
   constructor(readonly child: ChildProcess) {
+    child.on('exit', (code, signal) => (this.ended = signal ?? `exit ${code}`));
     child.stdout!.on('data', (d: Buffer) => {
       this.buf += d.toString();
       let nl: number;
@@ -81,6 +84,7 @@ class LineChild {
   }
 
   async stats(): Promise<ProxyReport> {
+    if (this.ended) throw new Error(`proxy ended (${this.ended})`);
     this.child.stdin!.write('stats\n');
     return JSON.parse((await this.next('stats ', 5000, 'proxy stats')).slice(6)) as ProxyReport;
   }
@@ -161,7 +165,7 @@ async function setPodRoutes(t: TunnelSetup, on: boolean): Promise<void> {
 function haproxyVersion(): { version: string; openssl: string } {
   const out = spawnSync('haproxy', ['-vv'], { encoding: 'utf8' }).stdout ?? '';
   const version = /HAProxy version (\S+)/.exec(out)?.[1] ?? 'unknown';
-  const openssl = /Running on OpenSSL version : (.*)/.exec(out)?.[1]?.trim() ?? 'unknown';
+  const openssl = /Running on OpenSSL version : (?:OpenSSL )?(.*)/.exec(out)?.[1]?.trim() ?? 'unknown';
   return { version, openssl };
 }
 
@@ -327,8 +331,9 @@ function tunnelTls(cloud: ProxyReport, edge: ProxyReport): TunnelTls {
   if (c.dialConnectFailed) problems['cloud dial connect failed'] = c.dialConnectFailed;
   add('edge accept handshake', e.inHandshakeFailures);
   add('edge refused', e.inRefused);
-  for (const [side, r] of [['cloud', cloud], ['edge', edge]] as const) for (const [k, n] of Object.entries(r.failures)) problems[`${side} connection event ${k}`] = n;
-  return { ktls: cloud.ktls, dialed: c.dialed, dialOk: c.dialOk, resumed: c.resumed, ktlsConns: c.ktls + e.ktls, inAccepted: e.inAccepted, inOk: e.inOk, inResumed: e.resumed, problems };
+  const ends: Record<string, number> = {};
+  for (const [side, r] of [['cloud', cloud], ['edge', edge]] as const) for (const [k, n] of Object.entries(r.failures)) ends[`${side} ${k}`] = n;
+  return { ktls: cloud.ktls, dialed: c.dialed, dialOk: c.dialOk, resumed: c.resumed, ktlsConns: c.ktls + e.ktls, inAccepted: e.inAccepted, inOk: e.inOk, inResumed: e.resumed, problems, ends };
 }
 
 export async function measureTunnel(t: TunnelSetup, tools: Tools, p: { rounds: number; iperfSeconds: number; connMs: number; connMax: number }): Promise<TunnelResult> {
@@ -345,6 +350,18 @@ export async function measureTunnel(t: TunnelSetup, tools: Tools, p: { rounds: n
     return s;
   };
   const vs = TUNNEL_VARIANTS.filter((v) => t.targets.has(v));
+  const deaths: string[] = [];
+  // A proxy that died takes its variants with it (reported, never restarted: a crash is a finding).
+  const checkProxies = (during: string) => {
+    for (const [name, child, variants] of [['cloud', t.cloudProxy, ['ours direct path', 'ours tunnel']], ['edge', t.edgeProxy, ['ours tunnel']]] as const) {
+      if (!child?.ended || deaths.some((d) => d.startsWith(`${name} `))) continue;
+      const why = `${name} proxy died (${child.ended}) during ${during}${child.stderr ? `: ${child.stderr.trim().slice(-200)}` : ''}`;
+      deaths.push(why);
+      log(`tunnel: ${why}`);
+      for (const v of variants) t.targets.set(v, { why });
+    }
+  };
+  const statsOf = async (c: LineChild | undefined) => (c && !c.ended ? await c.stats().catch(() => undefined) : undefined);
   for (let round = 0; round < p.rounds; round++) {
     for (const streams of [1, 4]) {
       const shift = (round + streams) % vs.length;
@@ -384,6 +401,9 @@ export async function measureTunnel(t: TunnelSetup, tools: Tools, p: { rounds: n
         } catch (e) {
           s.why = `iperf3 failed: ${(e as Error).message.slice(0, 200)} ${r.stderr.slice(0, 200)}`;
         }
+        checkProxies(`${v} iperf3 -P ${streams}`);
+        const now = t.targets.get(v)!;
+        if ('why' in now) s.why = now.why;
       }
     }
     const shift = round % vs.length;
@@ -399,7 +419,7 @@ export async function measureTunnel(t: TunnelSetup, tools: Tools, p: { rounds: n
         continue;
       }
       await setPodRoutes(t, target.podRoutes);
-      const before = v === 'ours tunnel' ? await t.cloudProxy!.stats() : undefined;
+      const before = v === 'ours tunnel' ? await statsOf(t.cloudProxy) : undefined;
       const c0 = cpu(target.pids);
       const r = await t.cloudPod.run(tools.connload, [target.echo.host, String(target.echo.port), String(CONCURRENCY), String(p.connMs), String(p.connMax)], { allowFail: true, timeoutMs: p.connMs + 30_000 });
       const c1 = cpu(target.pids);
@@ -407,8 +427,9 @@ export async function measureTunnel(t: TunnelSetup, tools: Tools, p: { rounds: n
         const pct = await haproxyInfo(t.haproxy.edgeSocket, 'SslFrontendSessionReuse_pct');
         if (pct !== null) s.haproxyReusePct.push(pct);
       }
-      if (before) {
-        const after = await t.cloudProxy!.stats();
+      checkProxies(`${v} connload`);
+      const after = before ? await statsOf(t.cloudProxy) : undefined;
+      if (before && after) {
         const dialed = after.stats.tunnel.dialed - before.stats.tunnel.dialed;
         if (dialed > 0) s.resumedShare.push((after.stats.tunnel.resumed - before.stats.tunnel.resumed) / dialed);
       }
@@ -423,17 +444,23 @@ export async function measureTunnel(t: TunnelSetup, tools: Tools, p: { rounds: n
       } catch (e) {
         s.why = `connload failed: ${(e as Error).message.slice(0, 200)} ${r.stderr.slice(0, 200)}`;
       }
+      const now = t.targets.get(v)!;
+      if ('why' in now) s.why = now.why;
       // Let TIME_WAIT and the proxies settle a little between runs.
       await sleep(200);
     }
     log(`tunnel: round ${round + 1}/${p.rounds} done`);
   }
   let tls: TunnelTls | null = null;
-  if (t.cloudProxy && t.edgeProxy) tls = tunnelTls(await t.cloudProxy.stats(), await t.edgeProxy.stats());
+  const cs1 = await statsOf(t.cloudProxy);
+  const es1 = await statsOf(t.edgeProxy);
+  if (cs1 && es1) tls = tunnelTls(cs1, es1);
+  if (tls) for (const d of deaths) tls.problems[d] = 1;
   const notes = [
     `Two nodes as test/helpers/tunnel-topology.ts: pods 10.244.1.10 and ${EDGE_POD}, nodes on the underlay ${CLOUD_UL} and ${EDGE_UL}; iperf3 server and the C echo server in the edge pod, iperf3 client and connload in the cloud pod.`,
     'Ours: two TcpProxy processes (dist/bench/peers/tunnelproxy.js, events "failures" as the agent, default threads), credentials from src/tunnel/certs.ts; the client reaches the cloud proxy the real way (ClusterIP -> EDGE-MESH DNAT by our backend -> SO_ORIGINAL_DST); the edge proxy\'s tunnel listener serves its pod (setLocalServe). HAProxy is reached at its listen address on the cloud node.',
   ];
+  notes.push(...deaths.map((d) => `Not measured further: ${d}.`));
   if (t.haproxy) notes.push(`HAProxy ${t.haproxy.version} on OpenSSL ${t.haproxy.openssl}: tcp mode, ssl-min-ver TLSv1.3, default threads; it reuses its TLS session to the server by default (no no-ssl-reuse), as our tunnel resumes its sessions; tcp mode never reuses a server connection, so each client connection is one TLS connection there as with ours; no splice (one side is TLS).`);
   return { iperf, conns, params: { ...p, concurrency: CONCURRENCY }, tls, haproxy: t.haproxy ? { version: t.haproxy.version, openssl: t.haproxy.openssl } : null, notes };
 }
