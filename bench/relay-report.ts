@@ -106,6 +106,8 @@ export interface RelayRatios {
   relayCpuConn: number | null;
   connPerSec: number | null;
   p99: number | null;
+  /** All roles' CPU s/GB at 1 stream, ours direct tunnel / ours relay: the throughput ratio to expect when the shared cores are the limit. */
+  cpuBound1: number | null;
 }
 
 export function relayRatios(r: RelayResult): RelayRatios {
@@ -123,6 +125,7 @@ export function relayRatios(r: RelayResult): RelayRatios {
     relayCpuConn: ratio(med(connOf(r, o)?.cpuUsPerConn.relay), med(connOf(r, h)?.cpuUsPerConn.relay)),
     connPerSec: ratio(med(connOf(r, o)?.perSec), med(connOf(r, h)?.perSec)),
     p99: ratio(med(connOf(r, o)?.p99us), med(connOf(r, h)?.p99us)),
+    cpuBound1: ratio(total(iperfOf(r, d, 1)?.cpuSPerGB), total(iperfOf(r, o, 1)?.cpuSPerGB)),
   };
 }
 
@@ -206,6 +209,7 @@ export function relayTables(r: RelayResult): Table[] {
       columns: ['measure', 'ratio', 'wanted'],
       rows: [
         ['Gbit/s 1 stream, ours relay / ours direct tunnel', q.vsDirect1, '>= 0.9'],
+        ['all roles\' CPU s/GB 1 stream, ours direct tunnel / ours relay (the throughput ratio to expect when the cores are the limit)', q.cpuBound1, ''],
         ['Gbit/s 4 streams, ours relay / ours direct tunnel', q.vsDirect4, ''],
         [`conn/s c${r.params.concurrency}, ours relay / ours direct tunnel`, q.vsDirectConn, ''],
         ['Gbit/s 1 stream, ours relay / HAProxy relay chain', q.vsHaproxy1, '>= 1.1'],

@@ -210,6 +210,8 @@ describe('bench results: the relay section', () => {
     const ratioMd = renderTableMd(ratios!);
     expect(ratioMd).toContain('| Gbit/s 1 stream, ours relay / ours direct tunnel | 0.955 | >= 0.9 |');
     expect(ratioMd).toContain('| Gbit/s 1 stream, ours relay / HAProxy relay chain | 1.40 | >= 1.1 |');
+    // (1.1 + 1.2) / (1.4 + 0.6 + 1.2)
+    expect(ratioMd).toContain('| all roles\' CPU s/GB 1 stream, ours direct tunnel / ours relay (the throughput ratio to expect when the cores are the limit) | 0.719 |  |');
     expect(ratioMd).toContain('| relay CPU s/GB 4 streams, ours / HAProxy | 1.50 | < 1 |');
     expect(ratioMd).toContain('| conn/s c16, ours relay / HAProxy relay chain | — |  |');
     expect(ratioMd).toContain('- a relay note');
