@@ -62,6 +62,8 @@ export interface RelayCounters {
   problems: Record<string, number>;
   /** Connection ends other than a clean EOF, by role and reason/code. */
   ends: Record<string, number>;
+  /** 2.5 s after the last run: open fds (before the section, after), live connections, joins waiting, node B's relay sessions. */
+  after?: { fds: Record<RelayRole, [number | null, number | null]>; active: Record<RelayRole, number>; pendingJoins: number; sessions: string };
 }
 
 export interface RelayResult {
@@ -177,6 +179,11 @@ export function relayTables(r: RelayResult): Table[] {
         `Relay, whole section: ${c.relayJoinsOk} joins spliced, ${fmt(c.relayBytes / 1e9)} GB of ciphertext spliced, ${c.registered} node(s) registered at the end${c.relayPipes ? `; splice(2) pipes created ${c.relayPipes.created}, reused ${c.relayPipes.reused}, falls back to copying ${c.relayPipes.spliceFallbacks}` : ''}. Node B opened ${c.dataConns} data connections for joins, its tunnel listener accepted ${c.inAccepted} connections (direct tunnel), and it served ${c.inOk} tunnel requests in all (direct and relayed).`,
         `Refused joins, failed data connections, handshake failures, deaths: ${list(c.problems)}.`,
         `Our processes' connection ends other than a clean EOF (whole section): ${list(c.ends)}.`,
+        ...(c.after
+          ? [
+              `2.5 s after the last run: open fds (before the section -> after) dialler ${c.after.fds.dialler.map((x) => x ?? '?').join(' -> ')}, relay ${c.after.fds.relay.map((x) => x ?? '?').join(' -> ')}, node B ${c.after.fds.nodeB.map((x) => x ?? '?').join(' -> ')}; live connections dialler ${c.after.active.dialler}, relay ${c.after.active.relay}, node B ${c.after.active.nodeB}; joins waiting ${c.after.pendingJoins}; node B's relay session: ${c.after.sessions}.`,
+            ]
+          : []),
       ]
     : [];
   return [

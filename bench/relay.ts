@@ -11,7 +11,7 @@
 // of its own; B opens a data connection, TLS end to end through the relay's splice), HAProxy relay
 // chain (HAProxy TLS client on A -> HAProxy tcp relay on the relay, forwarding the TLS bytes ->
 // HAProxy TLS server on B verifying client certificates -> server pod). No pod routes anywhere.
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Netns, linkNetns } from '../src/netns.js';
 import { createBackend } from '../src/backends/factory.js';
@@ -45,6 +45,7 @@ type Target = { iperf: Endpoint; echo: Endpoint; pids: Pids } | { why: string };
 
 interface Report {
   stats: {
+    active: number;
     pipes: { created: number; reused: number; spliceFallbacks: number };
     tunnel: {
       dialed: number;
@@ -59,6 +60,7 @@ interface Report {
       dialRefused: Record<string, number>;
       inRefused: Record<string, number>;
       relayJoinsOk: number;
+      pendingJoins: number;
       relayJoinsRefused: Record<string, number>;
       relayUnknownToken: number;
       relayRateLimited: number;
@@ -235,6 +237,14 @@ function pushPerRole(into: PerRole, pids: Pids, c0: Partial<Record<RelayRole, nu
   for (const k of Object.keys(pids) as RelayRole[]) into[k].push((c1[k]! - c0[k]!) * scale);
 }
 
+function fdCount(pid: number | undefined): number | null {
+  try {
+    return pid ? readdirSync(`/proc/${pid}/fd`).length : null;
+  } catch {
+    return null;
+  }
+}
+
 function counters(a: Report, r: Report, b: Report, deaths: string[]): RelayCounters {
   const problems: Record<string, number> = {};
   const add = (label: string, rec: Record<string, number>) => {
@@ -291,6 +301,7 @@ export async function measureRelay(t: RelaySetup, tools: Tools, p: { rounds: num
   };
   const vs = RELAY_VARIANTS.filter((v) => t.targets.has(v));
   const deaths: string[] = [];
+  const fdsBefore = t.ours ? { dialler: fdCount(t.ours.dialler.child.pid), relay: fdCount(t.ours.relay.child.pid), nodeB: fdCount(t.ours.nodeB.child.pid) } : null;
   // A process of ours that died takes its variants with it (reported, never restarted).
   const checkOurs = (during: string) => {
     if (!t.ours) return;
@@ -385,8 +396,22 @@ export async function measureRelay(t: RelaySetup, tools: Tools, p: { rounds: num
     }
     log(`relay: round ${round + 1}/${p.rounds} done`);
   }
+  // Past the pipe pool's idle time (2 s): what our processes hold once the load is gone.
+  if (t.ours) await sleep(2500);
   const [a, r, b] = [await report(t.ours?.dialler), await report(t.ours?.relay), await report(t.ours?.nodeB)];
   const c = a && r && b ? counters(a, r, b, deaths) : null;
+  if (c && t.ours && fdsBefore) {
+    c.after = {
+      fds: {
+        dialler: [fdsBefore.dialler, fdCount(t.ours.dialler.child.pid)],
+        relay: [fdsBefore.relay, fdCount(t.ours.relay.child.pid)],
+        nodeB: [fdsBefore.nodeB, fdCount(t.ours.nodeB.child.pid)],
+      },
+      active: { dialler: a!.stats.active, relay: r!.stats.active, nodeB: b!.stats.active },
+      pendingJoins: r!.stats.tunnel.pendingJoins,
+      sessions: b!.sessions.map((x) => x.state).join(', ') || 'none',
+    };
+  }
   const notes = [
     `Five namespaces: client pod 10.245.1.10 -> node A ${A_UL} -> relay ${R_UL_A} / ${R_UL_B} -> node B ${B_UL} -> server pod ${SERVER_POD}; iperf3 server and the C echo server in the server pod, iperf3 client and connload in the client pod. The relay namespace forwards between its links, so node A reaches node B directly for the direct-tunnel variant over the same veths.`,
     'Ours: three TcpProxy processes (dist/bench/peers/tunnelproxy.js, events "failures" as the agent, default threads): node A dials (reached the real way: ClusterIP -> EDGE-MESH DNAT by our backend -> SO_ORIGINAL_DST), the relay is a TcpProxy with a tunnel listener only, node B registers with the relay (setRelays) and also has a tunnel listener for the direct variant; certificates from src/tunnel/certs.ts (nodea, relay, edge).',

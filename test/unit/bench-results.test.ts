@@ -181,6 +181,7 @@ describe('bench results: the relay section', () => {
         inOk: 400,
         problems: {},
         ends: { 'relay reset/ECONNRESET': 3 },
+        after: { fds: { dialler: [30, 31], relay: [25, 25], nodeB: [28, null] }, active: { dialler: 0, relay: 0, nodeB: 0 }, pendingJoins: 0, sessions: 'registered' },
       },
       haproxy: { version: '2.6.12', openssl: '3.0.19' },
       notes: ['a relay note'],
@@ -200,6 +201,7 @@ describe('bench results: the relay section', () => {
     expect(thrMd).toContain('180 joins spliced, 2.50 GB of ciphertext spliced, 1 node(s) registered at the end; splice(2) pipes created 4, reused 176, falls back to copying 0.');
     expect(thrMd).toContain('Refused joins, failed data connections, handshake failures, deaths: none.');
     expect(thrMd).toContain('relay reset/ECONNRESET 3');
+    expect(thrMd).toContain('2.5 s after the last run: open fds (before the section -> after) dialler 30 -> 31, relay 25 -> 25, node B 28 -> ?; live connections dialler 0, relay 0, node B 0; joins waiting 0; node B\'s relay session: registered.');
     const connMd = renderTableMd(conn!);
     expect(connMd).toContain('| ours relay | 350 | 0.778 | 45 000 | 90 000 | 780 | 500 | 1 200 | 0.000 | 88.9 % |  |');
     expect(connMd).toContain('| haproxy relay chain | — | — | — | — | — | — | — | — | — | not measured: haproxy did not start: boom |');
