@@ -11,6 +11,7 @@ import { LegacyIptablesTable } from '../src/backends/iptables-legacy.js';
 import { NftIptablesTable } from '../src/backends/iptables-nft.js';
 import type { BackendName, NatBackend } from '../src/backends/types.js';
 import type { Netns } from '../src/netns.js';
+import { native } from '../src/native.js';
 import { PROXY_ADDR, PROXY_PORT, SERVICE_CIDR, cpuSeconds, ignoreRule, log, rssMiB, serviceIp, sleep, svcName, svcNamespace } from './lib.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -168,11 +169,16 @@ export async function startAgent(ns: Netns, backend: BackendName, dir: ServicesD
   };
 }
 
-/** Our own cheap change detector for a namespace's table: legacy IPT_SO_GET_INFO, nft generation. */
+/**
+ * Our own cheap change detector for a namespace's table: legacy IPT_SO_GET_INFO (size and entry
+ * count; enough for writes that change them), nft generation.
+ */
 export function tokenReader(backend: BackendName, nsPath: string): () => Promise<string> {
   if (backend === 'iptables-legacy') {
-    const t = new LegacyIptablesTable({ family: 'ipv4', netns: nsPath });
-    return async () => (await t.info()).token;
+    return async () => {
+      const i = await native().iptcInfo('ipv4', nsPath, false);
+      return `${i.size}/${i.entries}`;
+    };
   }
   const t = new NftIptablesTable('ipv4', { netns: nsPath });
   return async () => (await t.info()).token;
@@ -246,6 +252,53 @@ export async function orderRepairOnce(ns: Netns, agent: AgentProc, timeoutMs = 1
   } finally {
     await ns.run(bin, ['-w', '-t', 'nat', '-D', 'PREROUTING', ...foreign.slice(6)], { timeoutMs: 30_000 });
   }
+}
+
+/**
+ * Order repair after a rewrite that keeps the table's size and entry count: kube-proxy's jump
+ * deleted and re-inserted at rule 1 of PREROUTING in one `restore --noflush` (what a kube-proxy
+ * restart or an administrator's script does). ms from the foreign commit to the agent's repairing
+ * commit (its log line). The foreign commit is seen the way the agent sees it: legacy, the
+ * digest of the built-in chains recomputed after xtables lock activity (LegacyIptablesTable
+ * watchToken, polled every 2 ms; the same lock file as the agent); nft, the generation.
+ */
+export async function sameSizeRepairOnce(ns: Netns, agent: AgentProc, timeoutMs = 10_000): Promise<number> {
+  const legacy = agent.backend === 'iptables-legacy';
+  const restore = legacy ? 'iptables-legacy-restore' : 'iptables-nft-restore';
+  const watch = legacy ? new LegacyIptablesTable({ family: 'ipv4', netns: ns.path }) : undefined;
+  const token = watch ? () => watch.watchToken() : tokenReader(agent.backend, ns.path);
+  try {
+    const base = await token();
+    const jump = '-m comment --comment "kubernetes service portals" -j KUBE-SERVICES';
+    const repaired = agent.nextLine(/"msg":"sync \(order\) wrote[^"]*order-repairs/, timeoutMs);
+    repaired.catch(() => undefined);
+    const tc = performance.now();
+    const cmd = ns.run(restore, ['-w', '--noflush'], { input: `*nat\n-D PREROUTING ${jump}\n-I PREROUTING 1 ${jump}\nCOMMIT\n`, timeoutMs: 60_000 });
+    let tForeign = NaN;
+    while (performance.now() - tc < timeoutMs) {
+      if ((await token()) !== base) {
+        tForeign = performance.now();
+        break;
+      }
+      await sleep(2);
+    }
+    await cmd;
+    if (Number.isNaN(tForeign)) throw new Error(`same-size rewrite (${agent.backend}): the foreign restore never showed in the table token`);
+    const tRepair = await repaired;
+    const order = await createBackend(agent.backend, 'ipv4', { netns: ns.path }).checkOrder();
+    if (!order.ok) throw new Error(`same-size rewrite (${agent.backend}): the agent logged a repair but our jump is not ahead of KUBE-SERVICES (${JSON.stringify(order.positions)})`);
+    return Math.max(0, tRepair - tForeign);
+  } finally {
+    watch?.close();
+  }
+}
+
+/** CPU ms of one digest of the legacy built-in chains (partial IPT_SO_GET_ENTRIES), median of `n`. */
+export async function legacyDigestCpuMs(ns: Netns, n = 5): Promise<number> {
+  const xs: number[] = [];
+  for (let i = 0; i < n; i++) xs.push((await native().iptcInfo('ipv4', ns.path, true)).digestCpuMs ?? NaN);
+  xs.sort((a, b) => a - b);
+  return xs[Math.floor(xs.length / 2)]!;
 }
 
 /** nftables: our base chains sit at priority -101 (before dstnat -100) on both hooks, and a foreign iptables-nft insert does not touch them. */
