@@ -150,3 +150,60 @@ describe('LegacyIptablesTable.begin (one read and one commit under one lock)', (
   });
 });
 
+
+describe('the legacy watchdog token (watchToken): the built-in chains digest only when something may have written', () => {
+  function digestBinding(opts: { watch: boolean; cpuMs: number }) {
+    const state = { size: 10, entries: 2, digest: 'aaaa', lockEvents: 0, digests: 0, quick: 0, watchFails: !opts.watch };
+    const b = fakeBinding();
+    b.iptcInfo = async (_f, _ns, digest) => {
+      if (digest === false) {
+        state.quick++;
+        return { size: state.size, entries: state.entries, present: true, builtinLayout: '0:0-10' };
+      }
+      state.digests++;
+      return { size: state.size, entries: state.entries, present: true, builtinLayout: '0:0-10', headDigest: state.digest, digestCpuMs: opts.cpuMs };
+    };
+    b.iptcLockWatch = () => {
+      if (state.watchFails) throw Object.assign(new Error('cannot watch the xtables lock file /x: EROFS'), { code: 'EROFS' });
+      return 1;
+    };
+    b.iptcLockEvents = () => {
+      const n = state.lockEvents;
+      state.lockEvents = 0;
+      return n;
+    };
+    b.iptcLockUnwatch = () => undefined;
+    return { b, state };
+  }
+
+  it('a quiet lock file costs one IPT_SO_GET_INFO per poll; lock activity, a size change or the cost-scaled period recompute the digest', async () => {
+    const { b, state } = digestBinding({ watch: true, cpuMs: 20 }); // 20 ms per digest: every 10 s at 0.2 % of a core
+    const t = new LegacyIptablesTable({ family: 'ipv4' }, b);
+    const first = await t.watchToken();
+    expect(first).toBe('10/2/aaaa');
+    expect(state.digests).toBe(1);
+    for (let i = 0; i < 5; i++) expect(await t.watchToken()).toBe(first);
+    expect([state.digests, state.quick]).toEqual([1, 5]);
+    // Someone ran iptables: the digest is recomputed and a same-size reordering shows.
+    state.digest = 'bbbb';
+    state.lockEvents = 2;
+    expect(await t.watchToken()).toBe('10/2/bbbb');
+    expect(state.digests).toBe(2);
+    // A writer that bypassed the lock but changed the size: seen by IPT_SO_GET_INFO, digest recomputed.
+    state.size = 12;
+    state.digest = 'cccc';
+    expect(await t.watchToken()).toBe('12/2/cccc');
+    expect(state.digests).toBe(3);
+    t.close();
+  });
+
+  it('when the lock file cannot be watched, the adaptive period alone decides (a cheap digest runs every poll)', async () => {
+    const { b, state } = digestBinding({ watch: false, cpuMs: 0.01 });
+    const t = new LegacyIptablesTable({ family: 'ipv4' }, b);
+    await t.watchToken();
+    expect(t.lockWatchProblem).toMatch(/EROFS/);
+    await new Promise((r) => setTimeout(r, 10));
+    state.digest = 'dddd';
+    expect(await t.watchToken()).toBe('10/2/dddd'); // 0.01 ms per digest: due after 5 ms
+  });
+});
