@@ -217,7 +217,7 @@ export async function incrementalOnce(ns: Netns, agent: AgentProc, dir: Services
 }
 
 /**
- * Order repair: a foreign `iptables -I PREROUTING 1`; ms from the foreign commit (first token
+ * Order repair: a foreign `iptables -I PREROUTING 1 ... -j KUBE-SERVICES`; ms from the foreign commit (first token
  * change) to our repair (the next token change after which our jump is rule 1 again).
  */
 export async function orderRepairOnce(ns: Netns, agent: AgentProc, timeoutMs = 10_000): Promise<{ ms: number; foreignCmdMs: number }> {
@@ -228,7 +228,9 @@ export async function orderRepairOnce(ns: Netns, agent: AgentProc, timeoutMs = 1
   const backend = createBackend(agent.backend, 'ipv4', { netns: ns.path });
   const token = tokenReader(agent.backend, ns.path);
   const base = await token();
-  const foreign = ['-w', '-t', 'nat', '-I', 'PREROUTING', '1', '-p', 'udp', '--dport', '9', '-m', 'comment', '--comment', 'foreign bench rule', '-j', 'ACCEPT'];
+  // A jump to a chain that DNATs Service traffic: only those are repaired (a foreign rule of
+  // another kind may stay above ours: the ordering policy).
+  const foreign = ['-w', '-t', 'nat', '-I', 'PREROUTING', '1', '-p', 'udp', '--dport', '9', '-m', 'comment', '--comment', 'foreign bench rule', '-j', 'KUBE-SERVICES'];
   const repaired = agent.nextLine(/"msg":"sync \(order\) wrote[^"]*order-repairs/, timeoutMs);
   repaired.catch(() => undefined);
   const tc = performance.now();

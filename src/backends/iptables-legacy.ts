@@ -170,7 +170,7 @@ export class LegacyIptablesTable implements IptablesTable {
   private watch: number | undefined;
   /** Why the lock file cannot be watched (then only the adaptive period applies). */
   lockWatchProblem: string | undefined;
-  private last: { size: number; entries: number; builtinLayout: string; token: string; at: number; everyMs: number } | undefined;
+  private last: { size: number; entries: number; builtinLayout: string; token: string; at: number; everyMs: number; info: TableInfo } | undefined;
   /** Digests computed by watchToken (for tests and the bench). */
   digests = 0;
 
@@ -278,8 +278,12 @@ export class LegacyIptablesTable implements IptablesTable {
     const cpuMs = full.digestCpuMs ?? 0;
     const everyMs = Math.min(DIGEST_MAX_INTERVAL_MS, cpuMs / DIGEST_CPU_SHARE);
     const info = toInfo(full);
-    this.last = { size: full.size, entries: full.entries, builtinLayout: full.builtinLayout, token: info.token, at: performance.now(), everyMs };
+    this.last = { size: full.size, entries: full.entries, builtinLayout: full.builtinLayout, token: info.token, at: performance.now(), everyMs, info };
     return info.token;
+  }
+
+  recentInfo(maxAgeMs: number): TableInfo | undefined {
+    return this.last && performance.now() - this.last.at <= maxAgeMs ? this.last.info : undefined;
   }
 
   /** Opens/closes of the xtables lock file since the last call; 1 when it cannot be watched (so every poll digests). */

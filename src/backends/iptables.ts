@@ -59,7 +59,8 @@ export class IptablesNatBackend implements NatBackend {
   /** Whether the built-in chains' place in the table changed since our last read or commit (legacy). */
   private async builtinsMoved(): Promise<boolean> {
     if (this.lastBuiltinLayout === undefined) return false;
-    const now = (await this.table.info()).builtinLayout;
+    // The watchdog poll that asked for this sync has just read it (legacy: a digest of the head).
+    const now = (this.table.recentInfo?.(100) ?? (await this.table.info())).builtinLayout;
     return now !== undefined && now !== this.lastBuiltinLayout;
   }
 

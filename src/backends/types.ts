@@ -91,6 +91,8 @@ export interface IptablesTable {
    * activity or on an adaptive period).
    */
   watchToken?(): Promise<string>;
+  /** Optional: the info watchToken computed last, when it is younger than `maxAgeMs` (spares a second digest right after). */
+  recentInfo?(maxAgeMs: number): TableInfo | undefined;
   /** Optional: releases what watchToken holds (an inotify descriptor). */
   close?(): void;
   /**
