@@ -154,12 +154,12 @@ function toInfo(i: { size: number; entries: number; builtinLayout: string; headD
  * The digest of the built-in chains costs one partial IPT_SO_GET_ENTRIES, which the kernel pays
  * per entry of the whole table (it sums every rule's counters first): about 15 ms of CPU on
  * 10 000 kube-proxy services. Without xtables lock activity it is recomputed only this often,
- * scaled to its cost so that it stays near 0.2 % of a core: on a small table every watchdog
- * poll, on 10 000 services every 7-30 s (more under load: the cost is measured as CPU time).
+ * scaled to its cost so that it stays near 0.1 % of a core: on a small table every watchdog
+ * poll, on 10 000 services every 15-45 s (the cost is measured as CPU time, so more under load).
  */
-export const DIGEST_CPU_SHARE = 0.002;
+export const DIGEST_CPU_SHARE = 0.001;
 /** Longest interval between two digests while the lock file stays quiet. */
-export const DIGEST_MAX_INTERVAL_MS = 30_000;
+export const DIGEST_MAX_INTERVAL_MS = 60_000;
 
 export class LegacyIptablesTable implements IptablesTable {
   readonly backend = 'iptables-legacy' as const;

@@ -155,7 +155,7 @@ export function stripCounters(r: LiveRule): Rule {
   return out;
 }
 
-/** Whether our jump holds the ordering invariant in each hook chain: present once, before every guarded rule. */
+/** Whether our jump holds the ordering invariant in each hook chain: present, and before every guarded rule. */
 export function orderHolds(rule: Rule, live: ReadonlyMap<string, readonly LiveRule[]>, before: readonly string[] = DEFAULT_ORDER_BEFORE): boolean {
   return JUMP_CHAINS.every((chain) => {
     const rules = live.get(chain) ?? [];

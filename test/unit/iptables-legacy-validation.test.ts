@@ -177,7 +177,7 @@ describe('the legacy watchdog token (watchToken): the built-in chains digest onl
   }
 
   it('a quiet lock file costs one IPT_SO_GET_INFO per poll; lock activity, a size change or the cost-scaled period recompute the digest', async () => {
-    const { b, state } = digestBinding({ watch: true, cpuMs: 20 }); // 20 ms per digest: every 10 s at 0.2 % of a core
+    const { b, state } = digestBinding({ watch: true, cpuMs: 20 }); // 20 ms per digest: every 20 s at 0.1 % of a core
     const t = new LegacyIptablesTable({ family: 'ipv4' }, b);
     const first = await t.watchToken();
     expect(first).toBe('10/2/aaaa');
@@ -202,8 +202,8 @@ describe('the legacy watchdog token (watchToken): the built-in chains digest onl
     const t = new LegacyIptablesTable({ family: 'ipv4' }, b);
     await t.watchToken();
     expect(t.lockWatchProblem).toMatch(/EROFS/);
-    await new Promise((r) => setTimeout(r, 10));
+    await new Promise((r) => setTimeout(r, 30));
     state.digest = 'dddd';
-    expect(await t.watchToken()).toBe('10/2/dddd'); // 0.01 ms per digest: due after 5 ms
+    expect(await t.watchToken()).toBe('10/2/dddd'); // 0.01 ms per digest: due after 10 ms
   });
 });
