@@ -303,6 +303,32 @@ export async function legacyDigestCpuMs(ns: Netns, n = 5): Promise<number> {
   return xs[Math.floor(xs.length / 2)]!;
 }
 
+/**
+ * The legacy watchdog's own cost on this table, as the agent pays it while nothing writes: its
+ * change token (LegacyIptablesTable.watchToken: IPT_SO_GET_INFO, the lock file's events, the
+ * digest on its cost-scaled period) polled every 250 ms for `ms`; CPU of this process (otherwise
+ * idle) as % of one core, and the digests it computed.
+ */
+export async function legacyWatchCost(ns: Netns, ms: number): Promise<{ cpuPct: number; digests: number; polls: number }> {
+  const t = new LegacyIptablesTable({ family: 'ipv4', netns: ns.path });
+  try {
+    await t.watchToken(); // the first one digests (as the agent's first poll after its first sync)
+    const d0 = t.digests;
+    const c0 = process.cpuUsage();
+    const t0 = performance.now();
+    let polls = 0;
+    while (performance.now() - t0 < ms && polls < 100_000) {
+      await t.watchToken();
+      polls++;
+      await sleep(250);
+    }
+    const cu = process.cpuUsage(c0);
+    return { cpuPct: ((cu.user + cu.system) / 1000 / (performance.now() - t0)) * 100, digests: t.digests - d0, polls };
+  } finally {
+    t.close();
+  }
+}
+
 /** nftables: our base chains sit at priority -101 (before dstnat -100) on both hooks, and a foreign iptables-nft insert does not touch them. */
 export async function nftablesOrderByConstruction(ns: Netns): Promise<{ ok: boolean; detail: string }> {
   const before = await ns.run('nft', ['-j', 'list', 'chains', 'ip'], { timeoutMs: 60_000 });

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { destroyAllNetns, type Netns } from '../src/netns.js';
 import type { BackendName } from '../src/backends/types.js';
 import { kubeNamespace, measureFullSync, perRuleEstimate, type FullSyncResult, type KubeNs } from './control.js';
-import { ServicesDir, idle, incrementalOnce, legacyDigestCpuMs, nftablesOrderByConstruction, orderRepairOnce, sameSizeRepairOnce, startAgent, type AgentProc } from './agent.js';
+import { ServicesDir, idle, incrementalOnce, legacyDigestCpuMs, legacyWatchCost, nftablesOrderByConstruction, orderRepairOnce, sameSizeRepairOnce, startAgent, type AgentProc } from './agent.js';
 import { ROOT, VARIANTS, buildTools, measureDataPlane, med, setupTopology, type DataResult, type Topology, type VariantName } from './data.js';
 import { log, sleep } from './lib.js';
 import { destroyTunnel, measureTunnel, setupTunnel, type TunnelSetup } from './tunnel.js';
@@ -81,6 +81,8 @@ interface AgentResults {
   rows: { backend: BackendName; startupMs: number; incrementalMs: number[]; orderRepairMs: number[]; sameSizeRepairMs: number[]; foreignCmdMs: number[]; settleCpuPct: number | null; idleCpuPct: number | null; rssMiB: number | null; why?: string }[];
   /** CPU ms of one digest of the legacy built-in chains on this table. */
   legacyDigestCpuMs?: number;
+  /** The legacy watchdog's token polled alone for idleMs: CPU % of one core, digests, polls. */
+  legacyWatch?: { cpuPct: number; digests: number; polls: number };
   nftOrder?: { ok: boolean; detail: string };
   footprint: { services: number; backend: BackendName; startupMs: number; rssMiB: number }[];
   idleMs: number;
@@ -139,6 +141,8 @@ async function agentPhase(byFlavor: Map<string, KubeNs>, kube: number): Promise<
   }
   for (const a of started) await a.stop();
   agents.length = 0;
+  log(`agents: the legacy watchdog's change detection alone for ${P.idleMs / 1000} s`);
+  out.legacyWatch = await legacyWatchCost(nsFor.get('iptables-legacy')!, P.idleMs);
   await nsFor.get('nftables')!.destroy();
   // Footprint with 1 000 services (full run; the quick run's agents already have 1 000).
   if (kube !== 1000 && byFlavor.has('legacy/1000')) {
@@ -231,7 +235,7 @@ function agentTables(a: AgentResults): Table[] {
       notes: [
         'incremental: from the manifest rename (one service gains noproxy=edgemesh) to the table change token moving (legacy IPT_SO_GET_INFO, nft generation), confirmed by the rule being there; default settings (min-sync-period 1s, debounce 100 ms).',
         'order repair: from the foreign `iptables -I PREROUTING 1 -p udp --dport 9 -j KUBE-SERVICES` reaching the kernel (first token change) to the agent log line of its repairing sync (written right after its commit), confirmed by reading the order; the foreign command own duration is not counted.',
-        `same-size rewrite: kube-proxy's jump deleted and re-inserted at rule 1 in one \`restore --noflush\` (size and entry count unchanged); from the foreign commit (legacy: the built-in chains' digest, recomputed after xtables lock activity, moving; nft: the generation) to the agent's repair log line.${a.legacyDigestCpuMs !== undefined ? ` One legacy digest (partial IPT_SO_GET_ENTRIES: the kernel still sums every entry's counters) costs ${a.legacyDigestCpuMs.toFixed(1)} ms of CPU on this table; while the xtables lock file stays quiet the agent recomputes it only on a period scaled to that cost (0.1 % of a core, at most 60 s), and idle CPU includes it.` : ''}`,
+        `same-size rewrite: kube-proxy's jump deleted and re-inserted at rule 1 in one \`restore --noflush\` (size and entry count unchanged); from the foreign commit (legacy: the built-in chains' digest, recomputed after xtables lock activity, moving; nft: the generation) to the agent's repair log line.${a.legacyDigestCpuMs !== undefined ? ` One legacy digest (partial IPT_SO_GET_ENTRIES: the kernel still sums every entry's counters) costs ${a.legacyDigestCpuMs.toFixed(1)} ms of CPU on this table; while the xtables lock file stays quiet the agent recomputes it only on a period scaled to that cost (0.1 % of a core, at most 60 s), and idle CPU includes it.` : ''}${a.legacyWatch ? ` The legacy change detection alone (the token polled every 250 ms for ${a.idleMs / 1000} s with nothing writing, in the otherwise idle bench process): ${a.legacyWatch.cpuPct.toFixed(3)} % of one core, ${a.legacyWatch.digests} digests in ${a.legacyWatch.polls} polls.` : ''}`,
         `after the last change: utime+stime over the ${a.settleMs / 1000} s that follow the last incremental change or order repair (the garbage collection those changes leave, V8's memory reducer among it); idle: utime+stime from /proc/PID/stat over the ${a.idleMs / 1000} s after that, with nothing changing (a periodic resync every 60 s may fall in it).`,
         ...(a.nftOrder ? [`nftables order: ${a.nftOrder.detail}`] : []),
       ],
@@ -362,6 +366,16 @@ function buildTargets(fs: FullSyncResult | undefined, ctl: ReturnType<typeof con
       '= 1',
       (v) => v === 1,
       ag?.nftOrder ? ag.nftOrder.detail : ag ? 'not measured' : skipped('agent'),
+    ),
+  );
+  t.push(
+    target(
+      `idle cost of the iptables-legacy change detection (same-size rewrites included) on ${fmtN(ag?.kube ?? P.agentKube)} kube-proxy services`,
+      ag?.legacyWatch?.cpuPct ?? null,
+      '% of one core',
+      '< 0.3',
+      (v) => v < 0.3,
+      ag ? (ag.legacyWatch ? `${ag.legacyWatch.digests} digests in ${ag.legacyWatch.polls} polls over ${ag.idleMs / 1000} s` : 'not measured') : skipped('agent'),
     ),
   );
   for (const b of BACKENDS) {
