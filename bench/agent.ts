@@ -304,26 +304,34 @@ export async function legacyDigestCpuMs(ns: Netns, n = 5): Promise<number> {
 }
 
 /**
- * The legacy watchdog's own cost on this table, as the agent pays it while nothing writes: its
- * change token (LegacyIptablesTable.watchToken: IPT_SO_GET_INFO, the lock file's events, the
- * digest on its cost-scaled period) polled every 250 ms for `ms`; CPU of this process (otherwise
- * idle) as % of one core, and the digests it computed.
+ * The legacy watchdog's own cost on this table while nothing writes, against the detection it
+ * replaced: for `ms` each, polled every 250 ms from this (otherwise idle) process, (a) size and
+ * entry count only (IPT_SO_GET_INFO: blind to same-size rewrites), (b) the change token the agent
+ * polls now (LegacyIptablesTable.watchToken: IPT_SO_GET_INFO, the lock file's events, the digest
+ * on its cost-scaled period). CPU as % of one core; `addedPct` = (b) - (a). From outside the
+ * namespace every call also enters it and comes back (setns), which the agent, running inside,
+ * does not pay: (a) and (b) pay it alike.
  */
-export async function legacyWatchCost(ns: Netns, ms: number): Promise<{ cpuPct: number; digests: number; polls: number }> {
+export async function legacyWatchCost(ns: Netns, ms: number): Promise<{ cpuPct: number; basePct: number; addedPct: number; digests: number; polls: number }> {
   const t = new LegacyIptablesTable({ family: 'ipv4', netns: ns.path });
-  try {
-    await t.watchToken(); // the first one digests (as the agent's first poll after its first sync)
-    const d0 = t.digests;
+  const run = async (poll: () => Promise<unknown>): Promise<{ pct: number; polls: number }> => {
     const c0 = process.cpuUsage();
     const t0 = performance.now();
     let polls = 0;
     while (performance.now() - t0 < ms && polls < 100_000) {
-      await t.watchToken();
+      await poll();
       polls++;
       await sleep(250);
     }
     const cu = process.cpuUsage(c0);
-    return { cpuPct: ((cu.user + cu.system) / 1000 / (performance.now() - t0)) * 100, digests: t.digests - d0, polls };
+    return { pct: ((cu.user + cu.system) / 1000 / (performance.now() - t0)) * 100, polls };
+  };
+  try {
+    const base = await run(() => native().iptcInfo('ipv4', ns.path, false));
+    await t.watchToken(); // the first one digests (as the agent's first poll after its first sync)
+    const d0 = t.digests;
+    const now = await run(() => t.watchToken());
+    return { cpuPct: now.pct, basePct: base.pct, addedPct: now.pct - base.pct, digests: t.digests - d0, polls: now.polls };
   } finally {
     t.close();
   }
