@@ -762,8 +762,11 @@ class Worker {
     }
     if (c->phase != Phase::kRequest) return;
     for (;;) {
+      TunnelRequest req;
+      // Decoded after every read: a stream that is not a request is refused at its first bytes.
+      int got = c->hdrLen > 0 ? DecodeRequest(c->hdr, c->hdrLen, &req) : 0;
       size_t need = RequestSizeSoFar(c->hdr, c->hdrLen);
-      if (need > c->hdrLen) {
+      if (got == 0 && need > c->hdrLen) {
         ssize_t n = SslReadSome(c->cssl, reinterpret_cast<char*>(c->hdr + c->hdrLen), need - c->hdrLen);
         if (n > 0) {
           c->hdrLen += static_cast<size_t>(n);
@@ -773,9 +776,7 @@ class Worker {
         Fail(c, n == 0 ? ECONNRESET : errno, "SSL_read");
         return;
       }
-      TunnelRequest req;
-      int got = DecodeRequest(c->hdr, c->hdrLen, &req);
-      if (got == 0) return;  // cannot happen: RequestSizeSoFar said it is complete
+      if (got == 0) got = -1;  // complete by its lengths, yet not decodable
       TunnelStatus st = got < 0 ? TunnelStatus::kBadRequest : serve_ ? serve_->Check(req) : TunnelStatus::kNoService;
       if (got > 0) c->inService = req.service + ':' + std::to_string(req.servicePort);
       if (st != TunnelStatus::kOk) {
@@ -998,7 +999,8 @@ class Worker {
           return;
         }
         std::string detail;
-        TunnelFailed(c, ClassifyHandshakeFailure(c->ussl, e, &detail), TunnelStatus::kOk, ECONNABORTED);
+        TlsFail why = ClassifyHandshakeFailure(c->ussl, e, &detail);
+        TunnelFailed(c, why, TunnelStatus::kOk, ECONNABORTED);
         return;
       }
       c->peer = Ep(c).node;
@@ -1171,7 +1173,7 @@ class Worker {
       if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) c->cRd = true;
       if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) c->cWr = true;
       if (c->cssl && (events & EPOLLOUT)) c->cRd = true;
-      if (c->phase == Phase::kHandshake || c->phase == Phase::kRequest) {
+      if (c->kind == Kind::kTunnelIn && (c->phase == Phase::kHandshake || c->phase == Phase::kRequest)) {
         DriveIn(c);  // only inbound tunnel connections read their client side before relaying
         return;
       }

@@ -116,7 +116,7 @@ SSL_CTX* NewCtx(bool server, X509_STORE* store, X509* cert, STACK_OF(X509)* chai
       Fail("certificate chain");
     }
   }
-  if (SSL_CTX_use_PrivateKey(ctx, key) != 1) Fail("private key");
+  if (SSL_CTX_use_PrivateKey(ctx, key) != 1) Fail("the private key does not match the certificate");
   if (SSL_CTX_check_private_key(ctx) != 1) Fail("the private key does not match the certificate");
   SSL_CTX_set_verify(ctx, server ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT : SSL_VERIFY_PEER, nullptr);
   SSL_CTX_set_verify_depth(ctx, 4);

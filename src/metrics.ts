@@ -146,6 +146,9 @@ export class AgentMetrics {
         c.inc({ ...l, result: 'refused' }, p.refused);
         if (p.direction === 'out') c.inc({ ...l, result: 'connect-failed' }, p.connectFailed);
       }
+      // An inbound handshake that failed has no peer: no certificate of ours named it.
+      const inFailed = TLS_FAILURES.reduce((n, r) => n + t.stats.inHandshakeFailures[r], 0);
+      c.inc({ direction: 'in', peer: '', result: 'handshake-failed' }, inFailed);
     });
     tcounter('edgemesh_tunnel_handshake_failures_total', 'Failed TLS handshakes by direction and reason (no-certificate, unknown-ca, expired, name-mismatch, ...)', ['direction', 'reason'], (c, t) => {
       for (const reason of TLS_FAILURES) {

@@ -257,6 +257,21 @@ describe('deploy/ manifests', () => {
     expect(at(pod, 'securityContext.capabilities')).toBeUndefined();
   });
 
+  it('DaemonSet: the tunnel reads its CA and this node\'s certificate and key (by NODE_NAME) from the mounted Secret, and declares port 20006', () => {
+    const args = agent.args as string[];
+    const mounts = agent.volumeMounts as Obj[];
+    const pki = mounts.find((m) => m.name === 'tunnel-pki');
+    expect(pki?.readOnly).toBe(true);
+    const vol = (pod.volumes as Obj[]).find((v) => v.name === 'tunnel-pki');
+    expect(at(vol as Obj, 'secret.secretName')).toBe('edgemesh-tunnel');
+    const dir = String(pki?.mountPath);
+    expect(args[args.indexOf('--tunnel-ca') + 1]).toBe(`${dir}/ca.pem`);
+    expect(args[args.indexOf('--tunnel-cert') + 1]).toBe(`${dir}/$(NODE_NAME).pem`);
+    expect(args[args.indexOf('--tunnel-key') + 1]).toBe(`${dir}/$(NODE_NAME).key`);
+    expect((agent.env as Obj[]).some((e) => e.name === 'NODE_NAME' && at(e, 'valueFrom.fieldRef.fieldPath') === 'spec.nodeName')).toBe(true);
+    expect((agent.ports as Obj[]).some((p) => p.containerPort === 20006 && p.name === 'tunnel')).toBe(true);
+  });
+
   it('DaemonSet: the host xtables lock (FileOrCreate) and /lib/modules read-only are mounted', () => {
     const volumes = pod.volumes as Obj[];
     const mounts = agent.volumeMounts as Obj[];
