@@ -81,6 +81,22 @@ bool GetString(Napi::Object o, const char* key, bool required, std::string* out)
   return true;
 }
 
+// [{address, port}] -> SockAddrs; false with a TypeError thrown.
+bool ParseAddrList(Napi::Array arr, const char* what, std::vector<edgemesh::SockAddr>* out) {
+  Napi::Env env = arr.Env();
+  for (uint32_t i = 0; i < arr.Length(); i++) {
+    Napi::Value v = arr.Get(i);
+    if (edgemesh::TypeFail(env, v.IsObject(), std::string(what) + " must hold {address, port} objects")) return false;
+    std::string a;
+    uint64_t port = 0;
+    if (!GetString(v.As<Napi::Object>(), "address", true, &a) || !GetUint(v.As<Napi::Object>(), "port", 65535, &port)) return false;
+    edgemesh::SockAddr s;
+    if (edgemesh::TypeFail(env, edgemesh::ParseSockAddr(a, static_cast<uint16_t>(port), &s) && port != 0, std::string(what) + ": not an IP address and port: " + a)) return false;
+    out->push_back(s);
+  }
+  return true;
+}
+
 class ProxyWrap : public Napi::ObjectWrap<ProxyWrap> {
  public:
   static Napi::Function Define(Napi::Env env) {
@@ -91,7 +107,9 @@ class ProxyWrap : public Napi::ObjectWrap<ProxyWrap> {
                         InstanceMethod("ref", &ProxyWrap::Ref), InstanceMethod("unref", &ProxyWrap::Unref),
                         InstanceMethod("setTunnelCredentials", &ProxyWrap::SetTunnelCredentials),
                         InstanceMethod("setLocalServe", &ProxyWrap::SetLocalServe), InstanceMethod("peers", &ProxyWrap::Peers),
-                        InstanceMethod("tunnelAddress", &ProxyWrap::TunnelAddress), InstanceMethod("ktls", &ProxyWrap::Ktls)});
+                        InstanceMethod("tunnelAddress", &ProxyWrap::TunnelAddress), InstanceMethod("ktls", &ProxyWrap::Ktls),
+                        InstanceMethod("setRelays", &ProxyWrap::SetRelays), InstanceMethod("registrations", &ProxyWrap::Registrations),
+                        InstanceMethod("sessions", &ProxyWrap::Sessions)});
   }
 
   explicit ProxyWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ProxyWrap>(info) {
@@ -107,7 +125,8 @@ class ProxyWrap : public Napi::ObjectWrap<ProxyWrap> {
              cto = cfg.connectTimeoutMs, attempts = cfg.maxConnectAttempts, idle = cfg.idleTimeoutMs,
              pipeSize = cfg.pipeSize, backlog = static_cast<uint64_t>(cfg.backlog), copyBuf = cfg.copyBufferSize,
              pool = cfg.pipePoolMax, pipeIdle = cfg.pipeIdleMs, tport = cfg.tunnelPort, hto = cfg.handshakeTimeoutMs,
-             maxPending = cfg.maxPendingHandshakes, tlsBuf = cfg.tlsBufferSize;
+             maxPending = cfg.maxPendingHandshakes, tlsBuf = cfg.tlsBufferSize, maxJoins = cfg.maxPendingJoins,
+             joinRate = cfg.joinRatePerSec, ka = cfg.keepaliveMs, kaDead = cfg.keepaliveDeadMs, reconnMax = cfg.reconnectMaxMs;
     if (!GetString(o, "address", true, &cfg.address) || !GetUint(o, "port", 65535, &port) ||
         !GetString(o, "netns", false, &cfg.netnsPath) || !GetUint(o, "threads", 64, &threads) ||
         !GetUint(o, "maxConnections", 1u << 30, &maxConn) || !GetUint(o, "connectTimeoutMs", 3600000, &cto) ||
@@ -117,9 +136,17 @@ class ProxyWrap : public Napi::ObjectWrap<ProxyWrap> {
         !GetString(o, "selection", false, &selection) || !GetString(o, "mode", false, &mode) ||
         !GetString(o, "events", false, &events) || !GetString(o, "tunnelAddress", false, &cfg.tunnelAddress) ||
         !GetUint(o, "tunnelPort", 65535, &tport) || !GetUint(o, "handshakeTimeoutMs", 3600000, &hto) ||
-        !GetUint(o, "maxPendingHandshakes", 1u << 30, &maxPending) || !GetUint(o, "tlsBufferSize", 1u << 26, &tlsBuf)) {
+        !GetUint(o, "maxPendingHandshakes", 1u << 30, &maxPending) || !GetUint(o, "tlsBufferSize", 1u << 26, &tlsBuf) ||
+        !GetUint(o, "maxPendingJoins", 1u << 30, &maxJoins) || !GetUint(o, "joinRatePerSec", 1u << 30, &joinRate) ||
+        !GetUint(o, "keepaliveMs", 3600000, &ka) || !GetUint(o, "keepaliveDeadMs", 3600000, &kaDead) ||
+        !GetUint(o, "reconnectMaxMs", 3600000, &reconnMax)) {
       return;
     }
+    cfg.maxPendingJoins = static_cast<uint32_t>(maxJoins);
+    cfg.joinRatePerSec = static_cast<uint32_t>(joinRate);
+    cfg.keepaliveMs = static_cast<uint32_t>(ka);
+    cfg.keepaliveDeadMs = static_cast<uint32_t>(kaDead);
+    cfg.reconnectMaxMs = static_cast<uint32_t>(reconnMax);
     cfg.tunnelPort = static_cast<uint16_t>(tport);
     cfg.handshakeTimeoutMs = static_cast<uint32_t>(hto);
     cfg.maxPendingHandshakes = static_cast<uint32_t>(maxPending);
@@ -286,10 +313,13 @@ class ProxyWrap : public Napi::ObjectWrap<ProxyWrap> {
           return env.Undefined();
         }
         ep.text = ep.addr.ToString();
-        if (edgemesh::TypeFail(env, path.empty() || path == "direct" || path == "local" || path == "tunnel", "endpoint path must be 'direct', 'local' or 'tunnel'")) {
+        if (edgemesh::TypeFail(env, path.empty() || path == "direct" || path == "local" || path == "tunnel" || path == "relay", "endpoint path must be 'direct', 'local', 'tunnel' or 'relay'")) {
           return env.Undefined();
         }
-        ep.path = path == "tunnel" ? edgemesh::EndpointPath::kTunnel : path == "local" ? edgemesh::EndpointPath::kLocal : edgemesh::EndpointPath::kDirect;
+        ep.path = path == "tunnel" ? edgemesh::EndpointPath::kTunnel
+                  : path == "relay" ? edgemesh::EndpointPath::kRelay
+                  : path == "local" ? edgemesh::EndpointPath::kLocal
+                                    : edgemesh::EndpointPath::kDirect;
         if (!GetString(eo, "node", false, &ep.node)) return env.Undefined();
         if (ep.path == edgemesh::EndpointPath::kTunnel) {
           Napi::Value t = eo.Get("tunnel");
@@ -298,6 +328,11 @@ class ProxyWrap : public Napi::ObjectWrap<ProxyWrap> {
           if (edgemesh::TypeFail(env, edgemesh::ParseSockAddr(tip, static_cast<uint16_t>(tport), &ep.tunnel) && tport != 0, "tunnel address is not an IP address and port: " + tip)) {
             return env.Undefined();
           }
+        }
+        if (ep.path == edgemesh::EndpointPath::kRelay) {
+          Napi::Value rl = eo.Get("relays");
+          if (edgemesh::TypeFail(env, rl.IsArray() && rl.As<Napi::Array>().Length() > 0 && !ep.node.empty(), "a relay endpoint needs node and relays [{address, port}]")) return env.Undefined();
+          if (!ParseAddrList(rl.As<Napi::Array>(), "relays", &ep.relays)) return env.Undefined();
         }
         entry->endpoints.push_back(std::move(ep));
       }
@@ -358,6 +393,23 @@ class ProxyWrap : public Napi::ObjectWrap<ProxyWrap> {
       dialRef.Set(n, static_cast<double>(t.dialRefused[i]));
       inRef.Set(n, static_cast<double>(t.inRefused[i]));
     }
+    Napi::Object relayRef = Napi::Object::New(env), dialJoinRef = Napi::Object::New(env);
+    for (int i = 1; i < static_cast<int>(edgemesh::TunnelStatus::kCount); i++) {
+      const char* n = edgemesh::TunnelStatusName(static_cast<edgemesh::TunnelStatus>(i));
+      relayRef.Set(n, static_cast<double>(t.relayJoinsRefused[i]));
+      dialJoinRef.Set(n, static_cast<double>(t.dialJoinRefused[i]));
+    }
+    tun.Set("relayJoinsOk", static_cast<double>(t.relayJoinsOk));
+    tun.Set("relayJoinsRefused", relayRef);
+    tun.Set("relayUnknownToken", static_cast<double>(t.relayUnknownToken));
+    tun.Set("relayRateLimited", static_cast<double>(t.relayRateLimited));
+    tun.Set("relayBytes", static_cast<double>(t.relayBytes));
+    tun.Set("registered", static_cast<double>(t.registered));
+    tun.Set("pendingJoins", static_cast<double>(t.pendingJoins));
+    tun.Set("dialJoinOk", static_cast<double>(t.dialJoinOk));
+    tun.Set("dialJoinRefused", dialJoinRef);
+    tun.Set("dataConns", static_cast<double>(t.dataConns));
+    tun.Set("dataConnsFailed", static_cast<double>(t.dataConnsFailed));
     tun.Set("dialHandshakeFailures", dialTls);
     tun.Set("inHandshakeFailures", inTls);
     tun.Set("dialRefused", dialRef);
@@ -461,6 +513,51 @@ class ProxyWrap : public Napi::ObjectWrap<ProxyWrap> {
     o.Set("port", e.port);
     o.Set("family", e.family);
     return o;
+  }
+
+  // setRelays([{address, port}]): the relays this node keeps a session with ([]: none).
+  Napi::Value SetRelays(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (edgemesh::TypeFail(env, info.Length() >= 1 && info[0].IsArray(), "setRelays(list): list must be an array")) return env.Undefined();
+    if (!Alive(env)) return env.Undefined();
+    std::vector<edgemesh::SockAddr> relays;
+    if (!ParseAddrList(info[0].As<Napi::Array>(), "setRelays", &relays)) return env.Undefined();
+    core_->SetRelays(std::move(relays));
+    return env.Undefined();
+  }
+
+  Napi::Value Registrations(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::vector<edgemesh::RegistrationInfo> list = core_ ? core_->Registrations() : std::vector<edgemesh::RegistrationInfo>();
+    Napi::Array arr = Napi::Array::New(env, list.size());
+    for (size_t i = 0; i < list.size(); i++) {
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("node", list[i].node);
+      o.Set("address", list[i].address);
+      o.Set("since", list[i].sinceMs);
+      arr.Set(static_cast<uint32_t>(i), o);
+    }
+    return arr;
+  }
+
+  Napi::Value Sessions(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::vector<edgemesh::SessionInfo> list = core_ ? core_->Sessions() : std::vector<edgemesh::SessionInfo>();
+    Napi::Array arr = Napi::Array::New(env, list.size());
+    for (size_t i = 0; i < list.size(); i++) {
+      const auto& x = list[i];
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("relay", x.relay);
+      o.Set("state", x.state);
+      o.Set("lastError", x.lastError);
+      o.Set("relayNode", x.relayNode);
+      o.Set("since", x.sinceMs);
+      o.Set("connects", static_cast<double>(x.connects));
+      o.Set("failures", static_cast<double>(x.failures));
+      o.Set("notifies", static_cast<double>(x.notifies));
+      arr.Set(static_cast<uint32_t>(i), o);
+    }
+    return arr;
   }
 
   Napi::Value Ktls(const Napi::CallbackInfo& info) {

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <openssl/err.h>
+#include <openssl/rand.h>
 #include <netinet/tcp.h>
 #include <sched.h>
 #include <sys/epoll.h>
@@ -155,6 +156,7 @@ const char* EndpointPathName(EndpointPath p) {
     case EndpointPath::kDirect: return "direct";
     case EndpointPath::kLocal: return "local";
     case EndpointPath::kTunnel: return "tunnel";
+    case EndpointPath::kRelay: return "relay";
   }
   return "direct";
 }
@@ -222,10 +224,16 @@ struct Dir {
   uint64_t bytes = 0;  // delivered to dst
 };
 
-enum class Kind : uint8_t { kService, kTunnelIn };
-// kService: kConnecting -> [tunnel endpoint: kHandshake -> kRequest -> kResponse] -> kRelay
-// kTunnelIn: kHandshake -> kRequest -> kConnecting (to our endpoint) -> kRelay
-enum class Phase : uint8_t { kConnecting, kHandshake, kRequest, kResponse, kRelay };
+// kService: kConnecting -> [relay endpoint: kJoinOut] -> [tunnel or relay endpoint: kHandshake
+//           -> kRequest -> kResponse] -> kRelay
+// kTunnelIn: kSniff -> kHandshake -> kRequest -> kConnecting (to our endpoint) -> kRelay; or, as
+//           a registered node's data connection for a join: kDataConnecting -> kHandshake -> ...
+// kPlainIn (relay): kSniff -> kPlainHeader -> becomes kJoin (kJoinWait -> kRelay, spliced to the
+//           node's data connection) or hands its socket to that join
+// kSessionIn (relay) / kSessionOut (registered node): kHandshake -> kRequest -> kResponse ->
+//           kSessionUp (pings, pongs, notifies)
+enum class Kind : uint8_t { kService, kTunnelIn, kPlainIn, kJoin, kSessionIn, kSessionOut };
+enum class Phase : uint8_t { kConnecting, kHandshake, kRequest, kResponse, kRelay, kSniff, kPlainHeader, kJoinWait, kJoinOut, kDataConnecting, kSessionUp };
 
 struct Conn {
   uint64_t id = 0;
@@ -246,6 +254,12 @@ struct Conn {
   TlsFail tlsFail = TlsFail::kNone;
   TunnelStatus tunnelStatus = TunnelStatus::kOk;
   bool resumed = false, ktls = false, pendingSlot = false;
+  bool counted = true;    // holds a slot of `active` (sessions do not)
+  size_t relayIdx = 0;    // kService, relay endpoint: which of its relays this attempt uses
+  std::string token;      // kJoin: its pending join; kTunnelIn data connection: the join's
+  SockAddr dial;          // kTunnelIn data connection / kSessionOut: the relay dialled
+  int slot = -1;          // kSessionOut: index of its relay in the worker's session table
+  int64_t lastRxMs = 0, lastTxMs = 0;  // sessions: keepalive
   bool dead = false;
   bool queued = false;  // on the worker's "pump again" list
   bool cRd = true, cWr = true, uRd = false, uWr = false;
@@ -265,9 +279,33 @@ struct Conn {
 };
 
 const RouteEndpoint& Ep(const Conn* c) { return c->kind == Kind::kTunnelIn ? *c->inEp : c->route->endpoints[c->epIndex]; }
-std::string EpText(const Conn* c) { return c->kind == Kind::kTunnelIn ? (c->inEp ? c->inEp->text : std::string()) : c->route->endpoints[c->epIndex].text; }
-std::string ServiceText(const Conn* c) { return c->kind == Kind::kTunnelIn ? c->inService : c->route->service; }
-const char* PathText(const Conn* c) { return c->kind == Kind::kTunnelIn ? "tunnel-in" : EndpointPathName(Ep(c).path); }
+std::string EpText(const Conn* c) {
+  if (c->kind == Kind::kService) return c->route->endpoints[c->epIndex].text;
+  if (c->kind == Kind::kTunnelIn) return c->inEp ? c->inEp->text : std::string();
+  return c->odst.len ? c->odst.ToString() : std::string();  // kJoin: the node's data connection
+}
+std::string ServiceText(const Conn* c) {
+  if (c->kind == Kind::kService) return c->route->service;
+  return c->kind == Kind::kTunnelIn ? c->inService : std::string();
+}
+const char* PathText(const Conn* c) {
+  switch (c->kind) {
+    case Kind::kService: return EndpointPathName(Ep(c).path);
+    case Kind::kTunnelIn: return "tunnel-in";
+    case Kind::kJoin: return "relayed";
+    case Kind::kPlainIn: return "relay-in";
+    case Kind::kSessionIn:
+    case Kind::kSessionOut: return "session";
+  }
+  return "";
+}
+// The address a kService attempt dialled: the endpoint, its node's agent, or one of its relays.
+const SockAddr& DialAddr(const Conn* c) {
+  const RouteEndpoint& ep = Ep(c);
+  if (ep.path == EndpointPath::kTunnel) return ep.tunnel;
+  if (ep.path == EndpointPath::kRelay) return ep.relays[c->relayIdx];
+  return ep.addr;
+}
 
 // Intrusive FIFO; ordered by deadline because every entry gets the same timeout.
 struct ConnList {
@@ -388,7 +426,7 @@ class Worker {
         i.endpoint = EpText(c);
         i.service = ServiceText(c);
         i.connecting = c->connecting;
-        i.path = c->kind == Kind::kTunnelIn || c->inEp || c->route ? PathText(c) : "";
+        i.path = PathText(c);
         i.peer = c->peer;
         i.bytesUp = c->up.bytes;
         i.bytesDown = c->down.bytes;
@@ -401,6 +439,18 @@ class Worker {
   }
   void PostQuit() {
     Post([this] { quit_ = true; });
+  }
+  // Relay: tell a registered node's session to open a data connection for this join.
+  void PostNotify(uint64_t sessionId, const std::string& token) {
+    Post([this, sessionId, token] { Notify(sessionId, token); });
+  }
+  // Relay: the node's data connection for a join this worker holds.
+  void PostPair(uint64_t joinId, int fd, const SockAddr& from) {
+    auto passed = std::make_shared<PassedFd>(fd);
+    Post([this, joinId, passed, from] { PairJoin(joinId, passed->Take(), from); });
+  }
+  void PostSetRelays(std::vector<SockAddr> relays) {
+    Post([this, relays] { SetRelays(relays); });
   }
 
  private:
@@ -501,6 +551,7 @@ class Worker {
     if (idle_.head && cfg_.idleTimeoutMs > 0) next = std::min(next, idle_.head->lastActiveMs + cfg_.idleTimeoutMs);
     if (backoffUntil_ > 0) next = std::min(next, backoffUntil_);
     if (!pool_.empty()) next = std::min(next, pool_.front().idleSinceMs + static_cast<int64_t>(cfg_.pipeIdleMs));
+    if (!sessions_.empty() || !out_.empty()) next = std::min(next, nextSessionCheckMs_);
     if (next == INT64_MAX) return -1;
     int64_t d = next - MonoMs();
     // The coarse clock can lag by a tick: never spin at 0 for a deadline in the past.
@@ -512,6 +563,7 @@ class Worker {
   void RunTimers() {
     while (connecting_.head && connecting_.head->deadlineMs <= now_) ConnectFailed(connecting_.head, ETIMEDOUT, "connect");
     while (handshaking_.head && handshaking_.head->deadlineMs <= now_) TunnelFailed(handshaking_.head, TlsFail::kTimeout, TunnelStatus::kOk, ETIMEDOUT);
+    if (!sessions_.empty() || !out_.empty()) RunSessions();
     if (cfg_.idleTimeoutMs > 0) {
       while (idle_.head && idle_.head->lastActiveMs + static_cast<int64_t>(cfg_.idleTimeoutMs) <= now_) {
         Finish(idle_.head, EndReason::kIdleTimeout, ETIMEDOUT, "");
@@ -714,11 +766,7 @@ class Worker {
     c->lastActiveMs = now_;
     conns_.emplace(c->id, c);
     load_.fetch_add(1, std::memory_order_relaxed);
-    c->cssl = c->creds->NewServer(fd);
-    if (!c->cssl) {
-      Finish(c, EndReason::kError, ENOMEM, "SSL_new");
-      return;
-    }
+    c->phase = Phase::kSniff;
     epoll_event ev{};
     ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
     ev.data.u64 = reinterpret_cast<uint64_t>(c);
@@ -728,8 +776,542 @@ class Worker {
     }
     c->deadlineMs = MonoMs() + cfg_.handshakeTimeoutMs;
     ListMove(c, 3);
+    Sniff(c);
+  }
+
+  // The first byte tells a TLS handshake (0x16: a tunnel connection or a node registering) from
+  // a relay's plaintext header ('E': a join, or a node's data connection for one).
+  void Sniff(Conn* c) {
+    uint8_t b = 0;
+    ssize_t n = recv(c->cfd, &b, 1, MSG_PEEK);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
+    if (n <= 0) {
+      TunnelFailed(c, TlsFail::kClosed, TunnelStatus::kOk, n == 0 ? ECONNRESET : errno);
+      return;
+    }
+    if (b == 'E') {
+      c->kind = Kind::kPlainIn;
+      c->phase = Phase::kPlainHeader;
+      DrivePlain(c);
+      return;
+    }
+    c->cssl = c->creds->NewServer(c->cfd);
+    if (!c->cssl) {
+      Finish(c, EndReason::kError, ENOMEM, "SSL_new");
+      return;
+    }
+    c->phase = Phase::kHandshake;
     DriveIn(c);
   }
+
+  // ---------------------------------------------------------------- relay (plaintext side)
+
+  // Reads a join or data header, exactly (nothing after it is consumed).
+  void DrivePlain(Conn* c) {
+    auto& k = proxy_->counters();
+    for (;;) {
+      PlainKind kind = PlainKind::kUnknown;
+      std::string node;
+      uint8_t token[kTokenSize];
+      int got = c->hdrLen > 0 ? DecodePlain(c->hdr, c->hdrLen, &kind, &node, token) : 0;
+      if (got < 0) {
+        k.rJoinsRefused[static_cast<int>(TunnelStatus::kBadRequest)].fetch_add(1, std::memory_order_relaxed);
+        Finish(c, EndReason::kRefused, 0, "", Refusal::kTunnelRequest);
+        return;
+      }
+      if (got == 0) {
+        size_t need = PlainSizeSoFar(c->hdr, c->hdrLen);
+        ssize_t n = recv(c->cfd, c->hdr + c->hdrLen, need - c->hdrLen, 0);
+        if (n > 0) {
+          c->hdrLen += static_cast<size_t>(n);
+          continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+        if (n < 0 && errno == EINTR) continue;
+        Finish(c, EndReason::kReset, n == 0 ? ECONNRESET : errno, "recv");
+        return;
+      }
+      c->hdrLen = 0;
+      if (kind == PlainKind::kJoin) OnJoin(c, node);
+      else OnData(c, std::string(reinterpret_cast<const char*>(token), kTokenSize));
+      return;
+    }
+  }
+
+  void JoinRefuse(Conn* c, TunnelStatus st) {
+    proxy_->counters().rJoinsRefused[static_cast<int>(st)].fetch_add(1, std::memory_order_relaxed);
+    c->tunnelStatus = st;
+    uint8_t resp[kResponseSize];
+    EncodeJoinResponse(st, resp);
+    ssize_t w = send(c->cfd, resp, sizeof resp, MSG_NOSIGNAL);
+    (void)w;
+    Finish(c, EndReason::kRefused, 0, "", Refusal::kTunnelRequest);
+  }
+
+  // A dialler asks to be joined to `node`: only a registered node, within the pending and rate
+  // bounds. The node is asked (through its session) to open a data connection carrying a token.
+  void OnJoin(Conn* c, const std::string& node) {
+    c->peer = node;
+    if (!proxy_->TakeJoinToken(now_)) {
+      proxy_->counters().rRateLimited.fetch_add(1, std::memory_order_relaxed);
+      JoinRefuse(c, TunnelStatus::kOverLimit);
+      return;
+    }
+    Worker* w = nullptr;
+    uint64_t sessionId = 0;
+    if (!proxy_->FindRegistration(node, &w, &sessionId)) {
+      JoinRefuse(c, TunnelStatus::kNotRegistered);
+      return;
+    }
+    std::string token(kTokenSize, '\0');
+    if (RAND_bytes(reinterpret_cast<unsigned char*>(&token[0]), static_cast<int>(kTokenSize)) != 1) {
+      ClearTlsErrors();
+      Finish(c, EndReason::kError, EIO, "RAND_bytes");
+      return;
+    }
+    if (!proxy_->AddJoin(token, this, c->id)) {
+      JoinRefuse(c, TunnelStatus::kOverLimit);
+      return;
+    }
+    c->kind = Kind::kJoin;
+    c->phase = Phase::kJoinWait;
+    c->token = token;
+    ListMove(c, 0);
+    c->deadlineMs = MonoMs() + cfg_.handshakeTimeoutMs;
+    ListMove(c, 3);
+    if (w == this) Notify(sessionId, token);
+    else w->PostNotify(sessionId, token);
+  }
+
+  // A node's data connection: hand its socket to the join it names (on whichever worker).
+  void OnData(Conn* c, const std::string& token) {
+    Worker* w = nullptr;
+    uint64_t joinId = 0;
+    if (!proxy_->TakeJoin(token, &w, &joinId)) {
+      proxy_->counters().rUnknownToken.fetch_add(1, std::memory_order_relaxed);
+      Finish(c, EndReason::kRefused, 0, "", Refusal::kTunnelRequest);
+      return;
+    }
+    SockAddr from = c->client;
+    int fd = Detach(c);
+    if (w == this) PairJoin(joinId, fd, from);
+    else w->PostPair(joinId, fd, from);
+  }
+
+  // Gives up a connection's client socket without closing it (it moves to another Conn).
+  int Detach(Conn* c) {
+    int fd = c->cfd;
+    epoll_ctl(ep_, EPOLL_CTL_DEL, fd, nullptr);
+    c->cfd = -1;
+    c->dead = true;
+    ListMove(c, 0);
+    ReleasePending(c);
+    conns_.erase(c->id);
+    load_.fetch_sub(1, std::memory_order_relaxed);
+    if (c->counted) proxy_->counters().active.fetch_sub(1, std::memory_order_relaxed);
+    dead_.push_back(c);
+    return fd;
+  }
+
+  // The node's data connection arrived for join `joinId`: answer the dialler, splice the two.
+  // From here the relay moves ciphertext it holds no key for.
+  void PairJoin(uint64_t joinId, int fd, const SockAddr& from) {
+    auto it = conns_.find(joinId);
+    if (it == conns_.end() || it->second->phase != Phase::kJoinWait) {
+      SetLingerZero(fd);
+      close(fd);
+      return;
+    }
+    Conn* c = it->second;
+    c->token.clear();
+    c->ufd = fd;
+    c->odst = from;
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+    ev.data.u64 = reinterpret_cast<uint64_t>(c) | 1;
+    if (epoll_ctl(ep_, EPOLL_CTL_ADD, fd, &ev) != 0) {
+      Finish(c, EndReason::kError, errno, "epoll_ctl");
+      return;
+    }
+    uint8_t resp[kResponseSize];
+    EncodeJoinResponse(TunnelStatus::kOk, resp);
+    if (send(c->cfd, resp, sizeof resp, MSG_NOSIGNAL) != static_cast<ssize_t>(sizeof resp)) {
+      Finish(c, EndReason::kReset, errno ? errno : ENOBUFS, "send");
+      return;
+    }
+    proxy_->counters().rJoinsOk.fetch_add(1, std::memory_order_relaxed);
+    c->uWr = true;
+    c->uRd = true;
+    StartRelay(c);
+  }
+
+  // ---------------------------------------------------------------- relay sessions
+
+  void Notify(uint64_t sessionId, const std::string& token) {
+    auto it = conns_.find(sessionId);
+    if (it == conns_.end() || it->second->kind != Kind::kSessionIn || it->second->phase != Phase::kSessionUp) return;  // the join times out
+    Conn* s = it->second;
+    std::string frame(1, static_cast<char>(kFrameNotify));
+    frame += token;
+    QueueFrame(s, frame);
+  }
+
+  void QueueFrame(Conn* s, const std::string& frame) {
+    if (s->outOff == s->out.size()) {
+      s->out.clear();
+      s->outOff = 0;
+    }
+    s->out += frame;
+    FlushSession(s);
+  }
+
+  bool FlushSession(Conn* s) {
+    SSL* ssl = s->kind == Kind::kSessionIn ? s->cssl : s->ussl;
+    while (s->outOff < s->out.size()) {
+      ssize_t n = SslWriteSome(ssl, s->out.data() + s->outOff, s->out.size() - s->outOff);
+      if (n > 0) {
+        s->outOff += static_cast<size_t>(n);
+        s->lastTxMs = now_;
+        continue;
+      }
+      if (errno == EAGAIN) return true;
+      Fail(s, errno, "SSL_write");
+      return false;
+    }
+    return true;
+  }
+
+  // Frames both ways once a session is up: pings answered, notifies turned into data connections.
+  void DriveSession(Conn* s) {
+    SSL* ssl = s->kind == Kind::kSessionIn ? s->cssl : s->ussl;
+    for (;;) {
+      size_t need = s->hdrLen == 0 ? 1 : FrameSize(s->hdr[0]);
+      // Unknown frames, and notifies towards the relay, end the session.
+      if (need == 0 || (s->hdrLen > 0 && s->hdr[0] == kFrameNotify && s->kind != Kind::kSessionOut)) {
+        Finish(s, EndReason::kError, EPROTO, "session");
+        return;
+      }
+      if (s->hdrLen < need) {
+        ssize_t n = SslReadSome(ssl, reinterpret_cast<char*>(s->hdr + s->hdrLen), need - s->hdrLen);
+        if (n > 0) {
+          s->hdrLen += static_cast<size_t>(n);
+          s->lastRxMs = now_;
+          continue;
+        }
+        if (n < 0 && errno == EAGAIN) break;
+        if (n == 0) Finish(s, EndReason::kEof, 0, "");
+        else Fail(s, errno, "SSL_read");
+        return;
+      }
+      uint8_t type = s->hdr[0];
+      s->hdrLen = 0;
+      if (type == kFramePing) {
+        QueueFrame(s, std::string(1, static_cast<char>(kFramePong)));
+        if (s->dead) return;
+      } else if (type == kFrameNotify) {
+        StartDataConn(s, std::string(reinterpret_cast<const char*>(s->hdr + 1), kTokenSize));
+      }
+    }
+    FlushSession(s);
+  }
+
+  // The relay asked for a data connection (a dialler is waiting for us there): dial it, send
+  // the token in the clear, then serve it as any inbound tunnel connection, TLS server first.
+  void StartDataConn(Conn* s, const std::string& token) {
+    auto& k = proxy_->counters();
+    k.dataConns.fetch_add(1, std::memory_order_relaxed);
+    if (s->slot >= 0 && static_cast<size_t>(s->slot) < out_.size()) {
+      out_[s->slot].info.notifies++;
+      PublishSessions();
+    }
+    if (!creds_ || k.active.fetch_add(1, std::memory_order_relaxed) >= cfg_.maxConnections) {
+      if (creds_) k.active.fetch_sub(1, std::memory_order_relaxed);
+      k.dataConnsFailed.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    Conn* c = new Conn();
+    c->id = proxy_->NextId();
+    c->kind = Kind::kTunnelIn;
+    c->phase = Phase::kDataConnecting;
+    c->creds = creds_;
+    c->dial = s->dial;
+    c->client = s->dial;
+    c->token = token;
+    c->startNs = MonoNs();
+    c->lastActiveMs = now_;
+    conns_.emplace(c->id, c);
+    load_.fetch_add(1, std::memory_order_relaxed);
+    int fd = socket(c->dial.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+      k.dataConnsFailed.fetch_add(1, std::memory_order_relaxed);
+      Finish(c, EndReason::kError, errno, "socket");
+      return;
+    }
+    c->cfd = fd;
+    SetNoDelay(fd);
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+    ev.data.u64 = reinterpret_cast<uint64_t>(c);
+    if (epoll_ctl(ep_, EPOLL_CTL_ADD, fd, &ev) != 0) {
+      k.dataConnsFailed.fetch_add(1, std::memory_order_relaxed);
+      Finish(c, EndReason::kError, errno, "epoll_ctl");
+      return;
+    }
+    if (connect(fd, reinterpret_cast<const sockaddr*>(&c->dial.ss), c->dial.len) != 0 && errno != EINPROGRESS) {
+      k.dataConnsFailed.fetch_add(1, std::memory_order_relaxed);
+      Finish(c, EndReason::kConnectFailed, errno, "connect");
+      return;
+    }
+    c->deadlineMs = MonoMs() + cfg_.connectTimeoutMs;
+    ListMove(c, 1);
+  }
+
+  void DataConnected(Conn* c) {
+    std::string hdr = EncodeData(reinterpret_cast<const uint8_t*>(c->token.data()));
+    c->token.clear();
+    if (send(c->cfd, hdr.data(), hdr.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(hdr.size())) {
+      proxy_->counters().dataConnsFailed.fetch_add(1, std::memory_order_relaxed);
+      Finish(c, EndReason::kReset, errno ? errno : ENOBUFS, "send");
+      return;
+    }
+    c->cssl = c->creds->NewServer(c->cfd);
+    if (!c->cssl) {
+      Finish(c, EndReason::kError, ENOMEM, "SSL_new");
+      return;
+    }
+    c->phase = Phase::kHandshake;
+    ListMove(c, 0);
+    c->deadlineMs = MonoMs() + cfg_.handshakeTimeoutMs;
+    ListMove(c, 3);
+    DriveIn(c);
+  }
+
+  // This node's sessions with its relays (worker 0 holds them all).
+  struct OutSession {
+    SockAddr relay;
+    Conn* conn = nullptr;
+    int64_t nextAttemptMs = 0, backoffMs = 0;
+    SessionInfo info;
+  };
+
+  void SetState(OutSession& o, const char* state, const std::string& err = "") {
+    o.info.state = state;
+    if (!err.empty()) o.info.lastError = err;
+    o.info.sinceMs = WallMs();
+    PublishSessions();
+  }
+
+  void PublishSessions() {
+    std::vector<SessionInfo> v;
+    for (auto& o : out_) v.push_back(o.info);
+    proxy_->PublishSessions(std::move(v));
+  }
+
+  void SetRelays(const std::vector<SockAddr>& relays) {
+    std::vector<OutSession> next;
+    for (const auto& r : relays) {
+      OutSession o;
+      o.relay = r;
+      o.info.relay = r.ToString();
+      for (auto& old : out_) {
+        if (old.relay.SameIpPort(r) && old.relay.family() == r.family()) {
+          o = old;
+          old.conn = nullptr;  // moved
+          break;
+        }
+      }
+      if (!o.conn && o.info.state.empty()) {
+        o.info.state = "connecting";
+        o.nextAttemptMs = now_;
+      }
+      next.push_back(o);
+    }
+    std::vector<Conn*> drop;
+    for (auto& old : out_) {
+      if (old.conn) drop.push_back(old.conn);
+    }
+    out_ = std::move(next);
+    for (size_t i = 0; i < out_.size(); i++) {
+      if (out_[i].conn) out_[i].conn->slot = static_cast<int>(i);
+    }
+    for (Conn* c : drop) {
+      c->slot = -1;  // no longer ours to redial
+      Finish(c, EndReason::kCancelled, ECANCELED, "");
+    }
+    nextSessionCheckMs_ = 0;
+    PublishSessions();
+  }
+
+  void StartSession(size_t i) {
+    OutSession& o = out_[i];
+    o.nextAttemptMs = 0;
+    if (!creds_) {
+      SetState(o, "no-credentials");
+      o.nextAttemptMs = now_ + 1000;
+      return;
+    }
+    Conn* c = new Conn();
+    c->id = proxy_->NextId();
+    c->kind = Kind::kSessionOut;
+    c->phase = Phase::kConnecting;
+    c->counted = false;
+    c->slot = static_cast<int>(i);
+    c->dial = o.relay;
+    c->client = o.relay;
+    c->creds = creds_;
+    c->startNs = MonoNs();
+    conns_.emplace(c->id, c);
+    load_.fetch_add(1, std::memory_order_relaxed);
+    o.conn = c;
+    o.info.connects++;
+    SetState(o, "connecting");
+    int fd = socket(o.relay.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+      Finish(c, EndReason::kError, errno, "socket");
+      return;
+    }
+    c->ufd = fd;
+    SetNoDelay(fd);
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+    ev.data.u64 = reinterpret_cast<uint64_t>(c) | 1;
+    if (epoll_ctl(ep_, EPOLL_CTL_ADD, fd, &ev) != 0) {
+      Finish(c, EndReason::kError, errno, "epoll_ctl");
+      return;
+    }
+    if (connect(fd, reinterpret_cast<const sockaddr*>(&o.relay.ss), o.relay.len) != 0 && errno != EINPROGRESS) {
+      Finish(c, EndReason::kConnectFailed, errno, "connect");
+      return;
+    }
+    c->deadlineMs = MonoMs() + cfg_.connectTimeoutMs;
+    ListMove(c, 1);
+  }
+
+  void SessionConnected(Conn* c) {
+    // The relay is addressed by IP: any certificate of our CA will do (it learns our name from ours).
+    c->ussl = c->creds->NewClient(c->ufd, "");
+    if (!c->ussl) {
+      Finish(c, EndReason::kError, ENOMEM, "SSL_new");
+      return;
+    }
+    c->out = EncodeRegister();
+    c->outOff = 0;
+    c->phase = Phase::kHandshake;
+    ListMove(c, 0);
+    c->deadlineMs = MonoMs() + cfg_.handshakeTimeoutMs;
+    ListMove(c, 3);
+    if (c->slot >= 0) SetState(out_[c->slot], "handshake");
+    DriveSessionOut(c);
+  }
+
+  void DriveSessionOut(Conn* c) {
+    if (c->phase == Phase::kHandshake) {
+      int r = SSL_do_handshake(c->ussl);
+      if (r != 1) {
+        int e = SSL_get_error(c->ussl, r);
+        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+          ClearTlsErrors();
+          return;
+        }
+        std::string detail;
+        c->tlsFail = ClassifyHandshakeFailure(c->ussl, e, &detail);
+        Finish(c, EndReason::kRefused, ECONNABORTED, "SSL_connect");
+        return;
+      }
+      c->peer = PeerName(c->ussl);
+      c->phase = Phase::kRequest;
+    }
+    if (c->phase == Phase::kRequest) {
+      if (!FlushSession(c)) return;
+      if (c->outOff < c->out.size()) return;
+      c->out.clear();
+      c->outOff = 0;
+      c->phase = Phase::kResponse;
+    }
+    if (c->phase == Phase::kResponse) {
+      while (c->hdrLen < kResponseSize) {
+        ssize_t n = SslReadSome(c->ussl, reinterpret_cast<char*>(c->hdr + c->hdrLen), kResponseSize - c->hdrLen);
+        if (n > 0) {
+          c->hdrLen += static_cast<size_t>(n);
+          continue;
+        }
+        if (n < 0 && errno == EAGAIN) return;
+        c->tlsFail = TlsFail::kClosed;  // TLS 1.3: a refused certificate shows up here
+        Finish(c, EndReason::kRefused, n == 0 ? ECONNRESET : errno, "SSL_read");
+        return;
+      }
+      TunnelStatus st = TunnelStatus::kBadRequest;
+      if (DecodeResponse(c->hdr, c->hdrLen, &st) < 0) st = TunnelStatus::kBadRequest;
+      c->hdrLen = 0;
+      if (st != TunnelStatus::kOk) {
+        c->tunnelStatus = st;
+        Finish(c, EndReason::kRefused, ECONNREFUSED, "register");
+        return;
+      }
+      c->phase = Phase::kSessionUp;
+      ListMove(c, 0);
+      c->lastRxMs = c->lastTxMs = now_;
+      sessions_.push_back(c);
+      if (c->slot >= 0) {
+        OutSession& o = out_[c->slot];
+        o.backoffMs = 0;
+        o.info.relayNode = c->peer;
+        SetState(o, "registered");
+      }
+    }
+    if (c->phase == Phase::kSessionUp) DriveSession(c);
+  }
+
+  // The relay side of a REGISTER: this TLS connection becomes the node's session.
+  void RegisterIn(Conn* c) {
+    uint8_t resp[kResponseSize];
+    EncodeResponse(TunnelStatus::kOk, resp);
+    if (SslWriteSome(c->cssl, reinterpret_cast<const char*>(resp), sizeof resp) != static_cast<ssize_t>(sizeof resp)) {
+      Fail(c, errno == EAGAIN ? ENOBUFS : errno, "SSL_write");
+      return;
+    }
+    c->kind = Kind::kSessionIn;
+    c->phase = Phase::kSessionUp;
+    ListMove(c, 0);
+    // A session is not a proxied connection: it leaves the connection limit's count.
+    if (c->counted) {
+      c->counted = false;
+      proxy_->counters().active.fetch_sub(1, std::memory_order_relaxed);
+    }
+    c->lastRxMs = c->lastTxMs = now_;
+    sessions_.push_back(c);
+    proxy_->Register(c->peer, this, c->id, c->client.ToString());
+    DriveSession(c);
+  }
+
+  // Keepalive and redial, at most 4 times a second.
+  void RunSessions() {
+    if (now_ < nextSessionCheckMs_) return;
+    nextSessionCheckMs_ = now_ + 250;
+    std::vector<Conn*> dead;
+    for (Conn* s : sessions_) {
+      if (now_ - s->lastRxMs >= static_cast<int64_t>(cfg_.keepaliveDeadMs)) dead.push_back(s);
+      else if (now_ - s->lastTxMs >= static_cast<int64_t>(cfg_.keepaliveMs)) QueueFrame(s, std::string(1, static_cast<char>(kFramePing)));
+    }
+    for (Conn* s : dead) Finish(s, EndReason::kIdleTimeout, ETIMEDOUT, "keepalive");
+    for (size_t i = 0; i < out_.size(); i++) {
+      if (!out_[i].conn && out_[i].nextAttemptMs > 0 && out_[i].nextAttemptMs <= now_) StartSession(i);
+    }
+  }
+
+  // A session of ours ended: redial after a capped, jittered backoff.
+  void SessionEnded(Conn* c, const std::string& why) {
+    if (c->slot < 0 || static_cast<size_t>(c->slot) >= out_.size() || out_[c->slot].conn != c) return;
+    OutSession& o = out_[c->slot];
+    o.conn = nullptr;
+    o.info.failures++;
+    o.backoffMs = o.backoffMs == 0 ? 250 : std::min<int64_t>(o.backoffMs * 2, cfg_.reconnectMaxMs);
+    int64_t jitter = std::uniform_int_distribution<int64_t>(0, o.backoffMs / 2)(rng_);
+    o.nextAttemptMs = now_ + o.backoffMs + jitter;
+    SetState(o, "backoff", why);
+  }
+
+
 
   void ReleasePending(Conn* c) {
     if (!c->pendingSlot) return;
@@ -777,6 +1359,12 @@ class Worker {
         return;
       }
       if (got == 0) got = -1;  // complete by its lengths, yet not decodable
+      if (got > 0 && req.type == RequestType::kRegister) {
+        // Only on a connection the node dialled itself (not a data connection for a join).
+        if (c->phase == Phase::kRequest && c->dial.family() == 0) RegisterIn(c);
+        else RefuseIn(c, TunnelStatus::kBadRequest);
+        return;
+      }
       TunnelStatus st = got < 0 ? TunnelStatus::kBadRequest : serve_ ? serve_->Check(req) : TunnelStatus::kNoService;
       if (got > 0) c->inService = req.service + ':' + std::to_string(req.servicePort);
       if (st != TunnelStatus::kOk) {
@@ -814,6 +1402,25 @@ class Worker {
   // Inbound: counted and ended.
   void TunnelFailed(Conn* c, TlsFail why, TunnelStatus refused, int err) {
     auto& k = proxy_->counters();
+    switch (c->kind) {
+      case Kind::kPlainIn:  // a header that never completed
+        k.rJoinsRefused[static_cast<int>(TunnelStatus::kTimeout)].fetch_add(1, std::memory_order_relaxed);
+        Finish(c, EndReason::kRefused, err, "relay", Refusal::kTunnelRequest);
+        return;
+      case Kind::kJoin: {  // the node did not open its data connection in time
+        Worker* w;
+        uint64_t id;
+        proxy_->TakeJoin(c->token, &w, &id);
+        JoinRefuse(c, TunnelStatus::kTimeout);
+        return;
+      }
+      case Kind::kSessionOut:
+      case Kind::kSessionIn:
+        c->tlsFail = why;
+        Finish(c, EndReason::kRefused, err, "session");
+        return;
+      default: break;
+    }
     if (c->kind == Kind::kTunnelIn) {
       if (why == TlsFail::kTimeout && c->phase != Phase::kHandshake) {
         RefuseIn(c, TunnelStatus::kBadRequest);  // authenticated, but no complete request in time
@@ -835,7 +1442,7 @@ class Worker {
       // A failed handshake may have come from a stale session: the next one starts afresh.
       if (c->creds) c->creds->Forget(ep.node);
     }
-    proxy_->RecordPeer(ep.node, "out", ep.tunnel.ToString(), result, refused != TunnelStatus::kOk ? PeerResult::kRefused : PeerResult::kHandshakeFailed, false);
+    proxy_->RecordPeer(ep.node, "out", DialAddr(c).ToString(), result, refused != TunnelStatus::kOk ? PeerResult::kRefused : PeerResult::kHandshakeFailed, false);
     c->tlsFail = why;
     c->tunnelStatus = refused;
     ConnectFailed(c, err, refused != TunnelStatus::kOk ? "tunnel" : "SSL_connect");
@@ -859,14 +1466,14 @@ class Worker {
     c->attempts++;
     c->phase = Phase::kConnecting;
     c->connecting = true;
-    bool viaTunnel = ep.path == EndpointPath::kTunnel;
+    bool viaTunnel = ep.path == EndpointPath::kTunnel || ep.path == EndpointPath::kRelay;
     if (viaTunnel && !creds_) {
       // No credentials (yet): this endpoint has no path; try the next one.
       c->tlsFail = TlsFail::kProtocol;
       ConnectFailed(c, EHOSTUNREACH, "tunnel");
       return;
     }
-    const SockAddr& to = viaTunnel ? ep.tunnel : ep.addr;
+    const SockAddr& to = c->kind == Kind::kService ? DialAddr(c) : ep.addr;
     if (viaTunnel) proxy_->counters().tDialed.fetch_add(1, std::memory_order_relaxed);
     int fd = socket(to.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
@@ -897,14 +1504,34 @@ class Worker {
 
   void ConnectFailed(Conn* c, int err, const char* call) {
     ListMove(c, 0);
-    bool tunnelAttempt = c->kind == Kind::kService && Ep(c).path == EndpointPath::kTunnel;
+    if (c->kind == Kind::kTunnelIn && c->phase == Phase::kDataConnecting) {
+      // Our data connection to a relay did not get through: the dialler's join times out there.
+      proxy_->counters().dataConnsFailed.fetch_add(1, std::memory_order_relaxed);
+      Finish(c, EndReason::kConnectFailed, err, call);
+      return;
+    }
+    if (c->kind == Kind::kSessionOut) {
+      Finish(c, EndReason::kConnectFailed, err, call);
+      return;
+    }
+    EndpointPath path = c->kind == Kind::kService ? Ep(c).path : EndpointPath::kLocal;
+    bool tunnelAttempt = path == EndpointPath::kTunnel || path == EndpointPath::kRelay;
     if (tunnelAttempt && c->tlsFail == TlsFail::kNone && c->tunnelStatus == TunnelStatus::kOk && std::strcmp(call, "connect") == 0) {
-      // The peer agent's listener did not answer: as much a fact about the peer as a handshake.
+      // The peer agent's (or relay's) listener did not answer: as much a fact about the peer as a handshake.
       const RouteEndpoint& ep = Ep(c);
       proxy_->counters().tDialConnectFailed.fetch_add(1, std::memory_order_relaxed);
-      proxy_->RecordPeer(ep.node, "out", ep.tunnel.ToString(), ErrnoName(err), PeerResult::kConnectFailed, false);
+      proxy_->RecordPeer(ep.node, "out", DialAddr(c).ToString(), ErrnoName(err), PeerResult::kConnectFailed, false);
     }
     DropUpstream(c);
+    if (path == EndpointPath::kRelay && c->relayIdx + 1 < Ep(c).relays.size()) {
+      // The same endpoint through the next relay (not a failover to another endpoint).
+      c->relayIdx++;
+      c->attempts--;
+      c->tlsFail = TlsFail::kNone;
+      c->tunnelStatus = TunnelStatus::kOk;
+      StartConnect(c);
+      return;
+    }
     if (c->kind == Kind::kTunnelIn) {
       // One endpoint, named by the peer: tell it, and end.
       auto& k = proxy_->counters();
@@ -927,6 +1554,7 @@ class Worker {
         size_t i = (c->epIndex + step) % n;
         if (!c->tried[i]) {
           c->epIndex = i;
+          c->relayIdx = 0;
           c->failovers++;
           c->tlsFail = TlsFail::kNone;
           c->tunnelStatus = TunnelStatus::kOk;
@@ -949,6 +1577,10 @@ class Worker {
       StartTunnel(c);
       return;
     }
+    if (c->kind == Kind::kService && Ep(c).path == EndpointPath::kRelay) {
+      StartJoinOut(c);
+      return;
+    }
     if (c->kind == Kind::kTunnelIn) {
       // Tell the peer its endpoint answered; then both ways are plain relaying.
       uint8_t resp[kResponseSize];
@@ -961,6 +1593,57 @@ class Worker {
       proxy_->RecordPeer(c->peer, "in", c->client.ToString(), "ok", PeerResult::kOk, c->resumed);
     }
     StartRelay(c);
+  }
+
+  // Connected to a relay: ask it, in the clear, to join us to the endpoint's node; then TLS with
+  // that node through it, exactly as over a direct tunnel.
+  void StartJoinOut(Conn* c) {
+    c->out = EncodeJoin(Ep(c).node);
+    c->outOff = 0;
+    c->hdrLen = 0;
+    c->phase = Phase::kJoinOut;
+    c->deadlineMs = MonoMs() + cfg_.handshakeTimeoutMs;
+    ListMove(c, 3);
+    DriveJoinOut(c);
+  }
+
+  void DriveJoinOut(Conn* c) {
+    while (c->outOff < c->out.size()) {
+      ssize_t n = send(c->ufd, c->out.data() + c->outOff, c->out.size() - c->outOff, MSG_NOSIGNAL);
+      if (n > 0) {
+        c->outOff += static_cast<size_t>(n);
+        continue;
+      }
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+      if (n < 0 && errno == EINTR) continue;
+      TunnelFailed(c, TlsFail::kNone, TunnelStatus::kOk, n < 0 ? errno : EIO);
+      return;
+    }
+    while (c->hdrLen < kResponseSize) {
+      ssize_t n = recv(c->ufd, c->hdr + c->hdrLen, kResponseSize - c->hdrLen, 0);
+      if (n > 0) {
+        c->hdrLen += static_cast<size_t>(n);
+        continue;
+      }
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+      if (n < 0 && errno == EINTR) continue;
+      TunnelFailed(c, TlsFail::kNone, TunnelStatus::kOk, n == 0 ? ECONNRESET : errno);
+      return;
+    }
+    TunnelStatus st = TunnelStatus::kBadRequest;
+    if (DecodeJoinResponse(c->hdr, c->hdrLen, &st) < 0) st = TunnelStatus::kBadRequest;
+    auto& k = proxy_->counters();
+    if (st != TunnelStatus::kOk) {
+      k.dJoinRefused[static_cast<int>(st)].fetch_add(1, std::memory_order_relaxed);
+      TunnelFailed(c, TlsFail::kNone, st, ECONNREFUSED);
+      return;
+    }
+    k.dJoinOk.fetch_add(1, std::memory_order_relaxed);
+    c->out.clear();
+    c->outOff = 0;
+    c->hdrLen = 0;
+    ListMove(c, 0);
+    StartTunnel(c);
   }
 
   // Connected to the peer agent's tunnel listener: TLS, as a client that accepts only the
@@ -1042,7 +1725,7 @@ class Worker {
     }
     k.tDialOk.fetch_add(1, std::memory_order_relaxed);
     const RouteEndpoint& ep = Ep(c);
-    proxy_->RecordPeer(ep.node, "out", ep.tunnel.ToString(), "ok", PeerResult::kOk, c->resumed);
+    proxy_->RecordPeer(ep.node, "out", DialAddr(c).ToString(), "ok", PeerResult::kOk, c->resumed);
     c->uRd = true;  // the SSL may hold bytes that came with the response
     StartRelay(c);
   }
@@ -1144,48 +1827,33 @@ class Worker {
 
   // ---------------------------------------------------------------- relay
 
+  // A non-blocking connect finished (or not): 1 connected, 0 not yet, -1 failed with *err.
+  static int ConnectResult(int fd, uint32_t events, int* err) {
+    if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) return 0;
+    *err = 0;
+    if (events & (EPOLLERR | EPOLLHUP)) {
+      socklen_t len = sizeof *err;
+      if (getsockopt(fd, SOL_SOCKET, SO_ERROR, err, &len) != 0) *err = errno;
+      if (*err == 0) *err = ECONNREFUSED;
+      return -1;
+    }
+    return 1;
+  }
+
   void OnConnEvent(Conn* c, bool upstream, uint32_t events) {
     if (upstream) {
-      if (c->phase == Phase::kConnecting) {
-        if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) {
-          // Writable without an error or hangup: connected. Otherwise ask what went wrong.
-          int err = 0;
-          socklen_t len = sizeof err;
-          if ((events & (EPOLLERR | EPOLLHUP)) && getsockopt(c->ufd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
-          if ((events & (EPOLLERR | EPOLLHUP)) && err == 0) err = ECONNREFUSED;
-          if (err != 0) {
-            ConnectFailed(c, err, "connect");
-          } else if (events & EPOLLOUT) {
-            Connected(c, (events & (EPOLLIN | EPOLLRDHUP)) != 0);
-          }
-        }
-        return;
-      }
       if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) c->uRd = true;
       if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) c->uWr = true;
       // An SSL_read may have been waiting for room to write (a TLS alert or key update).
       if (c->ussl && (events & EPOLLOUT)) c->uRd = true;
-      if (c->phase != Phase::kRelay) {
-        DriveOut(c);  // handshake, request, response: the SSL reports errors itself
-        return;
-      }
     } else {
       if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) c->cRd = true;
       if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) c->cWr = true;
       if (c->cssl && (events & EPOLLOUT)) c->cRd = true;
-      if (c->kind == Kind::kTunnelIn && (c->phase == Phase::kHandshake || c->phase == Phase::kRequest)) {
-        DriveIn(c);  // only inbound tunnel connections read their client side before relaying
-        return;
-      }
-      if (c->phase != Phase::kRelay) {
-        if (events & EPOLLERR) {
-          int err = 0;
-          socklen_t len = sizeof err;
-          getsockopt(c->cfd, SOL_SOCKET, SO_ERROR, &err, &len);
-          Finish(c, EndReason::kReset, err ? err : ECONNRESET, "getsockopt");
-        }
-        return;
-      }
+    }
+    if (c->phase != Phase::kRelay) {
+      OnSetupEvent(c, upstream, events);
+      return;
     }
     if (events & EPOLLERR) {
       // A pending socket error (a RST) may not surface through the direction still running.
@@ -1198,6 +1866,60 @@ class Worker {
       }
     }
     Pump(c);
+  }
+
+  // Everything before relaying: connects, handshakes, requests, joins, sessions.
+  void OnSetupEvent(Conn* c, bool upstream, uint32_t events) {
+    int err = 0;
+    if (upstream) {
+      if (c->phase == Phase::kConnecting) {
+        int r = ConnectResult(c->ufd, events, &err);
+        if (r < 0) ConnectFailed(c, err, "connect");
+        else if (r > 0 && c->kind == Kind::kSessionOut) SessionConnected(c);
+        else if (r > 0) Connected(c, (events & (EPOLLIN | EPOLLRDHUP)) != 0);
+        return;
+      }
+      if (c->kind == Kind::kSessionOut) {
+        if (c->phase == Phase::kSessionUp) DriveSession(c);
+        else DriveSessionOut(c);
+      } else if (c->phase == Phase::kJoinOut) {
+        DriveJoinOut(c);
+      } else {
+        DriveOut(c);  // handshake, request, response: the SSL reports errors itself
+      }
+      return;
+    }
+    switch (c->phase) {
+      case Phase::kDataConnecting: {
+        int r = ConnectResult(c->cfd, events, &err);
+        if (r < 0) ConnectFailed(c, err, "connect");
+        else if (r > 0) DataConnected(c);
+        return;
+      }
+      case Phase::kSniff: Sniff(c); return;
+      case Phase::kPlainHeader: DrivePlain(c); return;
+      case Phase::kSessionUp: DriveSession(c); return;
+      case Phase::kHandshake:
+      case Phase::kRequest:
+        if (c->kind == Kind::kTunnelIn) {
+          DriveIn(c);  // inbound tunnel connections read their client side before relaying
+          return;
+        }
+        break;
+      default: break;
+    }
+    // Waiting for the other side (a connect, a join): only an error or a hangup matters here.
+    if (events & (EPOLLERR | EPOLLHUP | EPOLLRDHUP)) {
+      int e = 0;
+      socklen_t len = sizeof e;
+      getsockopt(c->cfd, SOL_SOCKET, SO_ERROR, &e, &len);
+      if (c->kind == Kind::kJoin) {
+        Worker* w;
+        uint64_t id;
+        proxy_->TakeJoin(c->token, &w, &id);  // the dialler gave up: no pairing for it
+      }
+      if ((events & EPOLLERR) || c->kind == Kind::kJoin) Finish(c, EndReason::kReset, e ? e : ECONNRESET, "getsockopt");
+    }
   }
 
   void Pump(Conn* c) {
@@ -1246,6 +1968,7 @@ class Worker {
           total.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
           if (d->wssl) k.tBytesOut.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
           if (d->rssl) k.tBytesIn.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
+          if (c->kind == Kind::kJoin) k.rBytes.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
           Touch(c);
           continue;
         }
@@ -1344,6 +2067,21 @@ class Worker {
     c->dead = true;
     ListMove(c, 0);
     ReleasePending(c);
+    if (c->kind == Kind::kSessionIn || c->kind == Kind::kSessionOut) {
+      sessions_.erase(std::remove(sessions_.begin(), sessions_.end(), c), sessions_.end());
+      if (c->kind == Kind::kSessionIn && c->phase == Phase::kSessionUp) proxy_->Unregister(c->peer, c->id);
+      if (c->kind == Kind::kSessionOut) {
+        std::string why = c->tlsFail != TlsFail::kNone ? TlsFailName(c->tlsFail)
+                          : c->tunnelStatus != TunnelStatus::kOk ? std::string("refused:") + TunnelStatusName(c->tunnelStatus)
+                          : err != 0 ? std::string(ErrnoName(err)) : std::string("closed");
+        SessionEnded(c, why);
+      }
+    }
+    if (c->kind == Kind::kJoin && !c->token.empty()) {
+      Worker* w;
+      uint64_t id;
+      proxy_->TakeJoin(c->token, &w, &id);
+    }
     if (refusal != Refusal::kNone) proxy_->counters().refused[static_cast<int>(refusal)].fetch_add(1, std::memory_order_relaxed);
     conns_.erase(c->id);
     load_.fetch_sub(1, std::memory_order_relaxed);
@@ -1366,9 +2104,11 @@ class Worker {
     PutPipe(&c->down.pipe, c->down.pending == 0);
     c->up.buf.reset();
     c->down.buf.reset();
-    k.active.fetch_sub(1, std::memory_order_relaxed);
-    k.ended[static_cast<int>(reason)].fetch_add(1, std::memory_order_relaxed);
+    if (c->counted) k.active.fetch_sub(1, std::memory_order_relaxed);
     dead_.push_back(c);
+    // Sessions are not connections of anyone's: no end reason counted, no event.
+    if (c->kind == Kind::kSessionIn || c->kind == Kind::kSessionOut) return;
+    k.ended[static_cast<int>(reason)].fetch_add(1, std::memory_order_relaxed);
     if (cfg_.events == EventFilter::kNone || (cfg_.events == EventFilter::kFailures && reason == EndReason::kEof)) return;
     ConnEvent ev;
     ev.id = c->id;
@@ -1377,7 +2117,7 @@ class Worker {
     ev.service = ServiceText(c);
     ev.endpoint = EpText(c);
     ev.refusal = refusal;
-    ev.path = c->kind == Kind::kTunnelIn ? "tunnel-in" : PathText(c);
+    ev.path = PathText(c);
     ev.peer = c->peer;
     ev.tlsFail = c->tlsFail;
     ev.tunnelStatus = c->tunnelStatus;
@@ -1429,6 +2169,9 @@ class Worker {
   std::shared_ptr<const RouteTable> table_;
   std::unordered_map<uint64_t, Conn*> conns_;
   ConnList connecting_, idle_, handshaking_;
+  std::vector<Conn*> sessions_;  // sessions up (either end), for keepalive
+  std::vector<OutSession> out_;  // worker 0: this node's relays
+  int64_t nextSessionCheckMs_ = 0;
   uint64_t tunnelVersion_ = 0;
   std::shared_ptr<TlsCreds> creds_;
   std::shared_ptr<const LocalServeTable> serve_;
@@ -1446,6 +2189,8 @@ Proxy::Counters::Counters() {
   for (auto& v : tInTlsFail) v.store(0);
   for (auto& v : tDialRefused) v.store(0);
   for (auto& v : tInRefused) v.store(0);
+  for (auto& v : rJoinsRefused) v.store(0);
+  for (auto& v : dJoinRefused) v.store(0);
 }
 
 namespace {
@@ -1708,6 +2453,80 @@ void Proxy::RecordPeer(const std::string& node, const char* direction, const std
   if (resumed) p.resumed++;
 }
 
+void Proxy::SetRelays(std::vector<SockAddr> relays) {
+  std::lock_guard<std::mutex> life(lifeMu_);
+  if (stopped_ || workers_.empty()) return;
+  workers_[0]->PostSetRelays(std::move(relays));
+}
+
+void Proxy::Register(const std::string& node, Worker* w, uint64_t connId, const std::string& address) {
+  std::lock_guard<std::mutex> g(relayMu_);
+  registrations_[node] = Registration{w, connId, address, WallMs()};  // a newer session of the node wins
+}
+
+void Proxy::Unregister(const std::string& node, uint64_t connId) {
+  std::lock_guard<std::mutex> g(relayMu_);
+  auto it = registrations_.find(node);
+  if (it != registrations_.end() && it->second.connId == connId) registrations_.erase(it);
+}
+
+bool Proxy::FindRegistration(const std::string& node, Worker** w, uint64_t* connId) {
+  std::lock_guard<std::mutex> g(relayMu_);
+  auto it = registrations_.find(node);
+  if (it == registrations_.end()) return false;
+  *w = it->second.worker;
+  *connId = it->second.connId;
+  return true;
+}
+
+bool Proxy::AddJoin(const std::string& token, Worker* w, uint64_t connId) {
+  std::lock_guard<std::mutex> g(relayMu_);
+  if (joins_.size() >= cfg_.maxPendingJoins) return false;
+  joins_[token] = PendingJoin{w, connId};
+  return true;
+}
+
+bool Proxy::TakeJoin(const std::string& token, Worker** w, uint64_t* connId) {
+  std::lock_guard<std::mutex> g(relayMu_);
+  auto it = joins_.find(token);
+  if (it == joins_.end()) return false;
+  *w = it->second.worker;
+  *connId = it->second.connId;
+  joins_.erase(it);
+  return true;
+}
+
+bool Proxy::TakeJoinToken(int64_t nowMs) {
+  std::lock_guard<std::mutex> g(relayMu_);
+  double rate = cfg_.joinRatePerSec;
+  if (joinRefillMs_ == 0) {
+    joinRefillMs_ = nowMs;
+    joinTokens_ = rate;
+  }
+  joinTokens_ = std::min(rate, joinTokens_ + rate * static_cast<double>(nowMs - joinRefillMs_) / 1000.0);
+  joinRefillMs_ = nowMs;
+  if (joinTokens_ < 1) return false;
+  joinTokens_ -= 1;
+  return true;
+}
+
+void Proxy::PublishSessions(std::vector<SessionInfo> s) {
+  std::lock_guard<std::mutex> g(relayMu_);
+  sessions_ = std::move(s);
+}
+
+std::vector<SessionInfo> Proxy::Sessions() {
+  std::lock_guard<std::mutex> g(relayMu_);
+  return sessions_;
+}
+
+std::vector<RegistrationInfo> Proxy::Registrations() {
+  std::lock_guard<std::mutex> g(relayMu_);
+  std::vector<RegistrationInfo> out;
+  for (auto& kv : registrations_) out.push_back(RegistrationInfo{kv.first, kv.second.address, kv.second.sinceMs});
+  return out;
+}
+
 std::vector<PeerInfo> Proxy::Peers() {
   std::lock_guard<std::mutex> g(peersMu_);
   std::vector<PeerInfo> out;
@@ -1753,6 +2572,20 @@ ProxyStats Proxy::Stats() const {
   for (int i = 0; i < static_cast<int>(TunnelStatus::kCount); i++) {
     t.dialRefused[i] = k.tDialRefused[i].load(std::memory_order_relaxed);
     t.inRefused[i] = k.tInRefused[i].load(std::memory_order_relaxed);
+    t.relayJoinsRefused[i] = k.rJoinsRefused[i].load(std::memory_order_relaxed);
+    t.dialJoinRefused[i] = k.dJoinRefused[i].load(std::memory_order_relaxed);
+  }
+  t.relayJoinsOk = k.rJoinsOk.load(std::memory_order_relaxed);
+  t.relayUnknownToken = k.rUnknownToken.load(std::memory_order_relaxed);
+  t.relayRateLimited = k.rRateLimited.load(std::memory_order_relaxed);
+  t.relayBytes = k.rBytes.load(std::memory_order_relaxed);
+  t.dialJoinOk = k.dJoinOk.load(std::memory_order_relaxed);
+  t.dataConns = k.dataConns.load(std::memory_order_relaxed);
+  t.dataConnsFailed = k.dataConnsFailed.load(std::memory_order_relaxed);
+  {
+    std::lock_guard<std::mutex> g(relayMu_);
+    t.registered = registrations_.size();
+    t.pendingJoins = joins_.size();
   }
   return s;
 }

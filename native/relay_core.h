@@ -59,11 +59,20 @@ struct ProxyConfig {
   // Inbound tunnel connections not yet authenticated (beyond: reset at once, counted).
   uint32_t maxPendingHandshakes = 1024;
   uint32_t tlsBufferSize = 256u << 10;  // per direction of a connection with a TLS end
+  // Relay side: joins waiting for their node's data connection (beyond: refused over-limit),
+  // and join requests admitted per second (a token bucket of that size).
+  uint32_t maxPendingJoins = 256;
+  uint32_t joinRatePerSec = 1000;
+  // Relay sessions (both ends): a ping after this much silence; dead after keepaliveDeadMs.
+  uint32_t keepaliveMs = 2000;
+  uint32_t keepaliveDeadMs = 6000;
+  // A node's session to a relay is redialled after 250 ms, doubling up to this, with jitter.
+  uint32_t reconnectMaxMs = 8000;
 };
 
 // How an endpoint is reached: dialled from this node (on it, or routed to), or through the
 // tunnel to the agent of the node it runs on.
-enum class EndpointPath : uint8_t { kDirect, kLocal, kTunnel };
+enum class EndpointPath : uint8_t { kDirect, kLocal, kTunnel, kRelay };
 const char* EndpointPathName(EndpointPath p);
 
 struct RouteEndpoint {
@@ -72,6 +81,7 @@ struct RouteEndpoint {
   EndpointPath path = EndpointPath::kDirect;
   std::string node;  // the endpoint's node; for kTunnel the name its agent's certificate must carry
   SockAddr tunnel;   // kTunnel: that agent's tunnel listener
+  std::vector<SockAddr> relays;  // kRelay: relays where the node may be registered, in order
 };
 
 // One (ClusterIP, port, TCP) entry.
@@ -157,6 +167,22 @@ struct PeerInfo {
 };
 enum class PeerResult : uint8_t { kOk, kHandshakeFailed, kRefused, kConnectFailed };
 
+// A node registered with this agent as its relay.
+struct RegistrationInfo {
+  std::string node, address;
+  double sinceMs = 0;
+};
+
+// This node's session with one relay (kept while the node has no tunnel address of its own).
+struct SessionInfo {
+  std::string relay;
+  std::string state;  // "connecting", "handshake", "registered", "backoff", "no-credentials"
+  std::string lastError;
+  std::string relayNode;  // the relay's certificate name, once known
+  double sinceMs = 0;     // when it entered this state (wall clock)
+  uint64_t connects = 0, failures = 0, notifies = 0;
+};
+
 struct TunnelStats {
   uint64_t dialed = 0, dialOk = 0, inAccepted = 0, inOk = 0, resumed = 0, ktls = 0;
   uint64_t dialTlsFail[static_cast<int>(TlsFail::kCount)] = {0};
@@ -165,6 +191,15 @@ struct TunnelStats {
   uint64_t inRefused[static_cast<int>(TunnelStatus::kCount)] = {0};    // by us
   uint64_t dialConnectFailed = 0, pendingLimit = 0, pending = 0;
   uint64_t bytesOut = 0, bytesIn = 0;  // application bytes sent into / received from tunnels
+  // As a relay: joins by result (ok, or the status refused), data connections with no join,
+  // joins limited by rate, bytes spliced between the two ends (ciphertext), nodes registered.
+  uint64_t relayJoinsOk = 0, relayUnknownToken = 0, relayRateLimited = 0, relayBytes = 0, registered = 0, pendingJoins = 0;
+  uint64_t relayJoinsRefused[static_cast<int>(TunnelStatus::kCount)] = {0};
+  // As a dialler through relays: joins answered ok, or refused with a status.
+  uint64_t dialJoinOk = 0;
+  uint64_t dialJoinRefused[static_cast<int>(TunnelStatus::kCount)] = {0};
+  // As a registered node: data connections opened for joins, and those that failed.
+  uint64_t dataConns = 0, dataConnsFailed = 0;
 };
 
 struct ProxyStats {
@@ -198,6 +233,10 @@ class Proxy {
   void SetLocalServe(std::shared_ptr<const LocalServeTable> table);
   const KtlsSupport& Ktls() const { return ktls_; }
   std::vector<PeerInfo> Peers();
+  // Relays this node keeps a session with (empty: none; the node has its own tunnel address).
+  void SetRelays(std::vector<SockAddr> relays);
+  std::vector<RegistrationInfo> Registrations();
+  std::vector<SessionInfo> Sessions();
   // Stops accepting and closes the listening socket; live connections keep running.
   void StopAccepting();
   // Ends one connection (reason "cancelled"); false when no worker knows the id.
@@ -224,6 +263,9 @@ class Proxy {
     std::atomic<uint64_t> tInTlsFail[static_cast<int>(TlsFail::kCount)];
     std::atomic<uint64_t> tDialRefused[static_cast<int>(TunnelStatus::kCount)];
     std::atomic<uint64_t> tInRefused[static_cast<int>(TunnelStatus::kCount)];
+    std::atomic<uint64_t> rJoinsOk{0}, rUnknownToken{0}, rRateLimited{0}, rBytes{0}, dJoinOk{0}, dataConns{0}, dataConnsFailed{0};
+    std::atomic<uint64_t> rJoinsRefused[static_cast<int>(TunnelStatus::kCount)];
+    std::atomic<uint64_t> dJoinRefused[static_cast<int>(TunnelStatus::kCount)];
     Counters();
   };
   const ProxyConfig& config() const { return cfg_; }
@@ -235,6 +277,16 @@ class Proxy {
   bool RefreshTable(uint64_t* version, std::shared_ptr<const RouteTable>* out);
   void RefreshTunnel(uint64_t* version, std::shared_ptr<TlsCreds>* creds, std::shared_ptr<const LocalServeTable>* serve);
   void RecordPeer(const std::string& node, const char* direction, const std::string& address, const std::string& result, PeerResult kind, bool resumed);
+  // Relay bookkeeping (any worker thread).
+  void Register(const std::string& node, Worker* w, uint64_t connId, const std::string& address);
+  void Unregister(const std::string& node, uint64_t connId);
+  bool FindRegistration(const std::string& node, Worker** w, uint64_t* connId);
+  // Pending joins by token: false when over maxPendingJoins.
+  bool AddJoin(const std::string& token, Worker* w, uint64_t connId);
+  bool TakeJoin(const std::string& token, Worker** w, uint64_t* connId);
+  bool TakeJoinToken(int64_t nowMs);  // the join rate limit
+  void PublishSessions(std::vector<SessionInfo> s);
+  Worker* FirstWorker() { return workers_.empty() ? nullptr : workers_[0].get(); }
   void Emit(std::vector<ConnEvent>&& events) { if (sink_) sink_(std::move(events)); }
   // The worker that should relay a connection `self` just accepted: `self`, unless another one
   // has at least two connections fewer (one epoll wakeup accepts a whole burst, as iperf3's
@@ -258,6 +310,22 @@ class Proxy {
   std::atomic<uint64_t> tunnelVersion_{1};
   std::mutex peersMu_;
   std::unordered_map<std::string, PeerInfo> peers_;
+  struct Registration {
+    Worker* worker;
+    uint64_t connId;
+    std::string address;
+    double sinceMs;
+  };
+  struct PendingJoin {
+    Worker* worker;
+    uint64_t connId;
+  };
+  mutable std::mutex relayMu_;
+  std::unordered_map<std::string, Registration> registrations_;
+  std::unordered_map<std::string, PendingJoin> joins_;
+  double joinTokens_ = 0;
+  int64_t joinRefillMs_ = 0;
+  std::vector<SessionInfo> sessions_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::mutex tableMu_;
   std::shared_ptr<const RouteTable> table_;

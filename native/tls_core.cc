@@ -243,16 +243,17 @@ SSL* TlsCreds::NewServer(int fd) const {
 SSL* TlsCreds::NewClient(int fd, const std::string& peerName) {
   SSL* ssl = SSL_new(client_);
   if (!ssl) return nullptr;
-  if (SSL_set_fd(ssl, fd) != 1 || SSL_set1_host(ssl, peerName.c_str()) != 1) {
+  // An empty name (a relay, dialled by address): any certificate of our CA will do.
+  if (SSL_set_fd(ssl, fd) != 1 || (!peerName.empty() && SSL_set1_host(ssl, peerName.c_str()) != 1)) {
     SSL_free(ssl);
     ClearTlsErrors();
     return nullptr;
   }
   SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-  SSL_set_tlsext_host_name(ssl, peerName.c_str());
+  if (!peerName.empty()) SSL_set_tlsext_host_name(ssl, peerName.c_str());
   SSL_set_connect_state(ssl);
   std::lock_guard<std::mutex> g(mu_);
-  auto it = sessions_.find(peerName);
+  auto it = peerName.empty() ? sessions_.end() : sessions_.find(peerName);
   if (it != sessions_.end()) {
     if (SSL_SESSION_is_resumable(it->second)) {
       SSL_set_session(ssl, it->second);
@@ -267,8 +268,11 @@ SSL* TlsCreds::NewClient(int fd, const std::string& peerName) {
 
 int TlsCreds::OnNewSession(SSL* ssl, SSL_SESSION* session) {
   auto* self = static_cast<TlsCreds*>(SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), g_credsIndex));
-  const char* peer = SSL_get0_peername(ssl);
-  if (!self || !peer) return 0;
+  // Keyed by the name we asked for (sent as SNI). Not SSL_get0_peername: that is set by the
+  // certificate check, which a resumed handshake skips, so the ticket of every resumed
+  // connection would be dropped and only every other connection would resume.
+  const char* peer = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+  if (!self || !peer || !*peer) return 0;
   std::lock_guard<std::mutex> g(self->mu_);
   SSL_SESSION*& slot = self->sessions_[peer];
   if (slot) SSL_SESSION_free(slot);

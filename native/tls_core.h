@@ -48,8 +48,8 @@ class TlsCreds {
 
   // A server-side SSL on an accepted socket (nullptr when out of memory).
   SSL* NewServer(int fd) const;
-  // A client-side SSL on a connected socket that accepts only a certificate for `peerName`,
-  // resuming a cached session with that peer when there is one.
+  // A client-side SSL on a connected socket that accepts only a certificate for `peerName`
+  // ("" : any certificate of our CA), resuming a cached session with that peer when there is one.
   SSL* NewClient(int fd, const std::string& peerName);
 
   // Our own certificate: its node name and serial (hex), for logs and status.
