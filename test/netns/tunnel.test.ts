@@ -432,6 +432,32 @@ describeNetns('agent-to-agent tunnel over an IPv4 underlay', () => {
     expect(edgeConns()).toBe(before + 1);
   });
 
+  it('--direct-cidr: an endpoint inside it is dialled directly, never through the tunnel (unreachable without a route, served with one)', async () => {
+    await ensureAgents();
+    await t.stopAgent('cloud', 'SIGTERM');
+    await t.startAgent('cloud', ['--direct-cidr', '10.244.2.0/24']);
+    try {
+      const tunnelled = async () => metricSum(await t.metrics('cloud'), 'edgemesh_tunnel_connections_total', { direction: 'out' }) + metricSum(await t.metrics('edge'), 'edgemesh_tunnel_connections_total', { direction: 'in' });
+      const n0 = await tunnelled();
+      const noRoute = await t.curl(t.cloud.pod, 'http://10.96.0.20/', 3);
+      expect(noRoute.ok).toBe(false); // the cloud node has no route to the edge pod network
+      // give the cloud node a route to the edge pods over the underlay (inside our namespaces)
+      await t.cloud.node.run('ip', ['route', 'add', '10.244.2.0/24', 'via', t.edge.underlayIp4]);
+      try {
+        const direct = await t.curl(t.cloud.pod, 'http://10.96.0.20/');
+        expect(direct.ok, direct.stderr).toBe(true);
+        expect(direct.body).toContain(t.markers.edge);
+      } finally {
+        await t.cloud.node.run('ip', ['route', 'del', '10.244.2.0/24']);
+      }
+      expect(await tunnelled()).toBe(n0);
+    } finally {
+      await t.stopAgent('cloud', 'SIGTERM');
+      await t.startAgent('cloud', []);
+    }
+    expect((await t.curl(t.cloud.pod, 'http://10.96.0.20/')).body).toContain(t.markers.edge); // through the tunnel again
+  });
+
   it('cloud servers saw traffic only through the tunnel or locally (sanity of the counters used above)', () => {
     expect(cloudSrv.count('10.244.1.10:8080')).toBeGreaterThan(0);
     expect(cloudSrv.count('10.244.1.11:8080')).toBeGreaterThan(0);
