@@ -14,14 +14,16 @@ import { kubeNamespace, measureFullSync, perRuleEstimate, type FullSyncResult, t
 import { ServicesDir, idle, incrementalOnce, nftablesOrderByConstruction, orderRepairOnce, startAgent, type AgentProc } from './agent.js';
 import { ROOT, VARIANTS, buildTools, measureDataPlane, med, setupTopology, type DataResult, type Topology, type VariantName } from './data.js';
 import { log, sleep } from './lib.js';
+import { destroyTunnel, measureTunnel, setupTunnel, type TunnelSetup } from './tunnel.js';
+import { tunnelChart, tunnelTables, tunnelTargets, type TunnelResult } from './tunnel-report.js';
 import { machineLine, median, renderTableText, renderTargetsText, target, validateResults, writeResults, type BenchResults, type ChartGroup, type Table, type TargetResult } from './results.js';
 
 const quick = process.argv.includes('--quick');
 const onlyArg = process.argv.find((a) => a.startsWith('--only='));
-const only = new Set((onlyArg?.slice(7) ?? 'control,agent,data').split(','));
+const only = new Set((onlyArg?.slice(7) ?? 'control,agent,data,tunnel').split(','));
 const P = quick
-  ? { kube: [1000], sizes: [10, 1000], rounds: 2, cap: { rules: 40, ms: 1500 }, agentKube: 1000, agentRounds: 2, settleMs: 5_000, idleMs: 10_000, dataRounds: 1, iperfSeconds: 1, connMs: 500, connMax: 20_000 }
-  : { kube: [1000, 10_000], sizes: [10, 100, 1000, 10_000], rounds: 3, cap: { rules: 100, ms: 4000 }, agentKube: 10_000, agentRounds: 3, settleMs: 45_000, idleMs: 30_000, dataRounds: 3, iperfSeconds: 3, connMs: 2000, connMax: 40_000 };
+  ? { kube: [1000], sizes: [10, 1000], rounds: 2, cap: { rules: 40, ms: 1500 }, agentKube: 1000, agentRounds: 2, settleMs: 5_000, idleMs: 10_000, dataRounds: 1, iperfSeconds: 1, connMs: 500, connMax: 20_000, tunnelRounds: 1 }
+  : { kube: [1000, 10_000], sizes: [10, 100, 1000, 10_000], rounds: 3, cap: { rules: 100, ms: 4000 }, agentKube: 10_000, agentRounds: 3, settleMs: 45_000, idleMs: 30_000, dataRounds: 3, iperfSeconds: 3, connMs: 2000, connMax: 40_000, tunnelRounds: 3 };
 const IGNORED = P.agentKube / 10; // N = 1 000 ignore rules on 10 000 services (quick: 100 on 1 000)
 const BACKENDS: BackendName[] = ['iptables-legacy', 'iptables-nft', 'nftables'];
 
@@ -295,7 +297,7 @@ function dataTables(d: DataResult): Table[] {
   return tables;
 }
 
-function buildTargets(fs: FullSyncResult | undefined, ctl: ReturnType<typeof controlTables> | undefined, ag: AgentResults | undefined, d: DataResult | undefined, readmeOk: boolean | null): TargetResult[] {
+function buildTargets(fs: FullSyncResult | undefined, ctl: ReturnType<typeof controlTables> | undefined, ag: AgentResults | undefined, d: DataResult | undefined, tun: TunnelResult | undefined, readmeOk: boolean | null): TargetResult[] {
   const t: TargetResult[] = [];
   const skipped = (what: string) => `${what} not run in this invocation (--only)`;
   const bigKube = fs ? Math.max(...fs.samples.map((s) => s.kube)) : 0;
@@ -365,11 +367,12 @@ function buildTargets(fs: FullSyncResult | undefined, ctl: ReturnType<typeof con
     t.push(target(`short connections/s ours/HAProxy at concurrency 16, ${topo}`, ratio(med(ct(topo, 'ours', 16)?.perSec ?? []), med(ct(topo, 'haproxy', 16)?.perSec ?? [])), 'x', '>= 1', (v) => v >= 1, why(topo, 'ours', 'haproxy', 'c', 16)));
     t.push(target(`short connections p99 ours/HAProxy at concurrency 16, ${topo}`, ratio(med(ct(topo, 'ours', 16)?.p99us ?? []), med(ct(topo, 'haproxy', 16)?.p99us ?? [])), 'x', '<= 1', (v) => v <= 1, why(topo, 'ours', 'haproxy', 'c', 16)));
   }
+  t.push(...tunnelTargets(tun, skipped('tunnel')));
   t.push(target('README shows the latest table and chart with machine and date', readmeOk === null ? null : readmeOk ? 1 : 0, 'present (1/0)', '= 1', (v) => v === 1, readmeOk === null ? 'README.md has no bench markers' : 'README.md bench section rewritten from this run'));
   return t;
 }
 
-function chart(ctl: ReturnType<typeof controlTables> | undefined, fs: FullSyncResult | undefined, d: DataResult | undefined): ChartGroup[] {
+function chart(ctl: ReturnType<typeof controlTables> | undefined, fs: FullSyncResult | undefined, d: DataResult | undefined, tun: TunnelResult | undefined): ChartGroup[] {
   const groups: ChartGroup[] = [];
   if (ctl && fs) {
     const k = Math.max(...fs.samples.map((s) => s.kube));
@@ -415,6 +418,7 @@ function chart(ctl: ReturnType<typeof controlTables> | undefined, fs: FullSyncRe
       }),
     });
   }
+  if (tun) groups.push(tunnelChart(tun));
   return groups;
 }
 
@@ -448,6 +452,7 @@ async function main(): Promise<void> {
   let ctl: ReturnType<typeof controlTables> | undefined;
   let ag: AgentResults | undefined;
   let d: DataResult | undefined;
+  let tun: TunnelResult | undefined;
   const kubeNs: KubeNs[] = [];
   if (only.has('control') || only.has('agent')) {
     for (const k of P.kube) for (const f of ['legacy', 'nft'] as const) kubeNs.push(await kubeNamespace(`k${f.slice(0, 1)}${k / 1000}`, f, k));
@@ -471,17 +476,26 @@ async function main(): Promise<void> {
       for (const t of topos) for (const n of t.namespaces) await n.destroy();
     }
   }
+  if (only.has('tunnel')) {
+    let ts: TunnelSetup | undefined;
+    try {
+      ts = await setupTunnel(tools, tmp);
+      tun = await measureTunnel(ts, tools, { rounds: P.tunnelRounds, iperfSeconds: P.iperfSeconds, connMs: P.connMs, connMax: P.connMax });
+    } finally {
+      await destroyTunnel(ts);
+    }
+  }
 
-  const tables = [...(ctl?.tables ?? []), ...(ag ? agentTables(ag) : []), ...(d ? dataTables(d) : [])];
+  const tables = [...(ctl?.tables ?? []), ...(ag ? agentTables(ag) : []), ...(d ? dataTables(d) : []), ...(tun ? tunnelTables(tun) : [])];
   const results: BenchResults = {
     schema: 1,
     date,
     mode: quick ? 'quick' : 'full',
     machine: mach,
     durationS: (performance.now() - t0) / 1000,
-    measurements: { fullSync: fs ?? null, agent: ag ?? null, dataPlane: d ?? null, params: P },
+    measurements: { fullSync: fs ?? null, agent: ag ?? null, dataPlane: d ?? null, tunnel: tun ?? null, params: P },
     tables,
-    chart: chart(ctl, fs, d),
+    chart: chart(ctl, fs, d, tun),
     targets: [],
     notes: [
       ...notes,
@@ -491,10 +505,10 @@ async function main(): Promise<void> {
     ],
   };
   // The README target needs the README rewritten from the finished results: targets first without it, then again.
-  results.targets = buildTargets(fs, ctl, ag, d, null);
+  results.targets = buildTargets(fs, ctl, ag, d, tun, null);
   const mdProbe = (await import('./results.js')).renderMarkdown(results, 'latest.svg');
   const readmeOk = updateReadme(results, mdProbe);
-  results.targets = buildTargets(fs, ctl, ag, d, readmeOk);
+  results.targets = buildTargets(fs, ctl, ag, d, tun, readmeOk);
   if (readmeOk !== null) updateReadme(results, (await import('./results.js')).renderMarkdown(results, 'latest.svg'));
   const problems = validateResults(results);
   if (problems.length) throw new Error(`results do not have the documented shape: ${problems.join('; ')}`);

@@ -256,6 +256,7 @@ struct Conn {
   bool resumed = false, ktls = false, pendingSlot = false;
   bool counted = true;    // holds a slot of `active` (sessions do not)
   size_t relayIdx = 0;    // kService, relay endpoint: which of its relays this attempt uses
+  size_t relayTries = 0;  // ... and how many of them this endpoint has tried
   std::string token;      // kJoin: its pending join; kTunnelIn data connection: the join's
   SockAddr dial;          // kTunnelIn data connection / kSessionOut: the relay dialled
   int slot = -1;          // kSessionOut: index of its relay in the worker's session table
@@ -1024,6 +1025,7 @@ class Worker {
       out_[s->slot].info.notifies++;
       PublishSessions();
     }
+    proxy_->RefreshTunnel(&tunnelVersion_, &creds_, &serve_);
     if (!creds_ || k.active.fetch_add(1, std::memory_order_relaxed) >= cfg_.maxConnections) {
       if (creds_) k.active.fetch_sub(1, std::memory_order_relaxed);
       k.dataConnsFailed.fetch_add(1, std::memory_order_relaxed);
@@ -1145,6 +1147,7 @@ class Worker {
   void StartSession(size_t i) {
     OutSession& o = out_[i];
     o.nextAttemptMs = 0;
+    proxy_->RefreshTunnel(&tunnelVersion_, &creds_, &serve_);
     if (!creds_) {
       SetState(o, "no-credentials");
       o.nextAttemptMs = now_ + 1000;
@@ -1272,6 +1275,7 @@ class Worker {
     }
     c->kind = Kind::kSessionIn;
     c->phase = Phase::kSessionUp;
+    c->hdrLen = 0;  // the request is consumed; frames follow
     ListMove(c, 0);
     // A session is not a proxied connection: it leaves the connection limit's count.
     if (c->counted) {
@@ -1473,6 +1477,11 @@ class Worker {
       ConnectFailed(c, EHOSTUNREACH, "tunnel");
       return;
     }
+    if (ep.path == EndpointPath::kRelay && c->relayTries == 0) {
+      // First through the relay that last joined us to this node.
+      c->relayIdx = proxy_->PreferredRelay(ep.node) % ep.relays.size();
+      c->relayTries = 1;
+    }
     const SockAddr& to = c->kind == Kind::kService ? DialAddr(c) : ep.addr;
     if (viaTunnel) proxy_->counters().tDialed.fetch_add(1, std::memory_order_relaxed);
     int fd = socket(to.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -1523,9 +1532,10 @@ class Worker {
       proxy_->RecordPeer(ep.node, "out", DialAddr(c).ToString(), ErrnoName(err), PeerResult::kConnectFailed, false);
     }
     DropUpstream(c);
-    if (path == EndpointPath::kRelay && c->relayIdx + 1 < Ep(c).relays.size()) {
+    if (path == EndpointPath::kRelay && c->relayTries < Ep(c).relays.size()) {
       // The same endpoint through the next relay (not a failover to another endpoint).
-      c->relayIdx++;
+      c->relayIdx = (c->relayIdx + 1) % Ep(c).relays.size();
+      c->relayTries++;
       c->attempts--;
       c->tlsFail = TlsFail::kNone;
       c->tunnelStatus = TunnelStatus::kOk;
@@ -1554,7 +1564,7 @@ class Worker {
         size_t i = (c->epIndex + step) % n;
         if (!c->tried[i]) {
           c->epIndex = i;
-          c->relayIdx = 0;
+          c->relayTries = 0;
           c->failovers++;
           c->tlsFail = TlsFail::kNone;
           c->tunnelStatus = TunnelStatus::kOk;
@@ -1639,6 +1649,7 @@ class Worker {
       return;
     }
     k.dJoinOk.fetch_add(1, std::memory_order_relaxed);
+    proxy_->PreferRelay(Ep(c).node, c->relayIdx);
     c->out.clear();
     c->outOff = 0;
     c->hdrLen = 0;
@@ -2494,6 +2505,18 @@ bool Proxy::TakeJoin(const std::string& token, Worker** w, uint64_t* connId) {
   *connId = it->second.connId;
   joins_.erase(it);
   return true;
+}
+
+size_t Proxy::PreferredRelay(const std::string& node) {
+  std::lock_guard<std::mutex> g(relayMu_);
+  auto it = preferred_.find(node);
+  return it == preferred_.end() ? 0 : it->second;
+}
+
+void Proxy::PreferRelay(const std::string& node, size_t index) {
+  std::lock_guard<std::mutex> g(relayMu_);
+  if (preferred_.size() > 65536) preferred_.clear();  // bounded: node names come from the store
+  preferred_[node] = index;
 }
 
 bool Proxy::TakeJoinToken(int64_t nowMs) {

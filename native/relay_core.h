@@ -285,6 +285,9 @@ class Proxy {
   bool AddJoin(const std::string& token, Worker* w, uint64_t connId);
   bool TakeJoin(const std::string& token, Worker** w, uint64_t* connId);
   bool TakeJoinToken(int64_t nowMs);  // the join rate limit
+  // Which of a relayed node's relays joined us last (tried first next time).
+  size_t PreferredRelay(const std::string& node);
+  void PreferRelay(const std::string& node, size_t index);
   void PublishSessions(std::vector<SessionInfo> s);
   Worker* FirstWorker() { return workers_.empty() ? nullptr : workers_[0].get(); }
   void Emit(std::vector<ConnEvent>&& events) { if (sink_) sink_(std::move(events)); }
@@ -326,6 +329,7 @@ class Proxy {
   double joinTokens_ = 0;
   int64_t joinRefillMs_ = 0;
   std::vector<SessionInfo> sessions_;
+  std::unordered_map<std::string, size_t> preferred_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::mutex tableMu_;
   std::shared_ptr<const RouteTable> table_;

@@ -13,7 +13,9 @@ import { EdgeMeshError } from './errors.js';
 import { AgentMetrics, MetricsServer, type ProxyCounters } from './metrics.js';
 import { selectService } from './selection.js';
 import { computeLocalServe, computeRoutes, type UnreachableEndpoint } from './proxy/routes.js';
-import { TcpProxy, type ConnectionEvent, type TunnelPeer, type TunnelStats } from './proxy/proxy.js';
+import { TcpProxy, type ConnectionEvent, type RelayRegistration, type RelaySession, type TunnelPeer, type TunnelStats } from './proxy/proxy.js';
+import { lookup } from 'node:dns/promises';
+import { isIP } from 'node:net';
 import { checkTunnelPem, CredentialWatcher, readTunnelPem, type CredentialInfo, type TunnelPem } from './tunnel/credentials.js';
 import { formatHostPortText } from './net.js';
 import { ConfigError } from './errors.js';
@@ -52,6 +54,8 @@ export interface TunnelState {
   stats: TunnelStats;
   peers: TunnelPeer[];
   unreachable: UnreachableEndpoint[];
+  /** Relays: the --tunnel-relay list as resolved, this node's sessions with them, and the nodes registered here. */
+  relays: { configured: string[]; resolved: string[]; sessions: RelaySession[]; registrations: RelayRegistration[] };
 }
 
 export class Agent {
@@ -81,6 +85,9 @@ export class Agent {
   private credWatcher: CredentialWatcher | undefined;
   private unreachable: UnreachableEndpoint[] = [];
   private unreachableKey = '';
+  /** --tunnel-relay as resolved to addresses (host names are looked up at start and every 30 s). */
+  private relayAddrs: { address: string; port: number }[] = [];
+  private relayTimer: NodeJS.Timeout | undefined;
 
   private constructor(config: AgentConfig, backendName: BackendName, backends: NatBackend[], log: Logger, withProxy: boolean, tunnelPem?: { pem: TunnelPem; info: CredentialInfo }) {
     this.config = config;
@@ -206,9 +213,15 @@ export class Agent {
       nodeName: c.nodeName,
       directCidrs: c.directCidrs,
       tunnel: c.tunnel !== undefined,
+      relays: this.relayAddrs,
     });
     for (const p of this.proxies) p.updateRoutes(table);
-    if (c.tunnel?.listen) this.proxies[0]?.setLocalServe(computeLocalServe(state, c.nodeName));
+    // What peers may ask of us: through our listener, or through relays we are registered with.
+    if (c.tunnel) this.proxies[0]?.setLocalServe(computeLocalServe(state, c.nodeName));
+    // A node that has no tunnel address of its own is reachable only through its relays.
+    const self = state.nodes.get(c.nodeName);
+    const register = c.tunnel !== undefined && !self?.tunnelAddress && this.relayAddrs.length > 0;
+    this.proxies[0]?.setRelays(register ? this.relayAddrs : []);
     this.unreachable = table.unreachable;
     const key = JSON.stringify(table.unreachable);
     if (key !== this.unreachableKey) {
@@ -246,7 +259,35 @@ export class Agent {
       stats: sum,
       peers: this.proxies.flatMap((p) => p.peers()).sort((a, b) => (a.node < b.node ? -1 : a.node > b.node ? 1 : a.direction < b.direction ? -1 : 1)),
       unreachable: this.unreachable,
+      relays: {
+        configured: t.relays.map((r) => r.text),
+        resolved: this.relayAddrs.map(formatHostPortText),
+        sessions: first.sessions(),
+        registrations: first.registrations().sort((a, b) => (a.node < b.node ? -1 : 1)),
+      },
     };
+  }
+
+  /** Resolves --tunnel-relay (IP literals as they are, host names looked up); re-pushes routes on change. */
+  private async resolveRelays(): Promise<void> {
+    const relays = this.config.tunnel?.relays ?? [];
+    const out: { address: string; port: number }[] = [];
+    for (const r of relays) {
+      if (isIP(r.host)) {
+        out.push({ address: r.host, port: r.port });
+        continue;
+      }
+      try {
+        for (const a of await lookup(r.host, { all: true })) out.push({ address: a.address, port: r.port });
+      } catch (e) {
+        this.log.warn({ relay: r.text, code: (e as NodeJS.ErrnoException).code }, `tunnel relay ${r.text}: cannot resolve ${r.host} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); retrying`);
+      }
+    }
+    if (JSON.stringify(out) === JSON.stringify(this.relayAddrs)) return;
+    this.relayAddrs = out;
+    this.log.info({ relays: out.map(formatHostPortText) }, `tunnel relays: ${out.map(formatHostPortText).join(', ') || 'none'}`);
+    this.routesGeneration = -1;
+    this.pushRoutes();
   }
 
   private onConnection(ev: ConnectionEvent): void {
@@ -297,6 +338,11 @@ export class Agent {
         },
       });
       this.credWatcher.start();
+      await this.resolveRelays();
+      if (c.tunnel.relays.some((r) => !isIP(r.host))) {
+        this.relayTimer = setInterval(() => void this.resolveRelays(), 30_000);
+        this.relayTimer.unref();
+      }
     }
   }
 
@@ -364,6 +410,8 @@ export class Agent {
     const keep = opts.keepRules ?? this.config.keepRulesOnExit;
     this.unsubscribe?.();
     this.credWatcher?.stop();
+    if (this.relayTimer) clearInterval(this.relayTimer);
+    this.proxies[0]?.setRelays([]);
     await this.reconciler.stop();
     await this.source?.stop();
     this.source = undefined;

@@ -74,7 +74,7 @@ export interface AgentConfig {
    * The tunnel between agents; undefined without credentials (every endpoint dialled directly).
    * PEM file paths, not read here: the module that loads them fails the start with exit 2.
    */
-  tunnel: { ca: string; cert: string; key: string; listen: HostPort | undefined } | undefined;
+  tunnel: { ca: string; cert: string; key: string; listen: HostPort | undefined; relays: RelayAddress[] } | undefined;
 }
 
 type Kind = 'string' | 'bool' | 'duration' | 'int' | 'enum';
@@ -131,6 +131,7 @@ export const OPTIONS: readonly OptionDef[] = [
   { flag: 'tunnel-ca', key: 'tunnelCa', kind: 'string', arg: 'FILE', help: 'tunnel: PEM CA that signs every agent certificate (mutual TLS 1.3; with --tunnel-cert and --tunnel-key)', commands: RUN },
   { flag: 'tunnel-cert', key: 'tunnelCert', kind: 'string', arg: 'FILE', help: "tunnel: this agent's PEM certificate", commands: RUN },
   { flag: 'tunnel-key', key: 'tunnelKey', kind: 'string', arg: 'FILE', help: "tunnel: this agent's PEM private key", commands: RUN },
+  { flag: 'tunnel-relay', key: 'tunnelRelay', kind: 'string', arg: 'HOST:PORT', repeat: true, help: "tunnel: a relay's tunnel listener; a node without a tunnel address registers with every one, and nodes without one are reached through them", commands: RUN },
 ];
 
 const BY_FLAG = new Map(OPTIONS.map((o) => [o.flag, o]));
@@ -505,6 +506,30 @@ export function loadConfig(options: LoadOptions = {}): AgentConfig {
   };
 }
 
+/** A --tunnel-relay: an IP literal, or a host name the agent resolves (and re-resolves). */
+export interface RelayAddress {
+  host: string;
+  port: number;
+  /** The text given, for logs. */
+  text: string;
+}
+
+const HOST_NAME = /^(?=.{1,253}$)[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$/i;
+
+/** "IP:PORT", "[v6]:PORT" or "name:PORT". */
+export function parseRelayAddress(text: string): RelayAddress {
+  try {
+    const hp = parseHostPort(text);
+    return { host: hp.address, port: hp.port, text };
+  } catch (e) {
+    const m = /^([^:[\]]+):(\d{1,5})$/.exec(text);
+    if (!m || !HOST_NAME.test(m[1] as string) || /^[\d.]+$/.test(m[1] as string)) throw e;
+    const port = Number(m[2]);
+    if (port < 1 || port > 65535) throw new Error('port must be 1-65535');
+    return { host: (m[1] as string).toLowerCase(), port, text };
+  }
+}
+
 /** --node-name, --direct-cidr and the tunnel options. */
 function tunnelConfig(
   command: Command,
@@ -560,8 +585,21 @@ function tunnelConfig(
       return fail(origin, listenText, reason(e), 'tunnel-listen');
     }
   }
+  const relays: RelayAddress[] = [];
+  const relayRaw = pick('tunnelRelay');
+  for (const { value, origin } of relayRaw ? asList(def('tunnelRelay'), relayRaw) : []) {
+    if (given.length === 0) fail(origin, value, 'needs --tunnel-ca, --tunnel-cert and --tunnel-key', 'tunnel-relay');
+    let r: RelayAddress;
+    try {
+      r = parseRelayAddress(value);
+    } catch (e) {
+      return fail(origin, value, `${reason(e)} (write IP:PORT, [IPv6]:PORT or HOST:PORT)`, 'tunnel-relay');
+    }
+    if (relays.some((o) => o.host === r.host && o.port === r.port)) fail(origin, value, 'given twice', 'tunnel-relay');
+    relays.push(r);
+  }
   const [ca, cert, key] = files;
-  const tunnel = ca && cert && key ? { ca: ca.value, cert: cert.value, key: key.value, listen } : undefined;
+  const tunnel = ca && cert && key ? { ca: ca.value, cert: cert.value, key: key.value, listen, relays } : undefined;
   return { nodeName, directCidrs, tunnel };
 }
 
@@ -645,7 +683,7 @@ export function describeConfig(c: AgentConfig): Record<string, unknown> {
     nodeName: c.nodeName,
     directCidr: c.directCidrs.map((x) => x.text),
     tunnelListen: c.tunnel?.listen ? formatHostPortText(c.tunnel.listen) : 'none',
-    ...(c.tunnel ? { tunnelCa: c.tunnel.ca, tunnelCert: c.tunnel.cert, tunnelKey: c.tunnel.key } : {}),
+    ...(c.tunnel ? { tunnelCa: c.tunnel.ca, tunnelCert: c.tunnel.cert, tunnelKey: c.tunnel.key, tunnelRelay: c.tunnel.relays.map((r) => r.text) } : {}),
   };
 }
 

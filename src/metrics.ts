@@ -192,6 +192,30 @@ export class AgentMetrics {
       for (const u of t.unreachable) counts[u.reason] = (counts[u.reason] ?? 0) + 1;
       for (const [reason, n] of Object.entries(counts)) g.set({ reason }, n);
     });
+    // Relays: what this agent does as one, as a registered node, and as a dialler through them.
+    tgauge('edgemesh_relay_registered_nodes', 'Nodes registered with this agent as their relay', [], (g, t) => g.set(t.stats.registered));
+    tgauge('edgemesh_relay_pending_joins', 'Joins waiting here for their node to open its data connection', [], (g, t) => g.set(t.stats.pendingJoins));
+    tcounter('edgemesh_relay_joins_total', 'Joins asked of this agent as a relay, by result (ok, not-registered, timeout, over-limit, bad-request, unknown-token, rate-limited)', ['result'], (c, t) => {
+      c.inc({ result: 'ok' }, t.stats.relayJoinsOk);
+      for (const reason of TUNNEL_REFUSALS) c.inc({ result: reason }, t.stats.relayJoinsRefused[reason]);
+      c.inc({ result: 'unknown-token' }, t.stats.relayUnknownToken);
+      c.inc({ result: 'rate-limited' }, t.stats.relayRateLimited);
+    });
+    tcounter('edgemesh_relay_bytes_total', 'Bytes this agent spliced between the two ends of relayed connections (TLS records it holds no key for)', [], (c, t) => c.inc(t.stats.relayBytes));
+    tgauge('edgemesh_relay_sessions', "This node's sessions with its relays: 1 for the state each is in", ['relay', 'state'], (g, t) => {
+      for (const x of t.relays.sessions) g.set({ relay: x.relay, state: x.state }, 1);
+    });
+    tcounter('edgemesh_relay_session_failures_total', "This node's sessions with a relay that ended or could not be set up, by relay", ['relay'], (c, t) => {
+      for (const x of t.relays.sessions) c.inc({ relay: x.relay }, x.failures);
+    });
+    tcounter('edgemesh_relay_dial_joins_total', 'Joins this agent asked of relays, by result (ok, or the reason the relay gave)', ['result'], (c, t) => {
+      c.inc({ result: 'ok' }, t.stats.dialJoinOk);
+      for (const reason of TUNNEL_REFUSALS) c.inc({ result: reason }, t.stats.dialJoinRefused[reason]);
+    });
+    tcounter('edgemesh_relay_data_connections_total', 'Data connections this node opened to a relay for a join, by result', ['result'], (c, t) => {
+      c.inc({ result: 'ok' }, t.stats.dataConns - t.stats.dataConnsFailed);
+      c.inc({ result: 'failed' }, t.stats.dataConnsFailed);
+    });
     tgauge('edgemesh_tunnel_certificate_expiry_timestamp_seconds', 'Unix time when the certificate in use expires', [], (g, t) => {
       const ms = Date.parse(t.certificate.notAfter);
       if (Number.isFinite(ms)) g.set(ms / 1000);

@@ -25,11 +25,13 @@ export interface NativeRouteEndpoint {
   ip: string;
   port: number;
   /** How it is reached (default direct). */
-  path?: 'local' | 'direct' | 'tunnel';
+  path?: 'local' | 'direct' | 'tunnel' | 'relay';
   /** Its node; for path tunnel the node name its agent's certificate must carry. */
   node?: string;
   /** Path tunnel: that agent's tunnel listener. */
   tunnel?: { address: string; port: number };
+  /** Path relay: the relays to ask for a join to the node, in order. */
+  relays?: { address: string; port: number }[];
 }
 
 export interface NativeRoute {
@@ -52,7 +54,7 @@ export interface NativeLocalServe {
 }
 
 export type NativeTlsFailure = 'no-certificate' | 'unknown-ca' | 'expired' | 'name-mismatch' | 'bad-certificate' | 'protocol' | 'timeout' | 'closed';
-export type NativeTunnelRefusal = 'bad-request' | 'no-service' | 'not-local' | 'endpoint-failed' | 'over-limit';
+export type NativeTunnelRefusal = 'bad-request' | 'no-service' | 'not-local' | 'endpoint-failed' | 'over-limit' | 'not-registered' | 'timeout';
 
 export interface NativeTunnelStats {
   dialed: number;
@@ -70,6 +72,38 @@ export interface NativeTunnelStats {
   inHandshakeFailures: Record<NativeTlsFailure, number>;
   dialRefused: Record<NativeTunnelRefusal, number>;
   inRefused: Record<NativeTunnelRefusal, number>;
+  /** As a relay: joins spliced, joins refused by reason, data connections naming no join, joins over the rate, bytes spliced, nodes registered, joins waiting. */
+  relayJoinsOk: number;
+  relayJoinsRefused: Record<NativeTunnelRefusal, number>;
+  relayUnknownToken: number;
+  relayRateLimited: number;
+  relayBytes: number;
+  registered: number;
+  pendingJoins: number;
+  /** As a dialler through relays: joins answered ok, or refused by reason. */
+  dialJoinOk: number;
+  dialJoinRefused: Record<NativeTunnelRefusal, number>;
+  /** As a registered node: data connections opened for joins, and those that failed. */
+  dataConns: number;
+  dataConnsFailed: number;
+}
+
+export interface NativeRegistration {
+  node: string;
+  address: string;
+  /** ms since the epoch */
+  since: number;
+}
+
+export interface NativeSession {
+  relay: string;
+  state: 'connecting' | 'handshake' | 'registered' | 'backoff' | 'no-credentials';
+  lastError: string;
+  relayNode: string;
+  since: number;
+  connects: number;
+  failures: number;
+  notifies: number;
 }
 
 export interface NativePeer {
@@ -143,6 +177,9 @@ export interface NativeProxy {
   peers(): NativePeer[];
   tunnelAddress(): NativeSockEndpoint | null;
   ktls(): { available: boolean; reason: string };
+  setRelays(list: { address: string; port: number }[]): void;
+  registrations(): NativeRegistration[];
+  sessions(): NativeSession[];
 }
 
 export interface NativeProxyBinding {

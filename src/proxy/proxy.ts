@@ -35,6 +35,8 @@ import type {
   NativeEndReason,
   NativeLocalServe,
   NativePeer,
+  NativeRegistration,
+  NativeSession,
   NativeProxy,
   NativeProxyStats,
   NativeRefusal,
@@ -157,6 +159,8 @@ export interface ProxyStats {
 
 export type TunnelStats = NativeTunnelStats;
 export type TunnelPeer = NativePeer;
+export type RelayRegistration = NativeRegistration;
+export type RelaySession = NativeSession;
 export type TunnelLocalServe = NativeLocalServe;
 export type TlsFailure = NativeTlsFailure;
 export type TunnelRefusal = NativeTunnelRefusal;
@@ -236,12 +240,13 @@ export function toNativeRoutes(table: RoutingTable): NativeRoute[] {
     port: r.port,
     service: r.portName ? `${r.service}:${r.portName}` : r.service,
     serviceName: r.service,
-    endpoints: r.endpoints.map((e: RoutingTable['routes'][number]['endpoints'][number] & { path?: 'local' | 'direct' | 'tunnel'; node?: string; tunnel?: { address: string; port: number } }) => ({
+    endpoints: r.endpoints.map((e) => ({
       ip: e.ip,
       port: e.port,
-      ...(e.path ? { path: e.path } : {}),
+      path: e.path,
       ...(e.node ? { node: e.node } : {}),
       ...(e.tunnel ? { tunnel: { address: e.tunnel.address, port: e.tunnel.port } } : {}),
+      ...(e.relays ? { relays: e.relays.map((x) => ({ address: x.address, port: x.port })) } : {}),
     })),
     clientIPAffinity: r.affinity.clientIP,
     affinityTimeoutSeconds: r.affinity.timeoutSeconds,
@@ -258,6 +263,8 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> {
   private pushed = '';
   private serve: TunnelLocalServe[] = [];
   private pushedServe = '';
+  private relays: { address: string; port: number }[] = [];
+  private pushedRelays = '[]';
 
   constructor(opts: TcpProxyOptions = {}) {
     super();
@@ -320,6 +327,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> {
     }
     this.push();
     this.pushServe();
+    this.pushRelays();
     if (!this.refed) this.proxy.unref();
     return this.proxy.address();
   }
@@ -382,6 +390,30 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> {
   /** Peer agents as last seen (dialled: out; dialled us: in). */
   peers(): TunnelPeer[] {
     return this.proxy?.peers() ?? [];
+  }
+
+  /** The relays this node keeps a session with (none: []). Replaces the previous list. */
+  setRelays(list: { address: string; port: number }[]): void {
+    this.relays = list;
+    this.pushRelays();
+  }
+
+  private pushRelays(): void {
+    if (!this.proxy) return;
+    const key = JSON.stringify(this.relays);
+    if (key === this.pushedRelays) return;
+    this.proxy.setRelays(this.relays);
+    this.pushedRelays = key;
+  }
+
+  /** Nodes registered with this agent as their relay. */
+  registrations(): NativeRegistration[] {
+    return this.proxy?.registrations() ?? [];
+  }
+
+  /** This node's sessions with its relays. */
+  sessions(): NativeSession[] {
+    return this.proxy?.sessions() ?? [];
   }
 
   /** Whether the kernel can take TLS records (kTLS), and why (not). */
@@ -486,12 +518,23 @@ function emptyNativeStats(): NativeProxyStats {
       inHandshakeFailures: zeros(TLS_FAILURES),
       dialRefused: zeros(TUNNEL_REFUSALS),
       inRefused: zeros(TUNNEL_REFUSALS),
+      relayJoinsOk: 0,
+      relayJoinsRefused: zeros(TUNNEL_REFUSALS),
+      relayUnknownToken: 0,
+      relayRateLimited: 0,
+      relayBytes: 0,
+      registered: 0,
+      pendingJoins: 0,
+      dialJoinOk: 0,
+      dialJoinRefused: zeros(TUNNEL_REFUSALS),
+      dataConns: 0,
+      dataConnsFailed: 0,
     },
   };
 }
 
 export const TLS_FAILURES: readonly NativeTlsFailure[] = ['no-certificate', 'unknown-ca', 'expired', 'name-mismatch', 'bad-certificate', 'protocol', 'timeout', 'closed'];
-export const TUNNEL_REFUSALS: readonly NativeTunnelRefusal[] = ['bad-request', 'no-service', 'not-local', 'endpoint-failed', 'over-limit'];
+export const TUNNEL_REFUSALS: readonly NativeTunnelRefusal[] = ['bad-request', 'no-service', 'not-local', 'endpoint-failed', 'over-limit', 'not-registered', 'timeout'];
 
 function zeros<K extends string>(keys: readonly K[]): Record<K, number> {
   return Object.fromEntries(keys.map((k) => [k, 0])) as Record<K, number>;

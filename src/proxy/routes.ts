@@ -28,7 +28,7 @@ import { isIP } from 'node:net';
 import { cidrContains, parseIp, type ParsedCidr, type ParsedIp } from '../net.js';
 import type { ClusterState, EndpointInfo, EndpointSliceInfo, ServiceInfo, ServiceKey, ServicePortInfo } from '../model.js';
 
-export type EndpointPath = 'local' | 'direct' | 'tunnel';
+export type EndpointPath = 'local' | 'direct' | 'tunnel' | 'relay';
 
 export interface RouteEndpoint {
   ip: string;
@@ -38,6 +38,8 @@ export interface RouteEndpoint {
   node?: string;
   /** path 'tunnel': the peer agent's tunnel address (address without brackets) */
   tunnel?: { address: string; port: number };
+  /** path 'relay': the relays to ask, in order, for a join to the node (addresses without brackets) */
+  relays?: { address: string; port: number }[];
 }
 
 export interface ServiceRoute {
@@ -64,6 +66,11 @@ export interface PathOptions {
   directCidrs: readonly ParsedCidr[];
   /** Tunnel credentials are configured: endpoints on other nodes go through their agents. */
   tunnel: boolean;
+  /**
+   * Relays (--tunnel-relay, resolved): a node without a tunnel address is reached through the
+   * first of them where it is registered. Empty: such nodes are unreachable.
+   */
+  relays?: readonly { address: string; port: number }[];
 }
 
 export type UnreachableReason = 'no-node-name' | 'unknown-node' | 'no-tunnel-address';
@@ -147,7 +154,7 @@ export function isSpecialEndpointAddress(text: string): boolean {
 
 /** How one endpoint is reached from this node: a path, unreachable, or not wanted at all. */
 type Reach =
-  | { kind: 'path'; path: EndpointPath; tunnel?: { address: string; port: number } }
+  | { kind: 'path'; path: EndpointPath; tunnel?: { address: string; port: number }; relays?: readonly { address: string; port: number }[] }
   | { kind: 'unreachable'; reason: UnreachableReason }
   | { kind: 'excluded' };
 
@@ -161,7 +168,10 @@ function reach(ep: EndpointInfo, ip: ParsedIp, svc: ServiceInfo, state: ClusterS
   if (ep.nodeName === undefined) return { kind: 'unreachable', reason: 'no-node-name' };
   const node = state.nodes.get(ep.nodeName);
   if (!node) return { kind: 'unreachable', reason: 'unknown-node' };
-  if (!node.tunnelAddress) return { kind: 'unreachable', reason: 'no-tunnel-address' };
+  if (!node.tunnelAddress) {
+    if (paths.relays && paths.relays.length > 0) return { kind: 'path', path: 'relay', relays: paths.relays };
+    return { kind: 'unreachable', reason: 'no-tunnel-address' };
+  }
   return { kind: 'path', path: 'tunnel', tunnel: { address: node.tunnelAddress.address, port: node.tunnelAddress.port } };
 }
 
@@ -193,7 +203,7 @@ function endpointsFor(svc: ServiceInfo, key: ServiceKey, sp: ServicePortInfo, sl
         (isReady ? lostReady : lostFallback).push({ service: key, ip: text, port, ...node, reason: r.reason });
         continue;
       }
-      const e: RouteEndpoint = { ip: text, port, path: r.path, ...node, ...(r.tunnel ? { tunnel: r.tunnel } : {}) };
+      const e: RouteEndpoint = { ip: text, port, path: r.path, ...node, ...(r.tunnel ? { tunnel: r.tunnel } : {}), ...(r.relays ? { relays: r.relays.map((x) => ({ ...x })) } : {}) };
       (isReady ? ready : fallback).set(`${text}|${port}`, e);
     }
   }

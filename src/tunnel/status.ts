@@ -19,6 +19,21 @@ export function renderTunnelStatus(node: string, t: TunnelState | undefined, now
     const ago = `${Math.max(0, Math.round((now - p.lastAt) / 1000))}s`;
     lines.push(`${pad(p.node, 20)}${pad(p.direction, 5)}${pad(p.address, 26)}${pad(p.lastResult, 24)}${pad(ago, 8)}${p.ok}/${p.handshakeFailed}/${p.refused}/${p.connectFailed}`);
   }
+  const r = t.relays;
+  if (r.configured.length > 0 || r.registrations.length > 0) {
+    lines.push(`# relays: ${r.configured.join(', ') || '(none configured)'}${r.resolved.length ? ` -> ${r.resolved.join(', ')}` : ''}; joins here ok ${s.relayJoinsOk}, bytes spliced ${s.relayBytes}; joins asked ok ${s.dialJoinOk}`);
+    if (r.sessions.length > 0) {
+      lines.push(`${pad('RELAY SESSION', 26)}${pad('STATE', 16)}${pad('RELAY NODE', 20)}${pad('SINCE', 8)}${pad('NOTIFIES', 10)}FAILURES (LAST ERROR)`);
+      for (const x of r.sessions) {
+        const since = `${Math.max(0, Math.round((now - x.since) / 1000))}s`;
+        lines.push(`${pad(x.relay, 26)}${pad(x.state, 16)}${pad(x.relayNode || '-', 20)}${pad(since, 8)}${pad(String(x.notifies), 10)}${x.failures}${x.lastError ? ` (${x.lastError})` : ''}`);
+      }
+    }
+    if (r.registrations.length > 0) {
+      lines.push(`# ${r.registrations.length} nodes registered with this agent as their relay:`);
+      for (const x of r.registrations) lines.push(`  ${pad(x.node, 24)}from ${x.address}, ${Math.max(0, Math.round((now - x.since) / 1000))}s`);
+    }
+  }
   if (t.unreachable.length > 0) {
     lines.push(`# ${t.unreachable.length} endpoints have no path from this node:`);
     for (const u of t.unreachable.slice(0, 50)) lines.push(`  ${u.service} ${u.ip.includes(':') ? `[${u.ip}]` : u.ip}:${u.port} node ${u.node ?? '(none)'}: ${u.reason}`);

@@ -5,7 +5,8 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { median, percentileSorted, target, validateResults, writeResults, type BenchResults } from '../../bench/results.js';
+import { median, percentileSorted, renderMarkdown, renderSvg, renderTableMd, target, validateResults, writeResults, type BenchResults } from '../../bench/results.js';
+import { tunnelChart, tunnelTables, tunnelTargets, type TunnelResult } from '../../bench/tunnel-report.js';
 
 function sample(): BenchResults {
   return {
@@ -69,5 +70,74 @@ describe('bench results', () => {
     expect(median([4, 1, 2, 3])).toBe(2.5);
     expect(percentileSorted([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 99)).toBe(10);
     expect(percentileSorted([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 50)).toBe(5);
+  });
+});
+
+describe('bench results: the tunnel section', () => {
+  const tunnel = (): TunnelResult => {
+    const i = (variant: TunnelResult['iperf'][number]['variant'], streams: number, gbps: number[], cpu: number[], cloud: number[] = [], edge: number[] = []) => ({ variant, streams, gbps, cpuSPerGB: cpu, cloudCpuSPerGB: cloud, edgeCpuSPerGB: edge });
+    const c = (variant: TunnelResult['conns'][number]['variant'], perSec: number[], p99us: number[], extra: Partial<TunnelResult['conns'][number]> = {}) => ({
+      variant, concurrency: 16, perSec, p50us: p99us.map((x) => x / 2), p99us, errors: perSec.map(() => 0), cpuUsPerConn: [], resumedShare: [], haproxyReusePct: [], ...extra,
+    });
+    return {
+      iperf: [
+        i('direct', 1, [14, 13, 15], []),
+        i('direct', 4, [26], []),
+        i('ours direct path', 1, [5.6], [0.41], [0.41]),
+        i('ours tunnel', 1, [4.4, 4.0, 4.2], [2.9, 3.0, 2.8], [1.8], [1.1]),
+        i('ours tunnel', 4, [3.3], [3.1]),
+        i('haproxy TLS hop', 1, [2.0], [4.0], [2.0], [2.0]),
+        i('haproxy TLS hop', 4, [3.3], [3.0]),
+      ],
+      conns: [
+        c('direct', [11000], [3000]),
+        c('ours tunnel', [250], [120000], { resumedShare: [0.5] }),
+        c('haproxy TLS hop', [200], [180000], { haproxyReusePct: [92] }),
+        { ...c('ours direct path', [], []), why: 'our proxies did not start: boom' },
+      ],
+      params: { rounds: 3, iperfSeconds: 3, connMs: 2000, connMax: 40000, concurrency: 16 },
+      tls: { ktls: { available: false, reason: 'kernel has no TLS ULP (CONFIG_TLS)' }, dialed: 200, dialOk: 200, resumed: 90, ktlsConns: 0, inAccepted: 200, inOk: 200, inResumed: 90, problems: {}, ends: { 'cloud reset/ECONNRESET': 2 } },
+      haproxy: { version: '2.6.12', openssl: '3.0.19' },
+      notes: ['a note'],
+    };
+  };
+
+  it('renders the throughput, short-connection and ratio tables with the TLS path and the resumed share', () => {
+    const r = tunnel();
+    const [thr, conn, ratios] = tunnelTables(r);
+    const thrMd = renderTableMd(thr!);
+    expect(thrMd).toContain('### Tunnel: throughput, iperf3 (cloud pod -> cloud node -> edge node -> edge pod), 3 s runs, median of 3');
+    // median 4.2 Gbit/s, 4.2/14 of direct, CPU median 2.9 s/GB, split cloud + edge
+    expect(thrMd).toContain('| ours tunnel | 4.20 | 0.300 | 2.90 | 3.30 | 0.127 | 3.10 | 1.800 + 1.100 |  |');
+    expect(thrMd).toContain('TLS path of the tunnel: user space (OpenSSL SSL_read/SSL_write in the relay threads; kTLS unavailable: kernel has no TLS ULP (CONFIG_TLS)).');
+    expect(thrMd).toContain('Resumed handshakes, whole section: 90 of 200 tunnel connections dialled by the cloud proxy (45.0 %)');
+    expect(thrMd).toContain('cloud reset/ECONNRESET 2');
+    const connMd = renderTableMd(conn!);
+    expect(connMd).toContain('| ours tunnel | 250 | 0.023 | 60 000 | 120 000 | — | 0.000 | 50.0 % |  |');
+    expect(connMd).toContain('| haproxy TLS hop | 200 | 0.018 | 90 000 | 180 000 | — | 0.000 | 92 % (edge, last second) |  |');
+    expect(connMd).toContain('| ours direct path | — | — | — | — | — | — |  | not measured: our proxies did not start: boom |');
+    const ratioMd = renderTableMd(ratios!);
+    expect(ratioMd).toContain('| Gbit/s, 1 stream | 2.10 | >= 1.1 |');
+    expect(ratioMd).toContain('| proxy CPU s/GB, 4 streams | 1.03 | < 1 |');
+    expect(ratioMd).toContain('| p99, c16 | 0.667 | <= 1 |');
+  });
+
+  it('declares its targets as met or missed, and not measured with a why when the section did not run', () => {
+    const t = tunnelTargets(tunnel(), 'tunnel not run');
+    expect(t.map((x) => [x.name, x.value, x.met])).toEqual([
+      ['tunnel throughput ours/HAProxy TLS hop, 1 stream', 2.1, true],
+      ['tunnel throughput ours/HAProxy TLS hop, 4 streams', 1, false],
+      ['tunnel proxy CPU s/GB ours / HAProxy TLS hop (both nodes), 1 stream', 0.725, true],
+      ['tunnel proxy CPU s/GB ours / HAProxy TLS hop (both nodes), 4 streams', 1.033, false],
+      ['tunnel short connections/s ours/HAProxy TLS hop at concurrency 16', 1.25, true],
+      ['tunnel short connections p99 ours/HAProxy TLS hop at concurrency 16', 0.66667, true],
+    ]);
+    const skipped = tunnelTargets(undefined, 'tunnel not run in this invocation (--only)');
+    expect(skipped).toHaveLength(6);
+    for (const x of skipped) expect(x).toMatchObject({ value: null, met: null, why: 'tunnel not run in this invocation (--only)' });
+    const r = { ...sample(), targets: [...sample().targets, ...t], tables: tunnelTables(tunnel()), chart: [tunnelChart(tunnel())] };
+    expect(validateResults(r)).toEqual([]);
+    expect(renderMarkdown(r)).toContain('| tunnel throughput ours/HAProxy TLS hop, 1 stream | 2.10 | x | >= 1.1 | MET |');
+    expect(renderSvg(r.chart, 'x')).toContain('HAProxy p99 / ours, c16');
   });
 });

@@ -87,10 +87,23 @@ describe('config: flags', () => {
       '--tunnel-ca', '/etc/tunnel/ca.pem',
       '--tunnel-cert', '/etc/tunnel/cert.pem',
       '--tunnel-key', '/etc/tunnel/key.pem',
+      '--tunnel-relay', '192.168.50.1:20006',
+      '--tunnel-relay', 'relay.cloud.example:20006',
+      '--tunnel-relay', '[fd00:50::1]:20006',
     ]);
     expect(c.nodeName).toBe('edge-1');
     expect(c.directCidrs.map((x) => x.text)).toEqual(['10.244.0.0/16', 'fd00:244::/64']);
-    expect(c.tunnel).toEqual({ ca: '/etc/tunnel/ca.pem', cert: '/etc/tunnel/cert.pem', key: '/etc/tunnel/key.pem', listen: { family: 'ipv6', address: 'fd00::1', port: 20007 } });
+    expect(c.tunnel).toEqual({
+      ca: '/etc/tunnel/ca.pem',
+      cert: '/etc/tunnel/cert.pem',
+      key: '/etc/tunnel/key.pem',
+      listen: { family: 'ipv6', address: 'fd00::1', port: 20007 },
+      relays: [
+        { host: '192.168.50.1', port: 20006, text: '192.168.50.1:20006' },
+        { host: 'relay.cloud.example', port: 20006, text: 'relay.cloud.example:20006' },
+        { host: 'fd00:50::1', port: 20006, text: '[fd00:50::1]:20006' },
+      ],
+    });
     expect(c.backend).toBe('iptables-nft');
     expect(c.serviceCidrs.map((x) => x.text)).toEqual(['10.10.0.0/16', 'fd00:10::/108']);
     expect(c.proxyAddrs.map((x) => `${x.family} ${x.address} ${x.port}`)).toEqual(['ipv4 169.254.96.16 40002', 'ipv6 fd00::96:16 40001']);
@@ -164,12 +177,12 @@ describe('config: node name, direct CIDRs, tunnel', () => {
 
   it('the tunnel credentials turn the tunnel on, listening on 0.0.0.0:20006 by default; the files are not read here', () => {
     const c = run([...DIR, ...CERTS]);
-    expect(c.tunnel).toEqual({ ca: '/t/ca.pem', cert: '/t/cert.pem', key: '/t/key.pem', listen: { family: 'ipv4', address: '0.0.0.0', port: 20006 } });
+    expect(c.tunnel).toEqual({ ca: '/t/ca.pem', cert: '/t/cert.pem', key: '/t/key.pem', listen: { family: 'ipv4', address: '0.0.0.0', port: 20006 }, relays: [] });
     expect(DEFAULT_TUNNEL_LISTEN).toBe('0.0.0.0:20006');
   });
 
   it('--tunnel-listen none keeps the tunnel for dialling without a listener; without credentials there is no tunnel', () => {
-    expect(run([...DIR, ...CERTS, '--tunnel-listen', 'none']).tunnel).toEqual({ ca: '/t/ca.pem', cert: '/t/cert.pem', key: '/t/key.pem', listen: undefined });
+    expect(run([...DIR, ...CERTS, '--tunnel-listen', 'none']).tunnel).toEqual({ ca: '/t/ca.pem', cert: '/t/cert.pem', key: '/t/key.pem', listen: undefined, relays: [] });
     expect(run([...DIR, '--tunnel-listen', 'none']).tunnel).toBeUndefined();
   });
 
@@ -205,6 +218,14 @@ describe('config: node name, direct CIDRs, tunnel', () => {
   it('refuses a node name longer than 253 characters', () => {
     expect(run([...DIR, '--node-name', 'a'.repeat(253)]).nodeName).toHaveLength(253);
     expect(error([...DIR, '--node-name', 'a'.repeat(254)])).toMatch(/^--node-name "a+.*not a DNS-1123 subdomain/);
+  });
+
+  it('--tunnel-relay: IP:PORT, [IPv6]:PORT or HOST:PORT; a bad one, a duplicate, or one without credentials is a one-line error', () => {
+    expect(() => run([...DIR, ...CERTS, '--tunnel-relay', 'relay:0'])).toThrow(/--tunnel-relay "relay:0": .*write IP:PORT/);
+    expect(() => run([...DIR, ...CERTS, '--tunnel-relay', 'bad_name:20006'])).toThrow(/--tunnel-relay "bad_name:20006"/);
+    expect(() => run([...DIR, ...CERTS, '--tunnel-relay', '10.0.0.1'])).toThrow(/--tunnel-relay "10.0.0.1"/);
+    expect(() => run([...DIR, ...CERTS, '--tunnel-relay', '10.0.0.1:1', '--tunnel-relay', '10.0.0.1:1'])).toThrow(/given twice/);
+    expect(() => run([...DIR, '--tunnel-relay', '10.0.0.1:1'])).toThrow(/--tunnel-relay "10.0.0.1:1": needs --tunnel-ca/);
   });
 
   it('the tunnel flags belong to `run` only', () => {
@@ -265,6 +286,7 @@ maxConnections: 500
       ignoreLabelSelector: ['a=b'], serviceProxyName: 'n', serviceProxyFilterMode: 'FilterIfLabelExists', logLevel: 'debug',
       maxConnections: 7, connectTimeout: '6s', idleTimeout: '8s', drainGrace: '9s', proxyMode: 'copy',
       nodeName: 'edge-1', directCidr: ['10.244.0.0/16'], tunnelListen: '10.0.0.1:20006', tunnelCa: '/ca', tunnelCert: '/cert', tunnelKey: '/key',
+      tunnelRelay: ['10.0.0.9:20006'],
     };
     const exclusive = ['config', 'kubeconfig', 'apiServer']; // config names the file; the other two exclude servicesDir
     for (const o of OPTIONS) if (!exclusive.includes(o.key)) expect(sample, o.key).toHaveProperty(o.key);

@@ -128,7 +128,7 @@ describe('edgemesh-agent run with tunnel credentials that cannot work', () => {
 
 describe('status: the tunnel section', () => {
   const zero = { 'no-certificate': 0, 'unknown-ca': 0, expired: 0, 'name-mismatch': 0, 'bad-certificate': 0, protocol: 0, timeout: 0, closed: 0 };
-  const zr = { 'bad-request': 0, 'no-service': 0, 'not-local': 0, 'endpoint-failed': 0, 'over-limit': 0 };
+  const zr = { 'bad-request': 0, 'no-service': 0, 'not-local': 0, 'endpoint-failed': 0, 'over-limit': 0, 'not-registered': 0, timeout: 0 };
   const state: TunnelState = {
     node: 'cloud',
     listen: '0.0.0.0:20006',
@@ -137,12 +137,18 @@ describe('status: the tunnel section', () => {
     certificate: { node: 'cloud', serial: 'ABC123', notAfter: '2027-01-01T00:00:00Z' },
     rotations: 1,
     rotationFailures: 0,
-    stats: { dialed: 5, dialOk: 4, dialConnectFailed: 1, inAccepted: 2, inOk: 2, resumed: 3, ktls: 0, pending: 0, pendingLimit: 0, bytesOut: 10, bytesIn: 20, dialHandshakeFailures: zero, inHandshakeFailures: zero, dialRefused: zr, inRefused: zr },
+    stats: { dialed: 5, dialOk: 4, dialConnectFailed: 1, inAccepted: 2, inOk: 2, resumed: 3, ktls: 0, pending: 0, pendingLimit: 0, bytesOut: 10, bytesIn: 20, dialHandshakeFailures: zero, inHandshakeFailures: zero, dialRefused: zr, inRefused: zr, relayJoinsOk: 0, relayJoinsRefused: zr, relayUnknownToken: 0, relayRateLimited: 0, relayBytes: 0, registered: 0, pendingJoins: 0, dialJoinOk: 0, dialJoinRefused: zr, dataConns: 0, dataConnsFailed: 0 },
     peers: [
       { node: 'edge', direction: 'out', address: '192.168.50.2:20006', lastResult: 'ok', lastAt: 1_000_000, ok: 4, handshakeFailed: 0, refused: 0, connectFailed: 1, resumed: 3 },
       { node: 'edge-2', direction: 'out', address: '[fd00::2]:20006', lastResult: 'ECONNREFUSED', lastAt: 995_000, ok: 0, handshakeFailed: 0, refused: 0, connectFailed: 2, resumed: 0 },
     ],
     unreachable: [{ service: 'shop/web', ip: '10.244.9.9', port: 8080, node: 'edge-3', reason: 'no-tunnel-address' }],
+    relays: {
+      configured: ['relay.example:20006'],
+      resolved: ['192.168.50.1:20006'],
+      sessions: [{ relay: '192.168.50.1:20006', state: 'registered', lastError: '', relayNode: 'cloud', since: 1_000_000, connects: 1, failures: 0, notifies: 7 }],
+      registrations: [{ node: 'edge-9', address: '192.168.60.2:40000', since: 1_005_000 }],
+    },
   };
 
   it('lists every peer with its address, last result and age, and the endpoints without a path', () => {
@@ -153,6 +159,8 @@ describe('status: the tunnel section', () => {
     expect(text).toMatch(/^edge\s+out\s+192\.168\.50\.2:20006\s+ok\s+10s\s+4\/0\/0\/1$/m);
     expect(text).toMatch(/^edge-2\s+out\s+\[fd00::2\]:20006\s+ECONNREFUSED\s+15s\s+0\/0\/0\/2$/m);
     expect(text).toContain('shop/web 10.244.9.9:8080 node edge-3: no-tunnel-address');
+    expect(text).toMatch(/^192\.168\.50\.1:20006\s+registered\s+cloud\s+10s\s+7\s+0$/m);
+    expect(text).toMatch(/^  edge-9\s+from 192\.168\.60\.2:40000, 5s$/m);
   });
 
   it('says the tunnel is off when the agent has none', () => {
