@@ -154,13 +154,14 @@ check_log "$tmp/leak.log" "the 1000-transaction leak check"
 
 # ---- 3b. LeakSanitizer: 10 000 connections through the relay core -----------------------------
 step "LeakSanitizer: 10000 connections through the native relay (splice, then 2000 with copy)"
-relay_core=(native/relay_core.cc native/sockopt_core.cc native/netns.cc native/syserror.cc)
-g++ "${cflags[@]}" -fsanitize=address,undefined test/native/relay_leak.cc "${relay_core[@]}" -lpthread -o "$tmp/relay_leak"
-# The tunnel harness (step 3d) is built in the background while the relay runs. A plain
-# executable links Debian's libssl/libcrypto dynamically and compiles against their headers (the
-# system include path; the addon's static, private copy is a node-only concern).
+# The relay core includes the tunnel (TLS, its codec): a plain executable links Debian's
+# libssl/libcrypto dynamically and compiles against their headers (the system include path; the
+# addon's static, private copy is a node-only concern).
+relay_core=(native/relay_core.cc native/tls_core.cc native/tunnel_proto.cc native/sockopt_core.cc native/netns.cc native/syserror.cc)
 read -r -a ssllibs <<<"$(pkg-config --libs openssl)"
-g++ "${cflags[@]}" -fsanitize=address,undefined test/native/tunnel_leak.cc "${relay_core[@]}" native/tls_core.cc native/tunnel_proto.cc native/certs_core.cc \
+g++ "${cflags[@]}" -fsanitize=address,undefined test/native/relay_leak.cc "${relay_core[@]}" "${ssllibs[@]}" -lpthread -o "$tmp/relay_leak"
+# The tunnel harness (step 3d) is built in the background while the relay runs.
+g++ "${cflags[@]}" -fsanitize=address,undefined test/native/tunnel_leak.cc "${relay_core[@]}" native/certs_core.cc \
   "${ssllibs[@]}" -lpthread -o "$tmp/tunnel_leak" >"$tmp/tunnel-build.log" 2>&1 &
 tunnel_build=$!
 rns="em-asanrelay-$$-$RANDOM"
