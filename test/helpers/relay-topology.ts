@@ -335,7 +335,12 @@ export async function createRelayTopology(opts: { label?: string } = {}): Promis
       async metrics(name) {
         const port = n[name].metricsPort;
         if (!port) throw new Error(`${name}: no agent metrics port`);
-        const r = await n[name].node.run('curl', ['-sS', '--max-time', '3', `http://127.0.0.1:${port}/metrics`]);
+        const r = await n[name].node.run('curl', ['-sS', '--max-time', '3', `http://127.0.0.1:${port}/metrics`], { allowFail: true });
+        if (r.code !== 0) {
+          const a = n[name].agent;
+          const state = !a ? 'no agent' : a.child.exitCode !== null || a.child.signalCode !== null ? `agent exited (code ${a.child.exitCode}, signal ${a.child.signalCode})` : 'agent still running';
+          throw new Error(`${name}: metrics scrape failed (curl exit ${r.code}: ${r.stderr.trim()}); ${state}; last log lines:\n${(a?.logs ?? []).slice(-8).map((l) => JSON.stringify(l)).join('\n')}\nstderr: ${(a?.stderr ?? '').slice(-3000)}`);
+        }
         const out: Record<string, number> = {};
         for (const l of r.stdout.split('\n')) {
           const m = /^(edgemesh_\S+(?:\{[^}]*\})?) (\S+)$/.exec(l);

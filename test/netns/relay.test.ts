@@ -2,11 +2,36 @@
 // dropped), reached through a cloud agent they keep registration sessions with. Real
 // `edgemesh-agent run` processes in namespaces (test/helpers/relay-topology.ts); every agent runs
 // with --tunnel-relay. Each test says what it proves; every wait and load loop is bounded.
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { describeNetns } from '../helpers/netns.js';
+import { describeNetns, type Netns } from '../helpers/netns.js';
 import { eventually } from '../helpers/agent.js';
-import { createRelayTopology, metricSum, TUNNEL_PORT, type RelayNodeName, type RelayTopology } from '../helpers/relay-topology.js';
+import { capture, tcpFlows, tlsRecords } from '../helpers/pcap.js';
+import { makeCa, issueWithOpenssl } from '../helpers/openssl.js';
+import { createRelayTopology, metricSum, TUNNEL_DRIVERS, TUNNEL_PORT, type RelayNodeName, type RelayTopology } from '../helpers/relay-topology.js';
 import type { ServerHandle } from '../helpers/tunnel-topology.js';
+
+const GiB = 1 << 30;
+
+async function bulk(from: Netns, o: { host: string; port: number; bytes: number; reply?: number; timeoutMs: number }) {
+  const r = await from.run(process.execPath, [join(TUNNEL_DRIVERS, 'client.mjs'), 'bulk', JSON.stringify(o)], { allowFail: true, timeoutMs: o.timeoutMs + 5_000 });
+  return JSON.parse(r.stdout.trim() || JSON.stringify({ error: r.stderr })) as { sentHash?: string; serverHash?: string; serverCount?: number; replyBytes?: number; replyOk?: boolean; error?: string };
+}
+
+/** The hand-made plaintext relay client (drivers/relay-plain.mjs). */
+async function plain(from: Netns, o: Record<string, unknown>) {
+  const r = await from.run(process.execPath, [join(TUNNEL_DRIVERS, 'relay-plain.mjs'), JSON.stringify(o)], { timeoutMs: 15_000 });
+  return JSON.parse(r.stdout.trim()) as { connected: boolean; recv: string; closed: string; ms: number };
+}
+
+/** The hand-made tunnel client (drivers/tunnel-request.mjs): mutual TLS, then `raw` bytes. */
+async function tlsRequest(from: Netns, o: Record<string, unknown>) {
+  const r = await from.run(process.execPath, [join(TUNNEL_DRIVERS, 'tunnel-request.mjs'), JSON.stringify({ timeoutMs: 4_000, ...o })], { timeoutMs: 15_000 });
+  return JSON.parse(r.stdout.trim()) as { handshake: boolean; status: number | null; statusBytes: string; reply: string; closed: string };
+}
+
+const hex = (s: string) => Buffer.from(s, 'latin1').toString('hex');
 
 describeNetns('relays: edge nodes behind NAT reached through a cloud relay', () => {
   let t: RelayTopology;
@@ -115,4 +140,276 @@ describeNetns('relays: edge nodes behind NAT reached through a cloud relay', () 
     }
     console.log(`relay status on cloud:\n${r.stdout.split('\n').filter((l) => /relay|regist|edge-/.test(l)).join('\n')}`);
   });
+
+  it('data: 1 GiB from the edge-2 pod to the Service on edge-1 arrives intact through the relay (sha256), within 90 s', async () => {
+    await ensureAgents();
+    const m0 = await t.metrics('cloud');
+    const t0 = Date.now();
+    const r = await bulk(pod('edge-2'), { host: '10.96.0.50', port: 9000, bytes: GiB, reply: 0, timeoutMs: 90_000 });
+    const secs = (Date.now() - t0) / 1000;
+    expect(r.error).toBeUndefined();
+    expect(r.serverCount).toBe(GiB);
+    expect(r.serverHash).toBe(r.sentHash);
+    console.log(`relay: 1 GiB edge-2 -> edge-1 in ${secs.toFixed(1)} s (${(1024 / secs).toFixed(0)} MiB/s)`);
+    const m1 = await t.metrics('cloud');
+    // the relay spliced it (ciphertext: a little more than the data)
+    expect(metricSum(m1, 'edgemesh_relay_bytes_total') - metricSum(m0, 'edgemesh_relay_bytes_total')).toBeGreaterThanOrEqual(GiB);
+  }, 120_000);
+
+  it('no plaintext: captures on the underlay (the relay\'s side and edge-1\'s NAT WAN side) never hold the page or request markers, while one on edge-1\'s pod link does; the relayed streams at the relay are join/data headers followed only by well-formed TLS records', async () => {
+    await ensureAgents();
+    const reqMarker = `REQ-MARKER-${randomBytes(6).toString('hex')}`;
+    const relaySide = await capture(t.nodes.cloud.node, t.nodes.cloud.uplinkIf, join(t.tmp, 'relay-ul.pcap'), { filter: `tcp port ${TUNNEL_PORT}` });
+    const wanSide = await capture(t.routers['edge-1'].ns, t.routers['edge-1'].wanIf, join(t.tmp, 'r1-wan.pcap'));
+    const podSide = await capture(t.nodes['edge-1'].node, t.nodes['edge-1'].nodePodIf!, join(t.tmp, 'e1-pod.pcap'));
+    let u: Buffer, w: Buffer, p: Buffer;
+    const m0 = await t.metrics('cloud');
+    try {
+      for (let i = 0; i < 3; i++) {
+        const r = await t.curl(pod('edge-2'), `${EDGE1}?m=${reqMarker}`);
+        expect(r.ok, r.stderr).toBe(true);
+        expect(r.body).toContain(t.markers.edge1);
+      }
+      const c = await t.curl(pod('cloud'), `${EDGE1}?m=${reqMarker}`);
+      expect(c.ok, c.stderr).toBe(true);
+      expect(c.body).toContain(t.markers.edge1);
+    } finally {
+      await new Promise((r) => setTimeout(r, 300));
+      u = await relaySide.stop();
+      w = await wanSide.stop();
+      p = await podSide.stop();
+    }
+    const m1 = await t.metrics('cloud');
+    expect(metricSum(m1, 'edgemesh_relay_joins_total', { result: 'ok' }) - metricSum(m0, 'edgemesh_relay_joins_total', { result: 'ok' })).toBe(4);
+    for (const [what, cap] of [['relay underlay', u], ['edge-1 WAN', w]] as const) {
+      expect(cap.length, what).toBeGreaterThan(2_000);
+      expect(cap.includes(t.markers.edge1), `${what}: page marker`).toBe(false);
+      expect(cap.includes(reqMarker), `${what}: request marker`).toBe(false);
+      expect(cap.includes('HTTP/1.1'), `${what}: HTTP`).toBe(false);
+    }
+    expect(p.includes(t.markers.edge1)).toBe(true);
+    expect(p.includes(reqMarker)).toBe(true);
+
+    // The relay's view: edge-2's joins (from its NAT router) and edge-1's data connections.
+    const flows = tcpFlows(u).filter((f) => f.complete && f.gaps === 0);
+    const joins = flows.filter((f) => f.client.startsWith('192.168.50.12:') && f.up.subarray(0, 4).toString('latin1') === 'EMJ1');
+    const datas = flows.filter((f) => f.client.startsWith('192.168.50.11:') && f.up.subarray(0, 4).toString('latin1') === 'EMD1');
+    expect(joins.length, flows.map((f) => `${f.key} ${f.up.subarray(0, 8).toString('hex')}`).join('\n')).toBe(3);
+    expect(datas.length).toBe(4); // 3 for edge-2's joins, 1 for the cloud's own (dialled on the relay's loopback)
+    const summary: string[] = [];
+    for (const f of joins) {
+      const nameLen = f.up[4]!;
+      expect(f.up.subarray(5, 5 + nameLen).toString('latin1')).toBe('edge-1');
+      expect(f.down.subarray(0, 5).toString('hex')).toBe(hex('EMJ1') + '00'); // "ok"
+      const up = tlsRecords(f.up.subarray(5 + nameLen), true);
+      const down = tlsRecords(f.down.subarray(5));
+      expect(up, `${f.key} dialler -> relay`).toMatchObject({ ok: true });
+      expect(down, `${f.key} relay -> dialler`).toMatchObject({ ok: true });
+      expect(up.types[0x17]).toBeGreaterThanOrEqual(1);
+      expect(down.types[0x17]).toBeGreaterThanOrEqual(1);
+      expect(f.up.includes(reqMarker) || f.down.includes(t.markers.edge1)).toBe(false);
+      summary.push(`join ${f.key}: up ${f.up.length} B in ${up.count} records ${JSON.stringify(up.types)}, down ${f.down.length} B in ${down.count} records ${JSON.stringify(down.types)}`);
+    }
+    for (const f of datas) {
+      const up = tlsRecords(f.up.subarray(4 + 16));
+      const down = tlsRecords(f.down, true);
+      expect(up, `${f.key} node -> relay`).toMatchObject({ ok: true });
+      expect(down, `${f.key} relay -> node`).toMatchObject({ ok: true });
+      expect(up.types[0x17]).toBeGreaterThanOrEqual(1);
+      expect(down.types[0x16]).toBeGreaterThanOrEqual(1);
+      summary.push(`data ${f.key}: up ${f.up.length} B in ${up.count} records, down ${f.down.length} B in ${down.count} records`);
+    }
+    console.log(`relay: what crossed the relay's underlay\n${summary.join('\n')}`);
+  });
+
+  // ---- refusals at the relay ----
+
+  it('refused: a registration without a client certificate (handshake failure "no-certificate"; the relay still holds only edge-1 and edge-2)', async () => {
+    await ensureAgents();
+    const m0 = await t.metrics('cloud');
+    const r = await tlsRequest(t.nodes['edge-2'].node, { connect: t.relay1, servername: 'cloud', ca: t.caFile, raw: '454d54310200' });
+    expect(r.status, JSON.stringify(r)).toBeNull();
+    const { value: m1 } = await eventually(() => t.metrics('cloud'), (m) => metricSum(m, 'edgemesh_tunnel_handshake_failures_total', { direction: 'in', reason: 'no-certificate' }) > metricSum(m0, 'edgemesh_tunnel_handshake_failures_total', { direction: 'in', reason: 'no-certificate' }), 3_000, 'no-certificate counted');
+    expect(metricSum(m1, 'edgemesh_tunnel_handshake_failures_total', { direction: 'in', reason: 'no-certificate' }) - metricSum(m0, 'edgemesh_tunnel_handshake_failures_total', { direction: 'in', reason: 'no-certificate' })).toBe(1);
+    expect(metricSum(m1, 'edgemesh_relay_registered_nodes')).toBe(2);
+  });
+
+  it('refused: a registration with a certificate named edge-1 from another CA ("unknown-ca"); edge-1\'s own registration is not replaced', async () => {
+    await ensureAgents();
+    const dir = join(t.tmp, 'rogue');
+    const ca = await makeCa(dir, 'rogue CA');
+    const leaf = await issueWithOpenssl({ dir, caCert: ca.cert, caKey: ca.key, name: 'edge-1', file: 'edge-1' });
+    const m0 = await t.metrics('cloud');
+    const r = await tlsRequest(t.nodes['edge-2'].node, { connect: t.relay1, servername: 'cloud', ca: t.caFile, cert: leaf.cert, key: leaf.key, raw: '454d54310200' });
+    expect(r.status, JSON.stringify(r)).toBeNull();
+    const { value: m1 } = await eventually(() => t.metrics('cloud'), (m) => metricSum(m, 'edgemesh_tunnel_handshake_failures_total', { direction: 'in', reason: 'unknown-ca' }) > metricSum(m0, 'edgemesh_tunnel_handshake_failures_total', { direction: 'in', reason: 'unknown-ca' }), 3_000, 'unknown-ca counted');
+    expect(metricSum(m1, 'edgemesh_tunnel_handshake_failures_total', { direction: 'in', reason: 'unknown-ca' }) - metricSum(m0, 'edgemesh_tunnel_handshake_failures_total', { direction: 'in', reason: 'unknown-ca' })).toBe(1);
+    expect(metricSum(m1, 'edgemesh_relay_registered_nodes')).toBe(2);
+    const e1 = await t.curl(pod('edge-2'), EDGE1);
+    expect(e1.body).toContain(t.markers.edge1);
+  });
+
+  it('control: the same hand-made registration with a certificate of the cluster CA (node "edge-3") is answered ok and counted while it lasts', async () => {
+    await ensureAgents();
+    await t.cli(['certs', 'issue', '--dir', t.certsDir, '--node', 'edge-3']);
+    const req = tlsRequest(t.nodes['edge-2'].node, { connect: t.relay1, servername: 'cloud', ca: t.caFile, cert: join(t.certsDir, 'edge-3.pem'), key: join(t.certsDir, 'edge-3.key'), raw: '454d54310200', timeoutMs: 3_000 });
+    const during = await eventually(() => t.metrics('cloud'), (m) => metricSum(m, 'edgemesh_relay_registered_nodes') === 3, 3_000, 'edge-3 registered');
+    expect(metricSum(during.value, 'edgemesh_relay_registered_nodes')).toBe(3);
+    const r = await req;
+    expect(r.status, JSON.stringify(r)).toBe(0);
+    await eventually(() => t.metrics('cloud'), (m) => metricSum(m, 'edgemesh_relay_registered_nodes') === 2, 5_000, 'edge-3 gone with its session');
+  });
+
+  it('refused: a join to a node that is not registered (answer "EMJ1" 6, "not-registered" counted), while the same hand-made join to edge-1 is answered ok', async () => {
+    await ensureAgents();
+    const m0 = await t.metrics('cloud');
+    const no = await plain(t.nodes['edge-2'].node, { connect: t.relay1, join: 'edge-9' });
+    expect(no.connected).toBe(true);
+    expect(no.recv).toBe(hex('EMJ1') + '06');
+    expect(no.closed).toMatch(/^(end|error ECONNRESET)$/);
+    const ok = await plain(t.nodes['edge-2'].node, { connect: t.relay1, join: 'edge-1', waitMs: 1_000 });
+    expect(ok.recv.slice(0, 10)).toBe(hex('EMJ1') + '00');
+    const { value: m1 } = await eventually(() => t.metrics('cloud'), (m) => metricSum(m, 'edgemesh_relay_joins_total', { result: 'not-registered' }) > metricSum(m0, 'edgemesh_relay_joins_total', { result: 'not-registered' }), 3_000, 'not-registered counted');
+    expect(metricSum(m1, 'edgemesh_relay_joins_total', { result: 'not-registered' }) - metricSum(m0, 'edgemesh_relay_joins_total', { result: 'not-registered' })).toBe(1);
+    expect(metricSum(m1, 'edgemesh_relay_joins_total', { result: 'ok' }) - metricSum(m0, 'edgemesh_relay_joins_total', { result: 'ok' })).toBe(1);
+  });
+
+  it('refused: a data connection with a token no join waits for is closed without an answer ("unknown-token" counted)', async () => {
+    await ensureAgents();
+    const m0 = await t.metrics('cloud');
+    const r = await plain(t.nodes['edge-2'].node, { connect: t.relay1, data: randomBytes(16).toString('hex') });
+    expect(r.connected).toBe(true);
+    expect(r.recv).toBe('');
+    expect(r.closed).toMatch(/^(end|error ECONNRESET)$/);
+    expect(r.ms).toBeLessThan(2_000);
+    const { value: m1 } = await eventually(() => t.metrics('cloud'), (m) => metricSum(m, 'edgemesh_relay_joins_total', { result: 'unknown-token' }) > metricSum(m0, 'edgemesh_relay_joins_total', { result: 'unknown-token' }), 3_000, 'unknown-token counted');
+    expect(metricSum(m1, 'edgemesh_relay_joins_total', { result: 'unknown-token' }) - metricSum(m0, 'edgemesh_relay_joins_total', { result: 'unknown-token' })).toBe(1);
+  });
+
+  it('flood: 2 000 unauthenticated connections (silent, or half a join header) keep edgemesh_tunnel_pending_handshakes at or under 1 024, the excess is reset and counted, and relayed connections work afterwards', async () => {
+    await ensureAgents();
+    const m0 = await t.metrics('cloud');
+    const COUNT = 2_000;
+    const flood = t.nodes['cloud-2'].node.run(process.execPath, [join(TUNNEL_DRIVERS, 'relay-flood.mjs'), JSON.stringify({ connect: t.relay1, count: COUNT, halfHex: hex('EMJ1'), holdMs: 7_000 })], { timeoutMs: 30_000 });
+    let maxPending = 0;
+    const samples: number[] = [];
+    let done = false;
+    void flood.finally(() => (done = true));
+    const t0 = Date.now();
+    while (!done && Date.now() - t0 < 25_000) {
+      const m = await t.metrics('cloud');
+      const p = metricSum(m, 'edgemesh_tunnel_pending_handshakes');
+      samples.push(p);
+      maxPending = Math.max(maxPending, p);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const f = JSON.parse((await flood).stdout.trim()) as { opened: number; connectErrors: number; endedByPeer: number; endedEarlyMs: number[]; openAtHoldEnd: number; errors: Record<string, number> };
+    const m1 = await t.metrics('cloud');
+    const limited = metricSum(m1, 'edgemesh_tunnel_pending_limit_total') - metricSum(m0, 'edgemesh_tunnel_pending_limit_total');
+    const timedOut = metricSum(m1, 'edgemesh_tunnel_handshake_failures_total', { direction: 'in', reason: 'timeout' }) - metricSum(m0, 'edgemesh_tunnel_handshake_failures_total', { direction: 'in', reason: 'timeout' });
+    console.log(`relay flood: ${JSON.stringify(f)}; pending max ${maxPending} over ${samples.length} samples; reset at the limit ${limited}; timed out ${timedOut}`);
+    expect(f.opened + f.connectErrors).toBe(COUNT);
+    expect(maxPending).toBeGreaterThan(900); // the flood did fill the pending set
+    expect(maxPending).toBeLessThanOrEqual(1_024);
+    expect(limited).toBeGreaterThanOrEqual(COUNT - 1_024 - 50);
+    // every flood connection was ended by the relay: at the limit at once, the rest at the handshake timeout
+    expect(f.openAtHoldEnd).toBe(0);
+    expect(timedOut).toBeGreaterThanOrEqual(900);
+    await eventually(() => t.metrics('cloud'), (m) => metricSum(m, 'edgemesh_tunnel_pending_handshakes') === 0, 5_000, 'pending back to 0');
+    // legitimate relayed connections still work, and the registrations survived
+    const r = await eventually(() => t.curl(pod('edge-2'), EDGE1), (x) => x.ok, 5_000, 'edge-2 -> edge-1 after the flood');
+    expect(r.value.body).toContain(t.markers.edge1);
+    expect((await t.curl(pod('cloud'), EDGE1)).body).toContain(t.markers.edge1);
+    expect(metricSum(await t.metrics('cloud'), 'edgemesh_relay_registered_nodes')).toBe(2);
+  }, 60_000);
+
+  it('load: 1 000 concurrent relayed connections edge-2 pod -> echo on edge-1 (all open at once, each echoed, then closed) within 60 s; afterwards the relay\'s and the edges\' agents are back to their fd baseline', async () => {
+    await ensureAgents();
+    expect((await t.curl(pod('edge-2'), EDGE1)).ok).toBe(true);
+    await new Promise((r) => setTimeout(r, 3_000)); // pooled pipes idle out in 2 s
+    const who = ['cloud', 'edge-1', 'edge-2'] as const;
+    const base = Object.fromEntries(who.map((n) => [n, t.fdCount(n)])) as Record<(typeof who)[number], number>;
+    const m0 = await t.metrics('cloud');
+    const child = pod('edge-2').spawn(process.execPath, [join(TUNNEL_DRIVERS, 'relay-load.mjs'), JSON.stringify({ host: '10.96.0.50', port: 7000, count: 1_000, batch: 100, gapMs: 150, size: 100, holdMs: 1_000, timeoutMs: 60_000 })]);
+    let out = '';
+    let peak: Record<string, number> | undefined;
+    const t0 = Date.now();
+    const result = await new Promise<string>((resolveP, reject) => {
+      const timer = setTimeout(() => reject(new Error(`load driver: no result in 70 s: ${out}`)), 70_000);
+      child.stdout!.on('data', (d: Buffer) => {
+        out += d.toString();
+        if (!peak && out.includes('holding\n')) peak = Object.fromEntries(who.map((n) => [n, t.fdCount(n)]));
+      });
+      child.on('exit', () => {
+        clearTimeout(timer);
+        resolveP(out.split('\n').filter(Boolean).pop() ?? '');
+      });
+    });
+    const r = JSON.parse(result) as { ok: number; failed: number; errors: string[]; simultaneous: number; openedMs: number; echoedMs: number; totalMs: number };
+    console.log(`relay load: ${JSON.stringify(r)} in ${Date.now() - t0} ms; fds baseline ${JSON.stringify(base)}, while held ${JSON.stringify(peak)}`);
+    expect(r.failed, JSON.stringify(r.errors)).toBe(0);
+    expect(r.ok).toBe(1_000);
+    expect(r.simultaneous).toBe(1_000);
+    // all of them went through the relay and were held there at once (two sockets each)
+    const m1 = await t.metrics('cloud');
+    expect(metricSum(m1, 'edgemesh_relay_joins_total', { result: 'ok' }) - metricSum(m0, 'edgemesh_relay_joins_total', { result: 'ok' })).toBe(1_000);
+    expect((peak?.cloud ?? 0) - base.cloud).toBeGreaterThanOrEqual(2_000);
+    const slack = 8;
+    const back = await eventually(async () => Object.fromEntries(who.map((n) => [n, t.fdCount(n)])) as Record<string, number>, (c) => who.every((n) => c[n]! <= base[n] + slack), 15_000, `fds back to the baseline ${JSON.stringify(base)} (+${slack})`);
+    console.log(`relay load: fds back to ${JSON.stringify(back.value)} ${back.ms} ms after the connections closed`);
+  }, 120_000);
+
+  it('restart: the relay agent is SIGKILLed and restarted; every path (cloud -> edge-1, edge-1 -> cloud, edge-2 -> edge-1, edge-1 -> edge-2) is back within 30 s', async () => {
+    await ensureAgents();
+    await t.stopAgent('cloud', 'SIGKILL');
+    const killedAt = Date.now();
+    expect((await t.curl(pod('edge-2'), EDGE1, 2)).ok).toBe(false); // the relay really is gone
+    const startAt = Date.now();
+    await t.startAgent('cloud');
+    const paths = [['cloud', EDGE1, t.markers.edge1], ['edge-1', CLOUD, t.markers.cloud], ['edge-2', EDGE1, t.markers.edge1], ['edge-1', EDGE2, t.markers.edge2]] as const;
+    const times: Record<string, number> = {};
+    await Promise.all(paths.map(async ([from, url, marker]) => {
+      const { value } = await eventually(() => t.curl(pod(from), url, 2), (r) => r.ok, 30_000 - (Date.now() - startAt), `${from} -> ${url} after the relay restart`);
+      expect(value.body).toContain(marker);
+      times[`${from} -> ${url}`] = Date.now() - startAt;
+    }));
+    const regMs = await t.waitRegistered('cloud', ['edge-1', 'edge-2'], Math.max(1, 30_000 - (Date.now() - startAt)));
+    const all = Date.now() - startAt;
+    console.log(`relay restart: all paths back ${all} ms after the restart began (${Date.now() - killedAt} ms after the SIGKILL): ${JSON.stringify(times)}; registrations ${regMs} ms after the last path`);
+    expect(all).toBeLessThan(30_000);
+  }, 60_000);
+
+  it('two relays: every agent lists both; with either relay agent down, the other one carries edge-2 -> edge-1 and edge-1 -> edge-2', async () => {
+    relayArgs = ['--tunnel-relay', t.relay1, '--tunnel-relay', t.relay2];
+    for (const n of ['cloud', 'edge-1', 'edge-2'] as const) await t.stopAgent(n, 'SIGTERM');
+    await t.startAgent('cloud-2', relayArgs);
+    for (const n of ['cloud', 'edge-1', 'edge-2'] as const) await t.startAgent(n, relayArgs);
+    await t.waitRegistered('cloud', ['edge-1', 'edge-2']);
+    await t.waitRegistered('cloud-2', ['edge-1', 'edge-2']);
+    const joinsOk = async (n: RelayNodeName) => metricSum(await t.metrics(n), 'edgemesh_relay_joins_total', { result: 'ok' });
+    const carry = async (label: string) => {
+      const t0 = Date.now();
+      const a = await eventually(() => t.curl(pod('edge-2'), EDGE1, 3), (r) => r.ok, 15_000, `${label}: edge-2 -> edge-1`);
+      expect(a.value.body).toContain(t.markers.edge1);
+      const b = await eventually(() => t.curl(pod('edge-1'), EDGE2, 3), (r) => r.ok, 15_000, `${label}: edge-1 -> edge-2`);
+      expect(b.value.body).toContain(t.markers.edge2);
+      return Date.now() - t0;
+    };
+
+    // relay 2 down: relay 1 carries it
+    const c1 = await joinsOk('cloud');
+    await t.stopAgent('cloud-2', 'SIGKILL');
+    const ms2 = await carry('cloud-2 down');
+    expect(await joinsOk('cloud') - c1).toBeGreaterThanOrEqual(2);
+
+    // relay 2 back, relay 1 down: relay 2 carries it
+    await t.startAgent('cloud-2');
+    await t.waitRegistered('cloud-2', ['edge-1', 'edge-2']);
+    const c2 = await joinsOk('cloud-2');
+    await t.stopAgent('cloud', 'SIGKILL');
+    const ms1 = await carry('cloud down');
+    expect(await joinsOk('cloud-2') - c2).toBeGreaterThanOrEqual(2);
+    console.log(`relay failover: with cloud-2 down both edge paths worked after ${ms2} ms, with cloud down after ${ms1} ms`);
+    await t.startAgent('cloud');
+  }, 90_000);
 });
