@@ -3,7 +3,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-/** One target of issue 7, as measured in this run. `met: null` (with `why`) when not measured. */
+/** One benchmark target, as measured in this run. `met: null` (with `why`) when not measured. */
 export interface TargetResult {
   name: string;
   /** Measured in this run; null when not measured. */
@@ -118,7 +118,7 @@ export function renderTargetsText(targets: readonly TargetResult[]): string {
 
 function targetsTable(targets: readonly TargetResult[]): Table {
   return {
-    title: 'Targets (issue 7)',
+    title: 'Targets',
     columns: ['target', 'value', 'unit', 'wanted', 'met'],
     rows: targets.map((t) => [t.name, t.value, t.unit, t.target, t.met === null ? `not measured: ${t.why ?? ''}` : t.met ? 'MET' : 'MISSED' + (t.why ? ` (${t.why})` : '')]),
   };

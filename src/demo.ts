@@ -2,7 +2,7 @@
 //
 //   pod ns (10.244.0.2) --veth-- node ns (agent + kube-proxy rules) --veth-- backend ns (10.244.1.x)
 //
-// It loads kube-proxy's real rule dump (../shared/fixtures when present) plus kube-proxy-shaped
+// It loads kube-proxy's real rule dump (test/fixtures/kube-proxy when present) plus kube-proxy-shaped
 // rules for the demo's services, writes the seed's services into a watched directory, runs the
 // agent in the node namespace, prints the nat table as the seed shows it, sends traffic to a
 // proxied and an ignored service, shows which path each took (counters), and removes everything.
@@ -133,7 +133,7 @@ const KUBE_PROXY_SERVICES: KubeProxyService[] = [
 ];
 
 function fixtureDir(): string | undefined {
-  const candidates = [process.env.EDGEMESH_FIXTURES, resolve(here, '..', '..', '..', 'shared', 'fixtures'), resolve(here, '..', '..', 'test', 'fixtures', 'kube-proxy')];
+  const candidates = [process.env.EDGEMESH_FIXTURES, resolve(here, '..', '..', 'test', 'fixtures', 'kube-proxy')];
   return candidates.find((c): c is string => !!c && existsSync(join(c, 'kube-proxy-iptables-restore-TestOverallIPTablesRules.txt')));
 }
 

@@ -2,7 +2,7 @@
 // (pkg/proxy/iptables/proxier.go): KUBE-SERVICES -> KUBE-SVC-<hash> -> KUBE-SEP-<hash> with a
 // DNAT per endpoint, random probability per endpoint, KUBE-MARK-MASQ for off-cluster sources.
 // The demo and the bench use it to play kube-proxy with services of their own; the real dumps
-// in ../shared/fixtures are loaded beside it.
+// in test/fixtures/kube-proxy are loaded beside it.
 import { createHash } from 'node:crypto';
 import type { Family } from '../rules.js';
 

@@ -1,4 +1,5 @@
-// Real kube-proxy rule dumps (../shared/fixtures/) loaded into a namespace, as kube-proxy writes them.
+// Real kube-proxy rule dumps (test/fixtures/kube-proxy/, from kube-proxy's own tests) loaded into a
+// namespace, as kube-proxy writes them.
 import { readFileSync, existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -6,12 +7,9 @@ import type { Netns } from './netns.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
-/**
- * ../shared/fixtures beside the repo, else the copy vendored in test/fixtures/kube-proxy (for
- * containers and clones without shared/); EDGEMESH_FIXTURES overrides both.
- */
+/** test/fixtures/kube-proxy; EDGEMESH_FIXTURES overrides it. */
 export function fixturesDir(): string {
-  const candidates = [process.env.EDGEMESH_FIXTURES, resolve(here, '..', '..', '..', 'shared', 'fixtures'), resolve(here, '..', 'fixtures', 'kube-proxy')].filter(
+  const candidates = [process.env.EDGEMESH_FIXTURES, resolve(here, '..', 'fixtures', 'kube-proxy')].filter(
     (p): p is string => !!p,
   );
   for (const c of candidates) if (existsSync(join(c, 'kube-proxy-iptables-restore-TestOverallIPTablesRules.txt'))) return c;
