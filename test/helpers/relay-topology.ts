@@ -86,7 +86,7 @@ export interface RelayTopology {
   cli(args: string[]): Promise<RunResult>;
   writeManifest(file: string, yaml: string): void;
   startServers(name: RelayNodeName, specs: { kind: 'http' | 'sink' | 'echo'; host: string; port: number; marker?: string }[]): Promise<ServerHandle>;
-  /** `edgemesh-agent run` on the node; resolves after the metrics line, the first sync and its tunnel listener. */
+  /** `edgemesh-agent run` on the node; resolves after the metrics line, the first sync (/readyz) and its tunnel listener. */
   startAgent(name: RelayNodeName, extraArgs?: string[]): Promise<AgentProcess>;
   stopAgent(name: RelayNodeName, signal?: NodeJS.Signals): Promise<number | null>;
   metrics(name: RelayNodeName): Promise<Record<string, number>>;
@@ -314,10 +314,17 @@ export async function createRelayTopology(opts: { label?: string } = {}): Promis
         side.agent = agent;
         const line = await agent.waitFor((l) => typeof l.msg === 'string' && l.msg.startsWith('metrics and health on'), 15_000, `${name}: metrics line`);
         side.metricsPort = Number(line.port ?? /:(\d+)\//.exec(String(line.msg))?.[1]);
-        await agent.waitFor((l) => typeof l.msg === 'string' && l.msg.startsWith('sync ('), 15_000, `${name}: first sync`);
+        // The first sync: /readyz (a restart over the rules a killed agent left logs no change).
         const t0 = Date.now();
+        for (;;) {
+          const r = await side.node.run('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '2', `http://127.0.0.1:${side.metricsPort}/readyz`], { allowFail: true });
+          if (r.stdout.trim() === '200') break;
+          if (agent.child.exitCode !== null) throw new Error(`${name}: agent exited ${agent.child.exitCode}: ${agent.stderr.slice(-2000)}`);
+          if (Date.now() - t0 > 15_000) throw new Error(`${name}: /readyz not 200 15 s after the metrics line; last log lines:\n${agent.logs.slice(-10).map((l) => JSON.stringify(l)).join('\n')}`);
+          await new Promise((r2) => setTimeout(r2, 50));
+        }
         while (!(await listening(name))) {
-          if (Date.now() - t0 > 10_000) throw new Error(`${name}: nothing listens on port ${TUNNEL_PORT} 10 s after the first sync; last log lines:\n${agent.logs.slice(-10).map((l) => JSON.stringify(l)).join('\n')}\n${agent.stderr.slice(-1000)}`);
+          if (Date.now() - t0 > 25_000) throw new Error(`${name}: nothing listens on port ${TUNNEL_PORT} 10 s after the first sync; last log lines:\n${agent.logs.slice(-10).map((l) => JSON.stringify(l)).join('\n')}\n${agent.stderr.slice(-1000)}`);
           if (agent.child.exitCode !== null) throw new Error(`${name}: agent exited ${agent.child.exitCode}: ${agent.stderr.slice(-2000)}`);
           await new Promise((r) => setTimeout(r, 50));
         }
@@ -388,4 +395,10 @@ export async function createRelayTopology(opts: { label?: string } = {}): Promis
     await destroy();
     throw e;
   }
+}
+
+/** Whether the node's agent process is still running (not exited, not killed by a signal). */
+export function agentAlive(n: RelayNode): boolean {
+  const a = n.agent;
+  return !!a && a.child.exitCode === null && a.child.signalCode === null;
 }
