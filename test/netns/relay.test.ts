@@ -70,15 +70,14 @@ describeNetns('relays: edge nodes behind NAT reached through a cloud relay', () 
 
   it('without agents: no edge pod reaches the other edge\'s pod or the cloud pod, the cloud pod cannot reach an edge pod, and the cloud cannot dial an edge node (the NAT drops it) while the edge can dial out', async () => {
     const before = conns(e1Srv) + conns(e2Srv) + conns(cloudSrv);
-    for (const [from, url] of [
+    const tries = [
       ['edge-2', 'http://10.244.2.10:8080/'],
       ['edge-1', 'http://10.244.3.10:8080/'],
       ['cloud', 'http://10.244.2.10:8080/'],
       ['edge-1', 'http://10.244.1.10:8080/'],
-    ] as const) {
-      const r = await t.curl(pod(from), url, 2);
-      expect(r.ok, `${from} pod -> ${url}: ${r.body}`).toBe(false);
-    }
+    ] as const;
+    const results = await Promise.all(tries.map(([from, url]) => t.curl(pod(from), url, 2)));
+    results.forEach((r, i) => expect(r.ok, `${tries[i]![0]} pod -> ${tries[i]![1]}: ${r.body}`).toBe(false));
     expect(conns(e1Srv) + conns(e2Srv) + conns(cloudSrv)).toBe(before);
     // The edge node is reachable on its LAN (a closed port answers with a reset) ...
     expect(await t.probe(t.routers['edge-1'].ns, '10.0.1.2', TUNNEL_PORT)).toBe('refused');
@@ -287,40 +286,114 @@ describeNetns('relays: edge nodes behind NAT reached through a cloud relay', () 
     expect(metricSum(m1, 'edgemesh_relay_joins_total', { result: 'unknown-token' }) - metricSum(m0, 'edgemesh_relay_joins_total', { result: 'unknown-token' })).toBe(1);
   });
 
-  it('load: 1 000 concurrent relayed connections edge-2 pod -> echo on edge-1 (all open at once, each echoed, then closed) within 60 s; afterwards the relay\'s and the edges\' agents are back to their fd baseline', async () => {
+  const timeoutCount = (m: Record<string, number>) =>
+    metricSum(m, 'edgemesh_tunnel_handshake_failures_total', { direction: 'in', reason: 'timeout' }) + metricSum(m, 'edgemesh_relay_joins_total', { result: 'timeout' });
+
+  const heldPastTimeout = async (what: string, raw: string) => {
     await ensureAgents();
+    const m0 = await t.metrics('cloud');
+    const r = await plain(t.nodes['edge-2'].node, { connect: t.relay1, raw, waitMs: 8_000 });
+    expect(r.connected).toBe(true);
+    expect(r.recv).toBe('');
+    expect(r.closed, JSON.stringify(r)).toMatch(/^(end|error ECONNRESET)$/);
+    expect(r.ms).toBeGreaterThanOrEqual(4_500); // the handshake timeout (5 s), not earlier
+    expect(r.ms).toBeLessThan(7_000);
+    await new Promise((res) => setTimeout(res, 1_500));
+    const a = t.nodes.cloud.agent!;
+    expect(agentAlive(t.nodes.cloud), `relay agent after ${what} reached the handshake timeout: exited with code ${a.child.exitCode}, signal ${a.child.signalCode}`).toBe(true);
+    const m1 = await t.metrics('cloud');
+    expect(timeoutCount(m1) - timeoutCount(m0)).toBe(1);
+    // and it still relays
+    expect((await eventually(() => t.curl(pod('edge-2'), EDGE1), (x) => x.ok, 5_000, 'edge-2 -> edge-1')).value.body).toContain(t.markers.edge1);
+  };
+
+  it('bounded: a connection to the relay that sends nothing is closed at the handshake timeout (5 s), counted, and the relay agent lives on', async () => {
+    await heldPastTimeout('a silent connection', '');
+  }, 30_000);
+
+  it('bounded: a connection to the relay that sends half a join header is closed at the handshake timeout (5 s), counted, and the relay agent lives on', async () => {
+    await heldPastTimeout('half a join header', hex('EMJ1') + '06' + hex('ed'));
+  }, 30_000);
+
+  type LoadResult = { ok: number; failed: number; errors: string[]; simultaneous: number; openedMs: number; echoedMs: number; totalMs: number };
+  const LOADED = ['cloud', 'edge-1', 'edge-2'] as const;
+  const fds = () => Object.fromEntries(LOADED.map((n) => [n, t.fdCount(n)])) as Record<(typeof LOADED)[number], number>;
+
+  /**
+   * `count` echo connections edge-2 pod -> shop/edge1-web:7000 (drivers/relay-load.mjs), opened
+   * `batch` at a time every `gapMs`, all held until every one has echoed or failed. Returns the
+   * driver's result, the fds of the three agents before (pipes idled out) and while held, the
+   * most joins seen pending at the relay, and the counters of the three agents before and after.
+   */
+  const load = async (count: number, batch: number, gapMs: number) => {
     expect((await t.curl(pod('edge-2'), EDGE1)).ok).toBe(true);
     await new Promise((r) => setTimeout(r, 3_000)); // pooled pipes idle out in 2 s
-    const who = ['cloud', 'edge-1', 'edge-2'] as const;
-    const base = Object.fromEntries(who.map((n) => [n, t.fdCount(n)])) as Record<(typeof who)[number], number>;
-    const m0 = await t.metrics('cloud');
-    const child = pod('edge-2').spawn(process.execPath, [join(TUNNEL_DRIVERS, 'relay-load.mjs'), JSON.stringify({ host: '10.96.0.50', port: 7000, count: 1_000, batch: 100, gapMs: 150, size: 100, holdMs: 1_000, timeoutMs: 60_000 })]);
+    const base = fds();
+    const before = { cloud: await t.metrics('cloud'), 'edge-1': await t.metrics('edge-1'), 'edge-2': await t.metrics('edge-2') };
+    const child = pod('edge-2').spawn(process.execPath, [join(TUNNEL_DRIVERS, 'relay-load.mjs'), JSON.stringify({ host: '10.96.0.50', port: 7000, count, batch, gapMs, size: 100, holdMs: 1_000, timeoutMs: 60_000 })]);
     let out = '';
-    let peak: Record<string, number> | undefined;
+    let held: Record<string, number> | undefined;
     const t0 = Date.now();
-    const result = await new Promise<string>((resolveP, reject) => {
+    let maxPendingJoins = 0;
+    let sampling = true;
+    const sampler = (async () => {
+      while (sampling && Date.now() - t0 < 70_000) {
+        const m = await t.metrics('cloud').catch(() => undefined);
+        if (m) maxPendingJoins = Math.max(maxPendingJoins, metricSum(m, 'edgemesh_relay_pending_joins'));
+        await new Promise((r2) => setTimeout(r2, 50));
+      }
+    })();
+    const line = await new Promise<string>((resolveP, reject) => {
       const timer = setTimeout(() => reject(new Error(`load driver: no result in 70 s: ${out}`)), 70_000);
       child.stdout!.on('data', (d: Buffer) => {
         out += d.toString();
-        if (!peak && out.includes('holding\n')) peak = Object.fromEntries(who.map((n) => [n, t.fdCount(n)]));
+        if (!held && out.includes('holding\n')) held = fds();
       });
       child.on('exit', () => {
         clearTimeout(timer);
         resolveP(out.split('\n').filter(Boolean).pop() ?? '');
       });
     });
-    const r = JSON.parse(result) as { ok: number; failed: number; errors: string[]; simultaneous: number; openedMs: number; echoedMs: number; totalMs: number };
-    console.log(`relay load: ${JSON.stringify(r)} in ${Date.now() - t0} ms; fds baseline ${JSON.stringify(base)}, while held ${JSON.stringify(peak)}`);
+    sampling = false;
+    await sampler;
+    const r = JSON.parse(line) as LoadResult;
+    const after = { cloud: await t.metrics('cloud'), 'edge-1': await t.metrics('edge-1'), 'edge-2': await t.metrics('edge-2') };
+    const delta = (n: (typeof LOADED)[number], name: string, labels: Record<string, string> = {}) => metricSum(after[n], name, labels) - metricSum(before[n], name, labels);
+    console.log(`relay load ${count} in batches of ${batch} every ${gapMs} ms: ${JSON.stringify(r)} in ${Date.now() - t0} ms; at most ${maxPendingJoins} joins pending at the relay; fds before ${JSON.stringify(base)}, while held ${JSON.stringify(held)}; relay joins ok +${delta('cloud', 'edgemesh_relay_joins_total', { result: 'ok' })}, over-limit +${delta('cloud', 'edgemesh_relay_joins_total', { result: 'over-limit' })}, rate-limited +${delta('cloud', 'edgemesh_relay_joins_total', { result: 'rate-limited' })}`);
+    return { r, base, held, maxPendingJoins, delta };
+  };
+
+  /** Waits until the three agents' fd counts are back to `base` (+ slack). */
+  const fdsBack = async (base: Record<string, number>, slack = 8) => {
+    const back = await eventually(async () => fds() as Record<string, number>, (c) => LOADED.every((n) => c[n]! <= base[n]! + slack), 15_000, `fds back to the baseline ${JSON.stringify(base)} (+${slack})`);
+    console.log(`relay load: fds back to ${JSON.stringify(back.value)} ${back.ms} ms after the connections closed`);
+  };
+
+  it('load: 1 000 concurrent relayed connections edge-2 pod -> echo on edge-1 (opened at 200/s, all held open at once, each echoed, then closed) within 60 s; afterwards the relay\'s and the edges\' agents are back to their fd baseline', async () => {
+    await ensureAgents();
+    const { r, base, held, delta } = await load(1_000, 20, 100);
     expect(r.failed, JSON.stringify(r.errors)).toBe(0);
     expect(r.ok).toBe(1_000);
     expect(r.simultaneous).toBe(1_000);
     // all of them went through the relay and were held there at once (two sockets each)
-    const m1 = await t.metrics('cloud');
-    expect(metricSum(m1, 'edgemesh_relay_joins_total', { result: 'ok' }) - metricSum(m0, 'edgemesh_relay_joins_total', { result: 'ok' })).toBe(1_000);
-    expect((peak?.cloud ?? 0) - base.cloud).toBeGreaterThanOrEqual(2_000);
-    const slack = 8;
-    const back = await eventually(async () => Object.fromEntries(who.map((n) => [n, t.fdCount(n)])) as Record<string, number>, (c) => who.every((n) => c[n]! <= base[n] + slack), 15_000, `fds back to the baseline ${JSON.stringify(base)} (+${slack})`);
-    console.log(`relay load: fds back to ${JSON.stringify(back.value)} ${back.ms} ms after the connections closed`);
+    expect(delta('cloud', 'edgemesh_relay_joins_total', { result: 'ok' })).toBe(1_000);
+    expect(delta('edge-1', 'edgemesh_relay_data_connections_total', { result: 'ok' })).toBe(1_000);
+    expect((held?.cloud ?? 0) - base.cloud).toBeGreaterThanOrEqual(2_000);
+    await fdsBack(base);
+  }, 120_000);
+
+  it('burst: 1 000 relayed connections opened at once exceed the relay\'s 256 pending joins: the excess is refused at once as over-limit (counted at the relay and at the dialler, nothing else fails), the rest is echoed, and fds return to their baseline', async () => {
+    await ensureAgents();
+    const { r, base, maxPendingJoins, delta } = await load(1_000, 1_000, 0);
+    expect(r.ok + r.failed).toBe(1_000);
+    expect(maxPendingJoins).toBeLessThanOrEqual(256);
+    const overLimit = delta('cloud', 'edgemesh_relay_joins_total', { result: 'over-limit' }) + delta('cloud', 'edgemesh_relay_joins_total', { result: 'rate-limited' });
+    expect(delta('cloud', 'edgemesh_relay_joins_total', { result: 'ok' })).toBe(r.ok);
+    expect(overLimit).toBe(r.failed);
+    expect(delta('edge-2', 'edgemesh_relay_dial_joins_total', { result: 'over-limit' })).toBe(r.failed);
+    expect(r.ok).toBeGreaterThanOrEqual(256);
+    expect(r.totalMs).toBeLessThan(30_000);
+    await fdsBack(base);
   }, 120_000);
 
   it('flood: 2 000 unauthenticated connections (silent, or half a join header) keep edgemesh_tunnel_pending_handshakes at or under 1 024, the excess is reset and counted, and relayed connections work afterwards', async () => {
@@ -397,37 +470,59 @@ describeNetns('relays: edge nodes behind NAT reached through a cloud relay', () 
     expect(all).toBeLessThan(30_000);
   }, 60_000);
 
-  it('two relays: every agent lists both; with either relay agent down, the other one carries edge-2 -> edge-1 and edge-1 -> edge-2', async () => {
+  it('two relays: every agent lists both and each edge registers with both; with the relay used last silently dropping packets, or either relay agent killed, the other one carries edge-2 -> edge-1 and edge-1 -> edge-2', async () => {
     relayArgs = ['--tunnel-relay', t.relay1, '--tunnel-relay', t.relay2];
     for (const n of ['cloud', 'edge-1', 'edge-2'] as const) await t.stopAgent(n, 'SIGTERM');
     await t.startAgent('cloud-2', relayArgs);
     for (const n of ['cloud', 'edge-1', 'edge-2'] as const) await t.startAgent(n, relayArgs);
     await t.waitRegistered('cloud', ['edge-1', 'edge-2']);
     await t.waitRegistered('cloud-2', ['edge-1', 'edge-2']);
+    for (const e of ['edge-1', 'edge-2'] as const) {
+      const st = await t.status(e);
+      for (const relay of [t.relay1, t.relay2]) expect(st.stdout.split('\n').find((l) => l.startsWith(relay)), st.stdout).toMatch(/\bregistered\b/);
+    }
     const joinsOk = async (n: RelayNodeName) => metricSum(await t.metrics(n), 'edgemesh_relay_joins_total', { result: 'ok' });
-    const carry = async (label: string) => {
+    const carry = async (label: string, timeoutMs = 15_000) => {
       const t0 = Date.now();
-      const a = await eventually(() => t.curl(pod('edge-2'), EDGE1, 3), (r) => r.ok, 15_000, `${label}: edge-2 -> edge-1`);
+      const a = await eventually(() => t.curl(pod('edge-2'), EDGE1, 4), (r) => r.ok, timeoutMs, `${label}: edge-2 -> edge-1`);
       expect(a.value.body).toContain(t.markers.edge1);
-      const b = await eventually(() => t.curl(pod('edge-1'), EDGE2, 3), (r) => r.ok, 15_000, `${label}: edge-1 -> edge-2`);
+      const b = await eventually(() => t.curl(pod('edge-1'), EDGE2, 4), (r) => r.ok, timeoutMs, `${label}: edge-1 -> edge-2`);
       expect(b.value.body).toContain(t.markers.edge2);
-      return Date.now() - t0;
+      return { ms: Date.now() - t0, firstMs: a.value.ms };
     };
 
-    // relay 2 down: relay 1 carries it
-    const c1 = await joinsOk('cloud');
+    // Each step takes away the relay the diallers used last (the one they try first).
+    // 1. relay 1 silent: its namespace drops every packet to the tunnel port from the underlay (no
+    //    reset, no answer): the diallers give up on it and relay 2 carries the traffic.
+    let c1 = await joinsOk('cloud');
+    await carry('both relays up');
+    expect(await joinsOk('cloud') - c1).toBeGreaterThanOrEqual(2); // relay 1 is the one used last
+    let c2 = await joinsOk('cloud-2');
+    const rule = ['INPUT', '-i', t.nodes.cloud.uplinkIf, '-p', 'tcp', '--dport', String(TUNNEL_PORT), '-j', 'DROP'];
+    await t.nodes.cloud.node.run('iptables', ['-I', ...rule]);
+    let silent: { ms: number; firstMs: number };
+    try {
+      silent = await carry('cloud silent', 20_000);
+      expect(await joinsOk('cloud-2') - c2).toBeGreaterThanOrEqual(2);
+    } finally {
+      await t.nodes.cloud.node.run('iptables', ['-D', ...rule]);
+    }
+    await t.waitRegistered('cloud', ['edge-1', 'edge-2'], 20_000);
+
+    // 2. relay 2 (used last) killed: relay 1 carries it
+    c1 = await joinsOk('cloud');
     await t.stopAgent('cloud-2', 'SIGKILL');
-    const ms2 = await carry('cloud-2 down');
+    const down2 = await carry('cloud-2 killed');
     expect(await joinsOk('cloud') - c1).toBeGreaterThanOrEqual(2);
 
-    // relay 2 back, relay 1 down: relay 2 carries it
+    // 3. relay 2 back, relay 1 (used last) killed: relay 2 carries it
     await t.startAgent('cloud-2');
     await t.waitRegistered('cloud-2', ['edge-1', 'edge-2']);
-    const c2 = await joinsOk('cloud-2');
+    c2 = await joinsOk('cloud-2');
     await t.stopAgent('cloud', 'SIGKILL');
-    const ms1 = await carry('cloud down');
+    const down1 = await carry('cloud killed');
     expect(await joinsOk('cloud-2') - c2).toBeGreaterThanOrEqual(2);
-    console.log(`relay failover: with cloud-2 down both edge paths worked after ${ms2} ms, with cloud down after ${ms1} ms`);
+    console.log(`relay failover: cloud silent (packets dropped): both edge paths in ${silent.ms} ms (first request ${silent.firstMs} ms); cloud-2 killed: ${down2.ms} ms; cloud killed: ${down1.ms} ms`);
     await t.startAgent('cloud');
-  }, 90_000);
+  }, 120_000);
 });
