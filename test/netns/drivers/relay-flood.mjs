@@ -1,6 +1,6 @@
 // A flood of unauthenticated connections to a relay's tunnel port, run inside a namespace:
-// `count` TCP connections opened at once (at most `count`, within `openMs`); every other one
-// sends `halfHex` (e.g. half a join header), the rest send nothing. All are held until `holdMs`
+// `count` TCP connections opened at once; every `every`-th one (default 2; 1: all) sends `halfHex`
+// (e.g. half a join header), the rest send nothing. All are held until `holdMs`
 // after the start, then closed. Bounded in count and time. Prints one JSON line:
 //   {"opened":N,"connectErrors":N,"endedByPeer":N,"endedEarlyMs":[first, last],"openAtHoldEnd":N,"errors":{code:n}}
 import net from 'node:net';
@@ -8,6 +8,7 @@ import net from 'node:net';
 const o = JSON.parse(process.argv[2]);
 const count = Math.min(o.count, 5000);
 const half = Buffer.from(o.halfHex ?? '', 'hex');
+const every = Math.max(1, o.every ?? 2);
 const t0 = Date.now();
 const socks = [];
 let opened = 0;
@@ -37,7 +38,7 @@ for (let k = 0; k < count; k++) {
   s.on('connect', () => {
     connected = true;
     opened++;
-    if (k % 2 === 1 && half.length) s.write(half);
+    if (half.length && k % every === every - 1) s.write(half);
   });
   s.on('data', () => {});
   s.on('end', peerEnd);
