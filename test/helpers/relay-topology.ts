@@ -324,7 +324,7 @@ export async function createRelayTopology(opts: { label?: string } = {}): Promis
           await new Promise((r2) => setTimeout(r2, 50));
         }
         while (!(await listening(name))) {
-          if (Date.now() - t0 > 25_000) throw new Error(`${name}: nothing listens on port ${TUNNEL_PORT} 10 s after the first sync; last log lines:\n${agent.logs.slice(-10).map((l) => JSON.stringify(l)).join('\n')}\n${agent.stderr.slice(-1000)}`);
+          if (Date.now() - t0 > 25_000) throw new Error(`${name}: nothing listens on port ${TUNNEL_PORT} 25 s after the metrics line; last log lines:\n${agent.logs.slice(-10).map((l) => JSON.stringify(l)).join('\n')}\n${agent.stderr.slice(-1000)}`);
           if (agent.child.exitCode !== null) throw new Error(`${name}: agent exited ${agent.child.exitCode}: ${agent.stderr.slice(-2000)}`);
           await new Promise((r) => setTimeout(r, 50));
         }
