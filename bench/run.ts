@@ -1,7 +1,7 @@
 // `npm run bench [-- --quick]`: the control plane and the data plane against the peers, in one
 // run, in namespaces made here and always deleted (finally + SIGINT/SIGTERM). Installs nothing:
 // a missing peer is "not measured: <why>". Prints the tables and the targets; writes
-// bench/results/latest.{json,md,svg}; refreshes the README's bench section (between markers).
+// bench/results/latest.{json,md,svg}; refreshes docs/benchmarks.md's results (between markers).
 // Targets are asserted here, in the summary, never in tests; the exit code is 0 whether they are
 // met or not (1 only when the bench itself failed).
 import { execFileSync } from 'node:child_process';
@@ -16,14 +16,16 @@ import { ROOT, VARIANTS, buildTools, measureDataPlane, med, setupTopology, type 
 import { log, sleep } from './lib.js';
 import { destroyTunnel, measureTunnel, setupTunnel, type TunnelSetup } from './tunnel.js';
 import { tunnelChart, tunnelTables, tunnelTargets, type TunnelResult } from './tunnel-report.js';
+import { destroyRelay, measureRelay, setupRelay, type RelaySetup } from './relay.js';
+import { relayChart, relayTables, relayTargets, type RelayResult } from './relay-report.js';
 import { machineLine, median, renderTableText, renderTargetsText, target, validateResults, writeResults, type BenchResults, type ChartGroup, type Table, type TargetResult } from './results.js';
 
 const quick = process.argv.includes('--quick');
 const onlyArg = process.argv.find((a) => a.startsWith('--only='));
-const only = new Set((onlyArg?.slice(7) ?? 'control,agent,data,tunnel').split(','));
+const only = new Set((onlyArg?.slice(7) ?? 'control,agent,data,tunnel,relay').split(','));
 const P = quick
-  ? { kube: [1000], sizes: [10, 1000], rounds: 2, cap: { rules: 40, ms: 1500 }, agentKube: 1000, agentRounds: 2, settleMs: 5_000, idleMs: 10_000, dataRounds: 1, iperfSeconds: 1, connMs: 500, connMax: 20_000, tunnelRounds: 1 }
-  : { kube: [1000, 10_000], sizes: [10, 100, 1000, 10_000], rounds: 3, cap: { rules: 100, ms: 4000 }, agentKube: 10_000, agentRounds: 3, settleMs: 45_000, idleMs: 30_000, dataRounds: 3, iperfSeconds: 3, connMs: 2000, connMax: 40_000, tunnelRounds: 3 };
+  ? { kube: [1000], sizes: [10, 1000], rounds: 2, cap: { rules: 40, ms: 1500 }, agentKube: 1000, agentRounds: 2, settleMs: 5_000, idleMs: 10_000, dataRounds: 1, iperfSeconds: 1, connMs: 500, connMax: 20_000, tunnelRounds: 1, relayRounds: 1 }
+  : { kube: [1000, 10_000], sizes: [10, 100, 1000, 10_000], rounds: 3, cap: { rules: 100, ms: 4000 }, agentKube: 10_000, agentRounds: 3, settleMs: 45_000, idleMs: 30_000, dataRounds: 3, iperfSeconds: 3, connMs: 2000, connMax: 40_000, tunnelRounds: 3, relayRounds: 3 };
 const IGNORED = P.agentKube / 10; // N = 1 000 ignore rules on 10 000 services (quick: 100 on 1 000)
 const BACKENDS: BackendName[] = ['iptables-legacy', 'iptables-nft', 'nftables'];
 
@@ -297,7 +299,7 @@ function dataTables(d: DataResult): Table[] {
   return tables;
 }
 
-function buildTargets(fs: FullSyncResult | undefined, ctl: ReturnType<typeof controlTables> | undefined, ag: AgentResults | undefined, d: DataResult | undefined, tun: TunnelResult | undefined, readmeOk: boolean | null): TargetResult[] {
+function buildTargets(fs: FullSyncResult | undefined, ctl: ReturnType<typeof controlTables> | undefined, ag: AgentResults | undefined, d: DataResult | undefined, tun: TunnelResult | undefined, rel: RelayResult | undefined, readmeOk: boolean | null): TargetResult[] {
   const t: TargetResult[] = [];
   const skipped = (what: string) => `${what} not run in this invocation (--only)`;
   const bigKube = fs ? Math.max(...fs.samples.map((s) => s.kube)) : 0;
@@ -368,11 +370,12 @@ function buildTargets(fs: FullSyncResult | undefined, ctl: ReturnType<typeof con
     t.push(target(`short connections p99 ours/HAProxy at concurrency 16, ${topo}`, ratio(med(ct(topo, 'ours', 16)?.p99us ?? []), med(ct(topo, 'haproxy', 16)?.p99us ?? [])), 'x', '<= 1', (v) => v <= 1, why(topo, 'ours', 'haproxy', 'c', 16)));
   }
   t.push(...tunnelTargets(tun, skipped('tunnel')));
-  t.push(target('README shows the latest table and chart with machine and date', readmeOk === null ? null : readmeOk ? 1 : 0, 'present (1/0)', '= 1', (v) => v === 1, readmeOk === null ? 'README.md has no bench markers' : 'README.md bench section rewritten from this run'));
+  t.push(...relayTargets(rel, skipped('relay')));
+  t.push(target('docs/benchmarks.md shows the latest table and chart with machine and date', readmeOk === null ? null : readmeOk ? 1 : 0, 'present (1/0)', '= 1', (v) => v === 1, readmeOk === null ? 'docs/benchmarks.md has no bench markers' : 'docs/benchmarks.md results rewritten from this run'));
   return t;
 }
 
-function chart(ctl: ReturnType<typeof controlTables> | undefined, fs: FullSyncResult | undefined, d: DataResult | undefined, tun: TunnelResult | undefined): ChartGroup[] {
+function chart(ctl: ReturnType<typeof controlTables> | undefined, fs: FullSyncResult | undefined, d: DataResult | undefined, tun: TunnelResult | undefined, rel: RelayResult | undefined): ChartGroup[] {
   const groups: ChartGroup[] = [];
   if (ctl && fs) {
     const k = Math.max(...fs.samples.map((s) => s.kube));
@@ -419,21 +422,22 @@ function chart(ctl: ReturnType<typeof controlTables> | undefined, fs: FullSyncRe
     });
   }
   if (tun) groups.push(tunnelChart(tun));
+  if (rel) groups.push(relayChart(rel));
   return groups;
 }
 
 const README_START = '<!-- bench:start -->';
 const README_END = '<!-- bench:end -->';
 
-/** Rewrites README.md's bench section (between the markers) from this run; null when there are no markers. */
+/** Rewrites docs/benchmarks.md's results (between the markers) from this run; null when there are no markers. */
 function updateReadme(r: BenchResults, md: string): boolean | null {
-  const path = join(ROOT, 'README.md');
+  const path = join(ROOT, 'docs', 'benchmarks.md');
   if (!existsSync(path)) return null;
   const text = readFileSync(path, 'utf8');
   const a = text.indexOf(README_START);
   const b = text.indexOf(README_END);
   if (a < 0 || b < a) return null;
-  const body = md.replace(/^# .*\n/, '').replace(/\]\(latest\.svg\)/g, '](bench/results/latest.svg)');
+  const body = md.replace(/^# .*\n/, '').replace(/\]\(latest\.svg\)/g, '](../bench/results/latest.svg)');
   const section = `${README_START}\n<!-- written by npm run bench (${r.mode}, ${r.date}); do not edit by hand -->\n${body}\n${README_END}`;
   writeFileSync(path, text.slice(0, a) + section + text.slice(b + README_END.length));
   return readFileSync(path, 'utf8').includes(r.date);
@@ -453,6 +457,7 @@ async function main(): Promise<void> {
   let ag: AgentResults | undefined;
   let d: DataResult | undefined;
   let tun: TunnelResult | undefined;
+  let rel: RelayResult | undefined;
   const kubeNs: KubeNs[] = [];
   if (only.has('control') || only.has('agent')) {
     for (const k of P.kube) for (const f of ['legacy', 'nft'] as const) kubeNs.push(await kubeNamespace(`k${f.slice(0, 1)}${k / 1000}`, f, k));
@@ -485,17 +490,26 @@ async function main(): Promise<void> {
       await destroyTunnel(ts);
     }
   }
+  if (only.has('relay')) {
+    let rs: RelaySetup | undefined;
+    try {
+      rs = await setupRelay(tools, tmp);
+      rel = await measureRelay(rs, tools, { rounds: P.relayRounds, iperfSeconds: P.iperfSeconds, connMs: P.connMs, connMax: P.connMax });
+    } finally {
+      await destroyRelay(rs);
+    }
+  }
 
-  const tables = [...(ctl?.tables ?? []), ...(ag ? agentTables(ag) : []), ...(d ? dataTables(d) : []), ...(tun ? tunnelTables(tun) : [])];
+  const tables = [...(ctl?.tables ?? []), ...(ag ? agentTables(ag) : []), ...(d ? dataTables(d) : []), ...(tun ? tunnelTables(tun) : []), ...(rel ? relayTables(rel) : [])];
   const results: BenchResults = {
     schema: 1,
     date,
     mode: quick ? 'quick' : 'full',
     machine: mach,
     durationS: (performance.now() - t0) / 1000,
-    measurements: { fullSync: fs ?? null, agent: ag ?? null, dataPlane: d ?? null, tunnel: tun ?? null, params: P },
+    measurements: { fullSync: fs ?? null, agent: ag ?? null, dataPlane: d ?? null, tunnel: tun ?? null, relay: rel ?? null, params: P },
     tables,
-    chart: chart(ctl, fs, d, tun),
+    chart: chart(ctl, fs, d, tun, rel),
     targets: [],
     notes: [
       ...notes,
@@ -504,11 +518,11 @@ async function main(): Promise<void> {
       'Loopback topology: the service range is a local route on lo (ip route add local 10.96.0.0/12 dev lo), so that every client leg is a loopback path with the same MSS; until 2026-11-26 it was routed via edgemesh0 (MTU 1500), which gave our client leg MSS 1448 against 32-64 KiB for the peers and cost ours ~13 % on loopback throughput (measured: HAProxy reached through the same DNAT and route lost the same).',
     ],
   };
-  // The README target needs the README rewritten from the finished results: targets first without it, then again.
-  results.targets = buildTargets(fs, ctl, ag, d, tun, null);
+  // The docs target needs docs/benchmarks.md rewritten from the finished results: targets first without it, then again.
+  results.targets = buildTargets(fs, ctl, ag, d, tun, rel, null);
   const mdProbe = (await import('./results.js')).renderMarkdown(results, 'latest.svg');
   const readmeOk = updateReadme(results, mdProbe);
-  results.targets = buildTargets(fs, ctl, ag, d, tun, readmeOk);
+  results.targets = buildTargets(fs, ctl, ag, d, tun, rel, readmeOk);
   if (readmeOk !== null) updateReadme(results, (await import('./results.js')).renderMarkdown(results, 'latest.svg'));
   const problems = validateResults(results);
   if (problems.length) throw new Error(`results do not have the documented shape: ${problems.join('; ')}`);

@@ -39,7 +39,7 @@ interface Endpoint {
 type Target = { iperf: Endpoint; echo: Endpoint; pids: { cloud?: number; edge?: number }; podRoutes: boolean } | { why: string };
 
 /** A line-oriented child: "ready ..." first, then one "stats {...}" line per "stats" request. */
-class LineChild {
+export class LineChild {
   private buf = '';
   private waiters: { prefix: string; resolve: (line: string) => void }[] = [];
   private lines: string[] = [];
@@ -90,7 +90,7 @@ class LineChild {
   }
 }
 
-interface ProxyReport {
+export interface ProxyReport {
   stats: {
     relayed: number;
     tunnel: {
@@ -123,7 +123,7 @@ export interface TunnelSetup {
   podRoutes: boolean;
 }
 
-function waitReady(child: ChildProcess, what: string, timeoutMs = 10_000): Promise<void> {
+export function waitReady(child: ChildProcess, what: string, timeoutMs = 10_000): Promise<void> {
   return new Promise((resolveP, reject) => {
     let out = '';
     let err = '';
@@ -143,7 +143,7 @@ function waitReady(child: ChildProcess, what: string, timeoutMs = 10_000): Promi
   });
 }
 
-async function waitListening(ns: Netns, port: number, timeoutMs = 10_000): Promise<void> {
+export async function waitListening(ns: Netns, port: number, timeoutMs = 10_000): Promise<void> {
   const t0 = Date.now();
   while (Date.now() - t0 < timeoutMs) {
     const r = await ns.run('ss', ['-Hltn', `sport = :${port}`], { allowFail: true });
@@ -162,7 +162,7 @@ async function setPodRoutes(t: TunnelSetup, on: boolean): Promise<void> {
   t.podRoutes = on;
 }
 
-function haproxyVersion(): { version: string; openssl: string } {
+export function haproxyVersion(): { version: string; openssl: string } {
   const out = spawnSync('haproxy', ['-vv'], { encoding: 'utf8' }).stdout ?? '';
   const version = /HAProxy version (\S+)/.exec(out)?.[1] ?? 'unknown';
   const openssl = /Running on OpenSSL version : (?:OpenSSL )?(.*)/.exec(out)?.[1]?.trim() ?? 'unknown';
@@ -170,7 +170,7 @@ function haproxyVersion(): { version: string; openssl: string } {
 }
 
 /** `show info` field of an HAProxy stats socket (a unix socket in the file system: no network). */
-function haproxyInfo(socket: string, field: string, timeoutMs = 2000): Promise<number | null> {
+export function haproxyInfo(socket: string, field: string, timeoutMs = 2000): Promise<number | null> {
   return new Promise((resolve) => {
     let out = '';
     const s = createConnection(socket);

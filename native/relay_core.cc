@@ -1352,6 +1352,9 @@ class Worker {
       // Decoded after every read: a stream that is not a request is refused at its first bytes.
       int got = c->hdrLen > 0 ? DecodeRequest(c->hdr, c->hdrLen, &req) : 0;
       size_t need = RequestSizeSoFar(c->hdr, c->hdrLen);
+      // The codec never asks for more than kMaxRequestSize; should it, the request is bad
+      // rather than read past hdr.
+      if (got == 0 && need > sizeof c->hdr) got = -1;
       if (got == 0 && need > c->hdrLen) {
         ssize_t n = SslReadSome(c->cssl, reinterpret_cast<char*>(c->hdr + c->hdrLen), need - c->hdrLen);
         if (n > 0) {

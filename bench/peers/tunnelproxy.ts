@@ -3,7 +3,8 @@
 //   node dist/bench/peers/tunnelproxy.js '<json>'
 //   json: { address, port, tunnelAddress?, tunnelPort?, creds: { ca, cert, key } (file paths),
 //           routes: [{ ip, port, service, endpoints: [{ ip, port, path, node?, tunnel? }] }],
-//           serve: [{ service, port, endpoints: [{ ip, port }] }] }
+//           serve: [{ service, port, endpoints: [{ ip, port }] }],
+//           relays?: [{ address, port }] (register with these relays: setRelays) }
 // Prints "ready" with the listener, the tunnel listener and the kTLS state as JSON; then answers
 // every "stats" line on stdin with one JSON line (stats(), ktls()); closes on SIGTERM or stdin end.
 import { readFileSync } from 'node:fs';
@@ -18,7 +19,8 @@ interface Opts {
   tunnelPort?: number;
   threads?: number;
   creds: { ca: string; cert: string; key: string };
-  routes: { ip: string; port: number; service: string; endpoints: { ip: string; port: number; path: EndpointPath; node?: string; tunnel?: { address: string; port: number } }[] }[];
+  routes: { ip: string; port: number; service: string; endpoints: { ip: string; port: number; path: EndpointPath; node?: string; tunnel?: { address: string; port: number }; relays?: { address: string; port: number }[] }[] }[];
+  relays?: { address: string; port: number }[];
   serve: { service: string; port: number; endpoints: { ip: string; port: number }[] }[];
 }
 
@@ -41,6 +43,7 @@ p.updateRoutes({
   routes: o.routes.map((r) => ({ family: 4 as const, protocol: 'TCP' as const, portName: '', endpointSet: 'ready' as const, affinity: { clientIP: false, timeoutSeconds: 0 }, ...r })),
 });
 p.setLocalServe(o.serve);
+if (o.relays?.length) p.setRelays(o.relays);
 process.stdout.write(`ready ${JSON.stringify({ address: bound, tunnel: p.tunnelAddress() ?? null, ktls: p.ktls() ?? null })}\n`);
 
 let closing = false;
@@ -52,6 +55,6 @@ const close = () => {
 process.on('SIGTERM', close);
 const rl = createInterface({ input: process.stdin });
 rl.on('line', (line) => {
-  if (line.trim() === 'stats') process.stdout.write(`stats ${JSON.stringify({ stats: p.stats(), ktls: p.ktls() ?? null, peers: p.peers(), failures })}\n`);
+  if (line.trim() === 'stats') process.stdout.write(`stats ${JSON.stringify({ stats: p.stats(), ktls: p.ktls() ?? null, peers: p.peers(), sessions: p.sessions(), registrations: p.registrations(), failures })}\n`);
 });
 rl.on('close', close);

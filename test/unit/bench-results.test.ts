@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { median, percentileSorted, renderMarkdown, renderSvg, renderTableMd, target, validateResults, writeResults, type BenchResults } from '../../bench/results.js';
 import { tunnelChart, tunnelTables, tunnelTargets, type TunnelResult } from '../../bench/tunnel-report.js';
+import { relayChart, relayTables, relayTargets, relayTlsPath, type PerRole, type RelayResult } from '../../bench/relay-report.js';
 
 function sample(): BenchResults {
   return {
@@ -139,5 +140,109 @@ describe('bench results: the tunnel section', () => {
     expect(validateResults(r)).toEqual([]);
     expect(renderMarkdown(r)).toContain('| tunnel throughput ours/HAProxy TLS hop, 1 stream | 2.10 | x | >= 1.1 | MET |');
     expect(renderSvg(r.chart, 'x')).toContain('HAProxy p99 / ours, c16');
+  });
+});
+
+describe('bench results: the relay section', () => {
+  const roles = (dialler: number[], relay: number[], nodeB: number[]): PerRole => ({ dialler, relay, nodeB });
+  const relay = (): RelayResult => {
+    const i = (variant: RelayResult['iperf'][number]['variant'], streams: number, gbps: number[], cpu: PerRole) => ({ variant, streams, gbps, cpuSPerGB: cpu });
+    const c = (variant: RelayResult['conns'][number]['variant'], perSec: number[], p99us: number[], cpu: PerRole, extra: Partial<RelayResult['conns'][number]> = {}) => ({
+      variant, concurrency: 16, perSec, p50us: p99us.map((x) => x / 2), p99us, errors: perSec.map(() => 0), cpuUsPerConn: cpu, resumedShare: [], haproxyReusePct: [], ...extra,
+    });
+    return {
+      iperf: [
+        i('ours direct tunnel', 1, [2.4, 2.0, 2.2], roles([1.0, 1.2, 1.1], [], [1.2])),
+        i('ours relay', 1, [2.1], roles([1.4], [0.6], [1.2])),
+        i('haproxy relay chain', 1, [1.5], roles([1.8], [0.8], [1.2])),
+        i('ours direct tunnel', 4, [2.4], roles([1.5], [], [1.0])),
+        i('ours relay', 4, [1.2], roles([1.7], [0.9], [1.4])),
+        i('haproxy relay chain', 4, [2.0], roles([1.7], [0.6], [1.3])),
+      ],
+      conns: [
+        c('ours direct tunnel', [450], [100000], roles([780], [], [1100]), { resumedShare: [0.8] }),
+        c('ours relay', [350], [90000], roles([780], [500], [1200]), { resumedShare: [0.889] }),
+        c('haproxy relay chain', [], [], roles([], [], []), { why: 'haproxy did not start: boom' }),
+      ],
+      params: { rounds: 3, iperfSeconds: 3, connMs: 2000, connMax: 40000, concurrency: 16 },
+      counters: {
+        ktls: { available: false, reason: 'kernel has no TLS ULP (CONFIG_TLS)' },
+        ktlsConns: 0,
+        dialed: 400,
+        dialOk: 400,
+        resumed: 340,
+        dialJoinOk: 180,
+        relayJoinsOk: 180,
+        relayBytes: 2.5e9,
+        registered: 1,
+        relayPipes: { created: 4, reused: 176, spliceFallbacks: 0 },
+        dataConns: 180,
+        inAccepted: 220,
+        inOk: 400,
+        problems: {},
+        ends: { 'relay reset/ECONNRESET': 3 },
+        after: { fds: { dialler: [30, 31], relay: [25, 25], nodeB: [28, null] }, active: { dialler: 0, relay: 0, nodeB: 0 }, pendingJoins: 0, sessions: 'registered' },
+      },
+      haproxy: { version: '2.6.12', openssl: '3.0.19' },
+      notes: ['a relay note'],
+    };
+  };
+
+  it('renders throughput and short connections with CPU per role, the relay alone, the TLS path and the resumed share', () => {
+    const [thr, conn, alone, ratios] = relayTables(relay());
+    const thrMd = renderTableMd(thr!);
+    expect(thrMd).toContain('### Relay: throughput, iperf3 (client pod -> node A -> relay -> node B -> server pod), 3 s runs, median of 3');
+    expect(thrMd).toContain('| variant | 1 stream Gbit/s | ratio to ours direct tunnel | CPU s/GB dialler | relay | node B | 4 streams Gbit/s | ratio to ours direct tunnel | CPU s/GB dialler | relay | node B | note |');
+    // medians: 2.2 Gbit/s, CPU 1.1 s/GB; no relay process on the direct tunnel's path
+    expect(thrMd).toContain('| ours direct tunnel | 2.20 | 1.00 | 1.10 | — | 1.20 | 2.40 | 1.00 | 1.50 | — | 1.00 |  |');
+    expect(thrMd).toContain('| ours relay | 2.10 | 0.955 | 1.40 | 0.600 | 1.20 | 1.20 | 0.500 | 1.70 | 0.900 | 1.40 |  |');
+    expect(thrMd).toContain('TLS path: user space (OpenSSL SSL_read/SSL_write in the dialler\'s and node B\'s threads; kTLS unavailable: kernel has no TLS ULP (CONFIG_TLS)); the relay runs no TLS at all on relayed connections.');
+    expect(thrMd).toContain('Resumed handshakes, whole section: 340 of 400 tunnel connections dialled by node A (85.0 %), 400 established, 180 of them joined through the relay.');
+    expect(thrMd).toContain('180 joins spliced, 2.50 GB of ciphertext spliced, 1 node(s) registered at the end; splice(2) pipes created 4, reused 176, falls back to copying 0.');
+    expect(thrMd).toContain('Refused joins, failed data connections, handshake failures, deaths: none.');
+    expect(thrMd).toContain('relay reset/ECONNRESET 3');
+    expect(thrMd).toContain('2.5 s after the last run: open fds (before the section -> after) dialler 30 -> 31, relay 25 -> 25, node B 28 -> ?; live connections dialler 0, relay 0, node B 0; joins waiting 0; node B\'s relay session: registered.');
+    const connMd = renderTableMd(conn!);
+    expect(connMd).toContain('| ours relay | 350 | 0.778 | 45 000 | 90 000 | 780 | 500 | 1 200 | 0.000 | 88.9 % |  |');
+    expect(connMd).toContain('| haproxy relay chain | — | — | — | — | — | — | — | — | — | not measured: haproxy did not start: boom |');
+    const aloneMd = renderTableMd(alone!);
+    // total = the roles' medians summed: 1.4 + 0.6 + 1.2; 780 + 500 + 1200
+    expect(aloneMd).toContain('| ours (TcpProxy relay: join, splice) | 0.600 | 0.900 | 500 | 3.20 | 2 480 |');
+    expect(aloneMd).toContain('| HAProxy (tcp mode, splice) | 0.800 | 0.600 | — | 3.80 | — |');
+    const ratioMd = renderTableMd(ratios!);
+    expect(ratioMd).toContain('| Gbit/s 1 stream, ours relay / ours direct tunnel | 0.955 | >= 0.9 |');
+    expect(ratioMd).toContain('| Gbit/s 1 stream, ours relay / HAProxy relay chain | 1.40 | >= 1.1 |');
+    // (1.1 + 1.2) / (1.4 + 0.6 + 1.2)
+    expect(ratioMd).toContain('| all roles\' CPU s/GB 1 stream, ours direct tunnel / ours relay (the throughput ratio to expect when the cores are the limit) | 0.719 |  |');
+    expect(ratioMd).toContain('| relay CPU s/GB 4 streams, ours / HAProxy | 1.50 | < 1 |');
+    expect(ratioMd).toContain('| conn/s c16, ours relay / HAProxy relay chain | — |  |');
+    expect(ratioMd).toContain('- a relay note');
+    expect(relayTlsPath({ ...relay().counters!, ktlsConns: 12 })).toBe('kTLS on 12 tunnel connections');
+    expect(relayTlsPath(null)).toBe('not measured');
+  });
+
+  it('declares its targets as met or missed, and not measured with a why when the section did not run', () => {
+    const t = relayTargets(relay(), 'relay not run');
+    expect(t.map((x) => [x.name, x.value, x.target, x.met])).toEqual([
+      ['relayed throughput ours relay / ours direct tunnel, 1 stream', 0.95455, '>= 0.9', true],
+      ['relayed throughput ours relay / HAProxy relay chain, 1 stream', 1.4, '>= 1.1', true],
+      ['relayed throughput ours relay / HAProxy relay chain, 4 streams', 0.6, '>= 1.1', false],
+      ['relay process CPU s/GB ours / HAProxy tcp relay, 1 stream', 0.75, '< 1', true],
+      ['relay process CPU s/GB ours / HAProxy tcp relay, 4 streams', 1.5, '< 1', false],
+    ]);
+    // HAProxy's iperf3 failed: its targets say why, with no value
+    const r = relay();
+    r.iperf = r.iperf.filter((x) => x.variant !== 'haproxy relay chain');
+    r.iperf.push({ variant: 'haproxy relay chain', streams: 1, gbps: [], cpuSPerGB: roles([], [], []), why: 'iperf3 failed: boom' });
+    expect(relayTargets(r, 'x')[1]).toMatchObject({ value: null, met: null, why: 'iperf3 failed: boom' });
+    const skipped = relayTargets(undefined, 'relay not run in this invocation (--only)');
+    expect(skipped).toHaveLength(5);
+    for (const x of skipped) expect(x).toMatchObject({ value: null, met: null, why: 'relay not run in this invocation (--only)' });
+    const res = { ...sample(), targets: [...sample().targets, ...t], tables: relayTables(relay()), chart: [relayChart(relay())] };
+    expect(validateResults(res)).toEqual([]);
+    expect(renderMarkdown(res)).toContain('| relayed throughput ours relay / HAProxy relay chain, 4 streams | 0.600 | x | >= 1.1 | MISSED |');
+    const svg = renderSvg(res.chart, 'x');
+    expect(svg).toContain('HAProxy relay CPU s/GB / ours, 1 stream');
+    expect(svg).toContain('1.33'); // 1 / 0.75
   });
 });
