@@ -170,7 +170,7 @@ export interface TunnelTopology {
   /**
    * Starts this node's `edgemesh-agent run` (node name, services dir, service CIDR, tunnel
    * certificates and listen address, metrics on 127.0.0.1:0) plus `extraArgs`; resolves after
-   * the metrics line, the first sync and the tunnel listener being bound.
+   * the metrics line, the first sync (/readyz) and the tunnel listener being bound.
    */
   startAgent(name: NodeName, extraArgs?: string[]): Promise<AgentProcess>;
   /** Stops the node's agent with `signal` (SIGKILL leaves its rules, as a crash does). */
@@ -384,10 +384,18 @@ export async function createTunnelTopology(opts: TunnelTopologyOptions = {}): Pr
         side.agent = agent;
         const line = await agent.waitFor((l) => typeof l.msg === 'string' && l.msg.startsWith('metrics and health on'), 15_000, `${name}: metrics line`);
         side.metricsPort = Number(line.port ?? /:(\d+)\//.exec(String(line.msg))?.[1]);
-        await agent.waitFor((l) => typeof l.msg === 'string' && l.msg.startsWith('sync ('), 15_000, `${name}: first sync`);
+        // The first sync: /readyz (a restart over the rules a killed agent left writes nothing and
+        // logs no "sync (" line).
         const t0 = Date.now();
+        for (;;) {
+          const r = await side.node.run('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '2', `http://127.0.0.1:${side.metricsPort}/readyz`], { allowFail: true });
+          if (r.stdout.trim() === '200') break;
+          if (agent.child.exitCode !== null) throw new Error(`${name}: agent exited ${agent.child.exitCode}: ${agent.stderr.slice(-2000)}`);
+          if (Date.now() - t0 > 15_000) throw new Error(`${name}: /readyz not 200 15 s after the metrics line; last log lines:\n${agent.logs.slice(-10).map((l) => JSON.stringify(l)).join('\n')}`);
+          await new Promise((r2) => setTimeout(r2, 50));
+        }
         while (!(await topo.tunnelListening(name))) {
-          if (Date.now() - t0 > 10_000) throw new Error(`${name}: nothing listens on port ${TUNNEL_PORT} 10 s after the first sync; last log lines:\n${agent.logs.slice(-10).map((l) => JSON.stringify(l)).join('\n')}\n${agent.stderr.slice(-1000)}`);
+          if (Date.now() - t0 > 25_000) throw new Error(`${name}: nothing listens on port ${TUNNEL_PORT} 25 s after the metrics line; last log lines:\n${agent.logs.slice(-10).map((l) => JSON.stringify(l)).join('\n')}\n${agent.stderr.slice(-1000)}`);
           if (agent.child.exitCode !== null) throw new Error(`${name}: agent exited ${agent.child.exitCode}: ${agent.stderr.slice(-2000)}`);
           await new Promise((r) => setTimeout(r, 50));
         }
