@@ -1392,6 +1392,10 @@ class Worker {
   // Answers an inbound request with a refusal (best effort: the socket has room for 5 bytes
   // plus close_notify on a fresh connection) and ends it.
   void RefuseIn(Conn* c, TunnelStatus st) {
+    if (!c->cssl) {  // never reached TLS: nothing to answer through
+      Finish(c, EndReason::kRefused, 0, "", Refusal::kTunnelRequest);
+      return;
+    }
     auto& k = proxy_->counters();
     k.tInRefused[static_cast<int>(st)].fetch_add(1, std::memory_order_relaxed);
     c->tunnelStatus = st;
@@ -1429,10 +1433,11 @@ class Worker {
       default: break;
     }
     if (c->kind == Kind::kTunnelIn) {
-      if (why == TlsFail::kTimeout && c->phase != Phase::kHandshake) {
+      if (why == TlsFail::kTimeout && c->phase == Phase::kRequest) {
         RefuseIn(c, TunnelStatus::kBadRequest);  // authenticated, but no complete request in time
         return;
       }
+      // Before or during the handshake (kSniff: not a byte yet; no SSL exists there).
       k.tInTlsFail[static_cast<int>(why)].fetch_add(1, std::memory_order_relaxed);
       c->tlsFail = why;
       Finish(c, EndReason::kRefused, err, "SSL_accept", Refusal::kTunnelHandshake);
