@@ -877,6 +877,7 @@ class Worker {
     c->kind = Kind::kJoin;
     c->phase = Phase::kJoinWait;
     c->token = token;
+    ReleasePending(c);  // bounded as a pending join from here on (maxPendingJoins)
     ListMove(c, 0);
     c->deadlineMs = MonoMs() + cfg_.handshakeTimeoutMs;
     ListMove(c, 3);
