@@ -1210,16 +1210,9 @@ class Worker {
 
   void DriveSessionOut(Conn* c) {
     if (c->phase == Phase::kHandshake) {
-      int r = SSL_do_handshake(c->ussl);
-      if (r != 1) {
-        int e = SSL_get_error(c->ussl, r);
-        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-          ClearTlsErrors();
-          return;
-        }
-        std::string detail;
-        c->tlsFail = ClassifyHandshakeFailure(c->ussl, e, &detail);
-        Finish(c, EndReason::kRefused, ECONNABORTED, "SSL_connect");
+      int h = HandshakeStep(c->ussl, &c->tlsFail);
+      if (h <= 0) {
+        if (h < 0) Finish(c, EndReason::kRefused, ECONNABORTED, "SSL_connect");
         return;
       }
       c->peer = PeerName(c->ussl);
@@ -1324,20 +1317,29 @@ class Worker {
     proxy_->counters().tPending.fetch_sub(1, std::memory_order_relaxed);
   }
 
+  // One step of a non-blocking TLS handshake: 1 done, 0 waiting for the socket, -1 failed
+  // (*why says how).
+  static int HandshakeStep(SSL* ssl, TlsFail* why) {
+    int r = SSL_do_handshake(ssl);
+    if (r == 1) return 1;
+    int e = SSL_get_error(ssl, r);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+      ClearTlsErrors();
+      return 0;
+    }
+    std::string detail;
+    *why = ClassifyHandshakeFailure(ssl, e, &detail);
+    return -1;
+  }
+
   // Advances an inbound tunnel connection through its handshake and request.
   void DriveIn(Conn* c) {
     auto& k = proxy_->counters();
     if (c->phase == Phase::kHandshake) {
-      int r = SSL_do_handshake(c->cssl);
-      if (r != 1) {
-        int e = SSL_get_error(c->cssl, r);
-        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-          ClearTlsErrors();
-          return;
-        }
-        std::string detail;
-        TlsFail why = ClassifyHandshakeFailure(c->cssl, e, &detail);
-        TunnelFailed(c, why, TunnelStatus::kOk, ECONNABORTED);
+      TlsFail why = TlsFail::kNone;
+      int h = HandshakeStep(c->cssl, &why);
+      if (h <= 0) {
+        if (h < 0) TunnelFailed(c, why, TunnelStatus::kOk, ECONNABORTED);
         return;
       }
       c->peer = PeerName(c->cssl);
@@ -1694,16 +1696,10 @@ class Worker {
   void DriveOut(Conn* c) {
     auto& k = proxy_->counters();
     if (c->phase == Phase::kHandshake) {
-      int r = SSL_do_handshake(c->ussl);
-      if (r != 1) {
-        int e = SSL_get_error(c->ussl, r);
-        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-          ClearTlsErrors();
-          return;
-        }
-        std::string detail;
-        TlsFail why = ClassifyHandshakeFailure(c->ussl, e, &detail);
-        TunnelFailed(c, why, TunnelStatus::kOk, ECONNABORTED);
+      TlsFail why = TlsFail::kNone;
+      int h = HandshakeStep(c->ussl, &why);
+      if (h <= 0) {
+        if (h < 0) TunnelFailed(c, why, TunnelStatus::kOk, ECONNABORTED);
         return;
       }
       c->peer = Ep(c).node;
