@@ -1,7 +1,7 @@
 // `npm run bench [-- --quick]`: the control plane and the data plane against the peers, in one
 // run, in namespaces made here and always deleted (finally + SIGINT/SIGTERM). Installs nothing:
 // a missing peer is "not measured: <why>". Prints the tables and the targets; writes
-// bench/results/latest.{json,md,svg}; refreshes the README's bench section (between markers).
+// bench/results/latest.{json,md,svg}; refreshes docs/benchmarks.md's results (between markers).
 // Targets are asserted here, in the summary, never in tests; the exit code is 0 whether they are
 // met or not (1 only when the bench itself failed).
 import { execFileSync } from 'node:child_process';
@@ -403,7 +403,7 @@ function buildTargets(fs: FullSyncResult | undefined, ctl: ReturnType<typeof con
   }
   t.push(...tunnelTargets(tun, skipped('tunnel')));
   t.push(...relayTargets(rel, skipped('relay')));
-  t.push(target('README shows the latest table and chart with machine and date', readmeOk === null ? null : readmeOk ? 1 : 0, 'present (1/0)', '= 1', (v) => v === 1, readmeOk === null ? 'README.md has no bench markers' : 'README.md bench section rewritten from this run'));
+  t.push(target('docs/benchmarks.md shows the latest table and chart with machine and date', readmeOk === null ? null : readmeOk ? 1 : 0, 'present (1/0)', '= 1', (v) => v === 1, readmeOk === null ? 'docs/benchmarks.md has no bench markers' : 'docs/benchmarks.md results rewritten from this run'));
   return t;
 }
 
@@ -461,15 +461,15 @@ function chart(ctl: ReturnType<typeof controlTables> | undefined, fs: FullSyncRe
 const README_START = '<!-- bench:start -->';
 const README_END = '<!-- bench:end -->';
 
-/** Rewrites README.md's bench section (between the markers) from this run; null when there are no markers. */
+/** Rewrites docs/benchmarks.md's results (between the markers) from this run; null when there are no markers. */
 function updateReadme(r: BenchResults, md: string): boolean | null {
-  const path = join(ROOT, 'README.md');
+  const path = join(ROOT, 'docs', 'benchmarks.md');
   if (!existsSync(path)) return null;
   const text = readFileSync(path, 'utf8');
   const a = text.indexOf(README_START);
   const b = text.indexOf(README_END);
   if (a < 0 || b < a) return null;
-  const body = md.replace(/^# .*\n/, '').replace(/\]\(latest\.svg\)/g, '](bench/results/latest.svg)');
+  const body = md.replace(/^# .*\n/, '').replace(/\]\(latest\.svg\)/g, '](../bench/results/latest.svg)');
   const section = `${README_START}\n<!-- written by npm run bench (${r.mode}, ${r.date}); do not edit by hand -->\n${body}\n${README_END}`;
   writeFileSync(path, text.slice(0, a) + section + text.slice(b + README_END.length));
   return readFileSync(path, 'utf8').includes(r.date);
@@ -550,7 +550,7 @@ async function main(): Promise<void> {
       'Loopback topology: the service range is a local route on lo (ip route add local 10.96.0.0/12 dev lo), so that every client leg is a loopback path with the same MSS; until 2026-11-26 it was routed via edgemesh0 (MTU 1500), which gave our client leg MSS 1448 against 32-64 KiB for the peers and cost ours ~13 % on loopback throughput (measured: HAProxy reached through the same DNAT and route lost the same).',
     ],
   };
-  // The README target needs the README rewritten from the finished results: targets first without it, then again.
+  // The docs target needs docs/benchmarks.md rewritten from the finished results: targets first without it, then again.
   results.targets = buildTargets(fs, ctl, ag, d, tun, rel, null);
   const mdProbe = (await import('./results.js')).renderMarkdown(results, 'latest.svg');
   const readmeOk = updateReadme(results, mdProbe);

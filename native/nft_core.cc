@@ -87,7 +87,11 @@ class NlSocket {
   // the messages of one complete, consistent answer.
   void Talk(nlmsghdr* nlh, const char* call, const std::function<void(const nlmsghdr*)>& cb, bool* interrupted = nullptr) {
     std::vector<char> buf(1 << 16);
-    for (int attempt = 0; attempt < 20; attempt++) {
+    for (int attempt = 0; attempt < 50; attempt++) {
+      // After an interrupted dump, let the other writer's burst pass (off the JS thread: this
+      // runs in the libuv pool): 1 ms more per attempt, at most 20 ms. Without the pause a
+      // writer that commits in a tight loop on a busy machine could interrupt every retry.
+      if (attempt > 0) usleep(static_cast<useconds_t>(std::min(attempt, 20) * 1000));
       const uint32_t seq = NextSeq();
       nlh->nlmsg_seq = seq;
       if (mnl_socket_sendto(nl_, nlh, nlh->nlmsg_len) < 0) throw SysError(errno, "sendto", std::string(call) + ": sendto: " + Errstr(errno));

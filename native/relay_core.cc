@@ -877,6 +877,7 @@ class Worker {
     c->kind = Kind::kJoin;
     c->phase = Phase::kJoinWait;
     c->token = token;
+    ReleasePending(c);  // bounded as a pending join from here on (maxPendingJoins)
     ListMove(c, 0);
     c->deadlineMs = MonoMs() + cfg_.handshakeTimeoutMs;
     ListMove(c, 3);
@@ -1209,16 +1210,9 @@ class Worker {
 
   void DriveSessionOut(Conn* c) {
     if (c->phase == Phase::kHandshake) {
-      int r = SSL_do_handshake(c->ussl);
-      if (r != 1) {
-        int e = SSL_get_error(c->ussl, r);
-        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-          ClearTlsErrors();
-          return;
-        }
-        std::string detail;
-        c->tlsFail = ClassifyHandshakeFailure(c->ussl, e, &detail);
-        Finish(c, EndReason::kRefused, ECONNABORTED, "SSL_connect");
+      int h = HandshakeStep(c->ussl, &c->tlsFail);
+      if (h <= 0) {
+        if (h < 0) Finish(c, EndReason::kRefused, ECONNABORTED, "SSL_connect");
         return;
       }
       c->peer = PeerName(c->ussl);
@@ -1323,20 +1317,29 @@ class Worker {
     proxy_->counters().tPending.fetch_sub(1, std::memory_order_relaxed);
   }
 
+  // One step of a non-blocking TLS handshake: 1 done, 0 waiting for the socket, -1 failed
+  // (*why says how).
+  static int HandshakeStep(SSL* ssl, TlsFail* why) {
+    int r = SSL_do_handshake(ssl);
+    if (r == 1) return 1;
+    int e = SSL_get_error(ssl, r);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+      ClearTlsErrors();
+      return 0;
+    }
+    std::string detail;
+    *why = ClassifyHandshakeFailure(ssl, e, &detail);
+    return -1;
+  }
+
   // Advances an inbound tunnel connection through its handshake and request.
   void DriveIn(Conn* c) {
     auto& k = proxy_->counters();
     if (c->phase == Phase::kHandshake) {
-      int r = SSL_do_handshake(c->cssl);
-      if (r != 1) {
-        int e = SSL_get_error(c->cssl, r);
-        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-          ClearTlsErrors();
-          return;
-        }
-        std::string detail;
-        TlsFail why = ClassifyHandshakeFailure(c->cssl, e, &detail);
-        TunnelFailed(c, why, TunnelStatus::kOk, ECONNABORTED);
+      TlsFail why = TlsFail::kNone;
+      int h = HandshakeStep(c->cssl, &why);
+      if (h <= 0) {
+        if (h < 0) TunnelFailed(c, why, TunnelStatus::kOk, ECONNABORTED);
         return;
       }
       c->peer = PeerName(c->cssl);
@@ -1352,6 +1355,9 @@ class Worker {
       // Decoded after every read: a stream that is not a request is refused at its first bytes.
       int got = c->hdrLen > 0 ? DecodeRequest(c->hdr, c->hdrLen, &req) : 0;
       size_t need = RequestSizeSoFar(c->hdr, c->hdrLen);
+      // The codec never asks for more than kMaxRequestSize; should it, the request is bad
+      // rather than read past hdr.
+      if (got == 0 && need > sizeof c->hdr) got = -1;
       if (got == 0 && need > c->hdrLen) {
         ssize_t n = SslReadSome(c->cssl, reinterpret_cast<char*>(c->hdr + c->hdrLen), need - c->hdrLen);
         if (n > 0) {
@@ -1389,6 +1395,10 @@ class Worker {
   // Answers an inbound request with a refusal (best effort: the socket has room for 5 bytes
   // plus close_notify on a fresh connection) and ends it.
   void RefuseIn(Conn* c, TunnelStatus st) {
+    if (!c->cssl) {  // never reached TLS: nothing to answer through
+      Finish(c, EndReason::kRefused, 0, "", Refusal::kTunnelRequest);
+      return;
+    }
     auto& k = proxy_->counters();
     k.tInRefused[static_cast<int>(st)].fetch_add(1, std::memory_order_relaxed);
     c->tunnelStatus = st;
@@ -1426,10 +1436,11 @@ class Worker {
       default: break;
     }
     if (c->kind == Kind::kTunnelIn) {
-      if (why == TlsFail::kTimeout && c->phase != Phase::kHandshake) {
+      if (why == TlsFail::kTimeout && c->phase == Phase::kRequest) {
         RefuseIn(c, TunnelStatus::kBadRequest);  // authenticated, but no complete request in time
         return;
       }
+      // Before or during the handshake (kSniff: not a byte yet; no SSL exists there).
       k.tInTlsFail[static_cast<int>(why)].fetch_add(1, std::memory_order_relaxed);
       c->tlsFail = why;
       Finish(c, EndReason::kRefused, err, "SSL_accept", Refusal::kTunnelHandshake);
@@ -1686,16 +1697,10 @@ class Worker {
   void DriveOut(Conn* c) {
     auto& k = proxy_->counters();
     if (c->phase == Phase::kHandshake) {
-      int r = SSL_do_handshake(c->ussl);
-      if (r != 1) {
-        int e = SSL_get_error(c->ussl, r);
-        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-          ClearTlsErrors();
-          return;
-        }
-        std::string detail;
-        TlsFail why = ClassifyHandshakeFailure(c->ussl, e, &detail);
-        TunnelFailed(c, why, TunnelStatus::kOk, ECONNABORTED);
+      TlsFail why = TlsFail::kNone;
+      int h = HandshakeStep(c->ussl, &why);
+      if (h <= 0) {
+        if (h < 0) TunnelFailed(c, why, TunnelStatus::kOk, ECONNABORTED);
         return;
       }
       c->peer = Ep(c).node;

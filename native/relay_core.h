@@ -59,10 +59,11 @@ struct ProxyConfig {
   // Inbound tunnel connections not yet authenticated (beyond: reset at once, counted).
   uint32_t maxPendingHandshakes = 1024;
   uint32_t tlsBufferSize = 256u << 10;  // per direction of a connection with a TLS end
-  // Relay side: joins waiting for their node's data connection (beyond: refused over-limit),
-  // and join requests admitted per second (a token bucket of that size).
-  uint32_t maxPendingJoins = 256;
-  uint32_t joinRatePerSec = 1000;
+  // Relay side: joins waiting for their node's data connection (beyond: refused over-limit; a
+  // waiting join leaves the pending-handshake count for this one), and join requests admitted
+  // per second (a token bucket of that size).
+  uint32_t maxPendingJoins = 1024;
+  uint32_t joinRatePerSec = 2000;
   // Relay sessions (both ends): a ping after this much silence; dead after keepaliveDeadMs.
   uint32_t keepaliveMs = 2000;
   uint32_t keepaliveDeadMs = 6000;

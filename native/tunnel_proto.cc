@@ -71,9 +71,18 @@ bool EncodeRequest(const TunnelRequest& r, std::string* out) {
   return true;
 }
 
+// The longest service name a request may carry (EncodeRequest's limit; kMaxRequestSize is
+// computed from it).
+constexpr size_t kMaxServiceLen = 253;
+
 size_t RequestSizeSoFar(const uint8_t* p, size_t n) {
   if (n < 6) return 6;
   if (p[4] == kTypeRegister) return 6;
+  // A length byte of 254 or 255 is malformed (DecodeRequest refuses it at 6 bytes): never ask
+  // for more than kMaxRequestSize, the reader's buffer. Before this check a peer could make the
+  // accepting relay read up to 282 bytes into its 280-byte buffer (Conn::hdr, overwriting
+  // hdrLen after it).
+  if (p[5] > kMaxServiceLen) return 6;
   size_t need = 6 + p[5] + 3;
   if (n < need) return need;
   uint8_t fam = p[need - 1];
@@ -92,7 +101,7 @@ int DecodeRequest(const uint8_t* p, size_t n, TunnelRequest* out) {
   }
   if (p[4] != kTypeConnect) return -1;
   size_t len = p[5];
-  if (len == 0) return -1;
+  if (len == 0 || len > kMaxServiceLen) return -1;
   need += len + 3;
   if (n < need) return 0;
   uint8_t fam = p[6 + len + 2];
@@ -173,6 +182,7 @@ std::string EncodeData(const uint8_t token[kTokenSize]) {
 size_t PlainSizeSoFar(const uint8_t* p, size_t n) {
   if (n < 5) return 5;
   if (std::memcmp(p, kDataMagic, 4) == 0) return 4 + kTokenSize;
+  if (p[4] == 0 || p[4] > kMaxServiceLen) return 5;  // malformed at 5 bytes (DecodePlain says so)
   return 5 + p[4];
 }
 
@@ -188,7 +198,7 @@ int DecodePlain(const uint8_t* p, size_t n, PlainKind* kind, std::string* node, 
     return static_cast<int>(4 + kTokenSize);
   }
   size_t len = p[4];
-  if (len == 0) return -1;
+  if (len == 0 || len > kMaxServiceLen) return -1;
   if (n < 5 + len) return 0;
   node->assign(reinterpret_cast<const char*>(p + 5), len);
   if (!ValidNode(*node)) return -1;

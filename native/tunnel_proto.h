@@ -71,6 +71,7 @@ size_t FrameSize(uint8_t type);
 // Plaintext relay headers.
 enum class PlainKind : uint8_t { kUnknown, kJoin, kData };
 constexpr size_t kMaxPlainHeader = 4 + 1 + 253;
+static_assert(kMaxPlainHeader <= kMaxRequestSize, "one header buffer (kMaxRequestSize) holds either");
 std::string EncodeJoin(const std::string& node);
 std::string EncodeData(const uint8_t token[kTokenSize]);
 // > 0: a complete header of that many bytes (kind, node or token filled); 0: need more; < 0: bad.

@@ -169,8 +169,8 @@ export interface TunnelTopology {
   startServers(name: NodeName, specs: { kind: 'http' | 'sink' | 'echo'; host: string; port: number; marker?: string }[]): Promise<ServerHandle>;
   /**
    * Starts this node's `edgemesh-agent run` (node name, services dir, service CIDR, tunnel
-   * certificates and listen address, metrics on 127.0.0.1:0) plus `extraArgs`; resolves after
-   * the metrics line, the first sync and the tunnel listener being bound.
+   * certificates and listen address, metrics on 127.0.0.1:0) plus `extraArgs`; resolves once
+   * /readyz says the first sync is done and the tunnel listener is bound.
    */
   startAgent(name: NodeName, extraArgs?: string[]): Promise<AgentProcess>;
   /** Stops the node's agent with `signal` (SIGKILL leaves its rules, as a crash does). */
@@ -384,11 +384,12 @@ export async function createTunnelTopology(opts: TunnelTopologyOptions = {}): Pr
         side.agent = agent;
         const line = await agent.waitFor((l) => typeof l.msg === 'string' && l.msg.startsWith('metrics and health on'), 15_000, `${name}: metrics line`);
         side.metricsPort = Number(line.port ?? /:(\d+)\//.exec(String(line.msg))?.[1]);
-        await agent.waitFor((l) => typeof l.msg === 'string' && l.msg.startsWith('sync ('), 15_000, `${name}: first sync`);
+        // /readyz: first sync done (a restart over a killed agent's rules writes, and logs, nothing)
+        const ready = async () => (await side.node.run('curl', ['-sf', '--max-time', '2', `http://127.0.0.1:${side.metricsPort}/readyz`], { allowFail: true })).code === 0;
         const t0 = Date.now();
-        while (!(await topo.tunnelListening(name))) {
-          if (Date.now() - t0 > 10_000) throw new Error(`${name}: nothing listens on port ${TUNNEL_PORT} 10 s after the first sync; last log lines:\n${agent.logs.slice(-10).map((l) => JSON.stringify(l)).join('\n')}\n${agent.stderr.slice(-1000)}`);
-          if (agent.child.exitCode !== null) throw new Error(`${name}: agent exited ${agent.child.exitCode}: ${agent.stderr.slice(-2000)}`);
+        while (!((await ready()) && (await topo.tunnelListening(name)))) {
+          if (Date.now() - t0 > 15_000) throw new Error(`${name}: not ready with its tunnel listener on port ${TUNNEL_PORT} within 15 s; last log lines:\n${agent.logs.slice(-10).map((l) => JSON.stringify(l)).join('\n')}\n${agent.stderr.slice(-1000)}`);
+          if (agent.child.exitCode !== null || agent.child.signalCode !== null) throw new Error(`${name}: agent exited ${agent.child.exitCode ?? agent.child.signalCode}: ${agent.stderr.slice(-2000)}`);
           await new Promise((r) => setTimeout(r, 50));
         }
         return agent;

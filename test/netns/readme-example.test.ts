@@ -1,4 +1,4 @@
-// The README's embedding example compiles against the package's types and runs.
+// The embedding example of docs/architecture.md compiles against the package's types and runs.
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -10,9 +10,9 @@ import { ServicesDir, seedBasics } from '../helpers/manifests.js';
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 function example(): string {
-  const readme = readFileSync(join(root, 'README.md'), 'utf8');
+  const readme = readFileSync(join(root, 'docs', 'architecture.md'), 'utf8');
   const m = /<!-- embed-example -->\s*```ts\n([\s\S]*?)```/.exec(readme);
-  if (!m?.[1]) throw new Error('README.md has no <!-- embed-example --> ts block');
+  if (!m?.[1]) throw new Error('docs/architecture.md has no <!-- embed-example --> ts block');
   return m[1];
 }
 

@@ -3,7 +3,7 @@
 // (test/helpers/tunnel-topology.ts). Each test says what it proves; every wait is bounded.
 import { copyFileSync, mkdirSync, readFileSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
 import { describeNetns, type Netns } from '../helpers/netns.js';
 import { CLI, eventually } from '../helpers/agent.js';
 import { createTunnelTopology, metricSum, tunnelServiceYaml, TUNNEL_DRIVERS, TUNNEL_PORT, type ServerHandle, type TunnelTopology } from '../helpers/tunnel-topology.js';
@@ -57,12 +57,43 @@ async function capture(ns: Netns, iface: string, file: string) {
   };
 }
 
+/** An agent that is gone although no test stopped it (a crash). */
+function deadAgents(t: TunnelTopology | undefined): string[] {
+  const out: string[] = [];
+  for (const side of [t?.cloud, t?.edge]) {
+    const c = side?.agent?.child;
+    if (side && c && (c.exitCode !== null || c.signalCode !== null)) out.push(`${side.name} agent (pid ${c.pid}) died: ${c.signalCode ?? `exit ${c.exitCode}`}`);
+  }
+  return out;
+}
+
+/**
+ * After each test: an agent that died on its own fails that test (with its last log lines), and
+ * is forgotten so that the next test starts it again; on any failure, both agents' last lines.
+ */
+function checkAgents(t: TunnelTopology | undefined, failed: boolean): void {
+  const dead = deadAgents(t);
+  if (dead.length || failed) {
+    for (const side of [t?.cloud, t?.edge]) {
+      const a = side?.agent;
+      if (!side || !a) continue;
+      console.log(`--- ${side.name} agent (pid ${a.child.pid}, ${a.child.signalCode ?? (a.child.exitCode === null ? 'running' : `exit ${a.child.exitCode}`)}); last log lines:\n${a.logs.slice(-6).map((l) => String(l.msg)).join('\n')}\nstderr: ${a.stderr.slice(-1500)}`);
+    }
+  }
+  for (const side of [t?.cloud, t?.edge]) {
+    const c = side?.agent?.child;
+    if (side && c && (c.exitCode !== null || c.signalCode !== null)) side.agent = undefined;
+  }
+  if (dead.length) throw new Error(`during this test: ${dead.join('; ')}`);
+}
+
 describeNetns('agent-to-agent tunnel over an IPv4 underlay', () => {
   let t: TunnelTopology;
   let edgeSrv: ServerHandle;
   let cloudSrv: ServerHandle;
   const BACKUP_MARKER = `CLOUD-BACKUP-MARKER-${Math.random().toString(36).slice(2)}`;
 
+  /** Both agents running (started again after a crash that an earlier test reported). */
   const ensureAgents = async () => {
     if (!t.cloud.agent) await t.startAgent('cloud');
     if (!t.edge.agent) await t.startAgent('edge');
@@ -96,14 +127,17 @@ describeNetns('agent-to-agent tunnel over an IPv4 underlay', () => {
     ]);
   });
 
+  afterEach((ctx) => checkAgents(t, ctx.task.result?.state === 'fail'));
+
   afterAll(async () => {
     await t?.destroy();
   });
 
   it('without agents: each pod reaches its node and its own server, but the cloud pod cannot reach the edge pod (nor the reverse)', async () => {
-    await t.cloud.pod.run('ping', ['-c', '1', '-W', '1', '10.244.1.1']);
-    await t.edge.pod.run('ping', ['-c', '1', '-W', '1', '10.244.2.1']);
-    await t.cloud.node.run('ping', ['-c', '1', '-W', '1', '192.168.50.2']);
+    // (no ping here: a TCP connect answered by a reset proves the route both ways)
+    expect(await t.probe(t.cloud.pod, '10.244.1.1', 1)).toBe('refused');
+    expect(await t.probe(t.edge.pod, '10.244.2.1', 1)).toBe('refused');
+    expect(await t.probe(t.cloud.node, '192.168.50.2', 1)).toBe('refused');
     expect((await t.curl(t.cloud.pod, 'http://10.244.1.10:8080/')).body).toContain(t.markers.cloud);
     expect((await t.curl(t.edge.pod, 'http://10.244.2.10:8080/')).body).toContain(t.markers.edge);
     const before = edgeConns();
@@ -149,10 +183,11 @@ describeNetns('agent-to-agent tunnel over an IPv4 underlay', () => {
     expect((await t.curl(t.cloud.pod, 'http://10.96.0.20/')).ok).toBe(true);
     const r = await t.cloud.node.run(process.execPath, [CLI, 'status', '--metrics-addr', `127.0.0.1:${t.cloud.metricsPort}`], { allowFail: true });
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stdout).toMatch(/tunnel/i);
-    const line = r.stdout.split('\n').find((l) => /\bedge\b/.test(l) && l.includes(t.edge.tunnelAddress));
-    expect(line, r.stdout).toBeDefined();
-    expect(line).toMatch(/\bok\b/);
+    expect(r.stdout).toMatch(/^# tunnel \(node cloud\): listening on 0\.0\.0\.0:20006/m);
+    expect(r.stdout).toContain(`certificate serial ${await serialOf({ file: t.cloud.certFile })}`);
+    // one line per peer and direction: node, direction, address, last result
+    expect(r.stdout).toMatch(new RegExp(`^edge\\s+out\\s+${t.edge.tunnelAddress.replace(/\./g, '\\.')}\\s+ok\\s`, 'm'));
+    expect(r.stdout).toMatch(/^edge\s+in\s+\S+\s+ok\s/m);
   });
 
   it('1 GiB from the cloud pod to the edge Service arrives intact through the tunnel (sha256), within 60 s', async () => {
@@ -220,7 +255,9 @@ describeNetns('agent-to-agent tunnel over an IPv4 underlay', () => {
     const e1 = await eventually(() => t.metrics('edge'), (m) => metricSum(m, 'edgemesh_tunnel_handshake_failures_total', { direction: 'in', reason }) > metricSum(e0, 'edgemesh_tunnel_handshake_failures_total', { direction: 'in', reason }), 3_000, `${what}: handshake failure counted with reason ${reason}`);
     const m = e1.value;
     expect(metricSum(m, 'edgemesh_tunnel_handshake_failures_total', { direction: 'in', reason }) - metricSum(e0, 'edgemesh_tunnel_handshake_failures_total', { direction: 'in', reason })).toBe(1);
-    expect(metricSum(m, 'edgemesh_tunnel_connections_total', { direction: 'in', result: 'handshake-failed' }) - metricSum(e0, 'edgemesh_tunnel_connections_total', { direction: 'in', result: 'handshake-failed' })).toBe(1);
+    // a failed inbound handshake named no one: peer="" (docs/tunnel.md)
+    const hsFailed = { direction: 'in', peer: '', result: 'handshake-failed' };
+    expect(metricSum(m, 'edgemesh_tunnel_connections_total', hsFailed) - metricSum(e0, 'edgemesh_tunnel_connections_total', hsFailed)).toBe(1);
     expect(metricSum(m, 'edgemesh_tunnel_connections_total', { direction: 'in', result: 'ok' })).toBe(metricSum(e0, 'edgemesh_tunnel_connections_total', { direction: 'in', result: 'ok' }));
     expect(edgeConns()).toBe(before); // no backend saw a connection
     return r;
@@ -258,7 +295,7 @@ describeNetns('agent-to-agent tunnel over an IPv4 underlay', () => {
     const r = await t.cloud.node.run(process.execPath, [join(TUNNEL_DRIVERS, 'tunnel-request.mjs'), JSON.stringify({
       connect: `${t.edge.tunnelAddress}`, servername: 'edge', ca: t.caFile, cert: t.cloud.certFile, key: t.cloud.keyFile, timeoutMs: 5_000, ...o,
     })], { timeoutMs: 15_000 });
-    return JSON.parse(r.stdout.trim()) as { handshake: boolean; status: number | null; statusBytes: string; reply: string; closed: string };
+    return JSON.parse(r.stdout.trim()) as { handshake: boolean; status: number | null; statusBytes: string; reply: string; closed: string; ms: number };
   };
   const allConns = () => edgeConns() + [...cloudSrv.conns.values()].reduce((a, b) => a + b, 0);
 
@@ -274,6 +311,7 @@ describeNetns('agent-to-agent tunnel over an IPv4 underlay', () => {
     expect(metricSum(e1, 'edgemesh_tunnel_refusals_total', { reason }) - metricSum(e0, 'edgemesh_tunnel_refusals_total', { reason })).toBe(1);
     expect(metricSum(e1, 'edgemesh_tunnel_connections_total', { direction: 'in', peer: 'cloud', result: 'refused' }) - metricSum(e0, 'edgemesh_tunnel_connections_total', { direction: 'in', peer: 'cloud', result: 'refused' })).toBe(1);
     expect(allConns()).toBe(before); // no backend saw a connection
+    return r;
   };
 
   it('control: a valid peer naming a local endpoint of the edge agent gets status ok and the page (the hand-made request is right)', async () => {
@@ -292,8 +330,9 @@ describeNetns('agent-to-agent tunnel over an IPv4 underlay', () => {
     await refusedRequest({ service: 'shop/nope', servicePort: 80, endpoint: '10.244.2.10', endpointPort: 8080 }, 'no-service', 2);
   });
 
-  it('refused after a valid handshake: bytes that are not a tunnel request ("bad-request")', async () => {
-    await refusedRequest({ raw: Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n').toString('hex') }, 'bad-request', 1);
+  it('refused after a valid handshake: bytes that are not a tunnel request ("bad-request"), at once (not at the request timeout)', async () => {
+    const r = await refusedRequest({ raw: Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n').toString('hex') }, 'bad-request', 1);
+    expect(r.ms).toBeLessThan(2_000);
   });
 
   it('SIGKILL of the edge agent: shop/edge-ha fails over to its cloud endpoint while the edge agent is down, and shop/edge-web is back < 10 s after the restart', async () => {
@@ -307,13 +346,27 @@ describeNetns('agent-to-agent tunnel over an IPv4 underlay', () => {
     }
     expect([...seen].sort()).toEqual(['backup', 'edge']);
 
+    // a live conversation through the edge agent when it is killed: its TLS stream is cut without
+    // close_notify, which must reach the client as a reset, never as a clean end
+    const talk = t.cloud.pod.run(process.execPath, ['-e', TALK, '10.96.0.20', '7000', '100', '100'], { timeoutMs: 30_000, allowFail: true });
+    const echoBefore = edgeSrv.count('10.244.2.10:7000');
+    await eventually(async () => edgeSrv.count('10.244.2.10:7000'), (n) => n > echoBefore, 5_000, 'the conversation reached the edge echo server');
+    await new Promise((r) => setTimeout(r, 300));
+    const c0 = await t.metrics('cloud');
     await t.stopAgent('edge', 'SIGKILL');
+    const cut = JSON.parse((await talk).stdout || '{}') as { error?: string; echoed?: number };
+    expect(['ECONNRESET', 'EPIPE'], JSON.stringify(cut)).toContain(cut.error); // a reset (EPIPE: it came while writing)
+
     expect((await t.curl(t.cloud.pod, 'http://10.96.0.20/', 3)).ok).toBe(false); // the edge really is unreachable
     for (let i = 0; i < 10; i++) {
       const r = await t.curl(t.cloud.pod, 'http://10.96.0.21/', 4);
       expect(r.ok, `edge-ha #${i} with the edge agent down: ${r.stderr}`).toBe(true);
       expect(r.body).toContain(BACKUP_MARKER);
     }
+    // and the cloud agent counted its failed dials to the edge
+    const c1 = await t.metrics('cloud');
+    const cf = { direction: 'out', peer: 'edge', result: 'connect-failed' };
+    expect(metricSum(c1, 'edgemesh_tunnel_connections_total', cf) - metricSum(c0, 'edgemesh_tunnel_connections_total', cf)).toBeGreaterThanOrEqual(1);
 
     const t0 = Date.now();
     await t.startAgent('edge');
@@ -356,6 +409,7 @@ describeNetns('agent-to-agent tunnel over an IPv4 underlay', () => {
     expect(t.edge.agent!.child.pid).toBe(agentPid);
     expect(t.edge.agent!.child.exitCode).toBeNull();
     expect(seen.value).toBe(newSerial);
+    expect(metricSum(await t.metrics('edge'), 'edgemesh_tunnel_certificate_rotations_total', { result: 'ok' })).toBeGreaterThanOrEqual(1);
 
     const r = JSON.parse((await talk).stdout || '{}') as { echoed?: number; inOrder?: boolean; error?: string };
     expect(r).toEqual({ echoed: 70, inOrder: true });
@@ -378,7 +432,33 @@ describeNetns('agent-to-agent tunnel over an IPv4 underlay', () => {
     expect(edgeConns()).toBe(before + 1);
   });
 
-  it('cloud servers saw traffic only through the tunnel or locally (sanity of the counters used above)', () => {
+  it('--direct-cidr: an endpoint inside it is dialled directly, never through the tunnel (unreachable without a route, served with one)', async () => {
+    await ensureAgents();
+    await t.stopAgent('cloud', 'SIGTERM');
+    await t.startAgent('cloud', ['--direct-cidr', '10.244.2.0/24']);
+    try {
+      const tunnelled = async () => metricSum(await t.metrics('cloud'), 'edgemesh_tunnel_connections_total', { direction: 'out' }) + metricSum(await t.metrics('edge'), 'edgemesh_tunnel_connections_total', { direction: 'in' });
+      const n0 = await tunnelled();
+      const noRoute = await t.curl(t.cloud.pod, 'http://10.96.0.20/', 3);
+      expect(noRoute.ok).toBe(false); // the cloud node has no route to the edge pod network
+      // give the cloud node a route to the edge pods over the underlay (inside our namespaces)
+      await t.cloud.node.run('ip', ['route', 'add', '10.244.2.0/24', 'via', t.edge.underlayIp4]);
+      try {
+        const direct = await t.curl(t.cloud.pod, 'http://10.96.0.20/');
+        expect(direct.ok, direct.stderr).toBe(true);
+        expect(direct.body).toContain(t.markers.edge);
+      } finally {
+        await t.cloud.node.run('ip', ['route', 'del', '10.244.2.0/24']);
+      }
+      expect(await tunnelled()).toBe(n0);
+    } finally {
+      await t.stopAgent('cloud', 'SIGTERM');
+      await t.startAgent('cloud', []);
+    }
+    expect((await t.curl(t.cloud.pod, 'http://10.96.0.20/')).body).toContain(t.markers.edge); // through the tunnel again
+  });
+
+  it('sanity of the backend counters used above: both cloud servers did see the connections meant for them', () => {
     expect(cloudSrv.count('10.244.1.10:8080')).toBeGreaterThan(0);
     expect(cloudSrv.count('10.244.1.11:8080')).toBeGreaterThan(0);
   });
@@ -392,6 +472,8 @@ describeNetns('agent-to-agent tunnel over an IPv6 underlay', () => {
     await t.startServers('edge', [{ kind: 'http', host: '10.244.2.10', port: 8080, marker: t.markers.edge }]);
     await t.startServers('cloud', [{ kind: 'http', host: '10.244.1.10', port: 8080, marker: t.markers.cloud }]);
   });
+
+  afterEach((ctx) => checkAgents(t, ctx.task.result?.state === 'fail'));
 
   afterAll(async () => {
     await t?.destroy();

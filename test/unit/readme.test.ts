@@ -1,5 +1,5 @@
-// The README stays true to the code: every option and every metric it should name is there.
-import { readFileSync } from 'node:fs';
+// The README and docs/ stay true to the code: every option and every metric is documented.
+import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
@@ -7,23 +7,31 @@ import { OPTIONS } from '../../src/config.js';
 import { AgentMetrics } from '../../src/metrics.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+import { readdirSync } from 'node:fs';
 const readme = readFileSync(join(root, 'README.md'), 'utf8');
+/** The README and every page of docs/. */
+const docs = [readme, ...readdirSync(join(root, 'docs')).filter((f) => f.endsWith('.md')).map((f) => readFileSync(join(root, 'docs', f), 'utf8'))].join('\n');
 
 describe('README', () => {
-  it('documents every command-line option of the option table', () => {
-    for (const o of OPTIONS) if (o.flag !== 'config') expect(readme, `--${o.flag}`).toContain(`--${o.flag}`);
+  it('documents every command-line option of the option table (README or docs/)', () => {
+    for (const o of OPTIONS) if (o.flag !== 'config') expect(docs, `--${o.flag}`).toContain(`--${o.flag}`);
   });
 
-  it('names every edgemesh_* metric the agent exports', async () => {
+  it('names every edgemesh_* metric the agent exports (README or docs/)', async () => {
     const m = new AgentMetrics({ counts: () => ({ watched: 0, ignored: 0, proxied: 0, none: 0 }), desired: () => undefined });
     const names = (await m.registry.getMetricsAsJSON()).map((x) => x.name).filter((n) => n.startsWith('edgemesh_'));
     expect(names.length).toBeGreaterThan(10);
-    for (const n of names) expect(readme, n).toContain(n);
+    for (const n of names) expect(docs, n).toContain(n);
   });
 
   it('gives exactly the two set-up commands that .ci/run and the demo use', () => {
     expect(readme).toContain('bash scripts/demo.sh');
     expect(readme).toContain('bash scripts/test.sh');
     expect(readFileSync(join(root, '.ci', 'run'), 'utf8')).toMatch(/scripts\/test\.sh/);
+  });
+
+  it('stays a front door (under 14 KB) whose links to docs/ all resolve', () => {
+    expect(Buffer.byteLength(readme)).toBeLessThan(14_000);
+    for (const m of readme.matchAll(/\]\((docs\/[^)#]+)/g)) expect(existsSync(join(root, m[1] as string)), m[1]).toBe(true);
   });
 });

@@ -3,7 +3,7 @@
 //   node tunnel-request.mjs '{"connect":"192.168.50.2:20006","servername":"edge","ca","cert","key",
 //                             "service":"shop/edge-web","servicePort":80,"endpoint":"10.244.2.10","endpointPort":8080,
 //                             "raw":"<hex: send these bytes instead of a request>","send":"<text sent after an ok answer>"}'
-//   -> {"handshake":true,"status":<0..5>|null,"statusBytes":"<hex>","reply":"<text received after the answer>","closed":"end|error CODE|timeout"}
+//   -> {"handshake":true,"status":<0..5>|null,"statusBytes":"<hex>","reply":"<text received after the answer>","closed":"end|error CODE|timeout","ms":<until closed>}
 //
 //   request  = "EMT1" type(1)=1 len(1) service(len: "namespace/name") servicePort(2)
 //              family(1)=4|6 endpointIp(4|16) endpointPort(2)          integers big-endian
@@ -13,10 +13,12 @@ import net from 'node:net';
 import { readFileSync } from 'node:fs';
 
 const o = JSON.parse(process.argv[2]);
-const out = { handshake: false, status: null, statusBytes: '', reply: '', closed: '' };
+const t0 = Date.now();
+const out = { handshake: false, status: null, statusBytes: '', reply: '', closed: '', ms: 0 };
 const finish = (closed) => {
   if (out.closed) return;
   out.closed = closed;
+  out.ms = Date.now() - t0;
   process.stdout.write(JSON.stringify(out) + '\n');
   process.exit(0);
 };
