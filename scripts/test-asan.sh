@@ -43,6 +43,7 @@ cleanup() {
     ip netns del "$ns" 2>/dev/null || true
   done
   rm -rf "$tmp"
+  bash "$repo/scripts/sweep-netns.sh"  # namespaces of a vitest run cut short by its time bound
   echo "test-asan: $( [ $rc = 0 ] && echo passed || echo FAILED ) in $(( $(date +%s) - start ))s"
   exit $rc
 }

@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
+# Whatever happens to the run, no test namespace outlives it.
+trap 'bash scripts/sweep-netns.sh' EXIT
 npx --no-install vitest run "$@"
 if [ $# -eq 0 ] && [ "${EDGEMESH_SKIP_ASAN:-}" != 1 ]; then
   bash scripts/test-asan.sh
