@@ -970,7 +970,10 @@ ChainInfo ReadChainRules(NlSocket& s, const ChainInfo& base, uint8_t family, con
 }
 
 ReadResult ReadWith(NlSocket& s, const ReadRequest& req) {
-  for (int attempt = 0; attempt < 10; attempt++) {
+  for (int attempt = 0; attempt < 50; attempt++) {
+    // A read spans several dumps and must see one generation; while another writer commits in
+    // a tight loop, pause a little more before each retry (off the JS thread), as Talk does.
+    if (attempt > 0) usleep(static_cast<useconds_t>(std::min(attempt, 20) * 1000));
     ReadResult out;
     bool intr = false;
     out.genid = QueryGenId(s);
