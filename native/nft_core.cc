@@ -87,11 +87,9 @@ class NlSocket {
   // the messages of one complete, consistent answer.
   void Talk(nlmsghdr* nlh, const char* call, const std::function<void(const nlmsghdr*)>& cb, bool* interrupted = nullptr) {
     std::vector<char> buf(1 << 16);
+    // Retried at once: a pause would only give a writer that commits in a loop more time to
+    // interrupt the next dump (and a caller planning on this read more time to go stale).
     for (int attempt = 0; attempt < 50; attempt++) {
-      // After an interrupted dump, let the other writer's burst pass (off the JS thread: this
-      // runs in the libuv pool): 1 ms more per attempt, at most 20 ms. Without the pause a
-      // writer that commits in a tight loop on a busy machine could interrupt every retry.
-      if (attempt > 0) usleep(static_cast<useconds_t>(std::min(attempt, 20) * 1000));
       const uint32_t seq = NextSeq();
       nlh->nlmsg_seq = seq;
       if (mnl_socket_sendto(nl_, nlh, nlh->nlmsg_len) < 0) throw SysError(errno, "sendto", std::string(call) + ": sendto: " + Errstr(errno));
@@ -970,10 +968,8 @@ ChainInfo ReadChainRules(NlSocket& s, const ChainInfo& base, uint8_t family, con
 }
 
 ReadResult ReadWith(NlSocket& s, const ReadRequest& req) {
-  for (int attempt = 0; attempt < 50; attempt++) {
-    // A read spans several dumps and must see one generation; while another writer commits in
-    // a tight loop, pause a little more before each retry (off the JS thread), as Talk does.
-    if (attempt > 0) usleep(static_cast<useconds_t>(std::min(attempt, 20) * 1000));
+  // A read spans several dumps and must see one generation: retried at once, like Talk.
+  for (int attempt = 0; attempt < 30; attempt++) {
     ReadResult out;
     bool intr = false;
     out.genid = QueryGenId(s);
