@@ -25,12 +25,14 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <functional>
 #include <map>
 #include <memory>
 #include <set>
 #include <stdexcept>
+#include <thread>
 
 #include "netns.h"
 #include "syserror.h"
@@ -53,6 +55,32 @@ std::string Errstr(int e) { return std::string(strerror(e)); }
 
 // ---------------------------------------------------------------------------------------------
 // Netlink socket
+
+// How long a read keeps asking again while the ruleset changes under it. The kernel flags a dump
+// another commit interleaved with (NLM_F_DUMP_INTR) and a multi-dump read sees the generation
+// move; both are asked again. iptables-nft and nft retry without bound; a writer committing in a
+// loop (another agent, a kube-proxy resync storm) can interrupt dozens of dumps in a row, so a
+// count alone gives up too early on a busy or slow machine. The first attempts follow at once (a
+// pause only gives the writer more room); after that a 1 ms pause keeps a long retry from
+// spinning a core, until the deadline.
+class ChangingRetry {
+ public:
+  static constexpr int kImmediate = 50;
+  static constexpr std::chrono::milliseconds kBudget{10'000};
+  bool Again() {
+    if (attempts_ == 0) deadline_ = std::chrono::steady_clock::now() + kBudget;
+    if (attempts_ >= kImmediate) {
+      if (std::chrono::steady_clock::now() >= deadline_) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    attempts_++;
+    return true;
+  }
+
+ private:
+  int attempts_ = 0;
+  std::chrono::steady_clock::time_point deadline_;
+};
 
 class NlSocket {
  public:
@@ -87,9 +115,7 @@ class NlSocket {
   // the messages of one complete, consistent answer.
   void Talk(nlmsghdr* nlh, const char* call, const std::function<void(const nlmsghdr*)>& cb, bool* interrupted = nullptr) {
     std::vector<char> buf(1 << 16);
-    // Retried at once: a pause would only give a writer that commits in a loop more time to
-    // interrupt the next dump (and a caller planning on this read more time to go stale).
-    for (int attempt = 0; attempt < 50; attempt++) {
+    for (ChangingRetry retry; retry.Again();) {
       const uint32_t seq = NextSeq();
       nlh->nlmsg_seq = seq;
       if (mnl_socket_sendto(nl_, nlh, nlh->nlmsg_len) < 0) throw SysError(errno, "sendto", std::string(call) + ": sendto: " + Errstr(errno));
@@ -130,7 +156,7 @@ class NlSocket {
       for (const auto& m : msgs) cb(reinterpret_cast<const nlmsghdr*>(m.data()));
       return;
     }
-    throw SysError(EAGAIN, call, std::string(call) + ": the ruleset kept changing during the dump", "EAGAIN");
+    throw SysError(EAGAIN, call, std::string(call) + ": the ruleset kept changing during the dump (asked again for 10 s)", "EAGAIN");
   }
 
  private:
@@ -968,8 +994,8 @@ ChainInfo ReadChainRules(NlSocket& s, const ChainInfo& base, uint8_t family, con
 }
 
 ReadResult ReadWith(NlSocket& s, const ReadRequest& req) {
-  // A read spans several dumps and must see one generation: retried at once, like Talk.
-  for (int attempt = 0; attempt < 30; attempt++) {
+  // A read spans several dumps and must see one generation: retried like Talk.
+  for (ChangingRetry retry; retry.Again();) {
     ReadResult out;
     bool intr = false;
     out.genid = QueryGenId(s);
@@ -989,7 +1015,7 @@ ReadResult ReadWith(NlSocket& s, const ReadRequest& req) {
     }
     if (!intr && QueryGenId(s) == out.genid) return out;
   }
-  throw SysError(EAGAIN, "nft_getrule", "the table kept changing while it was read", "EAGAIN");
+  throw SysError(EAGAIN, "nft_getrule", "the table kept changing while it was read (asked again for 10 s)", "EAGAIN");
 }
 
 // ---------------------------------------------------------------------------------------------
