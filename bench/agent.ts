@@ -17,6 +17,8 @@ import { PROXY_ADDR, PROXY_PORT, SERVICE_CIDR, cpuSeconds, ignoreRule, log, rssM
 const here = dirname(fileURLToPath(import.meta.url));
 /** dist/src/cli.js (this file runs as dist/bench/agent.js). */
 export const CLI = resolve(here, '..', 'src', 'cli.js');
+/** dist/src/bin.js: what `edgemesh-agent` runs (re-executes `run` with the daemon's V8 flags). */
+export const BIN = resolve(here, '..', 'src', 'bin.js');
 const PER_FILE = 100;
 
 function serviceDoc(i: number, ignored: boolean): string {
@@ -93,9 +95,10 @@ export interface AgentProc {
   stop(): Promise<void>;
 }
 
-export async function startAgent(ns: Netns, backend: BackendName, dir: ServicesDir, extra: string[] = []): Promise<AgentProc> {
-  if (!existsSync(CLI)) throw new Error(`${CLI} is missing: build first (npm run build)`);
-  const args = [CLI, 'run', '--backend', backend, '--services-dir', dir.path, '--service-cidr', SERVICE_CIDR, '--proxy-addr', `${PROXY_ADDR}:${PROXY_PORT}`, '--metrics-addr', 'off', '--log-level', 'info', ...extra];
+export async function startAgent(ns: Netns, backend: BackendName, dir: ServicesDir | undefined, extra: string[] = [], entry = CLI): Promise<AgentProc> {
+  if (!existsSync(entry)) throw new Error(`${entry} is missing: build first (npm run build)`);
+  const source = dir ? ['--services-dir', dir.path] : [];
+  const args = [entry, 'run', '--backend', backend, ...source, '--service-cidr', SERVICE_CIDR, '--proxy-addr', `${PROXY_ADDR}:${PROXY_PORT}`, '--metrics-addr', 'off', '--log-level', 'info', ...extra];
   const t0 = performance.now();
   const child = ns.spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: process.env });
   const lines: string[] = [];

@@ -19,6 +19,7 @@
 #include <linux/netfilter/nf_tables.h>
 #include <linux/netfilter/nfnetlink.h>
 #include <limits.h>
+#include <malloc.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -98,6 +99,9 @@ class NlSocket {
   }
   ~NlSocket() {
     if (nl_) mnl_socket_close(nl_);
+    // A large dump leaves glibc's arena of this worker thread holding what libnftnl parsed it
+    // into: hand it back, or an idle agent beside a big table keeps that RSS until the next one.
+    if (received_ >= kTrimAfterBytes) malloc_trim(0);
   }
   NlSocket(const NlSocket&) = delete;
   NlSocket& operator=(const NlSocket&) = delete;
@@ -129,6 +133,7 @@ class NlSocket {
           throw SysError(errno, "recvfrom", std::string(call) + ": recvfrom: " + Errstr(errno));
         }
         int len = static_cast<int>(n);
+        received_ += static_cast<size_t>(n);
         for (auto* m = reinterpret_cast<const nlmsghdr*>(buf.data()); !done && mnl_nlmsg_ok(m, len); m = mnl_nlmsg_next(m, &len)) {
           if (m->nlmsg_seq != seq || (m->nlmsg_pid != 0 && m->nlmsg_pid != portid_)) continue;  // stale answer
           if (m->nlmsg_flags & NLM_F_DUMP_INTR) intr = true;
@@ -160,7 +165,9 @@ class NlSocket {
   }
 
  private:
+  static constexpr size_t kTrimAfterBytes = 256 << 10;
   mnl_socket* nl_ = nullptr;
+  size_t received_ = 0;
   uint32_t portid_ = 0;
   uint32_t seq_ = 0;
 };

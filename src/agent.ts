@@ -141,6 +141,20 @@ export class Agent {
       queuedSince: () => this.reconciler.stats.queuedSince,
     });
     this.reconciler.on('sync', (r) => this.metrics.observe(r));
+    // After the start-up burst (the source's first list, the first full sync) most of the heap
+    // is garbage, which V8 hands back only when its memory reducer notices the agent is idle:
+    // tens of seconds to minutes later. With gc exposed (edgemesh-agent run starts node so), one
+    // full collection after the first good sync returns it at once, and the idle footprint is
+    // the steady one from then on.
+    const settle = (r: SyncReport): void => {
+      if (!r.ok) return;
+      this.reconciler.off('sync', settle);
+      // 'last-resort': V8's memory-reducing collection (it compacts, and releases the pages it
+      // emptied); a plain gc() frees objects but leaves half-empty pages committed.
+      const gc = (globalThis as { gc?: (o?: object) => void }).gc;
+      if (typeof gc === 'function') setImmediate(() => gc({ type: 'major', execution: 'sync', flavor: 'last-resort' }));
+    };
+    this.reconciler.on('sync', settle);
     this.metrics.declareFamilies(backends.map((b) => b.family));
   }
 

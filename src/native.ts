@@ -9,8 +9,9 @@ import type { NativeIptcBinding } from './backends/iptc-native.js';
 import type { NativeNftBinding } from './backends/nft-native.js';
 import type { NativeProxyBinding } from './proxy/native.js';
 import type { NativeCertsBinding } from './tunnel/certs-native.js';
+import type { NativeProcessBinding } from './process-native.js';
 
-export interface NativeBinding extends NativeIptcBinding, NativeNftBinding, NativeProxyBinding, NativeCertsBinding {
+export interface NativeBinding extends NativeIptcBinding, NativeNftBinding, NativeProxyBinding, NativeCertsBinding, NativeProcessBinding {
   /** Names of the native parts compiled in (iptc, sockopt, relay, nft, certs...). */
   readonly modules: readonly string[];
 }

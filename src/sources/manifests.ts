@@ -1,7 +1,7 @@
 // Parsing a manifest file (multi-document YAML, `kind: List`, JSON) into converted objects.
 // Pure: text in, objects or a one-line reason out.
 import type { V1EndpointSlice, V1Endpoints, V1Node, V1Service } from '@kubernetes/client-node';
-import { parseAllDocuments } from 'yaml';
+import { Composer, LineCounter, Parser } from 'yaml';
 import { ConfigError } from '../errors.js';
 import type { EndpointSliceInfo, NodeInfo, ServiceInfo } from '../model.js';
 import { convertEndpointSlice, convertEndpoints, convertNode, convertService } from './convert.js';
@@ -68,21 +68,28 @@ export function parseManifests(text: string, name: string): ManifestObjects {
     // without its anchor, nesting deep enough to exhaust the stack. All are bad files, not crashes.
     const why = (e: unknown): string => (e instanceof RangeError ? 'nested too deeply' : String((e as Error)?.message ?? e).split('\n')[0]!);
     if (flowDepth(text, MAX_YAML_FLOW_DEPTH) > MAX_YAML_FLOW_DEPTH) throw new ConfigError(`invalid YAML: [ ] / { } nested deeper than ${MAX_YAML_FLOW_DEPTH} levels`);
-    let parsed: ReturnType<typeof parseAllDocuments>;
+    // Documents are composed one at a time (the parser's tokens feed the composer lazily), so a
+    // file's syntax trees never all live at once: each becomes plain JS and is dropped, which
+    // keeps start-up garbage (and the heap's peak) small with thousands of services.
+    let i = 0;
     try {
-      // logLevel error: no process warnings (collection keys) on the agent's stderr.
-      parsed = parseAllDocuments(text, { logLevel: 'error' });
-    } catch (e) {
-      throw new ConfigError(`invalid YAML: ${why(e)}`);
-    }
-    for (const [i, doc] of [...parsed].entries()) {
-      const err = doc.errors[0];
-      if (err) throw new ConfigError(`invalid YAML in document ${i + 1}: ${err.message.split('\n')[0]}`);
-      try {
-        docs.push(doc.toJS({ maxAliasCount: 100 }));
-      } catch (e) {
-        throw new ConfigError(`invalid YAML in document ${i + 1}: ${why(e)}`);
+      const lines = new LineCounter();
+      for (const doc of new Composer({ logLevel: 'error' }).compose(new Parser(lines.addNewLine).parse(text))) {
+        i++;
+        const err = doc.errors[0];
+        if (err) {
+          const { line, col } = lines.linePos(err.pos[0]);
+          throw new ConfigError(`invalid YAML in document ${i}: ${err.message.split('\n')[0]} at line ${line}, column ${col}`);
+        }
+        try {
+          docs.push(doc.toJS({ maxAliasCount: 100 }));
+        } catch (e) {
+          throw new ConfigError(`invalid YAML in document ${i}: ${why(e)}`);
+        }
       }
+    } catch (e) {
+      if (e instanceof ConfigError) throw e;
+      throw new ConfigError(`invalid YAML: ${why(e)}`);
     }
   }
   const out: ManifestObjects = { services: [], endpointSlices: [], endpoints: [], nodes: [], warnings: [], skipped: [] };
@@ -112,5 +119,14 @@ export function parseManifests(text: string, name: string): ManifestObjects {
     }
   };
   docs.forEach((d, i) => visit(d, docs.length > 1 ? `document ${i + 1}` : 'document'));
-  return out;
+  return detach(out);
+}
+
+/**
+ * A deep copy whose strings are new: the parser's scalars are slices of the file's text, and one
+ * kept name would keep the whole text alive (V8 sliced strings) for as long as the object is in
+ * the store. JSON keeps every field of the model (plain data, no undefined values that matter).
+ */
+function detach<T>(objs: T): T {
+  return JSON.parse(JSON.stringify(objs)) as T;
 }
