@@ -383,7 +383,7 @@ export class KubeClient {
       const timer = setTimeout(() => req.destroy(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
       req.on('error', (e: NodeJS.ErrnoException) => {
         clearTimeout(timer);
-        reject(new Error(`${what}: ${e.code && !e.message.includes(e.code) ? `${e.code}: ` : ''}${oneLine(e.message)}`, { cause: e }));
+        reject(new Error(`${what}: ${connError(e, cert !== undefined || this.config.tls.cert !== undefined)}`, { cause: e }));
       });
       req.on('response', (res) => {
         clearTimeout(timer);
@@ -398,6 +398,21 @@ export class KubeClient {
       req.end();
     });
   }
+}
+
+/** A connection or TLS failure as one short line, with what it usually means. */
+function connError(e: NodeJS.ErrnoException, clientCert: boolean): string {
+  const code = e.code ?? '';
+  // OpenSSL's text is "<hex>:error:<hex>:SSL routines:<function>:<reason>:<file>:<line>:...": keep the reason.
+  const ssl = /SSL routines:[^:]*:([^:]+):/.exec(e.message)?.[1];
+  if (ssl) {
+    const hint = /certificate required/.test(ssl) ? ' (the server requires a client certificate)' : /unknown ca|bad certificate/.test(ssl) ? ' (the server refused our client certificate)' : '';
+    return `TLS: ${ssl}${hint}`;
+  }
+  if (/SELF_SIGNED|UNABLE_TO_GET_ISSUER|UNABLE_TO_VERIFY_LEAF|CERT_UNTRUSTED/.test(code)) return `TLS: server certificate not trusted: ${oneLine(e.message)} (check the CA: --api-server-ca, certificate-authority)`;
+  if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') return `TLS: ${oneLine(e.message)} (tls-server-name names the expected one)`;
+  if ((code === 'ECONNRESET' || /socket hang up/.test(e.message)) && clientCert) return `${code || 'connection reset'}: ${oneLine(e.message)} (during TLS with a client certificate: the server may have refused it)`;
+  return `${code && !e.message.includes(code) ? `${code}: ` : ''}${oneLine(e.message)}`;
 }
 
 /** A non-2xx answer as one line: the Status's reason and message when the body is one. */
