@@ -7,12 +7,15 @@ import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync,
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { desiredRuleSets } from '../../src/desired.js';
 import { renderRuleSet } from '../../src/rules.js';
 import { KubeClient, KubeSource, makeKubeConfig, type EndpointsApi, type KubeClientConfig, type KubeResource } from '../../src/sources/kube.js';
 import { ClusterStore } from '../../src/sources/store.js';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { assertBuilt, CLI } from '../helpers/agent.js';
 import { FakeApiServer } from '../helpers/fake-apiserver.js';
 import { issueWithOpenssl, makeCa } from '../helpers/openssl.js';
 import { SEED_CONFIG } from '../helpers/sources.js';
@@ -413,3 +416,40 @@ users: [{ name: u1, user: { exec: { apiVersion: client.authentication.k8s.io/v1,
 function mkdirp(d: string): void {
   mkdirSync(d, { recursive: true });
 }
+
+describe('lean client: the client library stays unloaded', () => {
+  it('lists and watches without importing @kubernetes/client-node; only an exec user imports it (an import hook refuses it here)', async () => {
+    assertBuilt();
+    const dist = join(dirname(CLI), '..');
+    const dir = mkdtempSync(join(tmpdir(), 'kube-noload-'));
+    try {
+      writeFileSync(join(dir, 'kc.yaml'), 'current-context: x\ncontexts: [{name: x, context: {cluster: c, user: u}}]\nclusters: [{name: c, cluster: {server: "http://127.0.0.1:1"}}]\nusers: [{name: u, user: {exec: {apiVersion: client.authentication.k8s.io/v1, command: /bin/true}}}]\n');
+      const hook = `export async function resolve(s, c, next) { if (s.includes('@kubernetes/client-node')) throw new Error('client library imported'); return next(s, c); }`;
+      writeFileSync(join(dir, 'probe.mjs'), `
+import { register } from 'node:module';
+register('data:text/javascript,' + encodeURIComponent(${JSON.stringify(hook)}));
+const { KubeSource, KubeClient, makeKubeConfig, ClusterStore } = await import(${JSON.stringify(join(dist, 'src', 'index.js'))});
+const { FakeApiServer } = await import(${JSON.stringify(join(dist, 'test', 'helpers', 'fake-apiserver.js'))});
+const api = new FakeApiServer();
+await api.start();
+api.set('services', { metadata: { name: 'web', namespace: 'shop' }, spec: { clusterIP: '10.10.1.1', ports: [{ port: 80 }] } });
+const store = new ClusterStore();
+const src = new KubeSource({ kubeConfig: makeKubeConfig({ kind: 'api-server', url: api.url }), store });
+src.start();
+await store.whenSynced();
+while (api.openWatches() < 3) await new Promise((r) => setTimeout(r, 10));
+api.set('services', { metadata: { name: 'api', namespace: 'shop' }, spec: { clusterIP: '10.10.1.2', ports: [{ port: 80 }] } });
+while (store.snapshot().services.size < 2) await new Promise((r) => setTimeout(r, 10));
+await src.stop();
+await api.close();
+let exec = 'not imported';
+try { await new KubeClient(makeKubeConfig({ kind: 'kubeconfig', file: ${JSON.stringify(join(dir, 'kc.yaml'))} })).list('/api/v1/services'); } catch (e) { exec = e.message; }
+console.log(JSON.stringify({ services: store.snapshot().services.size, exec }));
+`);
+      const { stdout } = await promisify(execFile)(process.execPath, [join(dir, 'probe.mjs')], { timeout: 20_000 });
+      expect(JSON.parse(stdout)).toEqual({ services: 2, exec: 'client library imported' });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
