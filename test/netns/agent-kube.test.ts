@@ -24,6 +24,8 @@ describeNetns('agent on an edge node: MetaServer by default, v1 Endpoints where 
   let api: ChildProcess;
   let agent: AgentProcess;
   let apiOut = '';
+  let metricsPort = 0;
+  const metrics = async () => (await node.run(process.execPath, ['-e', `fetch('http://127.0.0.1:${metricsPort}/metrics').then((r) => r.text()).then((t) => process.stdout.write(t))`])).stdout;
 
   const send = (c: Record<string, unknown>) => api.stdin!.write(JSON.stringify(c) + '\n');
   const client = async (mode: string, o: Record<string, unknown>) =>
@@ -72,6 +74,8 @@ describeNetns('agent on an edge node: MetaServer by default, v1 Endpoints where 
       KUBERNETES_SERVICE_HOST: '',
       KUBERNETES_SERVICE_PORT: '',
     });
+    const line = await agent.waitFor((l) => typeof l.msg === 'string' && l.msg.startsWith('metrics and health on'), 20_000, 'metrics line');
+    metricsPort = Number(line.port);
     await agent.waitFor((l) => typeof l.msg === 'string' && l.msg.startsWith('sync ('), 20_000, 'first sync');
   }, 60_000);
 
@@ -113,5 +117,19 @@ describeNetns('agent on an edge node: MetaServer by default, v1 Endpoints where 
     await agent.waitFor((l) => typeof l.msg === 'string' && /^kubernetes endpoints: endpoints: watch \/api\/v1\/endpoints: .*relisting in \d+ ms$/.test(l.msg), 5000, 'watch error line');
     send({ op: 'set', resource: 'endpoints', object: endpoints('web', ['10.244.1.11']) });
     await eventually(() => client('banner', { host: '10.10.0.20', port: 80, count: 1, timeoutMs: 3000 }).catch(() => ({})), (r) => (r as { ok?: number }).ok === 1, 15_000, 'banner after the cut');
+  });
+
+  it('metrics: failed list/watch requests by resource and request, and the time of the last list per resource', async () => {
+    const m = await metrics();
+    const value = (re: RegExp) => Number(re.exec(m)?.[1] ?? 'NaN');
+    // The cut connection above failed the open watches; the EndpointSlice 404 was no error (the fallback).
+    expect(value(/^edgemesh_source_api_errors_total\{resource="endpoints",request="watch"\} (\d+)$/m)).toBeGreaterThanOrEqual(1);
+    expect(m).not.toMatch(/edgemesh_source_api_errors_total\{resource="endpointslices"/);
+    const now = Date.now() / 1000;
+    for (const r of ['services', 'endpoints', 'nodes']) {
+      const at = value(new RegExp(`^edgemesh_source_last_list_timestamp_seconds\\{resource="${r}"\\} (\\S+)$`, 'm'));
+      expect(now - at, r).toBeGreaterThanOrEqual(0);
+      expect(now - at, r).toBeLessThan(60);
+    }
   });
 });
