@@ -462,7 +462,7 @@ export function loadConfig(options: LoadOptions = {}): AgentConfig {
     if (env.KUBERNETES_SERVICE_HOST && env.KUBERNETES_SERVICE_PORT) source = { kind: 'in-cluster', why: 'no source flag; KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT are set' };
     else source = { kind: 'api-server', url: METASERVER_URL, why: 'no source flag and no in-cluster service variables (an edge node): KubeEdge MetaServer' };
   }
-  if (command === 'run') source = apiServerTls(source, pick, def, readFile);
+  if (command === 'run') source = apiServerTls(source, layers, def, readFile);
 
   // metrics
   const mRaw = get('metricsAddr');
@@ -534,10 +534,20 @@ export function loadConfig(options: LoadOptions = {}): AgentConfig {
   };
 }
 
-/** --api-server-ca / -cert / -key: only with an https --api-server; cert and key together; each file readable. */
-function apiServerTls(source: SourceConfig, pick: (key: string) => RawValue | undefined, def: (key: string) => OptionDef, readFile: (path: string) => string): SourceConfig {
+/**
+ * --api-server-ca / -cert / -key: only with an https --api-server; cert and key together; each
+ * file readable. They belong to the source group: set in a lower layer than the one that chose
+ * another source (a config file's, under a --services-dir flag), they are ignored.
+ */
+function apiServerTls(source: SourceConfig, layers: Layer[], def: (key: string) => OptionDef, readFile: (path: string) => string): SourceConfig {
   const keys = ['apiServerCa', 'apiServerCert', 'apiServerKey'] as const;
   const files: Partial<Record<(typeof keys)[number], string>> = {};
+  const sourceLayer = layers.findIndex((l) => SOURCE_KEYS.some((k) => l.has(k)));
+  const pick = (key: string): RawValue | undefined => {
+    const i = layers.findIndex((l) => l.has(key));
+    if (i < 0 || (source.kind !== 'api-server' && sourceLayer >= 0 && i > sourceLayer)) return undefined;
+    return layers[i]?.get(key);
+  };
   for (const k of keys) {
     const raw = pick(k);
     if (!raw) continue;

@@ -387,7 +387,17 @@ export class KubeClient {
       });
       req.on('response', (res) => {
         clearTimeout(timer);
-        if (idleMs !== undefined) res.socket.setTimeout(idleMs, () => req.destroy(new Error(`no data for ${Math.round(idleMs / 1000)} s`)));
+        if (idleMs !== undefined) {
+          // On the socket for this response only: a kept-alive socket goes back to the pool after.
+          const sock = res.socket;
+          const idle = (): void => void req.destroy(new Error(`no data for ${Math.round(idleMs / 1000)} s`));
+          sock.setTimeout(idleMs);
+          sock.on('timeout', idle);
+          res.on('close', () => {
+            sock.setTimeout(0);
+            sock.off('timeout', idle);
+          });
+        }
         const status = res.statusCode ?? 0;
         if (status >= 200 && status < 300) return resolve(res);
         readAll(res, timeoutMs, what, MAX_ERROR_BODY).then(

@@ -157,6 +157,9 @@ describe('config: flags', () => {
     expect(error(['--api-server', 'http://10.0.0.1:10550', '--api-server-ca', '/pki/ca.pem'])).toBe('--api-server-ca "/pki/ca.pem": needs an https:// --api-server (got http://10.0.0.1:10550)');
     expect(error([...DIR, '--api-server-ca', '/pki/ca.pem'])).toBe('--api-server-ca "/pki/ca.pem": needs --api-server URL (it is for that source only)');
     expect(error(['--api-server-ca', '/pki/ca.pem'])).toBe('--api-server-ca "/pki/ca.pem": needs --api-server URL (it is for that source only)');
+    // Part of the source group: a file's TLS keys give way with its apiServer to a --services-dir flag.
+    files['/tls.yaml'] = 'apiServer: https://10.0.0.1:6443\napiServerCa: /pki/ca.pem\n';
+    expect(run([...DIR, '--config', '/tls.yaml']).source).toEqual({ kind: 'static', dir: '/srv/manifests' });
   });
 
   it('--endpoints-api: auto by default, endpointslices or endpoints', () => {
