@@ -111,6 +111,9 @@ export class Agent {
   private readonly sourceErrors: Record<string, number> = {};
   private lastSourceError: SourceState['lastError'];
   private readonly lastAnswerAt: Record<string, number> = {};
+  /** API sources: failed list and watch requests, by "resource/request". */
+  private readonly apiErrors: Record<string, { resource: string; request: string; count: number }> = {};
+  private readonly lastListAt: Record<string, number> = {};
   /** --tunnel-relay as resolved to addresses (host names are looked up at start and every 30 s). */
   private relayAddrs: { address: string; port: number }[] = [];
   private relayTimer: NodeJS.Timeout | undefined;
@@ -208,6 +211,8 @@ export class Agent {
       errors: { ...this.sourceErrors },
       ...(this.lastSourceError ? { lastError: this.lastSourceError } : {}),
       lastAnswerAt: { ...this.lastAnswerAt },
+      apiErrors: Object.values(this.apiErrors).map((e) => ({ ...e })),
+      lastListAt: { ...this.lastListAt },
       startedAt: this.startedAt,
     };
   }
@@ -249,8 +254,8 @@ export class Agent {
     this.lastSourceError = { resource, message, at: Date.now() };
   }
 
-  // The Kubernetes source (and @kubernetes/client-node, ~1 s of module loading on a small node)
-  // is imported only when used: a static-source agent restarts and converges in well under 2 s.
+  // The Kubernetes source is imported only when used: a static-source agent restarts and
+  // converges in well under 2 s. (The client library is loaded only for exec/auth-provider users.)
   private async makeSource(): Promise<Source> {
     const src = this.config.source;
     const log = this.log;
@@ -270,9 +275,18 @@ export class Agent {
     }
     if (src.kind === 'none') throw new EdgeMeshError('ECONFIG', 'no source of services configured (--services-dir, --kubeconfig or --api-server)');
     const { KubeSource, makeKubeConfig } = await import('./sources/kube.js');
+    const why = 'why' in src ? src.why : undefined;
+    if (why) log.info({ source: src.kind, ...(src.kind === 'api-server' ? { url: src.url } : {}) }, `source: ${src.kind === 'api-server' ? src.url : 'in-cluster config'} (${why})`);
     return new KubeSource({
       kubeConfig: makeKubeConfig(src),
       store: this.store,
+      endpointsApi: this.config.endpointsApi,
+      onInfo: (message) => log.info({}, message),
+      onRequestError: (resource, request) => {
+        const e = (this.apiErrors[`${resource}/${request}`] ??= { resource, request, count: 0 });
+        e.count++;
+      },
+      onListed: (resource) => (this.lastListAt[resource] = Date.now()),
       onError: (resource, message) => {
         this.sourceError(resource, message);
         log.warn({ resource }, `kubernetes ${resource}: ${message}`);

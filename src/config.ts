@@ -31,12 +31,17 @@ export const DEFAULT_SERVICE_CIDR = '10.96.0.0/12'; // kube-apiserver's default 
 export const DEFAULT_PROXY_ADDR = '169.254.96.16:40001'; // EdgeMesh's tunnel/proxy link-local address
 export const DEFAULT_METRICS_ADDR = '127.0.0.1:10251';
 export const DEFAULT_TUNNEL_LISTEN = '0.0.0.0:20006';
+/** KubeEdge's MetaServer on an edge node: the source when no other is named and no in-cluster config exists. */
+export const METASERVER_URL = 'http://127.0.0.1:10550';
+export const ENDPOINTS_API_CHOICES = ['auto', 'endpointslices', 'endpoints'] as const;
 
 export type SourceConfig =
   | { kind: 'static'; dir: string }
   | { kind: 'kubeconfig'; file: string }
-  | { kind: 'api-server'; url: string }
-  | { kind: 'in-cluster' }
+  /** ca/cert/key: PEM file paths (--api-server-ca/-cert/-key), checked readable here. */
+  | { kind: 'api-server'; url: string; ca?: string; cert?: string; key?: string; why?: string }
+  /** why: set when chosen without a source flag (for the log line). */
+  | { kind: 'in-cluster'; why?: string }
   /** Only for commands that read no cluster state (status, cleanup, demo). */
   | { kind: 'none' };
 
@@ -47,6 +52,8 @@ export interface AgentConfig {
   /** At most one per family; exactly one for each family with a service CIDR. */
   proxyAddrs: HostPort[];
   source: SourceConfig;
+  /** Where endpoints come from (the API sources): EndpointSlices, v1 Endpoints, or auto (Endpoints when slices answer 404). */
+  endpointsApi: (typeof ENDPOINTS_API_CHOICES)[number];
   /** undefined: metrics off (`--metrics-addr off`). */
   metricsAddr: HostPort | undefined;
   once: boolean;
@@ -113,7 +120,11 @@ export const OPTIONS: readonly OptionDef[] = [
   { flag: 'proxy-addr', key: 'proxyAddr', kind: 'string', arg: 'IP:PORT', repeat: true, default: DEFAULT_PROXY_ADDR, env: 'EDGEMESH_PROXY_ADDR', help: 'local proxy address the DNAT targets, one per family ([addr]:port for IPv6)', commands: RUN },
   { flag: 'services-dir', key: 'servicesDir', kind: 'string', arg: 'DIR', help: 'source: a watched directory of Service/EndpointSlice/Endpoints/Node manifests', commands: RUN },
   { flag: 'kubeconfig', key: 'kubeconfig', kind: 'string', arg: 'FILE', help: 'source: the Kubernetes API through this kubeconfig', commands: RUN },
-  { flag: 'api-server', key: 'apiServer', kind: 'string', arg: 'URL', env: 'EDGEMESH_API_SERVER', help: 'source: the Kubernetes API at this URL, no auth (KubeEdge MetaServer)', commands: RUN },
+  { flag: 'api-server', key: 'apiServer', kind: 'string', arg: 'URL', env: 'EDGEMESH_API_SERVER', help: `source: the Kubernetes API at this URL (KubeEdge MetaServer). With no source flag: in-cluster config when KUBERNETES_SERVICE_HOST and _PORT are set, else ${METASERVER_URL}`, commands: RUN },
+  { flag: 'api-server-ca', key: 'apiServerCa', kind: 'string', arg: 'FILE', help: '--api-server https: PEM CA bundle to verify the server with (default: the system CAs)', commands: RUN },
+  { flag: 'api-server-cert', key: 'apiServerCert', kind: 'string', arg: 'FILE', help: '--api-server https: PEM client certificate (with --api-server-key)', commands: RUN },
+  { flag: 'api-server-key', key: 'apiServerKey', kind: 'string', arg: 'FILE', help: '--api-server https: PEM private key of --api-server-cert', commands: RUN },
+  { flag: 'endpoints-api', key: 'endpointsApi', kind: 'enum', values: ENDPOINTS_API_CHOICES, default: 'auto', help: 'API sources: endpoints from EndpointSlices, v1 Endpoints, or auto (v1 Endpoints when the EndpointSlice list answers 404)', commands: RUN },
   { flag: 'metrics-addr', key: 'metricsAddr', kind: 'string', arg: 'IP:PORT', default: DEFAULT_METRICS_ADDR, help: 'run: metrics, health and status listener (/metrics, /healthz, /readyz, /status); port 0 picks a free one; "off" disables. status: where to ask the running agent for its tunnel', commands: ['run', 'status'] },
   { flag: 'once', key: 'once', kind: 'bool', default: 'false', help: 'one full sync, print what was applied, exit', commands: RUN },
   { flag: 'min-sync-period', key: 'minSyncPeriod', kind: 'duration', arg: 'DURATION', default: '1s', min: 0, help: 'at most one sync per this period', commands: RUN },
@@ -447,9 +458,11 @@ export function loadConfig(options: LoadOptions = {}): AgentConfig {
     break;
   }
   if (command === 'run' && source.kind === 'none') {
-    if (env.KUBERNETES_SERVICE_HOST) source = { kind: 'in-cluster' };
-    else throw new ConfigError('no source: give --services-dir DIR, --kubeconfig FILE or --api-server URL (in-cluster config needs KUBERNETES_SERVICE_HOST)', 'source');
+    // An edge node has no KUBERNETES_SERVICE_HOST: KubeEdge's MetaServer serves the API there.
+    if (env.KUBERNETES_SERVICE_HOST && env.KUBERNETES_SERVICE_PORT) source = { kind: 'in-cluster', why: 'no source flag; KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT are set' };
+    else source = { kind: 'api-server', url: METASERVER_URL, why: 'no source flag and no in-cluster service variables (an edge node): KubeEdge MetaServer' };
   }
+  if (command === 'run') source = apiServerTls(source, layers, def, readFile);
 
   // metrics
   const mRaw = get('metricsAddr');
@@ -497,6 +510,7 @@ export function loadConfig(options: LoadOptions = {}): AgentConfig {
     serviceCidrs,
     proxyAddrs,
     source,
+    endpointsApi: asEnum<AgentConfig['endpointsApi']>(def('endpointsApi'), get('endpointsApi')),
     metricsAddr,
     once: asBool(def('once'), get('once')),
     minSyncPeriodMs: dur('minSyncPeriod'),
@@ -518,6 +532,43 @@ export function loadConfig(options: LoadOptions = {}): AgentConfig {
     directCidrs,
     tunnel,
   };
+}
+
+/**
+ * --api-server-ca / -cert / -key: only with an https --api-server; cert and key together; each
+ * file readable. They belong to the source group: set in a lower layer than the one that chose
+ * another source (a config file's, under a --services-dir flag), they are ignored.
+ */
+function apiServerTls(source: SourceConfig, layers: Layer[], def: (key: string) => OptionDef, readFile: (path: string) => string): SourceConfig {
+  const keys = ['apiServerCa', 'apiServerCert', 'apiServerKey'] as const;
+  const files: Partial<Record<(typeof keys)[number], string>> = {};
+  const sourceLayer = layers.findIndex((l) => SOURCE_KEYS.some((k) => l.has(k)));
+  const pick = (key: string): RawValue | undefined => {
+    const i = layers.findIndex((l) => l.has(key));
+    if (i < 0 || (source.kind !== 'api-server' && sourceLayer >= 0 && i > sourceLayer)) return undefined;
+    return layers[i]?.get(key);
+  };
+  for (const k of keys) {
+    const raw = pick(k);
+    if (!raw) continue;
+    const v = asString(def(k), raw);
+    if (v === '') fail(raw.origin, v, 'must not be empty', def(k).flag);
+    if (source.kind !== 'api-server' || source.why !== undefined) fail(raw.origin, v, 'needs --api-server URL (it is for that source only)', def(k).flag);
+    else if (!source.url.startsWith('https:')) fail(raw.origin, v, `needs an https:// --api-server (got ${source.url})`, def(k).flag);
+    try {
+      readFile(v);
+    } catch (e) {
+      fail(raw.origin, v, `unreadable: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, def(k).flag);
+    }
+    files[k] = v;
+  }
+  if ((files.apiServerCert === undefined) !== (files.apiServerKey === undefined)) {
+    const [has, lacks] = files.apiServerCert !== undefined ? (['apiServerCert', 'apiServerKey'] as const) : (['apiServerKey', 'apiServerCert'] as const);
+    const raw = pick(has) as RawValue;
+    fail(raw.origin, raw.value, `needs --${def(lacks).flag} as well (a client certificate and its key go together)`, def(lacks).flag);
+  }
+  if (source.kind !== 'api-server') return source;
+  return { ...source, ...(files.apiServerCa ? { ca: files.apiServerCa } : {}), ...(files.apiServerCert ? { cert: files.apiServerCert } : {}), ...(files.apiServerKey ? { key: files.apiServerKey } : {}) };
 }
 
 /** --order-before: chain names (repeatable, comma-separated), or `*`. */
@@ -697,6 +748,7 @@ export function describeConfig(c: AgentConfig): Record<string, unknown> {
     serviceCidr: c.serviceCidrs.map((x) => x.text),
     proxyAddr: c.proxyAddrs.map(formatHostPortText),
     source: c.source,
+    endpointsApi: c.endpointsApi,
     metricsAddr: c.metricsAddr ? formatHostPortText(c.metricsAddr) : 'off',
     once: c.once,
     minSyncPeriod: formatDuration(c.minSyncPeriodMs),

@@ -44,6 +44,10 @@ export interface SourceState {
   lastAnswerAt: Record<string, number>;
   /** When the agent started (the age of "never answered"). */
   startedAt: number;
+  /** API sources: failed list and watch requests by resource (each followed by a relist). */
+  apiErrors?: { resource: string; request: string; count: number }[];
+  /** API sources: Date.now() of the last complete list applied, by resource. */
+  lastListAt?: Record<string, number>;
 }
 
 /** Seconds since any source last answered (since the start when none has). */
@@ -171,6 +175,30 @@ export class AgentMetrics {
         if (!s) return;
         this.reset();
         for (const [resource, at] of Object.entries(s.lastAnswerAt)) this.set({ resource }, at / 1000);
+      },
+    });
+    new Counter({
+      name: 'edgemesh_source_api_errors_total',
+      help: 'Failed list and watch requests to the Kubernetes API, by resource and request (list, watch); each is followed by a relist after backoff',
+      labelNames: ['resource', 'request'],
+      registers: [r],
+      collect() {
+        const s = source();
+        if (!s) return;
+        this.reset();
+        for (const e of s.apiErrors ?? []) this.inc({ resource: e.resource, request: e.request }, e.count);
+      },
+    });
+    new Gauge({
+      name: 'edgemesh_source_last_list_timestamp_seconds',
+      help: 'Unix time of the last complete list of the Kubernetes API applied, by resource',
+      labelNames: ['resource'],
+      registers: [r],
+      collect() {
+        const s = source();
+        if (!s) return;
+        this.reset();
+        for (const [resource, at] of Object.entries(s.lastListAt ?? {})) this.set({ resource }, at / 1000);
       },
     });
     new Gauge({

@@ -5,7 +5,8 @@
 // - A change notifies listeners synchronously and cheaply (no snapshot is built until asked);
 //   the reconciler rate-limits. A write that changes nothing notifies nobody.
 // - `synced` becomes true after the first complete list of BOTH services and endpoint slices
-//   (replaceServices / replaceEndpointSlices or replaceAll with both), and stays true. A store
+//   (replaceServices / replaceEndpointSlices or replaceAll with both; replaceEndpoints where the
+//   API serves v1 Endpoints instead), and stays true. A store
 //   made with `requireNodes` (the tunnel needs nodes to route) also waits for a list of nodes.
 // - v1 Endpoints are used for a service only where no EndpointSlice exists for it.
 import type { ClusterState, EndpointSliceInfo, NodeInfo, ServiceInfo, ServiceKey } from '../model.js';
@@ -132,11 +133,16 @@ export class ClusterStore {
     this.replaceAll({ endpointSlices: slices });
   }
 
+  /** A complete list of v1 Endpoints (convertEndpoints output): stands for the endpoint slice list in `synced`. */
+  replaceEndpoints(endpoints: readonly EndpointSliceInfo[]): void {
+    this.replaceAll({ endpoints }, true);
+  }
+
   /**
    * A relist: each kind given is replaced entirely (one change notification at most). Giving
    * `services` / `endpointSlices` / `nodes` counts as the complete list of that kind for `synced`.
    */
-  replaceAll(input: ReplaceAllInput): void {
+  replaceAll(input: ReplaceAllInput, endpointsListed = false): void {
     let changed = false;
     if (input.services) {
       const next = new Map<ServiceKey, ServiceInfo>();
@@ -169,7 +175,7 @@ export class ClusterStore {
     }
     const wasSynced = this.synced;
     if (input.services) this.listed.services = true;
-    if (input.endpointSlices) this.listed.endpointSlices = true;
+    if (input.endpointSlices || endpointsListed) this.listed.endpointSlices = true;
     if (input.nodes) this.listed.nodes = true;
     if (changed) this.changed();
     else if (!wasSynced && this.synced) this.notify(); // becoming synced is news even with nothing in it

@@ -34,11 +34,11 @@ export async function makeCa(dir: string, cn: string): Promise<{ cert: string; k
 }
 
 /**
- * A leaf certificate for `name` (CN and DNS SAN, client and server use) signed by the given CA
+ * A leaf certificate for `name` (CN and DNS SAN, plus IP SANs `ips`; client and server use) signed by the given CA
  * with `openssl ca`, whose validity can be set to any dates (YYYYMMDDHHMMSSZ): an expired one,
  * one not yet valid. Returns the paths of the certificate and its key.
  */
-export async function issueWithOpenssl(o: { dir: string; caCert: string; caKey: string; name: string; file: string; startdate?: string; enddate?: string }): Promise<{ cert: string; key: string }> {
+export async function issueWithOpenssl(o: { dir: string; caCert: string; caKey: string; name: string; file: string; startdate?: string; enddate?: string; ips?: string[] }): Promise<{ cert: string; key: string }> {
   const work = join(o.dir, `ca-work-${o.file}`);
   mkdirSync(work, { recursive: true });
   writeFileSync(join(work, 'index.txt'), '');
@@ -60,7 +60,7 @@ commonName = supplied
 basicConstraints = critical,CA:FALSE
 keyUsage = critical,digitalSignature
 extendedKeyUsage = serverAuth,clientAuth
-subjectAltName = DNS:${o.name}
+subjectAltName = DNS:${o.name}${(o.ips ?? []).map((ip) => `,IP:${ip}`).join('')}
 `);
   const key = join(o.dir, `${o.file}.key`);
   const csr = join(work, 'leaf.csr');

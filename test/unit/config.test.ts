@@ -128,9 +128,44 @@ describe('config: flags', () => {
     expect(error(['--api-server', 'not a url'])).toBe('--api-server "not a url": not a URL (e.g. http://127.0.0.1:10550)');
   });
 
-  it('falls back to in-cluster config only inside a pod', () => {
-    expect(run([], { KUBERNETES_SERVICE_HOST: '10.96.0.1' }).source).toEqual({ kind: 'in-cluster' });
-    expect(error([])).toBe('no source: give --services-dir DIR, --kubeconfig FILE or --api-server URL (in-cluster config needs KUBERNETES_SERVICE_HOST)');
+  it('without a source flag: in-cluster config inside a pod (both service variables), else the MetaServer of an edge node', () => {
+    expect(run([], { KUBERNETES_SERVICE_HOST: '10.96.0.1', KUBERNETES_SERVICE_PORT: '443' }).source).toEqual({
+      kind: 'in-cluster',
+      why: 'no source flag; KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT are set',
+    });
+    const edge = { kind: 'api-server', url: 'http://127.0.0.1:10550', why: 'no source flag and no in-cluster service variables (an edge node): KubeEdge MetaServer' };
+    expect(run([]).source).toEqual(edge);
+    // Half the variables is not a pod's environment.
+    expect(run([], { KUBERNETES_SERVICE_HOST: '10.96.0.1' }).source).toEqual(edge);
+    // Commands that read no cluster state still have none.
+    const st = parseArgs(['status'], { env: {}, readFile, hostname: HOST });
+    expect(st.command === 'status' && st.config.source).toEqual({ kind: 'none' });
+  });
+
+  it('--api-server-ca/-cert/-key: with an https --api-server, cert and key together, each readable', () => {
+    files['/pki/ca.pem'] = 'CA';
+    files['/pki/agent.pem'] = 'CERT';
+    files['/pki/agent.key'] = 'KEY';
+    const url = ['--api-server', 'https://10.0.0.1:10550'];
+    expect(run([...url, '--api-server-ca', '/pki/ca.pem', '--api-server-cert', '/pki/agent.pem', '--api-server-key', '/pki/agent.key']).source).toEqual({
+      kind: 'api-server', url: 'https://10.0.0.1:10550', ca: '/pki/ca.pem', cert: '/pki/agent.pem', key: '/pki/agent.key',
+    });
+    expect(run([...url, '--api-server-ca', '/pki/ca.pem']).source).toEqual({ kind: 'api-server', url: 'https://10.0.0.1:10550', ca: '/pki/ca.pem' });
+    expect(error([...url, '--api-server-cert', '/pki/agent.pem'])).toBe('--api-server-cert "/pki/agent.pem": needs --api-server-key as well (a client certificate and its key go together)');
+    expect(error([...url, '--api-server-key', '/pki/agent.key'])).toBe('--api-server-key "/pki/agent.key": needs --api-server-cert as well (a client certificate and its key go together)');
+    expect(error([...url, '--api-server-ca', '/pki/missing.pem'])).toBe('--api-server-ca "/pki/missing.pem": unreadable: ENOENT');
+    expect(error(['--api-server', 'http://10.0.0.1:10550', '--api-server-ca', '/pki/ca.pem'])).toBe('--api-server-ca "/pki/ca.pem": needs an https:// --api-server (got http://10.0.0.1:10550)');
+    expect(error([...DIR, '--api-server-ca', '/pki/ca.pem'])).toBe('--api-server-ca "/pki/ca.pem": needs --api-server URL (it is for that source only)');
+    expect(error(['--api-server-ca', '/pki/ca.pem'])).toBe('--api-server-ca "/pki/ca.pem": needs --api-server URL (it is for that source only)');
+    // Part of the source group: a file's TLS keys give way with its apiServer to a --services-dir flag.
+    files['/tls.yaml'] = 'apiServer: https://10.0.0.1:6443\napiServerCa: /pki/ca.pem\n';
+    expect(run([...DIR, '--config', '/tls.yaml']).source).toEqual({ kind: 'static', dir: '/srv/manifests' });
+  });
+
+  it('--endpoints-api: auto by default, endpointslices or endpoints', () => {
+    expect(run(DIR).endpointsApi).toBe('auto');
+    expect(run([...DIR, '--endpoints-api', 'endpoints']).endpointsApi).toBe('endpoints');
+    expect(error([...DIR, '--endpoints-api', 'slices'])).toBe('--endpoints-api "slices": must be one of auto, endpointslices, endpoints');
   });
 
   it.each<[string[], string]>([
@@ -291,9 +326,10 @@ maxConnections: 500
       maxConnections: 7, connectTimeout: '6s', idleTimeout: '8s', drainGrace: '9s', proxyMode: 'copy',
       nodeName: 'edge-1', directCidr: ['10.244.0.0/16'], tunnelListen: '10.0.0.1:20006', tunnelCa: '/ca', tunnelCert: '/cert', tunnelKey: '/key',
       orderBefore: ['KUBE-SERVICES', 'CALI-X'], strictManifests: true,
-      tunnelRelay: ['10.0.0.9:20006'],
+      tunnelRelay: ['10.0.0.9:20006'], endpointsApi: 'endpoints',
     };
-    const exclusive = ['config', 'kubeconfig', 'apiServer']; // config names the file; the other two exclude servicesDir
+    // config names the file; the other source keys exclude servicesDir (the --api-server TLS files are loaded below)
+    const exclusive = ['config', 'kubeconfig', 'apiServer', 'apiServerCa', 'apiServerCert', 'apiServerKey'];
     for (const o of OPTIONS) if (!exclusive.includes(o.key)) expect(sample, o.key).toHaveProperty(o.key);
     files['/all.yaml'] = Object.entries(sample).map(([k, v]) => `${k}: ${JSON.stringify(v)}`).join('\n');
     const c = run(['--config', '/all.yaml']);
@@ -304,6 +340,10 @@ maxConnections: 500
     expect(c).toMatchObject({ nodeName: 'edge-1', directCidrs: [{ text: '10.244.0.0/16' }], tunnel: { ca: '/ca', cert: '/cert', key: '/key', listen: { address: '10.0.0.1', port: 20006 } } });
     files['/kc.yaml'] = 'kubeconfig: /etc/kc\n';
     expect(run(['--config', '/kc.yaml']).source).toEqual({ kind: 'kubeconfig', file: '/etc/kc' });
+    expect(c.endpointsApi).toBe('endpoints');
+    files['/pki/c.pem'] = files['/pki/k.pem'] = files['/pki/ca.pem'] = 'PEM';
+    files['/as.yaml'] = 'apiServer: https://10.0.0.1:6443\napiServerCa: /pki/ca.pem\napiServerCert: /pki/c.pem\napiServerKey: /pki/k.pem\n';
+    expect(run(['--config', '/as.yaml']).source).toEqual({ kind: 'api-server', url: 'https://10.0.0.1:6443', ca: '/pki/ca.pem', cert: '/pki/c.pem', key: '/pki/k.pem' });
     const help = `${helpText('run')}${helpText('status')}`;
     for (const o of OPTIONS) expect(help).toContain(`--${o.flag}`);
     const keys = OPTIONS.map((o) => o.key);

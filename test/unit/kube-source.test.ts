@@ -1,4 +1,4 @@
-// The Kubernetes source through the real @kubernetes/client-node informers against an in-test
+// The Kubernetes source through its real list/watch client (kube-client.ts) against an in-test
 // API server (list + watch with resourceVersion, bookmarks, 410 Gone, dropped connections).
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
