@@ -11,7 +11,7 @@ const readFile = (p: string): string => {
 const HOST = () => 'Edge-Node-1.Example';
 const run = (argv: string[], env: Record<string, string> = {}, hostname = HOST): AgentConfig => {
   const r = parseArgs(['run', ...argv], { env, readFile, hostname });
-  if (r.command === 'help') throw new Error('unexpected help');
+  if (!('config' in r)) throw new Error(`unexpected ${r.command}`);
   return r.config;
 };
 const error = (argv: string[], env: Record<string, string> = {}, hostname = HOST): string => {
@@ -36,6 +36,7 @@ describe('config: flags', () => {
       proxyAddrs: [{ family: 'ipv4', address: '169.254.96.16', port: 40001 }],
       source: { kind: 'static', dir: '/srv/manifests' },
       metricsAddr: { address: '127.0.0.1', port: 10251 },
+      healthzAddr: { address: '0.0.0.0', port: 10252 },
       once: false,
       minSyncPeriodMs: 1000,
       syncPeriodMs: 60_000,
@@ -48,8 +49,10 @@ describe('config: flags', () => {
       connectTimeoutMs: 1000,
       idleTimeoutMs: 1_800_000,
       drainGraceMs: 10_000,
-      proxyMode: 'splice',
+      relayMode: 'splice',
+      logFormat: undefined,
       configFile: undefined,
+      writeConfigTo: undefined,
       nodeName: 'edge-node-1.example',
       directCidrs: [],
       tunnel: undefined,
@@ -267,7 +270,7 @@ logLevel: warn
 maxConnections: 500
 `;
   files['/bad-key.yaml'] = 'service-cidr: 10.0.0.0/8\n';
-  files['/bad-type.yaml'] = 'serviceCidr: 10.10.0.0/33\nminSyncPeriod: 5\n';
+  files['/bad-type.yaml'] = 'serviceCidr: 10.10.0.0/33\n';
   files['/bad-dur.yaml'] = 'servicesDir: /d\nminSyncPeriod: 5\n';
   files['/bad-list.yaml'] = 'proxyAddr: [1]\n';
   files['/bad-yaml.yaml'] = 'a: [\n';
@@ -288,16 +291,18 @@ maxConnections: 500
       backend: 'nftables', serviceCidr: ['10.10.0.0/16'], proxyAddr: ['169.254.96.16:1'], servicesDir: '/d', metricsAddr: '127.0.0.1:1',
       once: true, minSyncPeriod: '2s', syncPeriod: '2m', orderCheckPeriod: '3s', lockWait: '4s', keepRulesOnExit: true,
       ignoreLabelSelector: ['a=b'], serviceProxyName: 'n', serviceProxyFilterMode: 'FilterIfLabelExists', logLevel: 'debug',
-      maxConnections: 7, connectTimeout: '6s', idleTimeout: '8s', drainGrace: '9s', proxyMode: 'copy',
-      nodeName: 'edge-1', directCidr: ['10.244.0.0/16'], tunnelListen: '10.0.0.1:20006', tunnelCa: '/ca', tunnelCert: '/cert', tunnelKey: '/key',
+      maxConnections: 7, connectTimeout: '6s', idleTimeout: '8s', drainGrace: '9s', relayMode: 'copy', proxyMode: 'splice',
+      healthzAddr: '127.0.0.1:2', logFormat: 'pino', nodeName: 'edge-1', directCidr: ['10.244.0.0/16'], tunnelListen: '10.0.0.1:20006', tunnelCa: '/ca', tunnelCert: '/cert', tunnelKey: '/key',
       orderBefore: ['KUBE-SERVICES', 'CALI-X'], strictManifests: true,
       tunnelRelay: ['10.0.0.9:20006'],
     };
-    const exclusive = ['config', 'kubeconfig', 'apiServer']; // config names the file; the other two exclude servicesDir
+    // config and writeConfigTo are flags only; kubeconfig and apiServer exclude servicesDir
+    const exclusive = ['config', 'writeConfigTo', 'kubeconfig', 'apiServer'];
     for (const o of OPTIONS) if (!exclusive.includes(o.key)) expect(sample, o.key).toHaveProperty(o.key);
     files['/all.yaml'] = Object.entries(sample).map(([k, v]) => `${k}: ${JSON.stringify(v)}`).join('\n');
     const c = run(['--config', '/all.yaml']);
-    expect(c).toMatchObject({ backend: 'nftables', once: true, minSyncPeriodMs: 2000, syncPeriodMs: 120_000, orderCheckPeriodMs: 3000, lockWaitMs: 4000, keepRulesOnExit: true, logLevel: 'debug', maxConnections: 7, connectTimeoutMs: 6000, idleTimeoutMs: 8000, drainGraceMs: 9000, proxyMode: 'copy' });
+    expect(c).toMatchObject({ backend: 'nftables', once: true, minSyncPeriodMs: 2000, syncPeriodMs: 120_000, orderCheckPeriodMs: 3000, lockWaitMs: 4000, keepRulesOnExit: true, logLevel: 'debug', maxConnections: 7, connectTimeoutMs: 6000, idleTimeoutMs: 8000, drainGraceMs: 9000, relayMode: 'copy', logFormat: 'pino' });
+    expect(c.healthzAddr).toEqual({ family: 'ipv4', address: '127.0.0.1', port: 2 });
     expect(c.metricsAddr).toEqual({ family: 'ipv4', address: '127.0.0.1', port: 1 });
     expect(c).toMatchObject({ orderBefore: ['KUBE-SERVICES', 'CALI-X'], strictManifests: true });
     expect(c.selection).toMatchObject({ serviceProxyName: 'n', serviceProxyFilterMode: 'FilterIfLabelExists' });
