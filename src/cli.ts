@@ -23,8 +23,8 @@ const FAMILIES = ['ipv4', 'ipv6'] as const;
 function fail(e: unknown): never {
   const err = e as { code?: unknown; message?: unknown };
   // A --config file with several mistakes gets one line each; anything else, its first line.
-  const lines = String(err?.message ?? e).split('\n');
-  for (const line of e instanceof ConfigError ? lines : lines.slice(0, 1)) process.stderr.write(`edgemesh-agent: ${line}\n`);
+  const lines = e instanceof ConfigError ? e.lines : String(err?.message ?? e).split('\n').slice(0, 1);
+  for (const line of lines) process.stderr.write(`edgemesh-agent: ${line}\n`);
   process.exit(e instanceof ConfigError || err?.code === 'ECONFIG' ? 2 : 1);
 }
 

@@ -351,6 +351,9 @@ const FOREIGN_KEYS: Record<string, string> = {
   kubeAPIConfig: 'apiServer or kubeconfig',
 };
 
+/** Lines of one ConfigError for a --config file at most (the last one says how many more). */
+export const MAX_FILE_ERRORS = 20;
+
 /**
  * Reads a --config file. Every problem of the file (its apiVersion and kind, unknown keys, values
  * that do not parse) is reported at once, one line each; what depends on other options is checked
@@ -410,7 +413,9 @@ function fileLayer(path: string, readFile: (p: string) => string, warnings: stri
     }
     layer.set(k, raw);
   }
-  if (errors.length > 0) throw new ConfigError(errors.join('\n'), 'config');
+  // A file of thousands of mistakes (a wrong file given) is not worth thousands of lines.
+  if (errors.length > MAX_FILE_ERRORS) errors.splice(MAX_FILE_ERRORS - 1, Infinity, `${path}: ... and ${errors.length - MAX_FILE_ERRORS + 1} more problems`);
+  if (errors.length > 0) throw new ConfigError(errors, 'config');
   return layer;
 }
 
