@@ -474,7 +474,8 @@ export class Agent {
     const { metricsAddr: m, healthzAddr: h } = this.config;
     const state = { ready: () => this.reconciler.stats.firstSyncDone, status: () => this.statusReport(), health: () => this.health() };
     const url = (a: AddressInfo, path: string) => `http://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}${path}`;
-    const shared = m !== undefined && h !== undefined && m.address === h.address && m.port === h.port;
+    // The same address and port: one listener. Port 0 on both: two listeners, each on a free port.
+    const shared = m !== undefined && h !== undefined && m.address === h.address && m.port === h.port && m.port !== 0;
     if (m) {
       const server = new MetricsServer(this.metrics, state, 'metrics');
       const addr = await server.listen(m.address, m.port);

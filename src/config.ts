@@ -141,7 +141,7 @@ export const OPTIONS: readonly OptionDef[] = [
   { flag: 'kubeconfig', key: 'kubeconfig', kind: 'string', arg: 'FILE', help: 'source: the Kubernetes API through this kubeconfig', commands: RUN },
   { flag: 'api-server', key: 'apiServer', kind: 'string', arg: 'URL', env: 'EDGEMESH_API_SERVER', help: 'source: the Kubernetes API at this URL, no auth (KubeEdge MetaServer)', commands: RUN },
   { flag: 'metrics-addr', key: 'metricsAddr', kind: 'string', arg: 'IP:PORT', default: DEFAULT_METRICS_ADDR, help: 'run: metrics and status listener (/metrics, /status; also /healthz, /readyz); port 0 picks a free one; "off" disables. status: where to ask the running agent for its tunnel', commands: ['run', 'status'] },
-  { flag: 'healthz-addr', key: 'healthzAddr', kind: 'string', arg: 'IP:PORT', default: DEFAULT_HEALTHZ_ADDR, help: 'health listener for probes (/healthz, /readyz only); the same address as --metrics-addr shares its listener; port 0 picks a free one; "off" disables', commands: RUN },
+  { flag: 'healthz-addr', key: 'healthzAddr', kind: 'string', arg: 'IP:PORT', default: DEFAULT_HEALTHZ_ADDR, help: 'health listener for probes (/healthz, /readyz only); the same IP:PORT as --metrics-addr shares its listener; port 0 picks a free one; "off" disables', commands: RUN },
   { flag: 'once', key: 'once', kind: 'bool', default: 'false', help: 'one full sync, print what was applied, exit', commands: RUN },
   { flag: 'min-sync-period', key: 'minSyncPeriod', kind: 'duration', arg: 'DURATION', default: '1s', min: 0, help: 'at most one sync per this period', commands: RUN },
   { flag: 'sync-period', key: 'syncPeriod', kind: 'duration', arg: 'DURATION', default: '60s', min: 1, help: 'full resync period', commands: RUN },
