@@ -274,7 +274,7 @@ describeNetns('stress: the running agent and bad files in its watched directory'
       const path = join(dir.path, target);
       writeFileSync(join(dir.path, `.${target}.tmp`), bytes); // atomically, as tools do
       renameSync(join(dir.path, `.${target}.tmp`), path);
-      await agent.waitFor((l) => l.path === path && /manifest skipped/.test(String(l.msg)) && l.level === 40, 10_000, `warning naming ${target}`);
+      await agent.waitFor((l) => l.path === path && /manifest skipped/.test(String(l.msg)) && l.level === 'warn', 10_000, `warning naming ${target}`);
       warned++;
       await sleep(300); // a sync that would follow has had its chance
       expect(await fl.dump(ns), `after ${target}`).toBe(before);
