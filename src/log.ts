@@ -31,6 +31,8 @@ export interface CreateLoggerOptions {
   format?: LogFormat;
   /** This node's name, on every json line. */
   node?: string;
+  /** Before --log-format: true is `text`, false `json` (format wins). */
+  pretty?: boolean;
 }
 
 const NUMERIC_LEVELS: Record<number, string> = { 10: 'trace', 20: 'debug', 30: 'info', 40: 'warn', 50: 'error', 60: 'fatal' };
@@ -62,7 +64,7 @@ function humanStream(out: NodeJS.WritableStream): Writable {
 
 /** pino for the agent, level from --log-level, format from --log-format. */
 export function createLogger(level: string, opts: CreateLoggerOptions = {}): Logger & { flush?: () => void } {
-  const format = opts.format ?? (process.stdout.isTTY === true ? 'text' : 'json');
+  const format = opts.format ?? (opts.pretty === undefined ? (process.stdout.isTTY === true ? 'text' : 'json') : opts.pretty ? 'text' : 'json');
   if (format === 'pino') return pino({ level }, pino.destination({ dest: 1, sync: true }));
   const options: pino.LoggerOptions = {
     level,
