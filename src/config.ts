@@ -5,11 +5,13 @@
 // camelCase keys, one per flag), defaults. A list option (--service-cidr, --proxy-addr,
 // --ignore-label-selector, --direct-cidr, --tunnel-relay, --order-before) is taken whole from the
 // highest layer that sets it; its flag is repeatable and, except for --ignore-label-selector
-// (whose commas belong to the selector), takes comma lists as the environment does. The source group (--services-dir | --kubeconfig | --api-server) likewise: the
-// highest layer that names any source decides, and naming two in one layer is an error.
+// (whose commas belong to the selector), takes comma lists as the environment does. The source
+// group (--services-dir | --kubeconfig | --api-server) likewise: the highest layer that names any
+// source decides, and naming two in one layer is an error.
 //
 // Every mistake is a ConfigError with a one-line message naming the flag, variable or field,
-// e.g. `--service-cidr "10.10.0.0/33": prefix length must be 0-32`. The option table below is
+// e.g. `--service-cidr "10.10.0.0/33": prefix length must be 0-32`; a --config file's mistakes
+// are all reported, one line each. The option table below is
 // the single truth for parsing, the config file keys, the environment and `--help`.
 import { readFileSync } from 'node:fs';
 import { hostname as osHostname } from 'node:os';
@@ -123,8 +125,6 @@ export interface OptionDef {
   min?: number;
   /** A list whose flag and file values may also be comma-separated. */
   comma?: boolean;
-  /** A deprecated alias: the key it stands for. */
-  aliasOf?: string;
   commands: readonly Command[];
 }
 
@@ -160,7 +160,7 @@ export const OPTIONS: readonly OptionDef[] = [
   { flag: 'idle-timeout', key: 'idleTimeout', kind: 'duration', arg: 'DURATION', default: '30m', min: 0, help: 'proxy: close a connection idle this long (0: never)', commands: RUN },
   { flag: 'drain-grace', key: 'drainGrace', kind: 'duration', arg: 'DURATION', default: '10s', min: 0, help: 'on SIGTERM/SIGINT: how long live proxied connections may finish before they are closed', commands: RUN },
   { flag: 'relay-mode', key: 'relayMode', kind: 'enum', values: RELAY_MODES, default: 'splice', help: 'proxy: relay with splice(2) (zero copy) or read/write', commands: RUN },
-  { flag: 'proxy-mode', key: 'proxyMode', kind: 'enum', values: RELAY_MODES, aliasOf: 'relayMode', help: 'deprecated: the old name of --relay-mode (kube-proxy\'s --proxy-mode is our --backend)', commands: RUN },
+  { flag: 'proxy-mode', key: 'proxyMode', kind: 'enum', values: RELAY_MODES, help: 'deprecated: the old name of --relay-mode (kube-proxy\'s --proxy-mode is our --backend)', commands: RUN },
   { flag: 'node-name', key: 'nodeName', kind: 'string', arg: 'NAME', defaultText: 'the host name', env: 'NODE_NAME', help: "this node's name in the API (EndpointSlice nodeName): its endpoints are dialled locally", commands: RUN },
   { flag: 'direct-cidr', key: 'directCidr', kind: 'string', arg: 'CIDR', repeat: true, comma: true, help: 'endpoint addresses this node dials directly (not through the tunnel), whichever node they run on; repeatable or comma-separated', commands: RUN },
   { flag: 'tunnel-listen', key: 'tunnelListen', kind: 'string', arg: 'IP:PORT|none', defaultText: `${DEFAULT_TUNNEL_LISTEN} with the tunnel certificates, else none`, help: 'tunnel listener for peer agents ("none": this agent only dials)', commands: RUN },
