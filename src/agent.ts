@@ -15,11 +15,13 @@ import { selectService } from './selection.js';
 import { computeLocalServe, computeRoutes, type UnreachableEndpoint } from './proxy/routes.js';
 import { TcpProxy, type ConnectionEvent, type RelayRegistration, type RelaySession, type TunnelPeer, type TunnelStats } from './proxy/proxy.js';
 import { lookup } from 'node:dns/promises';
-import { isIP } from 'node:net';
+import { isIP, type AddressInfo } from 'node:net';
 import { checkTunnelPem, CredentialWatcher, readTunnelPem, type CredentialInfo, type TunnelPem } from './tunnel/credentials.js';
 import { formatHostPortText } from './net.js';
 import { ConfigError } from './errors.js';
 import { DEFAULT_PROXY_INTERFACE, ensureProxyInterface, removeProxyInterface } from './proxy/iface.js';
+import { packageVersion } from './version.js';
+import { performance } from 'node:perf_hooks';
 
 export interface AgentOptions {
   log?: Logger;
@@ -92,8 +94,11 @@ export class Agent {
   counts: SelectionCounts = { watched: 0, ignored: 0, proxied: 0, none: 0 };
   readonly metrics: AgentMetrics;
   private metricsServer: MetricsServer | undefined;
-  /** Where /metrics, /healthz and /readyz listen once started (undefined: off). */
+  private healthServer: MetricsServer | undefined;
+  /** Where /metrics and /status listen once started (undefined: off). */
   metricsAddress: { address: string; port: number } | undefined;
+  /** Where /healthz and /readyz listen once started (the metrics listener when they share it; undefined: off). */
+  healthzAddress: { address: string; port: number } | undefined;
   private readonly startedAt = Date.now();
   private source: Source | undefined;
   private readonly withProxy: boolean;
@@ -133,6 +138,7 @@ export class Agent {
       minSyncPeriodMs: config.minSyncPeriodMs,
       syncPeriodMs: config.syncPeriodMs,
       orderCheckPeriodMs: config.orderCheckPeriodMs,
+      generation: () => this.store.generation,
       log,
     });
     this.metrics = new AgentMetrics({
@@ -142,8 +148,16 @@ export class Agent {
       tunnel: () => this.tunnelState(),
       source: () => this.sourceState(),
       queuedSince: () => this.reconciler.stats.queuedSince,
+      build: { version: packageVersion(), node: config.nodeName },
     });
-    this.reconciler.on('sync', (r) => this.metrics.observe(r));
+    this.reconciler.on('sync', (r) => {
+      this.metrics.observe(r);
+      // Network programming latency: the changes this successful sync included are in the kernel.
+      if (r.ok && !r.skipped && r.generation !== undefined) {
+        const now = performance.now();
+        for (const c of this.store.takeChangesUpTo(r.generation)) this.metrics.networkProgramming.observe((now - c.seenAt) / 1000);
+      }
+    });
     // After the start-up burst (the source's first list, the first full sync) most of the heap
     // is garbage, which V8 hands back only when its memory reducer notices the agent is idle:
     // tens of seconds to minutes later. With gc exposed (edgemesh-agent run starts node so), one
@@ -426,7 +440,7 @@ export class Agent {
         maxConnections: c.maxConnections || 1 << 30,
         connectTimeoutMs: c.connectTimeoutMs,
         idleTimeoutMs: c.idleTimeoutMs,
-        mode: c.proxyMode,
+        mode: c.relayMode,
         events: 'failures',
         ...(listen ? { tunnelAddress: listen.address, tunnelPort: listen.port } : {}),
       });
@@ -435,7 +449,7 @@ export class Agent {
       const bound = proxy.start(addr.address, addr.port);
       this.proxies.push(proxy);
       if (this.tunnelPem) proxy.setTunnelCredentials(this.tunnelPem.pem);
-      this.log.info({ address: bound.address, port: bound.port, interface: DEFAULT_PROXY_INTERFACE, kind, mode: c.proxyMode }, `proxy listening on ${addr.family === 'ipv6' ? `[${bound.address}]` : bound.address}:${bound.port}`);
+      this.log.info({ address: bound.address, port: bound.port, interface: DEFAULT_PROXY_INTERFACE, kind, mode: c.relayMode }, `proxy listening on ${addr.family === 'ipv6' ? `[${bound.address}]` : bound.address}:${bound.port}`);
     }
     const t = this.tunnelState();
     if (t && this.tunnelPem && c.tunnel) {
@@ -475,22 +489,36 @@ export class Agent {
       this.pushRoutes();
       this.reconciler.requestSync('event');
     });
-    if (this.config.metricsAddr) {
-      const server = new MetricsServer(this.metrics, {
-        ready: () => this.reconciler.stats.firstSyncDone,
-        status: () => this.statusReport(),
-        health: () => this.health(),
-      });
-      const addr = await server.listen(this.config.metricsAddr.address, this.config.metricsAddr.port);
-      this.metricsServer = server;
-      this.metricsAddress = { address: addr.address, port: addr.port };
-      this.log.info({ address: addr.address, port: addr.port }, `metrics and health on http://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}/metrics`);
-    }
+    await this.startListeners();
     this.reconciler.start();
     this.log.info(
       { backend: this.backendName, families: this.backends.map((b) => b.family), source: this.config.source.kind },
       `agent started: backend ${this.backendName}, families ${this.backends.map((b) => b.family).join(',')}`,
     );
+  }
+
+  /** The metrics listener (/metrics, /status, and the probes' paths) and the health listener (/healthz, /readyz). */
+  private async startListeners(): Promise<void> {
+    const { metricsAddr: m, healthzAddr: h } = this.config;
+    const state = { ready: () => this.reconciler.stats.firstSyncDone, status: () => this.statusReport(), health: () => this.health() };
+    const url = (a: AddressInfo, path: string) => `http://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}${path}`;
+    // The same address and port: one listener. Port 0 on both: two listeners, each on a free port.
+    const shared = m !== undefined && h !== undefined && m.address === h.address && m.port === h.port && m.port !== 0;
+    if (m) {
+      const server = new MetricsServer(this.metrics, state, 'metrics');
+      const addr = await server.listen(m.address, m.port);
+      this.metricsServer = server;
+      this.metricsAddress = { address: addr.address, port: addr.port };
+      this.log.info({ address: addr.address, port: addr.port }, `metrics and health on ${url(addr, '/metrics')}${shared ? ' (also --healthz-addr)' : ''}`);
+      if (shared) this.healthzAddress = this.metricsAddress;
+    }
+    if (h && !shared) {
+      const server = new MetricsServer(this.metrics, state, 'health');
+      const addr = await server.listen(h.address, h.port);
+      this.healthServer = server;
+      this.healthzAddress = { address: addr.address, port: addr.port };
+      this.log.info({ address: addr.address, port: addr.port, role: 'health' }, `health probes on ${url(addr, '/healthz')} and /readyz`);
+    }
   }
 
   /** One full sync: waits for the sources' first complete list (bounded), writes, returns the report. */
@@ -539,6 +567,8 @@ export class Agent {
     if (this.withProxy && !keep) await removeProxyInterface({ name: DEFAULT_PROXY_INTERFACE });
     await this.metricsServer?.close();
     this.metricsServer = undefined;
+    await this.healthServer?.close();
+    this.healthServer = undefined;
     return out;
   }
 }

@@ -1,15 +1,17 @@
 #!/usr/bin/env node
-// edgemesh-agent: run | status | cleanup | demo (DESIGN "CLI [contract]") | certs (tunnel/certs-cli.ts).
+// edgemesh-agent: run | status | cleanup | demo (DESIGN "CLI [contract]") | certs (tunnel/certs-cli.ts)
+// | --version.
 // Exit codes: 0 done; 1 a runtime failure (message on stderr); 2 bad input (one line naming the
 // flag, field or file; the kernel tables were not touched).
 import { Agent, managedFamilies } from './agent.js';
-import { parseArgs, type AgentConfig } from './config.js';
+import { writeFileSync } from 'node:fs';
+import { configFileText, parseArgs, type AgentConfig } from './config.js';
 import { ConfigError, EdgeMeshError } from './errors.js';
 import { ALL_BACKENDS, createBackend, resolveBackend } from './backends/factory.js';
 import { renderOps, renderSet } from './backends/listing.js';
-import { createLogger } from './logger.js';
 import { DEFAULT_PROXY_INTERFACE, removeProxyInterface } from './proxy/iface.js';
-import type { Logger } from './log.js';
+import { createLogger, type Logger } from './log.js';
+import { packageVersion } from './version.js';
 import type { SyncReport } from './reconciler.js';
 import type { AgentStatus, TunnelState } from './agent.js';
 import { renderAgentStatus } from './status-render.js';
@@ -20,8 +22,9 @@ const FAMILIES = ['ipv4', 'ipv6'] as const;
 
 function fail(e: unknown): never {
   const err = e as { code?: unknown; message?: unknown };
-  const message = String(err?.message ?? e).split('\n')[0];
-  process.stderr.write(`edgemesh-agent: ${message}\n`);
+  // A --config file with several mistakes gets one line each; anything else, its first line.
+  const lines = e instanceof ConfigError ? e.lines : String(err?.message ?? e).split('\n').slice(0, 1);
+  for (const line of lines) process.stderr.write(`edgemesh-agent: ${line}\n`);
   process.exit(e instanceof ConfigError || err?.code === 'ECONFIG' ? 2 : 1);
 }
 
@@ -140,9 +143,26 @@ async function main(argv: string[]): Promise<void> {
     process.stdout.write(parsed.help);
     return;
   }
-  const { command, config } = parsed;
-  const log = createLogger(config.logLevel, command === 'run' && !config.once ? {} : { pretty: false });
-  const quiet = command === 'run' && !config.once ? log : createLogger(config.logLevel === 'debug' ? 'debug' : 'warn', { pretty: false });
+  if (parsed.command === 'version') {
+    process.stdout.write(`edgemesh-agent ${packageVersion()}\n`);
+    return;
+  }
+  const { command, config, warnings } = parsed;
+  for (const w of warnings) process.stderr.write(`edgemesh-agent: warning: ${w}\n`);
+  if (config.writeConfigTo !== undefined) {
+    try {
+      writeFileSync(config.writeConfigTo, configFileText(config));
+    } catch (e) {
+      fail(new ConfigError(`--write-config-to "${config.writeConfigTo}": ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, 'write-config-to'));
+    }
+    process.stdout.write(`wrote the effective configuration to ${config.writeConfigTo}\n`);
+    return;
+  }
+  // The one-shot commands print results on stdout: their logs are json lines, warnings only.
+  const longRunning = command === 'run' && !config.once;
+  const fmt = (f: typeof config.logFormat) => ({ node: config.nodeName, ...(f ? { format: f } : {}) });
+  const log = createLogger(config.logLevel, fmt(longRunning ? config.logFormat : (config.logFormat ?? 'json')));
+  const quiet = longRunning ? log : createLogger(config.logLevel === 'debug' ? 'debug' : 'warn', fmt(config.logFormat ?? 'json'));
   try {
     switch (command) {
       case 'run':

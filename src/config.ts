@@ -1,23 +1,28 @@
 // The agent's typed config and its one validation layer.
 //
 // Sources, highest precedence first: command-line flags, environment variables (a few per-node
-// values), the YAML `--config` file (camelCase keys, one per flag), defaults. A list option
-// (--service-cidr, --proxy-addr, --ignore-label-selector, --direct-cidr, --order-before) is taken whole from the highest layer
-// that sets it. The source group (--services-dir | --kubeconfig | --api-server) likewise: the
-// highest layer that names any source decides, and naming two in one layer is an error.
+// values), the YAML `--config` file (apiVersion edgemesh.io/v1alpha1, kind AgentConfiguration,
+// camelCase keys, one per flag), defaults. A list option (--service-cidr, --proxy-addr,
+// --ignore-label-selector, --direct-cidr, --tunnel-relay, --order-before) is taken whole from the
+// highest layer that sets it; its flag is repeatable and, except for --ignore-label-selector
+// (whose commas belong to the selector), takes comma lists as the environment does. The source
+// group (--services-dir | --kubeconfig | --api-server) likewise: the highest layer that names any
+// source decides, and naming two in one layer is an error.
 //
 // Every mistake is a ConfigError with a one-line message naming the flag, variable or field,
-// e.g. `--service-cidr "10.10.0.0/33": prefix length must be 0-32`. The option table below is
+// e.g. `--service-cidr "10.10.0.0/33": prefix length must be 0-32`; a --config file's mistakes
+// are all reported, one line each. The option table below is
 // the single truth for parsing, the config file keys, the environment and `--help`.
 import { readFileSync } from 'node:fs';
 import { hostname as osHostname } from 'node:os';
-import { parse as parseYaml } from 'yaml';
+import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import { flowDepth, MAX_YAML_FLOW_DEPTH } from './sources/manifests.js';
 import { BACKEND_NAMES } from './backends/types.js';
 import { ConfigError } from './errors.js';
 import { cidrsOverlap, formatHostPortText, NetParseError, parseCidr, parseHostPort, type HostPort, type ParsedCidr } from './net.js';
 import { DEFAULT_ORDER_BEFORE, ORDER_BEFORE_ANY, OWNED_CHAINS, type Family } from './rules.js';
 import { chainNameProblem } from './backends/iptables-legacy.js';
+import { LOG_FORMATS, type LogFormat } from './log.js';
 import { parseLabelSelector, SERVICE_PROXY_FILTER_MODES, SERVICE_PROXY_NAME_LABEL, type SelectionConfig, type ServiceProxyFilterMode } from './selection.js';
 
 export const COMMANDS = ['run', 'status', 'cleanup', 'demo'] as const;
@@ -29,7 +34,19 @@ export type LogLevel = (typeof LOG_LEVELS)[number];
 
 export const DEFAULT_SERVICE_CIDR = '10.96.0.0/12'; // kube-apiserver's default --service-cluster-ip-range
 export const DEFAULT_PROXY_ADDR = '169.254.96.16:40001'; // EdgeMesh's tunnel/proxy link-local address
+// As kube-proxy (metrics 127.0.0.1:10249, health 0.0.0.0:10256), on ports of our own since both
+// run on the node: metrics and /status (tunnel peers, certificate, errors) stay on loopback; the
+// health endpoints, one line each, answer on every address so that the kubelet's probes of a
+// hostNetwork pod, which go to the node IP, reach them.
 export const DEFAULT_METRICS_ADDR = '127.0.0.1:10251';
+export const DEFAULT_HEALTHZ_ADDR = '0.0.0.0:10252';
+/** The --config file's apiVersion and kind. */
+export const CONFIG_API_VERSION = 'edgemesh.io/v1alpha1';
+export const CONFIG_KIND = 'AgentConfiguration';
+export const RELAY_MODES = ['splice', 'copy'] as const;
+export type RelayMode = (typeof RELAY_MODES)[number];
+/** kube-proxy's --proxy-mode values: a user who gives one means our --backend. */
+const KUBE_PROXY_MODES = ['iptables', 'ipvs', 'nftables', 'userspace', 'kernelspace'];
 export const DEFAULT_TUNNEL_LISTEN = '0.0.0.0:20006';
 /** KubeEdge's MetaServer on an edge node: the source when no other is named and no in-cluster config exists. */
 export const METASERVER_URL = 'http://127.0.0.1:10550';
@@ -56,6 +73,8 @@ export interface AgentConfig {
   endpointsApi: (typeof ENDPOINTS_API_CHOICES)[number];
   /** undefined: metrics off (`--metrics-addr off`). */
   metricsAddr: HostPort | undefined;
+  /** /healthz and /readyz; undefined: off. Equal to metricsAddr: one listener serves both. */
+  healthzAddr: HostPort | undefined;
   once: boolean;
   minSyncPeriodMs: number;
   syncPeriodMs: number;
@@ -68,6 +87,8 @@ export interface AgentConfig {
   keepRulesOnExit: boolean;
   selection: SelectionConfig;
   logLevel: LogLevel;
+  /** undefined: text on a terminal, else json. */
+  logFormat: LogFormat | undefined;
   /** 0: unlimited. */
   maxConnections: number;
   connectTimeoutMs: number;
@@ -75,9 +96,11 @@ export interface AgentConfig {
   idleTimeoutMs: number;
   /** SIGTERM/SIGINT: grace for live connections. */
   drainGraceMs: number;
-  proxyMode: 'splice' | 'copy';
+  relayMode: RelayMode;
   /** The --config file read, if any. */
   configFile: string | undefined;
+  /** --write-config-to: write the effective configuration there and exit. */
+  writeConfigTo: string | undefined;
   /** This node's name as the API knows it (EndpointSlice nodeName, Node objects). */
   nodeName: string;
   /** Endpoint addresses this node dials directly, whichever node they run on (with the tunnel on). */
@@ -107,6 +130,8 @@ export interface OptionDef {
   env?: string;
   /** Lower bound in ms (duration) or units (int). */
   min?: number;
+  /** A list whose flag and file values may also be comma-separated. */
+  comma?: boolean;
   commands: readonly Command[];
 }
 
@@ -114,10 +139,11 @@ const RUN: readonly Command[] = ['run'];
 const ALL: readonly Command[] = COMMANDS;
 
 export const OPTIONS: readonly OptionDef[] = [
-  { flag: 'config', key: 'config', kind: 'string', arg: 'FILE', help: 'YAML file with any of these options (camelCase keys); flags win over it', commands: ALL },
+  { flag: 'config', key: 'config', kind: 'string', arg: 'FILE', help: `YAML file (apiVersion: ${CONFIG_API_VERSION}, kind: ${CONFIG_KIND}) with any of these options (camelCase keys); flags win over it`, commands: ALL },
+  { flag: 'write-config-to', key: 'writeConfigTo', kind: 'string', arg: 'FILE', help: 'write the effective configuration to FILE in the --config format and exit', commands: RUN },
   { flag: 'backend', key: 'backend', kind: 'enum', values: BACKEND_CHOICES, default: 'auto', env: 'EDGEMESH_BACKEND', help: 'netfilter backend', commands: ['run', 'status', 'cleanup', 'demo'] },
-  { flag: 'service-cidr', key: 'serviceCidr', kind: 'string', arg: 'CIDR', repeat: true, default: DEFAULT_SERVICE_CIDR, env: 'EDGEMESH_SERVICE_CIDR', help: 'service CIDR to proxy; repeat per family (IPv6 gets ip6tables rules)', commands: RUN },
-  { flag: 'proxy-addr', key: 'proxyAddr', kind: 'string', arg: 'IP:PORT', repeat: true, default: DEFAULT_PROXY_ADDR, env: 'EDGEMESH_PROXY_ADDR', help: 'local proxy address the DNAT targets, one per family ([addr]:port for IPv6)', commands: RUN },
+  { flag: 'service-cidr', key: 'serviceCidr', kind: 'string', arg: 'CIDR', repeat: true, comma: true, default: DEFAULT_SERVICE_CIDR, env: 'EDGEMESH_SERVICE_CIDR', help: 'service CIDR to proxy; one per family (IPv6 gets ip6tables rules); repeatable or comma-separated', commands: RUN },
+  { flag: 'proxy-addr', key: 'proxyAddr', kind: 'string', arg: 'IP:PORT', repeat: true, comma: true, default: DEFAULT_PROXY_ADDR, env: 'EDGEMESH_PROXY_ADDR', help: 'local proxy address the DNAT targets, one per family ([addr]:port for IPv6); repeatable or comma-separated', commands: RUN },
   { flag: 'services-dir', key: 'servicesDir', kind: 'string', arg: 'DIR', help: 'source: a watched directory of Service/EndpointSlice/Endpoints/Node manifests', commands: RUN },
   { flag: 'kubeconfig', key: 'kubeconfig', kind: 'string', arg: 'FILE', help: 'source: the Kubernetes API through this kubeconfig', commands: RUN },
   { flag: 'api-server', key: 'apiServer', kind: 'string', arg: 'URL', env: 'EDGEMESH_API_SERVER', help: `source: the Kubernetes API at this URL (KubeEdge MetaServer). With no source flag: in-cluster config when KUBERNETES_SERVICE_HOST and _PORT are set, else ${METASERVER_URL}`, commands: RUN },
@@ -125,7 +151,8 @@ export const OPTIONS: readonly OptionDef[] = [
   { flag: 'api-server-cert', key: 'apiServerCert', kind: 'string', arg: 'FILE', help: '--api-server https: PEM client certificate (with --api-server-key)', commands: RUN },
   { flag: 'api-server-key', key: 'apiServerKey', kind: 'string', arg: 'FILE', help: '--api-server https: PEM private key of --api-server-cert', commands: RUN },
   { flag: 'endpoints-api', key: 'endpointsApi', kind: 'enum', values: ENDPOINTS_API_CHOICES, default: 'auto', help: 'API sources: endpoints from EndpointSlices, v1 Endpoints, or auto (v1 Endpoints when the EndpointSlice list answers 404)', commands: RUN },
-  { flag: 'metrics-addr', key: 'metricsAddr', kind: 'string', arg: 'IP:PORT', default: DEFAULT_METRICS_ADDR, help: 'run: metrics, health and status listener (/metrics, /healthz, /readyz, /status); port 0 picks a free one; "off" disables. status: where to ask the running agent for its tunnel', commands: ['run', 'status'] },
+  { flag: 'metrics-addr', key: 'metricsAddr', kind: 'string', arg: 'IP:PORT', default: DEFAULT_METRICS_ADDR, help: 'run: metrics and status listener (/metrics, /status; also /healthz, /readyz); port 0 picks a free one; "off" disables. status: where to ask the running agent for its tunnel', commands: ['run', 'status'] },
+  { flag: 'healthz-addr', key: 'healthzAddr', kind: 'string', arg: 'IP:PORT', default: DEFAULT_HEALTHZ_ADDR, help: 'health listener for probes (/healthz, /readyz only); the same IP:PORT as --metrics-addr shares its listener; port 0 picks a free one; "off" disables', commands: RUN },
   { flag: 'once', key: 'once', kind: 'bool', default: 'false', help: 'one full sync, print what was applied, exit', commands: RUN },
   { flag: 'min-sync-period', key: 'minSyncPeriod', kind: 'duration', arg: 'DURATION', default: '1s', min: 0, help: 'at most one sync per this period', commands: RUN },
   { flag: 'sync-period', key: 'syncPeriod', kind: 'duration', arg: 'DURATION', default: '60s', min: 1, help: 'full resync period', commands: RUN },
@@ -134,22 +161,24 @@ export const OPTIONS: readonly OptionDef[] = [
   { flag: 'strict-manifests', key: 'strictManifests', kind: 'bool', default: 'false', help: '--services-dir: a bad manifest at start ends the agent (exit 2) instead of being named and skipped', commands: RUN },
   { flag: 'lock-wait', key: 'lockWait', kind: 'duration', arg: 'DURATION', default: '5s', min: 0, help: 'longest wait for the xtables lock', commands: ['run', 'status', 'cleanup'] },
   { flag: 'keep-rules-on-exit', key: 'keepRulesOnExit', kind: 'bool', default: 'false', help: 'leave our chains and jumps in place on SIGTERM/SIGINT', commands: RUN },
-  { flag: 'ignore-label-selector', key: 'ignoreLabelSelector', kind: 'string', arg: 'SELECTOR', repeat: true, help: 'also ignore services matching this label selector (k=v, k!=v, k, !k, k in (a,b), k notin (a,b))', commands: RUN },
+  { flag: 'ignore-label-selector', key: 'ignoreLabelSelector', kind: 'string', arg: 'SELECTOR', repeat: true, help: 'also ignore services matching this label selector (k=v, k!=v, k, !k, k in (a,b), k notin (a,b); commas join requirements, as in kubectl -l); repeat for another selector', commands: RUN },
   { flag: 'service-proxy-name', key: 'serviceProxyName', kind: 'string', arg: 'NAME', help: `value of ${SERVICE_PROXY_NAME_LABEL} that counts for the filter (default: any value)`, commands: RUN },
   { flag: 'service-proxy-filter-mode', key: 'serviceProxyFilterMode', kind: 'enum', values: SERVICE_PROXY_FILTER_MODES, default: 'None', help: 'ignore services that have (FilterIfLabelExists) or lack (FilterIfLabelDoesNotExists) the service-proxy-name label', commands: RUN },
   { flag: 'log-level', key: 'logLevel', kind: 'enum', values: LOG_LEVELS, default: 'info', env: 'EDGEMESH_LOG_LEVEL', help: 'log level', commands: ALL },
+  { flag: 'log-format', key: 'logFormat', kind: 'enum', values: LOG_FORMATS, defaultText: 'text on a terminal, else json', help: 'json: string levels, ISO-8601 time, node; pino: pino\'s defaults (numeric level, epoch ms, pid, hostname); text: one short line', commands: ALL },
   { flag: 'max-connections', key: 'maxConnections', kind: 'int', arg: 'N', default: '10000', min: 0, help: 'proxy: concurrent connections (0: unlimited)', commands: RUN },
   { flag: 'connect-timeout', key: 'connectTimeout', kind: 'duration', arg: 'DURATION', default: '1s', min: 1, help: 'proxy: timeout of one endpoint connect (then the next endpoint is tried)', commands: RUN },
   { flag: 'idle-timeout', key: 'idleTimeout', kind: 'duration', arg: 'DURATION', default: '30m', min: 0, help: 'proxy: close a connection idle this long (0: never)', commands: RUN },
   { flag: 'drain-grace', key: 'drainGrace', kind: 'duration', arg: 'DURATION', default: '10s', min: 0, help: 'on SIGTERM/SIGINT: how long live proxied connections may finish before they are closed', commands: RUN },
-  { flag: 'proxy-mode', key: 'proxyMode', kind: 'enum', values: ['splice', 'copy'], default: 'splice', help: 'proxy: relay with splice(2) (zero copy) or read/write', commands: RUN },
+  { flag: 'relay-mode', key: 'relayMode', kind: 'enum', values: RELAY_MODES, default: 'splice', help: 'proxy: relay with splice(2) (zero copy) or read/write', commands: RUN },
+  { flag: 'proxy-mode', key: 'proxyMode', kind: 'enum', values: RELAY_MODES, help: 'deprecated: the old name of --relay-mode (kube-proxy\'s --proxy-mode is our --backend)', commands: RUN },
   { flag: 'node-name', key: 'nodeName', kind: 'string', arg: 'NAME', defaultText: 'the host name', env: 'NODE_NAME', help: "this node's name in the API (EndpointSlice nodeName): its endpoints are dialled locally", commands: RUN },
-  { flag: 'direct-cidr', key: 'directCidr', kind: 'string', arg: 'CIDR', repeat: true, help: 'endpoint addresses this node dials directly (not through the tunnel), whichever node they run on', commands: RUN },
+  { flag: 'direct-cidr', key: 'directCidr', kind: 'string', arg: 'CIDR', repeat: true, comma: true, help: 'endpoint addresses this node dials directly (not through the tunnel), whichever node they run on; repeatable or comma-separated', commands: RUN },
   { flag: 'tunnel-listen', key: 'tunnelListen', kind: 'string', arg: 'IP:PORT|none', defaultText: `${DEFAULT_TUNNEL_LISTEN} with the tunnel certificates, else none`, help: 'tunnel listener for peer agents ("none": this agent only dials)', commands: RUN },
   { flag: 'tunnel-ca', key: 'tunnelCa', kind: 'string', arg: 'FILE', help: 'tunnel: PEM CA that signs every agent certificate (mutual TLS 1.3; with --tunnel-cert and --tunnel-key)', commands: RUN },
   { flag: 'tunnel-cert', key: 'tunnelCert', kind: 'string', arg: 'FILE', help: "tunnel: this agent's PEM certificate", commands: RUN },
   { flag: 'tunnel-key', key: 'tunnelKey', kind: 'string', arg: 'FILE', help: "tunnel: this agent's PEM private key", commands: RUN },
-  { flag: 'tunnel-relay', key: 'tunnelRelay', kind: 'string', arg: 'HOST:PORT', repeat: true, help: "tunnel: a relay's tunnel listener; a node without a tunnel address registers with every one, and nodes without one are reached through them", commands: RUN },
+  { flag: 'tunnel-relay', key: 'tunnelRelay', kind: 'string', arg: 'HOST:PORT', repeat: true, comma: true, help: "tunnel: a relay's tunnel listener; a node without a tunnel address registers with every one, and nodes without one are reached through them; repeatable or comma-separated", commands: RUN },
 ];
 
 const BY_FLAG = new Map(OPTIONS.map((o) => [o.flag, o]));
@@ -210,9 +239,30 @@ export interface LoadOptions {
   readFile?: (path: string) => string;
   /** Default: os.hostname. The default --node-name. */
   hostname?: () => string;
+  /** Receives one line per deprecated name or form used (default: dropped). */
+  warnings?: string[];
 }
 
-export type ParsedArgs = { command: 'help'; help: string } | { command: Command; config: AgentConfig };
+export type ParsedArgs =
+  | { command: 'help'; help: string }
+  | { command: 'version' }
+  /** warnings: one line each (deprecated names), for stderr. */
+  | { command: Command; config: AgentConfig; warnings: string[] };
+
+/** kube-proxy flags that have an equivalent here: `--master` -> "--api-server". */
+const KUBE_PROXY_FLAGS: Record<string, string> = {
+  master: '--api-server',
+  'iptables-sync-period': '--sync-period',
+  'iptables-min-sync-period': '--min-sync-period',
+  cleanup: 'the "cleanup" command (edgemesh-agent cleanup)',
+  'hostname-override': '--node-name',
+  'metrics-bind-address': '--metrics-addr',
+  'healthz-bind-address': '--healthz-addr',
+  'cluster-cidr': '--direct-cidr (pod addresses this node routes to; --service-cidr is the service range)',
+};
+
+const kubeProxyModeProblem = (v: string): string | undefined =>
+  KUBE_PROXY_MODES.includes(v) ? `"${v}" is a kube-proxy mode: did you mean --backend (auto, ${BACKEND_NAMES.join(', ')})? --proxy-mode here is the deprecated name of --relay-mode (splice, copy)` : undefined;
 
 const fail = (origin: string, value: unknown, problem: string, field: string): never => {
   let json: string;
@@ -226,14 +276,19 @@ const fail = (origin: string, value: unknown, problem: string, field: string): n
 };
 
 /** Splits argv (without node and script) into a command and the flag layer. */
-function parseArgv(argv: readonly string[]): { command: Command | 'help'; layer: Layer; helpFor?: Command } {
+function parseArgv(argv: readonly string[]): { command: Command | 'help' | 'version'; layer: Layer; helpFor?: Command } {
   const args = [...argv];
   const first = args[0];
+  if (args.includes('--version')) return { command: 'version', layer: new Map() };
   if (first === undefined || first === '--help' || first === '-h' || first === 'help') {
     const topic = args[1];
     return { command: 'help', layer: new Map(), ...(topic && (COMMANDS as readonly string[]).includes(topic) ? { helpFor: topic as Command } : {}) };
   }
-  if (first.startsWith('-')) throw new ConfigError(`expected a command (${COMMANDS.join(', ')}) before ${first}`, 'command');
+  if (first.startsWith('-')) {
+    const name = first.replace(/^--?/, '').split('=')[0] as string;
+    if (KUBE_PROXY_FLAGS[name]) throw new ConfigError(`unknown flag --${name} (kube-proxy's): did you mean ${KUBE_PROXY_FLAGS[name]}?${name === 'cleanup' ? '' : ' (after a command: edgemesh-agent run ...)'}`, name);
+    throw new ConfigError(`expected a command (${COMMANDS.join(', ')}) before ${first}`, 'command');
+  }
   if (!(COMMANDS as readonly string[]).includes(first)) throw new ConfigError(`unknown command "${first}" (expected ${COMMANDS.join(', ')})`, 'command');
   const command = first as Command;
   const layer: Layer = new Map();
@@ -244,7 +299,7 @@ function parseArgv(argv: readonly string[]): { command: Command | 'help'; layer:
     const eq = a.indexOf('=');
     const name = a.slice(2, eq >= 0 ? eq : undefined);
     const def = BY_FLAG.get(name);
-    if (!def) throw new ConfigError(`unknown flag --${name}`, name);
+    if (!def) throw new ConfigError(`unknown flag --${name}${KUBE_PROXY_FLAGS[name] ? ` (kube-proxy's): did you mean ${KUBE_PROXY_FLAGS[name]}?` : ''}`, name);
     if (!def.commands.includes(command)) throw new ConfigError(`--${name} is not a flag of "${command}"`, name);
     let value: string | boolean;
     if (def.kind === 'bool') {
@@ -261,6 +316,8 @@ function parseArgv(argv: readonly string[]): { command: Command | 'help'; layer:
       value = next;
       i++;
     }
+    const modeProblem = def.key === 'proxyMode' ? kubeProxyModeProblem(value as string) : undefined;
+    if (modeProblem) fail(`--${name}`, value, modeProblem, name);
     const prev = layer.get(def.key);
     if (def.repeat) {
       const list = prev ? (prev.value as string[]) : [];
@@ -286,7 +343,34 @@ function envLayer(env: Env): Layer {
   return layer;
 }
 
-function fileLayer(path: string, readFile: (p: string) => string): Layer {
+// Configuration files of the neighbours, recognised by kind: one line naming what corresponds here.
+const FOREIGN_KINDS: Record<string, string> = {
+  KubeProxyConfiguration:
+    "kube-proxy's configuration, not this agent's; the equivalents here: iptables.syncPeriod -> syncPeriod, iptables.minSyncPeriod -> minSyncPeriod, hostnameOverride -> nodeName, metricsBindAddress -> metricsAddr, healthzBindAddress -> healthzAddr, mode -> backend, clientConnection.kubeconfig -> kubeconfig, clusterCIDR (pods) -> directCidr (serviceCidr is the service range)",
+  EdgeMeshAgent:
+    "EdgeMesh's agent configuration, not this agent's; the equivalents here: kubeAPIConfig.master or the MetaServer -> apiServer, kubeAPIConfig.kubeConfig -> kubeconfig, commonConfig.bridgeDeviceIP and edgeProxy's listen port -> proxyAddr, edgeProxy's serviceFilterMode -> serviceProxyFilterMode, edgeTunnel's listen port -> tunnelListen, edgeTunnel's relay nodes -> tunnelRelay",
+};
+/** Keys of those files that are pasted into ours: where each goes here. */
+const FOREIGN_KEYS: Record<string, string> = {
+  hostnameOverride: 'nodeName',
+  metricsBindAddress: 'metricsAddr',
+  healthzBindAddress: 'healthzAddr',
+  mode: 'backend',
+  iptables: 'syncPeriod and minSyncPeriod',
+  clientConnection: 'kubeconfig',
+  clusterCIDR: 'directCidr (pods; serviceCidr is the service range)',
+  kubeAPIConfig: 'apiServer or kubeconfig',
+};
+
+/** Lines of one ConfigError for a --config file at most (the last one says how many more). */
+export const MAX_FILE_ERRORS = 20;
+
+/**
+ * Reads a --config file. Every problem of the file (its apiVersion and kind, unknown keys, values
+ * that do not parse) is reported at once, one line each; what depends on other options is checked
+ * when the layers are merged.
+ */
+function fileLayer(path: string, readFile: (p: string) => string, warnings: string[]): Layer {
   let text: string;
   try {
     text = readFile(path);
@@ -303,16 +387,104 @@ function fileLayer(path: string, readFile: (p: string) => string): Layer {
   const layer: Layer = new Map();
   if (doc === null || doc === undefined) return layer;
   if (typeof doc !== 'object' || Array.isArray(doc)) throw new ConfigError(`--config "${path}": must be a mapping of option names to values`, 'config');
-  for (const [k, v] of Object.entries(doc as Record<string, unknown>)) {
+  const obj = doc as Record<string, unknown>;
+  const foreign = typeof obj.kind === 'string' ? FOREIGN_KINDS[obj.kind] : undefined;
+  if (foreign) throw new ConfigError(`${path}: kind ${String(obj.kind)} is ${foreign}`, 'kind');
+  const errors: string[] = [];
+  const version = (key: 'apiVersion' | 'kind', want: string) => {
+    const v = obj[key];
+    if (v === undefined) errors.push(`${path}: ${key}: missing (write ${key}: ${want})`);
+    else if (v !== want) errors.push(`${path}: ${key} ${JSON.stringify(v)}: must be ${want}`);
+  };
+  if (obj.apiVersion === undefined && obj.kind === undefined) {
+    warnings.push(`${path}: no apiVersion and kind: deprecated, they will be required in the next release (add apiVersion: ${CONFIG_API_VERSION} and kind: ${CONFIG_KIND})`);
+  } else {
+    version('apiVersion', CONFIG_API_VERSION);
+    version('kind', CONFIG_KIND);
+  }
+  for (const [k, v] of Object.entries(obj)) {
+    if (k === 'apiVersion' || k === 'kind') continue;
     const def = BY_KEY.get(k);
     if (!def) {
-      const hint = BY_FLAG.has(k) ? ` (write it ${BY_FLAG.get(k)?.key})` : '';
-      throw new ConfigError(`${path}: unknown field "${k}"${hint}`, k);
+      const hint = BY_FLAG.has(k) ? ` (write it ${BY_FLAG.get(k)?.key})` : FOREIGN_KEYS[k] ? ` (kube-proxy's or EdgeMesh's; here: ${FOREIGN_KEYS[k]})` : '';
+      errors.push(`${path}: unknown field "${k}"${hint}`);
+      continue;
     }
-    if (def.key === 'config') throw new ConfigError(`${path}: "config" cannot name another config file`, k);
-    layer.set(k, { value: v, origin: `${path}: ${k}` });
+    if (def.key === 'config' || def.key === 'writeConfigTo') {
+      errors.push(`${path}: "${k}" is a command-line flag only`);
+      continue;
+    }
+    const raw = { value: v, origin: `${path}: ${k}` };
+    try {
+      checkValue(def, raw);
+    } catch (e) {
+      if (!(e instanceof ConfigError)) throw e;
+      errors.push(e.message);
+      continue;
+    }
+    layer.set(k, raw);
   }
+  // A file of thousands of mistakes (a wrong file given) is not worth thousands of lines.
+  if (errors.length > MAX_FILE_ERRORS) errors.splice(MAX_FILE_ERRORS - 1, Infinity, `${path}: ... and ${errors.length - MAX_FILE_ERRORS + 1} more problems`);
+  if (errors.length > 0) throw new ConfigError(errors, 'config');
   return layer;
+}
+
+/** One value on its own, as the loader will parse it (throws the loader's ConfigError). */
+function checkValue(def: OptionDef, raw: RawValue): void {
+  const hostPort = (off: string, allowZero: boolean) => {
+    const text = asString(def, raw);
+    if (text === off) return;
+    try {
+      parseHostPort(text, { allowZero });
+    } catch (e) {
+      fail(raw.origin, text, reason(e), def.flag);
+    }
+  };
+  const items = (parse: (text: string) => unknown) => {
+    for (const { value, origin } of asList(def, raw)) {
+      try {
+        parse(value);
+      } catch (e) {
+        fail(origin, value, reason(e), def.flag);
+      }
+    }
+  };
+  switch (def.key) {
+    case 'serviceCidr':
+    case 'directCidr':
+      return items(parseCidr);
+    case 'proxyAddr':
+      return items((t) => parseHostPort(t));
+    case 'tunnelRelay':
+      return items(parseRelayAddress);
+    case 'ignoreLabelSelector':
+      return items(parseLabelSelector);
+    case 'orderBefore':
+      return void orderBeforeList(def, raw);
+    case 'metricsAddr':
+    case 'healthzAddr':
+      return hostPort('off', true);
+    case 'tunnelListen':
+      return hostPort('none', false);
+    case 'proxyMode': {
+      const problem = typeof raw.value === 'string' ? kubeProxyModeProblem(raw.value) : undefined;
+      if (problem) fail(raw.origin, raw.value, problem, def.flag);
+      return void asEnum(def, raw);
+    }
+  }
+  switch (def.kind) {
+    case 'bool':
+      return void asBool(def, raw);
+    case 'duration':
+      return void asDuration(def, raw);
+    case 'int':
+      return void asInt(def, raw);
+    case 'enum':
+      return void asEnum(def, raw);
+    case 'string':
+      return def.repeat ? void asList(def, raw) : void asString(def, raw);
+  }
 }
 
 // ---- typed values ----
@@ -326,9 +498,11 @@ function asString(def: OptionDef, raw: RawValue): string {
 function asList(def: OptionDef, raw: RawValue): { value: string; origin: string }[] {
   const v = raw.value;
   const items = typeof v === 'string' ? [v] : Array.isArray(v) ? v : fail(raw.origin, v, 'must be a string or a list of strings', def.key);
-  return items.map((item, i) => {
+  return items.flatMap((item, i) => {
     if (typeof item !== 'string') fail(Array.isArray(v) && !raw.origin.startsWith('--') ? `${raw.origin}[${i}]` : raw.origin, item, 'must be a string', def.key);
-    return { value: item as string, origin: raw.origin };
+    // `--service-cidr 10.96.0.0/12,fd00::/108`, as the environment variables take them.
+    const parts = def.comma ? (item as string).split(',').map((p) => p.trim()).filter((p) => p !== '') : [item as string];
+    return parts.map((value) => ({ value, origin: raw.origin }));
   });
 }
 
@@ -380,7 +554,8 @@ export function loadConfig(options: LoadOptions = {}): AgentConfig {
   }
   const configPath = options.file ?? (flags.has('config') ? asString(BY_KEY.get('config') as OptionDef, flags.get('config') as RawValue) : undefined);
   const env = options.env ?? process.env;
-  const layers: Layer[] = [flags, envLayer(env), configPath !== undefined ? fileLayer(configPath, readFile) : new Map()];
+  const warnings = options.warnings ?? [];
+  const layers: Layer[] = [flags, envLayer(env), configPath !== undefined ? fileLayer(configPath, readFile, warnings) : new Map()];
   const pick = (key: string): RawValue | undefined => {
     for (const l of layers) {
       const v = l.get(key);
@@ -457,24 +632,55 @@ export function loadConfig(options: LoadOptions = {}): AgentConfig {
     }
     break;
   }
-  if (command === 'run' && source.kind === 'none') {
+  const writeRaw = pick('writeConfigTo');
+  const writeConfigTo = writeRaw ? asString(def('writeConfigTo'), writeRaw) : undefined;
+  if (writeConfigTo === '') fail((writeRaw as RawValue).origin, '', 'must not be empty', 'write-config-to');
+  // Writing the configuration needs no cluster: the source stays unset when none is named.
+  if (command === 'run' && source.kind === 'none' && writeConfigTo === undefined) {
     // An edge node has no KUBERNETES_SERVICE_HOST: KubeEdge's MetaServer serves the API there.
     if (env.KUBERNETES_SERVICE_HOST && env.KUBERNETES_SERVICE_PORT) source = { kind: 'in-cluster', why: 'no source flag; KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT are set' };
     else source = { kind: 'api-server', url: METASERVER_URL, why: 'no source flag and no in-cluster service variables (an edge node): KubeEdge MetaServer' };
   }
   if (command === 'run') source = apiServerTls(source, layers, def, readFile);
 
-  // metrics
-  const mRaw = get('metricsAddr');
-  const mText = asString(def('metricsAddr'), mRaw);
-  let metricsAddr: HostPort | undefined;
-  if (mText !== 'off') {
+  // metrics and health listeners
+  const listener = (key: 'metricsAddr' | 'healthzAddr'): HostPort | undefined => {
+    const raw = get(key);
+    const text = asString(def(key), raw);
+    if (text === 'off') return undefined;
     try {
-      metricsAddr = parseHostPort(mText, { allowZero: true });
+      return parseHostPort(text, { allowZero: true });
     } catch (e) {
-      return fail(mRaw.origin, mText, reason(e), 'metrics-addr');
+      return fail(raw.origin, text, reason(e), def(key).flag);
+    }
+  };
+  const metricsAddr = listener('metricsAddr');
+  const healthzAddr = listener('healthzAddr');
+  if (metricsAddr && healthzAddr && metricsAddr.port === healthzAddr.port && metricsAddr.port !== 0 && metricsAddr.address !== healthzAddr.address) {
+    const ip = (a: HostPort) => a.address === '0.0.0.0' || a.address === '::';
+    if (ip(metricsAddr) || ip(healthzAddr)) {
+      const raw = get('healthzAddr');
+      fail(raw.origin, raw.value, `port ${healthzAddr.port} is also --metrics-addr's, on an overlapping address (give both the same address to share one listener)`, 'healthz-addr');
     }
   }
+
+  // --relay-mode, or its deprecated name --proxy-mode (the highest layer that names either)
+  let relayRaw: RawValue = dflt('relayMode');
+  let relayDef = def('relayMode');
+  for (const layer of layers) {
+    const alias = layer.get('proxyMode');
+    if (alias) warnings.push(`${alias.origin}: deprecated, use ${alias.origin.startsWith('--') ? '--relay-mode' : 'relayMode'} (kube-proxy's --proxy-mode means the backend)`);
+  }
+  for (const layer of layers) {
+    const v = layer.get('relayMode') ?? layer.get('proxyMode');
+    if (!v) continue;
+    relayRaw = v;
+    relayDef = layer.has('relayMode') ? def('relayMode') : def('proxyMode');
+    break;
+  }
+  const proxyModeProblem = relayDef.key === 'proxyMode' && typeof relayRaw.value === 'string' ? kubeProxyModeProblem(relayRaw.value) : undefined;
+  if (proxyModeProblem) fail(relayRaw.origin, relayRaw.value, proxyModeProblem, 'proxy-mode');
+  const logFormatRaw = pick('logFormat');
 
   // selection
   const selectors = pick('ignoreLabelSelector');
@@ -512,6 +718,7 @@ export function loadConfig(options: LoadOptions = {}): AgentConfig {
     source,
     endpointsApi: asEnum<AgentConfig['endpointsApi']>(def('endpointsApi'), get('endpointsApi')),
     metricsAddr,
+    healthzAddr,
     once: asBool(def('once'), get('once')),
     minSyncPeriodMs: dur('minSyncPeriod'),
     syncPeriodMs: dur('syncPeriod'),
@@ -522,12 +729,14 @@ export function loadConfig(options: LoadOptions = {}): AgentConfig {
     keepRulesOnExit: asBool(def('keepRulesOnExit'), get('keepRulesOnExit')),
     selection: { ignoreLabelSelectors, serviceProxyFilterMode, serviceProxyName },
     logLevel: asEnum<LogLevel>(def('logLevel'), get('logLevel')),
+    logFormat: logFormatRaw ? asEnum<LogFormat>(def('logFormat'), logFormatRaw) : undefined,
     maxConnections: asInt(def('maxConnections'), get('maxConnections')),
     connectTimeoutMs: dur('connectTimeout'),
     idleTimeoutMs: dur('idleTimeout'),
     drainGraceMs: dur('drainGrace'),
-    proxyMode: asEnum<'splice' | 'copy'>(def('proxyMode'), get('proxyMode')),
+    relayMode: asEnum<RelayMode>(relayDef, relayRaw),
     configFile,
+    writeConfigTo,
     nodeName,
     directCidrs,
     tunnel,
@@ -693,17 +902,19 @@ const reason = (e: unknown): string => (e instanceof NetParseError || e instance
 export function parseArgs(argv: readonly string[], options: { env?: Env; readFile?: (path: string) => string; hostname?: () => string } = {}): ParsedArgs {
   const { command, layer, helpFor } = parseArgv(argv);
   if (command === 'help') return { command: 'help', help: helpText(helpFor) };
+  if (command === 'version') return { command: 'version' };
   const values: Record<string, unknown> = {};
   const origins: Record<string, string> = {};
   for (const [k, v] of layer) {
     values[k] = v.value;
     origins[k] = v.origin;
   }
-  const load: LoadOptions = { command, values, origins };
+  const warnings: string[] = [];
+  const load: LoadOptions = { command, values, origins, warnings };
   if (options.env) load.env = options.env;
   if (options.readFile) load.readFile = options.readFile;
   if (options.hostname) load.hostname = options.hostname;
-  return { command, config: loadConfig(load) };
+  return { command, config: loadConfig(load), warnings };
 }
 
 /** `--help`, generated from the option table. Without a command: the overview. */
@@ -716,7 +927,7 @@ export function helpText(command?: Command): string {
     lines.push('  cleanup  remove every rule, chain and table we own');
     lines.push('  demo     the whole hybrid NAT in a throwaway network namespace');
     lines.push('  certs    tunnel certificates: certs init (cluster CA), certs issue --node NAME');
-    lines.push('', 'Run "edgemesh-agent <command> --help" for its flags.');
+    lines.push('', 'Run "edgemesh-agent <command> --help" for its flags; "edgemesh-agent --version" prints the version.');
     return lines.join('\n') + '\n';
   }
   lines.push(`Usage: edgemesh-agent ${command} [flags]`, '', 'Flags:');
@@ -735,8 +946,8 @@ export function helpText(command?: Command): string {
   lines.push(
     '',
     'Durations: 250ms, 1s, 5m, 1h30m. Every flag has a --config file key: its name in camelCase',
-    '(--service-cidr -> serviceCidr; lists as YAML lists). Precedence: flags, then environment,',
-    'then the --config file, then defaults.',
+    `(--service-cidr -> serviceCidr; lists as YAML lists), next to apiVersion: ${CONFIG_API_VERSION} and`,
+    `kind: ${CONFIG_KIND}. Precedence: flags, then environment, then the --config file, then defaults.`,
   );
   return lines.join('\n') + '\n';
 }
@@ -750,6 +961,7 @@ export function describeConfig(c: AgentConfig): Record<string, unknown> {
     source: c.source,
     endpointsApi: c.endpointsApi,
     metricsAddr: c.metricsAddr ? formatHostPortText(c.metricsAddr) : 'off',
+    healthzAddr: c.healthzAddr ? formatHostPortText(c.healthzAddr) : 'off',
     once: c.once,
     minSyncPeriod: formatDuration(c.minSyncPeriodMs),
     syncPeriod: formatDuration(c.syncPeriodMs),
@@ -762,11 +974,12 @@ export function describeConfig(c: AgentConfig): Record<string, unknown> {
     serviceProxyName: c.selection.serviceProxyName,
     serviceProxyFilterMode: c.selection.serviceProxyFilterMode,
     logLevel: c.logLevel,
+    ...(c.logFormat ? { logFormat: c.logFormat } : {}),
     maxConnections: c.maxConnections,
     connectTimeout: formatDuration(c.connectTimeoutMs),
     idleTimeout: formatDuration(c.idleTimeoutMs),
     drainGrace: formatDuration(c.drainGraceMs),
-    proxyMode: c.proxyMode,
+    relayMode: c.relayMode,
     nodeName: c.nodeName,
     directCidr: c.directCidrs.map((x) => x.text),
     tunnelListen: c.tunnel?.listen ? formatHostPortText(c.tunnel.listen) : 'none',
@@ -774,3 +987,27 @@ export function describeConfig(c: AgentConfig): Record<string, unknown> {
   };
 }
 
+/**
+ * `--write-config-to`: the effective configuration as a --config file (what loadConfig reads back
+ * to the same AgentConfig). The in-cluster source has no key: it is what no source key means.
+ */
+export function configFileText(c: AgentConfig): string {
+  const { source, ...rest } = describeConfig(c);
+  const body: Record<string, unknown> = { apiVersion: CONFIG_API_VERSION, kind: CONFIG_KIND };
+  const s = source as SourceConfig;
+  if (s.kind === 'static') body.servicesDir = s.dir;
+  else if (s.kind === 'kubeconfig') body.kubeconfig = s.file;
+  else if (s.kind === 'api-server') {
+    body.apiServer = s.url;
+    if (s.ca !== undefined) body.apiServerCa = s.ca;
+    if (s.cert !== undefined) body.apiServerCert = s.cert;
+    if (s.key !== undefined) body.apiServerKey = s.key;
+  }
+  Object.assign(body, rest);
+  // An empty name means "any value" and is only valid without a filter; the default says so.
+  if (c.selection.serviceProxyName === '') delete body.serviceProxyName;
+  // A conditional default: with the tunnel 0.0.0.0:20006, without it none.
+  if (!c.tunnel) delete body.tunnelListen;
+  const header = '# Written by edgemesh-agent --write-config-to: the effective configuration (flags, environment,\n# --config file and defaults merged). Read it back with --config.\n';
+  return header + stringifyYaml(body, { lineWidth: 0 });
+}

@@ -54,9 +54,13 @@ export function oneLine(message: string, max = MAX_CONFIG_MESSAGE): string {
 
 export class ConfigError extends EdgeMeshError {
   readonly field: string | undefined;
-  /** The message is made one line of bounded length (oneLine): it ends up as the CLI's single error line. */
-  constructor(message: string, field?: string, options?: { cause?: unknown }) {
-    super('ECONFIG', oneLine(message), options);
+  /** One per problem: a --config file with several mistakes reports them all (the message joins them with newlines). */
+  readonly lines: readonly string[];
+  /** Each line is made one line of bounded length (oneLine): it ends up as one of the CLI's error lines. */
+  constructor(message: string | readonly string[], field?: string, options?: { cause?: unknown }) {
+    const lines = (typeof message === 'string' ? [message] : message).map((m) => oneLine(m));
+    super('ECONFIG', lines.join('\n'), options);
+    this.lines = lines;
     this.field = field;
   }
 }

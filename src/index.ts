@@ -26,7 +26,6 @@ export * from './proxy/sockopt.js';
 export * from './proxy/iface.js';
 export * from './agent.js';
 export * from './metrics.js';
-export { createLogger } from './logger.js';
 export * from './backends/factory.js';
 export * from './backends/listing.js';
 export * from './backends/plan.js';

@@ -1,6 +1,7 @@
-// Prometheus metrics (prom-client) and the health endpoints, on --metrics-addr (loopback by
-// default). Counters of the control plane are fed from the reconciler's sync reports; the proxy's
-// are read from its native counters at scrape time.
+// Prometheus metrics (prom-client) on --metrics-addr (loopback by default) and the health
+// endpoints on --healthz-addr (every address by default, for the kubelet's probes). Counters of
+// the control plane are fed from the reconciler's sync reports; the proxy's are read from its
+// native counters at scrape time.
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
@@ -29,7 +30,20 @@ export interface MetricsSources {
   source?: () => SourceState;
   /** ms since the epoch when the oldest change not yet applied was queued; undefined: none. */
   queuedSince?: () => number | undefined;
+  /** edgemesh_build_info's labels. */
+  build?: { version: string; node: string };
 }
+
+/**
+ * kube-proxy's network_programming_duration_seconds buckets (0.25 s to 5 min), so that the same
+ * dashboards and SLOs read ours.
+ */
+export const NETWORK_PROGRAMMING_BUCKETS: readonly number[] = [
+  0.25, 0.5,
+  ...Array.from({ length: 59 }, (_, i) => i + 1),
+  ...Array.from({ length: 12 }, (_, i) => 60 + 5 * i),
+  ...Array.from({ length: 7 }, (_, i) => 120 + 30 * i),
+];
 
 /** The sources as the agent sees them (metrics, GET /status, `edgemesh-agent status`). */
 export interface SourceState {
@@ -65,6 +79,7 @@ export class AgentMetrics {
   readonly writes: Counter<'family'>;
   readonly orderRepairs: Counter<'family'>;
   readonly lastSuccess: Gauge;
+  readonly networkProgramming: Histogram;
   private readonly sources: MetricsSources;
 
   constructor(sources: MetricsSources) {
@@ -84,6 +99,14 @@ export class AgentMetrics {
     this.writes = new Counter({ name: 'edgemesh_rule_writes_total', help: 'Atomic transactions written, by family', labelNames: ['family'], registers: [r] });
     this.orderRepairs = new Counter({ name: 'edgemesh_order_repairs_total', help: 'Our jump put back to rule 1 after another writer displaced it', labelNames: ['family'], registers: [r] });
     this.lastSuccess = new Gauge({ name: 'edgemesh_last_sync_success_timestamp_seconds', help: 'Unix time of the last successful sync', registers: [r] });
+    this.networkProgramming = new Histogram({
+      name: 'edgemesh_network_programming_duration_seconds',
+      help: 'From a change seen at the source (a Service, EndpointSlice or Node) to the successful sync that includes it, one observation per change',
+      buckets: [...NETWORK_PROGRAMMING_BUCKETS],
+      registers: [r],
+    });
+    const build = new Gauge({ name: 'edgemesh_build_info', help: 'Always 1: the agent version and this node', labelNames: ['version', 'node'], registers: [r] });
+    if (sources.build) build.set(sources.build, 1);
     const self = this;
     new Gauge({
       name: 'edgemesh_rules',
@@ -354,6 +377,9 @@ export class AgentMetrics {
   }
 }
 
+/** Which paths a listener serves: the metrics listener all of them, the health listener the probes'. */
+export type ListenerRole = 'metrics' | 'health';
+
 export interface HealthState {
   /** What GET /status returns as JSON (sync, sources, tunnel: for `edgemesh-agent status`). */
   status?: () => unknown;
@@ -363,12 +389,16 @@ export interface HealthState {
   health(): HealthVerdict;
 }
 
-/** HTTP server: GET /metrics, /healthz, /readyz. */
+/**
+ * HTTP server. metrics: GET /metrics, /status, and /healthz, /readyz as kube-proxy's metrics
+ * server also answers them (probes set up on it keep working); health: /healthz, /readyz only.
+ */
 export class MetricsServer {
   private server: Server | undefined;
   constructor(
     private readonly metrics: AgentMetrics,
     private readonly health: HealthState,
+    private readonly role: ListenerRole = 'metrics',
   ) {}
 
   async listen(address: string, port: number): Promise<AddressInfo> {
@@ -376,6 +406,10 @@ export class MetricsServer {
       const url = (req.url ?? '/').split('?')[0];
       if (req.method !== 'GET' && req.method !== 'HEAD') {
         res.writeHead(405, { allow: 'GET, HEAD' }).end();
+        return;
+      }
+      if (this.role === 'health' && url !== '/healthz' && url !== '/readyz') {
+        res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: this is the health listener (/healthz, /readyz); /metrics and /status are on --metrics-addr\n');
         return;
       }
       if (url === '/metrics') {

@@ -27,6 +27,8 @@ export interface SyncReport {
   durationMs: number;
   /** Set when sources have not completed their first list yet: nothing was written. */
   skipped?: 'not-synced';
+  /** The source generation the desired state was computed from (with options.generation). */
+  generation?: number;
 }
 
 export interface ReconcilerOptions {
@@ -36,6 +38,8 @@ export interface ReconcilerOptions {
   minSyncPeriodMs: number;
   syncPeriodMs: number;
   orderCheckPeriodMs: number;
+  /** The sources' generation, read just before desired(): a sync report names what it includes. */
+  generation?: () => number;
   /** Cap of the retry backoff after failures (default 30 s). */
   maxBackoffMs?: number;
   log?: Logger;
@@ -82,7 +86,7 @@ export class Reconciler extends EventEmitter {
     consecutiveFailures: 0,
   };
 
-  private readonly opts: Required<Omit<ReconcilerOptions, 'log'>> & { log: Logger };
+  private readonly opts: Required<Omit<ReconcilerOptions, 'log' | 'generation'>> & Pick<ReconcilerOptions, 'generation'> & { log: Logger };
   private running: Promise<SyncReport> | undefined;
   private pending: SyncReason | undefined;
   private timer: NodeJS.Timeout | undefined;
@@ -184,6 +188,7 @@ export class Reconciler extends EventEmitter {
       // Changes queued before this sync started are covered by it; later ones wait for the next.
       if (this.stats.queuedSince !== undefined && this.stats.queuedSince <= startedAt) this.stats.queuedSince = undefined;
     };
+    const generation = this.opts.generation?.();
     const desired = this.opts.desired();
     if (!desired) {
       settled(); // nothing listed yet, nothing that could be written: not late
@@ -213,7 +218,7 @@ export class Reconciler extends EventEmitter {
       settled();
       this.stats.lastSuccessAt = Date.now();
       this.stats.firstSyncDone = true;
-      const report: SyncReport = { reason, ok: true, outcomes, durationMs: performance.now() - t0 };
+      const report: SyncReport = { reason, ok: true, outcomes, durationMs: performance.now() - t0, ...(generation !== undefined ? { generation } : {}) };
       this.stats.lastDurationMs = report.durationMs;
       this.logReport(report);
       this.emit('sync', report);

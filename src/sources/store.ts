@@ -9,6 +9,10 @@
 //   API serves v1 Endpoints instead), and stays true. A store
 //   made with `requireNodes` (the tunnel needs nodes to route) also waits for a list of nodes.
 // - v1 Endpoints are used for a service only where no EndpointSlice exists for it.
+// - Once synced, every change is timed (the generation it made and when it was seen) until the
+//   sync that includes it takes it (edgemesh_network_programming_duration_seconds). The initial
+//   list is not a change to time: its programming is the agent's start.
+import { performance } from 'node:perf_hooks';
 import type { ClusterState, EndpointSliceInfo, NodeInfo, ServiceInfo, ServiceKey } from '../model.js';
 import { serviceKey } from '../model.js';
 
@@ -28,6 +32,15 @@ export interface ClusterStoreOptions {
   requireNodes?: boolean;
 }
 
+/** Changes waiting for their sync, at most; later ones go untimed until the backlog is taken. */
+export const MAX_TIMED_CHANGES = 10_000;
+
+/** A change seen: the generation it made, and performance.now() when it was seen. */
+export interface TimedChange {
+  generation: number;
+  seenAt: number;
+}
+
 const sameValue = (a: unknown, b: unknown): boolean => a === b || JSON.stringify(a) === JSON.stringify(b);
 
 export class ClusterStore {
@@ -44,6 +57,7 @@ export class ClusterStore {
   private readonly syncedPromise = new Promise<void>((resolve) => (this.syncedResolve = resolve));
   private gen = 0;
   private readonly requireNodes: boolean;
+  private timed: TimedChange[] = [];
 
   constructor(options: ClusterStoreOptions = {}) {
     this.requireNodes = options.requireNodes ?? false;
@@ -67,6 +81,16 @@ export class ClusterStore {
   /** Incremented on every change; equal generations mean equal snapshots. */
   get generation(): number {
     return this.gen;
+  }
+
+  /**
+   * Removes and returns the changes a snapshot of `generation` includes (the ones not yet taken),
+   * oldest first: the reconciler's successful sync of that generation has programmed them.
+   */
+  takeChangesUpTo(generation: number): TimedChange[] {
+    let n = 0;
+    while (n < this.timed.length && (this.timed[n] as TimedChange).generation <= generation) n++;
+    return n === 0 ? [] : this.timed.splice(0, n);
   }
 
   /** Registers a listener; returns its removal. */
@@ -177,7 +201,7 @@ export class ClusterStore {
     if (input.services) this.listed.services = true;
     if (input.endpointSlices || endpointsListed) this.listed.endpointSlices = true;
     if (input.nodes) this.listed.nodes = true;
-    if (changed) this.changed();
+    if (changed) this.changed(wasSynced);
     else if (!wasSynced && this.synced) this.notify(); // becoming synced is news even with nothing in it
     if (!wasSynced && this.synced) this.syncedResolve();
   }
@@ -197,9 +221,10 @@ export class ClusterStore {
     return this.cached;
   }
 
-  private changed(): void {
+  private changed(timed = this.synced): void {
     this.gen++;
     this.cached = undefined;
+    if (timed && this.timed.length < MAX_TIMED_CHANGES) this.timed.push({ generation: this.gen, seenAt: performance.now() });
     this.notify();
   }
 

@@ -14,6 +14,7 @@ import { assertBuilt, startAgent, eventually, type AgentProcess } from '../helpe
 import { describeNetns, Netns, destroyAllNetns } from '../helpers/netns.js';
 import { ServicesDir, seedBasics, serviceYaml } from '../helpers/manifests.js';
 import { flavour, FUZZ_INPUTS, PROXY, rng, SERVICE_CIDR, sleep, summary } from './common.js';
+import { MAX_FILE_ERRORS } from '../../src/config.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const CORPUS = resolve(here, '..', 'fuzz-corpus');
@@ -176,10 +177,15 @@ function problem(res: Record<string, unknown>): string | undefined {
   if (res.ok) return undefined;
   if (res.crashed) return `worker crashed: ${String(res.name)}: ${String(res.message)}`;
   if (!res.configError) return `threw ${String(res.name)} (not a ConfigError): ${String(res.message).slice(0, 300)}`;
-  const msg = String(res.message);
-  if (msg.trim() === '') return 'empty error message';
-  if (msg.includes('\n')) return `error message of several lines: ${JSON.stringify(msg.slice(0, 300))}`;
-  if (Number(res.messageLength) > MAX_MESSAGE) return `error message of ${String(res.messageLength)} characters: ${msg.slice(0, 200)}...`;
+  // A config file's mistakes come one per line (at most MAX_FILE_ERRORS lines); each is checked as a message.
+  const lines = Array.isArray(res.lines) ? (res.lines as string[]) : [String(res.message)];
+  const lengths = Array.isArray(res.lineLengths) ? (res.lineLengths as number[]) : [Number(res.messageLength)];
+  if (lines.length > MAX_FILE_ERRORS) return `${lines.length} error lines (at most ${MAX_FILE_ERRORS})`;
+  for (const [i, msg] of lines.entries()) {
+    if (msg.trim() === '') return 'empty error message';
+    if (msg.includes('\n')) return `error message of several lines: ${JSON.stringify(msg.slice(0, 300))}`;
+    if (Number(lengths[i]) > MAX_MESSAGE) return `error message of ${String(lengths[i])} characters: ${msg.slice(0, 200)}...`;
+  }
   return undefined;
 }
 
@@ -268,7 +274,7 @@ describeNetns('stress: the running agent and bad files in its watched directory'
       const path = join(dir.path, target);
       writeFileSync(join(dir.path, `.${target}.tmp`), bytes); // atomically, as tools do
       renameSync(join(dir.path, `.${target}.tmp`), path);
-      await agent.waitFor((l) => l.path === path && /manifest skipped/.test(String(l.msg)) && l.level === 40, 10_000, `warning naming ${target}`);
+      await agent.waitFor((l) => l.path === path && /manifest skipped/.test(String(l.msg)) && l.level === 'warn', 10_000, `warning naming ${target}`);
       warned++;
       await sleep(300); // a sync that would follow has had its chance
       expect(await fl.dump(ns), `after ${target}`).toBe(before);

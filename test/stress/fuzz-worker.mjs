@@ -29,6 +29,9 @@ parentPort.on('message', ({ id, kind, name, bytes }) => {
       name: e?.name ?? typeof e,
       message: String(e?.message ?? e).slice(0, 4000),
       messageLength: String(e?.message ?? e).length,
+      // A --config file reports each of its mistakes on a line of its own.
+      lines: Array.isArray(e?.lines) ? e.lines.map((l) => String(l).slice(0, 4000)) : undefined,
+      lineLengths: Array.isArray(e?.lines) ? e.lines.map((l) => String(l).length) : undefined,
     };
   }
   parentPort.postMessage({ id, ms: performance.now() - t0, ...result });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_METRICS_ADDR, DEFAULT_TUNNEL_LISTEN, describeConfig, helpText, loadConfig, OPTIONS, parseArgs, parseDuration, type AgentConfig } from '../../src/config.js';
+import { configFileText, MAX_FILE_ERRORS, DEFAULT_HEALTHZ_ADDR, DEFAULT_METRICS_ADDR, DEFAULT_TUNNEL_LISTEN, describeConfig, helpText, loadConfig, OPTIONS, parseArgs, parseDuration, type AgentConfig } from '../../src/config.js';
 import { ConfigError } from '../../src/errors.js';
 
 const files: Record<string, string> = {};
@@ -11,7 +11,7 @@ const readFile = (p: string): string => {
 const HOST = () => 'Edge-Node-1.Example';
 const run = (argv: string[], env: Record<string, string> = {}, hostname = HOST): AgentConfig => {
   const r = parseArgs(['run', ...argv], { env, readFile, hostname });
-  if (r.command === 'help') throw new Error('unexpected help');
+  if (!('config' in r)) throw new Error(`unexpected ${r.command}`);
   return r.config;
 };
 const error = (argv: string[], env: Record<string, string> = {}, hostname = HOST): string => {
@@ -36,6 +36,7 @@ describe('config: flags', () => {
       proxyAddrs: [{ family: 'ipv4', address: '169.254.96.16', port: 40001 }],
       source: { kind: 'static', dir: '/srv/manifests' },
       metricsAddr: { address: '127.0.0.1', port: 10251 },
+      healthzAddr: { address: '0.0.0.0', port: 10252 },
       once: false,
       minSyncPeriodMs: 1000,
       syncPeriodMs: 60_000,
@@ -48,8 +49,10 @@ describe('config: flags', () => {
       connectTimeoutMs: 1000,
       idleTimeoutMs: 1_800_000,
       drainGraceMs: 10_000,
-      proxyMode: 'splice',
+      relayMode: 'splice',
+      logFormat: undefined,
       configFile: undefined,
+      writeConfigTo: undefined,
       nodeName: 'edge-node-1.example',
       directCidrs: [],
       tunnel: undefined,
@@ -302,7 +305,7 @@ logLevel: warn
 maxConnections: 500
 `;
   files['/bad-key.yaml'] = 'service-cidr: 10.0.0.0/8\n';
-  files['/bad-type.yaml'] = 'serviceCidr: 10.10.0.0/33\nminSyncPeriod: 5\n';
+  files['/bad-type.yaml'] = 'serviceCidr: 10.10.0.0/33\n';
   files['/bad-dur.yaml'] = 'servicesDir: /d\nminSyncPeriod: 5\n';
   files['/bad-list.yaml'] = 'proxyAddr: [1]\n';
   files['/bad-yaml.yaml'] = 'a: [\n';
@@ -323,17 +326,18 @@ maxConnections: 500
       backend: 'nftables', serviceCidr: ['10.10.0.0/16'], proxyAddr: ['169.254.96.16:1'], servicesDir: '/d', metricsAddr: '127.0.0.1:1',
       once: true, minSyncPeriod: '2s', syncPeriod: '2m', orderCheckPeriod: '3s', lockWait: '4s', keepRulesOnExit: true,
       ignoreLabelSelector: ['a=b'], serviceProxyName: 'n', serviceProxyFilterMode: 'FilterIfLabelExists', logLevel: 'debug',
-      maxConnections: 7, connectTimeout: '6s', idleTimeout: '8s', drainGrace: '9s', proxyMode: 'copy',
-      nodeName: 'edge-1', directCidr: ['10.244.0.0/16'], tunnelListen: '10.0.0.1:20006', tunnelCa: '/ca', tunnelCert: '/cert', tunnelKey: '/key',
+      maxConnections: 7, connectTimeout: '6s', idleTimeout: '8s', drainGrace: '9s', relayMode: 'copy', proxyMode: 'splice',
+      healthzAddr: '127.0.0.1:2', logFormat: 'pino', nodeName: 'edge-1', directCidr: ['10.244.0.0/16'], tunnelListen: '10.0.0.1:20006', tunnelCa: '/ca', tunnelCert: '/cert', tunnelKey: '/key',
       orderBefore: ['KUBE-SERVICES', 'CALI-X'], strictManifests: true,
       tunnelRelay: ['10.0.0.9:20006'], endpointsApi: 'endpoints',
     };
-    // config names the file; the other source keys exclude servicesDir (the --api-server TLS files are loaded below)
-    const exclusive = ['config', 'kubeconfig', 'apiServer', 'apiServerCa', 'apiServerCert', 'apiServerKey'];
+    // config and writeConfigTo are flags only; kubeconfig and apiServer exclude servicesDir (the --api-server TLS files are loaded below)
+    const exclusive = ['config', 'writeConfigTo', 'kubeconfig', 'apiServer', 'apiServerCa', 'apiServerCert', 'apiServerKey'];
     for (const o of OPTIONS) if (!exclusive.includes(o.key)) expect(sample, o.key).toHaveProperty(o.key);
     files['/all.yaml'] = Object.entries(sample).map(([k, v]) => `${k}: ${JSON.stringify(v)}`).join('\n');
     const c = run(['--config', '/all.yaml']);
-    expect(c).toMatchObject({ backend: 'nftables', once: true, minSyncPeriodMs: 2000, syncPeriodMs: 120_000, orderCheckPeriodMs: 3000, lockWaitMs: 4000, keepRulesOnExit: true, logLevel: 'debug', maxConnections: 7, connectTimeoutMs: 6000, idleTimeoutMs: 8000, drainGraceMs: 9000, proxyMode: 'copy' });
+    expect(c).toMatchObject({ backend: 'nftables', once: true, minSyncPeriodMs: 2000, syncPeriodMs: 120_000, orderCheckPeriodMs: 3000, lockWaitMs: 4000, keepRulesOnExit: true, logLevel: 'debug', maxConnections: 7, connectTimeoutMs: 6000, idleTimeoutMs: 8000, drainGraceMs: 9000, relayMode: 'copy', logFormat: 'pino' });
+    expect(c.healthzAddr).toEqual({ family: 'ipv4', address: '127.0.0.1', port: 2 });
     expect(c.metricsAddr).toEqual({ family: 'ipv4', address: '127.0.0.1', port: 1 });
     expect(c).toMatchObject({ orderBefore: ['KUBE-SERVICES', 'CALI-X'], strictManifests: true });
     expect(c.selection).toMatchObject({ serviceProxyName: 'n', serviceProxyFilterMode: 'FilterIfLabelExists' });
@@ -404,5 +408,172 @@ maxConnections: 500
     const c = loadConfig({ values: { servicesDir: '/d', serviceCidr: ['10.10.0.0/16'], minSyncPeriod: '100ms' }, env: {} });
     expect(c.minSyncPeriodMs).toBe(100);
     expect(() => loadConfig({ values: { nope: 1 } })).toThrow('unknown option "nope"');
+  });
+});
+
+describe('config: versioned file, kube-proxy habits', () => {
+  const V = 'apiVersion: edgemesh.io/v1alpha1\nkind: AgentConfiguration\n';
+  const parse = (argv: string[], env: Record<string, string> = {}) => {
+    const r = parseArgs(['run', ...argv], { env, readFile, hostname: HOST });
+    if (!('config' in r)) throw new Error(`unexpected ${r.command}`);
+    return r;
+  };
+  const errorLines = (argv: string[]): string[] => {
+    try {
+      parse(argv);
+    } catch (e) {
+      expect(e).toBeInstanceOf(ConfigError);
+      return (e as Error).message.split('\n');
+    }
+    throw new Error('no error');
+  };
+
+  it('a versioned file loads without warnings; one without apiVersion and kind loads with one deprecation line', () => {
+    files['/v.yaml'] = `${V}servicesDir: /d\nsyncPeriod: 2m\n`;
+    const r = parse(['--config', '/v.yaml']);
+    expect(r.config.syncPeriodMs).toBe(120_000);
+    expect(r.warnings).toEqual([]);
+    files['/old.yaml'] = 'servicesDir: /d\nsyncPeriod: 2m\n';
+    const old = parse(['--config', '/old.yaml']);
+    expect(old.config.syncPeriodMs).toBe(120_000);
+    expect(old.warnings).toHaveLength(1);
+    expect(old.warnings[0]).toMatch(/^\/old\.yaml: no apiVersion and kind: deprecated.*apiVersion: edgemesh\.io\/v1alpha1 and kind: AgentConfiguration/);
+    expect(old.warnings[0]).not.toContain('\n');
+  });
+
+  it('a wrong or missing apiVersion or kind is an error naming the key', () => {
+    files['/wrong-version.yaml'] = 'apiVersion: edgemesh.io/v1\nkind: AgentConfiguration\nservicesDir: /d\n';
+    expect(errorLines(['--config', '/wrong-version.yaml'])).toEqual(['/wrong-version.yaml: apiVersion "edgemesh.io/v1": must be edgemesh.io/v1alpha1']);
+    files['/wrong-kind.yaml'] = 'apiVersion: edgemesh.io/v1alpha1\nkind: ConfigMap\nservicesDir: /d\n';
+    expect(errorLines(['--config', '/wrong-kind.yaml'])).toEqual(['/wrong-kind.yaml: kind "ConfigMap": must be AgentConfiguration']);
+    files['/no-kind.yaml'] = 'apiVersion: edgemesh.io/v1alpha1\nservicesDir: /d\n';
+    expect(errorLines(['--config', '/no-kind.yaml'])).toEqual(['/no-kind.yaml: kind: missing (write kind: AgentConfiguration)']);
+  });
+
+  it('reports every mistake of a file at once, one line each naming its key', () => {
+    files['/many.yaml'] = 'apiVersion: edgemesh.io/v2\nkind: AgentConfiguration\nservicesDir: /d\nserviceCidr: [10.0.0.0/8, 10.1.0.0/40]\nsyncPeriod: 5\nbogus: 1\nhostnameOverride: n1\nrelayMode: zerocopy\nhealthzAddr: "0.0.0.0:99999"\n';
+    const lines = errorLines(['--config', '/many.yaml']);
+    expect(lines).toEqual([
+      '/many.yaml: apiVersion "edgemesh.io/v2": must be edgemesh.io/v1alpha1',
+      '/many.yaml: serviceCidr "10.1.0.0/40": prefix length must be 0-32',
+      '/many.yaml: syncPeriod 5: must be a duration with a unit, e.g. 1s or 250ms',
+      '/many.yaml: unknown field "bogus"',
+      '/many.yaml: unknown field "hostnameOverride" (kube-proxy\'s or EdgeMesh\'s; here: nodeName)',
+      '/many.yaml: relayMode "zerocopy": must be one of splice, copy',
+      expect.stringMatching(/^\/many\.yaml: healthzAddr "0\.0\.0\.0:99999": /),
+    ]);
+  });
+
+  it.each([
+    ['KubeProxyConfiguration', 'kubeproxy.config.k8s.io/v1alpha1', ['iptables.syncPeriod -> syncPeriod', 'hostnameOverride -> nodeName', 'metricsBindAddress -> metricsAddr', 'healthzBindAddress -> healthzAddr', 'mode -> backend', 'clusterCIDR (pods) -> directCidr']],
+    ['EdgeMeshAgent', 'agent.edgemesh.config.kubeedge.io/v1alpha1', ['kubeAPIConfig.master or the MetaServer -> apiServer', 'proxyAddr', 'serviceProxyFilterMode', 'tunnelRelay']],
+  ])('a %s file is recognised by its kind: one line naming the equivalent keys here', (kind, apiVersion, names) => {
+    files[`/${kind}.yaml`] = `apiVersion: ${apiVersion}\nkind: ${kind}\nmode: iptables\nclusterCIDR: 10.244.0.0/16\n`;
+    const lines = errorLines(['--config', `/${kind}.yaml`]);
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(new RegExp(`^/${kind}\\.yaml: kind ${kind} is `));
+    for (const n of names) expect(lines[0]).toContain(n);
+  });
+
+  it('--write-config-to: the written file reads back to the same configuration (every option set, and the defaults)', () => {
+    for (const f of ['/api-ca.pem', '/api-cert.pem', '/api-key.pem']) files[f] = 'PEM';
+    const full = run([
+      '--backend', 'nftables', '--service-cidr', '10.10.0.0/16,fd00:10::/108', '--proxy-addr', '169.254.96.16:40002,[fd00::96:16]:40001',
+      '--api-server', 'https://meta:10550', '--api-server-ca', '/api-ca.pem', '--api-server-cert', '/api-cert.pem', '--api-server-key', '/api-key.pem', '--metrics-addr', '0.0.0.0:9100', '--healthz-addr', '127.0.0.1:9101', '--min-sync-period', '250ms',
+      '--sync-period', '5m', '--order-check-period', '1.5s', '--order-before', 'KUBE-SERVICES,CALI-X', '--strict-manifests', '--lock-wait', '0',
+      '--keep-rules-on-exit', '--ignore-label-selector', 'tier=cloud,app in (a,b)', '--ignore-label-selector', '!x',
+      '--service-proxy-name', 'edgemesh', '--service-proxy-filter-mode', 'FilterIfLabelExists', '--log-level', 'debug', '--log-format', 'pino',
+      '--max-connections', '0', '--connect-timeout', '2s', '--idle-timeout', '0', '--drain-grace', '3s', '--relay-mode', 'copy', '--node-name', 'edge-1',
+      '--direct-cidr', '10.244.0.0/16', '--tunnel-listen', '[fd00::1]:20007', '--tunnel-ca', '/ca', '--tunnel-cert', '/cert', '--tunnel-key', '/key',
+      '--tunnel-relay', '192.168.50.1:20006,relay.example:20006', '--write-config-to', '/out.yaml',
+    ]);
+    expect(full.writeConfigTo).toBe('/out.yaml');
+    for (const c of [full, run(DIR), run(['--kubeconfig', '/kc', '--metrics-addr', 'off', '--healthz-addr', 'off'])]) {
+      const text = configFileText(c);
+      expect(text).toMatch(/^apiVersion: edgemesh\.io\/v1alpha1\nkind: AgentConfiguration\n/m);
+      files['/written.yaml'] = text;
+      const back = parse(['--config', '/written.yaml']);
+      expect(back.warnings).toEqual([]);
+      expect({ ...back.config, configFile: undefined }).toEqual({ ...c, configFile: undefined, writeConfigTo: undefined });
+    }
+    // Every option of the table but the flag-only ones, the deprecated name and the other sources is written.
+    const text = configFileText(full);
+    for (const o of OPTIONS) {
+      if (['config', 'writeConfigTo', 'proxyMode', 'servicesDir', 'kubeconfig'].includes(o.key)) continue;
+      expect(text, o.key).toMatch(new RegExp(`^${o.key}:`, 'm'));
+    }
+  });
+
+  it('lists in flags take commas as the environment does; a label selector keeps its commas (they join requirements)', () => {
+    const c = run([...DIR, '--service-cidr', '10.96.0.0/12,fd00::/108', '--proxy-addr', '169.254.96.16:40001, [fd00::16]:40001', '--direct-cidr', '10.244.0.0/16,10.245.0.0/16', '--ignore-label-selector', 'a=b,c in (x,y)']);
+    expect(c.serviceCidrs.map((x) => x.text)).toEqual(['10.96.0.0/12', 'fd00::/108']);
+    expect(c.proxyAddrs.map((x) => x.family)).toEqual(['ipv4', 'ipv6']);
+    expect(c.directCidrs.map((x) => x.text)).toEqual(['10.244.0.0/16', '10.245.0.0/16']);
+    expect(c.selection.ignoreLabelSelectors.map((s) => s.text)).toEqual(['a=b,c in (x,y)']);
+    const relays = run([...DIR, '--tunnel-ca', '/a', '--tunnel-cert', '/b', '--tunnel-key', '/c', '--tunnel-relay', '10.0.0.1:20006,10.0.0.2:20006']).tunnel?.relays;
+    expect(relays?.map((r) => r.text)).toEqual(['10.0.0.1:20006', '10.0.0.2:20006']);
+    expect(error([...DIR, '--service-cidr', '10.96.0.0/12,10.96.0.0/33'])).toBe('--service-cidr "10.96.0.0/33": prefix length must be 0-32');
+  });
+
+  it.each([
+    [['--master', 'https://10.0.0.1:6443'], 'did you mean --api-server?'],
+    [['--iptables-sync-period', '30s'], 'did you mean --sync-period?'],
+    [['--iptables-min-sync-period=1s'], 'did you mean --min-sync-period?'],
+    [['--hostname-override', 'n1'], 'did you mean --node-name?'],
+    [['--metrics-bind-address', '0.0.0.0:10249'], 'did you mean --metrics-addr?'],
+    [['--healthz-bind-address', '0.0.0.0:10256'], 'did you mean --healthz-addr?'],
+    [['--cleanup'], 'did you mean the "cleanup" command'],
+    [['--proxy-mode', 'iptables'], 'did you mean --backend'],
+    [['--proxy-mode=ipvs'], 'did you mean --backend'],
+    [['--proxy-mode', 'nftables'], 'did you mean --backend'],
+  ])('kube-proxy flag %j: one line with its equivalent', (argv, hint) => {
+    const msg = error([...DIR, ...argv]);
+    expect(msg).toContain(hint);
+    expect(msg).toContain(`--${argv[0]!.slice(2).split('=')[0]}`);
+  });
+
+  it('--cleanup as kube-proxy takes it (no command) names the cleanup command', () => {
+    expect(() => parseArgs(['--cleanup'])).toThrow(/^unknown flag --cleanup \(kube-proxy's\): did you mean the "cleanup" command/);
+  });
+
+  it('--proxy-mode splice|copy (flag or file key) still sets the relay mode, with a deprecation line; relayMode wins over it', () => {
+    const r = parse([...DIR, '--proxy-mode', 'copy']);
+    expect(r.config.relayMode).toBe('copy');
+    expect(r.warnings).toEqual(["--proxy-mode: deprecated, use --relay-mode (kube-proxy's --proxy-mode means the backend)"]);
+    files['/pm.yaml'] = `${V}servicesDir: /d\nproxyMode: copy\n`;
+    const f = parse(['--config', '/pm.yaml']);
+    expect(f.config.relayMode).toBe('copy');
+    expect(f.warnings).toEqual(["/pm.yaml: proxyMode: deprecated, use relayMode (kube-proxy's --proxy-mode means the backend)"]);
+    expect(parse(['--config', '/pm.yaml', '--relay-mode', 'splice']).config.relayMode).toBe('splice');
+    files['/pm-kp.yaml'] = `${V}servicesDir: /d\nproxyMode: ipvs\n`;
+    expect(errorLines(['--config', '/pm-kp.yaml'])[0]).toMatch(/^\/pm-kp\.yaml: proxyMode "ipvs": "ipvs" is a kube-proxy mode: did you mean --backend/);
+  });
+
+  it('--version anywhere asks for the version', () => {
+    expect(parseArgs(['--version'])).toEqual({ command: 'version' });
+    expect(parseArgs(['run', '--version'])).toEqual({ command: 'version' });
+  });
+
+  it('--healthz-addr: its own listener by default; the metrics address shares one; the same port on an overlapping address is refused', () => {
+    expect(DEFAULT_HEALTHZ_ADDR).toBe('0.0.0.0:10252');
+    const same = run([...DIR, '--healthz-addr', '127.0.0.1:10251']);
+    expect(same.healthzAddr).toEqual(same.metricsAddr);
+    expect(error([...DIR, '--healthz-addr', '0.0.0.0:10251'])).toMatch(/^--healthz-addr "0\.0\.0\.0:10251": port 10251 is also --metrics-addr's/);
+    expect(run([...DIR, '--healthz-addr', 'off']).healthzAddr).toBeUndefined();
+  });
+});
+
+describe('config: a file of many mistakes', () => {
+  it(`reports at most ${MAX_FILE_ERRORS} lines, the last one counting the rest`, () => {
+    files['/huge.yaml'] = Array.from({ length: 50 }, (_, i) => `bogus${i}: 1`).join('\n');
+    let lines: readonly string[] = [];
+    try {
+      parseArgs(['run', '--config', '/huge.yaml'], { env: {}, readFile, hostname: HOST });
+    } catch (e) {
+      lines = (e as ConfigError).lines;
+    }
+    expect(lines).toHaveLength(MAX_FILE_ERRORS);
+    expect(lines.at(-2)).toBe('/huge.yaml: unknown field "bogus18"');
+    expect(lines.at(-1)).toBe('/huge.yaml: ... and 31 more problems');
   });
 });

@@ -163,3 +163,30 @@ describe('Reconciler', () => {
     });
   });
 });
+
+describe('Reconciler: the generation a sync includes', () => {
+  it('a successful report names the source generation read before desired(); a failed one names none', async () => {
+    const t = new MemoryTable();
+    let gen = 7;
+    let ips = ['10.0.0.1'];
+    rec = new Reconciler({
+      backends: [new IptablesNatBackend(t)],
+      desired: () => {
+        gen++; // a change arriving while the sync runs is not in it
+        return set(ips);
+      },
+      generation: () => gen,
+      minSyncPeriodMs: 0,
+      syncPeriodMs: 60_000,
+      orderCheckPeriodMs: 1000,
+    });
+    const ok = await rec.syncNow();
+    expect(ok.ok).toBe(true);
+    expect(ok.generation).toBe(7);
+    ips = ['10.0.0.2'];
+    t.failNext = new Error('boom');
+    const bad = await rec.syncNow();
+    expect(bad.ok).toBe(false);
+    expect(bad.generation).toBeUndefined();
+  });
+});

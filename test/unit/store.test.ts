@@ -132,3 +132,30 @@ describe('ClusterStore', () => {
     expect([plain.synced, plain.nodesListed]).toEqual([true, false]);
   });
 });
+
+describe('ClusterStore: timed changes (network programming latency)', () => {
+  it('times every change after the first complete list, by generation, once; the initial list and no-op writes are not timed', () => {
+    const store = new ClusterStore();
+    store.upsertService(svc('early'));
+    store.replaceAll({ services: [svc('a')], endpointSlices: [slice('a-1', 'a', '10.244.0.1')] });
+    expect(store.synced).toBe(true);
+    expect(store.takeChangesUpTo(store.generation)).toEqual([]);
+    const t0 = performance.now();
+    store.upsertService(svc('b'));
+    const g1 = store.generation;
+    store.upsertService(svc('b')); // the same value: no change
+    store.upsertEndpointSlice(slice('b-1', 'b', '10.244.0.2'));
+    const g2 = store.generation;
+    store.deleteService('ns', 'a');
+    const g3 = store.generation;
+    // A sync of g2 includes the first two changes, not the third.
+    const upToG2 = store.takeChangesUpTo(g2);
+    expect(upToG2.map((c) => c.generation)).toEqual([g1, g2]);
+    for (const c of upToG2) expect(c.seenAt).toBeGreaterThanOrEqual(t0);
+    expect(store.takeChangesUpTo(g2)).toEqual([]); // taken once
+    expect(store.takeChangesUpTo(g3).map((c) => c.generation)).toEqual([g3]);
+    // A relist after the first is a change like any other.
+    store.replaceAll({ services: [svc('c')] });
+    expect(store.takeChangesUpTo(store.generation)).toHaveLength(1);
+  });
+});

@@ -107,7 +107,7 @@ describe('tunnel credentials', () => {
 
 describe('edgemesh-agent run with tunnel credentials that cannot work', () => {
   const run = (args: string[]) =>
-    spawnSync(process.execPath, [CLI, 'run', '--services-dir', dir, '--metrics-addr', 'off', '--backend', 'nftables', ...args], { encoding: 'utf8', timeout: 20_000 });
+    spawnSync(process.execPath, [CLI, 'run', '--services-dir', dir, '--metrics-addr', 'off', '--healthz-addr', 'off', '--backend', 'nftables', ...args], { encoding: 'utf8', timeout: 20_000 });
 
   it('a certificate for another node than --node-name: exit 2, one line naming both', () => {
     const f = files('edge-2');
