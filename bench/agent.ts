@@ -12,6 +12,7 @@ import { NftIptablesTable } from '../src/backends/iptables-nft.js';
 import type { BackendName, NatBackend } from '../src/backends/types.js';
 import type { Netns } from '../src/netns.js';
 import { native } from '../src/native.js';
+import { NODE_FLAGS } from '../src/node-flags.js';
 import { PROXY_ADDR, PROXY_PORT, SERVICE_CIDR, cpuSeconds, ignoreRule, log, rssMiB, serviceIp, sleep, svcName, svcNamespace } from './lib.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -98,7 +99,10 @@ export interface AgentProc {
 export async function startAgent(ns: Netns, backend: BackendName, dir: ServicesDir | undefined, extra: string[] = [], entry = CLI): Promise<AgentProc> {
   if (!existsSync(entry)) throw new Error(`${entry} is missing: build first (npm run build)`);
   const source = dir ? ['--services-dir', dir.path] : [];
-  const args = [entry, 'run', '--backend', backend, ...source, '--service-cidr', SERVICE_CIDR, '--proxy-addr', `${PROXY_ADDR}:${PROXY_PORT}`, '--metrics-addr', 'off', '--log-level', 'info', ...extra];
+  // `extra` may name its own listeners; by default the agent opens none.
+  const listeners = ['--metrics-addr', 'off', '--healthz-addr', 'off'].filter((_, i, a) => !extra.includes(a[i - (i % 2)]!));
+  // BIN as its first line runs it: node with the daemon's flags (no re-execution).
+  const args = [...(entry === BIN ? NODE_FLAGS : []), entry, 'run', '--backend', backend, ...source, '--service-cidr', SERVICE_CIDR, '--proxy-addr', `${PROXY_ADDR}:${PROXY_PORT}`, ...listeners, '--log-level', 'info', ...extra];
   const t0 = performance.now();
   const child = ns.spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: process.env });
   const lines: string[] = [];

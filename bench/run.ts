@@ -18,14 +18,15 @@ import { destroyTunnel, measureTunnel, setupTunnel, type TunnelSetup } from './t
 import { tunnelChart, tunnelTables, tunnelTargets, type TunnelResult } from './tunnel-report.js';
 import { destroyRelay, measureRelay, setupRelay, type RelaySetup } from './relay.js';
 import { relayChart, relayTables, relayTargets, type RelayResult } from './relay-report.js';
+import { measureFootprint, type FootprintResult } from './footprint.js';
 import { machineLine, median, renderTableText, renderTargetsText, target, validateResults, writeResults, type BenchResults, type ChartGroup, type Table, type TargetResult } from './results.js';
 
 const quick = process.argv.includes('--quick');
 const onlyArg = process.argv.find((a) => a.startsWith('--only='));
-const only = new Set((onlyArg?.slice(7) ?? 'control,agent,data,tunnel,relay').split(','));
+const only = new Set((onlyArg?.slice(7) ?? 'control,agent,data,tunnel,relay,footprint').split(','));
 const P = quick
-  ? { kube: [1000], sizes: [10, 1000], rounds: 2, cap: { rules: 40, ms: 1500 }, agentKube: 1000, agentRounds: 2, settleMs: 5_000, idleMs: 10_000, dataRounds: 1, iperfSeconds: 1, connMs: 500, connMax: 20_000, tunnelRounds: 1, relayRounds: 1 }
-  : { kube: [1000, 10_000], sizes: [10, 100, 1000, 10_000], rounds: 3, cap: { rules: 100, ms: 4000 }, agentKube: 10_000, agentRounds: 3, settleMs: 45_000, idleMs: 30_000, dataRounds: 3, iperfSeconds: 3, connMs: 2000, connMax: 40_000, tunnelRounds: 3, relayRounds: 3 };
+  ? { kube: [1000], sizes: [10, 1000], rounds: 2, cap: { rules: 40, ms: 1500 }, agentKube: 1000, agentRounds: 2, settleMs: 5_000, idleMs: 10_000, dataRounds: 1, iperfSeconds: 1, connMs: 500, connMax: 20_000, tunnelRounds: 1, relayRounds: 1, footprintSizes: [0, 1000], footprintSettleMs: 8_000 }
+  : { kube: [1000, 10_000], sizes: [10, 100, 1000, 10_000], rounds: 3, cap: { rules: 100, ms: 4000 }, agentKube: 10_000, agentRounds: 3, settleMs: 45_000, idleMs: 30_000, dataRounds: 3, iperfSeconds: 3, connMs: 2000, connMax: 40_000, tunnelRounds: 3, relayRounds: 3, footprintSizes: [0, 1000, 10_000], footprintSettleMs: 20_000 };
 const IGNORED = P.agentKube / 10; // N = 1 000 ignore rules on 10 000 services (quick: 100 on 1 000)
 const BACKENDS: BackendName[] = ['iptables-legacy', 'iptables-nft', 'nftables'];
 
@@ -407,6 +408,38 @@ function buildTargets(fs: FullSyncResult | undefined, ctl: ReturnType<typeof con
   return t;
 }
 
+function footprintTables(fp: FootprintResult): Table[] {
+  const f = (v: number | null, digits = 1) => (v === null ? null : Number(v.toFixed(digits)));
+  return [
+    {
+      title: `Footprint: edgemesh-agent run (iptables-legacy) beside kube-proxy's rules for the same services, ${fp.settleMs / 1000} s after the first sync`,
+      columns: ['source', 'services', 'start to first sync ms', 'RSS MiB', 'peak MiB', 'anon MiB', 'file MiB', 'V8 heap used MiB', 'V8 heap committed MiB', 'malloc in use MiB', 'idle CPU % of one core'],
+      rows: fp.rows.map((r) => [r.source, fmtN(r.services), f(r.startupMs, 0), f(r.rssMiB), f(r.peakMiB), f(r.anonMiB), f(r.fileMiB), f(r.heapUsedMiB), f(r.heapCommittedMiB), f(r.mallocMiB), f(r.idleCpuPct, 2)]),
+      notes: [
+        `The agent as \`edgemesh-agent run\` starts it: it re-executes itself with node ${fp.nodeFlags} (start-up time includes that). Kubernetes API = the in-test list/watch server inside the namespace on 127.0.0.1:10550, as KubeEdge's MetaServer serves an edge node. One in ten services is labelled noproxy=edgemesh.`,
+        'file = file-backed resident pages, mostly the node binary (a bare `node -e` idles at about 40 MiB RSS, 33 of them file-backed).',
+        ...fp.rows.filter((r) => r.why).map((r) => `${r.source} ${fmtN(r.services)}: not measured: ${r.why}`),
+      ],
+    },
+  ];
+}
+
+function footprintTargets(fp: FootprintResult | undefined): TargetResult[] {
+  const t: TargetResult[] = [];
+  const why = fp ? undefined : 'footprint section not run (--only)';
+  for (const source of ['services-dir', 'kubernetes-api'] as const) {
+    const r1 = fp?.rows.find((r) => r.source === source && r.services === 1000);
+    const r10 = fp?.rows.find((r) => r.source === source && r.services === 10_000);
+    t.push(target(`RSS 20 s after the first sync, 1 000 services, ${source}`, r1?.rssMiB ?? null, 'MiB', '<= 60', (v) => v <= 60, r1?.why ?? why));
+    t.push(target(`peak RSS, 1 000 services, ${source}`, r1?.peakMiB ?? null, 'MiB', '<= 80', (v) => v <= 80, r1?.why ?? why));
+    t.push(target(`start to first sync, 1 000 services, ${source}`, r1?.startupMs ?? null, 'ms', '<= 1000', (v) => v <= 1000, r1?.why ?? why));
+    t.push(target(`RSS 20 s after the first sync, 10 000 services, ${source}`, r10?.rssMiB ?? null, 'MiB', '<= 110', (v) => v <= 110, r10?.why ?? why ?? (quick ? 'full run only' : undefined)));
+    t.push(target(`start to first sync, 10 000 services, ${source}`, r10?.startupMs ?? null, 'ms', '<= 4000', (v) => v <= 4000, r10?.why ?? why ?? (quick ? 'full run only' : undefined)));
+    t.push(target(`idle CPU, 10 000 services, ${source}`, r10?.idleCpuPct ?? null, '% of one core', '< 1', (v) => v < 1, r10?.why ?? why ?? (quick ? 'full run only' : undefined)));
+  }
+  return t;
+}
+
 function chart(ctl: ReturnType<typeof controlTables> | undefined, fs: FullSyncResult | undefined, d: DataResult | undefined, tun: TunnelResult | undefined, rel: RelayResult | undefined): ChartGroup[] {
   const groups: ChartGroup[] = [];
   if (ctl && fs) {
@@ -532,14 +565,22 @@ async function main(): Promise<void> {
     }
   }
 
-  const tables = [...(ctl?.tables ?? []), ...(ag ? agentTables(ag) : []), ...(d ? dataTables(d) : []), ...(tun ? tunnelTables(tun) : []), ...(rel ? relayTables(rel) : [])];
+  let fp: FootprintResult | undefined;
+  if (only.has('footprint')) {
+    fp = await measureFootprint(tmp, P.footprintSizes, P.footprintSettleMs, (a) => {
+      agents.length = 0;
+      if (a) agents.push(a);
+    });
+  }
+
+  const tables = [...(ctl?.tables ?? []), ...(ag ? agentTables(ag) : []), ...(d ? dataTables(d) : []), ...(tun ? tunnelTables(tun) : []), ...(rel ? relayTables(rel) : []), ...(fp ? footprintTables(fp) : [])];
   const results: BenchResults = {
     schema: 1,
     date,
     mode: quick ? 'quick' : 'full',
     machine: mach,
     durationS: (performance.now() - t0) / 1000,
-    measurements: { fullSync: fs ?? null, agent: ag ?? null, dataPlane: d ?? null, tunnel: tun ?? null, relay: rel ?? null, params: P },
+    measurements: { fullSync: fs ?? null, agent: ag ?? null, dataPlane: d ?? null, tunnel: tun ?? null, relay: rel ?? null, footprint: fp ?? null, params: P },
     tables,
     chart: chart(ctl, fs, d, tun, rel),
     targets: [],
@@ -551,10 +592,10 @@ async function main(): Promise<void> {
     ],
   };
   // The docs target needs docs/benchmarks.md rewritten from the finished results: targets first without it, then again.
-  results.targets = buildTargets(fs, ctl, ag, d, tun, rel, null);
+  results.targets = [...buildTargets(fs, ctl, ag, d, tun, rel, null), ...footprintTargets(fp)];
   const mdProbe = (await import('./results.js')).renderMarkdown(results, 'latest.svg');
   const readmeOk = updateReadme(results, mdProbe);
-  results.targets = buildTargets(fs, ctl, ag, d, tun, rel, readmeOk);
+  results.targets = [...buildTargets(fs, ctl, ag, d, tun, rel, readmeOk), ...footprintTargets(fp)];
   if (readmeOk !== null) updateReadme(results, (await import('./results.js')).renderMarkdown(results, 'latest.svg'));
   const problems = validateResults(results);
   if (problems.length) throw new Error(`results do not have the documented shape: ${problems.join('; ')}`);

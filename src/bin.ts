@@ -1,32 +1,27 @@
-#!/usr/bin/env node
-// edgemesh-agent's entry point. `run` is a small, long-lived daemon on nodes that are often small,
-// so it re-executes itself once (same PID: execve) with V8 settings for that (NODE_FLAGS below);
-// every other command starts as it is. docs/operations.md ("Memory") has the measurements.
+#!/usr/bin/env -S node --max-semi-space-size=1 --single-threaded-gc --expose-gc
+// edgemesh-agent's entry point. `run` is a small, long-lived daemon on nodes that are often small
+// and wants V8 settings for that (node-flags.ts; docs/operations.md, "Memory"). The line above
+// passes them when the file is run as a program (the npm bin, the image's entry point); started
+// as `node dist/src/bin.js run` without them, `run` re-executes itself once with them (execve:
+// same PID, one more node start-up, ~50 ms on an idle machine). Other commands start as they are.
 //
 // EDGEMESH_NODE_FLAGS replaces the flags ("" or "none": no re-execution); flags given to node
 // itself (node --inspect dist/src/bin.js run) are kept, after ours, so that they win.
 import { fileURLToPath } from 'node:url';
+import { NODE_FLAGS } from './node-flags.js';
 
-/**
- * --max-semi-space-size=1: the young generation stays at 1 MiB semi-spaces instead of growing
- *   to 16 MiB each while manifests or API lists are parsed (about 25 MiB of peak and settled RSS).
- * --single-threaded-gc: no background GC threads; the agent's event loop is not latency-bound
- *   (the data path is native), and each helper thread costs stack and arena memory.
- * --expose-gc: one full collection after the first sync (agent.ts) instead of waiting for V8's
- *   memory reducer.
- */
-export const NODE_FLAGS = ['--max-semi-space-size=1', '--single-threaded-gc', '--expose-gc'];
 const MARK = 'EDGEMESH_REEXECUTED';
 
 function flagsFromEnv(): string[] {
   const v = process.env.EDGEMESH_NODE_FLAGS;
-  if (v === undefined) return NODE_FLAGS;
+  if (v === undefined) return [...NODE_FLAGS];
   return v.trim() === '' || v.trim() === 'none' ? [] : v.trim().split(/\s+/);
 }
 
 const args = process.argv.slice(2);
 const flags = flagsFromEnv();
-if (args[0] === 'run' && flags.length > 0 && process.env[MARK] === undefined) {
+const applied = flags.every((f) => process.execArgv.includes(f));
+if (args[0] === 'run' && !applied && process.env[MARK] === undefined) {
   const { native } = await import('./native.js');
   const env = Object.entries({ ...process.env, [MARK]: '1' }).map(([k, v]) => `${k}=${v ?? ''}`);
   try {

@@ -11,6 +11,7 @@ import type { DesiredRuleSet, Family } from './rules.js';
 import type { ProxyStats } from './proxy/proxy.js';
 import { TLS_FAILURES, TUNNEL_REFUSALS } from './proxy/proxy.js';
 import type { TunnelState } from './agent.js';
+import { native } from './native.js';
 
 /** What the metrics read from the proxies at scrape time: TcpProxy.stats(), summed over families. */
 export type ProxyCounters = Pick<ProxyStats, 'active' | 'total' | 'relayed' | 'bytesUp' | 'bytesDown' | 'failovers' | 'connectFailures' | 'acceptErrors'> & {
@@ -108,6 +109,19 @@ export class AgentMetrics {
     const build = new Gauge({ name: 'edgemesh_build_info', help: 'Always 1: the agent version and this node', labelNames: ['version', 'node'], registers: [r] });
     if (sources.build) build.set(sources.build, 1);
     const self = this;
+    // glibc's heap (the addon's allocations, libiptc's and libnftnl's among them): with the
+    // process_* and nodejs_heap_* families, where the resident memory goes.
+    new Gauge({
+      name: 'edgemesh_process_malloc_bytes',
+      help: 'glibc malloc: bytes in use (arenas and mmapped chunks) and free inside the arenas',
+      labelNames: ['state'],
+      registers: [r],
+      collect() {
+        const m = native().mallocStats();
+        this.set({ state: 'in_use' }, m.inUseBytes);
+        this.set({ state: 'free' }, m.freeBytes);
+      },
+    });
     new Gauge({
       name: 'edgemesh_rules',
       help: 'Rules in our chains, by family and chain (desired state)',
