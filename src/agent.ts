@@ -10,10 +10,10 @@ import type { DesiredRuleSet, Family } from './rules.js';
 import { ClusterStore } from './sources/store.js';
 import { StaticSource } from './sources/static.js';
 import { EdgeMeshError } from './errors.js';
-import { AgentMetrics, MetricsServer, secondsSinceAnswer, type ProxyCounters, type SourceState } from './metrics.js';
+import { AgentMetrics, MetricsServer, secondsSinceAnswer, type ProxyCounters, type SourceState, type TunnelState } from './metrics.js';
 import { selectService } from './selection.js';
 import { computeLocalServe, computeRoutes, type UnreachableEndpoint } from './proxy/routes.js';
-import { TcpProxy, type ConnectionEvent, type RelayRegistration, type RelaySession, type TunnelPeer, type TunnelStats } from './proxy/proxy.js';
+import { TcpProxy, type ConnectionEvent, type TunnelStats } from './proxy/proxy.js';
 import { lookup } from 'node:dns/promises';
 import { isIP, type AddressInfo } from 'node:net';
 import { checkTunnelPem, CredentialWatcher, readTunnelPem, type CredentialInfo, type TunnelPem } from './tunnel/credentials.js';
@@ -22,6 +22,9 @@ import { ConfigError } from './errors.js';
 import { DEFAULT_PROXY_INTERFACE, ensureProxyInterface, removeProxyInterface } from './proxy/iface.js';
 import { packageVersion } from './version.js';
 import { performance } from 'node:perf_hooks';
+
+// Declared in metrics.ts (which reads it at scrape time); part of the agent's status.
+export type { TunnelState } from './metrics.js';
 
 export interface AgentOptions {
   log?: Logger;
@@ -40,24 +43,6 @@ interface Source {
 export function managedFamilies(config: AgentConfig): Family[] {
   const fams = new Set(config.serviceCidrs.map((c) => c.family));
   return (['ipv4', 'ipv6'] as const).filter((f) => fams.has(f));
-}
-
-/** The tunnel as the agent runs it (status, metrics). */
-export interface TunnelState {
-  node: string;
-  /** Where the tunnel listener is bound ("" when this agent only dials). */
-  listen: string;
-  /** "userspace" (SSL_read/SSL_write in the relay threads) or "ktls" (the kernel takes the records). */
-  tlsMode: 'userspace' | 'ktls';
-  ktlsReason: string;
-  certificate: CredentialInfo;
-  rotations: number;
-  rotationFailures: number;
-  stats: TunnelStats;
-  peers: TunnelPeer[];
-  unreachable: UnreachableEndpoint[];
-  /** Relays: the --tunnel-relay list as resolved, this node's sessions with them, and the nodes registered here. */
-  relays: { configured: string[]; resolved: string[]; sessions: RelaySession[]; registrations: RelayRegistration[] };
 }
 
 /** GET /status (JSON): what `edgemesh-agent status` shows of the running agent. */

@@ -8,9 +8,10 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import type { HealthVerdict, SyncReport } from './reconciler.js';
 import type { SelectionCounts } from './desired.js';
 import type { DesiredRuleSet, Family } from './rules.js';
-import type { ProxyStats } from './proxy/proxy.js';
+import type { ProxyStats, RelayRegistration, RelaySession, TunnelPeer, TunnelStats } from './proxy/proxy.js';
 import { TLS_FAILURES, TUNNEL_REFUSALS } from './proxy/proxy.js';
-import type { TunnelState } from './agent.js';
+import type { UnreachableEndpoint } from './proxy/routes.js';
+import type { CredentialInfo } from './tunnel/credentials.js';
 import { native } from './native.js';
 
 /** What the metrics read from the proxies at scrape time: TcpProxy.stats(), summed over families. */
@@ -63,6 +64,24 @@ export interface SourceState {
   apiErrors?: { resource: string; request: string; count: number }[];
   /** API sources: Date.now() of the last complete list applied, by resource. */
   lastListAt?: Record<string, number>;
+}
+
+/** The tunnel as the agent runs it (status, metrics). */
+export interface TunnelState {
+  node: string;
+  /** Where the tunnel listener is bound ("" when this agent only dials). */
+  listen: string;
+  /** "userspace" (SSL_read/SSL_write in the relay threads) or "ktls" (the kernel takes the records). */
+  tlsMode: 'userspace' | 'ktls';
+  ktlsReason: string;
+  certificate: CredentialInfo;
+  rotations: number;
+  rotationFailures: number;
+  stats: TunnelStats;
+  peers: TunnelPeer[];
+  unreachable: UnreachableEndpoint[];
+  /** Relays: the --tunnel-relay list as resolved, this node's sessions with them, and the nodes registered here. */
+  relays: { configured: string[]; resolved: string[]; sessions: RelaySession[]; registrations: RelayRegistration[] };
 }
 
 /** Seconds since any source last answered (since the start when none has). */

@@ -1,11 +1,58 @@
 // Declaration of the addon's proxy surface (native/sockopt.cc, native/relay_binding.cc).
-// Only src/proxy/ calls these; everything user-facing is validated there first.
-import type { ConnectionEvent, TcpProxyOptions } from './proxy.js';
+// Only src/proxy/ calls these; everything user-facing is validated there first. The addon takes
+// TcpProxyOptions and emits ConnectionEvent as they are, so those two public types are declared
+// here and re-exported by proxy.ts: this file imports nothing, and the addon loader (src/native.ts)
+// can import it without a cycle through proxy.ts.
 
 export interface NativeSockEndpoint {
   address: string;
   port: number;
   family: 4 | 6;
+}
+
+export interface TcpProxyOptions {
+  /** Listen address (default 169.254.96.16, on edgemesh0). IPv6 without brackets. */
+  address?: string;
+  /** Listen port (default 40001; 0 picks a free one). */
+  port?: number;
+  /** Run in this network namespace (path such as /run/netns/NAME) instead of the process's own. */
+  netns?: string;
+  /** Worker threads, each with its own epoll (default min(2, CPUs)). */
+  threads?: number;
+  /** Concurrent connections; excess ones are reset and counted (default 16384). */
+  maxConnections?: number;
+  /** Per endpoint attempt (default 1000 ms). */
+  connectTimeoutMs?: number;
+  /** Endpoints tried per connection before the client is reset (default 3, at most the endpoint count). */
+  maxConnectAttempts?: number;
+  /** A relayed connection with no bytes either way for this long is ended (default 1 h; 0 = never). */
+  idleTimeoutMs?: number;
+  /** Endpoint choice when no session affinity applies (default round-robin). */
+  selection?: 'round-robin' | 'random';
+  /** splice (default) or plain read/write copy; splice falls back to copy by itself where impossible. */
+  mode?: 'splice' | 'copy';
+  /** Pipe size asked with F_SETPIPE_SZ (default 1 MiB; the kernel may grant less). */
+  pipeSize?: number;
+  /**
+   * Which connections emit a 'connection' event: all (default), failures (every end but a clean
+   * EOF, refusals included), none. Counters count everything either way; fewer events save the
+   * JS thread work per connection on short-connection-heavy nodes.
+   */
+  events?: 'all' | 'failures' | 'none';
+  /** A pooled (empty, reusable) pipe unused this long is closed (default 2000 ms). */
+  pipeIdleMs?: number;
+  /** listen(2) backlog (default 4096). */
+  backlog?: number;
+  /**
+   * The tunnel listener (agents dial it over mutual TLS to reach this node's endpoints): address
+   * without brackets and port. Off when unset. Its connections count against maxConnections.
+   */
+  tunnelAddress?: string;
+  tunnelPort?: number;
+  /** TLS handshake plus the tunnel request and answer, before the attempt is given up (default 5000 ms). */
+  handshakeTimeoutMs?: number;
+  /** Inbound tunnel connections not yet authenticated; more are reset at once (default 1024). */
+  maxPendingHandshakes?: number;
 }
 
 /**
@@ -124,7 +171,46 @@ export interface NativePeer {
 export type NativeEndReason = 'eof' | 'reset' | 'idle-timeout' | 'cancelled' | 'error' | 'connect-failed' | 'refused';
 export type NativeRefusal = 'over-limit' | 'no-original-dst' | 'loop' | 'no-route' | 'no-endpoints' | 'tunnel-handshake' | 'tunnel-request';
 
-/** The addon's final event per connection: exactly ConnectionEvent (documented in proxy.ts). */
+/** The one final event of every connection the proxy accepted (see TcpProxyOptions.events). */
+export interface ConnectionEvent {
+  id: number;
+  /** "ip:port" / "[ip]:port" */
+  client: string;
+  /** The pre-DNAT destination ("" when it could not be read). */
+  originalDst: string;
+  /** "namespace/name" of the Service ("" when refused). */
+  service: string;
+  /** The endpoint used last ("" when refused). */
+  endpoint: string;
+  /** Client -> endpoint. */
+  bytesUp: number;
+  /** Endpoint -> client. */
+  bytesDown: number;
+  durationMs: number;
+  reason: NativeEndReason;
+  /** Set when reason is "refused". */
+  refusal?: NativeRefusal;
+  /** errno name, number and syscall of the failure that ended it, when there was one. */
+  code?: string;
+  errno?: number;
+  syscall?: string;
+  failovers: number;
+  mode: 'splice' | 'copy';
+  /** How the endpoint used last was reached; "tunnel-in": a connection our tunnel listener served. */
+  path?: 'local' | 'direct' | 'tunnel' | 'tunnel-in';
+  /** The peer agent's node (path tunnel or tunnel-in). */
+  peer?: string;
+  /** The last attempt's TLS handshake failed. */
+  tlsFailure?: NativeTlsFailure;
+  /** The last attempt's tunnel request was refused (by the peer; by us for tunnel-in). */
+  tunnelRefusal?: NativeTunnelRefusal;
+  /** The TLS session was resumed (no certificate exchange). */
+  resumed?: boolean;
+  /** The kernel encrypted the sending side (kTLS). */
+  ktls?: boolean;
+}
+
+/** The addon's final event per connection: exactly ConnectionEvent. */
 export type NativeConnEvent = ConnectionEvent;
 
 export interface NativeProxyStats {
