@@ -65,6 +65,24 @@ export class ConfigError extends EdgeMeshError {
   }
 }
 
+/** An `ip` command managing the proxy's interface failed. */
+export class InterfaceError extends EdgeMeshError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('EIFACE', message, options);
+  }
+}
+
+/** A backend of one family was given another family's desired rules; the same error from every backend. */
+export class FamilyMismatchError extends EdgeMeshError {
+  readonly given: 'ipv4' | 'ipv6';
+  readonly expected: 'ipv4' | 'ipv6';
+  constructor(given: 'ipv4' | 'ipv6', expected: 'ipv4' | 'ipv6') {
+    super('EFAMILY', `desired rule set is ${given}, backend is ${expected}`);
+    this.given = given;
+    this.expected = expected;
+  }
+}
+
 /** The native addon could not be loaded. */
 export class NativeLoadError extends EdgeMeshError {
   constructor(message: string, options?: { cause?: unknown }) {

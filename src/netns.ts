@@ -5,6 +5,7 @@
 import { execFile, spawn, spawnSync, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
+import { netnsPath } from './netns-path.js';
 
 const execFileP = promisify(execFile);
 
@@ -24,7 +25,7 @@ export class Netns {
 
   private constructor(name: string) {
     this.name = name;
-    this.path = `/run/netns/${name}`;
+    this.path = netnsPath(name);
   }
 
   /** Creates `em-<label>-<random>` with loopback up. */

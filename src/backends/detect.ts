@@ -19,6 +19,7 @@
 import { spawn } from 'node:child_process';
 import { nativeCall } from '../errors.js';
 import { native } from '../native.js';
+import { netnsPath } from '../netns-path.js';
 import type { Family } from '../rules.js';
 import type { BackendName } from './types.js';
 
@@ -28,7 +29,7 @@ export interface LegacyTableDump {
 }
 
 export interface DetectOptions {
-  /** Network namespace path to look into; default: our own. */
+  /** Network namespace: a path or a bare name (= /run/netns/NAME). Default: our own. */
   netns?: string;
   /** Families to look at; default both. */
   families?: readonly Family[];
@@ -91,9 +92,10 @@ const procNames: Record<Family, string> = { ipv4: 'ip_tables_names', ipv6: 'ip6_
 
 /** Legacy (x_tables) tables that exist, from /proc/net; never opens a table. */
 export async function legacyTablesPresent(netns?: string): Promise<Record<Family, string[]>> {
+  const path = netnsPath(netns);
   const out: Record<Family, string[]> = { ipv4: [], ipv6: [] };
   for (const f of ['ipv4', 'ipv6'] as const) {
-    const text = await nativeCall(() => native().readProcNet(netns, procNames[f]));
+    const text = await nativeCall(() => native().readProcNet(path, procNames[f]));
     out[f] = (text ?? '').split('\n').map((s) => s.trim()).filter(Boolean);
   }
   return out;
@@ -101,7 +103,7 @@ export async function legacyTablesPresent(netns?: string): Promise<Record<Family
 
 export async function detectBackend(opts: DetectOptions = {}): Promise<Detection> {
   const families = opts.families ?? (['ipv4', 'ipv6'] as const);
-  const netns = opts.netns;
+  const netns = netnsPath(opts.netns) || undefined;
   const legacyDump = opts.legacyDump ?? defaultLegacyDump(netns);
   const reasons: string[] = [];
   const warnings: string[] = [];

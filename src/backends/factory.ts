@@ -1,6 +1,7 @@
 // Builds the NatBackend of each family from the --backend choice; `auto` asks detect.ts.
 import type { Family } from '../rules.js';
 import type { Logger } from '../log.js';
+import { netnsPath } from '../netns-path.js';
 import { detectBackend, type Detection } from './detect.js';
 import { IptablesNatBackend } from './iptables.js';
 import { LegacyIptablesTable } from './iptables-legacy.js';
@@ -18,7 +19,7 @@ export interface BackendOptions {
 }
 
 export function createBackend(name: BackendName, family: Family, opts: BackendOptions = {}): NatBackend {
-  const netns = opts.netns && !opts.netns.includes('/') ? `/run/netns/${opts.netns}` : opts.netns;
+  const netns = netnsPath(opts.netns);
   switch (name) {
     case 'iptables-legacy':
       return new IptablesNatBackend(
@@ -35,7 +36,7 @@ export function createBackend(name: BackendName, family: Family, opts: BackendOp
 /** Resolves `auto` (logging the decision, its reasons and any split-brain warning). */
 export async function resolveBackend(choice: BackendName | 'auto', families: readonly Family[], log: Logger, opts: BackendOptions = {}): Promise<{ name: BackendName; detection?: Detection }> {
   if (choice !== 'auto') return { name: choice };
-  const netns = opts.netns && !opts.netns.includes('/') ? `/run/netns/${opts.netns}` : opts.netns;
+  const netns = netnsPath(opts.netns);
   const detection = await detectBackend({ families, ...(netns ? { netns } : {}) });
   for (const w of detection.warnings) log.warn({ backend: detection.backend }, w);
   log.info({ backend: detection.backend, reasons: detection.reasons }, `backend auto: ${detection.backend} (${detection.reasons.join('; ')})`);

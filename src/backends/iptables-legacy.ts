@@ -6,6 +6,7 @@ import { performance } from 'node:perf_hooks';
 import { TransactionError, nativeCall } from '../errors.js';
 import { native } from '../native.js';
 import { addressFamily, canonicalAddress, memoCanonicalCidr } from '../net.js';
+import { netnsPath } from '../netns-path.js';
 import type { Family, LiveRule, Rule } from '../rules.js';
 import type { NativeApplyOptions, NativeIptcBinding, NativeRuleSpec, NativeSnapshot, NativeTxOp } from './iptc-native.js';
 import type { ApplyResult, IptablesTable, TableInfo, TableSnapshot, TableTransaction, TxOp } from './types.js';
@@ -135,12 +136,6 @@ export function normaliseOps(family: Family, ops: readonly TxOp[]): NativeTxOp[]
   });
 }
 
-/** A bare namespace name means /run/netns/NAME; a path is used as is; empty: own namespace. */
-export function netnsPathOf(netns: string | undefined): string {
-  if (!netns) return '';
-  return netns.includes('/') ? netns : `/run/netns/${netns}`;
-}
-
 /**
  * The change token: size and entry count, plus the digest of the built-in chains (a rewrite that
  * keeps size and count, such as a jump deleted and re-inserted at rule 1, changes the digest).
@@ -182,7 +177,7 @@ export class LegacyIptablesTable implements IptablesTable {
       return v;
     };
     this.family = options.family;
-    this.netnsPath = netnsPathOf(options.netns);
+    this.netnsPath = netnsPath(options.netns);
     this.applyOptions = {
       lockfile: options.lockfile ?? process.env.XTABLES_LOCKFILE ?? '/run/xtables.lock',
       lockWaitMs: num(options.lockWaitMs, 'lockWaitMs', 0, 3_600_000, 5000),

@@ -5,12 +5,13 @@
 // (x_tables) table: nothing here opens one.
 import { nativeCall } from '../errors.js';
 import { native } from '../native.js';
+import { netnsPath } from '../netns-path.js';
 import type { Family, LiveRule } from '../rules.js';
 import type { ApplyResult, IptablesTable, TableInfo, TableSnapshot, TxOp } from './types.js';
 import type { NftLiveRule } from './nft-native.js';
 
 export interface NftTableOptions {
-  /** Network namespace path (/run/netns/NAME) to work in; default: the agent's own. */
+  /** Network namespace: a path (/run/netns/NAME, /proc/PID/ns/net) or a bare name (= /run/netns/NAME). Default: the agent's own. */
   netns?: string;
   /** Batches refused because someone wrote in between are re-planned on a fresh read; default 5. */
   maxAttempts?: number;
@@ -33,13 +34,13 @@ export class NftIptablesTable implements IptablesTable {
   readonly backend = 'iptables-nft' as const;
   readonly family: Family;
   readonly table = 'nat';
-  private readonly netns: string | undefined;
+  private readonly netns: string;
   private readonly maxAttempts: number;
 
   constructor(family: Family, opts: NftTableOptions = {}) {
     if (family !== 'ipv4' && family !== 'ipv6') throw new TypeError(`family must be 'ipv4' or 'ipv6', not ${String(family)}`);
     this.family = family;
-    this.netns = opts.netns;
+    this.netns = netnsPath(opts.netns);
     this.maxAttempts = opts.maxAttempts ?? 5;
   }
 

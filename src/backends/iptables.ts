@@ -2,6 +2,7 @@
 // libnftnl): read our chains and the hook chains, plan the difference, apply it in one
 // transaction; nothing is written when live equals desired.
 import { performance } from 'node:perf_hooks';
+import { FamilyMismatchError } from '../errors.js';
 import { DEFAULT_ORDER_BEFORE, EDGE_MESH_CHAIN, JUMP_CHAINS, OWNED_CHAINS, ROOT_JUMP_RULE, type DesiredRuleSet, type Family } from '../rules.js';
 import { renderChains, type ListedChain } from './listing.js';
 import { PLAN_CHAINS, jumpPositions, orderHolds, planCleanup, planSync, type Plan } from './plan.js';
@@ -23,7 +24,7 @@ export class IptablesNatBackend implements NatBackend {
   }
 
   async sync(desired: DesiredRuleSet, opts: SyncOptions = {}): Promise<SyncOutcome> {
-    if (desired.family !== this.family) throw new TypeError(`desired rules for ${desired.family} given to the ${this.family} backend`);
+    if (desired.family !== this.family) throw new FamilyMismatchError(desired.family, this.family);
     const t0 = performance.now();
     let plan: Plan;
     // A check that probably finds nothing to do reads without the lock first (legacy: one

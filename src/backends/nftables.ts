@@ -26,8 +26,9 @@
 // a walk over every ignore rule, and a change writes set elements, which the kernel takes far
 // faster than rules (a rule's expressions are parsed one by one; an element is a key). The
 // iptables backends keep one rule per address: that is the DESIGN layout iptables lists.
-import { EdgeMeshError, nativeCall } from '../errors.js';
+import { EdgeMeshError, FamilyMismatchError, nativeCall } from '../errors.js';
 import { native } from '../native.js';
+import { netnsPath } from '../netns-path.js';
 import { compareIps, memoCanonicalCidr, parseIp } from '../net.js';
 import { EDGE_MESH_CHAIN, JUMP_CHAINS, ROOT_COMMENT, formatHostPort, sameRule, type DesiredRuleSet, type Family, type JumpChain, type LiveRule, type Rule } from '../rules.js';
 import { genToken } from './iptables-nft.js';
@@ -48,6 +49,7 @@ export const NFT_BASE_CHAINS: Record<JumpChain, NftBaseChain> = {
 };
 
 export interface NftablesBackendOptions {
+  /** Network namespace: a path (/run/netns/NAME, /proc/PID/ns/net) or a bare name (= /run/netns/NAME). Default: the agent's own. */
   netns?: string;
   /** Table name (tests); default `edgemesh`. */
   table?: string;
@@ -60,14 +62,14 @@ export class NftablesBackend implements NatBackend {
   readonly name = 'nftables' as const;
   readonly family: Family;
   readonly table: string;
-  private readonly netns: string | undefined;
+  private readonly netns: string;
   private readonly maxAttempts: number;
 
   constructor(family: Family, opts: NftablesBackendOptions = {}) {
     if (family !== 'ipv4' && family !== 'ipv6') throw new TypeError(`family must be 'ipv4' or 'ipv6', not ${String(family)}`);
     this.family = family;
     this.table = opts.table ?? NFT_TABLE;
-    this.netns = opts.netns;
+    this.netns = netnsPath(opts.netns);
     this.maxAttempts = opts.maxAttempts ?? 5;
   }
 
@@ -83,7 +85,7 @@ export class NftablesBackend implements NatBackend {
    * elements (the first rule of an address gives its comment) and one rule looking the set up.
    */
   private translate(desired: DesiredRuleSet): { chains: Map<string, Rule[]>; ignored: NftSetElement[] } {
-    if (desired.family !== this.family) throw new EdgeMeshError('EFAMILY', `desired rule set is ${desired.family}, backend is ${this.family}`);
+    if (desired.family !== this.family) throw new FamilyMismatchError(desired.family, this.family);
     const want = new Map<string, Rule[]>();
     const ignored = new Map<string, NftSetElement>();
     for (const base of JUMP_CHAINS) want.set(NFT_BASE_CHAINS[base].name, []);

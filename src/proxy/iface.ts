@@ -9,7 +9,7 @@
 import { execFile } from 'node:child_process';
 import { isIP } from 'node:net';
 import { promisify } from 'node:util';
-import { ConfigError, EdgeMeshError } from '../errors.js';
+import { ConfigError, InterfaceError } from '../errors.js';
 
 const execFileP = promisify(execFile);
 
@@ -26,13 +26,6 @@ export interface ProxyInterfaceOptions {
   addresses?: string[];
   /** The `ip` binary (default "ip" from PATH). */
   ipCommand?: string;
-}
-
-/** An `ip` command failed. */
-export class InterfaceError extends EdgeMeshError {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super('EIFACE', message, options);
-  }
 }
 
 async function ip(cmd: string, args: string[]): Promise<string> {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { LegacyIptablesTable, netnsPathOf, normaliseOps } from '../../src/backends/iptables-legacy.js';
+import { LegacyIptablesTable, normaliseOps } from '../../src/backends/iptables-legacy.js';
 import type { NativeIptcBinding, NativeTxOp } from '../../src/backends/iptc-native.js';
 import type { TxOp } from '../../src/backends/types.js';
 import { LockTimeoutError, SyscallError, TransactionError } from '../../src/errors.js';
@@ -123,12 +123,6 @@ describe('iptables-legacy transaction validation (TypeScript, before the addon)'
     const e = await t.apply([ok]).catch((x: unknown) => x);
     expect(e).toBeInstanceOf(SyscallError);
     expect(e).toMatchObject({ code: 'EPERM', syscall: 'iptc_init', errno: 1 });
-  });
-
-  it('takes a bare namespace name as /run/netns/NAME and a path as is', () => {
-    expect(netnsPathOf(undefined)).toBe('');
-    expect(netnsPathOf('em-a')).toBe('/run/netns/em-a');
-    expect(netnsPathOf('/proc/1/ns/net')).toBe('/proc/1/ns/net');
   });
 });
 
