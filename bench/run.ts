@@ -316,7 +316,7 @@ function buildTargets(fs: FullSyncResult | undefined, ctl: ReturnType<typeof con
   const t: TargetResult[] = [];
   const skipped = (what: string) => `${what} not run in this invocation (--only)`;
   const bigKube = fs ? Math.max(...fs.samples.map((s) => s.kube)) : 0;
-  const flavorOf = (b: BackendName) => (b === 'iptables-legacy' ? 'legacy' : 'nft') as 'legacy' | 'nft';
+  const flavorOf = (b: BackendName) => (b === 'iptables-legacy' ? 'legacy' : 'nft');
   const restoreOf = (b: BackendName) => (b === 'iptables-legacy' ? 'iptables-legacy-restore' : 'iptables-nft-restore');
   const kubes = fs ? [...new Set(fs.samples.map((s) => s.kube))] : [1000, 10_000];
   for (const b of BACKENDS) {

@@ -90,8 +90,7 @@ iptc::Op OpArg(Napi::Value v, const Where& w) {
   switch (op.kind) {
     case K::CreateChain:
     case K::FlushChain:
-    case K::DeleteChain:
-      break;
+    case K::DeleteChain: break;
     case K::InsertRule: {
       op.rule = RuleArg(o.Get("rule"), w.field("rule"));
       Napi::Value p = o.Get("position");
@@ -99,12 +98,8 @@ iptc::Op OpArg(Napi::Value v, const Where& w) {
       break;
     }
     case K::AppendRule:
-    case K::DeleteRule:
-      op.rule = RuleArg(o.Get("rule"), w.field("rule"));
-      break;
-    case K::DeleteRuleAt:
-      op.position = Int(o.Get("position"), w.field("position"), 1, kMaxPos);
-      break;
+    case K::DeleteRule: op.rule = RuleArg(o.Get("rule"), w.field("rule")); break;
+    case K::DeleteRuleAt: op.position = Int(o.Get("position"), w.field("position"), 1, kMaxPos); break;
     case K::ReplaceRule:
     case K::MoveRule:
       op.rule = RuleArg(o.Get("rule"), w.field("rule"));
@@ -216,9 +211,7 @@ iptc::ApplyOptions OptionsArg(Napi::Value v) {
   return opts;
 }
 
-uint64_t SessionArg(Napi::Value v) {
-  return static_cast<uint64_t>(Int(v, Where{"session"}, 1, 9007199254740991LL));
-}
+uint64_t SessionArg(Napi::Value v) { return static_cast<uint64_t>(Int(v, Where{"session"}, 1, 9007199254740991LL)); }
 
 Napi::Value TypeErrorValue(Napi::Env env, const ArgError& e) {
   TypeFail(env, false, e.message);

@@ -356,8 +356,7 @@ void ReadDnat(const struct xt_entry_target* t, LiveRule& r) {
   unsigned known = NF_NAT_RANGE_MAP_IPS | NF_NAT_RANGE_PROTO_SPECIFIED;
   if ((range->flags & ~known) || !(range->flags & NF_NAT_RANGE_MAP_IPS)) r.unknown.push_back("DNAT-options");
   if (std::memcmp(lo, hi, n) != 0) r.unknown.push_back("DNAT-range");
-  if (rev == 2 && dataLen >= sizeof(struct nf_nat_range2) &&
-      reinterpret_cast<const struct nf_nat_range2*>(t->data)->base_proto.all != 0)
+  if (rev == 2 && dataLen >= sizeof(struct nf_nat_range2) && reinterpret_cast<const struct nf_nat_range2*>(t->data)->base_proto.all != 0)
     r.unknown.push_back("DNAT-options");
   r.hasDnat = true;
   r.dnatAddress = FormatAddr(T::kFamily, lo);
@@ -403,9 +402,9 @@ LiveRule ParseEntry(const typename T::Entry* e, const char* tn) {
 }
 
 bool SameModelled(const RuleSpec& a, const LiveRule& live) {
-  return live.unknown.empty() && a.src == live.src && a.dst == live.dst && a.protocol == live.protocol &&
-         a.hasComment == live.hasComment && (!a.hasComment || a.comment == live.comment) && a.target == live.target &&
-         a.hasDnat == live.hasDnat && (!a.hasDnat || (a.dnatAddress == live.dnatAddress && a.dnatPort == live.dnatPort));
+  return live.unknown.empty() && a.src == live.src && a.dst == live.dst && a.protocol == live.protocol && a.hasComment == live.hasComment &&
+         (!a.hasComment || a.comment == live.comment) && a.target == live.target && a.hasDnat == live.hasDnat &&
+         (!a.hasDnat || (a.dnatAddress == live.dnatAddress && a.dnatPort == live.dnatPort));
 }
 
 bool SameLive(const LiveRule& a, const LiveRule& b) {
@@ -483,16 +482,13 @@ void Validate(Family f, std::vector<Op>& ops) {
           throw TxError(i, EINVAL, "validate", "chain name \"" + op.chain + "\" is reserved");
         break;
       case OpKind::FlushChain:
-      case OpKind::DeleteChain:
-        break;
+      case OpKind::DeleteChain: break;
       case OpKind::InsertRule:
         if (op.position < 0) throw TxError(i, EINVAL, "validate", "position must be 1 or more");
         ValidateRule(f, i, op.rule);
         break;
       case OpKind::AppendRule:
-      case OpKind::DeleteRule:
-        ValidateRule(f, i, op.rule);
-        break;
+      case OpKind::DeleteRule: ValidateRule(f, i, op.rule); break;
       case OpKind::DeleteRuleAt:
         if (op.position < 1) throw TxError(i, EINVAL, "validate", "position must be 1 or more");
         break;
@@ -625,11 +621,13 @@ std::string DigestBuiltins(const uint8_t* base, size_t avail, const GI& gi) {
       if (!(gi.valid_hooks & (1u << hook))) continue;
       for (size_t off = gi.hook_entry[hook]; off <= gi.underflow[hook];) {
         if (off + sizeof(Entry) > avail)
-          throw SysError(EINVAL, "getsockopt", std::string(T::kName) + " nat: built-in chain runs past the table head at offset " + std::to_string(off));
+          throw SysError(EINVAL, "getsockopt",
+                         std::string(T::kName) + " nat: built-in chain runs past the table head at offset " + std::to_string(off));
         const auto* e = reinterpret_cast<const Entry*>(base + off);
-        if (e->next_offset < sizeof(Entry) || e->next_offset % 8 != 0 || off + e->next_offset > avail ||
-            e->target_offset < sizeof(Entry) || e->target_offset + sizeof(struct xt_entry_target) > e->next_offset)
-          throw SysError(EINVAL, "getsockopt", std::string(T::kName) + " nat: malformed entry at offset " + std::to_string(off) + " of the table head");
+        if (e->next_offset < sizeof(Entry) || e->next_offset % 8 != 0 || off + e->next_offset > avail || e->target_offset < sizeof(Entry) ||
+            e->target_offset + sizeof(struct xt_entry_target) > e->next_offset)
+          throw SysError(EINVAL, "getsockopt",
+                         std::string(T::kName) + " nat: malformed entry at offset " + std::to_string(off) + " of the table head");
         const auto* t = reinterpret_cast<const struct xt_entry_target*>(base + off + e->target_offset);
         const bool standard = t->u.user.name[0] == '\0' && t->u.target_size == kStd && e->target_offset + kStd <= e->next_offset;
         const int verdict = standard ? reinterpret_cast<const struct xt_standard_target*>(t)->verdict : -1;
@@ -691,7 +689,9 @@ std::string DigestBuiltins(const uint8_t* base, size_t avail, const GI& gi) {
   return out;
 }
 
-bool SameInfo(const TableInfo& a, const TableInfo& b) { return a.size == b.size && a.entries == b.entries && a.builtinLayout == b.builtinLayout; }
+bool SameInfo(const TableInfo& a, const TableInfo& b) {
+  return a.size == b.size && a.entries == b.entries && a.builtinLayout == b.builtinLayout;
+}
 
 // An anonymous mapping of `total` bytes of which only the first `readable` are readable and
 // writable; the rest is reserved address space (no memory), so a copy into it faults.
@@ -755,7 +755,7 @@ TableInfo GetInfo(bool digest = true) {
     if (getsockopt(sock.fd(), T::kSockLevel, T::kSoGetEntries, ge, &len) != 0) e = errno;
     if (e == ENOENT) return TableInfo{};
     if (e == EAGAIN && attempt < 10) continue;  // the table changed size in between
-    if (e != 0 && e != EFAULT)  // EFAULT: the kernel reached the unmapped tail, as intended
+    if (e != 0 && e != EFAULT)                  // EFAULT: the kernel reached the unmapped tail, as intended
       throw SysError(e, "getsockopt", std::string(T::kName) + " nat: IPT_SO_GET_ENTRIES (table head) failed: " + std::strerror(e));
     typename T::GetInfo again;
     if (!GetInfoRaw<T>(sock, again)) return TableInfo{};
@@ -849,9 +849,7 @@ class RawTable {
     size_t last = 0;   // index one past the last rule (the foot: policy or final RETURN)
   };
 
-  const uint8_t* Base() const {
-    return reinterpret_cast<const uint8_t*>(words_.get()) + offsetof(typename T::GetEntries, entrytable);
-  }
+  const uint8_t* Base() const { return reinterpret_cast<const uint8_t*>(words_.get()) + offsetof(typename T::GetEntries, entrytable); }
   const Entry* At(uint32_t off) const { return reinterpret_cast<const Entry*>(Base() + off); }
   static const struct xt_entry_target* TargetOf(const Entry* e) {
     return reinterpret_cast<const struct xt_entry_target*>(reinterpret_cast<const uint8_t*>(e) + e->target_offset);
@@ -875,7 +873,8 @@ class RawTable {
       if (open.empty()) return;
       // The last entry before the next chain is the chain's foot (policy or final RETURN).
       if (endIndex == 0 || endIndex - 1 < openFirst) Corrupt(offsets_.empty() ? 0 : offsets_.back(), "a chain without its foot entry");
-      if (openHook >= 0 && offsets_[endIndex - 1] != underflow_[openHook]) Corrupt(offsets_[endIndex - 1], "built-in chain does not end at its underflow");
+      if (openHook >= 0 && offsets_[endIndex - 1] != underflow_[openHook])
+        Corrupt(offsets_[endIndex - 1], "built-in chain does not end at its underflow");
       if (wanted_.count(open)) chains_[open] = Span{openFirst, endIndex - 1};
       open.clear();
       openHook = -1;
@@ -884,9 +883,11 @@ class RawTable {
       if (size_ - off < sizeof(Entry)) Corrupt(off, "truncated");
       const Entry* e = At(off);
       if (e->next_offset < sizeof(Entry) || e->next_offset > size_ - off || e->next_offset % 8 != 0) Corrupt(off, "bad next_offset");
-      if (e->target_offset < sizeof(Entry) || e->target_offset + sizeof(struct xt_entry_target) > e->next_offset) Corrupt(off, "bad target_offset");
+      if (e->target_offset < sizeof(Entry) || e->target_offset + sizeof(struct xt_entry_target) > e->next_offset)
+        Corrupt(off, "bad target_offset");
       const auto* t = TargetOf(e);
-      if (t->u.target_size < sizeof(struct xt_entry_target) || e->target_offset + t->u.target_size > e->next_offset) Corrupt(off, "bad target size");
+      if (t->u.target_size < sizeof(struct xt_entry_target) || e->target_offset + t->u.target_size > e->next_offset)
+        Corrupt(off, "bad target size");
       const size_t index = offsets_.size();
       offsets_.push_back(off);
       auto hook = hookAt.find(off);
@@ -1042,7 +1043,9 @@ void ReplaceChainRules(xtc_handle* h, size_t i, const std::string& chain, const 
     }
   }
   for (size_t a = n; a-- > 0;)
-    if (!keepHave[a]) Check<T>(T::delete_num_entry(chain.c_str(), static_cast<unsigned>(a), h), i, "iptc_delete_num_entry", "cannot delete a rule of " + chain);
+    if (!keepHave[a])
+      Check<T>(T::delete_num_entry(chain.c_str(), static_cast<unsigned>(a), h), i, "iptc_delete_num_entry",
+               "cannot delete a rule of " + chain);
   for (size_t b = 0; b < m; b++) {
     if (keepWant[b]) continue;
     RequireTarget<T>(h, i, want[b]);
@@ -1076,7 +1079,8 @@ void ApplyOp(xtc_handle* h, size_t i, const Op& op) {
       size_t n = CountRules<T>(op.chain, h);
       int64_t pos = op.position ? op.position : 1;
       if (pos < 1 || static_cast<size_t>(pos) > n + 1)
-        throw TxError(i, E2BIG, "validate", "position " + std::to_string(pos) + " is beyond the end of " + op.chain + " (" + std::to_string(n) + " rules)");
+        throw TxError(i, E2BIG, "validate",
+                      "position " + std::to_string(pos) + " is beyond the end of " + op.chain + " (" + std::to_string(n) + " rules)");
       EntryBuf e = BuildEntry<T>(op.rule);
       Check<T>(T::insert_entry(c, reinterpret_cast<const Entry*>(e.data()), static_cast<unsigned>(pos - 1), h), i, "iptc_insert_entry",
                "cannot insert into " + op.chain);
@@ -1100,8 +1104,10 @@ void ApplyOp(xtc_handle* h, size_t i, const Op& op) {
       RequireChain<T>(h, i, op.chain);
       size_t n = CountRules<T>(op.chain, h);
       if (static_cast<size_t>(op.position) > n)
-        throw TxError(i, E2BIG, "validate", "no rule " + std::to_string(op.position) + " in " + op.chain + " (" + std::to_string(n) + " rules)");
-      Check<T>(T::delete_num_entry(c, static_cast<unsigned>(op.position - 1), h), i, "iptc_delete_num_entry", "cannot delete from " + op.chain);
+        throw TxError(i, E2BIG, "validate",
+                      "no rule " + std::to_string(op.position) + " in " + op.chain + " (" + std::to_string(n) + " rules)");
+      Check<T>(T::delete_num_entry(c, static_cast<unsigned>(op.position - 1), h), i, "iptc_delete_num_entry",
+               "cannot delete from " + op.chain);
       return;
     }
     case OpKind::ReplaceRule: {
@@ -1109,7 +1115,8 @@ void ApplyOp(xtc_handle* h, size_t i, const Op& op) {
       RequireTarget<T>(h, i, op.rule);
       size_t n = CountRules<T>(op.chain, h);
       if (static_cast<size_t>(op.position) > n)
-        throw TxError(i, E2BIG, "validate", "no rule " + std::to_string(op.position) + " in " + op.chain + " (" + std::to_string(n) + " rules)");
+        throw TxError(i, E2BIG, "validate",
+                      "no rule " + std::to_string(op.position) + " in " + op.chain + " (" + std::to_string(n) + " rules)");
       EntryBuf e = BuildEntry<T>(op.rule);
       Check<T>(T::replace_entry(c, reinterpret_cast<const Entry*>(e.data()), static_cast<unsigned>(op.position - 1), h), i,
                "iptc_replace_entry", "cannot replace in " + op.chain);
@@ -1122,7 +1129,9 @@ void ApplyOp(xtc_handle* h, size_t i, const Op& op) {
       if (idx < 0) throw TxError(i, ENOENT, "validate", "no such rule in " + op.chain);
       size_t n = CountRules<T>(op.chain, h);
       if (static_cast<size_t>(op.position) > n)
-        throw TxError(i, E2BIG, "validate", "position " + std::to_string(op.position) + " is beyond the end of " + op.chain + " (" + std::to_string(n) + " rules)");
+        throw TxError(
+            i, E2BIG, "validate",
+            "position " + std::to_string(op.position) + " is beyond the end of " + op.chain + " (" + std::to_string(n) + " rules)");
       if (idx == op.position - 1) return;  // already there
       Check<T>(T::delete_num_entry(c, static_cast<unsigned>(idx), h), i, "iptc_delete_num_entry", "cannot move in " + op.chain);
       // Same bytes as before (the rule is fully modelled), with the counters read at init.
@@ -1289,7 +1298,8 @@ std::map<uint64_t, std::unique_ptr<SessionState>>& Sessions() {
 std::unique_ptr<SessionState> TakeSession(uint64_t id) {
   std::lock_guard<std::mutex> g(SessionsMutex());
   auto it = Sessions().find(id);
-  if (it == Sessions().end()) throw SysError(ENOENT, "iptc_session", "no open iptables transaction " + std::to_string(id) + " (already committed or aborted)");
+  if (it == Sessions().end())
+    throw SysError(ENOENT, "iptc_session", "no open iptables transaction " + std::to_string(id) + " (already committed or aborted)");
   std::unique_ptr<SessionState> st = std::move(it->second);
   Sessions().erase(it);
   return st;

@@ -56,9 +56,9 @@ enum class OpKind {
 struct Op {
   OpKind kind = OpKind::CreateChain;
   std::string chain;
-  RuleSpec rule;               // insert/append/delete/replace/move
-  std::vector<RuleSpec> rules; // replaceChain
-  int64_t position = 0;        // 1-based; 0 = default (insertRule: 1)
+  RuleSpec rule;                // insert/append/delete/replace/move
+  std::vector<RuleSpec> rules;  // replaceChain
+  int64_t position = 0;         // 1-based; 0 = default (insertRule: 1)
 };
 
 // The lock file iptables uses: $XTABLES_LOCKFILE or /run/xtables.lock when `configured` is empty.

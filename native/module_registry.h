@@ -24,5 +24,4 @@ struct ModuleRegistrar {
 
 }  // namespace edgemesh
 
-#define EDGEMESH_REGISTER_MODULE(name, fn) \
-  static ::edgemesh::ModuleRegistrar edgemesh_registrar_##name(#name, fn)
+#define EDGEMESH_REGISTER_MODULE(name, fn) static ::edgemesh::ModuleRegistrar edgemesh_registrar_##name(#name, fn)

@@ -66,8 +66,11 @@ class PromiseWorker : public Napi::AsyncWorker {
 
  private:
   PromiseWorker(Napi::Env env, const char* name, Work work, ToJs toJs)
-      : Napi::AsyncWorker(env, name), deferred_(Napi::Promise::Deferred::New(env)),
-        work_(std::move(work)), toJs_(std::move(toJs)), err_(0, "", "") {}
+      : Napi::AsyncWorker(env, name),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        work_(std::move(work)),
+        toJs_(std::move(toJs)),
+        err_(0, "", "") {}
   Napi::Promise::Deferred deferred_;
   Work work_;
   ToJs toJs_;

@@ -31,9 +31,7 @@ std::string OptStr(const Napi::Object& o, const char* key, const Where& w) {
   return out;
 }
 
-int Int(const Napi::Value& v, const Where& w) {
-  return static_cast<int>(args::Int(v, w, INT32_MIN, INT32_MAX));
-}
+int Int(const Napi::Value& v, const Where& w) { return static_cast<int>(args::Int(v, w, INT32_MIN, INT32_MAX)); }
 
 bool Present(const Napi::Value& v) { return !v.IsUndefined() && !v.IsNull(); }
 
@@ -133,37 +131,24 @@ uint32_t HookOf(const std::string& h) {
 
 const char* HookName(uint32_t h) {
   switch (h) {
-    case NF_INET_PRE_ROUTING:
-      return "prerouting";
-    case NF_INET_LOCAL_IN:
-      return "input";
-    case NF_INET_FORWARD:
-      return "forward";
-    case NF_INET_LOCAL_OUT:
-      return "output";
-    case NF_INET_POST_ROUTING:
-      return "postrouting";
-    default:
-      return "unknown";
+    case NF_INET_PRE_ROUTING: return "prerouting";
+    case NF_INET_LOCAL_IN: return "input";
+    case NF_INET_FORWARD: return "forward";
+    case NF_INET_LOCAL_OUT: return "output";
+    case NF_INET_POST_ROUTING: return "postrouting";
+    default: return "unknown";
   }
 }
 
 const char* FamilyName(uint8_t f) {
   switch (f) {
-    case NFPROTO_IPV4:
-      return "ip";
-    case NFPROTO_IPV6:
-      return "ip6";
-    case NFPROTO_INET:
-      return "inet";
-    case NFPROTO_ARP:
-      return "arp";
-    case NFPROTO_BRIDGE:
-      return "bridge";
-    case NFPROTO_NETDEV:
-      return "netdev";
-    default:
-      return "unknown";
+    case NFPROTO_IPV4: return "ip";
+    case NFPROTO_IPV6: return "ip6";
+    case NFPROTO_INET: return "inet";
+    case NFPROTO_ARP: return "arp";
+    case NFPROTO_BRIDGE: return "bridge";
+    case NFPROTO_NETDEV: return "netdev";
+    default: return "unknown";
   }
 }
 
@@ -271,7 +256,8 @@ Napi::Value GenIdJs(const Napi::CallbackInfo& info) {
   return Guard(info, [&]() -> Napi::Value {
     std::string ns = NetnsArg(info, 0);
     return PromiseWorker<uint32_t>::Run(
-        info.Env(), "nftGenId", [ns] { return GetGenId(ns); }, [](Napi::Env env, uint32_t& g) -> Napi::Value { return Napi::Number::New(env, g); });
+        info.Env(), "nftGenId", [ns] { return GetGenId(ns); },
+        [](Napi::Env env, uint32_t& g) -> Napi::Value { return Napi::Number::New(env, g); });
   });
 }
 

@@ -43,10 +43,10 @@ namespace nft {
 
 namespace {
 
-constexpr int kRestart = 85;         // ERESTART: the batch's generation id is stale
-constexpr size_t kCommentLen = 256;  // XT_MAX_COMMENT_LEN: struct xt_comment_info
-constexpr uint8_t kUdataRuleComment = 0;  // NFTNL_UDATA_RULE_COMMENT (nft's udata TLV type)
-constexpr uint8_t kUdataSetElemComment = 0;  // NFTNL_UDATA_SET_ELEM_COMMENT
+constexpr int kRestart = 85;                  // ERESTART: the batch's generation id is stale
+constexpr size_t kCommentLen = 256;           // XT_MAX_COMMENT_LEN: struct xt_comment_info
+constexpr uint8_t kUdataRuleComment = 0;      // NFTNL_UDATA_RULE_COMMENT (nft's udata TLV type)
+constexpr uint8_t kUdataSetElemComment = 0;   // NFTNL_UDATA_SET_ELEM_COMMENT
 constexpr uint8_t kUdataSetKeyByteorder = 0;  // NFTNL_UDATA_SET_KEYBYTEORDER
 constexpr uint32_t kByteorderBigEndian = 2;   // nft's BYTEORDER_BIG_ENDIAN, as nft stores it
 constexpr uint32_t kTypeIpv4Addr = 7;         // nft datatype ids (TYPE_IPADDR, TYPE_IP6ADDR)
@@ -122,7 +122,8 @@ class NlSocket {
     for (ChangingRetry retry; retry.Again();) {
       const uint32_t seq = NextSeq();
       nlh->nlmsg_seq = seq;
-      if (mnl_socket_sendto(nl_, nlh, nlh->nlmsg_len) < 0) throw SysError(errno, "sendto", std::string(call) + ": sendto: " + Errstr(errno));
+      if (mnl_socket_sendto(nl_, nlh, nlh->nlmsg_len) < 0)
+        throw SysError(errno, "sendto", std::string(call) + ": sendto: " + Errstr(errno));
       std::vector<std::vector<char>> msgs;
       bool intr = false, done = false;
       int err = 0;
@@ -329,7 +330,8 @@ Cidr ParseCidr(const std::string& text, uint8_t family) {
   if (slash != std::string::npos) {
     addr = text.substr(0, slash);
     std::string p = text.substr(slash + 1);
-    if (p.empty() || p.size() > 3 || p.find_first_not_of("0123456789") != std::string::npos) throw std::invalid_argument("bad prefix length in " + text);
+    if (p.empty() || p.size() > 3 || p.find_first_not_of("0123456789") != std::string::npos)
+      throw std::invalid_argument("bad prefix length in " + text);
     prefix = std::stoi(p);
     if (prefix > c.len * 8) throw std::invalid_argument("prefix length out of range in " + text);
   }
@@ -506,7 +508,6 @@ std::vector<SetInfo> ReadSets(NlSocket& s, uint8_t family, const std::string& ta
   }
   return out;
 }
-
 
 uint8_t ProtoNumber(const std::string& p) { return p == "tcp" ? IPPROTO_TCP : p == "udp" ? IPPROTO_UDP : 0; }
 
@@ -925,8 +926,8 @@ LiveRule ParseRule(nftnl_rule* r, uint8_t family, Dialect d) {
       std::memcpy(&range, info, sizeof range);
       bool port = range.flags & NF_NAT_RANGE_PROTO_SPECIFIED;
       if ((range.flags & ~(NF_NAT_RANGE_MAP_IPS | NF_NAT_RANGE_PROTO_SPECIFIED)) || !(range.flags & NF_NAT_RANGE_MAP_IPS) ||
-          std::memcmp(&range.min_addr, &range.max_addr, sizeof range.min_addr) != 0 || (port && range.min_proto.all != range.max_proto.all) ||
-          range.base_proto.all != 0) {
+          std::memcmp(&range.min_addr, &range.max_addr, sizeof range.min_addr) != 0 ||
+          (port && range.min_proto.all != range.max_proto.all) || range.base_proto.all != 0) {
         unknown("DNAT options");
         continue;
       }
@@ -1299,7 +1300,7 @@ Attempt ApplyOnce(NlSocket& s, const ApplyRequest& req, uint32_t genid, bool* in
     const SetSpec* spec = nullptr;
     bool create = false;
     bool recreate = false;  // a live set of another shape: deleted and created anew in this batch
-    uint32_t id = 0;  // NFTA_SET_ID of a set this batch creates
+    uint32_t id = 0;        // NFTA_SET_ID of a set this batch creates
     std::vector<SetElem> del;
     std::vector<const SetElem*> add;
   };
@@ -1365,9 +1366,7 @@ Attempt ApplyOnce(NlSocket& s, const ApplyRequest& req, uint32_t genid, bool* in
         }
         break;
       }
-      case OpKind::FlushChain:
-        need(idx, op.chain).entries.clear();
-        break;
+      case OpKind::FlushChain: need(idx, op.chain).entries.clear(); break;
       case OpKind::DeleteChain: {
         ChainModel& m = need(idx, op.chain);
         if ((m.live && m.live->base) || m.createBase) throw TxError(idx, "cannot delete built-in chain " + op.chain);
@@ -1481,7 +1480,9 @@ Attempt ApplyOnce(NlSocket& s, const ApplyRequest& req, uint32_t genid, bool* in
     for (auto& [name, m] : models) {
       for (auto& e : m.entries) {
         if (e.live >= 0 && recreated.count(e.spec.dstSet)) {
-          if (e.pinned) throw TxError(-1, "rule " + std::to_string(e.live + 1) + " of chain " + name + " uses set " + e.spec.dstSet + " and has parts this backend does not model");
+          if (e.pinned)
+            throw TxError(-1, "rule " + std::to_string(e.live + 1) + " of chain " + name + " uses set " + e.spec.dstSet +
+                                  " and has parts this backend does not model");
           e.live = -1;
         }
       }
@@ -1581,7 +1582,8 @@ Attempt ApplyOnce(NlSocket& s, const ApplyRequest& req, uint32_t genid, bool* in
     nftnl_set_set_u32(st.get(), NFTNL_SET_KEY_LEN, AddrLen(fam));
     nftnl_set_set_u32(st.get(), NFTNL_SET_ID, w.id);
     UdataPtr u(nftnl_udata_buf_alloc(NFT_USERDATA_MAXLEN));
-    if (!u || !nftnl_udata_put_u32(u.get(), kUdataSetKeyByteorder, kByteorderBigEndian)) throw SysError(ENOMEM, "nftnl_udata_put", "out of memory");
+    if (!u || !nftnl_udata_put_u32(u.get(), kUdataSetKeyByteorder, kByteorderBigEndian))
+      throw SysError(ENOMEM, "nftnl_udata_put", "out of memory");
     nftnl_set_set_data(st.get(), NFTNL_SET_USERDATA, nftnl_udata_buf_data(u.get()), nftnl_udata_buf_len(u.get()));
     // The set's counter: the kernel gives every element one (a clone, no per-element parse).
     nftnl_set_add_expr(st.get(), NewExpr("counter"));
@@ -1612,7 +1614,8 @@ Attempt ApplyOnce(NlSocket& s, const ApplyRequest& req, uint32_t genid, bool* in
         nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, c.bytes, static_cast<uint32_t>(c.len));
         if (comment) {
           UdataPtr u(nftnl_udata_buf_alloc(NFT_USERDATA_MAXLEN));
-          if (!u || !nftnl_udata_put_strz(u.get(), kUdataSetElemComment, el.comment.c_str())) throw std::invalid_argument("comment too long");
+          if (!u || !nftnl_udata_put_strz(u.get(), kUdataSetElemComment, el.comment.c_str()))
+            throw std::invalid_argument("comment too long");
           nftnl_set_elem_set(e, NFTNL_SET_ELEM_USERDATA, nftnl_udata_buf_data(u.get()), nftnl_udata_buf_len(u.get()));
         }
       }
@@ -1701,7 +1704,8 @@ ApplyResult Apply(const ApplyRequest& in) {
         if (!r.src.empty()) r.src = CanonicalCidr(r.src, req.family);
         if (!r.dst.empty()) r.dst = CanonicalCidr(r.dst, req.family);
         if (r.hasTo) {
-          if (r.toAddress.find('/') != std::string::npos) throw std::invalid_argument("DNAT destination must be an address: " + r.toAddress);
+          if (r.toAddress.find('/') != std::string::npos)
+            throw std::invalid_argument("DNAT destination must be an address: " + r.toAddress);
           Cidr c = ParseCidr(r.toAddress, req.family);
           r.toAddress = FormatAddr(c.bytes, c.len);
         }
@@ -1824,7 +1828,8 @@ std::vector<RawRule> RawRules(const std::string& netns, uint8_t family, const st
 }
 
 std::optional<std::string> ReadProcNet(const std::string& netns, const std::string& name) {
-  if (name.empty() || name.find('/') != std::string::npos || name[0] == '.') throw SysError(EINVAL, "open", "bad /proc/net file name " + name);
+  if (name.empty() || name.find('/') != std::string::npos || name[0] == '.')
+    throw SysError(EINVAL, "open", "bad /proc/net file name " + name);
   NetnsGuard g(netns);
   // /proc/self/net is the thread-group leader's namespace; this thread may be elsewhere.
   std::string path = "/proc/thread-self/net/" + name;

@@ -78,7 +78,7 @@ struct SetInfo {
   uint64_t handle = 0;
   uint32_t keyType = 0;  // nft datatype id: 7 ipv4_addr, 8 ipv6_addr
   uint32_t keyLen = 0;
-  uint32_t flags = 0;  // NFT_SET_* flags
+  uint32_t flags = 0;    // NFT_SET_* flags
   bool counter = false;  // every element carries a counter (the set's expression)
   bool ours = false;     // the shape we create: an address set of the family, no flags, counters
   uint32_t use = 0;      // rules bound to it
@@ -111,7 +111,18 @@ struct ReadResult {
   std::vector<SetInfo> sets;
 };
 
-enum class OpKind { CreateChain, FlushChain, DeleteChain, InsertRule, AppendRule, DeleteRule, DeleteRuleAt, ReplaceRule, MoveRule, ReplaceChain };
+enum class OpKind {
+  CreateChain,
+  FlushChain,
+  DeleteChain,
+  InsertRule,
+  AppendRule,
+  DeleteRule,
+  DeleteRuleAt,
+  ReplaceRule,
+  MoveRule,
+  ReplaceChain
+};
 
 struct Op {
   OpKind kind = OpKind::AppendRule;

@@ -15,10 +15,12 @@ bool Strings(Napi::Env env, Napi::Value v, const char* what, std::vector<std::st
   Napi::Array a = v.As<Napi::Array>();
   for (uint32_t i = 0; i < a.Length(); i++) {
     Napi::Value e = a.Get(i);
-    if (edgemesh::TypeFail(env, e.IsString(), std::string("reexec: ") + what + "[" + std::to_string(i) + "] must be a string")) return false;
+    if (edgemesh::TypeFail(env, e.IsString(), std::string("reexec: ") + what + "[" + std::to_string(i) + "] must be a string"))
+      return false;
     std::string s = e.As<Napi::String>().Utf8Value();
     if (edgemesh::TypeFail(env, s.size() <= kMaxArg && s.find('\0') == std::string::npos,
-                           std::string("reexec: ") + what + "[" + std::to_string(i) + "] is longer than 1 MiB or holds a NUL")) return false;
+                           std::string("reexec: ") + what + "[" + std::to_string(i) + "] is longer than 1 MiB or holds a NUL"))
+      return false;
     out->push_back(std::move(s));
   }
   return true;
@@ -26,7 +28,8 @@ bool Strings(Napi::Env env, Napi::Value v, const char* what, std::vector<std::st
 
 Napi::Value Reexec(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (edgemesh::TypeFail(env, info.Length() >= 3 && info[0].IsString(), "reexec(path, argv, env): path must be a string")) return env.Undefined();
+  if (edgemesh::TypeFail(env, info.Length() >= 3 && info[0].IsString(), "reexec(path, argv, env): path must be a string"))
+    return env.Undefined();
   std::string path = info[0].As<Napi::String>().Utf8Value();
   std::vector<std::string> argv, envv;
   if (!Strings(env, info[1], "argv", &argv) || !Strings(env, info[2], "env", &envv)) return env.Undefined();

@@ -91,7 +91,9 @@ bool ParseAddrList(Napi::Array arr, const char* what, std::vector<edgemesh::Sock
     uint64_t port = 0;
     if (!GetString(v.As<Napi::Object>(), "address", true, &a) || !GetUint(v.As<Napi::Object>(), "port", 65535, &port)) return false;
     edgemesh::SockAddr s;
-    if (edgemesh::TypeFail(env, edgemesh::ParseSockAddr(a, static_cast<uint16_t>(port), &s) && port != 0, std::string(what) + ": not an IP address and port: " + a)) return false;
+    if (edgemesh::TypeFail(env, edgemesh::ParseSockAddr(a, static_cast<uint16_t>(port), &s) && port != 0,
+                           std::string(what) + ": not an IP address and port: " + a))
+      return false;
     out->push_back(s);
   }
   return true;
@@ -100,16 +102,17 @@ bool ParseAddrList(Napi::Array arr, const char* what, std::vector<edgemesh::Sock
 class ProxyWrap : public Napi::ObjectWrap<ProxyWrap> {
  public:
   static Napi::Function Define(Napi::Env env) {
-    return DefineClass(env, "Proxy",
-                       {InstanceMethod("setRoutes", &ProxyWrap::SetRoutes), InstanceMethod("stats", &ProxyWrap::Stats),
-                        InstanceMethod("cancel", &ProxyWrap::Cancel), InstanceMethod("connections", &ProxyWrap::Connections), InstanceMethod("stopAccepting", &ProxyWrap::StopAccepting),
-                        InstanceMethod("close", &ProxyWrap::Close), InstanceMethod("address", &ProxyWrap::Address),
-                        InstanceMethod("ref", &ProxyWrap::Ref), InstanceMethod("unref", &ProxyWrap::Unref),
-                        InstanceMethod("setTunnelCredentials", &ProxyWrap::SetTunnelCredentials),
-                        InstanceMethod("setLocalServe", &ProxyWrap::SetLocalServe), InstanceMethod("peers", &ProxyWrap::Peers),
-                        InstanceMethod("tunnelAddress", &ProxyWrap::TunnelAddress), InstanceMethod("ktls", &ProxyWrap::Ktls),
-                        InstanceMethod("setRelays", &ProxyWrap::SetRelays), InstanceMethod("registrations", &ProxyWrap::Registrations),
-                        InstanceMethod("sessions", &ProxyWrap::Sessions)});
+    return DefineClass(
+        env, "Proxy",
+        {InstanceMethod("setRoutes", &ProxyWrap::SetRoutes), InstanceMethod("stats", &ProxyWrap::Stats),
+         InstanceMethod("cancel", &ProxyWrap::Cancel), InstanceMethod("connections", &ProxyWrap::Connections),
+         InstanceMethod("stopAccepting", &ProxyWrap::StopAccepting), InstanceMethod("close", &ProxyWrap::Close),
+         InstanceMethod("address", &ProxyWrap::Address), InstanceMethod("ref", &ProxyWrap::Ref), InstanceMethod("unref", &ProxyWrap::Unref),
+         InstanceMethod("setTunnelCredentials", &ProxyWrap::SetTunnelCredentials),
+         InstanceMethod("setLocalServe", &ProxyWrap::SetLocalServe), InstanceMethod("peers", &ProxyWrap::Peers),
+         InstanceMethod("tunnelAddress", &ProxyWrap::TunnelAddress), InstanceMethod("ktls", &ProxyWrap::Ktls),
+         InstanceMethod("setRelays", &ProxyWrap::SetRelays), InstanceMethod("registrations", &ProxyWrap::Registrations),
+         InstanceMethod("sessions", &ProxyWrap::Sessions)});
   }
 
   explicit ProxyWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ProxyWrap>(info) {
@@ -121,25 +124,25 @@ class ProxyWrap : public Napi::ObjectWrap<ProxyWrap> {
     Napi::Object o = info[0].As<Napi::Object>();
     edgemesh::ProxyConfig cfg;
     std::string selection, mode, events;
-    uint64_t port = cfg.port, threads = static_cast<uint64_t>(cfg.threads), maxConn = cfg.maxConnections,
-             cto = cfg.connectTimeoutMs, attempts = cfg.maxConnectAttempts, idle = cfg.idleTimeoutMs,
-             pipeSize = cfg.pipeSize, backlog = static_cast<uint64_t>(cfg.backlog), copyBuf = cfg.copyBufferSize,
-             pool = cfg.pipePoolMax, pipeIdle = cfg.pipeIdleMs, tport = cfg.tunnelPort, hto = cfg.handshakeTimeoutMs,
-             maxPending = cfg.maxPendingHandshakes, tlsBuf = cfg.tlsBufferSize, maxJoins = cfg.maxPendingJoins,
-             joinRate = cfg.joinRatePerSec, ka = cfg.keepaliveMs, kaDead = cfg.keepaliveDeadMs, reconnMax = cfg.reconnectMaxMs;
+    uint64_t port = cfg.port, threads = static_cast<uint64_t>(cfg.threads), maxConn = cfg.maxConnections, cto = cfg.connectTimeoutMs,
+             attempts = cfg.maxConnectAttempts, idle = cfg.idleTimeoutMs, pipeSize = cfg.pipeSize,
+             backlog = static_cast<uint64_t>(cfg.backlog), copyBuf = cfg.copyBufferSize, pool = cfg.pipePoolMax, pipeIdle = cfg.pipeIdleMs,
+             tport = cfg.tunnelPort, hto = cfg.handshakeTimeoutMs, maxPending = cfg.maxPendingHandshakes, tlsBuf = cfg.tlsBufferSize,
+             maxJoins = cfg.maxPendingJoins, joinRate = cfg.joinRatePerSec, ka = cfg.keepaliveMs, kaDead = cfg.keepaliveDeadMs,
+             reconnMax = cfg.reconnectMaxMs;
     if (!GetString(o, "address", true, &cfg.address) || !GetUint(o, "port", 65535, &port) ||
         !GetString(o, "netns", false, &cfg.netnsPath) || !GetUint(o, "threads", 64, &threads) ||
         !GetUint(o, "maxConnections", 1u << 30, &maxConn) || !GetUint(o, "connectTimeoutMs", 3600000, &cto) ||
         !GetUint(o, "maxConnectAttempts", 64, &attempts) || !GetUint(o, "idleTimeoutMs", 1ull << 31, &idle) ||
         !GetUint(o, "pipeSize", 1u << 30, &pipeSize) || !GetUint(o, "backlog", 1u << 20, &backlog) ||
-        !GetUint(o, "copyBufferSize", 1u << 26, &copyBuf) || !GetUint(o, "pipePoolMax", 1u << 20, &pool) || !GetUint(o, "pipeIdleMs", 1u << 30, &pipeIdle) ||
-        !GetString(o, "selection", false, &selection) || !GetString(o, "mode", false, &mode) ||
-        !GetString(o, "events", false, &events) || !GetString(o, "tunnelAddress", false, &cfg.tunnelAddress) ||
-        !GetUint(o, "tunnelPort", 65535, &tport) || !GetUint(o, "handshakeTimeoutMs", 3600000, &hto) ||
-        !GetUint(o, "maxPendingHandshakes", 1u << 30, &maxPending) || !GetUint(o, "tlsBufferSize", 1u << 26, &tlsBuf) ||
-        !GetUint(o, "maxPendingJoins", 1u << 30, &maxJoins) || !GetUint(o, "joinRatePerSec", 1u << 30, &joinRate) ||
-        !GetUint(o, "keepaliveMs", 3600000, &ka) || !GetUint(o, "keepaliveDeadMs", 3600000, &kaDead) ||
-        !GetUint(o, "reconnectMaxMs", 3600000, &reconnMax)) {
+        !GetUint(o, "copyBufferSize", 1u << 26, &copyBuf) || !GetUint(o, "pipePoolMax", 1u << 20, &pool) ||
+        !GetUint(o, "pipeIdleMs", 1u << 30, &pipeIdle) || !GetString(o, "selection", false, &selection) ||
+        !GetString(o, "mode", false, &mode) || !GetString(o, "events", false, &events) ||
+        !GetString(o, "tunnelAddress", false, &cfg.tunnelAddress) || !GetUint(o, "tunnelPort", 65535, &tport) ||
+        !GetUint(o, "handshakeTimeoutMs", 3600000, &hto) || !GetUint(o, "maxPendingHandshakes", 1u << 30, &maxPending) ||
+        !GetUint(o, "tlsBufferSize", 1u << 26, &tlsBuf) || !GetUint(o, "maxPendingJoins", 1u << 30, &maxJoins) ||
+        !GetUint(o, "joinRatePerSec", 1u << 30, &joinRate) || !GetUint(o, "keepaliveMs", 3600000, &ka) ||
+        !GetUint(o, "keepaliveDeadMs", 3600000, &kaDead) || !GetUint(o, "reconnectMaxMs", 3600000, &reconnMax)) {
       return;
     }
     cfg.maxPendingJoins = static_cast<uint32_t>(maxJoins);
@@ -171,7 +174,7 @@ class ProxyWrap : public Napi::ObjectWrap<ProxyWrap> {
     cfg.pipeIdleMs = static_cast<uint32_t>(pipeIdle);
     cfg.selection = selection == "random" ? edgemesh::Selection::kRandom : edgemesh::Selection::kRoundRobin;
     cfg.mode = mode == "copy" ? edgemesh::RelayMode::kCopy : edgemesh::RelayMode::kSplice;
-    cfg.events = events == "none" ? edgemesh::EventFilter::kNone
+    cfg.events = events == "none"       ? edgemesh::EventFilter::kNone
                  : events == "failures" ? edgemesh::EventFilter::kFailures
                                         : edgemesh::EventFilter::kAll;
 
@@ -272,7 +275,8 @@ class ProxyWrap : public Napi::ObjectWrap<ProxyWrap> {
 
   Napi::Value SetRoutes(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    if (edgemesh::TypeFail(env, info.Length() >= 1 && info[0].IsArray(), "setRoutes(routes): routes must be an array")) return env.Undefined();
+    if (edgemesh::TypeFail(env, info.Length() >= 1 && info[0].IsArray(), "setRoutes(routes): routes must be an array"))
+      return env.Undefined();
     if (!Alive(env)) return env.Undefined();
     Napi::Array arr = info[0].As<Napi::Array>();
     auto table = std::make_shared<edgemesh::RouteTable>();
@@ -287,7 +291,8 @@ class ProxyWrap : public Napi::ObjectWrap<ProxyWrap> {
         return env.Undefined();
       }
       edgemesh::SockAddr key;
-      if (edgemesh::TypeFail(env, edgemesh::ParseSockAddr(ip, static_cast<uint16_t>(port), &key), "routes[" + std::to_string(i) + "].ip is not an IP address: " + ip)) {
+      if (edgemesh::TypeFail(env, edgemesh::ParseSockAddr(ip, static_cast<uint16_t>(port), &key),
+                             "routes[" + std::to_string(i) + "].ip is not an IP address: " + ip)) {
         return env.Undefined();
       }
       auto entry = std::make_unique<edgemesh::RouteEntry>();
@@ -307,31 +312,39 @@ class ProxyWrap : public Napi::ObjectWrap<ProxyWrap> {
         std::string eip, path, tip;
         uint64_t eport = 0, tport = 0;
         Napi::Object eo = ev.As<Napi::Object>();
-        if (!GetString(eo, "ip", true, &eip) || !GetUint(eo, "port", 65535, &eport) || !GetString(eo, "path", false, &path)) return env.Undefined();
+        if (!GetString(eo, "ip", true, &eip) || !GetUint(eo, "port", 65535, &eport) || !GetString(eo, "path", false, &path))
+          return env.Undefined();
         edgemesh::RouteEndpoint ep;
-        if (edgemesh::TypeFail(env, edgemesh::ParseSockAddr(eip, static_cast<uint16_t>(eport), &ep.addr), "endpoint ip is not an IP address: " + eip)) {
+        if (edgemesh::TypeFail(env, edgemesh::ParseSockAddr(eip, static_cast<uint16_t>(eport), &ep.addr),
+                               "endpoint ip is not an IP address: " + eip)) {
           return env.Undefined();
         }
         ep.text = ep.addr.ToString();
-        if (edgemesh::TypeFail(env, path.empty() || path == "direct" || path == "local" || path == "tunnel" || path == "relay", "endpoint path must be 'direct', 'local', 'tunnel' or 'relay'")) {
+        if (edgemesh::TypeFail(env, path.empty() || path == "direct" || path == "local" || path == "tunnel" || path == "relay",
+                               "endpoint path must be 'direct', 'local', 'tunnel' or 'relay'")) {
           return env.Undefined();
         }
-        ep.path = path == "tunnel" ? edgemesh::EndpointPath::kTunnel
+        ep.path = path == "tunnel"  ? edgemesh::EndpointPath::kTunnel
                   : path == "relay" ? edgemesh::EndpointPath::kRelay
                   : path == "local" ? edgemesh::EndpointPath::kLocal
                                     : edgemesh::EndpointPath::kDirect;
         if (!GetString(eo, "node", false, &ep.node)) return env.Undefined();
         if (ep.path == edgemesh::EndpointPath::kTunnel) {
           Napi::Value t = eo.Get("tunnel");
-          if (edgemesh::TypeFail(env, t.IsObject() && !ep.node.empty(), "a tunnel endpoint needs node and tunnel {address, port}")) return env.Undefined();
-          if (!GetString(t.As<Napi::Object>(), "address", true, &tip) || !GetUint(t.As<Napi::Object>(), "port", 65535, &tport)) return env.Undefined();
-          if (edgemesh::TypeFail(env, edgemesh::ParseSockAddr(tip, static_cast<uint16_t>(tport), &ep.tunnel) && tport != 0, "tunnel address is not an IP address and port: " + tip)) {
+          if (edgemesh::TypeFail(env, t.IsObject() && !ep.node.empty(), "a tunnel endpoint needs node and tunnel {address, port}"))
+            return env.Undefined();
+          if (!GetString(t.As<Napi::Object>(), "address", true, &tip) || !GetUint(t.As<Napi::Object>(), "port", 65535, &tport))
+            return env.Undefined();
+          if (edgemesh::TypeFail(env, edgemesh::ParseSockAddr(tip, static_cast<uint16_t>(tport), &ep.tunnel) && tport != 0,
+                                 "tunnel address is not an IP address and port: " + tip)) {
             return env.Undefined();
           }
         }
         if (ep.path == edgemesh::EndpointPath::kRelay) {
           Napi::Value rl = eo.Get("relays");
-          if (edgemesh::TypeFail(env, rl.IsArray() && rl.As<Napi::Array>().Length() > 0 && !ep.node.empty(), "a relay endpoint needs node and relays [{address, port}]")) return env.Undefined();
+          if (edgemesh::TypeFail(env, rl.IsArray() && rl.As<Napi::Array>().Length() > 0 && !ep.node.empty(),
+                                 "a relay endpoint needs node and relays [{address, port}]"))
+            return env.Undefined();
           if (!ParseAddrList(rl.As<Napi::Array>(), "relays", &ep.relays)) return env.Undefined();
         }
         entry->endpoints.push_back(std::move(ep));
@@ -423,7 +436,8 @@ class ProxyWrap : public Napi::ObjectWrap<ProxyWrap> {
   // connections use it; live ones keep theirs). Returns {node, serial, notAfter}.
   Napi::Value SetTunnelCredentials(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    if (edgemesh::TypeFail(env, info.Length() >= 1 && (info[0].IsObject() || info[0].IsNull()), "setTunnelCredentials(pem): pem must be {ca, cert, key} or null")) {
+    if (edgemesh::TypeFail(env, info.Length() >= 1 && (info[0].IsObject() || info[0].IsNull()),
+                           "setTunnelCredentials(pem): pem must be {ca, cert, key} or null")) {
       return env.Undefined();
     }
     if (!Alive(env)) return env.Undefined();
@@ -433,7 +447,8 @@ class ProxyWrap : public Napi::ObjectWrap<ProxyWrap> {
     }
     Napi::Object o = info[0].As<Napi::Object>();
     edgemesh::TlsPem pem;
-    if (!GetString(o, "ca", true, &pem.ca) || !GetString(o, "cert", true, &pem.cert) || !GetString(o, "key", true, &pem.key)) return env.Undefined();
+    if (!GetString(o, "ca", true, &pem.ca) || !GetString(o, "cert", true, &pem.cert) || !GetString(o, "key", true, &pem.key))
+      return env.Undefined();
     std::shared_ptr<edgemesh::TlsCreds> creds;
     try {
       creds = edgemesh::TlsCreds::Build(pem, core_->Ktls().available);
@@ -452,7 +467,8 @@ class ProxyWrap : public Napi::ObjectWrap<ProxyWrap> {
   // setLocalServe([{service: "ns/name", port, endpoints: [{ip, port}]}]): what peers may ask for.
   Napi::Value SetLocalServe(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    if (edgemesh::TypeFail(env, info.Length() >= 1 && info[0].IsArray(), "setLocalServe(list): list must be an array")) return env.Undefined();
+    if (edgemesh::TypeFail(env, info.Length() >= 1 && info[0].IsArray(), "setLocalServe(list): list must be an array"))
+      return env.Undefined();
     if (!Alive(env)) return env.Undefined();
     Napi::Array arr = info[0].As<Napi::Array>();
     auto table = std::make_shared<edgemesh::LocalServeTable>();
@@ -464,16 +480,20 @@ class ProxyWrap : public Napi::ObjectWrap<ProxyWrap> {
       uint64_t port = 0;
       if (!GetString(e, "service", true, &service) || !GetUint(e, "port", 65535, &port)) return env.Undefined();
       Napi::Value eps = e.Get("endpoints");
-      if (edgemesh::TypeFail(env, eps.IsArray(), "setLocalServe: list[" + std::to_string(i) + "].endpoints must be an array")) return env.Undefined();
+      if (edgemesh::TypeFail(env, eps.IsArray(), "setLocalServe: list[" + std::to_string(i) + "].endpoints must be an array"))
+        return env.Undefined();
       Napi::Array ea = eps.As<Napi::Array>();
       for (uint32_t j = 0; j < ea.Length(); j++) {
         Napi::Value ev = ea.Get(j);
         if (edgemesh::TypeFail(env, ev.IsObject(), "setLocalServe: endpoints must be objects")) return env.Undefined();
         std::string ip;
         uint64_t eport = 0;
-        if (!GetString(ev.As<Napi::Object>(), "ip", true, &ip) || !GetUint(ev.As<Napi::Object>(), "port", 65535, &eport)) return env.Undefined();
+        if (!GetString(ev.As<Napi::Object>(), "ip", true, &ip) || !GetUint(ev.As<Napi::Object>(), "port", 65535, &eport))
+          return env.Undefined();
         edgemesh::SockAddr a;
-        if (edgemesh::TypeFail(env, edgemesh::ParseSockAddr(ip, static_cast<uint16_t>(eport), &a), "setLocalServe: endpoint ip is not an IP address: " + ip)) return env.Undefined();
+        if (edgemesh::TypeFail(env, edgemesh::ParseSockAddr(ip, static_cast<uint16_t>(eport), &a),
+                               "setLocalServe: endpoint ip is not an IP address: " + ip))
+          return env.Undefined();
         table->Add(service, static_cast<uint16_t>(port), a);
       }
     }
@@ -668,10 +688,12 @@ Napi::Value RaiseNofile(const Napi::CallbackInfo& info) {
 // that must fail before anything is changed). Returns {node, serial, notAfter}.
 Napi::Value CheckTunnelCredentials(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (edgemesh::TypeFail(env, info.Length() >= 1 && info[0].IsObject(), "checkTunnelCredentials(pem): pem must be {ca, cert, key}")) return env.Undefined();
+  if (edgemesh::TypeFail(env, info.Length() >= 1 && info[0].IsObject(), "checkTunnelCredentials(pem): pem must be {ca, cert, key}"))
+    return env.Undefined();
   Napi::Object o = info[0].As<Napi::Object>();
   edgemesh::TlsPem pem;
-  if (!GetString(o, "ca", true, &pem.ca) || !GetString(o, "cert", true, &pem.cert) || !GetString(o, "key", true, &pem.key)) return env.Undefined();
+  if (!GetString(o, "ca", true, &pem.ca) || !GetString(o, "cert", true, &pem.cert) || !GetString(o, "key", true, &pem.key))
+    return env.Undefined();
   try {
     auto creds = edgemesh::TlsCreds::Build(pem, false);
     Napi::Object out = Napi::Object::New(env);

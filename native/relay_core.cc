@@ -83,7 +83,10 @@ ssize_t SslWriteSome(SSL* ssl, const char* p, size_t n) {
   int e = SSL_get_error(ssl, r);
   int sys = errno;
   ClearTlsErrors();
-  errno = e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ ? EAGAIN : e == SSL_ERROR_SYSCALL && sys != 0 ? sys : e == SSL_ERROR_SYSCALL ? ECONNRESET : EPROTO;
+  errno = e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ ? EAGAIN
+          : e == SSL_ERROR_SYSCALL && sys != 0                  ? sys
+          : e == SSL_ERROR_SYSCALL                              ? ECONNRESET
+                                                                : EPROTO;
   return -1;
 }
 
@@ -216,12 +219,12 @@ struct Dir {
   size_t pending = 0;  // bytes taken from src, not yet written to dst
   size_t off = 0;      // copy mode: start of pending bytes in buf
   bool copy = false;
-  SSL* rssl = nullptr;  // src is a TLS end: read through it
-  SSL* wssl = nullptr;  // dst is a TLS end: its close_notify goes through it
+  SSL* rssl = nullptr;    // src is a TLS end: read through it
+  SSL* wssl = nullptr;    // dst is a TLS end: its close_notify goes through it
   bool sslWrite = false;  // ... and so do its bytes (false when the kernel encrypts: kTLS)
-  bool eof = false;    // src said EOF
-  bool shut = false;   // dst got shutdown(SHUT_WR)
-  uint64_t bytes = 0;  // delivered to dst
+  bool eof = false;       // src said EOF
+  bool shut = false;      // dst got shutdown(SHUT_WR)
+  uint64_t bytes = 0;     // delivered to dst
 };
 
 // kService: kConnecting -> [relay endpoint: kJoinOut] -> [tunnel or relay endpoint: kHandshake
@@ -233,38 +236,50 @@ struct Dir {
 // kSessionIn (relay) / kSessionOut (registered node): kHandshake -> kRequest -> kResponse ->
 //           kSessionUp (pings, pongs, notifies)
 enum class Kind : uint8_t { kService, kTunnelIn, kPlainIn, kJoin, kSessionIn, kSessionOut };
-enum class Phase : uint8_t { kConnecting, kHandshake, kRequest, kResponse, kRelay, kSniff, kPlainHeader, kJoinWait, kJoinOut, kDataConnecting, kSessionUp };
+enum class Phase : uint8_t {
+  kConnecting,
+  kHandshake,
+  kRequest,
+  kResponse,
+  kRelay,
+  kSniff,
+  kPlainHeader,
+  kJoinWait,
+  kJoinOut,
+  kDataConnecting,
+  kSessionUp
+};
 
 struct Conn {
   uint64_t id = 0;
   int cfd = -1, ufd = -1;
   Kind kind = Kind::kService;
   Phase phase = Phase::kConnecting;
-  bool connecting = true;  // phase != kRelay
-  SSL* cssl = nullptr;  // kTunnelIn: the TLS end towards the dialling agent (on cfd)
-  SSL* ussl = nullptr;  // kService via the tunnel: the TLS end towards the peer agent (on ufd)
-  std::shared_ptr<TlsCreds> creds;  // the generation both SSLs were made from
-  std::string peer;  // the peer agent's node name
+  bool connecting = true;               // phase != kRelay
+  SSL* cssl = nullptr;                  // kTunnelIn: the TLS end towards the dialling agent (on cfd)
+  SSL* ussl = nullptr;                  // kService via the tunnel: the TLS end towards the peer agent (on ufd)
+  std::shared_ptr<TlsCreds> creds;      // the generation both SSLs were made from
+  std::string peer;                     // the peer agent's node name
   std::unique_ptr<RouteEndpoint> inEp;  // kTunnelIn: the endpoint the peer asked for
-  std::string inService;  // kTunnelIn: "namespace/name:port" for events
-  uint8_t hdr[kMaxRequestSize];  // the request (kTunnelIn) or response (kService) being read
+  std::string inService;                // kTunnelIn: "namespace/name:port" for events
+  uint8_t hdr[kMaxRequestSize];         // the request (kTunnelIn) or response (kService) being read
   size_t hdrLen = 0;
   std::string out;  // kService: the request being written
   size_t outOff = 0;
   TlsFail tlsFail = TlsFail::kNone;
   TunnelStatus tunnelStatus = TunnelStatus::kOk;
   bool resumed = false, ktls = false, pendingSlot = false;
-  bool counted = true;    // holds a slot of `active` (sessions do not)
-  size_t relayIdx = 0;    // kService, relay endpoint: which of its relays this attempt uses
-  size_t relayTries = 0;  // ... and how many of them this endpoint has tried
-  std::string token;      // kJoin: its pending join; kTunnelIn data connection: the join's
-  SockAddr dial;          // kTunnelIn data connection / kSessionOut: the relay dialled
-  int slot = -1;          // kSessionOut: index of its relay in the worker's session table
+  bool counted = true;                 // holds a slot of `active` (sessions do not)
+  size_t relayIdx = 0;                 // kService, relay endpoint: which of its relays this attempt uses
+  size_t relayTries = 0;               // ... and how many of them this endpoint has tried
+  std::string token;                   // kJoin: its pending join; kTunnelIn data connection: the join's
+  SockAddr dial;                       // kTunnelIn data connection / kSessionOut: the relay dialled
+  int slot = -1;                       // kSessionOut: index of its relay in the worker's session table
   int64_t lastRxMs = 0, lastTxMs = 0;  // sessions: keepalive
   bool dead = false;
   bool queued = false;  // on the worker's "pump again" list
   bool cRd = true, cWr = true, uRd = false, uWr = false;
-  Dir up, down;  // up: client -> upstream
+  Dir up, down;                             // up: client -> upstream
   std::shared_ptr<const RouteTable> table;  // keeps `route` alive
   const RouteEntry* route = nullptr;
   std::vector<bool> tried;
@@ -315,12 +330,15 @@ struct ConnList {
   void PushBack(Conn* c) {
     c->prev = tail;
     c->next = nullptr;
-    if (tail) tail->next = c; else head = c;
+    if (tail) tail->next = c;
+    else head = c;
     tail = c;
   }
   void Remove(Conn* c) {
-    if (c->prev) c->prev->next = c->next; else head = c->next;
-    if (c->next) c->next->prev = c->prev; else tail = c->prev;
+    if (c->prev) c->prev->next = c->next;
+    else head = c->next;
+    if (c->next) c->next->prev = c->prev;
+    else tail = c->prev;
     c->prev = c->next = nullptr;
   }
 };
@@ -365,7 +383,8 @@ class PassedFd {
 
 class Worker {
  public:
-  Worker(Proxy* proxy, int index) : proxy_(proxy), cfg_(proxy->config()), index_(index), rng_(std::random_device{}() + static_cast<unsigned>(index)) {}
+  Worker(Proxy* proxy, int index)
+      : proxy_(proxy), cfg_(proxy->config()), index_(index), rng_(std::random_device{}() + static_cast<unsigned>(index)) {}
   ~Worker() {
     for (Pipe& p : pool_) ClosePipe(&p);
     CloseFd(&ep_);
@@ -406,7 +425,9 @@ class Worker {
       else Accepted(passed->Take(), peer);
     });
   }
-  void PostCancel(uint64_t id) { Post([this, id] { CancelId(id); }); }
+  void PostCancel(uint64_t id) {
+    Post([this, id] { CancelId(id); });
+  }
   void PostStopAccept(std::function<void()> ack) {
     Post([this, ack] {
       acceptStopped_ = true;
@@ -563,7 +584,8 @@ class Worker {
 
   void RunTimers() {
     while (connecting_.head && connecting_.head->deadlineMs <= now_) ConnectFailed(connecting_.head, ETIMEDOUT, "connect");
-    while (handshaking_.head && handshaking_.head->deadlineMs <= now_) TunnelFailed(handshaking_.head, TlsFail::kTimeout, TunnelStatus::kOk, ETIMEDOUT);
+    while (handshaking_.head && handshaking_.head->deadlineMs <= now_)
+      TunnelFailed(handshaking_.head, TlsFail::kTimeout, TunnelStatus::kOk, ETIMEDOUT);
     if (!sessions_.empty() || !out_.empty()) RunSessions();
     if (cfg_.idleTimeoutMs > 0) {
       while (idle_.head && idle_.head->lastActiveMs + static_cast<int64_t>(cfg_.idleTimeoutMs) <= now_) {
@@ -1309,8 +1331,6 @@ class Worker {
     SetState(o, "backoff", why);
   }
 
-
-
   void ReleasePending(Conn* c) {
     if (!c->pendingSlot) return;
     c->pendingSlot = false;
@@ -1402,7 +1422,8 @@ class Worker {
     auto& k = proxy_->counters();
     k.tInRefused[static_cast<int>(st)].fetch_add(1, std::memory_order_relaxed);
     c->tunnelStatus = st;
-    proxy_->RecordPeer(c->peer, "in", c->client.ToString(), std::string("refused:") + TunnelStatusName(st), PeerResult::kRefused, c->resumed);
+    proxy_->RecordPeer(c->peer, "in", c->client.ToString(), std::string("refused:") + TunnelStatusName(st), PeerResult::kRefused,
+                       c->resumed);
     uint8_t resp[kResponseSize];
     EncodeResponse(st, resp);
     SslWriteSome(c->cssl, reinterpret_cast<const char*>(resp), sizeof resp);
@@ -1457,7 +1478,8 @@ class Worker {
       // A failed handshake may have come from a stale session: the next one starts afresh.
       if (c->creds) c->creds->Forget(ep.node);
     }
-    proxy_->RecordPeer(ep.node, "out", DialAddr(c).ToString(), result, refused != TunnelStatus::kOk ? PeerResult::kRefused : PeerResult::kHandshakeFailed, false);
+    proxy_->RecordPeer(ep.node, "out", DialAddr(c).ToString(), result,
+                       refused != TunnelStatus::kOk ? PeerResult::kRefused : PeerResult::kHandshakeFailed, false);
     c->tlsFail = why;
     c->tunnelStatus = refused;
     ConnectFailed(c, err, refused != TunnelStatus::kOk ? "tunnel" : "SSL_connect");
@@ -2088,9 +2110,10 @@ class Worker {
       sessions_.erase(std::remove(sessions_.begin(), sessions_.end(), c), sessions_.end());
       if (c->kind == Kind::kSessionIn && c->phase == Phase::kSessionUp) proxy_->Unregister(c->peer, c->id);
       if (c->kind == Kind::kSessionOut) {
-        std::string why = c->tlsFail != TlsFail::kNone ? TlsFailName(c->tlsFail)
+        std::string why = c->tlsFail != TlsFail::kNone           ? TlsFailName(c->tlsFail)
                           : c->tunnelStatus != TunnelStatus::kOk ? std::string("refused:") + TunnelStatusName(c->tunnelStatus)
-                          : err != 0 ? std::string(ErrnoName(err)) : std::string("closed");
+                          : err != 0                             ? std::string(ErrnoName(err))
+                                                                 : std::string("closed");
         SessionEnded(c, why);
       }
     }
@@ -2321,7 +2344,8 @@ void Proxy::SetRoutes(std::shared_ptr<const RouteTable> table) {
   std::lock_guard<std::mutex> g(affMu_);
   int64_t now = MonoMs();
   for (auto it = affinity_.begin(); it != affinity_.end();) {
-    if (it->second.expiresMs <= now) it = affinity_.erase(it); else ++it;
+    if (it->second.expiresMs <= now) it = affinity_.erase(it);
+    else ++it;
   }
 }
 
@@ -2344,7 +2368,8 @@ void Proxy::AffinityRecord(const RouteEntry& r, const SockAddr& client, int64_t 
   affinity_[AffinityKey(r, client)] = Affinity{endpoint, nowMs + static_cast<int64_t>(r.affinityTimeoutSec) * 1000};
   if (affinity_.size() >= affPurgeAt_) {
     for (auto it = affinity_.begin(); it != affinity_.end();) {
-      if (it->second.expiresMs <= nowMs) it = affinity_.erase(it); else ++it;
+      if (it->second.expiresMs <= nowMs) it = affinity_.erase(it);
+      else ++it;
     }
     affPurgeAt_ = std::max<size_t>(1024, affinity_.size() * 2);
   }
@@ -2448,7 +2473,8 @@ void Proxy::RefreshTunnel(uint64_t* version, std::shared_ptr<TlsCreds>* creds, s
   *version = tunnelVersion_.load(std::memory_order_relaxed);
 }
 
-void Proxy::RecordPeer(const std::string& node, const char* direction, const std::string& address, const std::string& result, PeerResult kind, bool resumed) {
+void Proxy::RecordPeer(const std::string& node, const char* direction, const std::string& address, const std::string& result,
+                       PeerResult kind, bool resumed) {
   std::lock_guard<std::mutex> g(peersMu_);
   PeerInfo& p = peers_[std::string(direction) + '|' + node];
   // Bounded: inbound names come from certificates of our CA, outbound ones from Node objects.

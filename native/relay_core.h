@@ -80,14 +80,14 @@ struct RouteEndpoint {
   SockAddr addr;
   std::string text;  // "ip:port" / "[ip]:port"
   EndpointPath path = EndpointPath::kDirect;
-  std::string node;  // the endpoint's node; for kTunnel the name its agent's certificate must carry
-  SockAddr tunnel;   // kTunnel: that agent's tunnel listener
+  std::string node;              // the endpoint's node; for kTunnel the name its agent's certificate must carry
+  SockAddr tunnel;               // kTunnel: that agent's tunnel listener
   std::vector<SockAddr> relays;  // kRelay: relays where the node may be registered, in order
 };
 
 // One (ClusterIP, port, TCP) entry.
 struct RouteEntry {
-  std::string service;  // "namespace/name:portName" (or ":port" when unnamed), for events
+  std::string service;      // "namespace/name:portName" (or ":port" when unnamed), for events
   std::string serviceName;  // "namespace/name", named in tunnel requests
   uint16_t servicePort = 0;
   std::vector<RouteEndpoint> endpoints;
@@ -141,7 +141,7 @@ struct ConnEvent {
   bool copied = false;  // some direction used the read/write path
   // The path of the endpoint used last; "tunnel-in" for a connection our tunnel listener served.
   std::string path;
-  std::string peer;  // the peer agent's node name (tunnel, tunnel-in)
+  std::string peer;                               // the peer agent's node name (tunnel, tunnel-in)
   TlsFail tlsFail = TlsFail::kNone;               // a failed handshake (last attempt)
   TunnelStatus tunnelStatus = TunnelStatus::kOk;  // a refused tunnel request (last attempt)
   bool resumed = false;                           // the TLS session was resumed
@@ -278,7 +278,8 @@ class Proxy {
   // The current table; `*version` caches what the caller holds.
   bool RefreshTable(uint64_t* version, std::shared_ptr<const RouteTable>* out);
   void RefreshTunnel(uint64_t* version, std::shared_ptr<TlsCreds>* creds, std::shared_ptr<const LocalServeTable>* serve);
-  void RecordPeer(const std::string& node, const char* direction, const std::string& address, const std::string& result, PeerResult kind, bool resumed);
+  void RecordPeer(const std::string& node, const char* direction, const std::string& address, const std::string& result, PeerResult kind,
+                  bool resumed);
   // Relay bookkeeping (any worker thread).
   void Register(const std::string& node, Worker* w, uint64_t connId, const std::string& address);
   void Unregister(const std::string& node, uint64_t connId);
@@ -292,7 +293,9 @@ class Proxy {
   void PreferRelay(const std::string& node, size_t index);
   void PublishSessions(std::vector<SessionInfo> s);
   Worker* FirstWorker() { return workers_.empty() ? nullptr : workers_[0].get(); }
-  void Emit(std::vector<ConnEvent>&& events) { if (sink_) sink_(std::move(events)); }
+  void Emit(std::vector<ConnEvent>&& events) {
+    if (sink_) sink_(std::move(events));
+  }
   // The worker that should relay a connection `self` just accepted: `self`, unless another one
   // has at least two connections fewer (one epoll wakeup accepts a whole burst, as iperf3's
   // four streams: without this they would all share one core).

@@ -4,6 +4,8 @@
 
 namespace edgemesh {
 
+// A table of macro uses, which clang-format cannot lay out as one.
+// clang-format off
 const char* ErrnoName(int err) {
   switch (err) {
 #define E(x) \
@@ -26,5 +28,6 @@ const char* ErrnoName(int err) {
     }
   }
 }
+// clang-format on
 
 }  // namespace edgemesh

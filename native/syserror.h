@@ -17,8 +17,7 @@ struct SysError : std::runtime_error {
   std::string code;     // stable code; the errno name unless set ("ELOCKTIMEOUT", "EINVALIDOP")
   int opIndex = -1;     // ETRANSACTION: index of the failing operation of a transaction (-1: none)
   SysError(int e, std::string call, const std::string& msg, std::string c = "")
-      : std::runtime_error(msg), err(e), syscall(std::move(call)),
-        code(c.empty() ? std::string(ErrnoName(e)) : std::move(c)) {}
+      : std::runtime_error(msg), err(e), syscall(std::move(call)), code(c.empty() ? std::string(ErrnoName(e)) : std::move(c)) {}
 };
 
 }  // namespace edgemesh

@@ -41,9 +41,7 @@ std::string LastError() {
   return e != 0 ? std::string(buf) : std::string("unknown OpenSSL error");
 }
 
-[[noreturn]] void Fail(const std::string& what) {
-  throw SysError(0, "tls", what + ": " + LastError(), "ETLSCONFIG");
-}
+[[noreturn]] void Fail(const std::string& what) { throw SysError(0, "tls", what + ": " + LastError(), "ETLSCONFIG"); }
 
 BioPtr MemBio(const std::string& s) { return BioPtr(BIO_new_mem_buf(s.data(), static_cast<int>(s.size()))); }
 
@@ -91,7 +89,8 @@ std::string TimeOf(const ASN1_TIME* t) {
   struct tm tm {};
   if (!t || ASN1_TIME_to_tm(t, &tm) != 1) return "";
   char buf[64];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+                tm.tm_sec);
   return buf;
 }
 
@@ -104,7 +103,8 @@ SSL_CTX* NewCtx(bool server, X509_STORE* store, X509* cert, STACK_OF(X509)* chai
   auto guard = std::unique_ptr<SSL_CTX, void (*)(SSL_CTX*)>(ctx, SSL_CTX_free);
   // Both ends are ours: TLS 1.3 only, AES-128-GCM first (AES-NI, the cheapest per byte here).
   if (SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) != 1 || SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) != 1) Fail("TLS 1.3");
-  if (SSL_CTX_set_ciphersuites(ctx, "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256") != 1) Fail("ciphersuites");
+  if (SSL_CTX_set_ciphersuites(ctx, "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256") != 1)
+    Fail("ciphersuites");
   X509_STORE_up_ref(store);
   SSL_CTX_set_cert_store(ctx, store);
   if (SSL_CTX_use_certificate(ctx, cert) != 1) Fail("certificate");
@@ -209,7 +209,8 @@ std::shared_ptr<TlsCreds> TlsCreds::Build(const TlsPem& pem, bool ktls) {
     X509_STORE_CTX_free(vctx);
     ERR_clear_error();
     if (ok != 1) {
-      throw SysError(0, "tls", std::string("certificate does not verify against the CA: ") + X509_verify_cert_error_string(verr), "ETLSCONFIG");
+      throw SysError(0, "tls", std::string("certificate does not verify against the CA: ") + X509_verify_cert_error_string(verr),
+                     "ETLSCONFIG");
     }
   }
   c->server_ = NewCtx(true, store, cert.get(), chain, key.get(), ktls);

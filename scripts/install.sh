@@ -14,6 +14,8 @@ APT_PACKAGES=(
   iperf3 haproxy socat golang-go openssl tcpdump
   # the sanitizer run (scripts/test-asan.sh): libFuzzer needs clang and its runtime
   clang libclang-rt-14-dev
+  # npm run lint: native/ in the style of .clang-format
+  clang-format
 )
 
 missing=()

@@ -555,7 +555,7 @@ export function loadConfig(options: LoadOptions = {}): AgentConfig {
   const configPath = options.file ?? (flags.has('config') ? asString(BY_KEY.get('config') as OptionDef, flags.get('config') as RawValue) : undefined);
   const env = options.env ?? process.env;
   const warnings = options.warnings ?? [];
-  const layers: Layer[] = [flags, envLayer(env), configPath !== undefined ? fileLayer(configPath, readFile, warnings) : new Map()];
+  const layers: Layer[] = [flags, envLayer(env), configPath !== undefined ? fileLayer(configPath, readFile, warnings) : new Map<string, RawValue>()];
   const pick = (key: string): RawValue | undefined => {
     for (const l of layers) {
       const v = l.get(key);

@@ -52,6 +52,7 @@ function humanStream(out: NodeJS.WritableStream): Writable {
             .filter(([k]) => !SKIP.has(k))
             .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
             .join(' ');
+          // eslint-disable-next-line @typescript-eslint/no-base-to-string -- pino writes msg as a string; String() only guards a line someone else wrote
           out.write(`${t} ${level.toUpperCase().padEnd(5)} ${String(o.msg ?? '')}${extra ? `  ${extra}` : ''}\n`);
         } catch {
           out.write(`${line}\n`);

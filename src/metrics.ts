@@ -127,7 +127,7 @@ export class AgentMetrics {
     });
     const build = new Gauge({ name: 'edgemesh_build_info', help: 'Always 1: the agent version and this node', labelNames: ['version', 'node'], registers: [r] });
     if (sources.build) build.set(sources.build, 1);
-    const self = this;
+    // collect() below runs with `this` = the metric: it reads the constructor's `sources`.
     // glibc's heap (the addon's allocations, libiptc's and libnftnl's among them): with the
     // process_* and nodejs_heap_* families, where the resident memory goes.
     new Gauge({
@@ -148,7 +148,7 @@ export class AgentMetrics {
       registers: [r],
       collect() {
         this.reset();
-        for (const [family, set] of self.sources.desired() ?? []) for (const c of set.chains) this.set({ family, chain: c.name }, c.rules.length);
+        for (const [family, set] of sources.desired() ?? []) for (const c of set.chains) this.set({ family, chain: c.name }, c.rules.length);
       },
     });
     new Gauge({
@@ -157,11 +157,11 @@ export class AgentMetrics {
       labelNames: ['state'],
       registers: [r],
       collect() {
-        const c = self.sources.counts();
+        const c = sources.counts();
         for (const state of ['watched', 'ignored', 'proxied', 'none'] as const) this.set({ state }, c[state]);
       },
     });
-    const proxy = () => self.sources.proxy?.();
+    const proxy = () => sources.proxy?.();
     const gauge = (name: string, help: string, read: (p: ProxyCounters) => number) =>
       new Gauge({
         name,

@@ -67,12 +67,7 @@ export interface HealthVerdict {
   reason?: string;
 }
 
-export declare interface Reconciler {
-  on(event: 'sync', listener: (r: SyncReport) => void): this;
-  emit(event: 'sync', r: SyncReport): boolean;
-}
-
-export class Reconciler extends EventEmitter {
+export class Reconciler extends EventEmitter<{ sync: [SyncReport] }> {
   readonly stats: ReconcilerStats = {
     syncs: 0,
     failures: 0,

@@ -70,7 +70,7 @@ function defaultLegacyDump(netns: string | undefined): LegacyTableDump {
     new Promise((resolve, reject) => {
       const tool = family === 'ipv4' ? 'iptables-legacy-save' : 'ip6tables-legacy-save';
       const [cmd, args] = netns ? ['nsenter', [`--net=${netns}`, tool, '-t', table]] : [tool, ['-t', table]];
-      const child = spawn(cmd, args as string[], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
       let out = '';
       let err = '';
       const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);

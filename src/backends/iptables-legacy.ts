@@ -98,7 +98,9 @@ export function normaliseRule(family: Family, rule: Rule, index: number): Native
 
 /** Validates a whole transaction and returns it in the addon's form. Throws TransactionError naming the first bad op. */
 export function normaliseOps(family: Family, ops: readonly TxOp[]): NativeTxOp[] {
-  if (!Array.isArray(ops)) throw new TransactionError('a transaction must be an array of operations');
+  // Checked as unknown: Array.isArray narrows a readonly array to any[], which would untype every op below.
+  const list: unknown = ops;
+  if (!Array.isArray(list)) throw new TransactionError('a transaction must be an array of operations');
   return ops.map((op, i): NativeTxOp => {
     if (typeof op !== 'object' || op === null) fail(i, 'operation must be an object');
     const chainProblem = chainNameProblem(op.chain);

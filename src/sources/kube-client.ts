@@ -205,7 +205,8 @@ export type WatchEnd = 'closed' | 'gone';
 export interface WatchHandle {
   /** Resolves when the watch ends cleanly or with 410 Gone; rejects on any other failure. */
   done: Promise<WatchEnd>;
-  abort(): void;
+  /** A closure (no `this`): callers keep it on its own. */
+  abort: () => void;
 }
 
 export interface KubeClientOptions {
@@ -500,6 +501,7 @@ function readLines(res: IncomingMessage, path: string, onEvent: (type: WatchEven
           return;
         }
         const reason = typeof s.reason === 'string' ? ` ${s.reason}` : '';
+        // eslint-disable-next-line @typescript-eslint/no-base-to-string -- a Status's code is a number; String() only guards a malformed one
         throw new Error(`watch ${path}: ERROR event ${String(s.code ?? '?')}${reason}${typeof s.message === 'string' ? `: ${oneLine(s.message)}` : ''}`);
       }
       if (ev.type !== 'ADDED' && ev.type !== 'MODIFIED' && ev.type !== 'DELETED' && ev.type !== 'BOOKMARK') return;

@@ -1,6 +1,6 @@
 // Parsing a manifest file (multi-document YAML, `kind: List`, JSON) into converted objects.
 // Pure: text in, objects or a one-line reason out.
-import type { V1EndpointSlice, V1Endpoints, V1Node, V1Service } from '@kubernetes/client-node';
+import type { V1EndpointSlice } from '@kubernetes/client-node';
 import { Composer, LineCounter, Parser } from 'yaml';
 import { ConfigError } from '../errors.js';
 import type { EndpointSliceInfo, NodeInfo, ServiceInfo } from '../model.js';
@@ -106,15 +106,16 @@ export function parseManifests(text: string, name: string): ManifestObjects {
       o.items.forEach((item, j) => visit(item, `${where} items[${j}]`));
       return;
     }
-    if (apiVersion === 'v1' && kind === 'Service') out.services.push(convertService(o as unknown as V1Service));
+    if (apiVersion === 'v1' && kind === 'Service') out.services.push(convertService(o));
     else if (apiVersion === 'discovery.k8s.io/v1' && kind === 'EndpointSlice') out.endpointSlices.push(convertEndpointSlice(o as unknown as V1EndpointSlice));
     else if (apiVersion === 'v1' && kind === 'Endpoints') {
-      const slices = convertEndpoints(o as unknown as V1Endpoints);
+      const slices = convertEndpoints(o);
       const meta = (o.metadata ?? {}) as { name?: string; namespace?: string };
       out.endpoints.push({ namespace: meta.namespace || 'default', name: String(meta.name), slices });
-    } else if (apiVersion === 'v1' && kind === 'Node') out.nodes.push(convertNode(o as unknown as V1Node, (w) => out.warnings.push(w)));
+    } else if (apiVersion === 'v1' && kind === 'Node') out.nodes.push(convertNode(o, (w) => out.warnings.push(w)));
     else {
       const meta = (o.metadata ?? {}) as { name?: unknown; namespace?: unknown };
+      // eslint-disable-next-line @typescript-eslint/no-base-to-string -- echoes what the file says, whatever it is, in the skip notice
       out.skipped.push(`${apiVersion} ${kind} ${typeof meta.namespace === 'string' ? `${meta.namespace}/` : ''}${String(meta.name ?? '')}`);
     }
   };

@@ -6,7 +6,8 @@ import { join } from 'node:path';
 export interface SvcSpec {
   namespace: string;
   name: string;
-  clusterIP: string | 'None';
+  /** An address, or 'None' (headless). */
+  clusterIP: string;
   clusterIPs?: string[];
   labels?: Record<string, string>;
   ports?: { name?: string; port: number; targetPort?: number | string; protocol?: string }[];

@@ -40,7 +40,8 @@ export const TUNNEL_PORT = 20006;
 
 export interface EndpointSpec {
   ip: string;
-  nodeName: NodeName | string;
+  /** A NodeName, or a node outside the topology. */
+  nodeName: string;
   ready?: boolean;
 }
 

@@ -23,9 +23,9 @@ interface Flavour {
   /** ...and in what `run --once` prints it applied. */
   onceIgnore(ip: string, key: string): string;
   /** dump() shows our hook running before kube-proxy's. */
-  first(dump: string): boolean;
+  first: (dump: string) => boolean;
   /** dump() shows the proxy rule and the DNAT. */
-  proxied(dump: string): boolean;
+  proxied: (dump: string) => boolean;
 }
 
 const iptablesFirst = (s: string) =>

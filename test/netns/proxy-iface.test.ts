@@ -9,7 +9,8 @@ const driver = join(dirname(fileURLToPath(import.meta.url)), 'drivers', 'iface.m
 
 describeNetns('proxy interface (edgemesh0)', () => {
   let ns: Netns;
-  const call = async (op: string, o: object) => JSON.parse((await ns.run('node', [driver, op, JSON.stringify(o)], { allowFail: true })).stdout.trim());
+  /** The driver prints {ok: kind} or the error's {error, code}. */
+  const call = async (op: string, o: object) => JSON.parse((await ns.run('node', [driver, op, JSON.stringify(o)], { allowFail: true })).stdout.trim()) as { ok?: string; error?: string; code?: string };
   beforeAll(async () => {
     ns = await Netns.create('iface');
   });

@@ -119,13 +119,12 @@ describeNetns('TCP proxy under fd pressure and many connections', () => {
     // (Only the soft limit: lowering the hard one could not be undone without CAP_SYS_RESOURCE.)
     await execFileP('prlimit', ['--pid', String(ready.pid), `--nofile=${before.lowestFree + 1}:`]);
     let squeezed: Awaited<ReturnType<typeof client>>;
-    let mid: Reply;
     try {
       squeezed = await client({ host: '10.10.0.10', port: 80, count: 10, concurrency: 2, size: 100 });
     } finally {
       await execFileP('prlimit', ['--pid', String(ready.pid), '--nofile=8192:']);
     }
-    mid = await ask('stats');
+    const mid: Reply = await ask('stats');
     expect(squeezed).toMatchObject({ ok: 0, failed: 10 });
     expect(emfileIn(mid) - emfileIn(before)).toBe(10);
     expect(mid.stats.relayed).toBe(before.stats.relayed);

@@ -11,7 +11,8 @@ const drivers = join(dirname(fileURLToPath(import.meta.url)), 'drivers');
 
 async function probe(ns: Netns, listen: { host: string; port: number }, dial: { host: string; port: number }) {
   const r = await ns.run('node', [join(drivers, 'origdst.mjs'), JSON.stringify({ listen, dial })], { timeoutMs: 20_000 });
-  return JSON.parse(r.stdout.trim().split('\n').pop()!);
+  // The driver's last line: what originalDst() returned (ok) or threw (errs), and the socket's own address.
+  return JSON.parse(r.stdout.trim().split('\n').pop()!) as { ok?: unknown; local?: unknown; errs: Record<string, unknown> };
 }
 
 describeNetns('originalDst (SO_ORIGINAL_DST / IP6T_SO_ORIGINAL_DST)', () => {

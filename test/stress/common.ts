@@ -180,7 +180,8 @@ export function oursFromSave(save: string): Ours {
       else if ((m = IPT_PROXY.exec(l))) edgeMesh?.push(`proxy ${m[1]}`);
       else edgeMesh?.push(`? ${l}`);
     } else if (l.startsWith('-A EDGE-MESH-TCP ')) {
-      edgeMeshTcp?.push((m = IPT_DNAT.exec(l)) ? `dnat ${m[1]}` : `? ${l}`);
+      const dnat = IPT_DNAT.exec(l);
+      edgeMeshTcp?.push(dnat ? `dnat ${dnat[1]}` : `? ${l}`);
     }
   }
   return { edgeMesh, edgeMeshTcp, jumps };
@@ -329,7 +330,7 @@ export interface SyncStats {
 export function syncStats(logs: readonly Record<string, unknown>[]): SyncStats {
   const s: SyncStats = { writes: 0, attempts: 0, retries: 0, lockWaitMs: 0, maxLockWaitMs: 0, orderRepairs: 0, failures: 0 };
   for (const l of logs) {
-    const msg = String(l.msg ?? '');
+    const msg = typeof l.msg === 'string' ? l.msg : '';
     if (msg.startsWith('sync failed')) s.failures++;
     const changes = l.changes as { attempts?: number; lockWaitMs?: number; orderRepairs?: number }[] | undefined;
     if (!msg.startsWith('sync (') || !Array.isArray(changes)) continue;
@@ -348,7 +349,7 @@ export function syncStats(logs: readonly Record<string, unknown>[]): SyncStats {
 }
 
 /** One summary line per suite and backend, for the README's Reliability section. */
-export function summary(suite: string, fields: Record<string, unknown>): void {
+export function summary(suite: string, fields: Record<string, string | number | boolean | undefined>): void {
   const line = `[stress] ${suite}: ${Object.entries(fields).map(([k, v]) => `${k}=${v}`).join(' ')}`;
   process.stdout.write(`${line}\n`);
 }

@@ -77,7 +77,7 @@ function mutate(seed: Buffer, others: Seed[], r: () => number): { bytes: Buffer;
       if (!spots.length) return { bytes: Buffer.concat([seed, Buffer.from(`\nx: ${MEGA}\n`)]), how: 'append 1 MB value' };
       const m = pick(spots);
       const v = pick(VALUES);
-      const out = s.slice(0, m.index! + 2) + v + s.slice(m.index! + m[0].length);
+      const out = s.slice(0, m.index + 2) + v + s.slice(m.index + m[0].length);
       return { bytes: Buffer.from(out, 'latin1'), how: `value at ${m.index} -> ${v.length > 40 ? `${v.length} bytes` : v}` };
     }
     case 6: {

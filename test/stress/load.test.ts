@@ -70,7 +70,7 @@ describeNetns('stress: load through the running agent', () => {
       for (;;) {
         const { value, done } = await lines.next();
         if (done) throw new Error(`client ended before phase ${name}`);
-        const o = JSON.parse(value as string) as Record<string, number | string>;
+        const o = JSON.parse(value) as Record<string, number | string>;
         if (o.phase === name) return o;
         if (o.phase === 'timeout') throw new Error('client timed out');
       }

@@ -16,7 +16,7 @@ const drivers = join(dirname(fileURLToPath(import.meta.url)), '..', 'netns', 'dr
 
 async function probe(ns: Netns, host: string, port: number): Promise<{ data: number; how: string; ms?: number; code?: string }> {
   const r = await ns.run('node', [join(drivers, 'client.mjs'), 'probe', JSON.stringify({ host, port, timeoutMs: 8000 })], { timeoutMs: 10_000, allowFail: true });
-  return JSON.parse(r.stdout.trim().split('\n').pop() || '{}');
+  return JSON.parse(r.stdout.trim().split('\n').pop() || '{}') as { data: number; how: string; ms?: number; code?: string };
 }
 
 async function metrics(ns: Netns): Promise<Record<string, number>> {

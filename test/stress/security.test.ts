@@ -52,11 +52,11 @@ describeNetns('stress: security defaults', () => {
     // From a neighbour on the node's network: the probes' paths answer on the node's address (as
     // the kubelet asks them), nothing else does.
     await eventually(() => code(peer!, 'http://192.0.2.10:10252/readyz'), (c) => c === '200', 10_000, 'readyz from the node address');
-    const probe = await code(peer!, 'http://192.0.2.10:10252/healthz');
+    const probe = await code(peer, 'http://192.0.2.10:10252/healthz');
     expect(probe).toBe('200');
-    expect(await code(peer!, 'http://192.0.2.10:10252/metrics')).toBe('404');
-    expect(await code(peer!, 'http://192.0.2.10:10252/status')).toBe('404');
-    const remote = await code(peer!, 'http://192.0.2.10:10251/metrics');
+    expect(await code(peer, 'http://192.0.2.10:10252/metrics')).toBe('404');
+    expect(await code(peer, 'http://192.0.2.10:10252/status')).toBe('404');
+    const remote = await code(peer, 'http://192.0.2.10:10251/metrics');
     expect(remote).toBe('000');
     // `edgemesh-agent status` with its defaults asks the running agent on 127.0.0.1:10251.
     const st = await ns.run(process.execPath, [CLI, 'status', '--backend', 'nftables'], { allowFail: true });

@@ -4,7 +4,7 @@ import { ConfigError } from '../../src/errors.js';
 import { convertEndpointSlice, convertEndpoints, convertNode, convertService, TUNNEL_ADDRESS_ANNOTATION } from '../../src/sources/convert.js';
 
 const service = (spec: Record<string, unknown>, meta: Record<string, unknown> = { name: 'web', namespace: 'shop' }): V1Service =>
-  ({ apiVersion: 'v1', kind: 'Service', metadata: meta, spec }) as V1Service;
+  ({ apiVersion: 'v1', kind: 'Service', metadata: meta, spec });
 
 describe('convertService', () => {
   it('applies the API server defaults: namespace, type, protocol, targetPort, affinity timeout, internal traffic policy', () => {
@@ -80,7 +80,7 @@ describe('convertEndpointSlice', () => {
       ports: [{ port: 8080 }, { name: 'all' }],
       endpoints: [{ addresses: ['10.244.0.5'] }, { addresses: ['10.244.0.6'], conditions: { ready: false, terminating: true } }],
       ...over,
-    }) as V1EndpointSlice;
+    });
 
   it('defaults ready (nil = true), serving (nil = ready), terminating, protocol; drops port-less entries', () => {
     expect(convertEndpointSlice(slice())).toEqual({
@@ -126,7 +126,7 @@ describe('convertEndpoints', () => {
   });
 
   it('rejects a bad address naming the subset', () => {
-    expect(() => convertEndpoints({ metadata: { name: 'db' }, subsets: [{ addresses: [{ ip: 'x' }] }] } as V1Endpoints)).toThrow('Endpoints default/db: subsets[0].addresses[0].ip: "x"');
+    expect(() => convertEndpoints({ metadata: { name: 'db' }, subsets: [{ addresses: [{ ip: 'x' }] }] })).toThrow('Endpoints default/db: subsets[0].addresses[0].ip: "x"');
   });
 });
 

@@ -327,6 +327,7 @@ describe('deploy/ manifests', () => {
     const drain = mod?.OPTIONS.find((o) => /drain|grace/i.test(o.key));
     if (drain) {
       const set = configYaml().values[drain.key];
+      // eslint-disable-next-line @typescript-eslint/no-base-to-string -- a duration in the YAML is a scalar; an object would fail the match below, as it should
       const text = String(set ?? drain.default);
       const m = /^(\d+)(ms|s|m)$/.exec(text);
       expect(m, `${drain.key} ${text}`).not.toBeNull();
@@ -390,6 +391,7 @@ describe('Dockerfile', () => {
     expect(hc!.args).toMatch(/CMD \["node", "-e"/);
     // The checker script is valid JavaScript.
     const script = JSON.parse(hc!.args.slice(hc!.args.indexOf('CMD') + 3).trim()) as string[];
+    // eslint-disable-next-line @typescript-eslint/no-implied-eval -- compiled, never called: proves the script parses
     expect(() => new Function(script[2] as string)).not.toThrow();
   });
 

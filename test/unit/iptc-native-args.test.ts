@@ -30,7 +30,7 @@ describe('native iptc binding argument checks', () => {
     expect(typeof b.iptcRead).toBe('function');
     expect(typeof b.iptcApply).toBe('function');
     expect(typeof b.iptcInfo).toBe('function');
-    expect((native().modules as readonly string[]).includes('iptc')).toBe(true);
+    expect(native().modules.includes('iptc')).toBe(true);
   });
 
   it('throws TypeError for wrong argument types of iptcInfo/iptcRead', () => {

@@ -41,6 +41,8 @@ afterEach(async () => {
 describe('Reconciler', () => {
   it('writes nothing before the sources have listed everything once', async () => {
     const t = new MemoryTable();
+    // Assigned once, below, after the reconciler has read it as still undefined.
+    // eslint-disable-next-line prefer-const
     let desired: Map<Family, DesiredRuleSet> | undefined;
     rec = new Reconciler({ backends: [new IptablesNatBackend(t)], desired: () => desired, minSyncPeriodMs: 20, syncPeriodMs: 60_000, orderCheckPeriodMs: 50 });
     const reports: SyncReport[] = [];

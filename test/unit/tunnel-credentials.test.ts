@@ -20,7 +20,7 @@ const files = (node: string, d = dir): TunnelFiles => ({ ca: join(d, 'ca.pem'), 
 function recordingLogger(): Logger & { lines: { level: string; msg: string }[] } {
   const lines: { level: string; msg: string }[] = [];
   const at = (level: string) => (_o: unknown, msg: string) => void lines.push({ level, msg });
-  return { lines, debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') } as Logger & { lines: typeof lines };
+  return { lines, debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') };
 }
 
 beforeAll(async () => {
@@ -160,7 +160,7 @@ describe('status: the tunnel section', () => {
     expect(text).toMatch(/^edge-2\s+out\s+\[fd00::2\]:20006\s+ECONNREFUSED\s+15s\s+0\/0\/0\/2$/m);
     expect(text).toContain('shop/web 10.244.9.9:8080 node edge-3: no-tunnel-address');
     expect(text).toMatch(/^192\.168\.50\.1:20006\s+registered\s+cloud\s+10s\s+7\s+0$/m);
-    expect(text).toMatch(/^  edge-9\s+from 192\.168\.60\.2:40000, 5s$/m);
+    expect(text).toMatch(/^ {2}edge-9\s+from 192\.168\.60\.2:40000, 5s$/m);
   });
 
   it('says the tunnel is off when the agent has none', () => {
