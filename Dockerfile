@@ -24,11 +24,16 @@ WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund --ignore-scripts
 # The addon first, from its own sources only: editing a test, a script or the TypeScript does not
-# rebuild this layer.
+# rebuild this layer. Warning-free, as install.sh demands; its inputs recorded, so that install.sh
+# in the test stage and at test time does not build it again.
 COPY binding.gyp ./
 COPY native/ native/
-RUN npx --no-install node-gyp rebuild -j 2 \
- && test -f build/Release/edgemesh_native.node
+COPY scripts/native-inputs.sh scripts/
+RUN npx --no-install node-gyp rebuild -j 2 >/tmp/gyp.log 2>&1 || { cat /tmp/gyp.log; exit 1; }; \
+    if grep -B2 -A3 'warning:' /tmp/gyp.log; then echo "the native build has warnings" >&2; exit 1; fi; \
+    test -f build/Release/edgemesh_native.node \
+ && bash scripts/native-inputs.sh >build/Release/.inputs \
+ && rm /tmp/gyp.log
 # tsc compiles src/, test/ and bench/ (tsconfig.json's include) into dist/.
 COPY tsconfig.json vitest.config.ts ./
 COPY src/ src/

@@ -138,7 +138,7 @@ if ! podman image exists "$base_image"; then
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change 'ENV NODE_EXTRA_CA_CERTS=/usr/local/share/ca-certificates/host-bundle.crt' \
     --change 'CMD ["node"]' \
-    "$tmp/base.tar" "$base_image" >/dev/null
+    "$tmp/base.tar" "$base_image" >"$tmp/import.log" 2>&1 || { cat "$tmp/import.log" >&2; fail "podman import of the base failed"; }
   rm -rf "$stage" "$tmp/base.tar" "$tmp/package"
 else
   step "$base_image already present"
@@ -157,11 +157,13 @@ fi
 
 # ---- 2. the Dockerfile's test and runtime targets ------------------------------------------------
 step "podman build --target test"
+t0=$(date +%s)
 build --target test -t "$test_image" . >"$tmp/build-test.log" 2>&1 || { tail -60 "$tmp/build-test.log" >&2; fail "the test target does not build"; }
-grep -E '^(STEP|COMMIT)' "$tmp/build-test.log" | tail -3
+tail -2 "$tmp/build-test.log"
+echo "test target built in $(( $(date +%s) - t0 ))s"
 step "podman build --target runtime"
 build --target runtime -t "$runtime_image" . >"$tmp/build-runtime.log" 2>&1 || { tail -60 "$tmp/build-runtime.log" >&2; fail "the runtime target does not build"; }
-grep -E '^(STEP|COMMIT)' "$tmp/build-runtime.log" | tail -3
+tail -2 "$tmp/build-runtime.log"
 
 # mount_image IMAGE: creates a container of IMAGE, mounts its root file system, binds the host's
 # /proc, /sys, /dev and /run into it (private to it: nothing unmounted there reaches the host)

@@ -530,7 +530,7 @@ describe('Dockerfile', () => {
     const gyp = instrs.findIndex((i) => i.cmd === 'RUN' && i.args.includes('node-gyp rebuild'));
     expect(gyp).toBeGreaterThan(0);
     const copiedBefore = instrs.slice(0, gyp).filter((i) => i.cmd === 'COPY').flatMap((i) => i.args.split(/\s+/).slice(0, -1));
-    expect(copiedBefore.sort()).toEqual(['binding.gyp', 'native/', 'package-lock.json', 'package.json'].sort());
+    expect(copiedBefore.sort()).toEqual(['binding.gyp', 'native/', 'package-lock.json', 'package.json', 'scripts/native-inputs.sh'].sort());
     const copiedAfter = instrs.slice(gyp).filter((i) => i.cmd === 'COPY').flatMap((i) => i.args.split(/\s+/).slice(0, -1));
     for (const d of ['src/', 'test/', 'bench/', 'scripts/']) expect(copiedAfter, d).toContain(d);
     const tsc = instrs.findIndex((i) => i.cmd === 'RUN' && i.args.includes('tsc -p'));
