@@ -47,7 +47,7 @@ RUN npx --no-install tsc -p tsconfig.json
 # docker build --target test . && docker run --privileged <image>: the netns tests need
 # CAP_SYS_ADMIN and CAP_NET_ADMIN at run time, not at build time. install.sh here adds the
 # remaining run/test packages (iptables, iperf3, haproxy...) so that the run needs no network;
-# test.sh runs it again at start, where it finds everything present and only rebuilds. There is
+# test.sh runs it again at start, where it finds everything present and built. There is
 # no .git here (.dockerignore): scripts/test-asan.sh copies the tree without git then.
 FROM build AS test
 # The whole source tree (README, deploy/, docs, the vendored kube-proxy fixtures) for the tests
