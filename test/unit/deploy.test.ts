@@ -1,10 +1,15 @@
 // The image and the manifests, checked the way `kubectl apply --dry-run=client` and a reviewer
-// would: every manifest parses into the objects we mean (RBAC exactly list/watch on Services and
-// EndpointSlices, hostNetwork, the shared xtables lock, probes on the health endpoint the config
-// opens, only NET_ADMIN and NET_RAW), the ConfigMap holds only options the agent knows and loads
-// through the agent's own config loader, and the Dockerfile agrees with the repo: its COPY
-// sources exist and are not ignored, its test stage is exactly the CI command, its packages are the
-// ones install.sh installs and the runtime has the libraries the addon links.
+// would: both overlays (deploy/cloud, deploy/edge over deploy/base) render, with
+// test/helpers/kustomize.ts and, where a kubectl is installed, identically with `kubectl
+// kustomize`, into the objects we mean (edge: edge nodes only, the MetaServer, no token; cloud:
+// not on edge nodes, in-cluster, the tunnel listener and RBAC exactly list/watch; both:
+// hostNetwork, dnsPolicy Default, every taint tolerated, NODE_NAME into --node-name, tunnel
+// credentials from the node, seccomp, no /lib/modules, measured resources, the shared xtables lock,
+// probes on the health endpoint the config opens, only NET_ADMIN and NET_RAW), the agent's own
+// parser accepts each overlay's args with the ConfigMap, and the Dockerfile agrees with the repo:
+// its COPY sources exist and are not ignored, the addon layer comes before the sources, its test
+// stage is the CI command, its packages are the ones install.sh installs and the runtime has
+// exactly the libraries the addon links.
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
