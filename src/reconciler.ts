@@ -180,7 +180,7 @@ export class Reconciler extends EventEmitter {
     return { ok: true };
   }
 
-  private async doSync(reason: SyncReason): Promise<SyncReport> {
+  private async doSync(requested: SyncReason): Promise<SyncReport> {
     this.lastRunStart = performance.now();
     const t0 = this.lastRunStart;
     const startedAt = Date.now();
@@ -190,6 +190,10 @@ export class Reconciler extends EventEmitter {
     };
     const generation = this.opts.generation?.();
     const desired = this.opts.desired();
+    // The first sync that has something to write is the initial one, whatever change asked for it
+    // (an API source lists after the loop started: its 'initial' request found nothing listed).
+    // A retry after a failed one stays a retry, and a manual sync manual.
+    const reason: SyncReason = !this.stats.firstSyncDone && desired && requested !== 'manual' && requested !== 'retry' ? 'initial' : requested;
     if (!desired) {
       settled(); // nothing listed yet, nothing that could be written: not late
       const r: SyncReport = { reason, ok: true, outcomes: [], durationMs: 0, skipped: 'not-synced' };

@@ -53,6 +53,15 @@ describe('Reconciler', () => {
     rec.requestSync('event');
     await until(() => t.commits === 1);
     expect(rec.stats.firstSyncDone).toBe(true);
+    // The first sync with something to write is the initial one, though an event asked for it;
+    // the next change is an event again.
+    await until(() => reports.length === 2);
+    expect(reports.map((r) => r.reason)).toEqual(['initial', 'initial']);
+    expect(reports[1]!.skipped).toBeUndefined();
+    desired = set(['10.0.0.1', '10.0.0.2']);
+    rec.requestSync('event');
+    await until(() => reports.length === 3);
+    expect(reports[2]!.reason).toBe('event');
   });
 
   it('coalesces a burst of events into at most one sync per min-sync-period', async () => {
