@@ -420,8 +420,17 @@ describe('deploy/: the cloud and edge overlays over deploy/base', () => {
       };
       const req = mib(at(v.agent, 'resources.requests.memory'));
       const lim = mib(at(v.agent, 'resources.limits.memory'));
-      // The measured idle RSS at 1 000 services is 114 MiB (docs/operations.md, "Resources").
-      expect(req).toBeGreaterThanOrEqual(114);
+      // The measured figures in docs/operations.md ("Resources"): the request covers the idle RSS
+      // at 1 000 services, the limit the peak at 10 000.
+      const row = (label: string): number[] => {
+        const line = read('docs/operations.md').split('\n').find((l) => l.startsWith(`| ${label}`));
+        expect(line, `docs/operations.md row "${label}"`).toBeDefined();
+        return [...line!.matchAll(/(\d+) MiB/g)].map((m) => Number(m[1]));
+      };
+      const at1000 = row('1 000 services');
+      const at10000 = row('10 000 services');
+      expect(req).toBeGreaterThanOrEqual(Math.max(...at1000.slice(0, 2)));
+      expect(lim).toBeGreaterThanOrEqual(Math.max(...at10000));
       expect(lim).toBeGreaterThan(req);
       expect(String(at(v.agent, 'resources.requests.cpu'))).toMatch(/^\d+m$/);
       expect(at(v.agent, 'resources.limits.cpu')).toBeUndefined();
