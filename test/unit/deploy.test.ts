@@ -312,6 +312,8 @@ describe('deploy/: the cloud and edge overlays over deploy/base', () => {
       (r.apiGroups as string[]).flatMap((g) => (r.resources as string[]).flatMap((res) => (r.verbs as string[]).map((verb) => `${g}/${res}:${verb}`))),
     );
     expect(grants.sort()).toEqual([
+      '/endpoints:list',
+      '/endpoints:watch',
       '/nodes:get',
       '/nodes:list',
       '/nodes:watch',
