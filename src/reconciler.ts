@@ -189,12 +189,20 @@ export class Reconciler extends EventEmitter {
       if (this.stats.queuedSince !== undefined && this.stats.queuedSince <= startedAt) this.stats.queuedSince = undefined;
     };
     const generation = this.opts.generation?.();
-    const desired = this.opts.desired();
+    // The desired state is a pure function of the sources; should it throw all the same, that is
+    // a failed sync (logged, retried with backoff), never an unhandled rejection.
+    let desired: ReturnType<ReconcilerOptions['desired']>;
+    let desiredError: unknown;
+    try {
+      desired = this.opts.desired();
+    } catch (e) {
+      desiredError = e;
+    }
     // The first sync that has something to write is the initial one, whatever change asked for it
     // (an API source lists after the loop started: its 'initial' request found nothing listed).
     // A retry after a failed one stays a retry, and a manual sync manual.
     const reason: SyncReason = !this.stats.firstSyncDone && desired && requested !== 'manual' && requested !== 'retry' ? 'initial' : requested;
-    if (!desired) {
+    if (!desired && desiredError === undefined) {
       settled(); // nothing listed yet, nothing that could be written: not late
       const r: SyncReport = { reason, ok: true, outcomes: [], durationMs: 0, skipped: 'not-synced' };
       this.emit('sync', r);
@@ -203,6 +211,7 @@ export class Reconciler extends EventEmitter {
     this.stats.syncs++;
     const outcomes: SyncOutcome[] = [];
     try {
+      if (desiredError !== undefined || !desired) throw desiredError;
       for (const backend of this.opts.backends) {
         const set = desired.get(backend.family);
         if (!set) continue;

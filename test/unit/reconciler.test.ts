@@ -92,6 +92,31 @@ describe('Reconciler', () => {
     expect(rec.stats.orderRepairs).toBe(1);
   });
 
+  it('a desired state that throws is a failed sync (reported, retried with backoff), not an unhandled rejection', async () => {
+    const t = new MemoryTable();
+    let broken = true;
+    rec = new Reconciler({
+      backends: [new IptablesNatBackend(t)],
+      desired: () => {
+        if (broken) throw new Error('bad service in the store');
+        return set(['10.0.0.3']);
+      },
+      minSyncPeriodMs: 20,
+      syncPeriodMs: 60_000,
+      orderCheckPeriodMs: 10_000,
+    });
+    const reports: SyncReport[] = [];
+    rec.on('sync', (r) => reports.push(r));
+    rec.start();
+    await until(() => reports.length >= 1);
+    expect(reports[0]).toMatchObject({ ok: false });
+    expect(reports[0]!.error!.message).toBe('bad service in the store');
+    expect(t.commits).toBe(0);
+    broken = false;
+    await until(() => t.commits === 1);
+    expect(reports.at(-1)).toMatchObject({ ok: true, reason: 'retry' });
+  });
+
   it('retries a failed write with backoff and converges', async () => {
     const t = new MemoryTable();
     t.failNext = Object.assign(new Error('iptc_commit: Resource temporarily unavailable'), { code: 'EAGAIN' });
