@@ -130,7 +130,7 @@ export async function startAgent(ns: Netns, backend: BackendName, dir: ServicesD
             waiters.splice(w, 1);
           }
         }
-        if (/"msg":"sync \(initial\) wrote/.test(line)) {
+        if (/"msg":"sync \((initial|retry)\) wrote/.test(line)) {
           clearTimeout(timer);
           resolveP(performance.now() - t0);
         }

@@ -43,14 +43,22 @@ fi
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund --ignore-scripts
 fi
-log=$(mktemp)
-if ! npx --no-install node-gyp rebuild -j 2 >"$log" 2>&1; then
-  cat "$log" >&2; rm -f "$log"; echo "install.sh: native build failed" >&2; exit 1
+# The addon is rebuilt unless the warning-free build there was made from the same inputs for the
+# same Node (scripts/native-inputs.sh): the test image runs this at build and again at run.
+inputs=$(bash scripts/native-inputs.sh)
+if [ -f build/Release/edgemesh_native.node ] && [ "$(cat build/Release/.inputs 2>/dev/null)" = "$inputs" ]; then
+  echo "install.sh: native addon up to date"
+else
+  log=$(mktemp)
+  if ! npx --no-install node-gyp rebuild -j 2 >"$log" 2>&1; then
+    cat "$log" >&2; rm -f "$log"; echo "install.sh: native build failed" >&2; exit 1
+  fi
+  if grep -q 'warning:' "$log"; then
+    grep -B2 -A3 'warning:' "$log" >&2; rm -f "$log"; echo "install.sh: the native build has warnings; we keep them at zero" >&2; exit 1
+  fi
+  rm -f "$log"
+  [ -f build/Release/edgemesh_native.node ] || { echo "install.sh: native build produced no addon" >&2; exit 1; }
+  echo "$inputs" >build/Release/.inputs
 fi
-if grep -q 'warning:' "$log"; then
-  grep -B2 -A3 'warning:' "$log" >&2; rm -f "$log"; echo "install.sh: the native build has warnings; we keep them at zero" >&2; exit 1
-fi
-rm -f "$log"
-[ -f build/Release/edgemesh_native.node ] || { echo "install.sh: native build produced no addon" >&2; exit 1; }
 npx --no-install tsc -p tsconfig.json
 echo "install.sh: ready"

@@ -2,8 +2,8 @@
 # npm run test:asan: the native code under AddressSanitizer + UndefinedBehaviorSanitizer.
 #
 #  1. Builds the addon with EDGEMESH_SANITIZE=1 (binding.gyp) in a throwaway copy of the repo
-#     (tracked and untracked-but-not-ignored files, node_modules linked), so the normal
-#     build/Release of the worktree is left alone.
+#     (tracked and untracked-but-not-ignored files, or without git the tree minus build outputs;
+#     node_modules linked), so the normal build/Release of the worktree is left alone.
 #  2. Runs the native-facing tests against it (EDGEMESH_NATIVE_PATH) with libasan preloaded into
 #     node, UBSan halting on the first report; fails on any sanitizer report in the output.
 #  3. LeakSanitizer over 1 000 transactions of the libiptc core (test/native/iptc_leak.cc) in a
@@ -70,8 +70,15 @@ fi
 # ---- 1. the sanitized addon -------------------------------------------------------------------
 step "building the addon with -fsanitize=address,undefined in $tmp/src"
 mkdir "$tmp/src"
-git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done |
-  tar --null -T - -cf - | tar -xf - -C "$tmp/src"
+if command -v git >/dev/null && git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+  git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done |
+    tar --null -T - -cf - | tar -xf - -C "$tmp/src"
+else
+  # No git work tree (the Dockerfile's test image: .dockerignore leaves .git out): the tree minus
+  # the build outputs and installs .dockerignore leaves out.
+  tar --exclude=./node_modules --exclude=./build --exclude=./build-asan --exclude=./dist --exclude=./bench/results -cf - . |
+    tar -xf - -C "$tmp/src"
+fi
 ln -s "$(readlink -f node_modules)" "$tmp/src/node_modules"
 if ! (cd "$tmp/src" && EDGEMESH_SANITIZE=1 npx --no-install node-gyp rebuild -j 2) >"$tmp/build.log" 2>&1; then
   cat "$tmp/build.log" >&2; echo "test-asan: sanitized build failed" >&2; exit 1

@@ -149,7 +149,7 @@ export class Agent {
     // full collection after the first good sync returns it at once, and the idle footprint is
     // the steady one from then on.
     const settle = (r: SyncReport): void => {
-      if (!r.ok) return;
+      if (!r.ok || r.skipped) return;
       this.reconciler.off('sync', settle);
       // 'last-resort': V8's memory-reducing collection (it compacts, and releases the pages it
       // emptied); a plain gc() frees objects but leaves half-empty pages committed.

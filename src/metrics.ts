@@ -1,10 +1,10 @@
-// Prometheus metrics (prom-client) on --metrics-addr (loopback by default) and the health
+// Prometheus metrics (prom.ts) on --metrics-addr (loopback by default) and the health
 // endpoints on --healthz-addr (every address by default, for the kubelet's probes). Counters of
 // the control plane are fed from the reconciler's sync reports; the proxy's are read from its
 // native counters at scrape time.
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from './prom.js';
 import type { HealthVerdict, SyncReport } from './reconciler.js';
 import type { SelectionCounts } from './desired.js';
 import type { DesiredRuleSet, Family } from './rules.js';

@@ -175,7 +175,7 @@ export class Reconciler extends EventEmitter<{ sync: [SyncReport] }> {
     return { ok: true };
   }
 
-  private async doSync(reason: SyncReason): Promise<SyncReport> {
+  private async doSync(requested: SyncReason): Promise<SyncReport> {
     this.lastRunStart = performance.now();
     const t0 = this.lastRunStart;
     const startedAt = Date.now();
@@ -184,8 +184,20 @@ export class Reconciler extends EventEmitter<{ sync: [SyncReport] }> {
       if (this.stats.queuedSince !== undefined && this.stats.queuedSince <= startedAt) this.stats.queuedSince = undefined;
     };
     const generation = this.opts.generation?.();
-    const desired = this.opts.desired();
-    if (!desired) {
+    // The desired state is a pure function of the sources; should it throw all the same, that is
+    // a failed sync (logged, retried with backoff), never an unhandled rejection.
+    let desired: ReturnType<ReconcilerOptions['desired']>;
+    let desiredError: unknown;
+    try {
+      desired = this.opts.desired();
+    } catch (e) {
+      desiredError = e;
+    }
+    // The first sync that has something to write is the initial one, whatever change asked for it
+    // (an API source lists after the loop started: its 'initial' request found nothing listed).
+    // A retry after a failed one stays a retry, and a manual sync manual.
+    const reason: SyncReason = !this.stats.firstSyncDone && desired && requested !== 'manual' && requested !== 'retry' ? 'initial' : requested;
+    if (!desired && desiredError === undefined) {
       settled(); // nothing listed yet, nothing that could be written: not late
       const r: SyncReport = { reason, ok: true, outcomes: [], durationMs: 0, skipped: 'not-synced' };
       this.emit('sync', r);
@@ -194,6 +206,7 @@ export class Reconciler extends EventEmitter<{ sync: [SyncReport] }> {
     this.stats.syncs++;
     const outcomes: SyncOutcome[] = [];
     try {
+      if (desiredError !== undefined || !desired) throw desiredError;
       for (const backend of this.opts.backends) {
         const set = desired.get(backend.family);
         if (!set) continue;

@@ -388,8 +388,16 @@ describeNetns('relays: edge nodes behind NAT reached through a cloud relay', () 
     expect(r.ok + r.failed).toBe(1_000);
     expect(maxPendingJoins).toBeLessThanOrEqual(1_024);
     const refused = ['over-limit', 'rate-limited', 'timeout'].reduce((n, result) => n + delta('cloud', 'edgemesh_relay_joins_total', { result }), 0);
-    expect(delta('cloud', 'edgemesh_relay_joins_total', { result: 'ok' })).toBe(r.ok);
-    expect(refused).toBe(r.failed); // nothing fails uncounted
+    const joined = delta('cloud', 'edgemesh_relay_joins_total', { result: 'ok' });
+    // Every echoed connection went through a join; a refused join is a failed connection.
+    expect(joined).toBeGreaterThanOrEqual(r.ok);
+    expect(joined + refused).toBeLessThanOrEqual(1_000);
+    expect(refused).toBeLessThanOrEqual(r.failed);
+    // Nothing fails uncounted: the dialler's proxy ends each failed connection with a reason
+    // other than eof, or refuses it (a join can succeed and the end-to-end TLS through the splice
+    // still time out on a starved machine: counted there, not at the relay).
+    const endedBadly = ['reset', 'idle-timeout', 'cancelled', 'error', 'connect-failed', 'refused'].reduce((n, reason) => n + delta('edge-2', 'edgemesh_proxy_connections_ended_total', { reason }), 0);
+    expect(endedBadly + delta('edge-2', 'edgemesh_proxy_connections_refused_total'), JSON.stringify(r.errors)).toBeGreaterThanOrEqual(r.failed);
     expect(r.ok).toBeGreaterThanOrEqual(950);
     expect(r.totalMs).toBeLessThan(30_000);
     await fdsBack(base);

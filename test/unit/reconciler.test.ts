@@ -41,8 +41,6 @@ afterEach(async () => {
 describe('Reconciler', () => {
   it('writes nothing before the sources have listed everything once', async () => {
     const t = new MemoryTable();
-    // Assigned once, below, after the reconciler has read it as still undefined.
-    // eslint-disable-next-line prefer-const
     let desired: Map<Family, DesiredRuleSet> | undefined;
     rec = new Reconciler({ backends: [new IptablesNatBackend(t)], desired: () => desired, minSyncPeriodMs: 20, syncPeriodMs: 60_000, orderCheckPeriodMs: 50 });
     const reports: SyncReport[] = [];
@@ -55,6 +53,15 @@ describe('Reconciler', () => {
     rec.requestSync('event');
     await until(() => t.commits === 1);
     expect(rec.stats.firstSyncDone).toBe(true);
+    // The first sync with something to write is the initial one, though an event asked for it;
+    // the next change is an event again.
+    await until(() => reports.length === 2);
+    expect(reports.map((r) => r.reason)).toEqual(['initial', 'initial']);
+    expect(reports[1]!.skipped).toBeUndefined();
+    desired = set(['10.0.0.1', '10.0.0.2']);
+    rec.requestSync('event');
+    await until(() => reports.length === 3);
+    expect(reports[2]!.reason).toBe('event');
   });
 
   it('coalesces a burst of events into at most one sync per min-sync-period', async () => {
@@ -83,6 +90,31 @@ describe('Reconciler', () => {
     await until(() => t.chains.get('PREROUTING')![0]!.target === EDGE_MESH_CHAIN);
     expect(Date.now() - t0).toBeLessThan(1000); // not held back by min-sync-period
     expect(rec.stats.orderRepairs).toBe(1);
+  });
+
+  it('a desired state that throws is a failed sync (reported, retried with backoff), not an unhandled rejection', async () => {
+    const t = new MemoryTable();
+    let broken = true;
+    rec = new Reconciler({
+      backends: [new IptablesNatBackend(t)],
+      desired: () => {
+        if (broken) throw new Error('bad service in the store');
+        return set(['10.0.0.3']);
+      },
+      minSyncPeriodMs: 20,
+      syncPeriodMs: 60_000,
+      orderCheckPeriodMs: 10_000,
+    });
+    const reports: SyncReport[] = [];
+    rec.on('sync', (r) => reports.push(r));
+    rec.start();
+    await until(() => reports.length >= 1);
+    expect(reports[0]).toMatchObject({ ok: false });
+    expect(reports[0]!.error!.message).toBe('bad service in the store');
+    expect(t.commits).toBe(0);
+    broken = false;
+    await until(() => t.commits === 1);
+    expect(reports.at(-1)).toMatchObject({ ok: true, reason: 'retry' });
   });
 
   it('retries a failed write with backoff and converges', async () => {
