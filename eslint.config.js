@@ -11,7 +11,7 @@ const nodeGlobals = Object.fromEntries(
 );
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'build/**', 'node_modules/**', 'coverage/**', '.readme-example/**'] },
+  { ignores: ['dist/**', 'build/**', 'node_modules/**', 'coverage/**', '.readme-example/**', 'test/scratch/**'] },
   {
     files: ['{src,bench,test}/**/*.ts'],
     extends: [js.configs.recommended, ...tseslint.configs.recommendedTypeChecked],
