@@ -15,13 +15,13 @@ export default defineConfig({
     // counters, over every file of src/ whether a test loads it or not. Code the tests run in child
     // processes (the CLI in the netns tests, the drivers) runs from dist/ and is not counted here.
     // Thresholds sit just below the measured level so they only ratchet up: raise them when the
-    // suite covers more (test/unit alone measured 70.4% lines and statements, 85.1% branches and
-    // 84.1% functions, varying by about 0.2 with timing; the whole suite covers at least that).
+    // suite covers more (the whole suite measured 77.1% lines and statements, 87.0% branches and
+    // 88.2% functions on 2026-12-05; test/unit alone 70.4/85.1/84.1, varying by about 0.2).
     coverage: {
       provider: 'v8',
       include: ['src/**/*.ts'],
       reporter: ['text-summary', 'json-summary'],
-      thresholds: { lines: 70, statements: 70, branches: 84, functions: 83 },
+      thresholds: { lines: 76, statements: 76, branches: 86, functions: 87 },
     },
   },
 });
