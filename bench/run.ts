@@ -416,7 +416,7 @@ function footprintTables(fp: FootprintResult): Table[] {
       columns: ['source', 'services', 'start to first sync ms', 'RSS MiB', 'peak MiB', 'anon MiB', 'file MiB', 'V8 heap used MiB', 'V8 heap committed MiB', 'malloc in use MiB', 'idle CPU % of one core'],
       rows: fp.rows.map((r) => [r.source, fmtN(r.services), f(r.startupMs, 0), f(r.rssMiB), f(r.peakMiB), f(r.anonMiB), f(r.fileMiB), f(r.heapUsedMiB), f(r.heapCommittedMiB), f(r.mallocMiB), f(r.idleCpuPct, 2)]),
       notes: [
-        `The agent as \`edgemesh-agent run\` starts it: it re-executes itself with node ${fp.nodeFlags} (start-up time includes that). Kubernetes API = the in-test list/watch server inside the namespace on 127.0.0.1:10550, as KubeEdge's MetaServer serves an edge node. One in ten services is labelled noproxy=edgemesh.`,
+        `The agent as \`edgemesh-agent run\` starts it: node ${fp.nodeFlags} (the bin's first line; the image's entry point). Kubernetes API = the in-test list/watch server inside the namespace on 127.0.0.1:10550, as KubeEdge's MetaServer serves an edge node. One in ten services is labelled noproxy=edgemesh.`,
         'file = file-backed resident pages, mostly the node binary (a bare `node -e` idles at about 40 MiB RSS, 33 of them file-backed).',
         ...fp.rows.filter((r) => r.why).map((r) => `${r.source} ${fmtN(r.services)}: not measured: ${r.why}`),
       ],
