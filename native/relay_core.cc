@@ -1066,25 +1066,10 @@ class Worker {
     c->lastActiveMs = now_;
     conns_.emplace(c->id, c);
     load_.fetch_add(1, std::memory_order_relaxed);
-    int fd = socket(c->dial.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
+    const Opened o = OpenConnecting(c, c->dial, &c->cfd, 0);
+    if (o.err != 0 && o.err != EINPROGRESS) {
       k.dataConnsFailed.fetch_add(1, std::memory_order_relaxed);
-      Finish(c, EndReason::kError, errno, "socket");
-      return;
-    }
-    c->cfd = fd;
-    SetNoDelay(fd);
-    epoll_event ev{};
-    ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
-    ev.data.u64 = reinterpret_cast<uint64_t>(c);
-    if (epoll_ctl(ep_, EPOLL_CTL_ADD, fd, &ev) != 0) {
-      k.dataConnsFailed.fetch_add(1, std::memory_order_relaxed);
-      Finish(c, EndReason::kError, errno, "epoll_ctl");
-      return;
-    }
-    if (connect(fd, reinterpret_cast<const sockaddr*>(&c->dial.ss), c->dial.len) != 0 && errno != EINPROGRESS) {
-      k.dataConnsFailed.fetch_add(1, std::memory_order_relaxed);
-      Finish(c, EndReason::kConnectFailed, errno, "connect");
+      Finish(c, o.atConnect ? EndReason::kConnectFailed : EndReason::kError, o.err, o.call);
       return;
     }
     c->deadlineMs = MonoMs() + cfg_.connectTimeoutMs;
@@ -1191,22 +1176,9 @@ class Worker {
     o.conn = c;
     o.info.connects++;
     SetState(o, "connecting");
-    int fd = socket(o.relay.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-      Finish(c, EndReason::kError, errno, "socket");
-      return;
-    }
-    c->ufd = fd;
-    SetNoDelay(fd);
-    epoll_event ev{};
-    ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
-    ev.data.u64 = reinterpret_cast<uint64_t>(c) | 1;
-    if (epoll_ctl(ep_, EPOLL_CTL_ADD, fd, &ev) != 0) {
-      Finish(c, EndReason::kError, errno, "epoll_ctl");
-      return;
-    }
-    if (connect(fd, reinterpret_cast<const sockaddr*>(&o.relay.ss), o.relay.len) != 0 && errno != EINPROGRESS) {
-      Finish(c, EndReason::kConnectFailed, errno, "connect");
+    const Opened op = OpenConnecting(c, o.relay, &c->ufd, 1);
+    if (op.err != 0 && op.err != EINPROGRESS) {
+      Finish(c, op.atConnect ? EndReason::kConnectFailed : EndReason::kError, op.err, op.call);
       return;
     }
     c->deadlineMs = MonoMs() + cfg_.connectTimeoutMs;
@@ -1517,31 +1489,41 @@ class Worker {
     }
     const SockAddr& to = c->kind == Kind::kService ? DialAddr(c) : ep.addr;
     if (viaTunnel) proxy_->counters().tDialed.fetch_add(1, std::memory_order_relaxed);
-    int fd = socket(to.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-      Finish(c, EndReason::kError, errno, "socket");
-      return;
-    }
-    c->ufd = fd;
-    SetNoDelay(fd);
-    epoll_event ev{};
-    ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
-    ev.data.u64 = reinterpret_cast<uint64_t>(c) | 1;
-    if (epoll_ctl(ep_, EPOLL_CTL_ADD, fd, &ev) != 0) {
-      Finish(c, EndReason::kError, errno, "epoll_ctl");
-      return;
-    }
-    if (connect(fd, reinterpret_cast<const sockaddr*>(&to.ss), to.len) == 0) {
+    const Opened o = OpenConnecting(c, to, &c->ufd, 1);
+    if (o.err == 0) {
       Connected(c, true);
       return;
     }
-    int e = errno;
-    if (e != EINPROGRESS) {
-      ConnectFailed(c, e, "connect");
+    if (o.err != EINPROGRESS) {
+      if (o.atConnect) ConnectFailed(c, o.err, o.call);
+      else Finish(c, EndReason::kError, o.err, o.call);
       return;
     }
     c->deadlineMs = MonoMs() + cfg_.connectTimeoutMs;
     ListMove(c, 1);
+  }
+
+  // What OpenConnecting did: err 0 (connected at once), EINPROGRESS (under way), or the errno of
+  // the step named by `call`; atConnect: that step was connect() itself.
+  struct Opened {
+    int err = 0;
+    const char* call = "";
+    bool atConnect = false;
+  };
+
+  // A non-blocking TCP socket toward `to`, owned by the connection from the moment it exists
+  // (*slot: Finish closes it), in the epoll set (`tag` 1 marks the upstream side) and connecting.
+  Opened OpenConnecting(Conn* c, const SockAddr& to, int* slot, uint64_t tag) {
+    const int fd = socket(to.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return {errno, "socket", false};
+    *slot = fd;
+    SetNoDelay(fd);
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+    ev.data.u64 = reinterpret_cast<uint64_t>(c) | tag;
+    if (epoll_ctl(ep_, EPOLL_CTL_ADD, fd, &ev) != 0) return {errno, "epoll_ctl", false};
+    if (connect(fd, reinterpret_cast<const sockaddr*>(&to.ss), to.len) == 0) return {};
+    return {errno, "connect", true};
   }
 
   void ConnectFailed(Conn* c, int err, const char* call) {
