@@ -92,6 +92,28 @@ export function secondsSinceAnswer(s: SourceState, now = Date.now()): number {
 
 const camelToSnake = (s: string): string => s.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
 
+/**
+ * A counter or gauge whose values are read at scrape time from `read()` (native counters, the
+ * sources' state): reset, then filled by `fill`; left as it is while `read()` has nothing.
+ */
+function scraped<S>(kind: 'counter', r: Registry, name: string, help: string, labelNames: string[], read: () => S | undefined, fill: (m: Counter<string>, s: S) => void): Counter<string>;
+function scraped<S>(kind: 'gauge', r: Registry, name: string, help: string, labelNames: string[], read: () => S | undefined, fill: (m: Gauge<string>, s: S) => void): Gauge<string>;
+function scraped<S>(kind: 'counter' | 'gauge', r: Registry, name: string, help: string, labelNames: string[], read: () => S | undefined, fill: (m: never, s: S) => void): Counter<string> | Gauge<string> {
+  const cfg = {
+    name,
+    help,
+    labelNames,
+    registers: [r],
+    collect(this: Counter<string> | Gauge<string>) {
+      const s = read();
+      if (s === undefined) return;
+      this.reset();
+      fill(this as never, s);
+    },
+  };
+  return kind === 'counter' ? new Counter(cfg) : new Gauge(cfg);
+}
+
 export class AgentMetrics {
   readonly registry = new Registry();
   readonly syncDuration: Histogram<'reason'>;
@@ -174,19 +196,7 @@ export class AgentMetrics {
       });
     gauge('edgemesh_proxy_connections_active', 'Connections being relayed or connecting now', (p) => p.active);
     // Monotonic counts kept natively are exposed as counters by reading them at scrape time.
-    const counter = (name: string, help: string, labelNames: string[], fill: (c: Counter<string>, p: ProxyCounters) => void) =>
-      new Counter({
-        name,
-        help,
-        labelNames,
-        registers: [r],
-        collect() {
-          const p = proxy();
-          if (!p) return;
-          this.reset();
-          fill(this, p);
-        },
-      });
+    const counter = (name: string, help: string, labelNames: string[], fill: (c: Counter<string>, p: ProxyCounters) => void) => scraped('counter', r, name, help, labelNames, proxy, fill);
     counter('edgemesh_proxy_connections_total', 'Connections accepted by the proxy, served or not', [], (c, p) => c.inc(p.total));
     counter('edgemesh_proxy_connections_relayed_total', 'Connections that reached an endpoint', [], (c, p) => c.inc(p.relayed));
     counter('edgemesh_proxy_connections_refused_total', 'Connections closed at once, by reason (over-limit, no-route, loop, ...)', ['reason'], (c, p) => {
@@ -209,53 +219,17 @@ export class AgentMetrics {
   private sourceMetrics(): void {
     const r = this.registry;
     const source = () => this.sources.source?.();
-    new Counter({
-      name: 'edgemesh_source_errors_total',
-      help: 'Source errors by resource: failed lists and watches of the API (each followed by a relist), unreadable manifests or directory',
-      labelNames: ['resource'],
-      registers: [r],
-      collect() {
-        const s = source();
-        if (!s) return;
-        this.reset();
-        for (const [resource, n] of Object.entries(s.errors)) this.inc({ resource }, n);
-      },
+    scraped('counter', r, 'edgemesh_source_errors_total', 'Source errors by resource: failed lists and watches of the API (each followed by a relist), unreadable manifests or directory', ['resource'], source, (c, s) => {
+      for (const [resource, n] of Object.entries(s.errors)) c.inc({ resource }, n);
     });
-    new Gauge({
-      name: 'edgemesh_source_last_answer_timestamp_seconds',
-      help: 'Unix time of the last answer of the source (a list, a watch event or bookmark; a directory read), by resource',
-      labelNames: ['resource'],
-      registers: [r],
-      collect() {
-        const s = source();
-        if (!s) return;
-        this.reset();
-        for (const [resource, at] of Object.entries(s.lastAnswerAt)) this.set({ resource }, at / 1000);
-      },
+    scraped('gauge', r, 'edgemesh_source_last_answer_timestamp_seconds', 'Unix time of the last answer of the source (a list, a watch event or bookmark; a directory read), by resource', ['resource'], source, (g, s) => {
+      for (const [resource, at] of Object.entries(s.lastAnswerAt)) g.set({ resource }, at / 1000);
     });
-    new Counter({
-      name: 'edgemesh_source_api_errors_total',
-      help: 'Failed list and watch requests to the Kubernetes API, by resource and request (list, watch); each is followed by a relist after backoff',
-      labelNames: ['resource', 'request'],
-      registers: [r],
-      collect() {
-        const s = source();
-        if (!s) return;
-        this.reset();
-        for (const e of s.apiErrors ?? []) this.inc({ resource: e.resource, request: e.request }, e.count);
-      },
+    scraped('counter', r, 'edgemesh_source_api_errors_total', 'Failed list and watch requests to the Kubernetes API, by resource and request (list, watch); each is followed by a relist after backoff', ['resource', 'request'], source, (c, s) => {
+      for (const e of s.apiErrors ?? []) c.inc({ resource: e.resource, request: e.request }, e.count);
     });
-    new Gauge({
-      name: 'edgemesh_source_last_list_timestamp_seconds',
-      help: 'Unix time of the last complete list of the Kubernetes API applied, by resource',
-      labelNames: ['resource'],
-      registers: [r],
-      collect() {
-        const s = source();
-        if (!s) return;
-        this.reset();
-        for (const [resource, at] of Object.entries(s.lastListAt ?? {})) this.set({ resource }, at / 1000);
-      },
+    scraped('gauge', r, 'edgemesh_source_last_list_timestamp_seconds', 'Unix time of the last complete list of the Kubernetes API applied, by resource', ['resource'], source, (g, s) => {
+      for (const [resource, at] of Object.entries(s.lastListAt ?? {})) g.set({ resource }, at / 1000);
     });
     new Gauge({
       name: 'edgemesh_source_seconds_since_answer',
@@ -291,19 +265,7 @@ export class AgentMetrics {
   private tunnelMetrics(): void {
     const r = this.registry;
     const tunnel = () => this.sources.tunnel?.();
-    const tcounter = (name: string, help: string, labelNames: string[], fill: (c: Counter<string>, t: TunnelState) => void) =>
-      new Counter({
-        name,
-        help,
-        labelNames,
-        registers: [r],
-        collect() {
-          const t = tunnel();
-          if (!t) return;
-          this.reset();
-          fill(this, t);
-        },
-      });
+    const tcounter = (name: string, help: string, labelNames: string[], fill: (c: Counter<string>, t: TunnelState) => void) => scraped('counter', r, name, help, labelNames, tunnel, fill);
     tcounter('edgemesh_tunnel_connections_total', 'Tunnel connections by direction (out: dialled by us), peer node and result (ok, handshake-failed, refused, connect-failed)', ['direction', 'peer', 'result'], (c, t) => {
       for (const p of t.peers) {
         const l = { direction: p.direction, peer: p.node };
@@ -338,19 +300,7 @@ export class AgentMetrics {
       c.inc({ result: 'ok' }, t.rotations);
       c.inc({ result: 'error' }, t.rotationFailures);
     });
-    const tgauge = (name: string, help: string, labelNames: string[], fill: (g: Gauge<string>, t: TunnelState) => void) =>
-      new Gauge({
-        name,
-        help,
-        labelNames,
-        registers: [r],
-        collect() {
-          const t = tunnel();
-          if (!t) return;
-          this.reset();
-          fill(this, t);
-        },
-      });
+    const tgauge = (name: string, help: string, labelNames: string[], fill: (g: Gauge<string>, t: TunnelState) => void) => scraped('gauge', r, name, help, labelNames, tunnel, fill);
     tgauge('edgemesh_tunnel_tls_mode', 'Where TLS records are made: userspace (OpenSSL in the relay threads) or ktls (the kernel)', ['mode'], (g, t) => g.set({ mode: t.tlsMode }, 1));
     tgauge('edgemesh_tunnel_pending_handshakes', 'Inbound tunnel connections not yet authenticated', [], (g, t) => g.set(t.stats.pending));
     tgauge('edgemesh_tunnel_unreachable_endpoints', 'Endpoints with no path from this node, by reason (no-node-name, unknown-node, no-tunnel-address)', ['reason'], (g, t) => {
