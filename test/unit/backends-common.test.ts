@@ -36,8 +36,9 @@ describe('every backend', () => {
   });
 
   it('detection reads the namespace option the same way', async () => {
-    for (const p of [legacyTablesPresent(absent), detectBackend({ netns: absent, families: ['ipv4'] })]) {
-      const e = await p.then(() => undefined, (x: unknown) => x);
+    // One at a time: a second call started before the first is awaited would reject unobserved.
+    for (const call of [() => legacyTablesPresent(absent), () => detectBackend({ netns: absent, families: ['ipv4'] })]) {
+      const e = await call().then(() => undefined, (x: unknown) => x);
       expect((e as Error).message).toContain(`/run/netns/${absent}`);
     }
   });
