@@ -9,7 +9,7 @@ import { Netns } from '../src/dev/netns.js';
 import { createBackend } from '../src/netfilter/factory.js';
 import type { NatBackend } from '../src/netfilter/types.js';
 import { median } from './results.js';
-import { desiredSet, kubeProxyChunks, log, nftInput, perRuleScript, restoreInput, runMarked, timeScript } from './lib.js';
+import { intentFor, kubeProxyChunks, log, nftInput, perRuleScript, restoreInput, runMarked, timeScript } from './lib.js';
 
 export type Flavor = 'legacy' | 'nft';
 
@@ -103,14 +103,14 @@ export async function measureFullSync(kubes: KubeNs[], sizes: number[], rounds: 
     if (k.flavor === 'legacy') {
       const ours = createBackend('iptables-legacy', 'ipv4', { netns: path });
       cleaners.push(ours);
-      variants.push({ name: 'ours iptables-legacy', flavor: 'legacy', run: async (n) => timed(() => ours.sync(desiredSet(n))) });
+      variants.push({ name: 'ours iptables-legacy', flavor: 'legacy', run: async (n) => timed(() => ours.sync(intentFor(n))) });
       variants.push({ name: 'iptables-legacy-restore', flavor: 'legacy', run: async (n) => timeScript(k.ns, `iptables-legacy-restore -w --noflush < ${writeInput(`r${n}`, restoreInput(n))}`, 'iptables-legacy-restore') });
     } else {
       const oursNft = createBackend('iptables-nft', 'ipv4', { netns: path });
       const oursNftables = createBackend('nftables', 'ipv4', { netns: path });
       cleaners.push(oursNft, oursNftables);
-      variants.push({ name: 'ours iptables-nft', flavor: 'nft', run: async (n) => timed(() => oursNft.sync(desiredSet(n))) });
-      variants.push({ name: 'ours nftables', flavor: 'nft', run: async (n) => timed(() => oursNftables.sync(desiredSet(n))) });
+      variants.push({ name: 'ours iptables-nft', flavor: 'nft', run: async (n) => timed(() => oursNft.sync(intentFor(n))) });
+      variants.push({ name: 'ours nftables', flavor: 'nft', run: async (n) => timed(() => oursNftables.sync(intentFor(n))) });
       variants.push({ name: 'iptables-nft-restore', flavor: 'nft', run: async (n) => timeScript(k.ns, `iptables-nft-restore -w --noflush < ${writeInput(`r${n}`, restoreInput(n))}`, 'iptables-nft-restore') });
       variants.push({ name: 'nft -f', flavor: 'nft', run: async (n) => timeScript(k.ns, `nft -f ${writeInput(`f${n}`, nftInput(n))}`, 'nft -f') });
     }

@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { Netns, linkNetns } from '../src/dev/netns.js';
 import { createBackend } from '../src/netfilter/factory.js';
 import { kubeProxyRestore } from '../src/testing/kube-proxy-rules.js';
-import { cpuSeconds, desiredSet, log, sleep } from './lib.js';
+import { cpuSeconds, intentFor, log, sleep } from './lib.js';
 import { median } from './results.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -184,7 +184,7 @@ async function startPeers(t: TopoSetup, tools: Tools, tmp: string, ips: { listen
       // connection and pay for ~40x more segments and ACKs, which is no property of the proxy.
       if (topo === 'lo') await middle.sh('ip route add local 10.96.0.0/12 dev lo');
       // The kernel-DNAT variant's services (10.96.0.10, .11) stay with kube-proxy: ignored, as the agent would.
-      await createBackend('iptables-legacy', 'ipv4', { netns: middle.path }).sync(desiredSet(11));
+      await createBackend('iptables-legacy', 'ipv4', { netns: middle.path }).sync(intentFor(11));
       const routes = [
         { ip: '10.96.0.20', port: IPERF_PORT, endpoints: [{ ip: ips.backend, port: IPERF_PORT }] },
         { ip: '10.96.0.21', port: ECHO_PORT, endpoints: [{ ip: ips.backend, port: ECHO_PORT }] },

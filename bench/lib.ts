@@ -3,7 +3,9 @@
 import { readFileSync } from 'node:fs';
 import type { Netns } from '../src/dev/netns.js';
 import { kubeProxyRestore, type KubeProxyService } from '../src/testing/kube-proxy-rules.js';
-import { DNAT_COMMENT, EDGE_MESH_CHAIN, EDGE_MESH_TCP_CHAIN, ROOT_COMMENT, TCP_PROXY_COMMENT, ignoreComment, type DesiredRuleSet, type Rule } from '../src/netfilter/rules.js';
+import { DNAT_COMMENT, EDGE_MESH_CHAIN, EDGE_MESH_TCP_CHAIN, ROOT_COMMENT, TCP_PROXY_COMMENT, ignoreComment, type Rule } from '../src/netfilter/rules.js';
+import type { FamilyIntent } from '../src/intent/desired.js';
+import { parseCidr } from '../src/net.js';
 
 export const SERVICE_CIDR = '10.96.0.0/12';
 export const PROXY_ADDR = '169.254.96.16';
@@ -57,24 +59,13 @@ export function kubeProxyChunks(count: number, chunk = 1000): string[] {
 }
 
 export function ignoreRule(i: number): Rule {
-  return { dst: `${serviceIp(i)}/32`, comment: ignoreComment(svcNamespace(i), svcName(i)), target: 'RETURN' };
+  return { dst: `${serviceIp(i)}/32`, comment: ignoreComment(`${svcNamespace(i)}/${svcName(i)}`), target: 'RETURN' };
 }
 
-/** The desired set for N ignored services, in desired.ts's exact shape. */
-export function desiredSet(n: number): DesiredRuleSet {
-  const ignores = Array.from({ length: n }, (_, i) => ignoreRule(i));
-  const jump: Rule = { comment: ROOT_COMMENT, target: EDGE_MESH_CHAIN };
-  return {
-    family: 'ipv4',
-    chains: [
-      { name: EDGE_MESH_TCP_CHAIN, rules: [{ protocol: 'tcp', comment: DNAT_COMMENT, target: 'DNAT', toDestination: { address: PROXY_ADDR, port: PROXY_PORT } }] },
-      { name: EDGE_MESH_CHAIN, rules: [...ignores, { dst: SERVICE_CIDR, protocol: 'tcp', comment: TCP_PROXY_COMMENT, target: EDGE_MESH_TCP_CHAIN }] },
-    ],
-    jumps: [
-      { chain: 'PREROUTING', rule: { ...jump } },
-      { chain: 'OUTPUT', rule: { ...jump } },
-    ],
-  };
+/** The intent for N ignored services, in desired.ts's exact shape (sorted by service, as desiredIntent sorts). */
+export function intentFor(n: number): FamilyIntent {
+  const ignored = Array.from({ length: n }, (_, i) => ({ ip: { family: 'ipv4' as const, value: BigInt((10 << 24) + (96 << 16) + i + 1), text: serviceIp(i) }, service: `${svcNamespace(i)}/${svcName(i)}` }));
+  return { family: 'ipv4', ignored, serviceCidrs: [parseCidr(SERVICE_CIDR)], proxy: { family: 'ipv4', address: PROXY_ADDR, port: PROXY_PORT } };
 }
 
 /** The same state as one iptables-restore --noflush input. */

@@ -18,7 +18,7 @@ import { createBackend } from '../src/netfilter/factory.js';
 import { initCa, issueNodeCert } from '../src/tunnel/certs.js';
 import type { Tools } from './data.js';
 import { ROOT } from './data.js';
-import { cpuSeconds, desiredSet, log, sleep } from './lib.js';
+import { cpuSeconds, intentFor, log, sleep } from './lib.js';
 import { LineChild, haproxyInfo, haproxyVersion, waitListening, waitReady } from './tunnel.js';
 import { RELAY_VARIANTS, perRole, type PerRole, type RelayConnSample, type RelayCounters, type RelayIperfSample, type RelayResult, type RelayRole, type RelayVariant } from './relay-report.js';
 
@@ -133,7 +133,7 @@ export async function setupRelay(tools: Tools, tmp: string): Promise<RelaySetup>
     // "edge", its certificate's name) and also has its own tunnel listener for the direct variant.
     try {
       await nodeA.sh(`(ip link add edgemesh0 type dummy 2>/dev/null || ip link add edgemesh0 type bridge) && ip addr add ${PROXY_ADDR}/32 dev edgemesh0 && ip link set edgemesh0 up`);
-      await createBackend('iptables-legacy', 'ipv4', { netns: nodeA.path }).sync(desiredSet(11));
+      await createBackend('iptables-legacy', 'ipv4', { netns: nodeA.path }).sync(intentFor(11));
       const peer = join(ROOT, 'dist', 'bench', 'peers', 'tunnelproxy.js');
       const relays = [{ address: R_UL_A, port: RELAY_PORT }];
       const ep = (port: number, path: 'tunnel' | 'relay') => ({ ip: SERVER_POD, port, path, node: 'edge', ...(path === 'tunnel' ? { tunnel: { address: B_UL, port: TUNNEL_PORT } } : { relays }) });

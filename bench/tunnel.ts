@@ -18,7 +18,7 @@ import { createBackend } from '../src/netfilter/factory.js';
 import { initCa, issueNodeCert } from '../src/tunnel/certs.js';
 import type { Tools } from './data.js';
 import { ROOT } from './data.js';
-import { cpuSeconds, desiredSet, log, sleep } from './lib.js';
+import { cpuSeconds, intentFor, log, sleep } from './lib.js';
 import { TUNNEL_VARIANTS, type TunnelConnSample, type TunnelIperfSample, type TunnelResult, type TunnelTls, type TunnelVariant } from './tunnel-report.js';
 
 const IPERF_PORT = 5201;
@@ -237,7 +237,7 @@ export async function setupTunnel(tools: Tools, tmp: string): Promise<TunnelSetu
     // tunnel; the edge proxy serves the tunnel and dials its pod.
     try {
       await cloudNode.sh(`(ip link add edgemesh0 type dummy 2>/dev/null || ip link add edgemesh0 type bridge) && ip addr add ${PROXY_ADDR}/32 dev edgemesh0 && ip link set edgemesh0 up`);
-      await createBackend('iptables-legacy', 'ipv4', { netns: cloudNode.path }).sync(desiredSet(11));
+      await createBackend('iptables-legacy', 'ipv4', { netns: cloudNode.path }).sync(intentFor(11));
       const peer = join(ROOT, 'dist', 'bench', 'peers', 'tunnelproxy.js');
       const tunnel = { address: EDGE_UL, port: TUNNEL_PORT };
       const ep = (port: number, path: 'direct' | 'tunnel') => ({ ip: EDGE_POD, port, path, node: 'edge', ...(path === 'tunnel' ? { tunnel } : {}) });

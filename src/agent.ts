@@ -1,18 +1,19 @@
-// The agent: sources -> store -> desired rule sets (pure) -> reconciler -> backends.
+// The agent: sources -> store -> one derivation per generation (pure: the intent and the proxy's
+// routes) -> reconciler -> backends, and -> the proxies.
 // Library users start one from an AgentConfig (config.ts loadConfig) without the CLI.
 import type { AgentConfig } from './config.js';
-import { desiredRuleSets, type SelectionCounts } from './intent/desired.js';
+import type { FamilyIntent, Intent } from './intent/desired.js';
+import { Deriver, type Derivation, type DeriveConfig } from './intent/derive.js';
 import { createBackend, resolveBackend, type BackendOptions } from './netfilter/factory.js';
 import type { BackendName, CleanupOutcome, NatBackend } from './netfilter/types.js';
 import { silentLogger, type Logger } from './log.js';
 import { Reconciler, type SyncReport } from './netfilter/reconciler.js';
-import type { DesiredRuleSet, Family } from './netfilter/rules.js';
+import type { Family } from './netfilter/rules.js';
 import { ClusterStore } from './cluster/store.js';
 import { StaticSource } from './cluster/static.js';
 import { EdgeMeshError } from './errors.js';
 import { AgentMetrics, MetricsServer, secondsSinceAnswer, type ProxyCounters, type SourceState, type TunnelState } from './metrics.js';
-import { selectService } from './intent/selection.js';
-import { computeLocalServe, computeRoutes, type UnreachableEndpoint } from './intent/routes.js';
+import type { UnreachableEndpoint } from './intent/routes.js';
 import { TcpProxy, type ConnectionEvent, type TunnelStats } from './proxy/proxy.js';
 import { lookup } from 'node:dns/promises';
 import { isIP, type AddressInfo } from 'node:net';
@@ -75,8 +76,6 @@ export class Agent {
   readonly backends: readonly NatBackend[];
   readonly backendName: BackendName;
   readonly log: Logger;
-  /** Selection counts of the last desired state computed. */
-  counts: SelectionCounts = { watched: 0, ignored: 0, proxied: 0, none: 0 };
   readonly metrics: AgentMetrics;
   private metricsServer: MetricsServer | undefined;
   private healthServer: MetricsServer | undefined;
@@ -89,8 +88,11 @@ export class Agent {
   private readonly withProxy: boolean;
   /** One proxy per proxy address (family). */
   readonly proxies: TcpProxy[] = [];
-  private routesGeneration = -1;
-  private cache: { generation: number; sets: Map<Family, DesiredRuleSet> } | undefined;
+  /** The derivation the proxies were last given (undefined: none yet). */
+  private routed: Derivation | undefined;
+  private readonly deriver = new Deriver();
+  /** derive()'s config; a new object when the relays are resolved anew (the memo derives again). */
+  private deriveConfig: DeriveConfig;
   private unsubscribe: (() => void) | undefined;
   private started = false;
   /** The tunnel credentials read and checked at create(); undefined without the tunnel. */
@@ -117,6 +119,7 @@ export class Agent {
     this.backendName = backendName;
     this.backends = backends;
     this.log = log;
+    this.deriveConfig = this.makeDeriveConfig();
     this.reconciler = new Reconciler({
       backends,
       desired: () => this.desired(),
@@ -127,8 +130,7 @@ export class Agent {
       log,
     });
     this.metrics = new AgentMetrics({
-      counts: () => this.counts,
-      desired: () => this.desired(),
+      intent: () => this.derived()?.intent,
       proxy: () => this.proxyCounters(),
       tunnel: () => this.tunnelState(),
       source: () => this.sourceState(),
@@ -182,24 +184,27 @@ export class Agent {
     return new Agent(config, name, backends, log, opts.proxy ?? true, tunnelPem);
   }
 
-  /** The desired rule sets, or undefined until the sources have listed everything once. */
-  desired(): Map<Family, DesiredRuleSet> | undefined {
+  private makeDeriveConfig(): DeriveConfig {
+    const c = this.config;
+    const desired = { serviceCidrs: c.serviceCidrs, proxyAddrs: c.proxyAddrs, selection: c.selection };
+    if (!this.withProxy) return desired;
+    return { ...desired, paths: { nodeName: c.nodeName, directCidrs: c.directCidrs, tunnel: c.tunnel !== undefined, relays: this.relayAddrs } };
+  }
+
+  /** This store generation's derivation (computed once), or undefined until the sources have listed everything once. */
+  derived(): Derivation | undefined {
     if (!this.store.synced) return undefined;
-    const generation = this.store.generation;
-    if (this.cache?.generation === generation) return this.cache.sets;
-    const { sets, counts } = desiredRuleSets(this.store.snapshot(), {
-      serviceCidrs: this.config.serviceCidrs,
-      proxyAddrs: this.config.proxyAddrs,
-      selection: this.config.selection,
-    });
-    this.counts = counts;
-    const map = new Map<Family, DesiredRuleSet>();
-    for (const f of ['ipv4', 'ipv6'] as const) {
-      const s = sets[f];
-      if (s) map.set(f, { ...s, orderBefore: this.config.orderBefore });
-    }
-    this.cache = { generation, sets: map };
-    return map;
+    return this.deriver.at(this.store.generation, () => this.store.snapshot(), this.deriveConfig);
+  }
+
+  /** The intent by family, or undefined until the sources have listed everything once. */
+  desired(): Partial<Record<Family, FamilyIntent>> | undefined {
+    return this.derived()?.intent.families;
+  }
+
+  /** The selection counts and intent of the current generation (undefined before the first list). */
+  intent(): Intent | undefined {
+    return this.derived()?.intent;
   }
 
   /** Source errors and answers (metrics, GET /status). */
@@ -320,24 +325,19 @@ export class Agent {
     return out;
   }
 
-  /** Pushes the routing table to the proxies when the cluster state changed. */
+  /** Pushes the routing table to the proxies when the derivation changed (the cluster state, or the relays). */
   private pushRoutes(): void {
-    if (this.proxies.length === 0 || !this.store.synced || this.store.generation === this.routesGeneration) return;
-    this.routesGeneration = this.store.generation;
-    const selection = this.config.selection;
+    if (this.proxies.length === 0) return;
+    const d = this.derived();
+    if (!d?.routes || d === this.routed) return;
+    this.routed = d;
+    const table = d.routes;
     const c = this.config;
-    const state = this.store.snapshot();
-    const table = computeRoutes(state, (svc) => selectService(svc, selection).kind === 'proxied', {
-      nodeName: c.nodeName,
-      directCidrs: c.directCidrs,
-      tunnel: c.tunnel !== undefined,
-      relays: this.relayAddrs,
-    });
     for (const p of this.proxies) p.updateRoutes(table);
     // What peers may ask of us: through our listener, or through relays we are registered with.
-    if (c.tunnel) this.proxies[0]?.setLocalServe(computeLocalServe(state, c.nodeName));
+    if (d.localServe) this.proxies[0]?.setLocalServe(d.localServe);
     // A node that has no tunnel address of its own is reachable only through its relays.
-    const self = state.nodes.get(c.nodeName);
+    const self = this.store.snapshot().nodes.get(c.nodeName);
     const register = c.tunnel !== undefined && !self?.tunnelAddress && this.relayAddrs.length > 0;
     this.proxies[0]?.setRelays(register ? this.relayAddrs : []);
     this.unreachable = table.unreachable;
@@ -404,7 +404,7 @@ export class Agent {
     if (JSON.stringify(out) === JSON.stringify(this.relayAddrs)) return;
     this.relayAddrs = out;
     this.log.info({ relays: out.map(formatHostPortText) }, `tunnel relays: ${out.map(formatHostPortText).join(', ') || 'none'}`);
-    this.routesGeneration = -1;
+    this.deriveConfig = this.makeDeriveConfig();
     this.pushRoutes();
   }
 

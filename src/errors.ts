@@ -72,12 +72,12 @@ export class InterfaceError extends EdgeMeshError {
   }
 }
 
-/** A backend of one family was given another family's desired rules; the same error from every backend. */
+/** A backend of one family was given another family's intent; the same error from every backend. */
 export class FamilyMismatchError extends EdgeMeshError {
   readonly given: 'ipv4' | 'ipv6';
   readonly expected: 'ipv4' | 'ipv6';
   constructor(given: 'ipv4' | 'ipv6', expected: 'ipv4' | 'ipv6') {
-    super('EFAMILY', `desired rule set is ${given}, backend is ${expected}`);
+    super('EFAMILY', `intent is ${given}, backend is ${expected}`);
     this.given = given;
     this.expected = expected;
   }

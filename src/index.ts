@@ -27,9 +27,11 @@ export { ConfigError, EdgeMeshError, FamilyMismatchError, InterfaceError, LockTi
 export { NetParseError } from './net.js';
 export { KubeHttpError } from './cluster/kube-client.js';
 
-// Which Services stay with kube-proxy, the rules that say so, and the backends that write them.
+// Which Services stay with kube-proxy (the intent), its rendering as iptables rules, and the backends that write it.
 export { DEFAULT_SELECTION, NOPROXY_LABEL, NOPROXY_VALUE, SERVICE_PROXY_NAME_LABEL, parseLabelSelector, selectService, type LabelSelector, type Selection, type SelectionConfig } from './intent/selection.js';
-export { desiredRuleSets, type DesiredConfig, type DesiredResult, type SelectionCounts } from './intent/desired.js';
+export { desiredIntent, type DesiredConfig, type FamilyIntent, type IgnoredAddress, type Intent, type SelectionCounts } from './intent/desired.js';
+export { derive, type DeriveConfig, type Derivation } from './intent/derive.js';
+export { iptablesRuleSet } from './netfilter/layout.js';
 export { EDGE_MESH_CHAIN, EDGE_MESH_TCP_CHAIN, renderRule, renderRuleSet, type DesiredRuleSet, type Family, type JumpChain, type Protocol, type Rule } from './netfilter/rules.js';
 export { ALL_BACKENDS, createBackend, resolveBackend, type BackendOptions } from './netfilter/factory.js';
 export { detectBackend, type DetectOptions, type Detection } from './netfilter/detect.js';

@@ -6,8 +6,9 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from './prom.js';
 import type { HealthVerdict, SyncReport } from './netfilter/reconciler.js';
-import type { SelectionCounts } from './intent/desired.js';
-import type { DesiredRuleSet, Family } from './netfilter/rules.js';
+import type { Intent } from './intent/desired.js';
+import { layoutRuleCounts } from './netfilter/layout.js';
+import type { Family } from './netfilter/rules.js';
 import type { ProxyStats, RelayRegistration, RelaySession, TunnelPeer, TunnelStats } from './proxy/proxy.js';
 import { TLS_FAILURES, TUNNEL_REFUSALS } from './proxy/proxy.js';
 import type { UnreachableEndpoint } from './intent/routes.js';
@@ -21,10 +22,8 @@ export type ProxyCounters = Pick<ProxyStats, 'active' | 'total' | 'relayed' | 'b
 };
 
 export interface MetricsSources {
-  /** Selection counts of the current desired state. */
-  counts(): SelectionCounts;
-  /** Desired rule sets (rules by chain), undefined before the first list. */
-  desired(): ReadonlyMap<Family, DesiredRuleSet> | undefined;
+  /** The current intent with its selection counts; undefined before the first list. */
+  intent(): Intent | undefined;
   proxy?: () => ProxyCounters | undefined;
   /** The tunnel, when configured (undefined: no tunnel metrics). */
   tunnel?: () => TunnelState | undefined;
@@ -170,7 +169,7 @@ export class AgentMetrics {
       registers: [r],
       collect() {
         this.reset();
-        for (const [family, set] of sources.desired() ?? []) for (const c of set.chains) this.set({ family, chain: c.name }, c.rules.length);
+        for (const fi of Object.values(sources.intent()?.families ?? {})) for (const [chain, n] of Object.entries(layoutRuleCounts(fi))) this.set({ family: fi.family, chain }, n);
       },
     });
     new Gauge({
@@ -179,8 +178,8 @@ export class AgentMetrics {
       labelNames: ['state'],
       registers: [r],
       collect() {
-        const c = sources.counts();
-        for (const state of ['watched', 'ignored', 'proxied', 'none'] as const) this.set({ state }, c[state]);
+        const c = sources.intent()?.counts;
+        for (const state of ['watched', 'ignored', 'proxied', 'none'] as const) this.set({ state }, c?.[state] ?? 0);
       },
     });
     const proxy = () => sources.proxy?.();

@@ -1,22 +1,21 @@
-// The desired rule set per family: a pure function of the cluster state and the config, in the
-// DESIGN "Rule layout [contract]":
+// The intent per family: which addresses stay with kube-proxy (and for which service), which
+// service CIDRs go to the proxy, and where the proxy listens. A pure function of the cluster state
+// and the config, parsed once; plain data. Each backend renders it its own way (docs/design.md,
+// "Rule layout"): the iptables backends as chains with one RETURN per ignored address
+// (src/netfilter/layout.ts), the nftables backend as a set of those addresses and one rule that
+// looks it up.
 //
-//   EDGE-MESH-TCP  -p tcp -m comment --comment "edgemesh tcp proxy" -j DNAT --to-destination <proxy>
-//   EDGE-MESH      -d <ip>/32 -m comment --comment "ignore <ns>/<name> service" -j RETURN   (per ignored IP)
-//                  -d <service-cidr> -p tcp -m comment --comment "tcp service proxy" -j EDGE-MESH-TCP
-//   PREROUTING/OUTPUT 1: -m comment --comment "edgemesh root chain" -j EDGE-MESH
-//
-// Ignore rules are sorted by namespace/name, then by address numerically, so an unchanged state
-// renders identical rules. An ignored address outside the service CIDR (a headless service's pod
-// IPs) still gets its RETURN, as in the seed.
-import type { ClusterState, ServiceInfo } from '../cluster/model.js';
-import { hostCidr, parseIp, type HostPort, type ParsedCidr, type ParsedIp } from '../net.js';
-import type { DesiredRuleSet, Family, Rule } from '../netfilter/rules.js';
-import { DNAT_COMMENT, EDGE_MESH_CHAIN, EDGE_MESH_TCP_CHAIN, ROOT_COMMENT, TCP_PROXY_COMMENT, ignoreComment } from '../netfilter/rules.js';
-import { selectService, type SelectionConfig } from './selection.js';
+// Ignored addresses are sorted by service (namespace, then name), then by address numerically, so
+// an unchanged state gives an identical intent. An ignored address outside the service CIDR (a
+// headless service's pod IPs) is ignored all the same. One address ignored by two services is
+// listed once per service.
+import type { ClusterState, ServiceInfo, ServiceKey } from '../cluster/model.js';
+import { compareIps, parseIp, type HostPort, type ParsedCidr, type ParsedIp } from '../net.js';
+import type { Family } from '../netfilter/rules.js';
+import { selectAll, type SelectedService, type SelectionConfig } from './selection.js';
 
 export interface DesiredConfig {
-  /** Parsed service CIDRs; a family gets a rule set only when it has one. */
+  /** Parsed service CIDRs; a family has an intent only when it has one. */
   serviceCidrs: readonly ParsedCidr[];
   /** One proxy address per family that has a service CIDR. */
   proxyAddrs: readonly HostPort[];
@@ -32,15 +31,32 @@ export interface SelectionCounts {
   none: number;
 }
 
-export interface DesiredResult {
-  sets: Partial<Record<Family, DesiredRuleSet>>;
+/** One address kube-proxy keeps, and the service it keeps it for. */
+export interface IgnoredAddress {
+  ip: ParsedIp;
+  service: ServiceKey;
+}
+
+/** What one family's nat table must say. */
+export interface FamilyIntent {
+  family: Family;
+  /** Sorted by service, then address; every address is of `family`. */
+  ignored: readonly IgnoredAddress[];
+  /** The service CIDRs of `family`, in configuration order: traffic to them goes to the proxy. */
+  serviceCidrs: readonly ParsedCidr[];
+  /** The proxy's address of `family`. */
+  proxy: HostPort;
+}
+
+export interface Intent {
+  /** One entry per family that has a service CIDR. */
+  families: Partial<Record<Family, FamilyIntent>>;
   counts: SelectionCounts;
 }
 
 const FAMILIES: readonly Family[] = ['ipv4', 'ipv6'];
-const cmp = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
 
-/** The addresses a service is ignored by: its cluster IPs, or (headless) its endpoint addresses. */
+/** The addresses a service is ignored by: its cluster IPs, or (headless) its endpoint addresses. Sorted, deduplicated. */
 export function ignoredAddresses(svc: ServiceInfo, state: ClusterState): ParsedIp[] {
   const raw: string[] = [];
   if (svc.headless) {
@@ -58,53 +74,31 @@ export function ignoredAddresses(svc: ServiceInfo, state: ClusterState): ParsedI
     const p = parseIp(a);
     seen.set(p.text, p);
   }
-  return [...seen.values()].sort((a, b) => (a.family !== b.family ? (a.family === 'ipv4' ? -1 : 1) : a.value < b.value ? -1 : a.value > b.value ? 1 : 0));
+  return [...seen.values()].sort(compareIps);
 }
 
-export function desiredRuleSets(state: ClusterState, config: DesiredConfig): DesiredResult {
+/** The intent from services already selected (selectAll's order: by namespace, then name). */
+export function intentOf(selected: readonly SelectedService[], state: ClusterState, config: DesiredConfig): Intent {
   const counts: SelectionCounts = { watched: 0, ignored: 0, proxied: 0, none: 0 };
-  const ignores: Record<Family, Rule[]> = { ipv4: [], ipv6: [] };
-  const services = [...state.services.values()].sort((a, b) => cmp(a.namespace, b.namespace) || cmp(a.name, b.name));
-  for (const svc of services) {
+  const ignored: Record<Family, IgnoredAddress[]> = { ipv4: [], ipv6: [] };
+  for (const { key, svc, selection } of selected) {
     counts.watched++;
-    const sel = selectService(svc, config.selection);
-    if (sel.kind === 'none') {
-      counts.none++;
-      continue;
-    }
-    if (sel.kind === 'proxied') {
-      counts.proxied++;
-      continue;
-    }
-    counts.ignored++;
-    for (const ip of ignoredAddresses(svc, state)) {
-      ignores[ip.family].push({ dst: hostCidr(ip.text), comment: ignoreComment(svc.namespace, svc.name), target: 'RETURN' });
-    }
+    counts[selection.kind]++;
+    if (selection.kind !== 'ignored') continue;
+    for (const ip of ignoredAddresses(svc, state)) ignored[ip.family].push({ ip, service: key });
   }
-
-  const sets: Partial<Record<Family, DesiredRuleSet>> = {};
+  const families: Partial<Record<Family, FamilyIntent>> = {};
   for (const family of FAMILIES) {
-    const cidrs = config.serviceCidrs.filter((c) => c.family === family);
-    if (cidrs.length === 0) continue;
+    const serviceCidrs = config.serviceCidrs.filter((c) => c.family === family);
+    if (serviceCidrs.length === 0) continue;
     const proxy = config.proxyAddrs.find((p) => p.family === family);
-    if (!proxy) throw new Error(`desiredRuleSets: no proxy address of family ${family} (config validation should have refused this)`);
-    const tcp: Rule[] = [{ protocol: 'tcp', comment: DNAT_COMMENT, target: 'DNAT', toDestination: { address: proxy.address, port: proxy.port } }];
-    const root: Rule[] = [
-      ...ignores[family],
-      ...cidrs.map((c): Rule => ({ dst: c.text, protocol: 'tcp', comment: TCP_PROXY_COMMENT, target: EDGE_MESH_TCP_CHAIN })),
-    ];
-    const jump: Rule = { comment: ROOT_COMMENT, target: EDGE_MESH_CHAIN };
-    sets[family] = {
-      family,
-      chains: [
-        { name: EDGE_MESH_TCP_CHAIN, rules: tcp },
-        { name: EDGE_MESH_CHAIN, rules: root },
-      ],
-      jumps: [
-        { chain: 'PREROUTING', rule: { ...jump } },
-        { chain: 'OUTPUT', rule: { ...jump } },
-      ],
-    };
+    if (!proxy) throw new Error(`desiredIntent: no proxy address of family ${family} (config validation should have refused this)`);
+    families[family] = { family, ignored: ignored[family], serviceCidrs, proxy };
   }
-  return { sets, counts };
+  return { families, counts };
+}
+
+/** The intent of every family that has a service CIDR, with the selection counts. */
+export function desiredIntent(state: ClusterState, config: DesiredConfig): Intent {
+  return intentOf(selectAll(state, config.selection), state, config);
 }

@@ -13,7 +13,7 @@
 // and headless services that no rule above ignores. An ignored headless service is ignored per
 // endpoint address (desired.ts).
 import { ConfigError } from '../errors.js';
-import type { ServiceInfo } from '../cluster/model.js';
+import type { ClusterState, ServiceInfo, ServiceKey } from '../cluster/model.js';
 
 export const NOPROXY_LABEL = 'noproxy';
 export const NOPROXY_VALUE = 'edgemesh';
@@ -211,4 +211,20 @@ export function selectService(svc: ServiceInfo, config: SelectionConfig): Select
   if (svc.clusterIPs.length === 0) return { kind: 'none', reason: 'no cluster IP' };
   if (ignored) return { kind: 'ignored', reason: ignored };
   return { kind: 'proxied', reason: 'cluster IP in the service CIDR goes to EDGE-MESH-TCP' };
+}
+
+/** A service of the state with its selection. */
+export interface SelectedService {
+  key: ServiceKey;
+  svc: ServiceInfo;
+  selection: Selection;
+}
+
+const cmp = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
+
+/** Every service of the state, selected once, sorted by namespace, then name. */
+export function selectAll(state: ClusterState, config: SelectionConfig): SelectedService[] {
+  const out: SelectedService[] = [];
+  for (const [key, svc] of state.services) out.push({ key, svc, selection: selectService(svc, config) });
+  return out.sort((a, b) => cmp(a.svc.namespace, b.svc.namespace) || cmp(a.svc.name, b.svc.name));
 }

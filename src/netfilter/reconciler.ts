@@ -1,4 +1,4 @@
-// The pessimistic reconcile loop (kube-proxy's BoundedFrequencyRunner + needFullSync, STYLE 8):
+// The pessimistic reconcile loop (kube-proxy's BoundedFrequencyRunner + needFullSync):
 // - no writes before the sources' first complete list (desired() returns undefined until then);
 // - one sync at a time, at most one per minSyncPeriod for events; a full resync every syncPeriod;
 // - every sync is a full read + diff + one atomic apply per (backend, family); nothing is written
@@ -10,7 +10,8 @@
 //   which leaves the rest of it for the repairing commit (hundreds of ms on a big legacy table).
 import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
-import type { DesiredRuleSet, Family } from './rules.js';
+import type { FamilyIntent } from '../intent/desired.js';
+import type { Family } from './rules.js';
 import type { NatBackend, SyncOutcome } from './types.js';
 import { silentLogger, type Logger } from '../log.js';
 
@@ -33,8 +34,8 @@ export interface SyncReport {
 
 export interface ReconcilerOptions {
   backends: readonly NatBackend[];
-  /** Desired rule sets by family, or undefined while the sources have not listed everything once. */
-  desired: () => ReadonlyMap<Family, DesiredRuleSet> | undefined;
+  /** The intent by family, or undefined while the sources have not listed everything once. */
+  desired: () => Readonly<Partial<Record<Family, FamilyIntent>>> | undefined;
   minSyncPeriodMs: number;
   syncPeriodMs: number;
   orderCheckPeriodMs: number;
@@ -208,11 +209,11 @@ export class Reconciler extends EventEmitter<{ sync: [SyncReport] }> {
     try {
       if (desiredError !== undefined || !desired) throw desiredError;
       for (const backend of this.opts.backends) {
-        const set = desired.get(backend.family);
-        if (!set) continue;
+        const intent = desired[backend.family];
+        if (!intent) continue;
         const before = await backend.changeToken();
         // Periodic resyncs and watchdog checks usually find nothing to do: let the backend look first.
-        const outcome = await backend.sync(set, { expectChange: reason !== 'periodic' && reason !== 'order' });
+        const outcome = await backend.sync(intent, { expectChange: reason !== 'periodic' && reason !== 'order' });
         outcomes.push(outcome);
         // Remember the table as we left it: after our own write, the token we read now; when we
         // wrote nothing, the one from before our read (a write in between is seen next check).

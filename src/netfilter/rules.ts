@@ -4,7 +4,7 @@
 export type Family = 'ipv4' | 'ipv6';
 export type Protocol = 'tcp' | 'udp';
 
-/** Names of what the agent owns (DESIGN "Rule layout" [contract]). */
+/** Names of what the agent owns (docs/design.md, "Rule layout"). */
 export const EDGE_MESH_CHAIN = 'EDGE-MESH';
 export const EDGE_MESH_TCP_CHAIN = 'EDGE-MESH-TCP';
 export const ROOT_COMMENT = 'edgemesh root chain';
@@ -21,7 +21,8 @@ export const OWNED_CHAINS = [EDGE_MESH_CHAIN, EDGE_MESH_TCP_CHAIN] as const;
 export const DEFAULT_ORDER_BEFORE = ['KUBE-SERVICES', 'KUBE-PORTALS-CONTAINER', 'KUBE-PORTALS-HOST', 'KUBE-NODEPORTS'] as const;
 export const ORDER_BEFORE_ANY = '*';
 
-export const ignoreComment = (namespace: string, name: string): string => `ignore ${namespace}/${name} service`;
+/** The comment of an ignored address: the service ("namespace/name") it is ignored for. */
+export const ignoreComment = (service: string): string => `ignore ${service} service`;
 
 /**
  * One rule. Addresses are CIDRs in canonical form ("10.10.0.3/32", "fd00::/64"); a rule with

@@ -1,9 +1,10 @@
-// The two interfaces every netfilter backend offers (DESIGN "Backends").
+// The two interfaces every netfilter backend offers (docs/design.md, "Backends").
 //
 // IptablesTable: the low-level table of one family, as libiptc (iptables-legacy) or an
 // iptables-nft writer sees it: read chains, apply a transaction atomically.
-// NatBackend: what the reconciler drives: converge to a DesiredRuleSet, check order, clean up.
-import type { DesiredRuleSet, Family, LiveRule, Rule } from './rules.js';
+// NatBackend: what the reconciler drives: converge to a family's intent, check order, clean up.
+import type { FamilyIntent } from '../intent/desired.js';
+import type { Family, LiveRule, Rule } from './rules.js';
 
 export const BACKEND_NAMES = ['iptables-legacy', 'iptables-nft', 'nftables'] as const;
 export type BackendName = (typeof BACKEND_NAMES)[number];
@@ -154,11 +155,12 @@ export interface NatBackend {
   readonly name: BackendName;
   readonly family: Family;
   /**
-   * Reads what we own, writes the difference to `desired` in one transaction; writes nothing when equal.
+   * Renders the intent in this backend's layout, reads what we own, writes the difference in one
+   * transaction; writes nothing when equal.
    * `expectChange: false` (periodic resyncs, watchdog checks) lets a backend look first without
    * locking (legacy: a lock-free read, then the locked read-modify-commit only when something differs).
    */
-  sync(desired: DesiredRuleSet, opts?: SyncOptions): Promise<SyncOutcome>;
+  sync(intent: FamilyIntent, opts?: SyncOptions): Promise<SyncOutcome>;
   /** Token that changes when the table may have changed; cheap (no full read). */
   changeToken(): Promise<string>;
   checkOrder(): Promise<OrderState>;

@@ -1,6 +1,9 @@
-// The seed's example (hybrid-nat.en.md) as a DesiredRuleSet, the TxOps that write it into an
+// The seed's example as an intent and as its iptables rendering (a DesiredRuleSet), the TxOps that write it into an
 // iptables table, and the same as iptables CLI arguments: shared by the nft netns suites.
-import { DNAT_COMMENT, EDGE_MESH_CHAIN, EDGE_MESH_TCP_CHAIN, ROOT_COMMENT, TCP_PROXY_COMMENT, ignoreComment, renderRule, type DesiredRuleSet, type Family, type Rule } from '../../src/netfilter/rules.js';
+import { renderRule, type DesiredRuleSet, type Family } from '../../src/netfilter/rules.js';
+import { iptablesRuleSet } from '../../src/netfilter/layout.js';
+import type { FamilyIntent } from '../../src/intent/desired.js';
+import { parseCidr, parseIp } from '../../src/net.js';
 import type { TxOp } from '../../src/netfilter/types.js';
 
 export interface SeedParams {
@@ -28,25 +31,19 @@ export const SEED: Record<Family, SeedParams> = {
   },
 };
 
-export function desiredFor(family: Family, p: SeedParams = SEED[family]): DesiredRuleSet {
-  const root: Rule = { comment: ROOT_COMMENT, target: EDGE_MESH_CHAIN };
+/** The seed's example as the intent of one family. */
+export function intentFor(family: Family, p: SeedParams = SEED[family]): FamilyIntent {
   return {
     family,
-    chains: [
-      { name: EDGE_MESH_TCP_CHAIN, rules: [{ protocol: 'tcp', comment: DNAT_COMMENT, target: 'DNAT', toDestination: { ...p.proxy } }] },
-      {
-        name: EDGE_MESH_CHAIN,
-        rules: [
-          ...p.ignores.map((i): Rule => ({ dst: i.ip, comment: ignoreComment(i.namespace, i.name), target: 'RETURN' })),
-          { dst: p.cidr, protocol: 'tcp', comment: TCP_PROXY_COMMENT, target: EDGE_MESH_TCP_CHAIN },
-        ],
-      },
-    ],
-    jumps: [
-      { chain: 'PREROUTING', rule: root },
-      { chain: 'OUTPUT', rule: root },
-    ],
+    ignored: p.ignores.map((i) => ({ ip: parseIp(i.ip.slice(0, i.ip.indexOf('/'))), service: `${i.namespace}/${i.name}` })),
+    serviceCidrs: [parseCidr(p.cidr)],
+    proxy: { family, ...p.proxy },
   };
+}
+
+/** The same as the iptables backends render it. */
+export function desiredFor(family: Family, p: SeedParams = SEED[family]): DesiredRuleSet {
+  return iptablesRuleSet(intentFor(family, p));
 }
 
 /** The ops that write a DesiredRuleSet into a table that has none of it yet. */

@@ -4,10 +4,12 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { NftablesBackend } from '../../src/netfilter/nftables/nftables.js';
 import { SyscallError } from '../../src/errors.js';
 import { native } from '../../src/native/load.js';
-import type { DesiredRuleSet, Family } from '../../src/netfilter/rules.js';
+import type { Family } from '../../src/netfilter/rules.js';
+import type { FamilyIntent } from '../../src/intent/desired.js';
+import { parseIp } from '../../src/net.js';
 import { describeNetns, destroyAllNetns, Netns } from '../helpers/netns.js';
 import { loadKubeProxyNftables } from '../helpers/nft-fixture.js';
-import { desiredFor, SEED } from './nft-seed.js';
+import { intentFor, SEED } from './nft-seed.js';
 
 const legacyNames = async (ns: Netns) => `${(await native().readProcNet(ns.path, 'ip_tables_names')) ?? ''}|${(await native().readProcNet(ns.path, 'ip6_tables_names')) ?? ''}`;
 const listOurs = async (ns: Netns, f: Family) => (await ns.run('nft', ['list', 'table', f === 'ipv4' ? 'ip' : 'ip6', 'edgemesh'])).stdout;
@@ -19,8 +21,8 @@ const readSet = async (ns: Netns, family: Family) =>
 
 // The fixture's service CIDR and services: svc1 172.30.0.41:80 -> 10.180.0.1:80, svc2 172.30.0.42:80 -> 10.180.0.2:80.
 const PROXY = { address: '169.254.96.16', port: 40001 };
-const trafficDesired = (): DesiredRuleSet =>
-  desiredFor('ipv4', { ignores: [{ ip: '172.30.0.41/32', namespace: 'ns1', name: 'svc1' }], cidr: '172.30.0.0/16', proxy: PROXY });
+const trafficDesired = (): FamilyIntent =>
+  intentFor('ipv4', { ignores: [{ ip: '172.30.0.41/32', namespace: 'ns1', name: 'svc1' }], cidr: '172.30.0.0/16', proxy: PROXY });
 
 const SERVER = `
 const net = require('net');
@@ -54,8 +56,8 @@ describeNetns('nftables backend (table edgemesh at dstnat - 1)', () => {
       });
       afterAll(async () => ns?.destroy());
 
-      it('creates our table with nat base chains on prerouting and output at -101 holding the DESIGN logic, ignored addresses in a set', async () => {
-        const out = await backend.sync(desiredFor(family));
+      it('creates our table with nat base chains on prerouting and output at -101 holding the rule layout, ignored addresses in a set', async () => {
+        const out = await backend.sync(intentFor(family));
         // 5 rules (2 jumps, the set lookup, the CIDR jump, the DNAT) and 2 set elements.
         expect(out).toMatchObject({ changed: true, added: 7, removed: 0 });
         const text = await listOurs(ns, family);
@@ -85,20 +87,34 @@ describeNetns('nftables backend (table edgemesh at dstnat - 1)', () => {
 
       it('sync with an unchanged desired state writes nothing (generation id unchanged)', async () => {
         const token = await backend.changeToken();
-        const out = await backend.sync(desiredFor(family));
+        const out = await backend.sync(intentFor(family));
         expect(out).toMatchObject({ changed: false, added: 0, removed: 0, ops: [] });
         expect(await backend.changeToken()).toBe(token);
       });
 
-      it('a failing batch changes nothing', async () => {
+      it('a batch the kernel refuses (a third element for a set made with room for two) changes nothing, its rule changes included', async () => {
+        // Somebody re-made our set with a size limit: same type, counters, elements and lookup, so it is still ours to fill.
+        const ip = family === 'ipv4' ? 'ip' : 'ip6';
+        const seed = intentFor(family);
+        const els = seed.ignored.map((a) => `${a.ip.text} comment "ignore ${a.service} service"`).join(', ');
+        await ns.run('nft', ['-f', '-'], {
+          input: [
+            `flush chain ${ip} edgemesh EDGE-MESH`,
+            `delete set ${ip} edgemesh ignored`,
+            `add set ${ip} edgemesh ignored { type ${family === 'ipv4' ? 'ipv4_addr' : 'ipv6_addr'}; size 2; counter; elements = { ${els} }; }`,
+            `add rule ${ip} edgemesh EDGE-MESH ${ip} daddr @ignored counter return comment "ignored services"`,
+            `add rule ${ip} edgemesh EDGE-MESH ${ip} daddr ${SEED[family].cidr} meta l4proto tcp counter jump EDGE-MESH-TCP comment "tcp service proxy"`,
+            '',
+          ].join('\n'),
+        });
+        expect(await backend.sync(seed)).toMatchObject({ changed: false });
         const before = await listOurs(ns, family);
         const token = await backend.changeToken();
-        const bad = desiredFor(family);
-        bad.chains[1]!.rules.splice(1, 0, { dst: SEED[family].ignores[0]!.ip, comment: 'ignore a/b service', target: 'RETURN' });
-        bad.chains[0]!.rules.push({ target: 'NO-SUCH-CHAIN' });
+        // A new proxy port (EDGE-MESH-TCP rewritten) and a third ignored address in one batch.
+        const bad: FamilyIntent = { ...seed, proxy: { ...seed.proxy, port: seed.proxy.port + 1 }, ignored: [...seed.ignored, { ip: parseIp(family === 'ipv4' ? '10.10.0.77' : 'fd00:10::77'), service: 'ns/third' }] };
         const err = await backend.sync(bad).catch((e: unknown) => e);
         expect(err).toBeInstanceOf(SyscallError);
-        expect((err as SyscallError).code).toBe('ENOENT');
+        expect((err as SyscallError).code).toBe('ENFILE'); // the set is full
         expect(await listOurs(ns, family)).toBe(before);
         expect(await backend.changeToken()).toBe(token);
       });
@@ -106,7 +122,7 @@ describeNetns('nftables backend (table edgemesh at dstnat - 1)', () => {
       it('checkOrder() notices a missing jump and sync() repairs it; cleanup() removes our table only', async () => {
         await ns.run('nft', ['flush', 'chain', family === 'ipv4' ? 'ip' : 'ip6', 'edgemesh', 'output']);
         expect(await backend.checkOrder()).toMatchObject({ positions: { PREROUTING: 1, OUTPUT: 0 }, ok: false });
-        expect(await backend.sync(desiredFor(family))).toMatchObject({ changed: true, orderRepairs: 1, added: 1 });
+        expect(await backend.sync(intentFor(family))).toMatchObject({ changed: true, orderRepairs: 1, added: 1 });
         expect((await backend.checkOrder()).ok).toBe(true);
         expect(await backend.cleanup()).toMatchObject({ removed: 1, backend: 'nftables' });
         expect(await backend.cleanup()).toMatchObject({ removed: 0 });
@@ -128,24 +144,22 @@ describeNetns('nftables backend (table edgemesh at dstnat - 1)', () => {
     let seed = 7;
     const rand = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2147483648) % n);
     const addr = (family: Family, i: number) => (family === 'ipv4' ? `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}/32` : `fd00:77::${i.toString(16)}/128`);
-    const desiredWith = (family: Family, ignores: Map<number, string>): DesiredRuleSet => {
-      const d = desiredFor(family);
-      const edge = d.chains.find((c) => c.name === 'EDGE-MESH')!;
-      const proxy = edge.rules[edge.rules.length - 1]!;
-      edge.rules = [...[...ignores].sort((a, b) => a[0] - b[0]).map(([i, comment]) => ({ dst: addr(family, i), comment, target: 'RETURN' })), proxy];
-      return d;
-    };
+    /** The seed intent with `ignores` (index -> service) as its ignored addresses, by index. */
+    const desiredWith = (family: Family, ignores: Map<number, string>): FamilyIntent => ({
+      ...intentFor(family),
+      ignored: [...ignores].sort((a, b) => a[0] - b[0]).map(([i, service]) => ({ ip: parseIp(addr(family, i).replace(/\/\d+$/, '')), service })),
+    });
 
     for (const family of ['ipv4', 'ipv6'] as const) {
       it(`${family}: 3 000 elements with comments up to 240 bytes (many element messages), then 12 rounds of random adds, removals and renames: the set always equals the desired state`, async () => {
         const backend = new NftablesBackend(family, { netns: ns.path });
         const ignores = new Map<number, string>();
-        const comment = (i: number, gen: number) => `ignore ns-${gen}/${'s'.repeat(i % 200)}-${i} service`;
+        const comment = (i: number, gen: number) => `ns-${gen}/${'s'.repeat(i % 200)}-${i}`;
         for (let i = 1; i <= 3000; i++) ignores.set(i, comment(i, 0));
         const check = async () => {
           const r = await native().nftRead({ netns: ns.path, family, table: 'edgemesh', dialect: 'nft', chains: ['EDGE-MESH'], sets: ['ignored'] });
           const got = new Map(r.sets[0]!.elements.map((e) => [e.key, e.comment]));
-          const want = new Map([...ignores].map(([i, c]) => [addr(family, i), c]));
+          const want = new Map([...ignores].map(([i, service]) => [addr(family, i), `ignore ${service} service`]));
           expect(got.size).toBe(want.size);
           for (const [k, c] of want) expect(got.get(k), k).toBe(c);
           expect(r.chains[0]!.rules).toHaveLength(2);
@@ -250,8 +264,8 @@ describeNetns('nftables backend (table edgemesh at dstnat - 1)', () => {
       const before = await readSet(ns, 'ipv4');
       const svc1 = before.sets[0]!.elements.find((e) => e.key === '172.30.0.41/32')!;
       expect(svc1.packets).toBeGreaterThan(0);
-      const more = trafficDesired();
-      more.chains[1]!.rules.splice(1, 0, { dst: '172.30.0.43/32', comment: 'ignore ns3/svc3 service', target: 'RETURN' });
+      const traffic = trafficDesired();
+      const more: FamilyIntent = { ...traffic, ignored: [...traffic.ignored, { ip: parseIp('172.30.0.43'), service: 'ns3/svc3' }] };
       const out = await backend.sync(more);
       expect(out).toMatchObject({ changed: true, added: 1, removed: 0 });
       const after = await readSet(ns, 'ipv4');
@@ -264,12 +278,10 @@ describeNetns('nftables backend (table edgemesh at dstnat - 1)', () => {
     });
 
     it('an address that stops being ignored leaves the set (and is proxied again); a changed comment replaces its element', async () => {
-      const renamed = trafficDesired();
-      renamed.chains[1]!.rules.splice(0, 1, { dst: '172.30.0.41/32', comment: 'ignore ns1/svc1-renamed service', target: 'RETURN' });
+      const renamed: FamilyIntent = { ...trafficDesired(), ignored: [{ ip: parseIp('172.30.0.41'), service: 'ns1/svc1-renamed' }] };
       expect(await backend.sync(renamed)).toMatchObject({ changed: true, added: 1, removed: 2 });
       expect((await readSet(ns, 'ipv4')).sets[0]!.elements).toMatchObject([{ key: '172.30.0.41/32', comment: 'ignore ns1/svc1-renamed service', packets: 0 }]);
-      const none = trafficDesired();
-      none.chains[1]!.rules.splice(0, 1);
+      const none: FamilyIntent = { ...trafficDesired(), ignored: [] };
       expect(await backend.sync(none)).toMatchObject({ changed: true, added: 0, removed: 1 });
       expect((await readSet(ns, 'ipv4')).sets[0]!.elements).toEqual([]);
       expect(await connect('172.30.0.41', 80)).toBe('proxy');

@@ -1,4 +1,4 @@
-// What every backend does alike: a desired rule set of the other family is refused with one
+// What every backend does alike: an intent of the other family is refused with one
 // error (class, code, wording) before any kernel call, and a namespace option is read the same
 // way (a bare name is /run/netns/NAME). The namespace named here does not exist: a backend that
 // reached the kernel would fail opening it, so nothing here touches any table.
@@ -7,10 +7,12 @@ import { ALL_BACKENDS, createBackend } from '../../src/netfilter/factory.js';
 import { detectBackend, legacyTablesPresent } from '../../src/netfilter/detect.js';
 import { EdgeMeshError, FamilyMismatchError, SyscallError } from '../../src/errors.js';
 import { netnsPath } from '../../src/netns-path.js';
-import type { DesiredRuleSet, Family } from '../../src/netfilter/rules.js';
+import type { Family } from '../../src/netfilter/rules.js';
+import type { FamilyIntent } from '../../src/intent/desired.js';
+import { parseHostPort } from '../../src/net.js';
 
 const absent = `em-absent-${process.pid}`;
-const emptySet = (family: Family): DesiredRuleSet => ({ family, chains: [{ name: 'EDGE-MESH', rules: [] }], jumps: [] });
+const emptySet = (family: Family): FamilyIntent => ({ family, ignored: [], serviceCidrs: [], proxy: parseHostPort(family === 'ipv4' ? '169.254.96.16:40001' : '[fd00::1]:40001') });
 
 describe('every backend', () => {
   it('covers the three backends', () => {
@@ -18,13 +20,13 @@ describe('every backend', () => {
   });
 
   it.each(ALL_BACKENDS.flatMap((b) => [[b, 'ipv4', 'ipv6'], [b, 'ipv6', 'ipv4']] as const))(
-    '%s (%s) refuses a %s rule set with FamilyMismatchError EFAMILY, same wording, before touching the kernel',
+    '%s (%s) refuses a %s intent with FamilyMismatchError EFAMILY, same wording, before touching the kernel',
     async (name, family, other) => {
       const b = createBackend(name, family, { netns: absent });
       const e = await b.sync(emptySet(other)).then(() => undefined, (x: unknown) => x);
       expect(e).toBeInstanceOf(FamilyMismatchError);
       expect(e).toBeInstanceOf(EdgeMeshError);
-      expect(e).toMatchObject({ name: 'FamilyMismatchError', code: 'EFAMILY', given: other, expected: family, message: `desired rule set is ${other}, backend is ${family}` });
+      expect(e).toMatchObject({ name: 'FamilyMismatchError', code: 'EFAMILY', given: other, expected: family, message: `intent is ${other}, backend is ${family}` });
     },
   );
 

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { desiredRuleSets, type DesiredConfig } from '../../src/intent/desired.js';
+import { desiredIntent, type DesiredConfig } from '../../src/intent/desired.js';
+import { iptablesRuleSet } from '../../src/netfilter/layout.js';
 import type { ClusterState, EndpointSliceInfo, ServiceInfo } from '../../src/cluster/model.js';
 import { parseCidr, parseHostPort } from '../../src/net.js';
 import { EDGE_MESH_CHAIN, EDGE_MESH_TCP_CHAIN, renderRuleSet } from '../../src/netfilter/rules.js';
@@ -42,13 +43,27 @@ const stateOf = (services: ServiceInfo[], slices: EndpointSliceInfo[] = []): Clu
   store.replaceAll({ services, endpointSlices: slices.filter((s) => s.source === 'EndpointSlice'), endpoints: slices.filter((s) => s.source === 'Endpoints') });
   return store.snapshot();
 };
+/** The intent of one family rendered as the iptables rule layout. */
+const ruleSet = (state: ClusterState, config: DesiredConfig, family: 'ipv4' | 'ipv6' = 'ipv4') => iptablesRuleSet(desiredIntent(state, config).families[family]!);
 const returns = (state: ClusterState, config: DesiredConfig, family: 'ipv4' | 'ipv6' = 'ipv4'): string[] =>
-  desiredRuleSets(state, config)
-    .sets[family]!.chains.find((c) => c.name === EDGE_MESH_CHAIN)!
+  ruleSet(state, config, family)
+    .chains.find((c) => c.name === EDGE_MESH_CHAIN)!
     .rules.filter((r) => r.target === 'RETURN')
     .map((r) => `${r.dst} ${r.comment}`);
 
-describe('desired rule sets', () => {
+describe('the intent, and its rendering as iptables rules', () => {
+  it('is plain data per family: ignored addresses parsed once (family, value, canonical text) with their service, the CIDRs, the proxy', () => {
+    const intent = desiredIntent(stateOf([svc('ns', 'dual', ['10.10.5.5', 'FD00:10:0:0::5']), svc('ns', 'web', ['10.10.5.6'], {})]), DUAL);
+    expect(intent.families.ipv4).toEqual({
+      family: 'ipv4',
+      ignored: [{ ip: { family: 'ipv4', value: 0x0a0a0505n, text: '10.10.5.5' }, service: 'ns/dual' }],
+      serviceCidrs: [parseCidr('10.10.0.0/16')],
+      proxy: parseHostPort('169.254.96.16:40001'),
+    });
+    expect(intent.families.ipv6!.ignored).toEqual([{ ip: { family: 'ipv6', value: 0xfd000010000000000000000000000005n, text: 'fd00:10::5' }, service: 'ns/dual' }]);
+    expect(intent.counts).toEqual({ watched: 2, ignored: 1, proxied: 1, none: 0 });
+  });
+
   it('puts each cluster IP of a dual-stack service in its own family, IPv6 as /128 and canonical', () => {
     const state = stateOf([svc('ns', 'dual', ['10.10.5.5', 'FD00:10:0:0::5'])]);
     expect(returns(state, DUAL, 'ipv4')).toEqual(['10.10.5.5/32 ignore ns/dual service']);
@@ -56,20 +71,20 @@ describe('desired rule sets', () => {
   });
 
   it('renders the IPv6 set with its own CIDR rule and a bracketed DNAT target', () => {
-    const text = renderRuleSet(desiredRuleSets(stateOf([]), DUAL).sets.ipv6!);
+    const text = renderRuleSet(ruleSet(stateOf([]), DUAL, 'ipv6'));
     expect(text).toContain('-A EDGE-MESH -d fd00:10::/108 -p tcp -m comment --comment "tcp service proxy" -j EDGE-MESH-TCP');
     expect(text).toContain('--to-destination [fd00::96:16]:40001');
   });
 
   it('makes no set for a family without a service CIDR', () => {
     const cfg: DesiredConfig = { ...DUAL, serviceCidrs: [parseCidr('fd00:10::/108')], proxyAddrs: [parseHostPort('[fd00::1]:40001')] };
-    const r = desiredRuleSets(stateOf([svc('ns', 'a', ['10.10.1.1', 'fd00:10::1'])]), cfg);
-    expect(Object.keys(r.sets)).toEqual(['ipv6']);
+    const r = desiredIntent(stateOf([svc('ns', 'a', ['10.10.1.1', 'fd00:10::1'])]), cfg);
+    expect(Object.keys(r.families)).toEqual(['ipv6']);
   });
 
   it('lists EDGE-MESH-TCP before EDGE-MESH, one CIDR rule per CIDR of the family, jumps in PREROUTING and OUTPUT', () => {
     const cfg: DesiredConfig = { ...DUAL, serviceCidrs: [parseCidr('10.10.0.0/16'), parseCidr('10.20.0.0/16')] , proxyAddrs: [parseHostPort('169.254.96.16:40001')] };
-    const set = desiredRuleSets(stateOf([]), cfg).sets.ipv4!;
+    const set = ruleSet(stateOf([]), cfg);
     expect(set.chains.map((c) => c.name)).toEqual([EDGE_MESH_TCP_CHAIN, EDGE_MESH_CHAIN]);
     expect(set.chains[1]!.rules.map((r) => r.dst)).toEqual(['10.10.0.0/16', '10.20.0.0/16']);
     expect(set.jumps.map((j) => `${j.chain} ${j.rule.comment} ${j.rule.target}`)).toEqual(['PREROUTING edgemesh root chain EDGE-MESH', 'OUTPUT edgemesh root chain EDGE-MESH']);
@@ -83,7 +98,7 @@ describe('desired rule sets', () => {
       svc('a', 'web', ['10.10.9.9'], {}),
     ]);
     expect(returns(state, DUAL)).toEqual([]);
-    expect(desiredRuleSets(state, DUAL).counts).toEqual({ watched: 4, ignored: 0, proxied: 1, none: 3 });
+    expect(desiredIntent(state, DUAL).counts).toEqual({ watched: 4, ignored: 0, proxied: 1, none: 3 });
   });
 
   it('ignores an ignored headless service by its endpoint addresses of the matching family, deduplicated', () => {
@@ -130,12 +145,12 @@ describe('desired rule sets', () => {
     ];
     let seed = 7;
     const rand = (): number => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
-    const first = renderRuleSet(desiredRuleSets(stateOf(services, slices), DUAL).sets.ipv4!);
+    const first = renderRuleSet(ruleSet(stateOf(services, slices), DUAL));
     for (let i = 0; i < 20; i++) {
       const sh = [...services].sort(() => rand() - 0.5);
       const st = stateOf(sh, slices.map((s) => ({ ...s, endpoints: [...s.endpoints].sort(() => rand() - 0.5) })));
       expect(returns(st, DUAL)).toEqual(expected);
-      expect(renderRuleSet(desiredRuleSets(st, DUAL).sets.ipv4!)).toBe(first);
+      expect(renderRuleSet(ruleSet(st, DUAL))).toBe(first);
     }
   });
 

@@ -40,8 +40,8 @@ const EXPORTS = [
   'ALL_BACKENDS', 'Agent', 'BACKEND_NAMES', 'ClusterStore', 'ConfigError', 'DEFAULT_PROXY_ADDRESS', 'DEFAULT_PROXY_INTERFACE', 'DEFAULT_PROXY_PORT',
   'DEFAULT_SELECTION', 'EDGE_MESH_CHAIN', 'EDGE_MESH_TCP_CHAIN', 'EdgeMeshError', 'FamilyMismatchError', 'InterfaceError', 'KubeClient', 'KubeHttpError', 'KubeSource',
   'LockTimeoutError', 'NOPROXY_LABEL', 'NOPROXY_VALUE', 'NativeLoadError', 'NetParseError', 'SERVICE_PROXY_NAME_LABEL', 'StaticSource', 'SyscallError',
-  'TcpProxy', 'TransactionError', 'computeLocalServe', 'computeRoutes', 'configFileText', 'createBackend', 'createLogger', 'describeConfig',
-  'desiredRuleSets', 'detectBackend', 'ensureProxyInterface', 'loadConfig', 'makeKubeConfig', 'managedFamilies', 'originalDst', 'parseArgs',
+  'TcpProxy', 'TransactionError', 'computeLocalServe', 'computeRoutes', 'configFileText', 'createBackend', 'createLogger', 'describeConfig', 'iptablesRuleSet',
+  'derive', 'desiredIntent', 'detectBackend', 'ensureProxyInterface', 'loadConfig', 'makeKubeConfig', 'managedFamilies', 'originalDst', 'parseArgs',
   'parseLabelSelector', 'parseManifests', 'removeProxyInterface', 'renderRule', 'renderRuleSet', 'resolveBackend', 'selectService', 'silentLogger',
 ];
 

@@ -9,7 +9,8 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { desiredRuleSets } from '../../src/intent/desired.js';
+import { desiredIntent } from '../../src/intent/desired.js';
+import { iptablesRuleSet } from '../../src/netfilter/layout.js';
 import { renderRuleSet } from '../../src/netfilter/rules.js';
 import { KubeClient, KubeSource, makeKubeConfig, type EndpointsApi, type KubeClientConfig, type KubeResource } from '../../src/cluster/kube.js';
 import { ClusterStore } from '../../src/cluster/store.js';
@@ -40,7 +41,7 @@ async function until(cond: () => boolean, what: string, ms = 5000): Promise<void
   }
 }
 
-const render = (store: ClusterStore): string => renderRuleSet(desiredRuleSets(store.snapshot(), SEED_CONFIG).sets.ipv4!);
+const render = (store: ClusterStore): string => renderRuleSet(iptablesRuleSet(desiredIntent(store.snapshot(), SEED_CONFIG).families.ipv4!));
 /** "ip:port ready|not-ready @node" of a service's endpoints, as the proxy's routes see them. */
 const eps = (store: ClusterStore, name: string): string[] =>
   (store.snapshot().slices.get(`shop/${name}`) ?? []).flatMap((s) => s.endpoints.map((e) => `${e.addresses[0]}:${s.ports.find((p) => p.name === 'http')?.port} ${e.ready ? 'ready' : 'not-ready'}${e.nodeName ? ` @${e.nodeName}` : ''}`)).sort();

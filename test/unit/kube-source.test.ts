@@ -4,7 +4,8 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
-import { desiredRuleSets } from '../../src/intent/desired.js';
+import { desiredIntent } from '../../src/intent/desired.js';
+import { iptablesRuleSet } from '../../src/netfilter/layout.js';
 import { renderRuleSet } from '../../src/netfilter/rules.js';
 import { TUNNEL_ADDRESS_ANNOTATION } from '../../src/cluster/convert.js';
 import { KubeSource, makeKubeConfig } from '../../src/cluster/kube.js';
@@ -47,7 +48,7 @@ async function until(cond: () => boolean, what: string, ms = 5000): Promise<void
   }
 }
 
-const render = (store: ClusterStore): string => renderRuleSet(desiredRuleSets(store.snapshot(), SEED_CONFIG).sets.ipv4!);
+const render = (store: ClusterStore): string => renderRuleSet(iptablesRuleSet(desiredIntent(store.snapshot(), SEED_CONFIG).families.ipv4!));
 const ips = (store: ClusterStore): Record<string, string> =>
   Object.fromEntries([...store.snapshot().services.values()].filter((s) => s.namespace === 'shop').map((s) => [s.name, s.clusterIPs.join(',')]));
 

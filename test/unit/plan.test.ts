@@ -2,29 +2,27 @@ import { describe, expect, it } from 'vitest';
 import { IptablesNatBackend } from '../../src/netfilter/iptables/iptables.js';
 import { planSync } from '../../src/netfilter/plan.js';
 import { EDGE_MESH_CHAIN, EDGE_MESH_TCP_CHAIN, ROOT_JUMP_RULE, type DesiredRuleSet, type Rule } from '../../src/netfilter/rules.js';
+import { iptablesRuleSet } from '../../src/netfilter/layout.js';
+import type { FamilyIntent } from '../../src/intent/desired.js';
+import { parseCidr, parseHostPort, parseIp } from '../../src/net.js';
 import type { TableInfo, TableTransaction, TxOp } from '../../src/netfilter/types.js';
 import { MemoryTable } from '../helpers/memory-table.js';
 
 const kubeJump: Rule = { comment: 'kubernetes service portals', target: 'KUBE-SERVICES' };
 
-function desired(ignored: string[]): DesiredRuleSet {
+/** The intent of ignoring `ignored` (each for the service "ns/<ip>") in 10.10.0.0/16. */
+function intent(ignored: string[]): FamilyIntent {
   return {
     family: 'ipv4',
-    chains: [
-      { name: EDGE_MESH_TCP_CHAIN, rules: [{ protocol: 'tcp', comment: 'edgemesh tcp proxy', target: 'DNAT', toDestination: { address: '169.254.96.16', port: 40001 } }] },
-      {
-        name: EDGE_MESH_CHAIN,
-        rules: [
-          ...ignored.map((ip) => ({ dst: `${ip}/32`, comment: `ignore ns/${ip} service`, target: 'RETURN' })),
-          { dst: '10.10.0.0/16', protocol: 'tcp' as const, comment: 'tcp service proxy', target: EDGE_MESH_TCP_CHAIN },
-        ],
-      },
-    ],
-    jumps: [
-      { chain: 'PREROUTING', rule: ROOT_JUMP_RULE },
-      { chain: 'OUTPUT', rule: ROOT_JUMP_RULE },
-    ],
+    ignored: ignored.map((ip) => ({ ip: parseIp(ip), service: `ns/${ip}` })),
+    serviceCidrs: [parseCidr('10.10.0.0/16')],
+    proxy: parseHostPort('169.254.96.16:40001'),
   };
+}
+
+/** The same intent as the iptables backends render it: what planSync takes. */
+function desired(ignored: string[]): DesiredRuleSet {
+  return iptablesRuleSet(intent(ignored));
 }
 
 describe('planSync and the iptables NatBackend', () => {
@@ -33,7 +31,7 @@ describe('planSync and the iptables NatBackend', () => {
     t.foreignInsert('PREROUTING', kubeJump);
     t.foreignInsert('OUTPUT', kubeJump);
     const b = new IptablesNatBackend(t);
-    const out = await b.sync(desired(['10.10.0.3', '10.10.0.1']));
+    const out = await b.sync(intent(['10.10.0.3', '10.10.0.1']));
     expect(out.changed).toBe(true);
     expect(out.ops.map((o) => `${o.op} ${o.chain}`)).toEqual([
       'replaceChain EDGE-MESH-TCP',
@@ -50,9 +48,9 @@ describe('planSync and the iptables NatBackend', () => {
   it('writes nothing at all when live equals desired', async () => {
     const t = new MemoryTable();
     const b = new IptablesNatBackend(t);
-    await b.sync(desired(['10.10.0.3']));
+    await b.sync(intent(['10.10.0.3']));
     const commits = t.commits;
-    const again = await b.sync(desired(['10.10.0.3']));
+    const again = await b.sync(intent(['10.10.0.3']));
     expect(again.changed).toBe(false);
     expect(again.ops).toEqual([]);
     expect(t.commits).toBe(commits);
@@ -61,11 +59,11 @@ describe('planSync and the iptables NatBackend', () => {
   it('moves our jump back to rule 1 when kube-proxy inserts above it, counting one repair per chain', async () => {
     const t = new MemoryTable();
     const b = new IptablesNatBackend(t);
-    await b.sync(desired([]));
+    await b.sync(intent([]));
     t.foreignInsert('PREROUTING', kubeJump, 1);
     t.foreignInsert('OUTPUT', kubeJump, 1);
     expect((await b.checkOrder()).positions).toEqual({ PREROUTING: 2, OUTPUT: 2 });
-    const out = await b.sync(desired([]));
+    const out = await b.sync(intent([]));
     expect(out.orderRepairs).toBe(2);
     expect(out.ops.every((o) => o.op === 'moveRule')).toBe(true);
     expect((await b.checkOrder()).ok).toBe(true);
@@ -75,10 +73,10 @@ describe('planSync and the iptables NatBackend', () => {
   it('removes residue of earlier layouts (a jump to EDGE-MESH without our comment) and duplicates', async () => {
     const t = new MemoryTable();
     const b = new IptablesNatBackend(t);
-    await b.sync(desired([]));
+    await b.sync(intent([]));
     t.foreignInsert('PREROUTING', { target: EDGE_MESH_CHAIN }, 2);
     t.foreignInsert('OUTPUT', ROOT_JUMP_RULE, 2);
-    const out = await b.sync(desired([]));
+    const out = await b.sync(intent([]));
     expect(out.changed).toBe(true);
     expect(t.chains.get('PREROUTING')!.filter((r) => r.target === EDGE_MESH_CHAIN)).toHaveLength(1);
     expect(t.chains.get('OUTPUT')!.filter((r) => r.target === EDGE_MESH_CHAIN)).toHaveLength(1);
@@ -146,7 +144,7 @@ describe('planSync and the iptables NatBackend', () => {
         }
       };
       for (let round = 0; round < 10; round++) {
-        if ((await b.sync(desired([]), { expectChange: false })).changed) ours++;
+        if ((await b.sync(intent([]), { expectChange: false })).changed) ours++;
         await felixFirst();
       }
       expect(ours).toBe(1);
@@ -159,9 +157,9 @@ describe('planSync and the iptables NatBackend', () => {
   it('keeps counters of unchanged ignore rules when one is added (replaceChain is a minimal edit)', async () => {
     const t = new MemoryTable();
     const b = new IptablesNatBackend(t);
-    await b.sync(desired(['10.10.0.1']));
+    await b.sync(intent(['10.10.0.1']));
     t.chains.get(EDGE_MESH_CHAIN)![0]!.packets = 42;
-    const out = await b.sync(desired(['10.10.0.1', '10.10.0.3']));
+    const out = await b.sync(intent(['10.10.0.1', '10.10.0.3']));
     expect(out.added).toBe(1);
     expect(out.removed).toBe(0);
     expect(t.chains.get(EDGE_MESH_CHAIN)![0]!.packets).toBe(42);
@@ -171,7 +169,7 @@ describe('planSync and the iptables NatBackend', () => {
     const t = new MemoryTable();
     t.foreignInsert('PREROUTING', kubeJump);
     const b = new IptablesNatBackend(t);
-    await b.sync(desired(['10.10.0.1']));
+    await b.sync(intent(['10.10.0.1']));
     t.foreignInsert('OUTPUT', { target: EDGE_MESH_CHAIN }, 3);
     const res = await b.cleanup();
     expect(res.removed).toBeGreaterThan(0);
@@ -186,7 +184,7 @@ describe('planSync and the iptables NatBackend', () => {
     const t = new MemoryTable();
     t.foreignInsert('PREROUTING', kubeJump);
     const b = new IptablesNatBackend(t);
-    await b.sync(desired(['10.10.0.3']));
+    await b.sync(intent(['10.10.0.3']));
     t.chains.get(EDGE_MESH_CHAIN)![0]!.packets = 2655000;
     const s = await b.status();
     expect(s.text).toMatch(/Chain EDGE-MESH \(2 references\)/);
@@ -215,7 +213,7 @@ describe('planSync and the iptables NatBackend', () => {
       const t = new LockingTable();
       t.chains.set('KUBE-SERVICES', []);
       const b = new IptablesNatBackend(t);
-      const want = desired(['10.10.0.3']);
+      const want = intent(['10.10.0.3']);
       // An event sync (a change is expected): the locked read-modify-commit, no look first.
       expect((await b.sync(want)).changed).toBe(true);
       expect({ begins: t.begins, reads: t.reads }).toEqual({ begins: 1, reads: 0 });

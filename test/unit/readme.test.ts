@@ -18,7 +18,7 @@ describe('README', () => {
   });
 
   it('names every edgemesh_* metric the agent exports (README or docs/)', async () => {
-    const m = new AgentMetrics({ counts: () => ({ watched: 0, ignored: 0, proxied: 0, none: 0 }), desired: () => undefined });
+    const m = new AgentMetrics({ intent: () => undefined });
     const names = m.registry.names().filter((n) => n.startsWith('edgemesh_'));
     expect(names.length).toBeGreaterThan(10);
     for (const n of names) expect(docs, n).toContain(n);

@@ -1,26 +1,14 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { IptablesNatBackend } from '../../src/netfilter/iptables/iptables.js';
 import { Reconciler, type SyncReport } from '../../src/netfilter/reconciler.js';
-import { EDGE_MESH_CHAIN, EDGE_MESH_TCP_CHAIN, ROOT_JUMP_RULE, type DesiredRuleSet, type Family } from '../../src/netfilter/rules.js';
+import { EDGE_MESH_CHAIN, type Family } from '../../src/netfilter/rules.js';
+import type { FamilyIntent } from '../../src/intent/desired.js';
+import { parseHostPort, parseIp } from '../../src/net.js';
 import { MemoryTable } from '../helpers/memory-table.js';
 
-function set(ips: string[]): Map<Family, DesiredRuleSet> {
-  return new Map([
-    [
-      'ipv4',
-      {
-        family: 'ipv4',
-        chains: [
-          { name: EDGE_MESH_TCP_CHAIN, rules: [{ protocol: 'tcp', comment: 'edgemesh tcp proxy', target: 'DNAT', toDestination: { address: '169.254.96.16', port: 40001 } }] },
-          { name: EDGE_MESH_CHAIN, rules: ips.map((ip) => ({ dst: `${ip}/32`, comment: 'ignore a/b service', target: 'RETURN' })) },
-        ],
-        jumps: [
-          { chain: 'PREROUTING', rule: ROOT_JUMP_RULE },
-          { chain: 'OUTPUT', rule: ROOT_JUMP_RULE },
-        ],
-      },
-    ],
-  ]);
+/** The ipv4 intent of ignoring `ips` (for the service a/b), with no service CIDR. */
+function set(ips: string[]): Partial<Record<Family, FamilyIntent>> {
+  return { ipv4: { family: 'ipv4', ignored: ips.map((ip) => ({ ip: parseIp(ip), service: 'a/b' })), serviceCidrs: [], proxy: parseHostPort('169.254.96.16:40001') } };
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -41,7 +29,7 @@ afterEach(async () => {
 describe('Reconciler', () => {
   it('writes nothing before the sources have listed everything once', async () => {
     const t = new MemoryTable();
-    let desired: Map<Family, DesiredRuleSet> | undefined;
+    let desired: Partial<Record<Family, FamilyIntent>> | undefined;
     rec = new Reconciler({ backends: [new IptablesNatBackend(t)], desired: () => desired, minSyncPeriodMs: 20, syncPeriodMs: 60_000, orderCheckPeriodMs: 50 });
     const reports: SyncReport[] = [];
     rec.on('sync', (r) => reports.push(r));

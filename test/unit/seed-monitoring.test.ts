@@ -1,6 +1,7 @@
 // The seed's monitoring example (seed/hybrid-nat.en.md), loaded through the static source.
 import { describe, expect, it } from 'vitest';
-import { desiredRuleSets } from '../../src/intent/desired.js';
+import { desiredIntent } from '../../src/intent/desired.js';
+import { iptablesRuleSet } from '../../src/netfilter/layout.js';
 import { renderRuleSet, EDGE_MESH_CHAIN } from '../../src/netfilter/rules.js';
 import { loadDir, SEED_CONFIG, SEED_MONITORING_DIR } from '../helpers/sources.js';
 
@@ -53,11 +54,11 @@ describe('seed monitoring example through the static source', () => {
 
   it('yields exactly the seed 13 ignore rules (as a set) and the proxy rule last', async () => {
     const store = await loadDir(SEED_MONITORING_DIR);
-    const { sets, counts } = desiredRuleSets(store.snapshot(), SEED_CONFIG);
-    const v4 = sets.ipv4;
-    expect(v4).toBeDefined();
-    expect(sets.ipv6).toBeUndefined();
-    const root = v4!.chains.find((c) => c.name === EDGE_MESH_CHAIN)!.rules;
+    const { families, counts } = desiredIntent(store.snapshot(), SEED_CONFIG);
+    expect(families.ipv4).toBeDefined();
+    expect(families.ipv6).toBeUndefined();
+    expect(families.ipv4!.ignored.map((a) => `${a.ip.text} ${a.service}`).sort()).toEqual(SEED_IGNORES.map(([ip, who]) => `${ip} ${who}`).sort());
+    const root = iptablesRuleSet(families.ipv4!).chains.find((c) => c.name === EDGE_MESH_CHAIN)!.rules;
     const returns = root.filter((r) => r.target === 'RETURN').map((r) => `${r.dst} ${r.comment}`);
     const expected = SEED_IGNORES.map(([ip, who]) => `${ip}/32 ignore ${who} service`);
     expect(new Set(returns)).toEqual(new Set(expected));
@@ -69,6 +70,6 @@ describe('seed monitoring example through the static source', () => {
 
   it('renders the golden iptables-save text in our deterministic order', async () => {
     const store = await loadDir(SEED_MONITORING_DIR);
-    expect(renderRuleSet(desiredRuleSets(store.snapshot(), SEED_CONFIG).sets.ipv4!)).toBe(GOLDEN);
+    expect(renderRuleSet(iptablesRuleSet(desiredIntent(store.snapshot(), SEED_CONFIG).families.ipv4!))).toBe(GOLDEN);
   });
 });

@@ -1,8 +1,10 @@
 // NatBackend over any IptablesTable (iptables-legacy through libiptc, iptables-nft through
-// libnftnl): read our chains and the hook chains, plan the difference, apply it in one
-// transaction; nothing is written when live equals desired.
+// libnftnl): render the intent as the rule layout's chains, read our chains and the hook chains,
+// plan the difference, apply it in one transaction; nothing is written when live equals desired.
 import { performance } from 'node:perf_hooks';
 import { FamilyMismatchError } from '../../errors.js';
+import type { FamilyIntent } from '../../intent/desired.js';
+import { iptablesRuleSet } from '../layout.js';
 import { DEFAULT_ORDER_BEFORE, EDGE_MESH_CHAIN, JUMP_CHAINS, OWNED_CHAINS, ROOT_JUMP_RULE, type DesiredRuleSet, type Family } from '../rules.js';
 import { renderChains, type ListedChain } from '../listing.js';
 import { PLAN_CHAINS, jumpPositions, orderHolds, planCleanup, planSync, type Plan } from '../plan.js';
@@ -13,6 +15,7 @@ export class IptablesNatBackend implements NatBackend {
   readonly family: Family;
   readonly table: IptablesTable;
   private lastBuiltinLayout: string | undefined;
+  private rendered: { intent: FamilyIntent; set: DesiredRuleSet } | undefined;
   /** Chains our jump must precede: what checkOrder() and status() call "in order". */
   readonly orderBefore: readonly string[];
 
@@ -23,9 +26,12 @@ export class IptablesNatBackend implements NatBackend {
     this.family = table.family;
   }
 
-  async sync(desired: DesiredRuleSet, opts: SyncOptions = {}): Promise<SyncOutcome> {
-    if (desired.family !== this.family) throw new FamilyMismatchError(desired.family, this.family);
+  async sync(intent: FamilyIntent, opts: SyncOptions = {}): Promise<SyncOutcome> {
+    if (intent.family !== this.family) throw new FamilyMismatchError(intent.family, this.family);
     const t0 = performance.now();
+    // The reconciler passes the same intent until the store changes: rendered once per intent.
+    if (this.rendered?.intent !== intent) this.rendered = { intent, set: iptablesRuleSet(intent, this.orderBefore) };
+    const desired = this.rendered.set;
     let plan: Plan;
     // A check that probably finds nothing to do reads without the lock first (legacy: one
     // IPT_SO_GET_ENTRIES, no libiptc cache, no xtables lock held while kube-proxy waits) -

@@ -5,7 +5,7 @@
 // position has to be defended and a kube-proxy restart cannot overtake us. `return` lets a
 // packet go on to kube-proxy.
 //
-// Layout: the DESIGN rule layout, except that the ignored addresses are the elements of one
+// Layout: the rule layout of docs/design.md, except that the ignored addresses are the elements of one
 // set, looked up by one rule, as kube-proxy's own nftables mode does for its service IPs. Each
 // element keeps its own counter and comment ("ignore <ns>/<name> service"), so the listing
 // still says which ignored service saw traffic:
@@ -25,12 +25,14 @@
 // Why a set: a new connection to a proxied service is classified by one hash lookup instead of
 // a walk over every ignore rule, and a change writes set elements, which the kernel takes far
 // faster than rules (a rule's expressions are parsed one by one; an element is a key). The
-// iptables backends keep one rule per address: that is the DESIGN layout iptables lists.
-import { EdgeMeshError, FamilyMismatchError, nativeCall } from '../../errors.js';
+// iptables backends keep one rule per address: that is the layout iptables lists.
+import { FamilyMismatchError, nativeCall } from '../../errors.js';
 import { native } from '../../native/load.js';
 import { netnsPath } from '../../netns-path.js';
-import { compareIps, memoCanonicalCidr, parseIp } from '../../net.js';
-import { EDGE_MESH_CHAIN, JUMP_CHAINS, ROOT_COMMENT, formatHostPort, sameRule, type DesiredRuleSet, type Family, type JumpChain, type LiveRule, type Rule } from '../rules.js';
+import { compareIps, parseIp } from '../../net.js';
+import type { FamilyIntent } from '../../intent/desired.js';
+import { dnatRule, ignoredCidr, serviceCidrRules } from '../layout.js';
+import { EDGE_MESH_CHAIN, EDGE_MESH_TCP_CHAIN, JUMP_CHAINS, ROOT_COMMENT, ROOT_JUMP_RULE, formatHostPort, ignoreComment, sameRule, type Family, type JumpChain, type LiveRule, type Rule } from '../rules.js';
 import { genToken } from '../iptables/iptables-nft.js';
 import { withoutHostPrefix } from '../listing.js';
 import type { NftBaseChain, NftChain, NftLiveRule, NftLiveSetElement, NftSet, NftSetElement } from '../../native/binding.js';
@@ -80,48 +82,32 @@ export class NftablesBackend implements NatBackend {
   }
 
   /**
-   * What the desired state means in our table: chain name -> exact rules, and the elements of
-   * the ignore set. EDGE-MESH's leading RETURN rules for one address each become the set's
-   * elements (the first rule of an address gives its comment) and one rule looking the set up.
+   * The intent in our table: chain name -> exact rules, and the elements of the ignore set (one
+   * per address: the first service that ignores it names it in the element's comment). The base
+   * chains first, then the rule layout's chains, a chain before the chains that jump to it.
    */
-  private translate(desired: DesiredRuleSet): { chains: Map<string, Rule[]>; ignored: NftSetElement[] } {
-    if (desired.family !== this.family) throw new FamilyMismatchError(desired.family, this.family);
-    const want = new Map<string, Rule[]>();
+  private render(intent: FamilyIntent): { chains: Map<string, Rule[]>; ignored: NftSetElement[] } {
+    if (intent.family !== this.family) throw new FamilyMismatchError(intent.family, this.family);
+    const chains = new Map<string, Rule[]>();
+    for (const base of JUMP_CHAINS) chains.set(NFT_BASE_CHAINS[base].name, [{ ...ROOT_JUMP_RULE }]);
+    chains.set(EDGE_MESH_TCP_CHAIN, [dnatRule(intent)]);
+    chains.set(EDGE_MESH_CHAIN, [{ dstSet: NFT_IGNORE_SET, comment: IGNORE_SET_COMMENT, target: 'RETURN' }, ...serviceCidrRules(intent)]);
     const ignored = new Map<string, NftSetElement>();
-    for (const base of JUMP_CHAINS) want.set(NFT_BASE_CHAINS[base].name, []);
-    for (const j of desired.jumps) want.get(NFT_BASE_CHAINS[j.chain].name)!.push(j.rule);
-    for (const c of desired.chains) {
-      if (want.has(c.name)) throw new EdgeMeshError('ECONFLICT', `chain name ${c.name} is reserved for a base chain of table ${this.table}`);
-      if (c.name !== EDGE_MESH_CHAIN) {
-        want.set(c.name, c.rules);
-        continue;
-      }
-      let k = 0;
-      for (; k < c.rules.length; k++) {
-        const key = this.ignoreKey(c.rules[k]!);
-        if (key === undefined) break;
-        if (!ignored.has(key)) ignored.set(key, c.rules[k]!.comment === undefined ? { key } : { key, comment: c.rules[k]!.comment });
-      }
-      want.set(c.name, [{ dstSet: NFT_IGNORE_SET, comment: IGNORE_SET_COMMENT, target: 'RETURN' }, ...c.rules.slice(k)]);
+    for (const a of intent.ignored) {
+      if (a.ip.family !== this.family) throw new FamilyMismatchError(a.ip.family, this.family);
+      const key = ignoredCidr(a);
+      if (!ignored.has(key)) ignored.set(key, { key, comment: ignoreComment(a.service) });
     }
-    return { chains: want, ignored: [...ignored.values()] };
-  }
-
-  /** The set element a rule is, when it is a RETURN for one destination address and nothing else. */
-  private ignoreKey(r: Rule): string | undefined {
-    if (r.target !== 'RETURN' || !r.dst || r.src || r.protocol || r.toDestination) return undefined;
-    // Not an address of the family: left as a rule, and the addon names the problem.
-    const c = memoCanonicalCidr(r.dst);
-    return c && c.family === this.family && c.text.endsWith(this.family === 'ipv4' ? '/32' : '/128') ? c.text : undefined;
+    return { chains, ignored: [...ignored.values()] };
   }
 
   private baseChainOk(c: NftChain | undefined, spec: NftBaseChain): boolean {
     return !!c && c.base && c.hook === spec.hook && c.priority === spec.priority && c.type === 'nat';
   }
 
-  async sync(desired: DesiredRuleSet): Promise<SyncOutcome> {
+  async sync(intent: FamilyIntent): Promise<SyncOutcome> {
     const t0 = performance.now();
-    const { chains: want, ignored } = this.translate(desired);
+    const { chains: want, ignored } = this.render(intent);
     const live = await this.readTable(undefined, [NFT_IGNORE_SET]);
     // A set of that name in another shape (edited by hand, or another version's) is deleted and
     // created anew by the same batch, with the rules that look it up.
