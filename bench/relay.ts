@@ -46,7 +46,9 @@ type Target = { iperf: Endpoint; echo: Endpoint; pids: Pids } | { why: string };
 interface Report {
   stats: {
     active: number;
-    pipes: { created: number; reused: number; spliceFallbacks: number };
+    pipesCreated: number;
+    pipesReused: number;
+    spliceFallbacks: number;
     tunnel: {
       dialed: number;
       dialOk: number;
@@ -277,7 +279,7 @@ function counters(a: Report, r: Report, b: Report, deaths: string[]): RelayCount
     relayJoinsOk: tr.relayJoinsOk,
     relayBytes: tr.relayBytes,
     registered: tr.registered,
-    relayPipes: { created: r.stats.pipes.created, reused: r.stats.pipes.reused, spliceFallbacks: r.stats.pipes.spliceFallbacks },
+    relayPipes: { created: r.stats.pipesCreated, reused: r.stats.pipesReused, spliceFallbacks: r.stats.spliceFallbacks },
     dataConns: tb.dataConns,
     inAccepted: tb.inAccepted,
     inOk: tb.inOk,

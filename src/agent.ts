@@ -301,28 +301,22 @@ export class Agent {
     });
   }
 
-  /** The proxies' counters summed over families (undefined without a proxy). */
+  /** The proxies' counters summed over families, under the addon's names (undefined without a proxy). */
   proxyCounters(): ProxyCounters | undefined {
     if (this.proxies.length === 0) return undefined;
-    const sum = (a: Record<string, number>, b: Record<string, number>) => {
-      for (const [k, v] of Object.entries(b)) a[k] = (a[k] ?? 0) + v;
-      return a;
-    };
-    const out: ProxyCounters = { active: 0, total: 0, relayed: 0, bytesUp: 0, bytesDown: 0, failovers: 0, connectFailures: 0, refused: {}, ended: {}, acceptErrors: 0 };
-    for (const p of this.proxies) {
-      const s = p.stats();
-      out.active += s.active;
-      out.total += s.total;
-      out.relayed += s.relayed;
-      out.bytesUp += s.bytesUp;
-      out.bytesDown += s.bytesDown;
-      out.failovers += s.failovers;
-      out.connectFailures += s.connectFailures;
-      out.acceptErrors += s.acceptErrors;
-      sum(out.refused, s.refused);
-      sum(out.ended, s.ended);
-    }
-    return out;
+    const pick = (s: ProxyCounters): ProxyCounters => ({
+      active: s.active,
+      accepted: s.accepted,
+      relayed: s.relayed,
+      bytesUp: s.bytesUp,
+      bytesDown: s.bytesDown,
+      failovers: s.failovers,
+      connectFailures: s.connectFailures,
+      acceptErrors: s.acceptErrors,
+      refused: s.refused,
+      ended: s.ended,
+    });
+    return this.proxies.map((p) => pick(p.stats())).reduce((a, b) => mergeCounts(a, b) as ProxyCounters);
   }
 
   /** Pushes the routing table to the proxies when the derivation changed (the cluster state, or the relays). */

@@ -15,11 +15,8 @@ import type { UnreachableEndpoint } from './intent/routes.js';
 import type { CredentialInfo } from './tunnel/credentials.js';
 import { native } from './native/load.js';
 
-/** What the metrics read from the proxies at scrape time: TcpProxy.stats(), summed over families. */
-export type ProxyCounters = Pick<ProxyStats, 'active' | 'total' | 'relayed' | 'bytesUp' | 'bytesDown' | 'failovers' | 'connectFailures' | 'acceptErrors'> & {
-  refused: Record<string, number>;
-  ended: Record<string, number>;
-};
+/** What the metrics read from the proxies at scrape time: TcpProxy.stats() (the addon's names), summed over families. */
+export type ProxyCounters = Pick<ProxyStats, 'active' | 'accepted' | 'relayed' | 'bytesUp' | 'bytesDown' | 'failovers' | 'connectFailures' | 'acceptErrors' | 'refused' | 'ended'>;
 
 export interface MetricsSources {
   /** The current intent with its selection counts; undefined before the first list. */
@@ -88,8 +85,6 @@ export function secondsSinceAnswer(s: SourceState, now = Date.now()): number {
   const last = Math.max(s.startedAt, ...Object.values(s.lastAnswerAt));
   return Math.max(0, (now - last) / 1000);
 }
-
-const camelToSnake = (s: string): string => s.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
 
 /**
  * A counter or gauge whose values are read at scrape time from `read()` (native counters, the
@@ -196,13 +191,13 @@ export class AgentMetrics {
     gauge('edgemesh_proxy_connections_active', 'Connections being relayed or connecting now', (p) => p.active);
     // Monotonic counts kept natively are exposed as counters by reading them at scrape time.
     const counter = (name: string, help: string, labelNames: string[], fill: (c: Counter<string>, p: ProxyCounters) => void) => scraped('counter', r, name, help, labelNames, proxy, fill);
-    counter('edgemesh_proxy_connections_total', 'Connections accepted by the proxy, served or not', [], (c, p) => c.inc(p.total));
+    counter('edgemesh_proxy_connections_total', 'Connections accepted by the proxy, served or not', [], (c, p) => c.inc(p.accepted));
     counter('edgemesh_proxy_connections_relayed_total', 'Connections that reached an endpoint', [], (c, p) => c.inc(p.relayed));
     counter('edgemesh_proxy_connections_refused_total', 'Connections closed at once, by reason (over-limit, no-route, loop, ...)', ['reason'], (c, p) => {
-      for (const [k, v] of Object.entries(p.refused)) c.inc({ reason: camelToSnake(k).replace(/_/g, '-') }, v);
+      for (const [reason, v] of Object.entries(p.refused)) c.inc({ reason }, v);
     });
     counter('edgemesh_proxy_connections_ended_total', 'Connections ended, by reason (eof, reset, idle-timeout, error, ...)', ['reason'], (c, p) => {
-      for (const [k, v] of Object.entries(p.ended)) c.inc({ reason: camelToSnake(k).replace(/_/g, '-') }, v);
+      for (const [reason, v] of Object.entries(p.ended)) c.inc({ reason }, v);
     });
     counter('edgemesh_proxy_bytes_total', 'Bytes relayed, by direction (up: client to endpoint)', ['direction'], (c, p) => {
       c.inc({ direction: 'up' }, p.bytesUp);

@@ -14,7 +14,7 @@
 //   libuv (which Node has no clean API for: the handle would also close it: two owners). Native
 //   accept keeps the per-connection cost at a few syscalls on a worker, and the JS thread only
 //   sees one batched event per epoll round;
-// - every fd then has exactly one owner from accept to close (the worker), the rule STYLE asks;
+// - every fd then has exactly one owner from accept to close (the worker);
 // - accept load spreads over the workers (one epoll each), not over one event loop shared with
 //   the control plane (informers, rule sync), so a rule sync never delays accepts. One wakeup
 //   accepts a whole burst; a worker that finds another one at least two connections lighter
@@ -56,29 +56,13 @@ export type EndReason = NativeEndReason;
 export type ConnectionInfo = NativeConnInfo;
 export type Refusal = NativeRefusal;
 
-export interface ProxyStats {
-  /** Connections being relayed or connecting now. */
-  active: number;
-  /** Every connection accepted, served or not. */
-  total: number;
-  /** Connections that reached an endpoint. */
-  relayed: number;
-  bytesUp: number;
-  bytesDown: number;
-  failovers: number;
-  /** Every failed endpoint attempt, counted natively (a connection that failed over and then succeeded included). */
-  connectFailures: number;
-  refused: { overLimit: number; noOriginalDst: number; loop: number; noRoute: number; noEndpoints: number; tunnelHandshake: number; tunnelRequest: number };
-  /** Connections ended, by reason. */
-  ended: { eof: number; reset: number; idleTimeout: number; cancelled: number; error: number; connectFailed: number; refused: number };
-  acceptErrors: number;
-  acceptBackoffs: number;
-  /** Connections accepted by one worker thread and handed to a less loaded one. */
-  handoffs: number;
-  pipes: { created: number; reused: number; size: number; spliceFallbacks: number };
-  tunnel: TunnelStats;
-}
-
+/**
+ * The proxy's counters exactly as the addon keeps them (one shape from the native workers to
+ * /metrics): `accepted` (every connection accepted, served or not), `relayed` (reached an
+ * endpoint), `refused` and `ended` by the native reason names ("over-limit", "idle-timeout", ...),
+ * the pipe pool (`pipesCreated`, `pipesReused`, `pipeSize`, `spliceFallbacks`) and the tunnel's.
+ */
+export type ProxyStats = NativeProxyStats;
 export type TunnelStats = NativeTunnelStats;
 export type TunnelPeer = NativePeer;
 export type RelayRegistration = NativeRegistration;
@@ -119,41 +103,6 @@ function intOption(name: string, v: number | undefined, min: number, max: number
   if (v === undefined) return undefined;
   if (!Number.isInteger(v) || v < min || v > max) throw new ConfigError(`${name} must be an integer in [${min}, ${max}], got ${v}`, name);
   return v;
-}
-
-function toStats(s: NativeProxyStats): ProxyStats {
-  return {
-    active: s.active,
-    total: s.accepted,
-    relayed: s.relayed,
-    bytesUp: s.bytesUp,
-    bytesDown: s.bytesDown,
-    failovers: s.failovers,
-    connectFailures: s.connectFailures ?? 0,
-    refused: {
-      overLimit: s.refused['over-limit'],
-      noOriginalDst: s.refused['no-original-dst'],
-      loop: s.refused.loop,
-      noRoute: s.refused['no-route'],
-      noEndpoints: s.refused['no-endpoints'],
-      tunnelHandshake: s.refused['tunnel-handshake'],
-      tunnelRequest: s.refused['tunnel-request'],
-    },
-    ended: {
-      eof: s.ended.eof,
-      reset: s.ended.reset,
-      idleTimeout: s.ended['idle-timeout'],
-      cancelled: s.ended.cancelled,
-      error: s.ended.error,
-      connectFailed: s.ended['connect-failed'],
-      refused: s.ended.refused,
-    },
-    acceptErrors: s.acceptErrors,
-    acceptBackoffs: s.acceptBackoffs,
-    handoffs: s.handoffs,
-    pipes: { created: s.pipesCreated, reused: s.pipesReused, size: s.pipeSize, spliceFallbacks: s.spliceFallbacks },
-    tunnel: s.tunnel,
-  };
 }
 
 /** The routing table in the addon's shape (only TCP routes exist in it). */
@@ -346,8 +295,8 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> {
 
   /** Counters (after close: the last ones seen). */
   stats(): ProxyStats {
-    if (this.proxy) this.lastStats = toStats(this.proxy.stats());
-    if (!this.lastStats) return toStats(emptyNativeStats());
+    if (this.proxy) this.lastStats = this.proxy.stats();
+    if (!this.lastStats) return emptyNativeStats();
     return this.lastStats;
   }
 
@@ -388,7 +337,7 @@ export class TcpProxy extends EventEmitter<TcpProxyEvents> {
       const deadline = Date.now() + Math.max(0, graceMs);
       while (p.stats().active > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
       p.close();
-      this.lastStats = toStats(p.stats());
+      this.lastStats = p.stats();
       this.proxy = undefined;
     })();
     return this.closing;

@@ -58,12 +58,12 @@ describe('TcpProxy API', () => {
     expect(events[0]!.reason).toBe('refused');
     expect(['loop', 'no-original-dst']).toContain(events[0]!.refusal);
     const st = proxy.stats();
-    expect(st.total).toBe(1);
+    expect(st.accepted).toBe(1);
     expect(st.relayed).toBe(0);
-    expect(st.refused.loop + st.refused.noOriginalDst).toBe(1);
+    expect(st.refused.loop + st.refused['no-original-dst']).toBe(1);
     await proxy.close();
     await proxy.close();
-    expect(proxy.stats().total).toBe(1);
+    expect(proxy.stats().accepted).toBe(1);
     expect(() => proxy.start('127.0.0.1', 0)).toThrow(/already started/);
   });
 
