@@ -258,22 +258,6 @@ export function tryParseCidr(text: string): ParsedCidr | undefined {
   }
 }
 
-// Canonical CIDRs by input text: a full sync checks every rule of the desired state (10 000
-// ignore rules on a big cluster) and the texts repeat from sync to sync. Pure, so safe to memo;
-// bounded by clearing.
-const cidrMemo = new Map<string, { family: Family; text: string } | null>();
-/** tryParseCidr's family and canonical text, memoised; undefined when not a CIDR or address. */
-export function memoCanonicalCidr(text: string): { family: Family; text: string } | undefined {
-  let hit = cidrMemo.get(text);
-  if (hit === undefined) {
-    const p = tryParseCidr(text);
-    hit = p ? { family: p.family, text: p.text } : null;
-    if (cidrMemo.size >= 1 << 16) cidrMemo.clear();
-    cidrMemo.set(text, hit);
-  }
-  return hit ?? undefined;
-}
-
 /** Family of a CIDR or bare address, or undefined. */
 export function cidrFamily(text: string): Family | undefined {
   return tryParseCidr(text)?.family;

@@ -7,7 +7,7 @@
 import type { V1EndpointSlice, V1Endpoints, V1Node, V1Service } from '@kubernetes/client-node';
 import { ConfigError } from '../errors.js';
 import type { EndpointInfo, EndpointPortInfo, EndpointSliceInfo, NodeInfo, ServiceInfo, ServicePortInfo } from './model.js';
-import { NetParseError, parseHostPort, parseIp, type HostPort } from '../net.js';
+import { NetParseError, parseHostPort, parseIp, type HostPort, type ParsedIp } from '../net.js';
 import type { Family } from '../netfilter/rules.js';
 
 export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
@@ -54,11 +54,10 @@ class Ctx {
     if (typeof v !== 'boolean') this.fail(field, `must be true or false, got ${JSON.stringify(v)}`);
     return v;
   }
-  ip(v: unknown, field: string): { text: string; family: Family } {
+  ip(v: unknown, field: string): ParsedIp {
     const s = this.str(v, field, { required: true }) as string;
     try {
-      const p = parseIp(s);
-      return { text: p.text, family: p.family };
+      return parseIp(s);
     } catch (e) {
       this.fail(field, `"${s}": ${e instanceof NetParseError ? e.message : String(e)}`);
     }
@@ -110,7 +109,7 @@ export function convertService(svc: V1Service): ServiceInfo {
   const raw = listed.length > 0 ? listed : clusterIP ? [clusterIP] : [];
   const field = listed.length > 0 ? 'spec.clusterIPs' : 'spec.clusterIP';
   const headless = raw[0] === 'None';
-  const clusterIPs: string[] = [];
+  const clusterIPs: ParsedIp[] = [];
   if (type !== 'ExternalName') {
     if (headless && raw.length > 1) ctx.fail(field, '"None" cannot be combined with addresses');
     if (raw.length > 2) ctx.fail(field, 'at most two addresses (one per family)');
@@ -120,7 +119,7 @@ export function convertService(svc: V1Service): ServiceInfo {
       const ip = ctx.ip(v, listed.length > 0 ? `spec.clusterIPs[${i}]` : 'spec.clusterIP');
       if (families.has(ip.family)) ctx.fail(field, `two ${ip.family} addresses (dual-stack needs one per family)`);
       families.add(ip.family);
-      clusterIPs.push(ip.text);
+      clusterIPs.push(ip);
     });
   }
 
@@ -197,17 +196,23 @@ export function convertEndpointSlice(slice: V1EndpointSlice): EndpointSliceInfo 
     const eo = ctx.obj(e, f);
     const raw = ctx.arr(eo.addresses, `${f}.addresses`);
     if (raw.length === 0) ctx.fail(`${f}.addresses`, 'at least one address is required');
-    const addresses = raw.map((a, j) => {
+    const addresses: ParsedIp[] = [];
+    const hostnames: string[] = [];
+    raw.forEach((a, j) => {
       const af = `${f}.addresses[${j}]`;
-      if (!want) return ctx.str(a, af, { required: true }) as string;
+      if (!want) {
+        hostnames.push(ctx.str(a, af, { required: true }) as string);
+        return;
+      }
       const ip = ctx.ip(a, af);
       if (ip.family !== want) ctx.fail(af, `"${ip.text}" is not an ${addressType} address (addressType ${addressType})`);
-      return ip.text;
+      addresses.push(ip);
     });
     const cond = ctx.obj(eo.conditions, `${f}.conditions`);
     const ready = ctx.bool(cond.ready, `${f}.conditions.ready`) ?? true;
     const info: EndpointInfo = {
       addresses,
+      ...(want ? {} : { hostnames }),
       ready,
       serving: ctx.bool(cond.serving, `${f}.conditions.serving`) ?? ready,
       terminating: ctx.bool(cond.terminating, `${f}.conditions.terminating`) ?? false,
@@ -236,7 +241,7 @@ export function convertEndpoints(ep: V1Endpoints): EndpointSliceInfo[] {
       ctx.arr(list, field).forEach((a, j) => {
         const ao = ctx.obj(a, `${field}[${j}]`);
         const ip = ctx.ip(ao.ip, `${field}[${j}].ip`);
-        const info: EndpointInfo = { addresses: [ip.text], ready, serving: ready, terminating: false };
+        const info: EndpointInfo = { addresses: [ip], ready, serving: ready, terminating: false };
         const nodeName = ctx.str(ao.nodeName, `${field}[${j}].nodeName`);
         if (nodeName) info.nodeName = nodeName;
         const l = byFamily.get(ip.family) ?? [];

@@ -126,8 +126,9 @@ export function parseManifests(text: string, name: string): ManifestObjects {
 /**
  * A deep copy whose strings are new: the parser's scalars are slices of the file's text, and one
  * kept name would keep the whole text alive (V8 sliced strings) for as long as the object is in
- * the store. JSON keeps every field of the model (plain data, no undefined values that matter).
+ * the store. The structured clone writes every string out and reads it back as a string of its
+ * own, and keeps the parsed addresses' bigint values (plain data otherwise).
  */
 function detach<T>(objs: T): T {
-  return JSON.parse(JSON.stringify(objs)) as T;
+  return structuredClone(objs);
 }

@@ -1,6 +1,8 @@
 // The normalized cluster model that sources produce and selection, desired state and the proxy
 // consume. Sources (static manifests, Kubernetes informers) convert API objects into these.
-import type { HostPort } from '../net.js';
+// Addresses cross from text to binary here, once: conversion parses them (ParsedIp: family,
+// numeric value, canonical text) and nothing downstream parses them again.
+import type { HostPort, ParsedIp } from '../net.js';
 
 export type ServiceKey = string; // "namespace/name"
 
@@ -19,8 +21,8 @@ export interface ServiceInfo {
   name: string;
   labels: Readonly<Record<string, string>>;
   type: 'ClusterIP' | 'NodePort' | 'LoadBalancer' | 'ExternalName';
-  /** spec.clusterIPs (or spec.clusterIP), without "None" and "". */
-  clusterIPs: string[];
+  /** spec.clusterIPs (or spec.clusterIP), without "None" and "", parsed. */
+  clusterIPs: ParsedIp[];
   /** clusterIP: None */
   headless: boolean;
   ports: ServicePortInfo[];
@@ -39,7 +41,10 @@ export interface NodeInfo {
 }
 
 export interface EndpointInfo {
-  addresses: string[];
+  /** The addresses of an IPv4 or IPv6 slice, parsed; empty in an FQDN slice (see `hostnames`). */
+  addresses: ParsedIp[];
+  /** FQDN slices only: the names, which nothing here routes to. */
+  hostnames?: string[];
   /** conditions.ready (nil counts as true, like kube-proxy). */
   ready: boolean;
   /** conditions.serving (nil: same as ready). */

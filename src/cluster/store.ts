@@ -41,7 +41,9 @@ export interface TimedChange {
   seenAt: number;
 }
 
-const sameValue = (a: unknown, b: unknown): boolean => a === b || JSON.stringify(a) === JSON.stringify(b);
+// Parsed addresses hold their value as a bigint, which JSON has no form for: its decimal text stands in.
+const json = (v: unknown): string => JSON.stringify(v, (_k, x: unknown) => (typeof x === 'bigint' ? x.toString() : x));
+const sameValue = (a: unknown, b: unknown): boolean => a === b || json(a) === json(b);
 
 export class ClusterStore {
   private readonly services = new Map<ServiceKey, ServiceInfo>();

@@ -6,11 +6,12 @@
 // looks it up.
 //
 // Ignored addresses are sorted by service (namespace, then name), then by address numerically, so
-// an unchanged state gives an identical intent. An ignored address outside the service CIDR (a
+// an unchanged state gives an identical intent. The addresses are the model's, parsed once at
+// conversion. An ignored address outside the service CIDR (a
 // headless service's pod IPs) is ignored all the same. One address ignored by two services is
 // listed once per service.
 import type { ClusterState, ServiceInfo, ServiceKey } from '../cluster/model.js';
-import { compareIps, parseIp, type HostPort, type ParsedCidr, type ParsedIp } from '../net.js';
+import { compareIps, type HostPort, type ParsedCidr, type ParsedIp } from '../net.js';
 import type { Family } from '../netfilter/rules.js';
 import { selectAll, type SelectedService, type SelectionConfig } from './selection.js';
 
@@ -58,7 +59,7 @@ const FAMILIES: readonly Family[] = ['ipv4', 'ipv6'];
 
 /** The addresses a service is ignored by: its cluster IPs, or (headless) its endpoint addresses. Sorted, deduplicated. */
 export function ignoredAddresses(svc: ServiceInfo, state: ClusterState): ParsedIp[] {
-  const raw: string[] = [];
+  const raw: ParsedIp[] = [];
   if (svc.headless) {
     for (const slice of state.slices.get(`${svc.namespace}/${svc.name}`) ?? []) {
       if (slice.addressType === 'FQDN') continue;
@@ -70,10 +71,7 @@ export function ignoredAddresses(svc: ServiceInfo, state: ClusterState): ParsedI
     raw.push(...svc.clusterIPs);
   }
   const seen = new Map<string, ParsedIp>();
-  for (const a of raw) {
-    const p = parseIp(a);
-    seen.set(p.text, p);
-  }
+  for (const a of raw) seen.set(a.text, a);
   return [...seen.values()].sort(compareIps);
 }
 

@@ -24,7 +24,6 @@
 // listed with the reason. The ready / serving+terminating choice is made over the endpoints that
 // remain: a ready endpoint we cannot reach must not hide a terminating one we can. Without the
 // tunnel nothing is unreachable: every endpoint is dialled, as before the tunnel existed.
-import { isIP } from 'node:net';
 import { cidrContains, parseIp, type ParsedCidr, type ParsedIp } from '../net.js';
 import type { ClusterState, EndpointInfo, EndpointSliceInfo, ServiceInfo, ServiceKey, ServicePortInfo } from '../cluster/model.js';
 
@@ -97,10 +96,7 @@ export interface RoutingTable {
 /** Decides which Services the proxy serves (the ignored ones stay with kube-proxy). */
 export type IsProxied = (svc: ServiceInfo) => boolean;
 
-const familyOf = (ip: string): 4 | 6 | 0 => {
-  const f = isIP(ip);
-  return f === 4 || f === 6 ? f : 0;
-};
+const familyOf = (ip: ParsedIp): 4 | 6 => (ip.family === 'ipv4' ? 4 : 6);
 
 /** The slice port number serving `sp`, or undefined when this slice cannot serve it. */
 export function resolveTargetPort(sp: ServicePortInfo, slice: EndpointSliceInfo): number | undefined {
@@ -126,30 +122,26 @@ function compareEndpoints(a: { ip: string; port: number }, b: { ip: string; port
   return cmp(a.ip, b.ip) || a.port - b.port;
 }
 
-/** The parsed address, undefined for addresses Kubernetes refuses as endpoints (see the header) and unparsable ones. */
-function endpointAddress(text: string): ParsedIp | undefined {
-  let ip;
-  try {
-    ip = parseIp(text);
-  } catch {
-    return undefined;
-  }
+/** True for an address Kubernetes refuses as an endpoint (see the header). */
+function specialAddress(ip: ParsedIp): boolean {
   let v = ip.value;
   if (ip.family === 'ipv6') {
     if (v >> 32n === 0xffffn) v &= 0xffffffffn; // ::ffff:a.b.c.d is a.b.c.d
-    else {
-      return v === 0n || v === 1n || v >> 118n === 0x3fan /* fe80::/10 */ || v >> 112n === 0xff02n ? undefined : ip;
-    }
+    else return v === 0n || v === 1n || v >> 118n === 0x3fan /* fe80::/10 */ || v >> 112n === 0xff02n;
   }
   const a = Number(v >> 24n);
   const ab = Number(v >> 16n);
   const abc = Number(v >> 8n);
-  return v === 0n || a === 127 || ab === 0xa9fe /* 169.254/16 */ || abc === 0xe00000 /* 224.0.0/24 */ ? undefined : ip;
+  return v === 0n || a === 127 || ab === 0xa9fe /* 169.254/16 */ || abc === 0xe00000; /* 224.0.0/24 */
 }
 
 /** True for addresses Kubernetes refuses as endpoints (see the header); unparsable counts as special. */
 export function isSpecialEndpointAddress(text: string): boolean {
-  return endpointAddress(text) === undefined;
+  try {
+    return specialAddress(parseIp(text));
+  } catch {
+    return true;
+  }
 }
 
 /** How one endpoint is reached from this node: a path, unreachable, or not wanted at all. */
@@ -190,10 +182,9 @@ function endpointsFor(svc: ServiceInfo, key: ServiceKey, sp: ServicePortInfo, sl
     const port = resolveTargetPort(sp, slice);
     if (port === undefined || port < 1 || port > 65535) continue;
     for (const ep of slice.endpoints) {
-      const text = ep.addresses[0];
-      if (text === undefined || familyOf(text) !== family) continue;
-      const ip = endpointAddress(text);
-      if (!ip) continue;
+      const ip = ep.addresses[0];
+      if (ip === undefined || familyOf(ip) !== family || specialAddress(ip)) continue;
+      const text = ip.text;
       const isReady = ep.ready;
       if (!isReady && !(ep.serving && ep.terminating)) continue;
       const r = reach(ep, ip, svc, state, paths);
@@ -217,9 +208,9 @@ function endpointsFor(svc: ServiceInfo, key: ServiceKey, sp: ServicePortInfo, sl
 /** The TCP (cluster IP, family, Service port) triples of a Service that has cluster IPs; the first of duplicate ports wins. */
 function* servicePorts(svc: ServiceInfo): Generator<{ ip: string; family: 4 | 6; sp: ServicePortInfo }> {
   if (svc.type === 'ExternalName' || svc.headless) return;
-  for (const ip of svc.clusterIPs) {
-    const family = familyOf(ip);
-    if (family === 0) continue;
+  for (const cip of svc.clusterIPs) {
+    const family = familyOf(cip);
+    const ip = cip.text;
     const seen = new Set<number>();
     for (const sp of svc.ports) {
       if (sp.protocol !== 'TCP' || seen.has(sp.port)) continue; // a malformed duplicate port: first one wins

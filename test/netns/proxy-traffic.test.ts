@@ -18,13 +18,14 @@ import { TcpProxy, type ConnectionEvent } from '../../src/proxy/proxy.js';
 import { computeRoutes } from '../../src/intent/routes.js';
 import { loadKubeProxyIptables } from '../helpers/fixtures.js';
 import { describeNetns, linkNetns, Netns } from '../helpers/netns.js';
+import { parseIp } from '../../src/net.js';
 
 const drivers = join(dirname(fileURLToPath(import.meta.url)), 'drivers');
 const GiB = 1 << 30;
 const MiB = 1 << 20;
 
 function service(ns: string, name: string, clusterIPs: string[], ports: ServiceInfo['ports'], labels: Record<string, string> = {}): ServiceInfo {
-  return { namespace: ns, name, labels, type: 'ClusterIP', clusterIPs, headless: false, ports, sessionAffinity: 'None', affinityTimeoutSeconds: 10800, internalTrafficPolicy: 'Cluster' };
+  return { namespace: ns, name, labels, type: 'ClusterIP', clusterIPs: clusterIPs.map(parseIp), headless: false, ports, sessionAffinity: 'None', affinityTimeoutSeconds: 10800, internalTrafficPolicy: 'Cluster' };
 }
 
 function slice(ns: string, svc: string, family: 'IPv4' | 'IPv6', ips: string[], ports: EndpointSliceInfo['ports']): EndpointSliceInfo {
@@ -34,7 +35,7 @@ function slice(ns: string, svc: string, family: 'IPv4' | 'IPv6', ips: string[], 
     serviceName: svc,
     addressType: family,
     ports,
-    endpoints: ips.map((ip) => ({ addresses: [ip], ready: true, serving: true, terminating: false })),
+    endpoints: ips.map((ip) => ({ addresses: [parseIp(ip)], ready: true, serving: true, terminating: false })),
     source: 'EndpointSlice',
   };
 }

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import type { V1EndpointSlice, V1Endpoints, V1Node, V1Service } from '@kubernetes/client-node';
 import { ConfigError } from '../../src/errors.js';
 import { convertEndpointSlice, convertEndpoints, convertNode, convertService, TUNNEL_ADDRESS_ANNOTATION } from '../../src/cluster/convert.js';
+import { parseIp } from '../../src/net.js';
 
 const service = (spec: Record<string, unknown>, meta: Record<string, unknown> = { name: 'web', namespace: 'shop' }): V1Service =>
   ({ apiVersion: 'v1', kind: 'Service', metadata: meta, spec });
@@ -14,7 +15,7 @@ describe('convertService', () => {
       name: 'web',
       labels: {},
       type: 'ClusterIP',
-      clusterIPs: ['10.10.0.5'],
+      clusterIPs: [{ family: 'ipv4', value: 0x0a0a0005n, text: '10.10.0.5' }],
       headless: false,
       ports: [{ name: '', protocol: 'TCP', port: 80, targetPort: 80 }],
       sessionAffinity: 'ClientIP',
@@ -37,7 +38,8 @@ describe('convertService', () => {
         sessionAffinityConfig: { clientIP: { timeoutSeconds: 60 } },
       }),
     );
-    expect(s.clusterIPs).toEqual(['10.10.0.5', 'fd00::5']);
+    expect(s.clusterIPs.map((ip) => ip.text)).toEqual(['10.10.0.5', 'fd00::5']);
+    expect(s.clusterIPs[1]).toEqual({ family: 'ipv6', value: 0xfd000000000000000000000000000005n, text: 'fd00::5' }); // parsed here, once
     expect(s.ports[0]).toEqual({ name: 'h', protocol: 'UDP', port: 80, targetPort: 'http' });
     expect(s.affinityTimeoutSeconds).toBe(60);
   });
@@ -82,6 +84,11 @@ describe('convertEndpointSlice', () => {
       ...over,
     });
 
+  it('keeps the names of an FQDN slice as hostnames (nothing parses or routes them) and no addresses', () => {
+    const out = convertEndpointSlice({ ...slice(), addressType: 'FQDN', endpoints: [{ addresses: ['db.example.com'] }] } as unknown as Parameters<typeof convertEndpointSlice>[0]);
+    expect(out.endpoints).toEqual([{ addresses: [], hostnames: ['db.example.com'], ready: true, serving: true, terminating: false }]);
+  });
+
   it('defaults ready (nil = true), serving (nil = ready), terminating, protocol; drops port-less entries', () => {
     expect(convertEndpointSlice(slice())).toEqual({
       namespace: 'shop',
@@ -90,8 +97,8 @@ describe('convertEndpointSlice', () => {
       addressType: 'IPv4',
       ports: [{ name: '', protocol: 'TCP', port: 8080 }],
       endpoints: [
-        { addresses: ['10.244.0.5'], ready: true, serving: true, terminating: false },
-        { addresses: ['10.244.0.6'], ready: false, serving: false, terminating: true },
+        { addresses: [parseIp('10.244.0.5')], ready: true, serving: true, terminating: false },
+        { addresses: [parseIp('10.244.0.6')], ready: false, serving: false, terminating: true },
       ],
       source: 'EndpointSlice',
     });
@@ -116,7 +123,7 @@ describe('convertEndpoints', () => {
       subsets: [{ addresses: [{ ip: '10.244.0.7', nodeName: 'n1' }, { ip: 'fd00::7' }], notReadyAddresses: [{ ip: '10.244.0.8' }], ports: [{ port: 5432, name: 'pg' }] }],
     } as V1Endpoints;
     const out = convertEndpoints(ep);
-    expect(out.map((s) => [s.addressType, s.endpoints.map((e) => `${e.addresses[0]}:${e.ready}`)])).toEqual([
+    expect(out.map((s) => [s.addressType, s.endpoints.map((e) => `${e.addresses[0]!.text}:${e.ready}`)])).toEqual([
       ['IPv4', ['10.244.0.7:true', '10.244.0.8:false']],
       ['IPv6', ['fd00::7:true']],
     ]);

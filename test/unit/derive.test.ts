@@ -5,14 +5,14 @@ import { computeLocalServe, computeRoutes } from '../../src/intent/routes.js';
 import { DEFAULT_SELECTION, selectService } from '../../src/intent/selection.js';
 import type { ClusterState, EndpointSliceInfo, ServiceInfo } from '../../src/cluster/model.js';
 import { ClusterStore } from '../../src/cluster/store.js';
-import { parseCidr, parseHostPort } from '../../src/net.js';
+import { parseCidr, parseHostPort, parseIp } from '../../src/net.js';
 
 const svc = (name: string, ip: string, labels: Record<string, string> = {}): ServiceInfo => ({
   namespace: 'ns',
   name,
   labels,
   type: 'ClusterIP',
-  clusterIPs: [ip],
+  clusterIPs: [parseIp(ip)],
   headless: false,
   ports: [{ name: '', protocol: 'TCP', port: 80, targetPort: 8080 }],
   sessionAffinity: 'None',
@@ -25,7 +25,7 @@ const slice = (service: string, ip: string, nodeName: string): EndpointSliceInfo
   serviceName: service,
   addressType: 'IPv4',
   ports: [],
-  endpoints: [{ addresses: [ip], ready: true, serving: true, terminating: false, nodeName }],
+  endpoints: [{ addresses: [parseIp(ip)], ready: true, serving: true, terminating: false, nodeName }],
   source: 'EndpointSlice',
 });
 

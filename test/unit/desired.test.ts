@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { desiredIntent, type DesiredConfig } from '../../src/intent/desired.js';
 import { iptablesRuleSet } from '../../src/netfilter/layout.js';
 import type { ClusterState, EndpointSliceInfo, ServiceInfo } from '../../src/cluster/model.js';
-import { parseCidr, parseHostPort } from '../../src/net.js';
+import { parseCidr, parseHostPort, parseIp } from '../../src/net.js';
 import { EDGE_MESH_CHAIN, EDGE_MESH_TCP_CHAIN, renderRuleSet } from '../../src/netfilter/rules.js';
 import { DEFAULT_SELECTION } from '../../src/intent/selection.js';
 import { convertEndpoints } from '../../src/cluster/convert.js';
@@ -13,7 +13,7 @@ const svc = (ns: string, name: string, clusterIPs: string[], labels: Record<stri
   name,
   labels,
   type: 'ClusterIP',
-  clusterIPs,
+  clusterIPs: clusterIPs.map(parseIp),
   headless: false,
   ports: [],
   sessionAffinity: 'None',
@@ -28,7 +28,7 @@ const slice = (ns: string, name: string, service: string, type: 'IPv4' | 'IPv6',
   serviceName: service,
   addressType: type,
   ports: [],
-  endpoints: addrs.map((a) => ({ addresses: a, ready: true, serving: true, terminating: false })),
+  endpoints: addrs.map((a) => ({ addresses: a.map(parseIp), ready: true, serving: true, terminating: false })),
   source: 'EndpointSlice',
 });
 
@@ -108,7 +108,7 @@ describe('the intent, and its rendering as iptables rules', () => {
         slice('m', 'hl-a', 'hl', 'IPv4', [['10.244.0.9'], ['10.244.0.10']]),
         slice('m', 'hl-b', 'hl', 'IPv4', [['10.244.0.9']]), // the same pod in a second slice
         slice('m', 'hl-c', 'hl', 'IPv6', [['fd00:244::9']]),
-        { ...slice('m', 'hl-d', 'hl', 'IPv4', []), addressType: 'FQDN', endpoints: [{ addresses: ['pod.example'], ready: true, serving: true, terminating: false }] },
+        { ...slice('m', 'hl-d', 'hl', 'IPv4', []), addressType: 'FQDN', endpoints: [{ addresses: [], hostnames: ['pod.example'], ready: true, serving: true, terminating: false }] },
       ],
     );
     expect(returns(state, DUAL)).toEqual(['10.244.0.9/32 ignore m/hl service', '10.244.0.10/32 ignore m/hl service']);

@@ -44,8 +44,8 @@ async function until(cond: () => boolean, what: string, ms = 5000): Promise<void
 const render = (store: ClusterStore): string => renderRuleSet(iptablesRuleSet(desiredIntent(store.snapshot(), SEED_CONFIG).families.ipv4!));
 /** "ip:port ready|not-ready @node" of a service's endpoints, as the proxy's routes see them. */
 const eps = (store: ClusterStore, name: string): string[] =>
-  (store.snapshot().slices.get(`shop/${name}`) ?? []).flatMap((s) => s.endpoints.map((e) => `${e.addresses[0]}:${s.ports.find((p) => p.name === 'http')?.port} ${e.ready ? 'ready' : 'not-ready'}${e.nodeName ? ` @${e.nodeName}` : ''}`)).sort();
-const ips = (store: ClusterStore): Record<string, string> => Object.fromEntries([...store.snapshot().services.values()].filter((s) => s.namespace === 'shop').map((s) => [s.name, s.clusterIPs.join(',')]));
+  (store.snapshot().slices.get(`shop/${name}`) ?? []).flatMap((s) => s.endpoints.map((e) => `${e.addresses[0]!.text}:${s.ports.find((p) => p.name === 'http')?.port} ${e.ready ? 'ready' : 'not-ready'}${e.nodeName ? ` @${e.nodeName}` : ''}`)).sort();
+const ips = (store: ClusterStore): Record<string, string> => Object.fromEntries([...store.snapshot().services.values()].filter((s) => s.namespace === 'shop').map((s) => [s.name, s.clusterIPs.map((ip) => ip.text).join(',')]));
 
 let api: FakeApiServer;
 let source: KubeSource | undefined;

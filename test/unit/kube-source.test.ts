@@ -50,7 +50,7 @@ async function until(cond: () => boolean, what: string, ms = 5000): Promise<void
 
 const render = (store: ClusterStore): string => renderRuleSet(iptablesRuleSet(desiredIntent(store.snapshot(), SEED_CONFIG).families.ipv4!));
 const ips = (store: ClusterStore): Record<string, string> =>
-  Object.fromEntries([...store.snapshot().services.values()].filter((s) => s.namespace === 'shop').map((s) => [s.name, s.clusterIPs.join(',')]));
+  Object.fromEntries([...store.snapshot().services.values()].filter((s) => s.namespace === 'shop').map((s) => [s.name, s.clusterIPs.map((ip) => ip.text).join(',')]));
 
 let api: FakeApiServer;
 let source: KubeSource | undefined;

@@ -1,7 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { computeLocalServe, computeRoutes, isSpecialEndpointAddress, resolveTargetPort, type PathOptions } from '../../src/intent/routes.js';
 import type { ClusterState, EndpointInfo, EndpointSliceInfo, NodeInfo, ServiceInfo, ServicePortInfo } from '../../src/cluster/model.js';
-import { parseCidr, parseHostPort } from '../../src/net.js';
+import { parseCidr, parseHostPort, parseIp } from '../../src/net.js';
+
+/** Addresses as the model holds them: parsed at conversion. */
+const ips = (...a: string[]) => a.map(parseIp);
 
 const all = () => true;
 
@@ -11,7 +14,7 @@ function svc(name: string, p: Partial<ServiceInfo> & { ports: ServicePortInfo[] 
     name,
     labels: {},
     type: 'ClusterIP',
-    clusterIPs: ['10.10.0.10'],
+    clusterIPs: ips('10.10.0.10'),
     headless: false,
     sessionAffinity: 'None',
     affinityTimeoutSeconds: 10800,
@@ -22,7 +25,7 @@ function svc(name: string, p: Partial<ServiceInfo> & { ports: ServicePortInfo[] 
 
 const port = (port: number, targetPort: number | string = port, name = ''): ServicePortInfo => ({ name, protocol: 'TCP', port, targetPort });
 
-const ep = (ip: string, c: Partial<EndpointInfo> = {}): EndpointInfo => ({ addresses: [ip], ready: true, serving: true, terminating: false, ...c });
+const ep = (ip: string, c: Partial<EndpointInfo> = {}): EndpointInfo => ({ addresses: ips(ip), ready: true, serving: true, terminating: false, ...c });
 
 function slice(service: string, p: Partial<EndpointSliceInfo> & { endpoints: EndpointInfo[] }): EndpointSliceInfo {
   return { namespace: 'default', name: `${service}-abc`, serviceName: service, addressType: 'IPv4', ports: [], source: 'EndpointSlice', ...p };
@@ -69,7 +72,7 @@ describe('computeRoutes', () => {
   });
 
   it('uses a numeric targetPort when the slice lists no ports, and only the first address of an endpoint', () => {
-    const st = state([svc('num', { ports: [port(80, 8081)] })], [slice('num', { endpoints: [{ ...ep('10.244.1.7'), addresses: ['10.244.1.7', '10.244.1.8'] }] })]);
+    const st = state([svc('num', { ports: [port(80, 8081)] })], [slice('num', { endpoints: [{ ...ep('10.244.1.7'), addresses: ips('10.244.1.7', '10.244.1.8') }] })]);
     expect(computeRoutes(st, all).routes[0]!.endpoints).toEqual([{ ip: '10.244.1.7', port: 8081, path: 'direct' }]);
     expect(resolveTargetPort(port(80, 'missing'), slice('x', { ports: [{ name: 'a', protocol: 'TCP', port: 1 }], endpoints: [] }))).toBeUndefined();
   });
@@ -113,7 +116,7 @@ describe('computeRoutes', () => {
 
   it('builds IPv4 and IPv6 routes of a dual-stack service from the slices of each family', () => {
     const st = state(
-      [svc('dual', { clusterIPs: ['fd00:10:96::10', '10.10.0.10'], ports: [port(80, 8080)] })],
+      [svc('dual', { clusterIPs: ips('fd00:10:96::10', '10.10.0.10'), ports: [port(80, 8080)] })],
       [
         slice('dual', { name: 'v4', ports: [{ name: '', protocol: 'TCP', port: 8080 }], endpoints: [ep('10.244.1.4')] }),
         slice('dual', { name: 'v6', addressType: 'IPv6', ports: [{ name: '', protocol: 'TCP', port: 8080 }], endpoints: [ep('fd00:244::4')] }),
@@ -128,7 +131,7 @@ describe('computeRoutes', () => {
 
   it('carries ClientIP session affinity and its timeout', () => {
     const st = state(
-      [svc('sticky', { sessionAffinity: 'ClientIP', affinityTimeoutSeconds: 60, ports: [port(80)] }), svc('plain', { clusterIPs: ['10.10.0.11'], ports: [port(80)] })],
+      [svc('sticky', { sessionAffinity: 'ClientIP', affinityTimeoutSeconds: 60, ports: [port(80)] }), svc('plain', { clusterIPs: ips('10.10.0.11'), ports: [port(80)] })],
       [],
     );
     const t = computeRoutes(st, all);
@@ -140,7 +143,7 @@ describe('computeRoutes', () => {
     const st = state(
       [
         svc('kept', { ports: [port(80), { name: 'dns', protocol: 'UDP', port: 53, targetPort: 53 }] }),
-        svc('ignored', { clusterIPs: ['10.10.0.3'], labels: { noproxy: 'edgemesh' }, ports: [port(53)] }),
+        svc('ignored', { clusterIPs: ips('10.10.0.3'), labels: { noproxy: 'edgemesh' }, ports: [port(53)] }),
         svc('headless', { clusterIPs: [], headless: true, ports: [port(80)] }),
         svc('ext', { clusterIPs: [], type: 'ExternalName', ports: [port(80)] }),
       ],
@@ -162,8 +165,8 @@ describe('computeRoutes', () => {
   });
 
   it('is deterministic: the same state in another insertion order gives an equal table', () => {
-    const a = svc('a', { clusterIPs: ['10.10.0.2'], ports: [port(81), port(80)] });
-    const b = svc('b', { clusterIPs: ['10.10.0.1'], ports: [port(80)] });
+    const a = svc('a', { clusterIPs: ips('10.10.0.2'), ports: [port(81), port(80)] });
+    const b = svc('b', { clusterIPs: ips('10.10.0.1'), ports: [port(80)] });
     expect(computeRoutes(state([a, b], []), all)).toEqual(computeRoutes(state([b, a], []), all));
     expect(computeRoutes(state([a, b], []), all).routes.map((r) => `${r.ip}:${r.port}`)).toEqual(['10.10.0.1:80', '10.10.0.2:80', '10.10.0.2:81']);
   });
@@ -226,7 +229,7 @@ describe('computeRoutes: endpoint paths', () => {
 
   it('lists an unreachable endpoint once per service and target port, sorted, even when two Service ports and both cluster IPs reach it', () => {
     const st = state(
-      [svc('web', { ports: [port(80, 8080), port(81, 8080)] }), svc('api', { clusterIPs: ['10.10.0.11'], ports: [port(80, 8080)] })],
+      [svc('web', { ports: [port(80, 8080), port(81, 8080)] }), svc('api', { clusterIPs: ips('10.10.0.11'), ports: [port(80, 8080)] })],
       [slice('web', { endpoints: [ep('10.244.3.9', on('edge-c')), ep('10.244.3.3', on('edge-c'))] }), slice('api', { endpoints: [ep('10.244.3.3', on('edge-c'))] })],
       nodes,
     );
@@ -298,9 +301,9 @@ describe('computeLocalServe', () => {
     const st = state(
       [
         svc('web', { ports: [port(81, 8081), port(80, 8080), { name: 'dns', protocol: 'UDP', port: 53, targetPort: 53 }] }),
-        svc('ignored', { clusterIPs: ['10.10.0.3'], labels: { noproxy: 'edgemesh' }, ports: [port(80, 9090)] }),
+        svc('ignored', { clusterIPs: ips('10.10.0.3'), labels: { noproxy: 'edgemesh' }, ports: [port(80, 9090)] }),
         svc('headless', { clusterIPs: [], headless: true, ports: [port(80)] }),
-        svc('remote-only', { clusterIPs: ['10.10.0.12'], ports: [port(80)] }),
+        svc('remote-only', { clusterIPs: ips('10.10.0.12'), ports: [port(80)] }),
       ],
       [
         slice('web', { endpoints: [ep('10.244.1.2', on(HERE)), ep('10.244.1.1', on(HERE)), ep('10.244.2.1', on('edge-a')), ep('10.244.3.1')] }),
@@ -333,7 +336,7 @@ describe('computeLocalServe', () => {
 
   it('takes this node\'s ready endpoints, else its serving+terminating ones, per family, and merges a dual-stack Service\'s families', () => {
     const st = state(
-      [svc('dual', { clusterIPs: ['10.10.0.10', 'fd00:10:96::10'], ports: [port(80, 8080)] })],
+      [svc('dual', { clusterIPs: ips('10.10.0.10', 'fd00:10:96::10'), ports: [port(80, 8080)] })],
       [
         slice('dual', { name: 'v4', endpoints: [ep('10.244.1.1', on(HERE, { ready: false, serving: true, terminating: true })), ep('10.244.1.2', on(HERE, { ready: false, serving: false }))] }),
         slice('dual', { name: 'v6', addressType: 'IPv6', endpoints: [ep('fd00:244::1', on(HERE)), ep('fd00:244::2', on(HERE, { ready: false, serving: true, terminating: true }))] }),

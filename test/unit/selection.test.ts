@@ -2,13 +2,14 @@ import { describe, expect, it } from 'vitest';
 import { ConfigError } from '../../src/errors.js';
 import type { ServiceInfo } from '../../src/cluster/model.js';
 import { DEFAULT_SELECTION, matchesSelector, parseLabelSelector, selectService, type SelectionConfig } from '../../src/intent/selection.js';
+import { parseIp } from '../../src/net.js';
 
 const svc = (ns: string, name: string, labels: Record<string, string> = {}, over: Partial<ServiceInfo> = {}): ServiceInfo => ({
   namespace: ns,
   name,
   labels,
   type: 'ClusterIP',
-  clusterIPs: ['10.10.1.1'],
+  clusterIPs: [parseIp('10.10.1.1')],
   headless: false,
   ports: [{ name: '', protocol: 'TCP', port: 80, targetPort: 80 }],
   sessionAffinity: 'None',

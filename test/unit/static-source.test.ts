@@ -61,7 +61,7 @@ function start(opts: { rescanIntervalMs?: number; errors?: string[]; warnings?: 
   return { store, src, ready: src.start() };
 }
 const ips = (store: ClusterStore): Record<string, string> =>
-  Object.fromEntries([...store.snapshot().services.values()].map((s) => [s.name, s.clusterIPs.join(',')]));
+  Object.fromEntries([...store.snapshot().services.values()].map((s) => [s.name, s.clusterIPs.map((ip) => ip.text).join(',')]));
 
 describe('static source', () => {
   it('reads multi-document YAML, kind: List and JSON; skips other kinds with a debug note', async () => {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { EndpointSliceInfo, NodeInfo, ServiceInfo } from '../../src/cluster/model.js';
-import { parseHostPort } from '../../src/net.js';
+import { parseHostPort, parseIp } from '../../src/net.js';
 import { ClusterStore } from '../../src/cluster/store.js';
 
 const svc = (name: string, ip = '10.10.0.9'): ServiceInfo => ({
@@ -8,7 +8,7 @@ const svc = (name: string, ip = '10.10.0.9'): ServiceInfo => ({
   name,
   labels: {},
   type: 'ClusterIP',
-  clusterIPs: [ip],
+  clusterIPs: [parseIp(ip)],
   headless: false,
   ports: [],
   sessionAffinity: 'None',
@@ -21,7 +21,7 @@ const slice = (name: string, service: string, ip: string, source: 'EndpointSlice
   serviceName: service,
   addressType: 'IPv4',
   ports: [],
-  endpoints: [{ addresses: [ip], ready: true, serving: true, terminating: false }],
+  endpoints: [{ addresses: [parseIp(ip)], ready: true, serving: true, terminating: false }],
   source,
 });
 
@@ -87,7 +87,7 @@ describe('ClusterStore', () => {
     expect(s.slices.get('ns/b')!.map((x) => x.source)).toEqual(['Endpoints']);
     store.deleteEndpointSlice('ns', 'a-1');
     store.deleteEndpointSlice('ns', 'a-2');
-    expect(store.snapshot().slices.get('ns/a')!.map((x) => x.endpoints[0]!.addresses[0])).toEqual(['10.244.9.9']);
+    expect(store.snapshot().slices.get('ns/a')!.map((x) => x.endpoints[0]!.addresses[0]!.text)).toEqual(['10.244.9.9']);
   });
 
   it('refuses slices of the wrong source kind', () => {

@@ -5,7 +5,7 @@ import { Buffer } from 'node:buffer';
 import { performance } from 'node:perf_hooks';
 import { TransactionError, nativeCall } from '../../errors.js';
 import { native } from '../../native/load.js';
-import { addressFamily, canonicalAddress, memoCanonicalCidr } from '../../net.js';
+import { addressFamily, canonicalAddress, tryParseCidr } from '../../net.js';
 import { netnsPath } from '../../netns-path.js';
 import type { Family, LiveRule, Rule } from '../rules.js';
 import type { NativeApplyOptions, NativeIptcBinding, NativeRuleSpec, NativeSnapshot, NativeTxOp } from '../../native/binding.js';
@@ -57,7 +57,7 @@ export function normaliseRule(family: Family, rule: Rule, index: number): Native
   for (const key of ['src', 'dst'] as const) {
     const v = rule[key];
     if (v === undefined) continue;
-    const parsed = typeof v === 'string' ? memoCanonicalCidr(v) : undefined;
+    const parsed = typeof v === 'string' ? tryParseCidr(v) : undefined;
     if (!parsed) fail(index, `${key} "${String(v).slice(0, 64)}" is not a CIDR`);
     if (parsed.family !== family) fail(index, `${key} ${v} is not an ${family} CIDR`);
     out[key] = parsed.text;
