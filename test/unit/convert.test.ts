@@ -85,7 +85,7 @@ describe('convertEndpointSlice', () => {
     });
 
   it('keeps the names of an FQDN slice as hostnames (nothing parses or routes them) and no addresses', () => {
-    const out = convertEndpointSlice({ ...slice(), addressType: 'FQDN', endpoints: [{ addresses: ['db.example.com'] }] } as unknown as Parameters<typeof convertEndpointSlice>[0]);
+    const out = convertEndpointSlice({ ...slice(), addressType: 'FQDN', endpoints: [{ addresses: ['db.example.com'] }] });
     expect(out.endpoints).toEqual([{ addresses: [], hostnames: ['db.example.com'], ready: true, serving: true, terminating: false }]);
   });
 
