@@ -2,7 +2,7 @@
 // routes) -> reconciler -> backends, and -> the proxies.
 // Library users start one from an AgentConfig (config.ts loadConfig) without the CLI.
 import type { AgentConfig } from './config.js';
-import type { FamilyIntent, Intent } from './intent/desired.js';
+import type { FamilyIntent } from './intent/desired.js';
 import { Deriver, type Derivation, type DeriveConfig } from './intent/derive.js';
 import { createBackend, resolveBackend, type BackendOptions } from './netfilter/factory.js';
 import type { BackendName, CleanupOutcome, NatBackend } from './netfilter/types.js';
@@ -200,11 +200,6 @@ export class Agent {
   /** The intent by family, or undefined until the sources have listed everything once. */
   desired(): Partial<Record<Family, FamilyIntent>> | undefined {
     return this.derived()?.intent.families;
-  }
-
-  /** The selection counts and intent of the current generation (undefined before the first list). */
-  intent(): Intent | undefined {
-    return this.derived()?.intent;
   }
 
   /** Source errors and answers (metrics, GET /status). */
