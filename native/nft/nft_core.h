@@ -17,38 +17,19 @@
 #include <string>
 #include <vector>
 
-#include "syserror.h"
+#include "common/syserror.h"
+#include "rules/rule_model.h"
 
 namespace edgemesh {
 namespace nft {
 
 enum class Dialect { Xt, Native };
 
-// Modelled fields of a rule (mirrors src/rules.ts Rule). Addresses are canonical CIDRs.
-struct RuleSpec {
-  std::string src;
-  std::string dst;
-  std::string protocol;  // "tcp", "udp" or ""
-  bool hasComment = false;
-  std::string comment;
-  std::string target;  // chain name, RETURN, ACCEPT, DROP, DNAT, or "" (no verdict)
-  bool hasTo = false;
-  std::string toAddress;
-  int toPort = -1;  // -1: none
-  // Native dialect only: the destination address is looked up in this set of the same table
-  // (`ip daddr @name`). Exclusive with dst.
-  std::string dstSet;
-};
-
-bool SameRule(const RuleSpec& a, const RuleSpec& b);
-
-struct LiveRule {
-  RuleSpec spec;
-  uint64_t handle = 0;
-  uint64_t packets = 0;
-  uint64_t bytes = 0;
-  std::vector<std::string> unknown;  // what we read but do not model; non-empty => never ours
-};
+using rules::LiveRule;
+using rules::Op;
+using rules::OpKind;
+using rules::RuleSpec;
+using rules::SameRule;
 
 struct ChainInfo {
   std::string name;
@@ -111,27 +92,6 @@ struct ReadResult {
   std::vector<SetInfo> sets;
 };
 
-enum class OpKind {
-  CreateChain,
-  FlushChain,
-  DeleteChain,
-  InsertRule,
-  AppendRule,
-  DeleteRule,
-  DeleteRuleAt,
-  ReplaceRule,
-  MoveRule,
-  ReplaceChain
-};
-
-struct Op {
-  OpKind kind = OpKind::AppendRule;
-  std::string chain;
-  RuleSpec rule;
-  int position = 0;  // 1-based; 0 = not given
-  std::vector<RuleSpec> rules;
-};
-
 struct BaseChainSpec {
   std::string name;
   uint32_t hook = 0;
@@ -190,10 +150,6 @@ std::vector<TableName> ListTables(const std::string& netns);
 std::vector<RawRule> RawRules(const std::string& netns, uint8_t family, const std::string& table, const std::string& chain);
 // Reads /proc/thread-self/net/<name> inside the namespace; nullopt when it does not exist.
 std::optional<std::string> ReadProcNet(const std::string& netns, const std::string& name);
-
-// Canonical CIDR ("10.0.0.1/32", "fd00::/64") of a CIDR or bare address; throws
-// std::invalid_argument when it is not one.
-std::string CanonicalCidr(const std::string& cidr, uint8_t family);
 
 }  // namespace nft
 }  // namespace edgemesh

@@ -1,6 +1,6 @@
 // See nft_core.h. Plain C++ over libmnl/libnftnl; every netlink socket is owned by one NlSocket
 // and closed exactly once by its destructor.
-#include "nft_core.h"
+#include "nft/nft_core.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -35,8 +35,9 @@
 #include <stdexcept>
 #include <thread>
 
-#include "netns.h"
-#include "syserror.h"
+#include "common/netns.h"
+#include "common/syserror.h"
+#include "rules/rule_model.h"
 
 namespace edgemesh {
 namespace nft {
@@ -314,64 +315,30 @@ void DumpRules(NlSocket& s, uint8_t family, const std::string& table, const std:
 // ---------------------------------------------------------------------------------------------
 // Addresses
 
-struct Cidr {
-  uint8_t bytes[16] = {0};
-  uint8_t mask[16] = {0};
-  int len = 4;  // 4 or 16
-  int prefix = 32;
-};
+using rules::Cidr;
+using rules::DescribeRule;
+using rules::IsVerdict;
+using rules::Protocol;
 
+rules::Family FamilyOf(uint8_t family) { return family == NFPROTO_IPV6 ? rules::Family::V6 : rules::Family::V4; }
+
+// A CIDR (or bare address) of the family; throws std::invalid_argument when it is not one.
 Cidr ParseCidr(const std::string& text, uint8_t family) {
-  Cidr c;
-  c.len = family == NFPROTO_IPV6 ? 16 : 4;
-  std::string addr = text;
-  int prefix = c.len * 8;
-  auto slash = text.find('/');
-  if (slash != std::string::npos) {
-    addr = text.substr(0, slash);
-    std::string p = text.substr(slash + 1);
-    if (p.empty() || p.size() > 3 || p.find_first_not_of("0123456789") != std::string::npos)
-      throw std::invalid_argument("bad prefix length in " + text);
-    prefix = std::stoi(p);
-    if (prefix > c.len * 8) throw std::invalid_argument("prefix length out of range in " + text);
-  }
-  if (inet_pton(family == NFPROTO_IPV6 ? AF_INET6 : AF_INET, addr.c_str(), c.bytes) != 1)
-    throw std::invalid_argument(std::string("not an ") + (family == NFPROTO_IPV6 ? "IPv6" : "IPv4") + " address: " + text);
-  c.prefix = prefix;
-  for (int i = 0; i < c.len; i++) {
-    int bits = std::max(0, std::min(8, prefix - i * 8));
-    c.mask[i] = static_cast<uint8_t>(bits == 0 ? 0 : (0xff << (8 - bits)) & 0xff);
-    c.bytes[i] &= c.mask[i];
-  }
-  return c;
+  std::optional<Cidr> c = rules::ParseCidr(FamilyOf(family), text);
+  if (!c) throw std::invalid_argument(std::string("not an ") + (family == NFPROTO_IPV6 ? "IPv6" : "IPv4") + " CIDR: " + text.substr(0, 64));
+  return *c;
 }
 
 std::string FormatCidr(const uint8_t* bytes, int len, int prefix) {
-  char out[INET6_ADDRSTRLEN] = {0};
-  inet_ntop(len == 16 ? AF_INET6 : AF_INET, bytes, out, sizeof out);
-  return std::string(out) + "/" + std::to_string(prefix);
+  return rules::FormatCidr(len == 16 ? rules::Family::V6 : rules::Family::V4, bytes, prefix);
 }
 
 std::string FormatAddr(const uint8_t* bytes, int len) {
-  char out[INET6_ADDRSTRLEN] = {0};
-  inet_ntop(len == 16 ? AF_INET6 : AF_INET, bytes, out, sizeof out);
-  return out;
+  return rules::FormatAddr(len == 16 ? rules::Family::V6 : rules::Family::V4, bytes);
 }
 
 // Prefix length of a mask that is a prefix mask, or -1.
-int MaskPrefix(const uint8_t* m, int len) {
-  int prefix = 0;
-  bool ended = false;
-  for (int i = 0; i < len; i++) {
-    for (int b = 7; b >= 0; b--) {
-      bool bit = (m[i] >> b) & 1;
-      if (bit && ended) return -1;
-      if (bit) prefix++;
-      else ended = true;
-    }
-  }
-  return prefix;
-}
+int MaskPrefix(const uint8_t* m, int len) { return rules::PrefixFromMask(len == 16 ? rules::Family::V6 : rules::Family::V4, m); }
 
 int SrcOffset(uint8_t family) { return family == NFPROTO_IPV6 ? 8 : 12; }
 int DstOffset(uint8_t family) { return family == NFPROTO_IPV6 ? 24 : 16; }
@@ -509,10 +476,6 @@ std::vector<SetInfo> ReadSets(NlSocket& s, uint8_t family, const std::string& ta
   return out;
 }
 
-uint8_t ProtoNumber(const std::string& p) { return p == "tcp" ? IPPROTO_TCP : p == "udp" ? IPPROTO_UDP : 0; }
-
-bool IsVerdict(const std::string& t) { return t == "RETURN" || t == "ACCEPT" || t == "DROP"; }
-
 // ---------------------------------------------------------------------------------------------
 // Encoding
 
@@ -613,16 +576,16 @@ void AddVerdict(nftnl_rule* r, const std::string& target) {
 constexpr size_t kRange2Size = (sizeof(nf_nat_range2) + 7) & ~size_t(7);
 
 void AddXtDnat(nftnl_rule* r, const RuleSpec& spec, uint8_t family) {
-  Cidr a = ParseCidr(spec.toAddress, family);
+  Cidr a = ParseCidr(spec.to->address, family);
   uint8_t info[kRange2Size] = {0};
   nf_nat_range2 range{};
   range.flags = NF_NAT_RANGE_MAP_IPS;
   std::memcpy(&range.min_addr, a.bytes, a.len);
   std::memcpy(&range.max_addr, a.bytes, a.len);
-  if (spec.toPort >= 0) {
+  if (spec.to->port) {
     range.flags |= NF_NAT_RANGE_PROTO_SPECIFIED;
-    range.min_proto.all = htons(static_cast<uint16_t>(spec.toPort));
-    range.max_proto.all = htons(static_cast<uint16_t>(spec.toPort));
+    range.min_proto.all = htons(spec.to->port);
+    range.max_proto.all = htons(spec.to->port);
   }
   std::memcpy(info, &range, sizeof range);
   nftnl_expr* e = NewExpr("target");
@@ -636,13 +599,13 @@ void AddXtDnat(nftnl_rule* r, const RuleSpec& spec, uint8_t family) {
 }
 
 void AddNativeDnat(nftnl_rule* r, const RuleSpec& spec, uint8_t family) {
-  Cidr a = ParseCidr(spec.toAddress, family);
+  Cidr a = ParseCidr(spec.to->address, family);
   nftnl_expr* e = NewExpr("immediate");
   nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_DREG, NFT_REG_1);
   nftnl_expr_set(e, NFTNL_EXPR_IMM_DATA, a.bytes, a.len);
   AddExpr(r, e);
-  if (spec.toPort >= 0) {
-    uint16_t port = htons(static_cast<uint16_t>(spec.toPort));
+  if (spec.to->port) {
+    uint16_t port = htons(spec.to->port);
     e = NewExpr("immediate");
     nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_DREG, NFT_REG_2);
     nftnl_expr_set(e, NFTNL_EXPR_IMM_DATA, &port, sizeof port);
@@ -652,38 +615,11 @@ void AddNativeDnat(nftnl_rule* r, const RuleSpec& spec, uint8_t family) {
   nftnl_expr_set_u32(e, NFTNL_EXPR_NAT_TYPE, NFT_NAT_DNAT);
   nftnl_expr_set_u32(e, NFTNL_EXPR_NAT_FAMILY, family);
   nftnl_expr_set_u32(e, NFTNL_EXPR_NAT_REG_ADDR_MIN, NFT_REG_1);
-  if (spec.toPort >= 0) {
+  if (spec.to->port) {
     nftnl_expr_set_u32(e, NFTNL_EXPR_NAT_REG_PROTO_MIN, NFT_REG_2);
     nftnl_expr_set_u32(e, NFTNL_EXPR_NAT_FLAGS, NF_NAT_RANGE_PROTO_SPECIFIED);
   }
   AddExpr(r, e);
-}
-
-// Checks that a rule can be written; throws std::invalid_argument naming the problem.
-void ValidateSpec(const RuleSpec& s, uint8_t family, Dialect d) {
-  if (!s.src.empty()) ParseCidr(s.src, family);
-  if (!s.dst.empty()) ParseCidr(s.dst, family);
-  if (!s.dstSet.empty()) {
-    if (d != Dialect::Native) throw std::invalid_argument("dstSet (a set lookup) is only for the nft dialect");
-    if (!s.dst.empty()) throw std::invalid_argument("dst and dstSet cannot both be given");
-    if (s.dstSet.size() > 255) throw std::invalid_argument("set name too long: " + s.dstSet);
-  }
-  if (!s.protocol.empty() && ProtoNumber(s.protocol) == 0) throw std::invalid_argument("unsupported protocol " + s.protocol);
-  if (s.hasComment && s.comment.size() >= kCommentLen) throw std::invalid_argument("comment longer than 255 bytes");
-  if (s.target == "DNAT") {
-    if (!s.hasTo) throw std::invalid_argument("DNAT without a destination");
-    ParseCidr(s.toAddress, family);
-    if (s.toAddress.find('/') != std::string::npos) throw std::invalid_argument("DNAT destination must be an address: " + s.toAddress);
-    if (s.toPort > 65535 || s.toPort == 0) throw std::invalid_argument("DNAT port out of range");
-  } else if (s.hasTo) {
-    throw std::invalid_argument("toDestination is only valid with target DNAT");
-  }
-  if (!s.target.empty() && !IsVerdict(s.target) && s.target != "DNAT") {
-    const size_t max = d == Dialect::Xt ? 28 : 255;  // XT_EXTENSION_MAXNAMELEN - 1 / NFT_CHAIN_MAXNAMELEN - 1
-    if (s.target.size() > max) throw std::invalid_argument("chain name too long: " + s.target);
-    static const std::set<std::string> unsupported = {"MASQUERADE", "SNAT", "REDIRECT", "MARK", "REJECT", "LOG", "QUEUE"};
-    if (unsupported.count(s.target)) throw std::invalid_argument("unsupported target " + s.target);
-  }
 }
 
 // -s/-d as both dialects write them: payload + (bitwise for a prefix) + cmp; /0 matches anything.
@@ -705,18 +641,18 @@ RulePtr BuildRule(uint8_t family, const std::string& table, const std::string& c
   nftnl_rule_set_u32(r.get(), NFTNL_RULE_FAMILY, family);
   nftnl_rule_set_str(r.get(), NFTNL_RULE_TABLE, table.c_str());
   nftnl_rule_set_str(r.get(), NFTNL_RULE_CHAIN, chain.c_str());
-  uint8_t proto = ProtoNumber(s.protocol);
+  const auto proto = static_cast<uint8_t>(s.protocol);
   if (d == Dialect::Xt) {
     // nft_ipv4_add()/nft_ipv6_add(): protocol, source, destination, matches, counter, compat, action.
     if (proto) AddMetaL4(r.get(), proto);
     AddAddrs(r.get(), s, family);
-    if (s.hasComment) {
+    if (s.comment) {
       nftnl_expr* e = NewExpr("match");
       nftnl_expr_set(e, NFTNL_EXPR_MT_NAME, "comment", 7);
       nftnl_expr_set_u32(e, NFTNL_EXPR_MT_REV, 0);
       void* info = calloc(1, kCommentLen);
       if (!info) throw SysError(ENOMEM, "calloc", "out of memory");
-      std::memcpy(info, s.comment.data(), std::min(s.comment.size(), kCommentLen - 1));
+      std::memcpy(info, s.comment->data(), std::min(s.comment->size(), kCommentLen - 1));
       nftnl_expr_set(e, NFTNL_EXPR_MT_INFO, info, kCommentLen);  // libnftnl takes ownership of MT_INFO
       AddExpr(r.get(), e);
     }
@@ -732,10 +668,10 @@ RulePtr BuildRule(uint8_t family, const std::string& table, const std::string& c
     AddCounter(r.get(), packets, bytes);
     if (s.target == "DNAT") AddNativeDnat(r.get(), s, family);
     else if (!s.target.empty()) AddVerdict(r.get(), s.target);
-    if (s.hasComment) {
+    if (s.comment) {
       UdataPtr u(nftnl_udata_buf_alloc(NFT_USERDATA_MAXLEN));
       if (!u) throw SysError(ENOMEM, "nftnl_udata_buf_alloc", "out of memory");
-      if (!nftnl_udata_put_strz(u.get(), kUdataRuleComment, s.comment.c_str())) throw std::invalid_argument("comment too long");
+      if (!nftnl_udata_put_strz(u.get(), kUdataRuleComment, s.comment->c_str())) throw std::invalid_argument("comment too long");
       nftnl_rule_set_data(r.get(), NFTNL_RULE_USERDATA, nftnl_udata_buf_data(u.get()), nftnl_udata_buf_len(u.get()));
     }
   }
@@ -831,11 +767,11 @@ LiveRule ParseRule(nftnl_rule* r, uint8_t family, Dialect d) {
         continue;
       }
       if (g.kind == Reg::Meta) {
-        if (dlen != 1 || !(data[0] == IPPROTO_TCP || data[0] == IPPROTO_UDP) || !lr.spec.protocol.empty()) {
+        if (dlen != 1 || !(data[0] == IPPROTO_TCP || data[0] == IPPROTO_UDP) || lr.spec.protocol != Protocol::Any) {
           unknown("protocol");
           continue;
         }
-        lr.spec.protocol = data[0] == IPPROTO_TCP ? "tcp" : "udp";
+        lr.spec.protocol = static_cast<Protocol>(data[0]);
       } else if (g.kind == Reg::Payload) {
         if (dlen != g.len) {
           unknown("cmp");
@@ -880,8 +816,7 @@ LiveRule ParseRule(nftnl_rule* r, uint8_t family, Dialect d) {
       uint32_t ilen = 0;
       const auto* info = static_cast<const char*>(nftnl_expr_get(e, NFTNL_EXPR_MT_INFO, &ilen));
       if (d == Dialect::Xt && mname == "comment" && nftnl_expr_get_u32(e, NFTNL_EXPR_MT_REV) == 0 && info && ilen == kCommentLen &&
-          !lr.spec.hasComment) {
-        lr.spec.hasComment = true;
+          !lr.spec.comment) {
         lr.spec.comment = std::string(info, strnlen(info, kCommentLen));
       } else {
         unknown(mname);
@@ -931,9 +866,9 @@ LiveRule ParseRule(nftnl_rule* r, uint8_t family, Dialect d) {
         unknown("DNAT options");
         continue;
       }
-      lr.spec.hasTo = true;
-      lr.spec.toAddress = FormatAddr(reinterpret_cast<const uint8_t*>(&range.min_addr), alen);
-      lr.spec.toPort = port ? ntohs(range.min_proto.all) : -1;
+      if (port && range.min_proto.all == 0) unknown("DNAT port 0");
+      lr.spec.to = rules::Endpoint{FormatAddr(reinterpret_cast<const uint8_t*>(&range.min_addr), alen),
+                                   static_cast<uint16_t>(port ? ntohs(range.min_proto.all) : 0)};
     } else if (name == "nat") {
       done = true;
       lr.spec.target = "DNAT";
@@ -956,8 +891,7 @@ LiveRule ParseRule(nftnl_rule* r, uint8_t family, Dialect d) {
         unknown("nat");
         continue;
       }
-      lr.spec.hasTo = true;
-      lr.spec.toAddress = FormatAddr(a->second.data, alen);
+      lr.spec.to = rules::Endpoint{FormatAddr(a->second.data, alen), 0};
       if (hasPort) {
         auto p = regs.find(nftnl_expr_get_u32(e, NFTNL_EXPR_NAT_REG_PROTO_MIN));
         if (p == regs.end() || p->second.kind != Reg::Imm || p->second.len != 2) {
@@ -966,7 +900,8 @@ LiveRule ParseRule(nftnl_rule* r, uint8_t family, Dialect d) {
         }
         uint16_t port;
         std::memcpy(&port, p->second.data, 2);
-        lr.spec.toPort = ntohs(port);
+        lr.spec.to->port = ntohs(port);
+        if (port == 0) unknown("nat port 0");
       }
     } else {
       unknown(name);
@@ -981,7 +916,8 @@ LiveRule ParseRule(nftnl_rule* r, uint8_t family, Dialect d) {
     const void* ud = nftnl_rule_get_data(r, NFTNL_RULE_USERDATA, &ulen);
     if (d == Dialect::Native) {
       bool other = false;
-      lr.spec.hasComment = UdataComment(ud, ulen, kUdataRuleComment, &lr.spec.comment, &other);
+      std::string comment;
+      if (UdataComment(ud, ulen, kUdataRuleComment, &comment, &other)) lr.spec.comment = std::move(comment);
       if (other) unknown("userdata");
     }
     // Xt: iptables-nft 1.8.9 keeps the comment in the xt match; newer versions add userdata
@@ -1067,36 +1003,16 @@ const XtBuiltin* FindXtBuiltin(const std::string& name) {
   return nullptr;
 }
 
-// Max-weight subsequence of `items` (in final order) whose live indexes increase: the rules
-// that can stay where they are. Fenwick tree over live indexes, O(n log n).
+// The entries that can stay where they are (rules::KeepInPlace); a live rule we cannot re-create
+// weighs more than any number of others.
 std::vector<bool> KeepInPlace(const std::vector<Entry>& entries, size_t liveCount) {
-  std::vector<bool> keep(entries.size(), false);
-  if (liveCount == 0) return keep;
-  std::vector<std::pair<int64_t, int>> tree(liveCount + 1, {0, -1});  // (best weight, entry index)
-  std::vector<int> prev(entries.size(), -1);
-  std::vector<int64_t> best(entries.size(), 0);
-  auto query = [&](size_t i) {  // max over [1, i]
-    std::pair<int64_t, int> r{0, -1};
-    for (; i > 0; i -= i & (~i + 1)) r = std::max(r, tree[i]);
-    return r;
-  };
-  auto update = [&](size_t i, std::pair<int64_t, int> v) {
-    for (; i <= liveCount; i += i & (~i + 1)) tree[i] = std::max(tree[i], v);
-  };
-  std::pair<int64_t, int> top{0, -1};
-  for (size_t k = 0; k < entries.size(); k++) {
-    if (entries[k].live < 0) continue;
-    size_t pos = static_cast<size_t>(entries[k].live) + 1;
-    auto q = query(pos - 1);
-    int64_t w = entries[k].pinned ? 1'000'000 : 1;
-    best[k] = q.first + w;
-    prev[k] = q.second;
-    std::pair<int64_t, int> v{best[k], static_cast<int>(k)};
-    update(pos, v);
-    top = std::max(top, v);
+  std::vector<int> live;
+  std::vector<int64_t> weight;
+  for (const auto& e : entries) {
+    live.push_back(e.live);
+    weight.push_back(e.pinned ? 1'000'000 : 1);
   }
-  for (int k = top.second; k >= 0; k = prev[k]) keep[static_cast<size_t>(k)] = true;
-  return keep;
+  return rules::KeepInPlace(live, weight, liveCount);
 }
 
 struct BatchBuilder {
@@ -1136,17 +1052,6 @@ struct BatchBuilder {
   }
   size_t Count() const { return what.size(); }
 };
-
-std::string DescribeRule(const std::string& chain, const RuleSpec& s) {
-  std::string out = chain;
-  if (!s.src.empty()) out += " -s " + s.src;
-  if (!s.dst.empty()) out += " -d " + s.dst;
-  if (!s.dstSet.empty()) out += " -d @" + s.dstSet;
-  if (!s.protocol.empty()) out += " -p " + s.protocol;
-  if (s.hasComment) out += " --comment \"" + s.comment + "\"";
-  if (!s.target.empty()) out += " -j " + s.target;
-  return out;
-}
 
 // Sends the batch; returns 0 or the errno of the first failure (and its description).
 int SendBatch(NlSocket& s, BatchBuilder& b, std::string* failed) {
@@ -1247,16 +1152,6 @@ int FindRule(const ChainModel& m, const RuleSpec& spec) {
   return -1;
 }
 
-std::string RuleKey(const RuleSpec& s) {
-  // Equal keys <=> SameRule(); fields length-prefixed so that no content can collide.
-  std::string k;
-  for (const std::string& f : {s.src, s.dst, s.dstSet, s.protocol, s.hasComment ? s.comment : std::string(), s.target,
-                               s.hasTo ? s.toAddress : std::string(), std::to_string(s.hasTo ? std::max(s.toPort, 0) : 0)}) {
-    k += std::to_string(f.size()) + ":" + f;
-  }
-  return k;
-}
-
 struct Attempt {
   int messages = 0;
   int err = 0;
@@ -1343,29 +1238,7 @@ Attempt ApplyOnce(NlSocket& s, const ApplyRequest& req, uint32_t genid, bool* in
   for (size_t i = 0; i < req.ops.size(); i++) {
     const Op& op = req.ops[i];
     const int idx = static_cast<int>(i);
-    auto validate = [&](const RuleSpec& r) {
-      try {
-        ValidateSpec(r, req.family, req.dialect);
-      } catch (const std::invalid_argument& e) {
-        throw TxError(idx, std::string("operation ") + std::to_string(idx) + ": " + e.what());
-      }
-    };
     switch (op.kind) {
-      case OpKind::CreateChain: {
-        if (op.chain.empty() || op.chain.size() > (req.dialect == Dialect::Xt ? 28u : 255u))
-          throw TxError(idx, "bad chain name \"" + op.chain + "\"");
-        ChainModel& m = ModelFor(models, order, s, req, op.chain, intr);
-        if (m.exists && !m.deleteAtEnd) throw TxError(idx, "chain " + op.chain + " already exists");
-        if (m.deleteAtEnd) {  // deleted then created again: the same as emptied
-          m.deleteAtEnd = false;
-          m.entries.clear();
-        } else {
-          m.exists = true;
-          m.createRegular = true;
-          if (!tableExists) createTable = true;
-        }
-        break;
-      }
       case OpKind::FlushChain: need(idx, op.chain).entries.clear(); break;
       case OpKind::DeleteChain: {
         ChainModel& m = need(idx, op.chain);
@@ -1380,9 +1253,8 @@ Attempt ApplyOnce(NlSocket& s, const ApplyRequest& req, uint32_t genid, bool* in
         break;
       }
       case OpKind::InsertRule: {
-        validate(op.rule);
         ChainModel& m = need(idx, op.chain);
-        int pos = op.position == 0 ? 1 : op.position;
+        const int64_t pos = op.position == 0 ? 1 : op.position;
         if (pos < 1 || static_cast<size_t>(pos) > m.entries.size() + 1)
           throw TxError(idx, "position " + std::to_string(pos) + " out of range for chain " + op.chain);
         Entry e;
@@ -1390,35 +1262,11 @@ Attempt ApplyOnce(NlSocket& s, const ApplyRequest& req, uint32_t genid, bool* in
         m.entries.insert(m.entries.begin() + (pos - 1), e);
         break;
       }
-      case OpKind::AppendRule: {
-        validate(op.rule);
-        Entry e;
-        e.spec = op.rule;
-        need(idx, op.chain).entries.push_back(e);
-        break;
-      }
       case OpKind::DeleteRule: {
         ChainModel& m = need(idx, op.chain);
         int k = FindRule(m, op.rule);
         if (k < 0) throw TxError(idx, "no such rule in chain " + op.chain + ": " + DescribeRule(op.chain, op.rule));
         m.entries.erase(m.entries.begin() + k);
-        break;
-      }
-      case OpKind::DeleteRuleAt: {
-        ChainModel& m = need(idx, op.chain);
-        if (op.position < 1 || static_cast<size_t>(op.position) > m.entries.size())
-          throw TxError(idx, "position " + std::to_string(op.position) + " out of range for chain " + op.chain);
-        m.entries.erase(m.entries.begin() + (op.position - 1));
-        break;
-      }
-      case OpKind::ReplaceRule: {
-        validate(op.rule);
-        ChainModel& m = need(idx, op.chain);
-        if (op.position < 1 || static_cast<size_t>(op.position) > m.entries.size())
-          throw TxError(idx, "position " + std::to_string(op.position) + " out of range for chain " + op.chain);
-        Entry e;
-        e.spec = op.rule;
-        m.entries[static_cast<size_t>(op.position - 1)] = e;
         break;
       }
       case OpKind::MoveRule: {
@@ -1433,7 +1281,6 @@ Attempt ApplyOnce(NlSocket& s, const ApplyRequest& req, uint32_t genid, bool* in
         break;
       }
       case OpKind::ReplaceChain: {
-        for (const auto& r : op.rules) validate(r);
         ChainModel& m = ModelFor(models, order, s, req, op.chain, intr);
         if (!m.exists || m.deleteAtEnd) {
           if (req.dialect == Dialect::Xt && FindXtBuiltin(op.chain)) {
@@ -1449,18 +1296,22 @@ Attempt ApplyOnce(NlSocket& s, const ApplyRequest& req, uint32_t genid, bool* in
             if (!tableExists) createTable = true;
           }
         }
-        std::map<std::string, std::vector<size_t>> byKey;
-        for (size_t k = m.entries.size(); k-- > 0;)
-          if (!m.entries[k].pinned) byKey[RuleKey(m.entries[k].spec)].push_back(k);
+        // The minimal edit: every wanted rule reuses a rule the chain holds when it can (its
+        // counters and, when the order allows, its place: see KeepInPlace).
+        std::vector<const RuleSpec*> have;
+        std::vector<bool> reusable;
+        for (const auto& e : m.entries) {
+          have.push_back(&e.spec);
+          reusable.push_back(!e.pinned);
+        }
+        const std::vector<int> source = rules::MatchRules(have, reusable, op.rules);
         std::vector<Entry> next;
-        for (const auto& r : op.rules) {
-          auto f = byKey.find(RuleKey(r));
-          if (f != byKey.end() && !f->second.empty()) {
-            next.push_back(m.entries[f->second.back()]);
-            f->second.pop_back();
+        for (size_t k = 0; k < op.rules.size(); k++) {
+          if (source[k] >= 0) {
+            next.push_back(m.entries[static_cast<size_t>(source[k])]);
           } else {
             Entry e;
-            e.spec = r;
+            e.spec = op.rules[k];
             next.push_back(e);
           }
         }
@@ -1670,19 +1521,6 @@ Attempt ApplyOnce(NlSocket& s, const ApplyRequest& req, uint32_t genid, bool* in
 
 }  // namespace
 
-bool SameRule(const RuleSpec& a, const RuleSpec& b) {
-  // The same equality as sameRule() in src/rules.ts: an absent comment equals an empty one.
-  return a.target == b.target && a.src == b.src && a.dst == b.dst && a.dstSet == b.dstSet && a.protocol == b.protocol &&
-         (a.hasComment ? a.comment : std::string()) == (b.hasComment ? b.comment : std::string()) &&
-         (a.hasTo ? a.toAddress : std::string()) == (b.hasTo ? b.toAddress : std::string()) &&
-         (a.hasTo ? std::max(a.toPort, 0) : 0) == (b.hasTo ? std::max(b.toPort, 0) : 0);
-}
-
-std::string CanonicalCidr(const std::string& cidr, uint8_t family) {
-  Cidr c = ParseCidr(cidr, family);
-  return FormatCidr(c.bytes, c.len, c.prefix);
-}
-
 uint32_t GetGenId(const std::string& netns) {
   NetnsGuard g(netns);
   NlSocket s;
@@ -1698,23 +1536,22 @@ ReadResult Read(const ReadRequest& req) {
 ApplyResult Apply(const ApplyRequest& in) {
   // Addresses in canonical form, so that rules compare equal to what we read back.
   ApplyRequest req = in;
+  // Every rule checked, its addresses made canonical (so that rules compare equal to what we read
+  // back), before anything is read or written.
+  const rules::RuleLimits limits{req.dialect == Dialect::Xt ? size_t{28} : size_t{255}, req.dialect == Dialect::Native, true};
   for (size_t i = 0; i < req.ops.size(); i++) {
-    auto canon = [&](RuleSpec& r) {
+    Op& op = req.ops[i];
+    auto validate = [&](RuleSpec& r) {
       try {
-        if (!r.src.empty()) r.src = CanonicalCidr(r.src, req.family);
-        if (!r.dst.empty()) r.dst = CanonicalCidr(r.dst, req.family);
-        if (r.hasTo) {
-          if (r.toAddress.find('/') != std::string::npos)
-            throw std::invalid_argument("DNAT destination must be an address: " + r.toAddress);
-          Cidr c = ParseCidr(r.toAddress, req.family);
-          r.toAddress = FormatAddr(c.bytes, c.len);
-        }
-      } catch (const std::invalid_argument& e) {
+        rules::ValidateRule(FamilyOf(req.family), r, limits);
+      } catch (const rules::RuleError& e) {
         throw TxError(static_cast<int>(i), "operation " + std::to_string(i) + ": " + e.what());
       }
     };
-    canon(req.ops[i].rule);
-    for (auto& r : req.ops[i].rules) canon(r);
+    if (op.chain.empty() || op.chain.size() > limits.maxChainName)
+      throw TxError(static_cast<int>(i), "bad chain name \"" + op.chain.substr(0, 64) + "\"");
+    if (op.kind == OpKind::InsertRule || op.kind == OpKind::MoveRule || op.kind == OpKind::DeleteRule) validate(op.rule);
+    for (auto& r : op.rules) validate(r);
   }
   for (auto& set : req.sets) {
     std::set<std::string> seen;

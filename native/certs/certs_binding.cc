@@ -8,10 +8,10 @@
 
 #include <string>
 
-#include "certs_core.h"
-#include "module_registry.h"
-#include "napi_args.h"
-#include "napi_util.h"
+#include "certs/certs_core.h"
+#include "common/module_registry.h"
+#include "common/napi_args.h"
+#include "common/napi_util.h"
 
 namespace {
 
