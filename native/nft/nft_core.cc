@@ -1521,6 +1521,22 @@ Attempt ApplyOnce(NlSocket& s, const ApplyRequest& req, uint32_t genid, bool* in
 
 }  // namespace
 
+<<<<<<< HEAD:native/nft/nft_core.cc
+=======
+bool SameRule(const RuleSpec& a, const RuleSpec& b) {
+  // The same equality as sameRule() in src/netfilter/rules.ts: an absent comment equals an empty one.
+  return a.target == b.target && a.src == b.src && a.dst == b.dst && a.dstSet == b.dstSet && a.protocol == b.protocol &&
+         (a.hasComment ? a.comment : std::string()) == (b.hasComment ? b.comment : std::string()) &&
+         (a.hasTo ? a.toAddress : std::string()) == (b.hasTo ? b.toAddress : std::string()) &&
+         (a.hasTo ? std::max(a.toPort, 0) : 0) == (b.hasTo ? std::max(b.toPort, 0) : 0);
+}
+
+std::string CanonicalCidr(const std::string& cidr, uint8_t family) {
+  Cidr c = ParseCidr(cidr, family);
+  return FormatCidr(c.bytes, c.len, c.prefix);
+}
+
+>>>>>>> main:native/nft_core.cc
 uint32_t GetGenId(const std::string& netns) {
   NetnsGuard g(netns);
   NlSocket s;

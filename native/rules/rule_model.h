@@ -28,7 +28,7 @@ struct Endpoint {
   uint16_t port = 0;
 };
 
-// A rule in the modelled subset (mirrors Rule in the TypeScript). Addresses are CIDRs
+// A rule in the modelled subset (mirrors Rule in src/netfilter/rules.ts). Addresses are CIDRs
 // ("10.10.0.3/32", "fd00::/64"), canonical after ValidateRule; empty means "any".
 struct RuleSpec {
   std::string src;
@@ -50,7 +50,7 @@ struct LiveRule {
   std::vector<std::string> unknown;
 };
 
-// The same rule as far as a plan is concerned (sameRule() in the TypeScript): an absent comment
+// The same rule as far as a plan is concerned (sameRule() in src/netfilter/rules.ts): an absent comment
 // equals an empty one.
 bool SameRule(const RuleSpec& a, const RuleSpec& b);
 // Every modelled field equal, comment presence included (what a read-back must show).
