@@ -240,6 +240,8 @@ Napi::Value ApplyJs(const Napi::CallbackInfo& info) {
       for (uint32_t i = 0; i < a.Length(); i++) req.sets.push_back(SetSpecOf(a.Get(i), ws.at(i)));
     }
     req.ops = args::OpsArg(o.Get("ops"), w.field("ops"), kMaxItems);
+    Napi::Value g = o.Get("genid");
+    if (Present(g)) req.plannedGenid = static_cast<uint32_t>(args::Int(g, w.field("genid"), 0, UINT32_MAX));
     Napi::Value ma = o.Get("maxAttempts");
     if (!ma.IsUndefined()) req.maxAttempts = Int(ma, w.field("maxAttempts"));
     return PromiseWorker<ApplyResult>::Run(

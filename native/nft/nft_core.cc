@@ -1521,22 +1521,6 @@ Attempt ApplyOnce(NlSocket& s, const ApplyRequest& req, uint32_t genid, bool* in
 
 }  // namespace
 
-<<<<<<< HEAD:native/nft/nft_core.cc
-=======
-bool SameRule(const RuleSpec& a, const RuleSpec& b) {
-  // The same equality as sameRule() in src/netfilter/rules.ts: an absent comment equals an empty one.
-  return a.target == b.target && a.src == b.src && a.dst == b.dst && a.dstSet == b.dstSet && a.protocol == b.protocol &&
-         (a.hasComment ? a.comment : std::string()) == (b.hasComment ? b.comment : std::string()) &&
-         (a.hasTo ? a.toAddress : std::string()) == (b.hasTo ? b.toAddress : std::string()) &&
-         (a.hasTo ? std::max(a.toPort, 0) : 0) == (b.hasTo ? std::max(b.toPort, 0) : 0);
-}
-
-std::string CanonicalCidr(const std::string& cidr, uint8_t family) {
-  Cidr c = ParseCidr(cidr, family);
-  return FormatCidr(c.bytes, c.len, c.prefix);
-}
-
->>>>>>> main:native/nft_core.cc
 uint32_t GetGenId(const std::string& netns) {
   NetnsGuard g(netns);
   NlSocket s;
@@ -1591,13 +1575,19 @@ ApplyResult Apply(const ApplyRequest& in) {
     out.attempts = attempt;
     bool intr = false;
     uint32_t genid = QueryGenId(s);
+    if (req.plannedGenid && genid != *req.plannedGenid) throw GenerationError(*req.plannedGenid, genid);
     Attempt a = ApplyOnce(s, req, genid, &intr);
     if (a.err == 0) {
       out.messages = a.messages;
-      out.genid = a.messages ? QueryGenId(s) : genid;
+      // Our batch committed only if the generation was still `genid`, and the commit bumped it
+      // by one: the token of the ruleset exactly as we left it, with no second read to race.
+      out.genid = a.messages ? NextGenId(genid) : genid;
       return out;
     }
-    if (a.err == kRestart) continue;  // somebody wrote in between: read again, retry
+    if (a.err == kRestart) {
+      if (req.plannedGenid) throw GenerationError(*req.plannedGenid, QueryGenId(s));
+      continue;  // somebody wrote in between: read again, retry
+    }
     throw SysError(a.err, "nft_batch", "nf_tables rejected the transaction at \"" + a.failed + "\": " + Errstr(a.err));
   }
   throw SysError(EAGAIN, "nft_batch", "the ruleset kept changing; gave up after " + std::to_string(out.attempts) + " attempts", "EAGAIN");

@@ -113,13 +113,32 @@ struct ApplyRequest {
   // is deleted before and added again after (new counters).
   std::vector<SetSpec> sets;
   std::vector<Op> ops;
+  // The generation id of the read the ops were planned on. Given: the batch carries it, and a
+  // ruleset changed since (by anybody) fails with code EGENERATION and nothing written, so that
+  // the caller reads and plans again. Absent: the ops are re-applied to a fresh read on a change,
+  // up to maxAttempts times.
+  std::optional<uint32_t> plannedGenid;
   int maxAttempts = 5;
 };
 
 struct ApplyResult {
   int attempts = 0;
-  int messages = 0;  // netlink messages in the committed batch; 0 = nothing was written
-  uint32_t genid = 0;
+  int messages = 0;    // netlink messages in the committed batch; 0 = nothing was written
+  uint32_t genid = 0;  // the generation our commit made (nothing written: the one it was checked against)
+};
+
+// The generation that follows `genid`: nf_tables bumps it by one per committed transaction,
+// skipping 0.
+inline uint32_t NextGenId(uint32_t genid) { return genid + 1 == 0 ? 1 : genid + 1; }
+
+// A transaction refused because the ruleset is no longer the one it was planned on (code
+// EGENERATION): nothing was written; read and plan again.
+struct GenerationError : SysError {
+  GenerationError(uint32_t planned, uint32_t now)
+      : SysError(85 /* ERESTART */, "nft_batch",
+                 "the ruleset changed since the read the transaction was planned on (generation " + std::to_string(planned) + ", now " +
+                     std::to_string(now) + "): read and plan again",
+                 "EGENERATION") {}
 };
 
 // A transaction rejected before anything was written (code ETRANSACTION). opIndex: the

@@ -33,23 +33,21 @@ export interface TableSnapshot {
 }
 
 /**
- * One operation of a transaction. Positions are 1-based like iptables -I/-D/-R.
- * Operations that name a rule (deleteRule, moveRule) find it by equality of the modelled
- * fields (sameRule), so that a transaction re-applied on a fresh read after EAGAIN still
- * touches the intended rule.
+ * One operation of a transaction: what a plan emits. Our chains are only ever replaced whole
+ * (the native minimal edit decides which rules stay, go or come); a built-in chain is only
+ * touched at our jump (insert it, move it first, delete a duplicate or residue). Positions are
+ * 1-based like iptables -I. Operations that name a rule (deleteRule, moveRule) find it by
+ * equality of the modelled fields (sameRule), so that a transaction re-applied on a fresh read
+ * after EAGAIN still touches the intended rule.
  */
 export type TxOp =
-  | { op: 'createChain'; chain: string }
+  /** Creates the chain if missing; its contents become exactly `rules`; unchanged rules keep their counters. */
+  | { op: 'replaceChain'; chain: string; rules: Rule[] }
   | { op: 'flushChain'; chain: string }
   | { op: 'deleteChain'; chain: string }
   | { op: 'insertRule'; chain: string; rule: Rule; position?: number }
-  | { op: 'appendRule'; chain: string; rule: Rule }
-  | { op: 'deleteRule'; chain: string; rule: Rule }
-  | { op: 'deleteRuleAt'; chain: string; position: number }
-  | { op: 'replaceRule'; chain: string; position: number; rule: Rule }
   | { op: 'moveRule'; chain: string; rule: Rule; position: number }
-  /** Creates the chain if missing; its contents become exactly `rules`; unchanged rules keep their counters. */
-  | { op: 'replaceChain'; chain: string; rules: Rule[] };
+  | { op: 'deleteRule'; chain: string; rule: Rule };
 
 export interface ApplyResult {
   /** Commits attempted (1 + retries after a lost race). */

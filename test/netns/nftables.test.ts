@@ -337,7 +337,7 @@ describeNetns('nftables backend (table edgemesh at dstnat - 1)', () => {
       const twice = await native().nftApply({ ...base, sets: [{ name: 'ignored', elements: [] }, { name: 'ignored', elements: [] }] }).catch((e: unknown) => e);
       expect(twice).toMatchObject({ code: 'ETRANSACTION', message: expect.stringMatching(/set ignored given twice/) });
       const xt = await native()
-        .nftApply({ ...base, dialect: 'xt', table: 'nat', ops: [{ op: 'appendRule', chain: 'PREROUTING', rule: { dstSet: 'ignored', target: 'RETURN' } }] })
+        .nftApply({ ...base, dialect: 'xt', table: 'nat', ops: [{ op: 'insertRule', chain: 'PREROUTING', rule: { dstSet: 'ignored', target: 'RETURN' } }] })
         .catch((e: unknown) => e);
       expect(xt).toMatchObject({ code: 'ETRANSACTION', message: expect.stringMatching(/only for the nft dialect/) });
       expect(await backend.sync(trafficDesired())).toMatchObject({ changed: false });
