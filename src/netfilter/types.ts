@@ -23,6 +23,8 @@ export interface TableInfo {
    * a reordering inside them counts as a move too.
    */
   builtinLayout?: string;
+  /** nf_tables only: the generation id the read is consistent with (a transaction planned on it is guarded by it). */
+  generation?: number;
 }
 
 export interface TableSnapshot {
@@ -58,7 +60,8 @@ export interface ApplyResult {
   durationMs: number;
   /**
    * The change token of the table as our commit left it, read before anybody else could write
-   * (legacy: under the xtables lock; nft: the batch's generation). The watchdog starts from it.
+   * (legacy: under the xtables lock; nft: the generation our batch made). Every table returns
+   * it for a commit; absent only when nothing was committed. The watchdog starts from it.
    */
   tokenAfter?: string;
   /** Legacy: TableInfo.builtinLayout as our commit left it. */
@@ -79,8 +82,12 @@ export interface IptablesTable {
   readonly family: Family;
   /** Reads the named chains (built-in or user-defined) with their rules and counters. */
   read(chains: readonly string[]): Promise<TableSnapshot>;
-  /** Applies every operation in one atomic commit, or none of them. An empty list commits nothing. */
-  apply(ops: readonly TxOp[]): Promise<ApplyResult>;
+  /**
+   * Applies every operation in one atomic commit, or none of them. An empty list commits nothing.
+   * `basis`: the info of the read the ops were planned on; a table that can tell (nf_tables: its
+   * generation) refuses to write when the table changed since, with GenerationChangedError.
+   */
+  apply(ops: readonly TxOp[], basis?: TableInfo): Promise<ApplyResult>;
   /** Cheap change detection, without reading the table. */
   info(): Promise<TableInfo>;
   /**

@@ -106,6 +106,6 @@ export class MemoryTable implements IptablesTable {
       this.generation++;
       this.commits++;
     }
-    return { attempts: 1, lockWaitMs: 0, durationMs: 0 };
+    return { attempts: 1, lockWaitMs: 0, durationMs: 0, tokenAfter: (await this.info()).token };
   }
 }

@@ -4,9 +4,10 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { NftIptablesTable } from '../../src/netfilter/iptables/iptables-nft.js';
 import { native } from '../../src/native/load.js';
-import { SyscallError, TransactionError } from '../../src/errors.js';
+import { GenerationChangedError, SyscallError, TransactionError } from '../../src/errors.js';
+import { IptablesNatBackend } from '../../src/netfilter/iptables/iptables.js';
 import { renderRule, sameRule, type Family } from '../../src/netfilter/rules.js';
-import type { TxOp } from '../../src/netfilter/types.js';
+import type { IptablesTable, TxOp } from '../../src/netfilter/types.js';
 import { describeNetns, destroyAllNetns, Netns } from '../helpers/netns.js';
 import { loadKubeProxyIptables } from '../helpers/fixtures.js';
 import { cliFor, desiredFor, opsFor, SEED } from './nft-seed.js';
@@ -277,6 +278,54 @@ describeNetns('iptables-nft table (libnftnl, iptables-nft shape)', () => {
       expect(attempts).toBeGreaterThanOrEqual(25);
       await table.apply([{ op: 'replaceChain', chain: 'EDGE-MESH', rules: base }]);
       await ns.run('nft', ['delete', 'table', 'ip', 'noise']);
+    });
+
+    it('a batch planned on a read that is no longer current writes nothing (EGENERATION); planned on the current one it commits, and its tokenAfter is what info() reads next', async () => {
+      const stale = await table.read(['EDGE-MESH']);
+      await ns.run('iptables-nft', ['-t', 'nat', '-A', 'KUBE-SERVICES', '-d', '10.1.2.4/32', '-j', 'RETURN']);
+      const between = await save(ns, 'ipv4');
+      const op: TxOp = { op: 'insertRule', chain: 'EDGE-MESH', rule: { dst: '10.10.0.77/32', comment: 'generation test', target: 'RETURN' } };
+      const err = await table.apply([op], stale.info).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(GenerationChangedError);
+      expect(err).toMatchObject({ code: 'EGENERATION', syscall: 'nft_batch', message: expect.stringMatching(/changed since the read/) });
+      expect(await save(ns, 'ipv4')).toBe(between);
+      const fresh = await table.read(['EDGE-MESH']);
+      const res = await table.apply([op], fresh.info);
+      expect(res.attempts).toBe(1);
+      expect(res.tokenAfter).toBe((await table.info()).token);
+      expect(res.tokenAfter).not.toBe(fresh.info.token);
+      await table.apply([{ op: 'deleteRule', chain: 'EDGE-MESH', rule: op.rule }]);
+      await ns.run('iptables-nft', ['-t', 'nat', '-D', 'KUBE-SERVICES', '-d', '10.1.2.4/32', '-j', 'RETURN']);
+    });
+
+    it('the backend reads and plans again when somebody writes between its read and its batch, and returns the token its commit left', async () => {
+      // A table whose first read is followed by a foreign write (kube-proxy's, in effect).
+      let reads = 0;
+      const racing: IptablesTable = {
+        backend: table.backend,
+        family: table.family,
+        read: async (chains) => {
+          const snap = await table.read(chains);
+          if (reads++ === 0) await ns.run('iptables-nft', ['-t', 'nat', '-I', 'PREROUTING', '1', '-d', '10.1.2.5/32', '-j', 'RETURN']);
+          return snap;
+        },
+        apply: (ops, basis) => table.apply(ops, basis),
+        info: () => table.info(),
+      };
+      const backend = new IptablesNatBackend(racing);
+      const changed = { ...desired, chains: desired.chains.map((c, i) => (i === 1 ? { ...c, rules: [{ dst: '10.10.0.78/32', comment: 'replan test', target: 'RETURN' }, ...c.rules] } : c)) };
+      const outcome = await backend.sync(changed);
+      expect(reads).toBe(2);
+      expect(outcome.changed).toBe(true);
+      expect(outcome.apply?.tokenAfter).toBe((await table.info()).token);
+      // Planned on the second read: the foreign rule is kept, our jump still precedes kube-proxy's, the new rule is in.
+      const live = await table.read(['PREROUTING', 'EDGE-MESH']);
+      const targets = live.chains.get('PREROUTING')!.map((r) => r.dst ?? r.target);
+      expect(targets[0]).toBe('10.1.2.5/32');
+      expect(targets.indexOf('EDGE-MESH')).toBeLessThan(targets.indexOf('KUBE-SERVICES'));
+      expect(live.chains.get('EDGE-MESH')![0]!.dst).toBe('10.10.0.78/32');
+      expect((await backend.sync(desired)).changed).toBe(true);
+      await ns.run('iptables-nft', ['-t', 'nat', '-D', 'PREROUTING', '-d', '10.1.2.5/32', '-j', 'RETURN']);
     });
 
     it('rejects wrong argument types with a TypeError, not a crash', async () => {
