@@ -1,7 +1,11 @@
 // nf_tables through libnftnl/libmnl, plain C++ (no V8): read chains and rules of one table,
-// parse them back into the rule model, and apply a transaction of iptables-style operations in
-// ONE netlink batch guarded by the generation id (a concurrent writer makes the kernel refuse
-// the batch with ERESTART; we re-read and retry, bounded).
+// parse them back into the shared rule model (rules/rule_model.h), and apply a transaction of
+// its operations in ONE netlink batch guarded by the generation id (a concurrent writer makes
+// the kernel refuse the batch with ERESTART: with the planning read's generation given, the
+// caller plans again (EGENERATION); without, we re-read and retry, bounded).
+//
+// Files: netlink.{h,cc} (socket, dumps, the batch), codec.{h,cc} (rules and set elements to
+// expressions and back), apply.cc (the transaction), nft_core.cc (reads and entry points).
 //
 // Two dialects share the model:
 //  - Xt: the shape iptables-nft 1.8.9 writes into the `ip`/`ip6` `nat` tables (payload+cmp for
