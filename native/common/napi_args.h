@@ -19,6 +19,8 @@ struct ArgError {
 
 // Longer strings are refused before they are copied; the real limits are checked in the cores.
 constexpr size_t kMaxString = 4096;
+// Longest PEM text (a certificate chain, a CA bundle) a binding takes.
+constexpr size_t kMaxPem = 1u << 20;
 
 // Where a value sits in the arguments: a root name, a field of a parent, or an element of one.
 struct Where {

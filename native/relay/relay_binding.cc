@@ -53,9 +53,6 @@ Napi::Object EventToJs(Napi::Env env, const ConnEvent& e) {
   return o;
 }
 
-// Longest PEM text (a CA bundle) the tunnel credentials may hold.
-constexpr size_t kMaxPem = 1u << 20;
-
 // The shared argument layer (common/napi_args.h) with this file's contract: false, and a TypeError
 // thrown into JS, when the value is not what it must be.
 bool Thrown(Napi::Env env, const edgemesh::args::ArgError& e) { return !edgemesh::TypeFail(env, false, e.message); }
@@ -447,8 +444,8 @@ class ProxyWrap : public Napi::ObjectWrap<ProxyWrap> {
     }
     Napi::Object o = info[0].As<Napi::Object>();
     edgemesh::TlsPem pem;
-    if (!GetString(o, "ca", true, &pem.ca, kMaxPem) || !GetString(o, "cert", true, &pem.cert, kMaxPem) ||
-        !GetString(o, "key", true, &pem.key, kMaxPem))
+    if (!GetString(o, "ca", true, &pem.ca, edgemesh::args::kMaxPem) || !GetString(o, "cert", true, &pem.cert, edgemesh::args::kMaxPem) ||
+        !GetString(o, "key", true, &pem.key, edgemesh::args::kMaxPem))
       return env.Undefined();
     std::shared_ptr<edgemesh::TlsCreds> creds;
     try {
@@ -693,8 +690,8 @@ Napi::Value CheckTunnelCredentials(const Napi::CallbackInfo& info) {
     return env.Undefined();
   Napi::Object o = info[0].As<Napi::Object>();
   edgemesh::TlsPem pem;
-  if (!GetString(o, "ca", true, &pem.ca, kMaxPem) || !GetString(o, "cert", true, &pem.cert, kMaxPem) ||
-      !GetString(o, "key", true, &pem.key, kMaxPem))
+  if (!GetString(o, "ca", true, &pem.ca, edgemesh::args::kMaxPem) || !GetString(o, "cert", true, &pem.cert, edgemesh::args::kMaxPem) ||
+      !GetString(o, "key", true, &pem.key, edgemesh::args::kMaxPem))
     return env.Undefined();
   try {
     auto creds = edgemesh::TlsCreds::Build(pem, false);
