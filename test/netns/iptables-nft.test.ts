@@ -317,6 +317,7 @@ describeNetns('iptables-nft table (libnftnl, iptables-nft shape)', () => {
       const outcome = await backend.sync(changed);
       expect(reads).toBe(2);
       expect(outcome.changed).toBe(true);
+      expect(outcome.apply?.attempts).toBe(2);
       expect(outcome.apply?.tokenAfter).toBe((await table.info()).token);
       // Planned on the second read: the foreign rule is kept, our jump still precedes kube-proxy's, the new rule is in.
       const live = await table.read(['PREROUTING', 'EDGE-MESH']);

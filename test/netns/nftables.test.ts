@@ -105,7 +105,7 @@ describeNetns('nftables backend (table edgemesh at dstnat - 1)', () => {
         try {
           const out = await backend.sync(changed);
           expect(reads).toBe(2);
-          expect(out).toMatchObject({ changed: true, added: 1 });
+          expect(out).toMatchObject({ changed: true, added: 1, apply: { attempts: 2 } });
           expect(out.apply?.tokenAfter).toBe(await backend.changeToken());
           expect((await readSet(ns, family)).sets[0]!.elements.map((e) => e.key)).toContain(extra);
         } finally {

@@ -67,7 +67,8 @@ export class IptablesNatBackend implements NatBackend {
         throw e;
       }
       this.lastBuiltinLayout = apply.builtinLayoutAfter;
-      return { ...this.outcome(plan, t0), apply };
+      // Batches refused because the table changed under them count as attempts too.
+      return { ...this.outcome(plan, t0), apply: { ...apply, attempts: apply.attempts + attempt - 1 } };
     }
   }
 

@@ -130,7 +130,9 @@ export class NftablesBackend implements NatBackend {
     const { chains: want, ignored } = this.translate(desired);
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.syncOnce(want, ignored, t0);
+        const out = await this.syncOnce(want, ignored, t0);
+        // Batches refused because the ruleset changed under them count as attempts too.
+        return out.apply ? { ...out, apply: { ...out.apply, attempts: out.apply.attempts + attempt - 1 } } : out;
       } catch (e) {
         if (e instanceof GenerationChangedError && attempt < this.maxAttempts) continue;
         throw e;
