@@ -30,8 +30,14 @@ describe('README', () => {
     expect(readFileSync(join(root, '.ci', 'run'), 'utf8')).toMatch(/scripts\/test\.sh/);
   });
 
-  it('stays a front door (under 14 KB) whose links to docs/ all resolve', () => {
-    expect(Buffer.byteLength(readme)).toBeLessThan(14_000);
+  it('stays a front door (under 10 500 bytes) whose links to docs/ all resolve', () => {
+    expect(Buffer.byteLength(readme)).toBeLessThan(10_500);
     for (const m of readme.matchAll(/\]\((docs\/[^)#]+)/g)) expect(existsSync(join(root, m[1] as string)), m[1]).toBe(true);
+  });
+
+  it('has the front door sections: the rule layout, deploying, the demo, how it works, key flags, compatibility, numbers, development, the docs index', () => {
+    for (const h of ['## Deploy to a cluster', '## The demo', '## How it works', '## Key flags', '## Compatibility', '## Numbers', '## Development', '## Documentation']) expect(readme, h).toContain(`\n${h}\n`);
+    expect(readme).toContain('-j DNAT --to-destination <proxy-ip>:<proxy-port>');
+    expect(readme).toContain('](docs/benchmarks.md)');
   });
 });
