@@ -1,9 +1,9 @@
 // Shared helpers of the bench: generated services (kube-proxy tables, manifests, ignore rules),
 // timed shell snippets inside a namespace, per-process CPU and RSS from /proc.
 import { readFileSync } from 'node:fs';
-import type { Netns } from '../src/netns.js';
+import type { Netns } from '../src/dev/netns.js';
 import { kubeProxyRestore, type KubeProxyService } from '../src/testing/kube-proxy-rules.js';
-import { DNAT_COMMENT, EDGE_MESH_CHAIN, EDGE_MESH_TCP_CHAIN, ROOT_COMMENT, TCP_PROXY_COMMENT, ignoreComment, type DesiredRuleSet, type Rule } from '../src/rules.js';
+import { DNAT_COMMENT, EDGE_MESH_CHAIN, EDGE_MESH_TCP_CHAIN, ROOT_COMMENT, TCP_PROXY_COMMENT, ignoreComment, type DesiredRuleSet, type Rule } from '../src/netfilter/rules.js';
 
 export const SERVICE_CIDR = '10.96.0.0/12';
 export const PROXY_ADDR = '169.254.96.16';
