@@ -57,7 +57,40 @@ const readRepo = (path: string): string | undefined => {
   return existsSync(full) ? readFileSync(full, 'utf8') : undefined;
 };
 
+/** The repository paths a page names in code spans (`src/...`, `native/...`, ...), braces expanded. */
+export function namedPaths(md: string): string[] {
+  const out: string[] = [];
+  for (const m of md.matchAll(/`((?:src|native|test|bench|deploy|scripts|docs)\/[^`\s]*)`/g)) {
+    const p = m[1] as string;
+    const brace = /\{([^}]*)\}/.exec(p);
+    if (brace) for (const alt of (brace[1] as string).split(',')) out.push(p.replace(brace[0], alt));
+    else out.push(p);
+  }
+  return out;
+}
+
+/** A named path exists as a file or folder, or names a source file without its extension (`native/iptc_core`). */
+function pathExists(p: string): boolean {
+  const full = join(root, p.replace(/\/$/, ''));
+  if (existsSync(full)) return true;
+  const dir = dirname(full);
+  const base = full.slice(dir.length + 1);
+  return existsSync(dir) && readdirSync(dir).some((f) => f.startsWith(`${base}.`));
+}
+
 describe('links in the README and docs/', () => {
+  it('every file or folder of the repository the README and docs/ name in code exists (the map of the code follows the layout)', () => {
+    const missing = pages.flatMap((p) => namedPaths(readFileSync(join(root, p), 'utf8')).filter((n) => !pathExists(n)).map((n) => `${p}: ${n}`));
+    expect(missing).toEqual([]);
+  });
+
+  it('the path check expands braces and would report a moved file', () => {
+    expect(namedPaths('`bench/results/latest.{json,md}` and `src/backends/iptables.ts`')).toEqual(['bench/results/latest.json', 'bench/results/latest.md', 'src/backends/iptables.ts']);
+    expect(pathExists('src/netfilter/plan.ts')).toBe(true);
+    expect(pathExists('src/agent')).toBe(true);
+    expect(pathExists('src/backends/iptables.ts')).toBe(false);
+  });
+
   it('every relative link and anchor of the README and docs/ resolves inside the repository', () => {
     const broken = pages.flatMap((p) => brokenLinks(p, readFileSync(join(root, p), 'utf8'), readRepo));
     expect(broken).toEqual([]);
