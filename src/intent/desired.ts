@@ -1,5 +1,5 @@
 // The desired rule set per family: a pure function of the cluster state and the config, in the
-// DESIGN "Rule layout [contract]":
+// rule layout that is a contract (docs/design.md, "Rule layout"):
 //
 //   EDGE-MESH-TCP  -p tcp -m comment --comment "edgemesh tcp proxy" -j DNAT --to-destination <proxy>
 //   EDGE-MESH      -d <ip>/32 -m comment --comment "ignore <ns>/<name> service" -j RETURN   (per ignored IP)
@@ -8,7 +8,7 @@
 //
 // Ignore rules are sorted by namespace/name, then by address numerically, so an unchanged state
 // renders identical rules. An ignored address outside the service CIDR (a headless service's pod
-// IPs) still gets its RETURN, as in the seed.
+// IPs) still gets its RETURN (the layout lists every ignored address, wherever it lies).
 import type { ClusterState, ServiceInfo } from '../cluster/model.js';
 import { hostCidr, parseIp, type HostPort, type ParsedCidr, type ParsedIp } from '../net.js';
 import type { DesiredRuleSet, Family, Rule } from '../netfilter/rules.js';

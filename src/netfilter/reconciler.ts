@@ -1,4 +1,4 @@
-// The pessimistic reconcile loop (kube-proxy's BoundedFrequencyRunner + needFullSync, STYLE 8):
+// The pessimistic reconcile loop (kube-proxy's BoundedFrequencyRunner + needFullSync):
 // - no writes before the sources' first complete list (desired() returns undefined until then);
 // - one sync at a time, at most one per minSyncPeriod for events; a full resync every syncPeriod;
 // - every sync is a full read + diff + one atomic apply per (backend, family); nothing is written

@@ -5,7 +5,7 @@
 // position has to be defended and a kube-proxy restart cannot overtake us. `return` lets a
 // packet go on to kube-proxy.
 //
-// Layout: the DESIGN rule layout, except that the ignored addresses are the elements of one
+// Layout: the rule layout of docs/design.md, except that the ignored addresses are the elements of one
 // set, looked up by one rule, as kube-proxy's own nftables mode does for its service IPs. Each
 // element keeps its own counter and comment ("ignore <ns>/<name> service"), so the listing
 // still says which ignored service saw traffic:
@@ -25,7 +25,7 @@
 // Why a set: a new connection to a proxied service is classified by one hash lookup instead of
 // a walk over every ignore rule, and a change writes set elements, which the kernel takes far
 // faster than rules (a rule's expressions are parsed one by one; an element is a key). The
-// iptables backends keep one rule per address: that is the DESIGN layout iptables lists.
+// iptables backends keep one rule per address: that is the layout iptables lists (docs/design.md).
 import { EdgeMeshError, FamilyMismatchError, nativeCall } from '../../errors.js';
 import { native } from '../../native/load.js';
 import { netnsPath } from '../../netns-path.js';
