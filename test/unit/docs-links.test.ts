@@ -84,6 +84,16 @@ describe('links in the README and docs/', () => {
     expect(missing).toEqual([]);
   });
 
+  it("docs/architecture.md's map of the code names every file and folder of src/ and every folder of native/", () => {
+    const doc = readFileSync(join(root, 'docs', 'architecture.md'), 'utf8');
+    const map = /^## The code\n+```\n([\s\S]*?)```/m.exec(doc)?.[1] ?? '';
+    expect(map).toContain('src/');
+    const words = new Set(map.split(/[\s(),;+]+/));
+    const entries = readdirSync(join(root, 'src'), { withFileTypes: true }).map((e) => (e.isDirectory() ? `${e.name}/` : e.name));
+    const nativeDirs = readdirSync(join(root, 'native'), { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => `${e.name}/`);
+    expect([...entries, ...nativeDirs].filter((e) => !words.has(e))).toEqual([]);
+  });
+
   it('the path check expands braces and would report a moved file', () => {
     expect(namedPaths('`bench/results/latest.{json,md}` and `src/backends/iptables.ts`')).toEqual(['bench/results/latest.json', 'bench/results/latest.md', 'src/backends/iptables.ts']);
     expect(pathExists('src/netfilter/plan.ts')).toBe(true);
