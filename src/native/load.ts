@@ -25,7 +25,7 @@ function packageRoot(): string {
     if (existsSync(join(dir, 'binding.gyp'))) return dir;
     dir = dirname(dir);
   }
-  return resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+  return resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 }
 
 /** The addon, loaded on first use. Throws NativeLoadError naming every path tried. */
