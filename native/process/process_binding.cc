@@ -2,9 +2,9 @@
 // Both run on the JS thread: execve replaces the process, mallinfo2 only reads counters.
 #include <napi.h>
 
-#include "module_registry.h"
-#include "napi_util.h"
-#include "process_core.h"
+#include "common/module_registry.h"
+#include "common/napi_util.h"
+#include "process/process_core.h"
 
 namespace {
 

@@ -1,4 +1,4 @@
-#include "process_core.h"
+#include "process/process_core.h"
 
 #include <fcntl.h>
 #include <malloc.h>
@@ -7,7 +7,7 @@
 #include <cerrno>
 #include <cstring>
 
-#include "syserror.h"
+#include "common/syserror.h"
 
 namespace edgemesh {
 
