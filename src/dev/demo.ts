@@ -15,7 +15,7 @@ import { linkNetns, Netns } from './netns.js';
 import { kubeProxyRestore, type KubeProxyService } from '../testing/kube-proxy-rules.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const CLI = join(here, 'cli.js');
+const CLI = join(here, '..', 'cli.js'); // dist/src/dev/demo.js -> dist/src/cli.js
 
 /** Backends answering "hello from <name>" on each port, one line per connection. */
 const BACKEND_SCRIPT = `
@@ -133,7 +133,7 @@ const KUBE_PROXY_SERVICES: KubeProxyService[] = [
 ];
 
 function fixtureDir(): string | undefined {
-  const candidates = [process.env.EDGEMESH_FIXTURES, resolve(here, '..', '..', 'test', 'fixtures', 'kube-proxy')];
+  const candidates = [process.env.EDGEMESH_FIXTURES, resolve(here, '..', '..', '..', 'test', 'fixtures', 'kube-proxy')];
   return candidates.find((c): c is string => !!c && existsSync(join(c, 'kube-proxy-iptables-restore-TestOverallIPTablesRules.txt')));
 }
 
