@@ -1,7 +1,8 @@
 // `npm run bench [-- --quick]`: the control plane and the data plane against the peers, in one
 // run, in namespaces made here and always deleted (finally + SIGINT/SIGTERM). Installs nothing:
 // a missing peer is "not measured: <why>". Prints the tables and the targets; writes
-// bench/results/latest.{json,md,svg}; refreshes docs/benchmarks.md's results (between markers).
+// bench/results/latest.{json,md,svg}; refreshes docs/benchmarks.md's results (between markers;
+// nothing else is rewritten, never the README).
 // Targets are asserted here, in the summary, never in tests; the exit code is 0 whether they are
 // met or not (1 only when the bench itself failed).
 import { execFileSync } from 'node:child_process';
@@ -312,7 +313,7 @@ function dataTables(d: DataResult): Table[] {
   return tables;
 }
 
-function buildTargets(fs: FullSyncResult | undefined, ctl: ReturnType<typeof controlTables> | undefined, ag: AgentResults | undefined, d: DataResult | undefined, tun: TunnelResult | undefined, rel: RelayResult | undefined, readmeOk: boolean | null): TargetResult[] {
+function buildTargets(fs: FullSyncResult | undefined, ctl: ReturnType<typeof controlTables> | undefined, ag: AgentResults | undefined, d: DataResult | undefined, tun: TunnelResult | undefined, rel: RelayResult | undefined, docsOk: boolean | null): TargetResult[] {
   const t: TargetResult[] = [];
   const skipped = (what: string) => `${what} not run in this invocation (--only)`;
   const bigKube = fs ? Math.max(...fs.samples.map((s) => s.kube)) : 0;
@@ -404,7 +405,7 @@ function buildTargets(fs: FullSyncResult | undefined, ctl: ReturnType<typeof con
   }
   t.push(...tunnelTargets(tun, skipped('tunnel')));
   t.push(...relayTargets(rel, skipped('relay')));
-  t.push(target('docs/benchmarks.md shows the latest table and chart with machine and date', readmeOk === null ? null : readmeOk ? 1 : 0, 'present (1/0)', '= 1', (v) => v === 1, readmeOk === null ? 'docs/benchmarks.md has no bench markers' : 'docs/benchmarks.md results rewritten from this run'));
+  t.push(target('docs/benchmarks.md shows the latest table and chart with machine and date', docsOk === null ? null : docsOk ? 1 : 0, 'present (1/0)', '= 1', (v) => v === 1, docsOk === null ? 'docs/benchmarks.md has no bench markers' : 'docs/benchmarks.md results rewritten from this run'));
   return t;
 }
 
@@ -491,20 +492,20 @@ function chart(ctl: ReturnType<typeof controlTables> | undefined, fs: FullSyncRe
   return groups;
 }
 
-const README_START = '<!-- bench:start -->';
-const README_END = '<!-- bench:end -->';
+const BENCH_START = '<!-- bench:start -->';
+const BENCH_END = '<!-- bench:end -->';
 
 /** Rewrites docs/benchmarks.md's results (between the markers) from this run; null when there are no markers. */
-function updateReadme(r: BenchResults, md: string): boolean | null {
+function updateBenchmarksPage(r: BenchResults, md: string): boolean | null {
   const path = join(ROOT, 'docs', 'benchmarks.md');
   if (!existsSync(path)) return null;
   const text = readFileSync(path, 'utf8');
-  const a = text.indexOf(README_START);
-  const b = text.indexOf(README_END);
+  const a = text.indexOf(BENCH_START);
+  const b = text.indexOf(BENCH_END);
   if (a < 0 || b < a) return null;
   const body = md.replace(/^# .*\n/, '').replace(/\]\(latest\.svg\)/g, '](../bench/results/latest.svg)');
-  const section = `${README_START}\n<!-- written by npm run bench (${r.mode}, ${r.date}); do not edit by hand -->\n${body}\n${README_END}`;
-  writeFileSync(path, text.slice(0, a) + section + text.slice(b + README_END.length));
+  const section = `${BENCH_START}\n<!-- written by npm run bench (${r.mode}, ${r.date}); do not edit by hand -->\n${body}\n${BENCH_END}`;
+  writeFileSync(path, text.slice(0, a) + section + text.slice(b + BENCH_END.length));
   return readFileSync(path, 'utf8').includes(r.date);
 }
 
@@ -594,9 +595,9 @@ async function main(): Promise<void> {
   // The docs target needs docs/benchmarks.md rewritten from the finished results: targets first without it, then again.
   results.targets = [...buildTargets(fs, ctl, ag, d, tun, rel, null), ...footprintTargets(fp)];
   const mdProbe = (await import('./results.js')).renderMarkdown(results, 'latest.svg');
-  const readmeOk = updateReadme(results, mdProbe);
-  results.targets = [...buildTargets(fs, ctl, ag, d, tun, rel, readmeOk), ...footprintTargets(fp)];
-  if (readmeOk !== null) updateReadme(results, (await import('./results.js')).renderMarkdown(results, 'latest.svg'));
+  const docsOk = updateBenchmarksPage(results, mdProbe);
+  results.targets = [...buildTargets(fs, ctl, ag, d, tun, rel, docsOk), ...footprintTargets(fp)];
+  if (docsOk !== null) updateBenchmarksPage(results, (await import('./results.js')).renderMarkdown(results, 'latest.svg'));
   const problems = validateResults(results);
   if (problems.length) throw new Error(`results do not have the documented shape: ${problems.join('; ')}`);
   const dir = join(ROOT, 'bench', 'results');

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// edgemesh-agent: run | status | cleanup | demo (DESIGN "CLI [contract]") | certs (tunnel/certs-cli.ts)
+// edgemesh-agent: run | status | cleanup | demo (the command line of docs/design.md, a contract) | certs (tunnel/certs-cli.ts)
 // | --version.
 // Exit codes: 0 done; 1 a runtime failure (message on stderr); 2 bad input (one line naming the
 // flag, field or file; the kernel tables were not touched).

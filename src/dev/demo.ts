@@ -3,8 +3,8 @@
 //   pod ns (10.244.0.2) --veth-- node ns (agent + kube-proxy rules) --veth-- backend ns (10.244.1.x)
 //
 // It loads kube-proxy's real rule dump (test/fixtures/kube-proxy when present) plus kube-proxy-shaped
-// rules for the demo's services, writes the seed's services into a watched directory, runs the
-// agent in the node namespace, prints the nat table as the seed shows it, sends traffic to a
+// rules for the demo's services, writes the demo cluster's services into a watched directory, runs
+// the agent in the node namespace, prints the nat table as iptables -nvL shows it, sends traffic to a
 // proxied and an ignored service, shows which path each took (counters), and removes everything.
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -133,7 +133,7 @@ const KUBE_PROXY_SERVICES: KubeProxyService[] = [
 ];
 
 function fixtureDir(): string | undefined {
-  const candidates = [process.env.EDGEMESH_FIXTURES, resolve(here, '..', '..', 'test', 'fixtures', 'kube-proxy')];
+  const candidates = [process.env.EDGEMESH_FIXTURES, resolve(here, '..', '..', '..', 'test', 'fixtures', 'kube-proxy')];
   return candidates.find((c): c is string => !!c && existsSync(join(c, 'kube-proxy-iptables-restore-TestOverallIPTablesRules.txt')));
 }
 
@@ -241,7 +241,7 @@ export async function runDemo(config: AgentConfig, say: Say): Promise<number> {
     ok = (await call('kube-system/coredns (ignored: kube-proxy DNAT)', '10.10.0.3', 53)) && ok;
     ok = (await call('monitoring/grafana (noproxy: kube-proxy DNAT)', '10.10.250.210', 3000)) && ok;
 
-    step('the nat table, as the seed shows it (counters tell which path each connection took)');
+    step('the nat table, as iptables -t nat -nvL shows it (counters tell which path each connection took)');
     if (flavour.agentBackend === 'nftables') {
       say((await node.run(flavour.list('')[0]!, flavour.list('').slice(1))).stdout);
       say((await node.run('iptables-nft', ['-t', 'nat', '-nvL', 'PREROUTING', '--line-numbers'])).stdout);

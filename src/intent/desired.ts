@@ -7,9 +7,8 @@
 //
 // Ignored addresses are sorted by service (namespace, then name), then by address numerically, so
 // an unchanged state gives an identical intent. The addresses are the model's, parsed once at
-// conversion. An ignored address outside the service CIDR (a
-// headless service's pod IPs) is ignored all the same. One address ignored by two services is
-// listed once per service.
+// conversion. An ignored address outside the service CIDR (a headless service's pod IPs) is
+// ignored all the same. One address ignored by two services is listed once per service.
 import type { ClusterState, ServiceInfo, ServiceKey } from '../cluster/model.js';
 import { compareIps, type HostPort, type ParsedCidr, type ParsedIp } from '../net.js';
 import type { Family } from '../netfilter/rules.js';

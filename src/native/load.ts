@@ -1,5 +1,5 @@
 // Loads the addon and declares its surface once. Each native part adds its functions to
-// NativeBinding here; the TypeScript wrappers (backends/, proxy/, tunnel/) are the only callers.
+// NativeBinding here; the TypeScript wrappers (netfilter/, proxy/, tunnel/) are the only callers.
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';

@@ -4,7 +4,7 @@
 export type Family = 'ipv4' | 'ipv6';
 export type Protocol = 'tcp' | 'udp';
 
-/** Names of what the agent owns (docs/design.md, "Rule layout"). */
+/** Names of what the agent owns (the rule layout of docs/design.md, a contract). */
 export const EDGE_MESH_CHAIN = 'EDGE-MESH';
 export const EDGE_MESH_TCP_CHAIN = 'EDGE-MESH-TCP';
 export const ROOT_COMMENT = 'edgemesh root chain';

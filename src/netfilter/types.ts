@@ -1,4 +1,4 @@
-// The two interfaces every netfilter backend offers (docs/design.md, "Backends").
+// The two interfaces every netfilter backend offers (docs/backends.md).
 //
 // IptablesTable: the low-level table of one family, as libiptc (iptables-legacy) or an
 // iptables-nft writer sees it: read chains, apply a transaction atomically.

@@ -14,7 +14,7 @@
 //   libuv (which Node has no clean API for: the handle would also close it: two owners). Native
 //   accept keeps the per-connection cost at a few syscalls on a worker, and the JS thread only
 //   sees one batched event per epoll round;
-// - every fd then has exactly one owner from accept to close (the worker);
+// - every fd then has exactly one owner from accept to close (the worker), as everywhere in the addon;
 // - accept load spreads over the workers (one epoll each), not over one event loop shared with
 //   the control plane (informers, rule sync), so a rule sync never delays accepts. One wakeup
 //   accepts a whole burst; a worker that finds another one at least two connections lighter

@@ -66,7 +66,7 @@ export class ServicesDir {
   }
 }
 
-/** The seed's basic example: kubernetes and coredns ignored by default, plus proxied services. */
+/** The basic example: kubernetes and coredns ignored by default, plus proxied services. */
 export function seedBasics(dir: ServicesDir): void {
   dir.write('kubernetes.yaml', serviceYaml({ namespace: 'default', name: 'kubernetes', clusterIP: '10.10.0.1', labels: { component: 'apiserver', provider: 'kubernetes' }, ports: [{ name: 'https', port: 443, targetPort: 6443 }] }));
   dir.write(

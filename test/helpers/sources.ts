@@ -1,4 +1,5 @@
-// Small helpers for the pure source tests: the seed fixture, a static load, the seed's config.
+// Small helpers for the pure source tests: the monitoring example's fixture, a static load, the
+// example node's config.
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { DesiredConfig } from '../../src/intent/desired.js';
@@ -9,7 +10,7 @@ import { ClusterStore } from '../../src/cluster/store.js';
 
 export const SEED_MONITORING_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', 'fixtures', 'seed-monitoring');
 
-/** The seed's node: service CIDR 10.10.0.0/16, the default proxy address. */
+/** The example's node: service CIDR 10.10.0.0/16, the default proxy address. */
 export const SEED_CONFIG: DesiredConfig = {
   serviceCidrs: [parseCidr('10.10.0.0/16')],
   proxyAddrs: [parseHostPort('169.254.96.16:40001')],

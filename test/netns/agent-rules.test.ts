@@ -1,4 +1,4 @@
-// The seed's rule story end to end: the real agent CLI in a namespace holding real kube-proxy
+// The hybrid-NAT rule story end to end: the real agent CLI in a namespace holding real kube-proxy
 // rules, driven by a watched services directory, over each backend with the same expectations:
 // our hook first (rule 1, or priority dstnat-1 for nftables), the ignore RETURNs, the DNAT.
 import { rmSync, writeFileSync } from 'node:fs';
@@ -108,7 +108,7 @@ for (const f of flavours) {
     });
     afterAll(destroyAllNetns);
 
-    it('started after kube-proxy, runs first with the seed ignore rules and the DNAT to the proxy', async () => {
+    it('started after kube-proxy, runs first with the basic example\'s ignore rules and the DNAT to the proxy', async () => {
       await f.loadKubeProxy(ns);
       agent = startAgent(ns, args());
       const { value } = await eventually(dump, f.proxied, 10_000, 'EDGE-MESH written');

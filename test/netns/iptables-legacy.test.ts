@@ -151,7 +151,7 @@ describeNetns('iptables-legacy backend (libiptc) in network namespaces', () => {
   for (const layout of [V4, V6]) {
     const fam = layout.family;
 
-    it(`${fam}: applies the seed layout on top of kube-proxy's rules, jumps at rule 1, kube-proxy lines unchanged`, async () => {
+    it(`${fam}: applies the rule layout on top of kube-proxy's rules, jumps at rule 1, kube-proxy lines unchanged`, async () => {
       const ns = await newNs('layout');
       await loadKubeProxyIptables(ns, 'legacy', fam);
       const before = norm(await save(ns, fam));

@@ -31,7 +31,7 @@ describeNetns('iptables-nft table (libnftnl, iptables-nft shape)', () => {
   afterAll(destroyAllNetns);
 
   for (const family of ['ipv4', 'ipv6'] as const) {
-    describeNetns(`${family}: the DESIGN layout for the seed example beside kube-proxy's iptables-nft rules`, () => {
+    describeNetns(`${family}: the rule layout for the basic example beside kube-proxy's iptables-nft rules`, () => {
       let ours: Netns;
       let cli: Netns;
       let kubeOnly: string;
@@ -54,7 +54,7 @@ describeNetns('iptables-nft table (libnftnl, iptables-nft shape)', () => {
         await cli?.destroy();
       });
 
-      it('iptables-nft-save shows our jumps first and the exact DESIGN lines, identical to what the CLI writes', async () => {
+      it('iptables-nft-save shows our jumps first and the exact lines of the rule layout, identical to what the CLI writes', async () => {
         const text = await save(ours, family);
         const lines = text.split('\n');
         const p = SEED[family];
@@ -86,7 +86,7 @@ describeNetns('iptables-nft table (libnftnl, iptables-nft shape)', () => {
         }
       });
 
-      it('iptables-nft -t nat -nvL lists the table without complaint and reads like the seed', async () => {
+      it('iptables-nft -t nat -nvL lists the table without complaint and shows the rule layout with its comments', async () => {
         const res = await ours.run(tool(family), ['-t', 'nat', '-nvL'], { allowFail: true });
         expect(res.stderr).not.toMatch(/incompatible/i);
         expect(res.code).toBe(0);

@@ -1,5 +1,7 @@
-// The seed's example as an intent and as its iptables rendering (a DesiredRuleSet), the TxOps that write it into an
-// iptables table, and the same as iptables CLI arguments: shared by the nft netns suites.
+// The basic example of the rule layout (default/kubernetes and kube-dns ignored, the service CIDR
+// proxied), per family, as an intent and as its iptables rendering (a DesiredRuleSet), the TxOps
+// that write it into an iptables table, and the same as iptables CLI arguments: shared by the nft
+// netns suites.
 import { renderRule, type DesiredRuleSet, type Family } from '../../src/netfilter/rules.js';
 import { iptablesRuleSet } from '../../src/netfilter/layout.js';
 import type { FamilyIntent } from '../../src/intent/desired.js';
@@ -31,7 +33,7 @@ export const SEED: Record<Family, SeedParams> = {
   },
 };
 
-/** The seed's example as the intent of one family. */
+/** The basic example as the intent of one family. */
 export function intentFor(family: Family, p: SeedParams = SEED[family]): FamilyIntent {
   return {
     family,

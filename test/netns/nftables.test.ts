@@ -47,7 +47,7 @@ describeNetns('nftables backend (table edgemesh at dstnat - 1)', () => {
   afterAll(destroyAllNetns);
 
   for (const family of ['ipv4', 'ipv6'] as const) {
-    describeNetns(`${family}: the seed example`, () => {
+    describeNetns(`${family}: the basic example`, () => {
       let ns: Netns;
       let backend: NftablesBackend;
       beforeAll(async () => {
@@ -56,7 +56,7 @@ describeNetns('nftables backend (table edgemesh at dstnat - 1)', () => {
       });
       afterAll(async () => ns?.destroy());
 
-      it('creates our table with nat base chains on prerouting and output at -101 holding the rule layout, ignored addresses in a set', async () => {
+      it('creates our table with nat base chains on prerouting and output at -101 holding the logic of the rule layout, ignored addresses in a set', async () => {
         const out = await backend.sync(intentFor(family));
         // 5 rules (2 jumps, the set lookup, the CIDR jump, the DNAT) and 2 set elements.
         expect(out).toMatchObject({ changed: true, added: 7, removed: 0 });

@@ -3,7 +3,7 @@
 //   pod ns (10.244.1.2, fd00:244:1::2) --veth-- node ns --veth-- backend ns (10.244.2.2/.3, fd00:244:2::2)
 //
 // The node namespace holds kube-proxy's fixture rules, a KUBE-SERVICES-style DNAT for both test
-// services (as kube-proxy would have), our DESIGN rule layout (EDGE-MESH at position 1 of
+// services (as kube-proxy would have), our rule layout (EDGE-MESH at position 1 of
 // PREROUTING and OUTPUT, RETURN for the ignored kube-dns IP, service CIDR -> EDGE-MESH-TCP ->
 // DNAT to the proxy), edgemesh0 with the proxy addresses, and the proxy itself (running in this
 // test process, its listener and worker threads inside the node namespace). The routing table is

@@ -348,7 +348,7 @@ export function syncStats(logs: readonly Record<string, unknown>[]): SyncStats {
   return s;
 }
 
-/** One summary line per suite and backend, for the README's Reliability section. */
+/** One summary line per suite and backend, for docs/reliability.md. */
 export function summary(suite: string, fields: Record<string, string | number | boolean | undefined>): void {
   const line = `[stress] ${suite}: ${Object.entries(fields).map(([k, v]) => `${k}=${v}`).join(' ')}`;
   process.stdout.write(`${line}\n`);

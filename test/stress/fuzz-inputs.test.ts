@@ -1,4 +1,4 @@
-// Fuzzing the manifest parser and the config loader with seeded mutations of the seed manifests
+// Fuzzing the manifest parser and the config loader with seeded mutations of the monitoring example's manifests
 // and test/fuzz-corpus (truncation, byte flips and invalid UTF-8, YAML syntax, alias bombs, deep
 // nesting, 1 MB values, type confusion, splices): every input loads or fails with a one-line
 // ConfigError of bounded length, each within a time bound (a worker thread, terminated on a hang).

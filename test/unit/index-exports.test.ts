@@ -65,7 +65,7 @@ describe('package entry point', () => {
 
   it('exports every name the embedding section of docs/architecture.md names', () => {
     const doc = readFileSync(join(root, 'docs', 'architecture.md'), 'utf8');
-    const section = /# Embedding\n([\s\S]*?)\n# /.exec(doc)?.[1] ?? '';
+    const section = /^## Embedding\n([\s\S]*?)\n## /m.exec(doc)?.[1] ?? '';
     const named = [...section.matchAll(/`([A-Za-z][A-Za-z0-9]*)`/g)].map((m) => m[1] as string).filter((n) => n !== 'src');
     const imported = [...section.matchAll(/import \{([^}]*)\} from 'edgemesh-hybrid-nat'/g)].flatMap((m) => (m[1] as string).split(',').map((s) => s.trim()));
     expect(named.length + imported.length).toBeGreaterThan(5);

@@ -30,8 +30,24 @@ describe('README', () => {
     expect(readFileSync(join(root, '.ci', 'run'), 'utf8')).toMatch(/scripts\/test\.sh/);
   });
 
-  it('stays a front door (under 14 KB) whose links to docs/ all resolve', () => {
-    expect(Buffer.byteLength(readme)).toBeLessThan(14_000);
+  it('stays a front door (under 10 500 bytes) whose links to docs/ all resolve', () => {
+    expect(Buffer.byteLength(readme)).toBeLessThan(10_500);
     for (const m of readme.matchAll(/\]\((docs\/[^)#]+)/g)) expect(existsSync(join(root, m[1] as string)), m[1]).toBe(true);
+  });
+
+  it('is never rewritten by npm run bench: no bench source names it, and the bench rewrites docs/benchmarks.md between its markers', () => {
+    const sources = readdirSync(join(root, 'bench')).filter((f) => /\.(ts|mjs|sh)$/.test(f));
+    expect(sources).toContain('run.ts');
+    for (const f of sources) expect(readFileSync(join(root, 'bench', f), 'utf8'), f).not.toMatch(/README\.md|['"`]README/i);
+    expect(readFileSync(join(root, 'bench', 'run.ts'), 'utf8')).toContain("join(ROOT, 'docs', 'benchmarks.md')");
+    const page = readFileSync(join(root, 'docs', 'benchmarks.md'), 'utf8');
+    expect(page.indexOf('<!-- bench:start -->')).toBeGreaterThan(0);
+    expect(page.indexOf('<!-- bench:end -->')).toBeGreaterThan(page.indexOf('<!-- bench:start -->'));
+  });
+
+  it('has the front door sections: the rule layout, deploying, the demo, how it works, key flags, compatibility, numbers, development, the docs index', () => {
+    for (const h of ['## Deploy to a cluster', '## The demo', '## How it works', '## Key flags', '## Compatibility', '## Numbers', '## Development', '## Documentation']) expect(readme, h).toContain(`\n${h}\n`);
+    expect(readme).toContain('-j DNAT --to-destination <proxy-ip>:<proxy-port>');
+    expect(readme).toContain('](docs/benchmarks.md)');
   });
 });

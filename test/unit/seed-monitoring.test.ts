@@ -1,11 +1,11 @@
-// The seed's monitoring example (seed/hybrid-nat.en.md), loaded through the static source.
+// The example of docs/design.md (test/fixtures/seed-monitoring), loaded through the static source.
 import { describe, expect, it } from 'vitest';
 import { desiredIntent } from '../../src/intent/desired.js';
 import { iptablesRuleSet } from '../../src/netfilter/layout.js';
 import { renderRuleSet, EDGE_MESH_CHAIN } from '../../src/netfilter/rules.js';
 import { loadDir, SEED_CONFIG, SEED_MONITORING_DIR } from '../helpers/sources.js';
 
-// The 13 RETURN rules of the seed's listing, (destination, comment), in the seed's order.
+// The 13 RETURN rules of the example (docs/design.md), (destination, comment).
 const SEED_IGNORES: [string, string][] = [
   ['10.244.3.58', 'monitoring/prometheus-operator'],
   ['10.10.120.87', 'monitoring/prometheus-k8s'],
@@ -43,7 +43,7 @@ const GOLDEN = `:EDGE-MESH-TCP - [0:0]
 -A EDGE-MESH -d 10.10.0.0/16 -p tcp -m comment --comment "tcp service proxy" -j EDGE-MESH-TCP
 `;
 
-describe('seed monitoring example through the static source', () => {
+describe('the monitoring example of docs/design.md through the static source', () => {
   it('loads every fixture file without error and is synced', async () => {
     const errors: string[] = [];
     const store = await loadDir(SEED_MONITORING_DIR, errors);
@@ -52,7 +52,7 @@ describe('seed monitoring example through the static source', () => {
     expect(store.snapshot().services.size).toBe(11);
   });
 
-  it('yields exactly the seed 13 ignore rules (as a set) and the proxy rule last', async () => {
+  it('yields exactly the example\'s 13 ignore rules (as a set) and the proxy rule last', async () => {
     const store = await loadDir(SEED_MONITORING_DIR);
     const { families, counts } = desiredIntent(store.snapshot(), SEED_CONFIG);
     expect(families.ipv4).toBeDefined();

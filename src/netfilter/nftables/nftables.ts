@@ -25,7 +25,7 @@
 // Why a set: a new connection to a proxied service is classified by one hash lookup instead of
 // a walk over every ignore rule, and a change writes set elements, which the kernel takes far
 // faster than rules (a rule's expressions are parsed one by one; an element is a key). The
-// iptables backends keep one rule per address: that is the layout iptables lists.
+// iptables backends keep one rule per address: that is the layout iptables lists (docs/design.md).
 import { FamilyMismatchError, GenerationChangedError, nativeCall } from '../../errors.js';
 import { native } from '../../native/load.js';
 import { netnsPath } from '../../netns-path.js';
