@@ -1,5 +1,7 @@
-// Binding: reexec(path, argv[], env[]) (never returns on success) and mallocStats() -> numbers.
-// Both run on the JS thread: execve replaces the process, mallinfo2 only reads counters.
+// Binding: reexec(path, argv[], env[]) (never returns on success), mallocStats() -> numbers and
+// mallocTrim() -> boolean, releaseExecutablePages(pageout) -> figures. All run on the JS thread:
+// execve replaces the process, mallinfo2 only reads counters, malloc_trim walks the arenas and
+// the release reads /proc/self/smaps and calls madvise (a millisecond or two each).
 #include <napi.h>
 
 #include "module_registry.h"
@@ -53,9 +55,32 @@ Napi::Value MallocStats(const Napi::CallbackInfo& info) {
   return o;
 }
 
+Napi::Value MallocTrim(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), edgemesh::TrimMalloc()); }
+
+// releaseExecutablePages(pageout: boolean) -> { mappings, pageout, rssBefore, rssAfter }
+Napi::Value ReleaseExecutablePages(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (edgemesh::TypeFail(env, info.Length() >= 1 && info[0].IsBoolean(), "releaseExecutablePages(pageout): pageout must be a boolean"))
+    return env.Undefined();
+  try {
+    const edgemesh::ReleaseResult r = edgemesh::ReleaseExecutablePages(info[0].As<Napi::Boolean>().Value());
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("mappings", r.mappings);
+    o.Set("pageout", r.pageout);
+    o.Set("rssBefore", static_cast<double>(r.rssBefore));
+    o.Set("rssAfter", static_cast<double>(r.rssAfter));
+    return o;
+  } catch (const edgemesh::SysError& e) {
+    edgemesh::ToJsError(env, e).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+}
+
 void Init(Napi::Env env, Napi::Object exports) {
   exports.Set("reexec", Napi::Function::New(env, Reexec, "reexec"));
   exports.Set("mallocStats", Napi::Function::New(env, MallocStats, "mallocStats"));
+  exports.Set("mallocTrim", Napi::Function::New(env, MallocTrim, "mallocTrim"));
+  exports.Set("releaseExecutablePages", Napi::Function::New(env, ReleaseExecutablePages, "releaseExecutablePages"));
 }
 
 }  // namespace
