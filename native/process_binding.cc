@@ -1,8 +1,10 @@
-// Binding: reexec(path, argv[], env[]) (never returns on success), mallocStats() -> numbers and
-// mallocTrim() -> boolean, releaseExecutablePages(pageout) -> figures. All run on the JS thread:
+// Binding: reexec(path, argv[], env[]) (never returns on success), mallocStats() -> numbers,
+// mallocTrim() -> boolean, releaseExecutablePages(pageout) -> figures, lowMemoryNotification().
+// The last is V8's own API (not Node-API): the addon is built against the node that runs it. All run on the JS thread:
 // execve replaces the process, mallinfo2 only reads counters, malloc_trim walks the arenas and
 // the release reads /proc/self/smaps and calls madvise (a millisecond or two each).
 #include <napi.h>
+#include <v8.h>
 
 #include "module_registry.h"
 #include "napi_util.h"
@@ -76,10 +78,18 @@ Napi::Value ReleaseExecutablePages(const Napi::CallbackInfo& info) {
   }
 }
 
+// V8's most thorough collection (what a heap snapshot or memory pressure triggers: every weak
+// cache cleared, compacting), which gc({flavor: 'last-resort'}) of Node 20's V8 does not reach.
+Napi::Value LowMemoryNotification(const Napi::CallbackInfo& info) {
+  v8::Isolate::GetCurrent()->LowMemoryNotification();
+  return info.Env().Undefined();
+}
+
 void Init(Napi::Env env, Napi::Object exports) {
   exports.Set("reexec", Napi::Function::New(env, Reexec, "reexec"));
   exports.Set("mallocStats", Napi::Function::New(env, MallocStats, "mallocStats"));
   exports.Set("mallocTrim", Napi::Function::New(env, MallocTrim, "mallocTrim"));
+  exports.Set("lowMemoryNotification", Napi::Function::New(env, LowMemoryNotification, "lowMemoryNotification"));
   exports.Set("releaseExecutablePages", Napi::Function::New(env, ReleaseExecutablePages, "releaseExecutablePages"));
 }
 

@@ -26,6 +26,8 @@ export interface NativeProcessBinding {
   mallocStats(): MallocStats;
   /** malloc_trim(0): returns glibc's free memory to the kernel; true when some was released. */
   mallocTrim(): boolean;
+  /** V8's low-memory collection (repeated full collections, weak caches cleared, compacting). */
+  lowMemoryNotification(): void;
   /**
    * Releases the node executable's resident read-only pages (code, constant data): with `pageout`
    * first MADV_PAGEOUT (reclaims the pages only this process maps), then MADV_DONTNEED (unmaps the

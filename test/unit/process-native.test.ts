@@ -62,6 +62,15 @@ describe('native process binding', () => {
     expect(c.work).toMatch(/^[0-9a-f]{64}$/);
   });
 
+  it('lowMemoryNotification collects garbage a plain reference drop left in the heap', () => {
+    let junk: unknown[] | undefined = Array.from({ length: 200_000 }, (_, i) => ({ i, s: `item ${i}` }));
+    const before = process.memoryUsage().heapUsed;
+    expect((junk as unknown[]).length).toBe(200_000);
+    junk = undefined;
+    native().lowMemoryNotification();
+    expect(process.memoryUsage().heapUsed).toBeLessThan(before - 8 * 1048576);
+  });
+
   it('a pageout argument that is not a boolean is a TypeError, never a crash', () => {
     const b = native() as unknown as Record<string, (...args: unknown[]) => unknown>;
     expect(() => b.releaseExecutablePages!()).toThrow(TypeError);
