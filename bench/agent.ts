@@ -6,12 +6,12 @@ import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createBackend } from '../src/backends/factory.js';
-import { LegacyIptablesTable } from '../src/backends/iptables-legacy.js';
-import { NftIptablesTable } from '../src/backends/iptables-nft.js';
-import type { BackendName, NatBackend } from '../src/backends/types.js';
-import type { Netns } from '../src/netns.js';
-import { native } from '../src/native.js';
+import { createBackend } from '../src/netfilter/factory.js';
+import { LegacyIptablesTable } from '../src/netfilter/iptables/iptables-legacy.js';
+import { NftIptablesTable } from '../src/netfilter/iptables/iptables-nft.js';
+import type { BackendName, NatBackend } from '../src/netfilter/types.js';
+import type { Netns } from '../src/dev/netns.js';
+import { native } from '../src/native/load.js';
 import { NODE_FLAGS } from '../src/node-flags.js';
 import { PROXY_ADDR, PROXY_PORT, SERVICE_CIDR, cpuSeconds, ignoreRule, log, rssMiB, serviceIp, sleep, svcName, svcNamespace } from './lib.js';
 

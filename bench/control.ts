@@ -5,9 +5,9 @@
 // their order every round; the table is cleaned between measurements (not timed).
 import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Netns } from '../src/netns.js';
-import { createBackend } from '../src/backends/factory.js';
-import type { NatBackend } from '../src/backends/types.js';
+import { Netns } from '../src/dev/netns.js';
+import { createBackend } from '../src/netfilter/factory.js';
+import type { NatBackend } from '../src/netfilter/types.js';
 import { median } from './results.js';
 import { desiredSet, kubeProxyChunks, log, nftInput, perRuleScript, restoreInput, runMarked, timeScript } from './lib.js';
 

@@ -9,7 +9,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Netns } from '../src/netns.js';
+import { Netns } from '../src/dev/netns.js';
 import { NODE_FLAGS } from '../src/node-flags.js';
 import { BIN, ServicesDir, startAgent, type AgentProc } from './agent.js';
 import { ROOT } from './data.js';

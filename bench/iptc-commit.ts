@@ -5,8 +5,8 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { LegacyIptablesTable } from '../src/backends/iptables-legacy.js';
-import type { TxOp } from '../src/backends/types.js';
+import { LegacyIptablesTable } from '../src/netfilter/iptables/iptables-legacy.js';
+import type { TxOp } from '../src/netfilter/types.js';
 
 const n = Number(process.argv[2] ?? 1000);
 const ns = `em-bench-${process.pid}`;

@@ -1,9 +1,10 @@
 // Shared helpers of the bench: generated services (kube-proxy tables, manifests, ignore rules),
 // timed shell snippets inside a namespace, per-process CPU and RSS from /proc.
 import { readFileSync } from 'node:fs';
-import type { Netns } from '../src/netns.js';
+import { createInterface } from 'node:readline';
+import type { Netns } from '../src/dev/netns.js';
 import { kubeProxyRestore, type KubeProxyService } from '../src/testing/kube-proxy-rules.js';
-import { DNAT_COMMENT, EDGE_MESH_CHAIN, EDGE_MESH_TCP_CHAIN, ROOT_COMMENT, TCP_PROXY_COMMENT, ignoreComment, type DesiredRuleSet, type Rule } from '../src/rules.js';
+import { DNAT_COMMENT, EDGE_MESH_CHAIN, EDGE_MESH_TCP_CHAIN, ROOT_COMMENT, TCP_PROXY_COMMENT, ignoreComment, type DesiredRuleSet, type Rule } from '../src/netfilter/rules.js';
 
 export const SERVICE_CIDR = '10.96.0.0/12';
 export const PROXY_ADDR = '169.254.96.16';
@@ -150,19 +151,13 @@ export function runMarked(ns: Netns, script: string, opts: { env?: NodeJS.Proces
   return new Promise((resolve, reject) => {
     const child = ns.spawn('sh', ['-c', script], { stdio: ['ignore', 'pipe', 'pipe'], env: opts.env ?? process.env });
     const marks: { mark: string; t: number }[] = [];
-    let buf = '';
     let stderr = '';
     const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 120_000);
-    child.stdout!.on('data', (d: Buffer) => {
+    createInterface({ input: child.stdout!, crlfDelay: Infinity }).on('line', (line) => {
       const t = performance.now();
-      buf += d.toString();
-      let nl: number;
-      while ((nl = buf.indexOf('\n')) >= 0) {
-        const mark = buf.slice(0, nl).trim();
-        buf = buf.slice(nl + 1);
-        marks.push({ mark, t });
-        opts.onMark?.(mark, t);
-      }
+      const mark = line.trim();
+      marks.push({ mark, t });
+      opts.onMark?.(mark, t);
     });
     child.stderr!.on('data', (d: Buffer) => (stderr += d.toString().slice(0, 4000)));
     child.on('error', (e) => {

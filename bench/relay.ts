@@ -13,8 +13,8 @@
 // HAProxy TLS server on B verifying client certificates -> server pod). No pod routes anywhere.
 import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Netns, linkNetns } from '../src/netns.js';
-import { createBackend } from '../src/backends/factory.js';
+import { Netns, linkNetns } from '../src/dev/netns.js';
+import { createBackend } from '../src/netfilter/factory.js';
 import { initCa, issueNodeCert } from '../src/tunnel/certs.js';
 import type { Tools } from './data.js';
 import { ROOT } from './data.js';

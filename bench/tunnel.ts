@@ -13,8 +13,9 @@ import { spawnSync, type ChildProcess } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { join } from 'node:path';
-import { Netns, linkNetns } from '../src/netns.js';
-import { createBackend } from '../src/backends/factory.js';
+import { createInterface } from 'node:readline';
+import { Netns, linkNetns } from '../src/dev/netns.js';
+import { createBackend } from '../src/netfilter/factory.js';
 import { initCa, issueNodeCert } from '../src/tunnel/certs.js';
 import type { Tools } from './data.js';
 import { ROOT } from './data.js';
@@ -40,7 +41,6 @@ type Target = { iperf: Endpoint; echo: Endpoint; pids: { cloud?: number; edge?: 
 
 /** A line-oriented child: "ready ..." first, then one "stats {...}" line per "stats" request. */
 export class LineChild {
-  private buf = '';
   private waiters: { prefix: string; resolve: (line: string) => void }[] = [];
   private lines: string[] = [];
   stderr = '';
@@ -48,16 +48,10 @@ export class LineChild {
   ended: string | undefined;
   constructor(readonly child: ChildProcess) {
     child.on('exit', (code, signal) => (this.ended = signal ?? `exit ${code}`));
-    child.stdout!.on('data', (d: Buffer) => {
-      this.buf += d.toString();
-      let nl: number;
-      while ((nl = this.buf.indexOf('\n')) >= 0) {
-        const line = this.buf.slice(0, nl);
-        this.buf = this.buf.slice(nl + 1);
-        const w = this.waiters.findIndex((x) => line.startsWith(x.prefix));
-        if (w >= 0) this.waiters.splice(w, 1)[0]!.resolve(line);
-        else this.lines.push(line);
-      }
+    createInterface({ input: child.stdout!, crlfDelay: Infinity }).on('line', (line) => {
+      const w = this.waiters.findIndex((x) => line.startsWith(x.prefix));
+      if (w >= 0) this.waiters.splice(w, 1)[0]!.resolve(line);
+      else this.lines.push(line);
     });
     child.stderr!.on('data', (d: Buffer) => (this.stderr = (this.stderr + d.toString()).slice(-4000)));
   }

@@ -1671,7 +1671,7 @@ Attempt ApplyOnce(NlSocket& s, const ApplyRequest& req, uint32_t genid, bool* in
 }  // namespace
 
 bool SameRule(const RuleSpec& a, const RuleSpec& b) {
-  // The same equality as sameRule() in src/rules.ts: an absent comment equals an empty one.
+  // The same equality as sameRule() in src/netfilter/rules.ts: an absent comment equals an empty one.
   return a.target == b.target && a.src == b.src && a.dst == b.dst && a.dstSet == b.dstSet && a.protocol == b.protocol &&
          (a.hasComment ? a.comment : std::string()) == (b.hasComment ? b.comment : std::string()) &&
          (a.hasTo ? a.toAddress : std::string()) == (b.hasTo ? b.toAddress : std::string()) &&

@@ -24,7 +24,7 @@ namespace nft {
 
 enum class Dialect { Xt, Native };
 
-// Modelled fields of a rule (mirrors src/rules.ts Rule). Addresses are canonical CIDRs.
+// Modelled fields of a rule (mirrors src/netfilter/rules.ts Rule). Addresses are canonical CIDRs.
 struct RuleSpec {
   std::string src;
   std::string dst;

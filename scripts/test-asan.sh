@@ -90,7 +90,7 @@ addon="$tmp/src/build/Release/edgemesh_native.node"
 # Not `ldd | grep -q` under pipefail: grep quits at the first match and ldd dies of SIGPIPE.
 needed=$(ldd "$addon")
 [[ $needed == *libasan* ]] || { echo "test-asan: $addon is not linked against libasan:" >&2; echo "$needed" >&2; exit 1; }
-# The loader (src/native.ts) takes EDGEMESH_NATIVE_PATH first; check that this very file loads
+# The loader (src/native/load.ts) takes EDGEMESH_NATIVE_PATH first; check that this very file loads
 # under the preloaded runtime, so the tests below cannot silently run the unsanitized build.
 EDGEMESH_NATIVE_PATH="$addon" LD_PRELOAD="$libasan" ASAN_OPTIONS=detect_leaks=0 node -e '
   const m = require(process.env.EDGEMESH_NATIVE_PATH);

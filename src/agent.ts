@@ -1,18 +1,18 @@
 // The agent: sources -> store -> desired rule sets (pure) -> reconciler -> backends.
 // Library users start one from an AgentConfig (config.ts loadConfig) without the CLI.
 import type { AgentConfig } from './config.js';
-import { desiredRuleSets, type SelectionCounts } from './desired.js';
-import { createBackend, resolveBackend, type BackendOptions } from './backends/factory.js';
-import type { BackendName, CleanupOutcome, NatBackend } from './backends/types.js';
+import { desiredRuleSets, type SelectionCounts } from './intent/desired.js';
+import { createBackend, resolveBackend, type BackendOptions } from './netfilter/factory.js';
+import type { BackendName, CleanupOutcome, NatBackend } from './netfilter/types.js';
 import { silentLogger, type Logger } from './log.js';
-import { Reconciler, type SyncReport } from './reconciler.js';
-import type { DesiredRuleSet, Family } from './rules.js';
-import { ClusterStore } from './sources/store.js';
-import { StaticSource } from './sources/static.js';
+import { Reconciler, type SyncReport } from './netfilter/reconciler.js';
+import type { DesiredRuleSet, Family } from './netfilter/rules.js';
+import { ClusterStore } from './cluster/store.js';
+import { StaticSource } from './cluster/static.js';
 import { EdgeMeshError } from './errors.js';
 import { AgentMetrics, MetricsServer, secondsSinceAnswer, type ProxyCounters, type SourceState, type TunnelState } from './metrics.js';
-import { selectService } from './selection.js';
-import { computeLocalServe, computeRoutes, type UnreachableEndpoint } from './proxy/routes.js';
+import { selectService } from './intent/selection.js';
+import { computeLocalServe, computeRoutes, type UnreachableEndpoint } from './intent/routes.js';
 import { TcpProxy, type ConnectionEvent, type TunnelStats } from './proxy/proxy.js';
 import { lookup } from 'node:dns/promises';
 import { isIP, type AddressInfo } from 'node:net';
@@ -21,7 +21,7 @@ import { formatHostPortText } from './net.js';
 import { ConfigError } from './errors.js';
 import { DEFAULT_PROXY_INTERFACE, ensureProxyInterface, removeProxyInterface } from './proxy/iface.js';
 import { packageVersion } from './version.js';
-import { native } from './native.js';
+import { native } from './native/load.js';
 import { performance } from 'node:perf_hooks';
 
 // Declared in metrics.ts (which reads it at scrape time); part of the agent's status.
@@ -322,7 +322,7 @@ export class Agent {
       });
     }
     if (src.kind === 'none') throw new EdgeMeshError('ECONFIG', 'no source of services configured (--services-dir, --kubeconfig or --api-server)');
-    const { KubeSource, makeKubeConfig } = await import('./sources/kube.js');
+    const { KubeSource, makeKubeConfig } = await import('./cluster/kube.js');
     const why = 'why' in src ? src.why : undefined;
     if (why) log.info({ source: src.kind, ...(src.kind === 'api-server' ? { url: src.url } : {}) }, `source: ${src.kind === 'api-server' ? src.url : 'in-cluster config'} (${why})`);
     return new KubeSource({

@@ -22,7 +22,7 @@ const args = process.argv.slice(2);
 const flags = flagsFromEnv();
 const applied = flags.every((f) => process.execArgv.includes(f));
 if (args[0] === 'run' && !applied && process.env[MARK] === undefined) {
-  const { native } = await import('./native.js');
+  const { native } = await import('./native/load.js');
   const env = Object.entries({ ...process.env, [MARK]: '1' }).map(([k, v]) => `${k}=${v ?? ''}`);
   try {
     native().reexec(process.execPath, [process.argv0, ...flags, ...process.execArgv, fileURLToPath(import.meta.url), ...args], env);

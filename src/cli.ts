@@ -7,12 +7,12 @@ import { Agent, managedFamilies } from './agent.js';
 import { writeFileSync } from 'node:fs';
 import { configFileText, parseArgs, type AgentConfig } from './config.js';
 import { ConfigError, EdgeMeshError } from './errors.js';
-import { ALL_BACKENDS, createBackend, resolveBackend } from './backends/factory.js';
-import { renderOps, renderSet } from './backends/listing.js';
+import { ALL_BACKENDS, createBackend, resolveBackend } from './netfilter/factory.js';
+import { renderOps, renderSet } from './netfilter/listing.js';
 import { DEFAULT_PROXY_INTERFACE, removeProxyInterface } from './proxy/iface.js';
 import { createLogger, type Logger } from './log.js';
 import { packageVersion } from './version.js';
-import type { SyncReport } from './reconciler.js';
+import type { SyncReport } from './netfilter/reconciler.js';
 import type { AgentStatus, TunnelState } from './agent.js';
 import { renderAgentStatus } from './status-render.js';
 import { formatHostPortText } from './net.js';
@@ -177,7 +177,7 @@ async function main(argv: string[]): Promise<void> {
         await cleanup(config);
         break;
       case 'demo': {
-        const { runDemo } = await import('./demo.js');
+        const { runDemo } = await import('./dev/demo.js');
         process.exitCode = await runDemo(config, (s: string) => process.stdout.write(s));
         break;
       }

@@ -17,14 +17,14 @@ import { readFileSync } from 'node:fs';
 import { hostname as osHostname } from 'node:os';
 import { createRequire } from 'node:module';
 import type * as Yaml from 'yaml';
-import { flowDepth, MAX_YAML_FLOW_DEPTH } from './sources/manifests.js';
-import { BACKEND_NAMES } from './backends/types.js';
+import { flowDepth, MAX_YAML_FLOW_DEPTH } from './cluster/manifests.js';
+import { BACKEND_NAMES } from './netfilter/types.js';
 import { ConfigError } from './errors.js';
 import { cidrsOverlap, formatHostPortText, NetParseError, parseCidr, parseHostPort, type HostPort, type ParsedCidr } from './net.js';
-import { DEFAULT_ORDER_BEFORE, ORDER_BEFORE_ANY, OWNED_CHAINS, type Family } from './rules.js';
-import { chainNameProblem } from './backends/iptables-legacy.js';
+import { DEFAULT_ORDER_BEFORE, ORDER_BEFORE_ANY, OWNED_CHAINS, type Family } from './netfilter/rules.js';
+import { chainNameProblem } from './netfilter/iptables/iptables-legacy.js';
 import { LOG_FORMATS, type LogFormat } from './log.js';
-import { parseLabelSelector, SERVICE_PROXY_FILTER_MODES, SERVICE_PROXY_NAME_LABEL, type SelectionConfig, type ServiceProxyFilterMode } from './selection.js';
+import { parseLabelSelector, SERVICE_PROXY_FILTER_MODES, SERVICE_PROXY_NAME_LABEL, type SelectionConfig, type ServiceProxyFilterMode } from './intent/selection.js';
 
 // The yaml package is loaded on first use, synchronously (its CommonJS build): only a --config
 // file needs it (a plain `edgemesh-agent run`: importing this module took ~40 ms less, measured).

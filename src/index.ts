@@ -25,16 +25,16 @@ export { createLogger, silentLogger, type CreateLoggerOptions, type LogFormat, t
 // Every failure the package reports: a class and a stable `code`.
 export { ConfigError, EdgeMeshError, FamilyMismatchError, InterfaceError, LockTimeoutError, NativeLoadError, SyscallError, TransactionError } from './errors.js';
 export { NetParseError } from './net.js';
-export { KubeHttpError } from './sources/kube-client.js';
+export { KubeHttpError } from './cluster/kube-client.js';
 
 // Which Services stay with kube-proxy, the rules that say so, and the backends that write them.
-export { DEFAULT_SELECTION, NOPROXY_LABEL, NOPROXY_VALUE, SERVICE_PROXY_NAME_LABEL, parseLabelSelector, selectService, type LabelSelector, type Selection, type SelectionConfig } from './selection.js';
-export { desiredRuleSets, type DesiredConfig, type DesiredResult, type SelectionCounts } from './desired.js';
-export { EDGE_MESH_CHAIN, EDGE_MESH_TCP_CHAIN, renderRule, renderRuleSet, type DesiredRuleSet, type Family, type JumpChain, type Protocol, type Rule } from './rules.js';
-export { ALL_BACKENDS, createBackend, resolveBackend, type BackendOptions } from './backends/factory.js';
-export { detectBackend, type DetectOptions, type Detection } from './backends/detect.js';
-export { BACKEND_NAMES, type BackendName, type CleanupOutcome, type NatBackend, type OrderState, type StatusReport, type SyncOptions, type SyncOutcome } from './backends/types.js';
-export type { SyncReason, SyncReport } from './reconciler.js';
+export { DEFAULT_SELECTION, NOPROXY_LABEL, NOPROXY_VALUE, SERVICE_PROXY_NAME_LABEL, parseLabelSelector, selectService, type LabelSelector, type Selection, type SelectionConfig } from './intent/selection.js';
+export { desiredRuleSets, type DesiredConfig, type DesiredResult, type SelectionCounts } from './intent/desired.js';
+export { EDGE_MESH_CHAIN, EDGE_MESH_TCP_CHAIN, renderRule, renderRuleSet, type DesiredRuleSet, type Family, type JumpChain, type Protocol, type Rule } from './netfilter/rules.js';
+export { ALL_BACKENDS, createBackend, resolveBackend, type BackendOptions } from './netfilter/factory.js';
+export { detectBackend, type DetectOptions, type Detection } from './netfilter/detect.js';
+export { BACKEND_NAMES, type BackendName, type CleanupOutcome, type NatBackend, type OrderState, type StatusReport, type SyncOptions, type SyncOutcome } from './netfilter/types.js';
+export type { SyncReason, SyncReport } from './netfilter/reconciler.js';
 
 // The proxy: its listener, routing table and address.
 export {
@@ -51,7 +51,7 @@ export {
   type TunnelRefusal,
   type TunnelStats,
 } from './proxy/proxy.js';
-export { computeLocalServe, computeRoutes, type LocalServe, type RouteEndpoint, type RoutingTable, type ServiceRoute, type UnreachableEndpoint } from './proxy/routes.js';
+export { computeLocalServe, computeRoutes, type LocalServe, type RouteEndpoint, type RoutingTable, type ServiceRoute, type UnreachableEndpoint } from './intent/routes.js';
 export { originalDst, type OriginalDst } from './proxy/sockopt.js';
 export {
   DEFAULT_PROXY_ADDRESS,
@@ -64,9 +64,9 @@ export {
 } from './proxy/iface.js';
 
 // Sources of Services and endpoints, and the store they fill.
-export { ClusterStore, type ChangeListener, type ClusterStoreOptions } from './sources/store.js';
-export { StaticSource, type StaticSourceOptions } from './sources/static.js';
-export { KubeSource, makeKubeConfig, type KubeSourceOptions } from './sources/kube.js';
-export { KubeClient, type KubeClientOptions } from './sources/kube-client.js';
-export { parseManifests, type ManifestObjects } from './sources/manifests.js';
-export type { ClusterState, EndpointInfo, EndpointSliceInfo, NodeInfo, ServiceInfo, ServiceKey } from './model.js';
+export { ClusterStore, type ChangeListener, type ClusterStoreOptions } from './cluster/store.js';
+export { StaticSource, type StaticSourceOptions } from './cluster/static.js';
+export { KubeSource, makeKubeConfig, type KubeSourceOptions } from './cluster/kube.js';
+export { KubeClient, type KubeClientOptions } from './cluster/kube-client.js';
+export { parseManifests, type ManifestObjects } from './cluster/manifests.js';
+export type { ClusterState, EndpointInfo, EndpointSliceInfo, NodeInfo, ServiceInfo, ServiceKey } from './cluster/model.js';

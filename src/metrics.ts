@@ -5,14 +5,14 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from './prom.js';
-import type { HealthVerdict, SyncReport } from './reconciler.js';
-import type { SelectionCounts } from './desired.js';
-import type { DesiredRuleSet, Family } from './rules.js';
+import type { HealthVerdict, SyncReport } from './netfilter/reconciler.js';
+import type { SelectionCounts } from './intent/desired.js';
+import type { DesiredRuleSet, Family } from './netfilter/rules.js';
 import type { ProxyStats, RelayRegistration, RelaySession, TunnelPeer, TunnelStats } from './proxy/proxy.js';
 import { TLS_FAILURES, TUNNEL_REFUSALS } from './proxy/proxy.js';
-import type { UnreachableEndpoint } from './proxy/routes.js';
+import type { UnreachableEndpoint } from './intent/routes.js';
 import type { CredentialInfo } from './tunnel/credentials.js';
-import { native } from './native.js';
+import { native } from './native/load.js';
 
 /** What the metrics read from the proxies at scrape time: TcpProxy.stats(), summed over families. */
 export type ProxyCounters = Pick<ProxyStats, 'active' | 'total' | 'relayed' | 'bytesUp' | 'bytesDown' | 'failovers' | 'connectFailures' | 'acceptErrors'> & {

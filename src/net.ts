@@ -1,6 +1,6 @@
 // IP address and CIDR parsing, canonical text and ordering. Pure and self-contained: callers
 // wrap the reason of a NetParseError with the flag or field they were parsing.
-import type { Family } from './rules.js';
+import type { Family } from './netfilter/rules.js';
 
 /** A malformed address, CIDR or host:port. `message` is the reason only ("prefix length must be 0-32"). */
 export class NetParseError extends Error {

@@ -9,7 +9,7 @@
 // every "stats" line on stdin with one JSON line (stats(), ktls()); closes on SIGTERM or stdin end.
 import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
-import type { EndpointPath } from '../../src/proxy/routes.js';
+import type { EndpointPath } from '../../src/intent/routes.js';
 import { TcpProxy } from '../../src/proxy/proxy.js';
 
 interface Opts {

@@ -27,7 +27,7 @@ import { EventEmitter } from 'node:events';
 import { availableParallelism } from 'node:os';
 import { isIP } from 'node:net';
 import { ConfigError, fromNative } from '../errors.js';
-import { native } from '../native.js';
+import { native } from '../native/load.js';
 import { DEFAULT_PROXY_ADDRESS, DEFAULT_PROXY_PORT } from './iface.js';
 import type {
   ConnectionEvent,
@@ -46,11 +46,11 @@ import type {
   NativeTunnelRefusal,
   NativeTunnelStats,
   TcpProxyOptions,
-} from './native.js';
-import type { RoutingTable } from './routes.js';
+} from '../native/binding.js';
+import type { RoutingTable } from '../intent/routes.js';
 
 // Declared with the addon's surface (./native.ts), which takes and emits them as they are.
-export type { ConnectionEvent, TcpProxyOptions } from './native.js';
+export type { ConnectionEvent, TcpProxyOptions } from '../native/binding.js';
 export type EndReason = NativeEndReason;
 /** A live connection (connections()). */
 export type ConnectionInfo = NativeConnInfo;

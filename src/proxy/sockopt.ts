@@ -1,6 +1,6 @@
 // SO_ORIGINAL_DST for a socket fd of this process (a net.Socket's fd, or one the agent holds).
 import { fromNative } from '../errors.js';
-import { native } from '../native.js';
+import { native } from '../native/load.js';
 
 export interface OriginalDst {
   address: string;

@@ -4,7 +4,7 @@
 // The demo and the bench use it to play kube-proxy with services of their own; the real dumps
 // in test/fixtures/kube-proxy are loaded beside it.
 import { createHash } from 'node:crypto';
-import type { Family } from '../rules.js';
+import type { Family } from '../netfilter/rules.js';
 
 export interface KubeProxyService {
   namespace: string;

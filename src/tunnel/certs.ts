@@ -14,8 +14,8 @@ import { randomBytes } from 'node:crypto';
 import { chmod, lstat, mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { ConfigError, EdgeMeshError } from '../errors.js';
-import { native } from '../native.js';
-import type { NativeCertInfo } from './certs-native.js';
+import { native } from '../native/load.js';
+import type { NativeCertInfo } from '../native/binding.js';
 
 export const CA_CERT_FILE = 'ca.pem';
 export const CA_KEY_FILE = 'ca.key';

@@ -9,7 +9,7 @@
 // small files every couple of seconds is cheap and sees every way a file can change.
 import { readFileSync } from 'node:fs';
 import { ConfigError, EdgeMeshError } from '../errors.js';
-import { native } from '../native.js';
+import { native } from '../native/load.js';
 import type { Logger } from '../log.js';
 
 export interface TunnelFiles {

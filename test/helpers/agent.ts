@@ -3,6 +3,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import type { Netns } from './netns.js';
 
@@ -35,7 +36,6 @@ export function startAgent(ns: Netns, args: string[], env: NodeJS.ProcessEnv = {
   const child = ns.spawn(cmd, argv, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   const logs: Record<string, unknown>[] = [];
   const waiters: { pred: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }[] = [];
-  let buf = '';
   const agent: AgentProcess = {
     child,
     logs,
@@ -65,25 +65,19 @@ export function startAgent(ns: Netns, args: string[], env: NodeJS.ProcessEnv = {
     },
     exited: new Promise((r) => child.on('exit', (code) => r(code))),
   };
-  child.stdout!.on('data', (d: Buffer) => {
-    buf += d.toString();
-    let nl: number;
-    while ((nl = buf.indexOf('\n')) >= 0) {
-      const line = buf.slice(0, nl);
-      buf = buf.slice(nl + 1);
-      if (!line.trim()) continue;
-      let obj: Record<string, unknown>;
-      try {
-        obj = JSON.parse(line) as Record<string, unknown>;
-      } catch {
-        obj = { msg: line };
-      }
-      logs.push(obj);
-      for (let i = waiters.length - 1; i >= 0; i--) {
-        if (waiters[i]!.pred(obj)) {
-          waiters[i]!.resolve(obj);
-          waiters.splice(i, 1);
-        }
+  createInterface({ input: child.stdout!, crlfDelay: Infinity }).on('line', (line) => {
+    if (!line.trim()) return;
+    let obj: Record<string, unknown>;
+    try {
+      obj = JSON.parse(line) as Record<string, unknown>;
+    } catch {
+      obj = { msg: line };
+    }
+    logs.push(obj);
+    for (let i = waiters.length - 1; i >= 0; i--) {
+      if (waiters[i]!.pred(obj)) {
+        waiters[i]!.resolve(obj);
+        waiters.splice(i, 1);
       }
     }
   });

@@ -1,8 +1,8 @@
 // An in-memory IptablesTable for the reconciler's unit tests (no privileges). It applies TxOps
 // with the same all-or-nothing semantics the kernel backends promise; the netns suites check
 // the real kernel.
-import { sameRule, type Family, type LiveRule, type Rule } from '../../src/rules.js';
-import type { ApplyResult, BackendName, IptablesTable, TableInfo, TableSnapshot, TxOp } from '../../src/backends/types.js';
+import { sameRule, type Family, type LiveRule, type Rule } from '../../src/netfilter/rules.js';
+import type { ApplyResult, BackendName, IptablesTable, TableInfo, TableSnapshot, TxOp } from '../../src/netfilter/types.js';
 
 const BUILTIN = ['PREROUTING', 'INPUT', 'OUTPUT', 'POSTROUTING'];
 

@@ -1,7 +1,7 @@
-// Network namespaces for the privileged tests: src/netns.ts, plus `describeNetns`.
+// Network namespaces for the privileged tests: src/dev/netns.ts, plus `describeNetns`.
 import { describe } from 'vitest';
 
-export * from '../../src/netns.js';
+export * from '../../src/dev/netns.js';
 
 export const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
 

@@ -21,7 +21,7 @@ import { promisify } from 'node:util';
 import { Netns, linkNetns, type RunResult } from './netns.js';
 import { CLI, assertBuilt, eventually, startAgent, type AgentProcess } from './agent.js';
 import { ServicesDir } from './manifests.js';
-import { SERVICE_CIDR, TUNNEL_DRIVERS, TUNNEL_PORT, metricSum, nodeYaml, tunnelServiceYaml, type Curl, type ServerHandle } from './tunnel-topology.js';
+import { SERVICE_CIDR, TUNNEL_DRIVERS, TUNNEL_PORT, metricSum, nodeYaml, parseMetrics, startPodServers, tunnelServiceYaml, type Curl, type ServerHandle } from './tunnel-topology.js';
 
 const execFileP = promisify(execFile);
 
@@ -253,45 +253,7 @@ export async function createRelayTopology(opts: { label?: string } = {}): Promis
       async startServers(name, specs) {
         const pod = n[name].pod;
         if (!pod) throw new Error(`${name} has no pod namespace`);
-        const child = pod.spawn(process.execPath, [join(TUNNEL_DRIVERS, 'tunnel-servers.mjs'), JSON.stringify(specs)]);
-        const conns = new Map<string, number>();
-        let buf = '';
-        let stderr = '';
-        child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-        await new Promise<void>((resolveP, reject) => {
-          const timer = setTimeout(() => reject(new Error(`servers in ${name} pod: not ready in 10 s: ${stderr}`)), 10_000);
-          child.stdout!.on('data', (d: Buffer) => {
-            buf += d.toString();
-            let nl: number;
-            while ((nl = buf.indexOf('\n')) >= 0) {
-              const line = buf.slice(0, nl);
-              buf = buf.slice(nl + 1);
-              if (line === 'ready') {
-                clearTimeout(timer);
-                resolveP();
-              } else if (line.startsWith('conn ')) {
-                const k = line.slice(5);
-                conns.set(k, (conns.get(k) ?? 0) + 1);
-              }
-            }
-          });
-          child.on('exit', (c) => {
-            clearTimeout(timer);
-            reject(new Error(`servers in ${name} pod exited ${c}: ${stderr}`));
-          });
-        });
-        const h: ServerHandle = {
-          child,
-          conns,
-          count: (hp) => conns.get(hp) ?? 0,
-          async stop() {
-            if (child.exitCode === null && child.signalCode === null && child.pid) {
-              const gone = new Promise((r) => child.once('exit', r));
-              process.kill(child.pid, 'SIGKILL');
-              await gone;
-            }
-          },
-        };
+        const h = await startPodServers(pod, name, specs);
         servers.push(h);
         return h;
       },
@@ -348,12 +310,7 @@ export async function createRelayTopology(opts: { label?: string } = {}): Promis
           const state = !a ? 'no agent' : a.child.exitCode !== null || a.child.signalCode !== null ? `agent exited (code ${a.child.exitCode}, signal ${a.child.signalCode})` : 'agent still running';
           throw new Error(`${name}: metrics scrape failed (curl exit ${r.code}: ${r.stderr.trim()}); ${state}; last log lines:\n${(a?.logs ?? []).slice(-8).map((l) => JSON.stringify(l)).join('\n')}\nstderr: ${(a?.stderr ?? '').slice(-3000)}`);
         }
-        const out: Record<string, number> = {};
-        for (const l of r.stdout.split('\n')) {
-          const m = /^(edgemesh_\S+(?:\{[^}]*\})?) (\S+)$/.exec(l);
-          if (m) out[m[1]!] = Number(m[2]);
-        }
-        return out;
+        return parseMetrics(r.stdout);
       },
 
       async status(name) {

@@ -1,11 +1,11 @@
 // Small helpers for the pure source tests: the seed fixture, a static load, the seed's config.
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { DesiredConfig } from '../../src/desired.js';
+import type { DesiredConfig } from '../../src/intent/desired.js';
 import { parseCidr, parseHostPort } from '../../src/net.js';
-import { DEFAULT_SELECTION } from '../../src/selection.js';
-import { StaticSource } from '../../src/sources/static.js';
-import { ClusterStore } from '../../src/sources/store.js';
+import { DEFAULT_SELECTION } from '../../src/intent/selection.js';
+import { StaticSource } from '../../src/cluster/static.js';
+import { ClusterStore } from '../../src/cluster/store.js';
 
 export const SEED_MONITORING_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', 'fixtures', 'seed-monitoring');
 

@@ -15,6 +15,7 @@ import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import type { ChildProcess } from 'node:child_process';
@@ -203,6 +204,55 @@ export function metricSum(m: Record<string, number>, name: string, labels: Recor
   return total;
 }
 
+/**
+ * The echo/HTTP servers of test/netns/drivers/tunnel-servers.mjs in a pod namespace, once they say
+ * "ready"; each "conn HOST:PORT" line they print counts a connection to that listener.
+ */
+export async function startPodServers(pod: Netns, name: string, specs: unknown): Promise<ServerHandle> {
+  const child = pod.spawn(process.execPath, [join(TUNNEL_DRIVERS, 'tunnel-servers.mjs'), JSON.stringify(specs)]);
+  const conns = new Map<string, number>();
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  await new Promise<void>((resolveP, reject) => {
+    const timer = setTimeout(() => reject(new Error(`servers in ${name} pod: not ready in 10 s: ${stderr}`)), 10_000);
+    createInterface({ input: child.stdout!, crlfDelay: Infinity }).on('line', (line) => {
+      if (line === 'ready') {
+        clearTimeout(timer);
+        resolveP();
+      } else if (line.startsWith('conn ')) {
+        const k = line.slice(5);
+        conns.set(k, (conns.get(k) ?? 0) + 1);
+      }
+    });
+    child.on('exit', (c) => {
+      clearTimeout(timer);
+      reject(new Error(`servers in ${name} pod exited ${c}: ${stderr}`));
+    });
+  });
+  return {
+    child,
+    conns,
+    count: (hp) => conns.get(hp) ?? 0,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null && child.pid) {
+        const gone = new Promise((r) => child.once('exit', r));
+        process.kill(child.pid, 'SIGKILL');
+        await gone;
+      }
+    },
+  };
+}
+
+/** The edgemesh_ series of a /metrics text, keyed by name{labels}. */
+export function parseMetrics(text: string): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const l of text.split('\n')) {
+    const m = /^(edgemesh_\S+(?:\{[^}]*\})?) (\S+)$/.exec(l);
+    if (m) out[m[1]!] = Number(m[2]);
+  }
+  return out;
+}
+
 export async function createTunnelTopology(opts: TunnelTopologyOptions = {}): Promise<TunnelTopology> {
   const underlay = opts.underlay ?? 'ipv4';
   const label = opts.label ?? 'tn';
@@ -323,45 +373,7 @@ export async function createTunnelTopology(opts: TunnelTopologyOptions = {}): Pr
       removeManifest,
 
       async startServers(name, specs) {
-        const child = s[name].pod.spawn(process.execPath, [join(TUNNEL_DRIVERS, 'tunnel-servers.mjs'), JSON.stringify(specs)]);
-        const conns = new Map<string, number>();
-        let buf = '';
-        let stderr = '';
-        child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-        await new Promise<void>((resolveP, reject) => {
-          const timer = setTimeout(() => reject(new Error(`servers in ${name} pod: not ready in 10 s: ${stderr}`)), 10_000);
-          child.stdout!.on('data', (d: Buffer) => {
-            buf += d.toString();
-            let nl: number;
-            while ((nl = buf.indexOf('\n')) >= 0) {
-              const line = buf.slice(0, nl);
-              buf = buf.slice(nl + 1);
-              if (line === 'ready') {
-                clearTimeout(timer);
-                resolveP();
-              } else if (line.startsWith('conn ')) {
-                const k = line.slice(5);
-                conns.set(k, (conns.get(k) ?? 0) + 1);
-              }
-            }
-          });
-          child.on('exit', (c) => {
-            clearTimeout(timer);
-            reject(new Error(`servers in ${name} pod exited ${c}: ${stderr}`));
-          });
-        });
-        const h: ServerHandle = {
-          child,
-          conns,
-          count: (hp) => conns.get(hp) ?? 0,
-          async stop() {
-            if (child.exitCode === null && child.signalCode === null && child.pid) {
-              const gone = new Promise((r) => child.once('exit', r));
-              process.kill(child.pid, 'SIGKILL');
-              await gone;
-            }
-          },
-        };
+        const h = await startPodServers(s[name].pod, name, specs);
         servers.push(h);
         return h;
       },
@@ -408,12 +420,7 @@ export async function createTunnelTopology(opts: TunnelTopologyOptions = {}): Pr
         const port = s[name].metricsPort;
         if (!port) throw new Error(`${name}: no agent metrics port`);
         const r = await s[name].node.run('curl', ['-sS', '--max-time', '3', `http://127.0.0.1:${port}/metrics`]);
-        const out: Record<string, number> = {};
-        for (const l of r.stdout.split('\n')) {
-          const m = /^(edgemesh_\S+(?:\{[^}]*\})?) (\S+)$/.exec(l);
-          if (m) out[m[1]!] = Number(m[2]);
-        }
-        return out;
+        return parseMetrics(r.stdout);
       },
 
       async curl(from, url, maxTimeS = 5) {

@@ -4,9 +4,9 @@
 // bound; a Felix-like agent that insists on rule 1 is not fought; bad manifests at start are
 // skipped; /healthz and /readyz while the API server never answers.
 import { afterAll, afterEach, beforeEach, expect, it } from 'vitest';
-import { createBackend } from '../../src/backends/factory.js';
-import { LegacyIptablesTable } from '../../src/backends/iptables-legacy.js';
-import type { BackendName } from '../../src/backends/types.js';
+import { createBackend } from '../../src/netfilter/factory.js';
+import { LegacyIptablesTable } from '../../src/netfilter/iptables/iptables-legacy.js';
+import type { BackendName } from '../../src/netfilter/types.js';
 import { describeNetns, Netns, destroyAllNetns } from '../helpers/netns.js';
 import { loadKubeProxyIptables } from '../helpers/fixtures.js';
 import { loadKubeProxyNftables } from '../helpers/nft-fixture.js';

@@ -1,7 +1,7 @@
 // `auto` detection against each kube-proxy flavour in its own namespace; detection must never
 // instantiate a legacy table (that alone changes which NAT chain wins on an nft node).
 import { afterAll, afterEach, expect, it } from 'vitest';
-import { detectBackend, legacyTablesPresent } from '../../src/backends/detect.js';
+import { detectBackend, legacyTablesPresent } from '../../src/netfilter/detect.js';
 import { describeNetns, destroyAllNetns, Netns } from '../helpers/netns.js';
 import { loadKubeProxyIptables } from '../helpers/fixtures.js';
 import { loadKubeProxyNftables } from '../helpers/nft-fixture.js';

@@ -16,7 +16,7 @@ import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { native } from '../../src/native.js';
+import { native } from '../../src/native/load.js';
 import { Netns, describeNetns } from '../helpers/netns.js';
 
 type Fn = (...args: unknown[]) => unknown;

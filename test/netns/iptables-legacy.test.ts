@@ -6,10 +6,10 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
-import { LegacyIptablesTable } from '../../src/backends/iptables-legacy.js';
-import type { TxOp } from '../../src/backends/types.js';
+import { LegacyIptablesTable } from '../../src/netfilter/iptables/iptables-legacy.js';
+import type { TxOp } from '../../src/netfilter/types.js';
 import { LockTimeoutError, TransactionError } from '../../src/errors.js';
-import { type Family, type Rule, sameRule } from '../../src/rules.js';
+import { type Family, type Rule, sameRule } from '../../src/netfilter/rules.js';
 import { loadKubeProxyIptables } from '../helpers/fixtures.js';
 import { Netns, describeNetns } from '../helpers/netns.js';
 

@@ -2,11 +2,11 @@
 // namespaces: our rules must be indistinguishable from what the CLI writes.
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { NftIptablesTable } from '../../src/backends/iptables-nft.js';
-import { native } from '../../src/native.js';
+import { NftIptablesTable } from '../../src/netfilter/iptables/iptables-nft.js';
+import { native } from '../../src/native/load.js';
 import { SyscallError, TransactionError } from '../../src/errors.js';
-import { renderRule, sameRule, type Family } from '../../src/rules.js';
-import type { TxOp } from '../../src/backends/types.js';
+import { renderRule, sameRule, type Family } from '../../src/netfilter/rules.js';
+import type { TxOp } from '../../src/netfilter/types.js';
 import { describeNetns, destroyAllNetns, Netns } from '../helpers/netns.js';
 import { loadKubeProxyIptables } from '../helpers/fixtures.js';
 import { cliFor, desiredFor, opsFor, SEED } from './nft-seed.js';

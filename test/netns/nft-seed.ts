@@ -1,7 +1,7 @@
 // The seed's example (hybrid-nat.en.md) as a DesiredRuleSet, the TxOps that write it into an
 // iptables table, and the same as iptables CLI arguments: shared by the nft netns suites.
-import { DNAT_COMMENT, EDGE_MESH_CHAIN, EDGE_MESH_TCP_CHAIN, ROOT_COMMENT, TCP_PROXY_COMMENT, ignoreComment, renderRule, type DesiredRuleSet, type Family, type Rule } from '../../src/rules.js';
-import type { TxOp } from '../../src/backends/types.js';
+import { DNAT_COMMENT, EDGE_MESH_CHAIN, EDGE_MESH_TCP_CHAIN, ROOT_COMMENT, TCP_PROXY_COMMENT, ignoreComment, renderRule, type DesiredRuleSet, type Family, type Rule } from '../../src/netfilter/rules.js';
+import type { TxOp } from '../../src/netfilter/types.js';
 
 export interface SeedParams {
   ignores: { ip: string; namespace: string; name: string }[];

@@ -1,10 +1,10 @@
 // The nftables backend (our own `ip/ip6 edgemesh` tables at dstnat - 1) against the real kernel,
 // with kube-proxy's nftables-mode rules loaded by `nft -f` and real listeners behind both DNATs.
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { NftablesBackend } from '../../src/backends/nftables.js';
+import { NftablesBackend } from '../../src/netfilter/nftables/nftables.js';
 import { SyscallError } from '../../src/errors.js';
-import { native } from '../../src/native.js';
-import type { DesiredRuleSet, Family } from '../../src/rules.js';
+import { native } from '../../src/native/load.js';
+import type { DesiredRuleSet, Family } from '../../src/netfilter/rules.js';
 import { describeNetns, destroyAllNetns, Netns } from '../helpers/netns.js';
 import { loadKubeProxyNftables } from '../helpers/nft-fixture.js';
 import { desiredFor, SEED } from './nft-seed.js';

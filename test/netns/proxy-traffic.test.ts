@@ -13,9 +13,9 @@ import { existsSync, readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import type { ClusterState, EndpointSliceInfo, ServiceInfo } from '../../src/model.js';
+import type { ClusterState, EndpointSliceInfo, ServiceInfo } from '../../src/cluster/model.js';
 import { TcpProxy, type ConnectionEvent } from '../../src/proxy/proxy.js';
-import { computeRoutes } from '../../src/proxy/routes.js';
+import { computeRoutes } from '../../src/intent/routes.js';
 import { loadKubeProxyIptables } from '../helpers/fixtures.js';
 import { describeNetns, linkNetns, Netns } from '../helpers/netns.js';
 

@@ -1,13 +1,14 @@
 // Acceptance tests of the agent-to-agent mutual-TLS tunnel, with real `edgemesh-agent run`
 // processes on two node namespaces whose pod networks have no route to each other
 // (test/helpers/tunnel-topology.ts). Each test says what it proves; every wait is bounded.
-import { copyFileSync, mkdirSync, readFileSync, renameSync } from 'node:fs';
+import { copyFileSync, mkdirSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
 import { describeNetns, type Netns } from '../helpers/netns.js';
 import { CLI, eventually } from '../helpers/agent.js';
 import { createTunnelTopology, metricSum, tunnelServiceYaml, TUNNEL_DRIVERS, TUNNEL_PORT, type ServerHandle, type TunnelTopology } from '../helpers/tunnel-topology.js';
 import { issueWithOpenssl, makeCa, sClient, serialOf } from '../helpers/openssl.js';
+import { capture } from '../helpers/pcap.js';
 
 const GiB = 1 << 30;
 
@@ -27,34 +28,6 @@ s.on('error', (e) => { process.stdout.write(JSON.stringify({ error: e.code })); 
 async function bulk(from: Netns, o: { host: string; port: number; bytes: number; reply?: number; timeoutMs: number }) {
   const r = await from.run(process.execPath, [join(TUNNEL_DRIVERS, 'client.mjs'), 'bulk', JSON.stringify(o)], { allowFail: true, timeoutMs: o.timeoutMs + 5_000 });
   return JSON.parse(r.stdout.trim() || JSON.stringify({ error: r.stderr })) as { sentHash?: string; serverHash?: string; serverCount?: number; replyBytes?: number; replyOk?: boolean; error?: string };
-}
-
-/** tcpdump in a namespace writing a pcap, bounded by packet count (-c) and time (timeout). */
-async function capture(ns: Netns, iface: string, file: string) {
-  const child = ns.spawn('timeout', ['-s', 'INT', '30', 'tcpdump', '-i', iface, '-nn', '-U', '--immediate-mode', '-s', '0', '-Z', 'root', '-c', '5000', '-w', file, 'tcp']);
-  let stderr = '';
-  const exited = new Promise<void>((r) => child.on('exit', () => r()));
-  await new Promise<void>((resolveP, reject) => {
-    const timer = setTimeout(() => reject(new Error(`tcpdump on ${iface}: not listening in 5 s: ${stderr}`)), 5_000);
-    child.stderr!.on('data', (d: Buffer) => {
-      stderr += d.toString();
-      if (stderr.includes('listening on')) {
-        clearTimeout(timer);
-        resolveP();
-      }
-    });
-    child.on('exit', (c) => {
-      clearTimeout(timer);
-      reject(new Error(`tcpdump on ${iface} exited ${c}: ${stderr}`));
-    });
-  });
-  return {
-    async stop(): Promise<Buffer> {
-      if (child.exitCode === null && child.pid) process.kill(child.pid, 'SIGINT');
-      await exited;
-      return readFileSync(file);
-    },
-  };
 }
 
 /** An agent that is gone although no test stopped it (a crash). */

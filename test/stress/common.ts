@@ -57,7 +57,7 @@ export interface DirState {
 const svcIp = (i: number) => `10.10.1.${i + 1}`;
 const pad = (i: number) => String(i).padStart(2, '0');
 
-/** The canonical EDGE-MESH list the contract prescribes for a state (independent of src/desired.ts). */
+/** The canonical EDGE-MESH list the contract prescribes for a state (independent of src/intent/desired.ts). */
 export function expectedEdgeMesh(s: DirState): string[] {
   const out = ['ignore 10.10.0.1 default/kubernetes', 'ignore 10.10.0.3 kube-system/coredns'];
   for (const e of [...s.endpoints].sort((a, b) => a - b)) out.push(`ignore 10.10.2.${e} stress/hl`);

@@ -3,11 +3,11 @@
 // way (a bare name is /run/netns/NAME). The namespace named here does not exist: a backend that
 // reached the kernel would fail opening it, so nothing here touches any table.
 import { describe, expect, it } from 'vitest';
-import { ALL_BACKENDS, createBackend } from '../../src/backends/factory.js';
-import { detectBackend, legacyTablesPresent } from '../../src/backends/detect.js';
+import { ALL_BACKENDS, createBackend } from '../../src/netfilter/factory.js';
+import { detectBackend, legacyTablesPresent } from '../../src/netfilter/detect.js';
 import { EdgeMeshError, FamilyMismatchError, SyscallError } from '../../src/errors.js';
 import { netnsPath } from '../../src/netns-path.js';
-import type { DesiredRuleSet, Family } from '../../src/rules.js';
+import type { DesiredRuleSet, Family } from '../../src/netfilter/rules.js';
 
 const absent = `em-absent-${process.pid}`;
 const emptySet = (family: Family): DesiredRuleSet => ({ family, chains: [{ name: 'EDGE-MESH', rules: [] }], jumps: [] });

@@ -9,7 +9,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ConfigError } from '../../src/errors.js';
-import { native } from '../../src/native.js';
+import { native } from '../../src/native/load.js';
 import { initCa, issueNodeCert, readCertInfo, validateNodeName } from '../../src/tunnel/certs.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { V1EndpointSlice, V1Endpoints, V1Node, V1Service } from '@kubernetes/client-node';
 import { ConfigError } from '../../src/errors.js';
-import { convertEndpointSlice, convertEndpoints, convertNode, convertService, TUNNEL_ADDRESS_ANNOTATION } from '../../src/sources/convert.js';
+import { convertEndpointSlice, convertEndpoints, convertNode, convertService, TUNNEL_ADDRESS_ANNOTATION } from '../../src/cluster/convert.js';
 
 const service = (spec: Record<string, unknown>, meta: Record<string, unknown> = { name: 'web', namespace: 'shop' }): V1Service =>
   ({ apiVersion: 'v1', kind: 'Service', metadata: meta, spec });

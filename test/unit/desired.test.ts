@@ -1,11 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { desiredRuleSets, type DesiredConfig } from '../../src/desired.js';
-import type { ClusterState, EndpointSliceInfo, ServiceInfo } from '../../src/model.js';
+import { desiredRuleSets, type DesiredConfig } from '../../src/intent/desired.js';
+import type { ClusterState, EndpointSliceInfo, ServiceInfo } from '../../src/cluster/model.js';
 import { parseCidr, parseHostPort } from '../../src/net.js';
-import { EDGE_MESH_CHAIN, EDGE_MESH_TCP_CHAIN, renderRuleSet } from '../../src/rules.js';
-import { DEFAULT_SELECTION } from '../../src/selection.js';
-import { convertEndpoints } from '../../src/sources/convert.js';
-import { ClusterStore } from '../../src/sources/store.js';
+import { EDGE_MESH_CHAIN, EDGE_MESH_TCP_CHAIN, renderRuleSet } from '../../src/netfilter/rules.js';
+import { DEFAULT_SELECTION } from '../../src/intent/selection.js';
+import { convertEndpoints } from '../../src/cluster/convert.js';
+import { ClusterStore } from '../../src/cluster/store.js';
 
 const svc = (ns: string, name: string, clusterIPs: string[], labels: Record<string, string> = { noproxy: 'edgemesh' }, over: Partial<ServiceInfo> = {}): ServiceInfo => ({
   namespace: ns,

@@ -11,7 +11,7 @@ const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const entry = join(root, 'dist', 'src', 'index.js');
 
 /** Never loaded by importing the entry point: the Kubernetes client library (the agent loads it lazily) and what only the CLI runs. */
-const LAZY = ['/node_modules/@kubernetes/client-node/', '/dist/src/cli.js', '/dist/src/bin.js', '/dist/src/demo.js', '/dist/src/tunnel/certs-cli.js', '/dist/src/testing/'];
+const LAZY = ['/node_modules/@kubernetes/client-node/', '/dist/src/cli.js', '/dist/src/bin.js', '/dist/src/dev/', '/dist/src/tunnel/certs-cli.js', '/dist/src/testing/'];
 
 // Runs in the child: a resolve hook that throws on any module whose URL contains one of argv[2]
 // (JSON), then imports argv[1] and prints its export names.

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { LegacyIptablesTable, normaliseOps } from '../../src/backends/iptables-legacy.js';
-import type { NativeIptcBinding, NativeTxOp } from '../../src/backends/iptc-native.js';
-import type { TxOp } from '../../src/backends/types.js';
+import { LegacyIptablesTable, normaliseOps } from '../../src/netfilter/iptables/iptables-legacy.js';
+import type { NativeIptcBinding, NativeTxOp } from '../../src/native/binding.js';
+import type { TxOp } from '../../src/netfilter/types.js';
 import { LockTimeoutError, SyscallError, TransactionError } from '../../src/errors.js';
 
 function fakeBinding(): NativeIptcBinding & { calls: { ops: NativeTxOp[]; options: unknown }[] } {

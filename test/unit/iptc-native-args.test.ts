@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { native } from '../../src/native.js';
+import { native } from '../../src/native/load.js';
 
 const b = native() as unknown as Record<string, (...args: unknown[]) => unknown>;
 const dir = mkdtempSync(join(tmpdir(), 'em-iptc-unit-'));

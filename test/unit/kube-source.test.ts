@@ -4,11 +4,11 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
-import { desiredRuleSets } from '../../src/desired.js';
-import { renderRuleSet } from '../../src/rules.js';
-import { TUNNEL_ADDRESS_ANNOTATION } from '../../src/sources/convert.js';
-import { KubeSource, makeKubeConfig } from '../../src/sources/kube.js';
-import { ClusterStore } from '../../src/sources/store.js';
+import { desiredRuleSets } from '../../src/intent/desired.js';
+import { renderRuleSet } from '../../src/netfilter/rules.js';
+import { TUNNEL_ADDRESS_ANNOTATION } from '../../src/cluster/convert.js';
+import { KubeSource, makeKubeConfig } from '../../src/cluster/kube.js';
+import { ClusterStore } from '../../src/cluster/store.js';
 import { FakeApiServer, type Resource } from '../helpers/fake-apiserver.js';
 import { loadDir, SEED_CONFIG, SEED_MONITORING_DIR } from '../helpers/sources.js';
 

@@ -6,7 +6,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { ConfigError } from '../../src/errors.js';
-import { aliasExpansion, documentAt, MAX_ALIAS_EXPANSION, parseManifests } from '../../src/sources/manifests.js';
+import { aliasExpansion, documentAt, MAX_ALIAS_EXPANSION, parseManifests } from '../../src/cluster/manifests.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const CORPUS = resolve(here, '..', 'fuzz-corpus', 'manifests');

@@ -1,10 +1,10 @@
 // The ignore set of the nftables backend as the operator sees it: in `status` (nft list
 // syntax), in `run --once` (ipset notation beside iptables rules), and in rule comparison.
 import { describe, expect, it } from 'vitest';
-import { renderSet } from '../../src/backends/listing.js';
-import type { NftSet } from '../../src/backends/nft-native.js';
-import { renderNftTable } from '../../src/backends/nftables.js';
-import { renderRule, sameRule } from '../../src/rules.js';
+import { renderSet } from '../../src/netfilter/listing.js';
+import type { NftSet } from '../../src/native/binding.js';
+import { renderNftTable } from '../../src/netfilter/nftables/nftables.js';
+import { renderRule, sameRule } from '../../src/netfilter/rules.js';
 
 const lookup = { dstSet: 'ignored', comment: 'ignored services', target: 'RETURN' };
 

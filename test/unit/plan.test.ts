@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { IptablesNatBackend } from '../../src/backends/iptables.js';
-import { planSync } from '../../src/backends/plan.js';
-import { EDGE_MESH_CHAIN, EDGE_MESH_TCP_CHAIN, ROOT_JUMP_RULE, type DesiredRuleSet, type Rule } from '../../src/rules.js';
-import type { TableInfo, TableTransaction, TxOp } from '../../src/backends/types.js';
+import { IptablesNatBackend } from '../../src/netfilter/iptables/iptables.js';
+import { planSync } from '../../src/netfilter/plan.js';
+import { EDGE_MESH_CHAIN, EDGE_MESH_TCP_CHAIN, ROOT_JUMP_RULE, type DesiredRuleSet, type Rule } from '../../src/netfilter/rules.js';
+import type { TableInfo, TableTransaction, TxOp } from '../../src/netfilter/types.js';
 import { MemoryTable } from '../helpers/memory-table.js';
 
 const kubeJump: Rule = { comment: 'kubernetes service portals', target: 'KUBE-SERVICES' };

@@ -5,10 +5,10 @@ import { execFileSync } from 'node:child_process';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { native } from '../../src/native.js';
+import { native } from '../../src/native/load.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const NATIVE_JS = resolve(here, '..', '..', 'dist', 'src', 'native.js');
+const NATIVE_JS = resolve(here, '..', '..', 'dist', 'src', 'native', 'load.js');
 
 // Reads the resident bytes of the executable's mappings itself (smaps), releases, reads again,
 // then runs code that start-up did not (a regex, JSON, a hash, a sort) and prints a JSON report.

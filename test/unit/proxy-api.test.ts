@@ -4,7 +4,7 @@
 import net from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { ConfigError } from '../../src/errors.js';
-import { native } from '../../src/native.js';
+import { native } from '../../src/native/load.js';
 import { TcpProxy, type ConnectionEvent } from '../../src/proxy/proxy.js';
 import { originalDst } from '../../src/proxy/sockopt.js';
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { computeLocalServe, computeRoutes, isSpecialEndpointAddress, resolveTargetPort, type PathOptions } from '../../src/proxy/routes.js';
-import type { ClusterState, EndpointInfo, EndpointSliceInfo, NodeInfo, ServiceInfo, ServicePortInfo } from '../../src/model.js';
+import { computeLocalServe, computeRoutes, isSpecialEndpointAddress, resolveTargetPort, type PathOptions } from '../../src/intent/routes.js';
+import type { ClusterState, EndpointInfo, EndpointSliceInfo, NodeInfo, ServiceInfo, ServicePortInfo } from '../../src/cluster/model.js';
 import { parseCidr, parseHostPort } from '../../src/net.js';
 
 const all = () => true;

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { IptablesNatBackend } from '../../src/backends/iptables.js';
-import { Reconciler, type SyncReport } from '../../src/reconciler.js';
-import { EDGE_MESH_CHAIN, EDGE_MESH_TCP_CHAIN, ROOT_JUMP_RULE, type DesiredRuleSet, type Family } from '../../src/rules.js';
+import { IptablesNatBackend } from '../../src/netfilter/iptables/iptables.js';
+import { Reconciler, type SyncReport } from '../../src/netfilter/reconciler.js';
+import { EDGE_MESH_CHAIN, EDGE_MESH_TCP_CHAIN, ROOT_JUMP_RULE, type DesiredRuleSet, type Family } from '../../src/netfilter/rules.js';
 import { MemoryTable } from '../helpers/memory-table.js';
 
 function set(ips: string[]): Map<Family, DesiredRuleSet> {

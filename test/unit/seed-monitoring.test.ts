@@ -1,7 +1,7 @@
 // The seed's monitoring example (seed/hybrid-nat.en.md), loaded through the static source.
 import { describe, expect, it } from 'vitest';
-import { desiredRuleSets } from '../../src/desired.js';
-import { renderRuleSet, EDGE_MESH_CHAIN } from '../../src/rules.js';
+import { desiredRuleSets } from '../../src/intent/desired.js';
+import { renderRuleSet, EDGE_MESH_CHAIN } from '../../src/netfilter/rules.js';
 import { loadDir, SEED_CONFIG, SEED_MONITORING_DIR } from '../helpers/sources.js';
 
 // The 13 RETURN rules of the seed's listing, (destination, comment), in the seed's order.

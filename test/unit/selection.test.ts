@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { ConfigError } from '../../src/errors.js';
-import type { ServiceInfo } from '../../src/model.js';
-import { DEFAULT_SELECTION, matchesSelector, parseLabelSelector, selectService, type SelectionConfig } from '../../src/selection.js';
+import type { ServiceInfo } from '../../src/cluster/model.js';
+import { DEFAULT_SELECTION, matchesSelector, parseLabelSelector, selectService, type SelectionConfig } from '../../src/intent/selection.js';
 
 const svc = (ns: string, name: string, labels: Record<string, string> = {}, over: Partial<ServiceInfo> = {}): ServiceInfo => ({
   namespace: ns,

@@ -3,8 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ConfigError } from '../../src/errors.js';
-import { StaticSource } from '../../src/sources/static.js';
-import { ClusterStore } from '../../src/sources/store.js';
+import { StaticSource } from '../../src/cluster/static.js';
+import { ClusterStore } from '../../src/cluster/store.js';
 import { loadDir } from '../helpers/sources.js';
 
 const service = (name: string, ip: string, labels = ''): string => `apiVersion: v1

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import type { EndpointSliceInfo, NodeInfo, ServiceInfo } from '../../src/model.js';
+import type { EndpointSliceInfo, NodeInfo, ServiceInfo } from '../../src/cluster/model.js';
 import { parseHostPort } from '../../src/net.js';
-import { ClusterStore } from '../../src/sources/store.js';
+import { ClusterStore } from '../../src/cluster/store.js';
 
 const svc = (name: string, ip = '10.10.0.9'): ServiceInfo => ({
   namespace: 'ns',

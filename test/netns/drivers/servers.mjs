@@ -4,41 +4,9 @@
 // "<sha256 of data> <count>\n" followed by n bytes of generator("reply") data, then closes.
 // Prints "ready" once every listener is bound.
 import net from 'node:net';
-import { createHash } from 'node:crypto';
-import { generator, CHUNK } from './data.mjs';
+import { sink } from './data.mjs';
 
 const specs = JSON.parse(process.argv[2]);
-const reply = generator('reply');
-
-function sink(sock) {
-  let header = '';
-  let hash = null;
-  let count = 0;
-  let replyBytes = 0;
-  sock.on('data', (d) => {
-    if (!hash) {
-      header += d.toString('latin1');
-      const nl = header.indexOf('\n');
-      if (nl < 0) return;
-      replyBytes = Number(header.slice(0, nl).split(' ')[1] ?? 0);
-      hash = createHash('sha256');
-      const rest = Buffer.from(header.slice(nl + 1), 'latin1');
-      if (rest.length) { hash.update(rest); count += rest.length; }
-      return;
-    }
-    hash.update(d);
-    count += d.length;
-  });
-  sock.on('end', async () => {
-    sock.write(`${hash ? hash.digest('hex') : 'none'} ${count}\n`);
-    for (let i = 0, left = replyBytes; left > 0; i++, left -= CHUNK) {
-      if (!sock.write(reply(i, Math.min(CHUNK, left)))) await new Promise((r) => sock.once('drain', r));
-    }
-    sock.end();
-  });
-  sock.on('error', () => {});
-}
-
 let pending = specs.length;
 for (const s of specs) {
   const srv = net.createServer({ allowHalfOpen: true }, (sock) => {

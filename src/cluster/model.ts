@@ -1,6 +1,6 @@
 // The normalized cluster model that sources produce and selection, desired state and the proxy
 // consume. Sources (static manifests, Kubernetes informers) convert API objects into these.
-import type { HostPort } from './net.js';
+import type { HostPort } from '../net.js';
 
 export type ServiceKey = string; // "namespace/name"
 

@@ -3,13 +3,13 @@
 // here; the addon re-checks only so that bad input can never crash the process.
 import { Buffer } from 'node:buffer';
 import { performance } from 'node:perf_hooks';
-import { TransactionError, nativeCall } from '../errors.js';
-import { native } from '../native.js';
-import { addressFamily, canonicalAddress, memoCanonicalCidr } from '../net.js';
-import { netnsPath } from '../netns-path.js';
+import { TransactionError, nativeCall } from '../../errors.js';
+import { native } from '../../native/load.js';
+import { addressFamily, canonicalAddress, memoCanonicalCidr } from '../../net.js';
+import { netnsPath } from '../../netns-path.js';
 import type { Family, LiveRule, Rule } from '../rules.js';
-import type { NativeApplyOptions, NativeIptcBinding, NativeRuleSpec, NativeSnapshot, NativeTxOp } from './iptc-native.js';
-import type { ApplyResult, IptablesTable, TableInfo, TableSnapshot, TableTransaction, TxOp } from './types.js';
+import type { NativeApplyOptions, NativeIptcBinding, NativeRuleSpec, NativeSnapshot, NativeTxOp } from '../../native/binding.js';
+import type { ApplyResult, IptablesTable, TableInfo, TableSnapshot, TableTransaction, TxOp } from '../types.js';
 
 export interface LegacyIptablesOptions {
   family: Family;

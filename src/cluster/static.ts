@@ -16,8 +16,8 @@ import { watch as fsWatch, type FSWatcher } from 'node:fs';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ConfigError } from '../errors.js';
-import type { EndpointSliceInfo, NodeInfo, ServiceInfo } from '../model.js';
-import { serviceKey } from '../model.js';
+import type { EndpointSliceInfo, NodeInfo, ServiceInfo } from './model.js';
+import { serviceKey } from './model.js';
 import { parseManifests, type ManifestObjects } from './manifests.js';
 import type { ClusterStore } from './store.js';
 

@@ -1,5 +1,5 @@
 // `iptables -t nat -nvL --line-numbers` style listing of rules we read, for `status` and the demo.
-import { formatHostPort, renderRule, type Family, type LiveRule } from '../rules.js';
+import { formatHostPort, renderRule, type Family, type LiveRule } from './rules.js';
 import type { SyncOutcome, TxOp } from './types.js';
 
 /** Packet/byte counts as iptables -v prints them: exact up to 99999, then K/M/G/T in steps of 1000. */

@@ -26,15 +26,15 @@
 // a walk over every ignore rule, and a change writes set elements, which the kernel takes far
 // faster than rules (a rule's expressions are parsed one by one; an element is a key). The
 // iptables backends keep one rule per address: that is the DESIGN layout iptables lists.
-import { EdgeMeshError, FamilyMismatchError, nativeCall } from '../errors.js';
-import { native } from '../native.js';
-import { netnsPath } from '../netns-path.js';
-import { compareIps, memoCanonicalCidr, parseIp } from '../net.js';
+import { EdgeMeshError, FamilyMismatchError, nativeCall } from '../../errors.js';
+import { native } from '../../native/load.js';
+import { netnsPath } from '../../netns-path.js';
+import { compareIps, memoCanonicalCidr, parseIp } from '../../net.js';
 import { EDGE_MESH_CHAIN, JUMP_CHAINS, ROOT_COMMENT, formatHostPort, sameRule, type DesiredRuleSet, type Family, type JumpChain, type LiveRule, type Rule } from '../rules.js';
-import { genToken } from './iptables-nft.js';
-import { withoutHostPrefix } from './listing.js';
-import type { NftBaseChain, NftChain, NftLiveRule, NftLiveSetElement, NftSet, NftSetElement } from './nft-native.js';
-import type { CleanupOutcome, NatBackend, OrderState, StatusReport, SyncOutcome, TxOp } from './types.js';
+import { genToken } from '../iptables/iptables-nft.js';
+import { withoutHostPrefix } from '../listing.js';
+import type { NftBaseChain, NftChain, NftLiveRule, NftLiveSetElement, NftSet, NftSetElement } from '../../native/binding.js';
+import type { CleanupOutcome, NatBackend, OrderState, StatusReport, SyncOutcome, TxOp } from '../types.js';
 
 export const NFT_TABLE = 'edgemesh';
 /** nf_tables priority of our nat base chains: NF_IP_PRI_NAT_DST (-100, "dstnat") - 1. */

@@ -18,9 +18,9 @@
 // which changes which NAT chain wins on an nft node.
 import { spawn } from 'node:child_process';
 import { nativeCall } from '../errors.js';
-import { native } from '../native.js';
+import { native } from '../native/load.js';
 import { netnsPath } from '../netns-path.js';
-import type { Family } from '../rules.js';
+import type { Family } from './rules.js';
 import type { BackendName } from './types.js';
 
 export interface LegacyTableDump {

@@ -3,7 +3,7 @@
 // IptablesTable: the low-level table of one family, as libiptc (iptables-legacy) or an
 // iptables-nft writer sees it: read chains, apply a transaction atomically.
 // NatBackend: what the reconciler drives: converge to a DesiredRuleSet, check order, clean up.
-import type { DesiredRuleSet, Family, LiveRule, Rule } from '../rules.js';
+import type { DesiredRuleSet, Family, LiveRule, Rule } from './rules.js';
 
 export const BACKEND_NAMES = ['iptables-legacy', 'iptables-nft', 'nftables'] as const;
 export type BackendName = (typeof BACKEND_NAMES)[number];

@@ -12,8 +12,8 @@
 // Nothing (neither ignored nor proxied): ExternalName services, services without a cluster IP,
 // and headless services that no rule above ignores. An ignored headless service is ignored per
 // endpoint address (desired.ts).
-import { ConfigError } from './errors.js';
-import type { ServiceInfo } from './model.js';
+import { ConfigError } from '../errors.js';
+import type { ServiceInfo } from '../cluster/model.js';
 
 export const NOPROXY_LABEL = 'noproxy';
 export const NOPROXY_VALUE = 'edgemesh';

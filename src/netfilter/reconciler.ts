@@ -11,8 +11,8 @@
 import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import type { DesiredRuleSet, Family } from './rules.js';
-import type { NatBackend, SyncOutcome } from './backends/types.js';
-import { silentLogger, type Logger } from './log.js';
+import type { NatBackend, SyncOutcome } from './types.js';
+import { silentLogger, type Logger } from '../log.js';
 
 /** Token polls per --order-check-period (the period bounds detection + repair, not detection alone). */
 export const WATCHDOG_POLLS_PER_PERIOD = 4;

@@ -4,12 +4,12 @@ import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { NativeLoadError } from './errors.js';
-import type { NativeIptcBinding } from './backends/iptc-native.js';
-import type { NativeNftBinding } from './backends/nft-native.js';
-import type { NativeProxyBinding } from './proxy/native.js';
-import type { NativeCertsBinding } from './tunnel/certs-native.js';
-import type { NativeProcessBinding } from './process-native.js';
+import { NativeLoadError } from '../errors.js';
+import type { NativeIptcBinding } from './binding.js';
+import type { NativeNftBinding } from './binding.js';
+import type { NativeProxyBinding } from './binding.js';
+import type { NativeCertsBinding } from './binding.js';
+import type { NativeProcessBinding } from './binding.js';
 
 export interface NativeBinding extends NativeIptcBinding, NativeNftBinding, NativeProxyBinding, NativeCertsBinding, NativeProcessBinding {
   /** Names of the native parts compiled in (iptc, sockopt, relay, nft, certs...). */
@@ -19,13 +19,13 @@ export interface NativeBinding extends NativeIptcBinding, NativeNftBinding, Nati
 let cached: NativeBinding | undefined;
 
 function packageRoot(): string {
-  // dist/src/native.js or src/native.ts -> the package root holds binding.gyp
+  // dist/src/native/load.js or src/native/load.ts -> the package root holds binding.gyp
   let dir = dirname(fileURLToPath(import.meta.url));
   for (let i = 0; i < 4; i++) {
     if (existsSync(join(dir, 'binding.gyp'))) return dir;
     dir = dirname(dir);
   }
-  return resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+  return resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 }
 
 /** The addon, loaded on first use. Throws NativeLoadError naming every path tried. */

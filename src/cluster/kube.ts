@@ -11,7 +11,7 @@
 // - a watch the server ends cleanly is re-opened from the last resourceVersion, no relist;
 // - 410 Gone (HTTP status or an ERROR event with code 410) relists at once;
 // - any other error relists after a capped exponential backoff.
-import type { EndpointSliceInfo, NodeInfo, ServiceInfo } from '../model.js';
+import type { EndpointSliceInfo, NodeInfo, ServiceInfo } from './model.js';
 import { convertEndpoints, convertEndpointSlice, convertNode, convertService } from './convert.js';
 import { KubeClient, KubeHttpError, loadClientConfig, type KubeClientConfig, type KubeSourceConfig, type LoadOptions } from './kube-client.js';
 import type { ClusterStore } from './store.js';

@@ -5,7 +5,7 @@
 import { execFile, spawn, spawnSync, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
-import { netnsPath } from './netns-path.js';
+import { netnsPath } from '../netns-path.js';
 
 const execFileP = promisify(execFile);
 

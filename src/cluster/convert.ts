@@ -6,9 +6,9 @@
 // directory (and watch events, which the client does not deserialize) are plain JSON.
 import type { V1EndpointSlice, V1Endpoints, V1Node, V1Service } from '@kubernetes/client-node';
 import { ConfigError } from '../errors.js';
-import type { EndpointInfo, EndpointPortInfo, EndpointSliceInfo, NodeInfo, ServiceInfo, ServicePortInfo } from '../model.js';
+import type { EndpointInfo, EndpointPortInfo, EndpointSliceInfo, NodeInfo, ServiceInfo, ServicePortInfo } from './model.js';
 import { NetParseError, parseHostPort, parseIp, type HostPort } from '../net.js';
-import type { Family } from '../rules.js';
+import type { Family } from '../netfilter/rules.js';
 
 export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
 /** On a Node: "IP:PORT" (IPv6 "[addr]:port") of the tunnel listener of that node's agent. */

@@ -2,11 +2,11 @@
 // libnftnl): read our chains and the hook chains, plan the difference, apply it in one
 // transaction; nothing is written when live equals desired.
 import { performance } from 'node:perf_hooks';
-import { FamilyMismatchError } from '../errors.js';
+import { FamilyMismatchError } from '../../errors.js';
 import { DEFAULT_ORDER_BEFORE, EDGE_MESH_CHAIN, JUMP_CHAINS, OWNED_CHAINS, ROOT_JUMP_RULE, type DesiredRuleSet, type Family } from '../rules.js';
-import { renderChains, type ListedChain } from './listing.js';
-import { PLAN_CHAINS, jumpPositions, orderHolds, planCleanup, planSync, type Plan } from './plan.js';
-import type { BackendName, CleanupOutcome, IptablesTable, NatBackend, OrderState, StatusReport, SyncOptions, SyncOutcome } from './types.js';
+import { renderChains, type ListedChain } from '../listing.js';
+import { PLAN_CHAINS, jumpPositions, orderHolds, planCleanup, planSync, type Plan } from '../plan.js';
+import type { BackendName, CleanupOutcome, IptablesTable, NatBackend, OrderState, StatusReport, SyncOptions, SyncOutcome } from '../types.js';
 
 export class IptablesNatBackend implements NatBackend {
   readonly name: BackendName;

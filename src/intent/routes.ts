@@ -26,7 +26,7 @@
 // tunnel nothing is unreachable: every endpoint is dialled, as before the tunnel existed.
 import { isIP } from 'node:net';
 import { cidrContains, parseIp, type ParsedCidr, type ParsedIp } from '../net.js';
-import type { ClusterState, EndpointInfo, EndpointSliceInfo, ServiceInfo, ServiceKey, ServicePortInfo } from '../model.js';
+import type { ClusterState, EndpointInfo, EndpointSliceInfo, ServiceInfo, ServiceKey, ServicePortInfo } from '../cluster/model.js';
 
 export type EndpointPath = 'local' | 'direct' | 'tunnel' | 'relay';
 

@@ -10,9 +10,9 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { AgentConfig } from './config.js';
+import type { AgentConfig } from '../config.js';
 import { linkNetns, Netns } from './netns.js';
-import { kubeProxyRestore, type KubeProxyService } from './testing/kube-proxy-rules.js';
+import { kubeProxyRestore, type KubeProxyService } from '../testing/kube-proxy-rules.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const CLI = join(here, 'cli.js');

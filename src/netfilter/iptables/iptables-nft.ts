@@ -3,12 +3,12 @@
 // exactly the shape `iptables-nft` itself writes (so `iptables-nft -t nat -nvL`, `-save` and
 // kube-proxy's own iptables-nft-restore keep working on the table). Never touches a legacy
 // (x_tables) table: nothing here opens one.
-import { nativeCall } from '../errors.js';
-import { native } from '../native.js';
-import { netnsPath } from '../netns-path.js';
+import { nativeCall } from '../../errors.js';
+import { native } from '../../native/load.js';
+import { netnsPath } from '../../netns-path.js';
 import type { Family, LiveRule } from '../rules.js';
-import type { ApplyResult, IptablesTable, TableInfo, TableSnapshot, TxOp } from './types.js';
-import type { NftLiveRule } from './nft-native.js';
+import type { ApplyResult, IptablesTable, TableInfo, TableSnapshot, TxOp } from '../types.js';
+import type { NftLiveRule } from '../../native/binding.js';
 
 export interface NftTableOptions {
   /** Network namespace: a path (/run/netns/NAME, /proc/PID/ns/net) or a bare name (= /run/netns/NAME). Default: the agent's own. */

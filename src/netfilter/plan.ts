@@ -13,7 +13,7 @@ import {
   type JumpChain,
   type LiveRule,
   type Rule,
-} from '../rules.js';
+} from './rules.js';
 import type { TxOp } from './types.js';
 
 /** Chains a plan needs to read: ours and the built-in chains that hold our jumps. */

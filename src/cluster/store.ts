@@ -13,8 +13,8 @@
 //   sync that includes it takes it (edgemesh_network_programming_duration_seconds). The initial
 //   list is not a change to time: its programming is the agent's start.
 import { performance } from 'node:perf_hooks';
-import type { ClusterState, EndpointSliceInfo, NodeInfo, ServiceInfo, ServiceKey } from '../model.js';
-import { serviceKey } from '../model.js';
+import type { ClusterState, EndpointSliceInfo, NodeInfo, ServiceInfo, ServiceKey } from './model.js';
+import { serviceKey } from './model.js';
 
 export type ChangeListener = () => void;
 

@@ -3,7 +3,7 @@
 import type { V1EndpointSlice } from '@kubernetes/client-node';
 import { CORE_SCHEMA, loadAll, YAMLException } from 'js-yaml';
 import { ConfigError } from '../errors.js';
-import type { EndpointSliceInfo, NodeInfo, ServiceInfo } from '../model.js';
+import type { EndpointSliceInfo, NodeInfo, ServiceInfo } from './model.js';
 import { convertEndpointSlice, convertEndpoints, convertNode, convertService } from './convert.js';
 
 export interface ManifestObjects {

@@ -9,10 +9,10 @@
 // Ignore rules are sorted by namespace/name, then by address numerically, so an unchanged state
 // renders identical rules. An ignored address outside the service CIDR (a headless service's pod
 // IPs) still gets its RETURN, as in the seed.
-import type { ClusterState, ServiceInfo } from './model.js';
-import { hostCidr, parseIp, type HostPort, type ParsedCidr, type ParsedIp } from './net.js';
-import type { DesiredRuleSet, Family, Rule } from './rules.js';
-import { DNAT_COMMENT, EDGE_MESH_CHAIN, EDGE_MESH_TCP_CHAIN, ROOT_COMMENT, TCP_PROXY_COMMENT, ignoreComment } from './rules.js';
+import type { ClusterState, ServiceInfo } from '../cluster/model.js';
+import { hostCidr, parseIp, type HostPort, type ParsedCidr, type ParsedIp } from '../net.js';
+import type { DesiredRuleSet, Family, Rule } from '../netfilter/rules.js';
+import { DNAT_COMMENT, EDGE_MESH_CHAIN, EDGE_MESH_TCP_CHAIN, ROOT_COMMENT, TCP_PROXY_COMMENT, ignoreComment } from '../netfilter/rules.js';
 import { selectService, type SelectionConfig } from './selection.js';
 
 export interface DesiredConfig {

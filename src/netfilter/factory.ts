@@ -1,12 +1,12 @@
 // Builds the NatBackend of each family from the --backend choice; `auto` asks detect.ts.
-import type { Family } from '../rules.js';
+import type { Family } from './rules.js';
 import type { Logger } from '../log.js';
 import { netnsPath } from '../netns-path.js';
 import { detectBackend, type Detection } from './detect.js';
-import { IptablesNatBackend } from './iptables.js';
-import { LegacyIptablesTable } from './iptables-legacy.js';
-import { NftIptablesTable } from './iptables-nft.js';
-import { NftablesBackend } from './nftables.js';
+import { IptablesNatBackend } from './iptables/iptables.js';
+import { LegacyIptablesTable } from './iptables/iptables-legacy.js';
+import { NftIptablesTable } from './iptables/iptables-nft.js';
+import { NftablesBackend } from './nftables/nftables.js';
 import { BACKEND_NAMES, type BackendName, type NatBackend } from './types.js';
 
 export interface BackendOptions {
