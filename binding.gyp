@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "edgemesh_native",
-      "sources": ["<!@(ls -1 native/*.cc)"],
+      "sources": ["<!@(ls -1 native/*/*.cc)"],
       "include_dirs+": ["<!(sh native/openssl-include.sh build/openssl-include)"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "native"],
       "dependencies": ["<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except"],

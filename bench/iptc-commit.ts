@@ -15,13 +15,16 @@ execFileSync('ip', ['netns', 'add', ns]);
 try {
   const t = new LegacyIptablesTable({ family: 'ipv4', netns: ns, lockfile: join(dir, 'xtables.lock') });
   const rule = (i: number) => ({ dst: `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}/32`, protocol: 'tcp' as const, comment: `rule ${i}`, target: 'RETURN' });
-  await t.apply([{ op: 'createChain', chain: 'EM-ONE' }, { op: 'createChain', chain: 'EM-MANY' }]);
-  const ops: TxOp[] = Array.from({ length: n }, (_, i) => ({ op: 'appendRule', chain: 'EM-ONE', rule: rule(i) }));
+  await t.apply([
+    { op: 'replaceChain', chain: 'EM-ONE', rules: [] },
+    { op: 'replaceChain', chain: 'EM-MANY', rules: [] },
+  ]);
+  const ops: TxOp[] = [{ op: 'replaceChain', chain: 'EM-ONE', rules: Array.from({ length: n }, (_, i) => rule(i)) }];
   let t0 = performance.now();
   await t.apply(ops);
   const one = performance.now() - t0;
   t0 = performance.now();
-  for (let i = 0; i < n; i++) await t.apply([{ op: 'appendRule', chain: 'EM-MANY', rule: rule(i) }]);
+  for (let i = 0; i < n; i++) await t.apply([{ op: 'insertRule', chain: 'EM-MANY', rule: rule(i), position: i + 1 }]);
   const many = performance.now() - t0;
   const info = await t.info();
   console.log(`rules: ${n}; table now ${info.entries} entries, ${info.size} bytes`);

@@ -17,7 +17,8 @@
 #     credential rotation, the pending-handshake limit), in a namespace of its own, after a
 #     canary proving that LSan sees a leak of OpenSSL's allocations there.
 #  4. libFuzzer, bounded, if clang with libFuzzer is installed (Debian: clang libclang-rt-14-dev):
-#     on the core's CIDR/address parsing (test/native/fuzz_cidr.cc, seeds test/native/corpus/*)
+#     on the rule model both netfilter cores share (test/native/fuzz_rule_model.cc: CIDR/address
+#     parsing, validation, rule equality, the minimal edit; seeds test/native/corpus/*)
 #     and on the tunnel's request/response codec (test/native/fuzz_tunnel_proto.cc, seeds
 #     test/native/corpus/tunnel/).
 # test/netns/tunnel.test.ts is not in step 2: EDGEMESH_NATIVE_PATH does reach the agents it
@@ -129,7 +130,7 @@ grep -q "fuzz-native: .* calls in" "$tmp/vitest.log" || { echo "test-asan: fuzz-
 # ---- 3. LeakSanitizer: 1 000 transactions of the core -------------------------------------------
 step "LeakSanitizer: 1000 transactions of the libiptc core"
 cflags=(-std=c++17 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Werror -g -O1 -fno-omit-frame-pointer -Inative)
-core=(native/iptc_core.cc native/netns.cc native/syserror.cc)
+core=(native/iptc/iptc_core.cc native/rules/rule_model.cc native/common/netns.cc native/common/syserror.cc)
 read -r -a iptclibs <<<"$(pkg-config --libs libip4tc libip6tc)"
 fuzzer=""
 if command -v clang++ >/dev/null && echo 'extern "C" int LLVMFuzzerTestOneInput(const unsigned char*, unsigned long) { return 0; }' |
@@ -137,8 +138,8 @@ if command -v clang++ >/dev/null && echo 'extern "C" int LLVMFuzzerTestOneInput(
   fuzzer=clang++
   # Built in the background while the leak check runs (2 cores), one after the other.
   fuzzflags=("${cflags[@]}" -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined)
-  ( clang++ "${fuzzflags[@]}" test/native/fuzz_cidr.cc "${core[@]}" "${iptclibs[@]}" -o "$tmp/fuzz_cidr" &&
-    clang++ "${fuzzflags[@]}" test/native/fuzz_tunnel_proto.cc native/tunnel_proto.cc native/sockopt_core.cc native/syserror.cc -o "$tmp/fuzz_tunnel_proto"
+  ( clang++ "${fuzzflags[@]}" test/native/fuzz_rule_model.cc native/rules/rule_model.cc -o "$tmp/fuzz_rule_model" &&
+    clang++ "${fuzzflags[@]}" test/native/fuzz_tunnel_proto.cc native/relay/tunnel_proto.cc native/relay/sockopt_core.cc native/common/syserror.cc -o "$tmp/fuzz_tunnel_proto"
   ) >"$tmp/fuzz-build.log" 2>&1 &
   fuzz_build=$!
 fi
@@ -168,11 +169,11 @@ step "LeakSanitizer: 10000 connections through the native relay (splice, then 20
 # The relay core includes the tunnel (TLS, its codec): a plain executable links Debian's
 # libssl/libcrypto dynamically and compiles against their headers (the system include path; the
 # addon's static, private copy is a node-only concern).
-relay_core=(native/relay_core.cc native/tls_core.cc native/tunnel_proto.cc native/sockopt_core.cc native/netns.cc native/syserror.cc)
+relay_core=(native/relay/relay_core.cc native/relay/tls_core.cc native/relay/tunnel_proto.cc native/relay/sockopt_core.cc native/common/netns.cc native/common/syserror.cc)
 read -r -a ssllibs <<<"$(pkg-config --libs openssl)"
 g++ "${cflags[@]}" -fsanitize=address,undefined test/native/relay_leak.cc "${relay_core[@]}" "${ssllibs[@]}" -lpthread -o "$tmp/relay_leak"
 # The tunnel harness (step 3d) is built in the background while the relay runs.
-g++ "${cflags[@]}" -fsanitize=address,undefined test/native/tunnel_leak.cc "${relay_core[@]}" native/certs_core.cc \
+g++ "${cflags[@]}" -fsanitize=address,undefined test/native/tunnel_leak.cc "${relay_core[@]}" native/certs/certs_core.cc \
   "${ssllibs[@]}" -lpthread -o "$tmp/tunnel_leak" >"$tmp/tunnel-build.log" 2>&1 &
 tunnel_build=$!
 rns="em-asanrelay-$$-$RANDOM"
@@ -198,7 +199,7 @@ done
 
 # ---- 3c. LeakSanitizer: the certificate core, successes and every refusal ---------------------
 step "LeakSanitizer: 300 rounds of the certificate core (OpenSSL), every error path included"
-g++ "${cflags[@]}" -fsanitize=address,undefined test/native/certs_leak.cc native/certs_core.cc "${ssllibs[@]}" -o "$tmp/certs_leak"
+g++ "${cflags[@]}" -fsanitize=address,undefined test/native/certs_leak.cc native/certs/certs_core.cc "${ssllibs[@]}" -o "$tmp/certs_leak"
 set +e
 ASAN_OPTIONS="detect_leaks=1:halt_on_error=1" UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1" \
   timeout 120 "$tmp/certs_leak" 300 >"$tmp/certs-leak.log" 2>&1
@@ -264,7 +265,7 @@ run_fuzz() {
 if [ -n "$fuzzer" ]; then
   wait "$fuzz_build" || { cat "$tmp/fuzz-build.log" >&2; echo "test-asan: fuzzer build failed" >&2; exit 1; }
   if [ -s "$tmp/fuzz-build.log" ]; then cat "$tmp/fuzz-build.log" >&2; echo "test-asan: fuzzer build has warnings" >&2; exit 1; fi
-  run_fuzz fuzz_cidr test/native/corpus 2000000 30
+  run_fuzz fuzz_rule_model test/native/corpus 2000000 30
   run_fuzz fuzz_tunnel_proto test/native/corpus/tunnel 1000000 15
 else
   step "libFuzzer: SKIPPED (no clang++ with -fsanitize=fuzzer; apt-get install clang libclang-rt-14-dev)"

@@ -38,6 +38,16 @@ export class TransactionError extends EdgeMeshError {
   }
 }
 
+/**
+ * nftables: the ruleset changed since the read a transaction was planned on, so nothing was
+ * written (the batch carried that read's generation id). Read and plan again.
+ */
+export class GenerationChangedError extends SyscallError {
+  constructor(errno: number, syscall: string, message: string, options?: { cause?: unknown }) {
+    super('EGENERATION', errno, syscall, message, options);
+  }
+}
+
 /** Bad user input: a flag, a config field, a CIDR, a manifest. The message names the problem in one line. */
 /** Longest ConfigError message; longer ones are cut (the start names the file, field and problem). */
 export const MAX_CONFIG_MESSAGE = 500;
@@ -108,6 +118,7 @@ export function fromNative(e: unknown): unknown {
   const errno = typeof e.errno === 'number' ? e.errno : 0;
   const syscall = String(e.syscall);
   if (code === 'ELOCKTIMEOUT') return new LockTimeoutError(errno, syscall, e.message, { cause: e });
+  if (code === 'EGENERATION') return new GenerationChangedError(errno, syscall, e.message, { cause: e });
   if (code === 'ETRANSACTION') {
     const idx = (e as unknown as { opIndex?: unknown }).opIndex;
     return new TransactionError(e.message, typeof idx === 'number' ? idx : undefined, { cause: e });

@@ -23,7 +23,7 @@ export {
 export { createLogger, silentLogger, type CreateLoggerOptions, type LogFormat, type Logger } from './log.js';
 
 // Every failure the package reports: a class and a stable `code`.
-export { ConfigError, EdgeMeshError, FamilyMismatchError, InterfaceError, LockTimeoutError, NativeLoadError, SyscallError, TransactionError } from './errors.js';
+export { ConfigError, EdgeMeshError, FamilyMismatchError, GenerationChangedError, InterfaceError, LockTimeoutError, NativeLoadError, SyscallError, TransactionError } from './errors.js';
 export { NetParseError } from './net.js';
 export { KubeHttpError } from './cluster/kube-client.js';
 

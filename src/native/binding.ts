@@ -4,7 +4,7 @@ import type { Family, Protocol, Rule } from '../netfilter/rules.js';
 import type { TxOp } from '../netfilter/types.js';
 
 // ---- libiptc (iptables-legacy) ----
-// Declaration of the addon's libiptc surface (native/iptc_binding.cc). Only the
+// Declaration of the addon's libiptc surface (native/iptc/iptc_binding.cc). Only the
 // iptables-legacy backend calls these; every function returns a Promise settled off the JS
 // thread, throws TypeError synchronously on a wrong argument type, and rejects with an Error
 // carrying code/errno/syscall (and opIndex for ETRANSACTION).
@@ -26,12 +26,11 @@ export interface NativeLiveRule extends NativeRuleSpec {
 }
 
 export type NativeTxOp =
-  | { op: 'createChain' | 'flushChain' | 'deleteChain'; chain: string }
+  | { op: 'replaceChain'; chain: string; rules: NativeRuleSpec[] }
+  | { op: 'flushChain' | 'deleteChain'; chain: string }
   | { op: 'insertRule'; chain: string; rule: NativeRuleSpec; position?: number }
-  | { op: 'appendRule' | 'deleteRule'; chain: string; rule: NativeRuleSpec }
-  | { op: 'deleteRuleAt'; chain: string; position: number }
-  | { op: 'replaceRule' | 'moveRule'; chain: string; rule: NativeRuleSpec; position: number }
-  | { op: 'replaceChain'; chain: string; rules: NativeRuleSpec[] };
+  | { op: 'moveRule'; chain: string; rule: NativeRuleSpec; position: number }
+  | { op: 'deleteRule'; chain: string; rule: NativeRuleSpec };
 
 export interface NativeTableInfo {
   size: number;
@@ -89,7 +88,7 @@ export interface NativeIptcBinding {
 }
 
 // ---- nftables netlink (iptables-nft and the native table) ----
-// Declaration of the addon's nf_tables surface (native/nft_binding.cc over native/nft_core.cc).
+// Declaration of the addon's nf_tables surface (native/nft/nft_binding.cc over native/nft/nft_core.cc).
 // Only the nft backends and detection call it; every call takes the path of a network
 // namespace to work in ('' or undefined: the caller's own), entered on the worker thread.
 
@@ -199,7 +198,13 @@ export interface NftApplyRequest {
    */
   sets?: readonly NftSetSpec[];
   ops: readonly TxOp[];
-  /** Batches refused because the ruleset changed since it was read are retried; default 5. */
+  /**
+   * The generation id of the read the ops were planned on (NftReadResult.genid). Given: a
+   * ruleset changed since then fails with code EGENERATION and nothing written (read and plan
+   * again). Absent: the ops are re-applied to a fresh read, up to maxAttempts times.
+   */
+  genid?: number;
+  /** Without genid: batches refused because the ruleset changed since it was read are retried; default 5. */
   maxAttempts?: number;
 }
 
@@ -207,7 +212,7 @@ export interface NftApplyResult {
   attempts: number;
   /** Netlink messages in the committed batch; 0 when nothing needed writing (no batch sent). */
   messages: number;
-  /** Generation id after the commit. */
+  /** The generation id our commit made (the one the read was planned on + 1); nothing written: the one checked against. */
   genid: number;
 }
 
@@ -233,7 +238,7 @@ export interface NativeNftBinding {
 }
 
 // ---- the proxy, the tunnel and relays ----
-// Declaration of the addon's proxy surface (native/sockopt.cc, native/relay_binding.cc).
+// Declaration of the addon's proxy surface (native/relay/sockopt.cc, native/relay/relay_binding.cc).
 // Only src/proxy/ calls these; everything user-facing is validated there first. The addon takes
 // TcpProxyOptions and emits ConnectionEvent as they are, so those two public types are declared
 // here and re-exported by proxy.ts: this file imports nothing, and the addon loader (src/native/load.ts)
@@ -554,7 +559,7 @@ export interface NativeProcessBinding {
 }
 
 // ---- certificates (OpenSSL) ----
-// Declaration of the addon's certificate surface (native/certs_binding.cc over certs_core.h).
+// Declaration of the addon's certificate surface (native/certs/certs_binding.cc over certs_core.h).
 // Only src/tunnel/ calls these; names, paths and options are validated there first.
 // All three are synchronous: a node certificate takes about a millisecond.
 // A wrong JS type throws a TypeError naming the field ("spec.caKeyPem must be a string"); a core

@@ -92,9 +92,6 @@ export function renderOps(ops: readonly TxOp[]): string[] {
   const lines: string[] = [];
   for (const op of ops) {
     switch (op.op) {
-      case 'createChain':
-        lines.push(`-N ${op.chain}`);
-        break;
       case 'flushChain':
         lines.push(`-F ${op.chain}`);
         break;
@@ -107,17 +104,8 @@ export function renderOps(ops: readonly TxOp[]): string[] {
       case 'insertRule':
         lines.push(renderRule(op.chain, op.rule, '-I').replace(/^-I (\S+)/, `-I $1 ${op.position ?? 1}`));
         break;
-      case 'appendRule':
-        lines.push(renderRule(op.chain, op.rule));
-        break;
       case 'deleteRule':
         lines.push(renderRule(op.chain, op.rule, '-D'));
-        break;
-      case 'deleteRuleAt':
-        lines.push(`-D ${op.chain} ${op.position}`);
-        break;
-      case 'replaceRule':
-        lines.push(renderRule(op.chain, op.rule).replace(/^-A (\S+)/, `-R $1 ${op.position}`));
         break;
       case 'moveRule':
         lines.push(`${renderRule(op.chain, op.rule, '-D')}`, renderRule(op.chain, op.rule, '-I').replace(/^-I (\S+)/, `-I $1 ${op.position}`));

@@ -229,9 +229,11 @@ export class Reconciler extends EventEmitter<{ sync: [SyncReport] }> {
         // Periodic resyncs and watchdog checks usually find nothing to do: let the backend look first.
         const outcome = await backend.sync(set, { expectChange: reason !== 'periodic' && reason !== 'order' });
         outcomes.push(outcome);
-        // Remember the table as we left it: after our own write, the token we read now; when we
-        // wrote nothing, the one from before our read (a write in between is seen next check).
-        this.tokens.set(backend, outcome.changed ? (outcome.apply?.tokenAfter ?? (await backend.changeToken())) : before);
+        // Remember the table as we left it: after our own write, the token our commit left (every
+        // backend returns it, taken before anybody else could write: no second read that could
+        // miss a write in between); when we wrote nothing, the one from before our read (a write
+        // in between is seen next check).
+        this.tokens.set(backend, (outcome.changed ? outcome.apply?.tokenAfter : undefined) ?? before);
         if (outcome.changed) this.stats.writes++;
         this.stats.orderRepairs += outcome.orderRepairs;
       }

@@ -23,6 +23,8 @@ export interface TableInfo {
    * a reordering inside them counts as a move too.
    */
   builtinLayout?: string;
+  /** nf_tables only: the generation id the read is consistent with (a transaction planned on it is guarded by it). */
+  generation?: number;
 }
 
 export interface TableSnapshot {
@@ -33,23 +35,21 @@ export interface TableSnapshot {
 }
 
 /**
- * One operation of a transaction. Positions are 1-based like iptables -I/-D/-R.
- * Operations that name a rule (deleteRule, moveRule) find it by equality of the modelled
- * fields (sameRule), so that a transaction re-applied on a fresh read after EAGAIN still
- * touches the intended rule.
+ * One operation of a transaction: what a plan emits. Our chains are only ever replaced whole
+ * (the native minimal edit decides which rules stay, go or come); a built-in chain is only
+ * touched at our jump (insert it, move it first, delete a duplicate or residue). Positions are
+ * 1-based like iptables -I. Operations that name a rule (deleteRule, moveRule) find it by
+ * equality of the modelled fields (sameRule), so that a transaction re-applied on a fresh read
+ * after EAGAIN still touches the intended rule.
  */
 export type TxOp =
-  | { op: 'createChain'; chain: string }
+  /** Creates the chain if missing; its contents become exactly `rules`; unchanged rules keep their counters. */
+  | { op: 'replaceChain'; chain: string; rules: Rule[] }
   | { op: 'flushChain'; chain: string }
   | { op: 'deleteChain'; chain: string }
   | { op: 'insertRule'; chain: string; rule: Rule; position?: number }
-  | { op: 'appendRule'; chain: string; rule: Rule }
-  | { op: 'deleteRule'; chain: string; rule: Rule }
-  | { op: 'deleteRuleAt'; chain: string; position: number }
-  | { op: 'replaceRule'; chain: string; position: number; rule: Rule }
   | { op: 'moveRule'; chain: string; rule: Rule; position: number }
-  /** Creates the chain if missing; its contents become exactly `rules`; unchanged rules keep their counters. */
-  | { op: 'replaceChain'; chain: string; rules: Rule[] };
+  | { op: 'deleteRule'; chain: string; rule: Rule };
 
 export interface ApplyResult {
   /** Commits attempted (1 + retries after a lost race). */
@@ -60,7 +60,8 @@ export interface ApplyResult {
   durationMs: number;
   /**
    * The change token of the table as our commit left it, read before anybody else could write
-   * (legacy: under the xtables lock; nft: the batch's generation). The watchdog starts from it.
+   * (legacy: under the xtables lock; nft: the generation our batch made). Every table returns
+   * it for a commit; absent only when nothing was committed. The watchdog starts from it.
    */
   tokenAfter?: string;
   /** Legacy: TableInfo.builtinLayout as our commit left it. */
@@ -81,8 +82,12 @@ export interface IptablesTable {
   readonly family: Family;
   /** Reads the named chains (built-in or user-defined) with their rules and counters. */
   read(chains: readonly string[]): Promise<TableSnapshot>;
-  /** Applies every operation in one atomic commit, or none of them. An empty list commits nothing. */
-  apply(ops: readonly TxOp[]): Promise<ApplyResult>;
+  /**
+   * Applies every operation in one atomic commit, or none of them. An empty list commits nothing.
+   * `basis`: the info of the read the ops were planned on; a table that can tell (nf_tables: its
+   * generation) refuses to write when the table changed since, with GenerationChangedError.
+   */
+  apply(ops: readonly TxOp[], basis?: TableInfo): Promise<ApplyResult>;
   /** Cheap change detection, without reading the table. */
   info(): Promise<TableInfo>;
   /**

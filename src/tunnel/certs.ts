@@ -7,7 +7,7 @@
 //   DIR/NAME.pem  0644  a node's certificate: CN and DNS SAN = NAME, serverAuth + clientAuth
 //   DIR/NAME.key  0600  its key (PKCS#8, unencrypted: the agent reads it unattended)
 //
-// The cryptography is native (native/certs_core.cc over OpenSSL); names, paths and modes are
+// The cryptography is native (native/certs/certs_core.cc over OpenSSL); names, paths and modes are
 // checked and chosen here. Each file is written to a temporary name in DIR and renamed into
 // place, so a reader never sees half a key and a failed run leaves the old files as they were.
 import { randomBytes } from 'node:crypto';

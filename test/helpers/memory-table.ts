@@ -56,10 +56,6 @@ export class MemoryTable implements IptablesTable {
       };
       const rules = next.get(op.chain);
       switch (op.op) {
-        case 'createChain':
-          if (rules) fail('chain exists');
-          next.set(op.chain, []);
-          break;
         case 'flushChain':
           if (!rules) fail('no such chain');
           next.set(op.chain, []);
@@ -74,24 +70,12 @@ export class MemoryTable implements IptablesTable {
           if (!rules) fail('no such chain');
           rules!.splice((op.position ?? 1) - 1, 0, live(op.rule));
           break;
-        case 'appendRule':
-          if (!rules) fail('no such chain');
-          rules!.push(live(op.rule));
-          break;
         case 'deleteRule': {
           const k = rules?.findIndex((r) => sameRule(r, op.rule)) ?? -1;
           if (k < 0) fail('no such rule');
           rules!.splice(k, 1);
           break;
         }
-        case 'deleteRuleAt':
-          if (!rules || op.position > rules.length) fail('no such position');
-          rules!.splice(op.position - 1, 1);
-          break;
-        case 'replaceRule':
-          if (!rules || op.position > rules.length) fail('no such position');
-          rules![op.position - 1] = live(op.rule);
-          break;
         case 'moveRule': {
           const k = rules?.findIndex((r) => sameRule(r, op.rule)) ?? -1;
           if (k < 0) fail('no such rule');
@@ -122,6 +106,6 @@ export class MemoryTable implements IptablesTable {
       this.generation++;
       this.commits++;
     }
-    return { attempts: 1, lockWaitMs: 0, durationMs: 0 };
+    return { attempts: 1, lockWaitMs: 0, durationMs: 0, tokenAfter: (await this.info()).token };
   }
 }

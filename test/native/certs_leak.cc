@@ -9,7 +9,7 @@
 #include <cstdlib>
 #include <string>
 
-#include "certs_core.h"
+#include "certs/certs_core.h"
 
 using namespace edgemesh::certs;
 

@@ -19,7 +19,7 @@
 #include <cstring>
 #include <string>
 
-#include "tunnel_proto.h"
+#include "relay/tunnel_proto.h"
 
 using namespace edgemesh;
 

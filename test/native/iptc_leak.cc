@@ -1,4 +1,4 @@
-// Leak check of the libiptc core (native/iptc_core.cc) over many transactions, built with
+// Leak check of the libiptc core (native/iptc/iptc_core.cc) over many transactions, built with
 // -fsanitize=address (LeakSanitizer on) by scripts/test-asan.sh:
 //
 //   iptc_leak NETNS_PATH LOCKFILE COUNT
@@ -20,8 +20,8 @@
 #include <string>
 #include <vector>
 
-#include "iptc_core.h"
-#include "syserror.h"
+#include "iptc/iptc_core.h"
+#include "common/syserror.h"
 
 // From the sanitizer runtime (<sanitizer/allocator_interface.h>, which gcc 12 does not install).
 extern "C" size_t __sanitizer_get_current_allocated_bytes();
@@ -31,21 +31,18 @@ using namespace edgemesh::iptc;
 
 namespace {
 
-RuleSpec Rule(const std::string& dst, int proto, const std::string& comment, const std::string& target) {
+RuleSpec Rule(const std::string& dst, rules::Protocol proto, const std::string& comment, const std::string& target) {
   RuleSpec r;
   r.dst = dst;
   r.protocol = proto;
-  r.hasComment = !comment.empty();
-  r.comment = comment;
+  if (!comment.empty()) r.comment = comment;
   r.target = target;
   return r;
 }
 
 RuleSpec Dnat(Family f, int port) {
-  RuleSpec r = Rule("", 6, "edgemesh tcp proxy", "DNAT");
-  r.hasDnat = true;
-  r.dnatAddress = f == Family::V4 ? "169.254.96.16" : "fd00::96:16";
-  r.dnatPort = port;
+  RuleSpec r = Rule("", rules::Protocol::Tcp, "edgemesh tcp proxy", "DNAT");
+  r.to = rules::Endpoint{f == Family::V4 ? "169.254.96.16" : "fd00::96:16", static_cast<uint16_t>(port)};
   return r;
 }
 
@@ -58,8 +55,8 @@ std::string Ip(Family f, int i) {
 std::vector<Op> Desired(Family f, int n) {
   std::vector<RuleSpec> em;
   const int ignored = n % 17;
-  for (int i = 0; i < ignored; i++) em.push_back(Rule(Ip(f, (i * 7 + n) % 300), 0, "ignore ns/svc-" + std::to_string(i) + " service", "RETURN"));
-  em.push_back(Rule(f == Family::V4 ? "10.10.0.0/16" : "fd00:10::/112", 6, "tcp service proxy", "EDGE-MESH-TCP"));
+  for (int i = 0; i < ignored; i++) em.push_back(Rule(Ip(f, (i * 7 + n) % 300), rules::Protocol::Any, "ignore ns/svc-" + std::to_string(i) + " service", "RETURN"));
+  em.push_back(Rule(f == Family::V4 ? "10.10.0.0/16" : "fd00:10::/112", rules::Protocol::Tcp, "tcp service proxy", "EDGE-MESH-TCP"));
   Op tcp;
   tcp.kind = OpKind::ReplaceChain;
   tcp.chain = "EDGE-MESH-TCP";
@@ -75,7 +72,7 @@ Op Jump(OpKind kind, const char* chain, int64_t position) {
   Op op;
   op.kind = kind;
   op.chain = chain;
-  op.rule = Rule("", 0, "edgemesh root chain", "EDGE-MESH");
+  op.rule = Rule("", rules::Protocol::Any, "edgemesh root chain", "EDGE-MESH");
   op.position = position;
   return op;
 }
@@ -102,7 +99,7 @@ void Transaction(Family f, int n, const ApplyOptions& o) {
       Op bad;
       bad.kind = OpKind::DeleteRule;
       bad.chain = "EDGE-MESH";
-      bad.rule = Rule(Ip(f, 999), 0, "not there", "RETURN");
+      bad.rule = Rule(Ip(f, 999), rules::Protocol::Any, "not there", "RETURN");
       ops.push_back(bad);
       try {
         Apply(f, ops, o);
@@ -117,7 +114,7 @@ void Transaction(Family f, int n, const ApplyOptions& o) {
       break;
     case 3: {  // an invalid op refused by validation before the lock
       Op bad;
-      bad.kind = OpKind::CreateChain;
+      bad.kind = OpKind::ReplaceChain;
       bad.chain = std::string(40, 'X');
       ops.push_back(bad);
       try {
@@ -150,9 +147,11 @@ void Verify(Family f, int n, const std::string& ns) {
   std::vector<Op> want = Desired(f, committed);
   Expect(s.chains[2].rules.size() == want[1].rules.size(),
          "EDGE-MESH has " + std::to_string(s.chains[2].rules.size()) + " rules, want " + std::to_string(want[1].rules.size()));
-  Expect(s.chains[3].rules.size() == 1 && s.chains[3].rules[0].dnatPort == want[0].rules[0].dnatPort, "EDGE-MESH-TCP is not the desired DNAT");
+  Expect(s.chains[3].rules.size() == 1 && s.chains[3].rules[0].spec.to && want[0].rules[0].to &&
+             s.chains[3].rules[0].spec.to->port == want[0].rules[0].to->port, "EDGE-MESH-TCP is not the desired DNAT");
   for (int c = 0; c < 2; c++)
-    Expect(!s.chains[c].rules.empty() && s.chains[c].rules[0].target == "EDGE-MESH" && s.chains[c].rules[0].comment == "edgemesh root chain",
+    Expect(!s.chains[c].rules.empty() && s.chains[c].rules[0].spec.target == "EDGE-MESH" &&
+               s.chains[c].rules[0].spec.comment == std::string("edgemesh root chain"),
            s.chains[c].name + ": our jump is not rule 1");
   TableInfo i = Info(f, ns);
   Expect(i.present && i.size == s.info.size && i.entries == s.info.entries, "info() token differs from the read's");

@@ -20,7 +20,7 @@
 #include <thread>
 #include <vector>
 
-#include "relay_core.h"
+#include "relay/relay_core.h"
 
 using namespace edgemesh;
 

@@ -46,8 +46,8 @@
 #include <unordered_map>
 #include <vector>
 
-#include "certs_core.h"
-#include "relay_core.h"
+#include "certs/certs_core.h"
+#include "relay/relay_core.h"
 
 using namespace edgemesh;
 

@@ -222,20 +222,21 @@ describeNetns('iptables-legacy backend (libiptc) in network namespaces', () => {
     await t.apply(layoutOps(V4));
     const before = await save(ns, 'ipv4');
     const good: TxOp[] = [
-      { op: 'createChain', chain: 'EM-NEW' },
-      { op: 'appendRule', chain: 'EM-NEW', rule: { dst: '10.1.0.0/16', target: 'RETURN' } },
+      { op: 'replaceChain', chain: 'EM-NEW', rules: [{ dst: '10.1.0.0/16', target: 'RETURN' }] },
+      { op: 'insertRule', chain: 'EM-NEW', rule: { dst: '10.2.0.0/16', target: 'RETURN' }, position: 2 },
       { op: 'flushChain', chain: 'EDGE-MESH' },
     ];
     const bad: { op: TxOp; why: RegExp }[] = [
       { op: { op: 'deleteRule', chain: 'EDGE-MESH', rule: { dst: '10.99.0.1/32', target: 'RETURN' } }, why: /no such rule/ },
-      { op: { op: 'appendRule', chain: 'EDGE-MESH', rule: { target: 'NO-SUCH-CHAIN' } }, why: /does not exist/ },
+      { op: { op: 'insertRule', chain: 'EDGE-MESH', rule: { target: 'NO-SUCH-CHAIN' } }, why: /does not exist/ },
       { op: { op: 'deleteChain', chain: 'EDGE-MESH-TCP' }, why: /cannot delete chain/ },
-      { op: { op: 'createChain', chain: 'KUBE-SERVICES' }, why: /already exists/ },
-      { op: { op: 'deleteRuleAt', chain: 'PREROUTING', position: 99 }, why: /no rule 99/ },
-      { op: { op: 'appendRule', chain: 'EDGE-MESH', rule: { dst: '10.0.0.0/33', target: 'RETURN' } }, why: /not a CIDR/ },
+      { op: { op: 'replaceChain', chain: 'PREROUTING', rules: [] }, why: /built-in chain PREROUTING/ },
+      { op: { op: 'insertRule', chain: 'PREROUTING', rule: { target: 'RETURN' }, position: 99 }, why: /position 99 is beyond the end/ },
+      { op: { op: 'moveRule', chain: 'PREROUTING', rule: { target: 'KUBE-SERVICES' }, position: 1 }, why: /no such rule/ },
+      { op: { op: 'insertRule', chain: 'EDGE-MESH', rule: { dst: '10.0.0.0/33', target: 'RETURN' } }, why: /not a CIDR/ },
     ];
     for (const b of bad) {
-      const err = await t.apply([...good, b.op, { op: 'appendRule', chain: 'EM-NEW', rule: { target: 'ACCEPT' } }]).catch((e: unknown) => e);
+      const err = await t.apply([...good, b.op, { op: 'insertRule', chain: 'EM-NEW', rule: { target: 'ACCEPT' } }]).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(TransactionError);
       expect((err as TransactionError).code).toBe('ETRANSACTION');
       expect((err as TransactionError).opIndex).toBe(3);
@@ -250,7 +251,7 @@ describeNetns('iptables-legacy backend (libiptc) in network namespaces', () => {
     const holder = holdLock(lockfile, 20);
     await waitLocked(lockfile, true);
     const t0 = Date.now();
-    const err = await t.apply([{ op: 'createChain', chain: 'EM-LOCK' }]).catch((e: unknown) => e);
+    const err = await t.apply([{ op: 'replaceChain', chain: 'EM-LOCK', rules: [] }]).catch((e: unknown) => e);
     const waited = Date.now() - t0;
     expect(err).toBeInstanceOf(LockTimeoutError);
     expect((err as LockTimeoutError).code).toBe('ELOCKTIMEOUT');
@@ -266,7 +267,7 @@ describeNetns('iptables-legacy backend (libiptc) in network namespaces', () => {
     // Held for ~300 ms, we wait up to 3 s: we get it after the holder lets go.
     children.push(holdLock(lockfile, 0.3));
     await waitLocked(lockfile, true);
-    const res = await table(ns, 'ipv4', { lockWaitMs: 3000, lockIntervalMs: 10 }).apply([{ op: 'createChain', chain: 'EM-LOCK' }]);
+    const res = await table(ns, 'ipv4', { lockWaitMs: 3000, lockIntervalMs: 10 }).apply([{ op: 'replaceChain', chain: 'EM-LOCK', rules: [] }]);
     expect(res.lockWaitMs).toBeGreaterThan(100);
     expect(res.lockWaitMs).toBeLessThan(3000);
     expect((await t.read(['EM-LOCK'])).chains.has('EM-LOCK')).toBe(true);
@@ -276,7 +277,7 @@ describeNetns('iptables-legacy backend (libiptc) in network namespaces', () => {
     const ns = await newNs('race');
     await loadKubeProxyIptables(ns, 'legacy', 'ipv4');
     const t = table(ns, 'ipv4', { lockWaitMs: 20_000, lockIntervalMs: 5 });
-    await t.apply([{ op: 'createChain', chain: 'EM-OURS' }]);
+    await t.apply([{ op: 'replaceChain', chain: 'EM-OURS', rules: [] }]);
     await cli(ns, 'ipv4', ['-N', 'WRITER']);
     const N = 240;
     // Appends N rules, deleting every third right after adding it.
@@ -288,7 +289,7 @@ describeNetns('iptables-legacy backend (libiptc) in network namespaces', () => {
     let retried = 0;
     for (let k = 0; k < 200; k++) {
       const r = await t.apply([
-        { op: 'appendRule', chain: 'EM-OURS', rule: { dst: `10.30.${k >> 8}.${k & 255}/32`, comment: `tx ${k}`, target: 'RETURN' } },
+        { op: 'insertRule', chain: 'EM-OURS', rule: { dst: `10.30.${k >> 8}.${k & 255}/32`, comment: `tx ${k}`, target: 'RETURN' }, position: k + 1 },
         { op: 'replaceChain', chain: 'EDGE-MESH', rules: expectedEdge(k) },
       ]);
       if (r.attempts > 1) retried++;
@@ -315,7 +316,7 @@ describeNetns('iptables-legacy backend (libiptc) in network namespaces', () => {
     await loadKubeProxyIptables(ns, 'legacy', 'ipv4');
     // maxAttempts is generous: without a shared lock, collisions are frequent by design of this test.
     const t = table(ns, 'ipv4', { maxAttempts: 100 });
-    await t.apply([{ op: 'createChain', chain: 'EM-OURS' }]);
+    await t.apply([{ op: 'replaceChain', chain: 'EM-OURS', rules: [] }]);
     await cli(ns, 'ipv4', ['-N', 'RACER']);
     // A different lock file: the CLI and we do not exclude each other. Its own commits may fail (EAGAIN): tolerated.
     const other = join(dir, 'other.lock');
@@ -338,7 +339,7 @@ describeNetns('iptables-legacy backend (libiptc) in network namespaces', () => {
     for (let round = 0; round < 3 && (k < 200 || attempts === k); round++) {
       const writer = startWriter(round);
       while (!writer.done() && k < 3000 && (k < 200 || attempts === k)) {
-        const r = await t.apply([{ op: 'appendRule', chain: 'EM-OURS', rule: { dst: `10.31.${k >> 8}.${k & 255}/32`, target: 'RETURN' } }]);
+        const r = await t.apply([{ op: 'insertRule', chain: 'EM-OURS', rule: { dst: `10.31.${k >> 8}.${k & 255}/32`, target: 'RETURN' }, position: k + 1 }]);
         attempts += r.attempts;
         overlapped++;
         k++;
@@ -403,11 +404,11 @@ describeNetns('iptables-legacy backend (libiptc) in network namespaces', () => {
     expect(tx.snapshot.chains.get('PREROUTING')!.map((r) => r.target)).toContain('KUBE-SERVICES');
     expect(tx.snapshot.chains.has('EDGE-MESH')).toBe(false);
     // While the transaction is open the lock is held: another writer gives up after its wait.
-    await expect(table(ns, 'ipv4', { lockWaitMs: 200 }).apply([{ op: 'createChain', chain: 'EM-OTHER' }])).rejects.toMatchObject({ code: 'ELOCKTIMEOUT' });
+    await expect(table(ns, 'ipv4', { lockWaitMs: 200 }).apply([{ op: 'replaceChain', chain: 'EM-OTHER', rules: [] }])).rejects.toMatchObject({ code: 'ELOCKTIMEOUT' });
     await tx.abort();
     expect(norm(await save(ns, 'ipv4'))).toEqual(before);
     // Released: the same writer now succeeds.
-    await table(ns, 'ipv4', { lockWaitMs: 200 }).apply([{ op: 'createChain', chain: 'EM-OTHER' }]);
+    await table(ns, 'ipv4', { lockWaitMs: 200 }).apply([{ op: 'replaceChain', chain: 'EM-OTHER', rules: [] }]);
 
     const tx2 = await t.begin(['EDGE-MESH']);
     const r = await tx2.commit([
@@ -421,7 +422,7 @@ describeNetns('iptables-legacy backend (libiptc) in network namespaces', () => {
     // A failing op in a session writes nothing and releases the lock.
     const mid = norm(await save(ns, 'ipv4'));
     const tx3 = await t.begin(['EDGE-MESH']);
-    await expect(tx3.commit([{ op: 'appendRule', chain: 'EDGE-MESH', rule: { target: 'RETURN' } }, { op: 'deleteChain', chain: 'NO-SUCH-CHAIN' }])).rejects.toMatchObject({
+    await expect(tx3.commit([{ op: 'insertRule', chain: 'EDGE-MESH', rule: { target: 'RETURN' } }, { op: 'deleteChain', chain: 'NO-SUCH-CHAIN' }])).rejects.toMatchObject({
       code: 'ETRANSACTION',
       opIndex: 1,
     });
@@ -469,7 +470,7 @@ describeNetns('iptables-legacy backend (libiptc) in network namespaces', () => {
     const t = table(ns, 'ipv4');
     const r = (k: string): Rule => ({ dst: `10.40.0.${k.charCodeAt(0) - 64}/32`, comment: k, target: 'RETURN' });
     const lists = ['ABC', 'CBA', 'AAB', 'BAAB', '', 'D', 'ABCDEFG', 'GFEDCBA', 'ACEG', 'AACCEEGG', 'CAGE', 'A'];
-    await t.apply([{ op: 'createChain', chain: 'EM-REPL' }]);
+    await t.apply([{ op: 'replaceChain', chain: 'EM-REPL', rules: [] }]);
     // A rule we do not model in the chain: replaceChain must remove it too.
     await cli(ns, 'ipv4', ['-A', 'EM-REPL', '-m', 'addrtype', '--dst-type', 'LOCAL', '-j', 'RETURN']);
     for (const l of lists) {
@@ -557,7 +558,7 @@ describeNetns('iptables-legacy backend (libiptc) in network namespaces', () => {
       expect(snap.chains.size).toBe(0);
       expect(await list()).not.toContain('nat');
       // Writing creates it, as iptables would.
-      await t.apply([{ op: 'createChain', chain: 'EDGE-MESH' }]);
+      await t.apply([{ op: 'replaceChain', chain: 'EDGE-MESH', rules: [] }]);
       expect(await list()).toContain('nat');
       expect((await t.info()).entries).toBeGreaterThan(0);
     });

@@ -4,9 +4,10 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { NftIptablesTable } from '../../src/netfilter/iptables/iptables-nft.js';
 import { native } from '../../src/native/load.js';
-import { SyscallError, TransactionError } from '../../src/errors.js';
+import { GenerationChangedError, SyscallError, TransactionError } from '../../src/errors.js';
+import { IptablesNatBackend } from '../../src/netfilter/iptables/iptables.js';
 import { renderRule, sameRule, type Family } from '../../src/netfilter/rules.js';
-import type { TxOp } from '../../src/netfilter/types.js';
+import type { IptablesTable, TxOp } from '../../src/netfilter/types.js';
 import { describeNetns, destroyAllNetns, Netns } from '../helpers/netns.js';
 import { loadKubeProxyIptables } from '../helpers/fixtures.js';
 import { cliFor, desiredFor, opsFor, SEED } from './nft-seed.js';
@@ -142,20 +143,20 @@ describeNetns('iptables-nft table (libnftnl, iptables-nft shape)', () => {
     it('a transaction with an invalid op in the middle changes nothing (model error and kernel error)', async () => {
       const before = await save(ns, 'ipv4');
       const token = (await table.info()).token;
-      const good: TxOp = { op: 'appendRule', chain: 'EDGE-MESH', rule: { dst: '10.10.0.9/32', comment: 'ignore a/b service', target: 'RETURN' } };
+      const good: TxOp = { op: 'insertRule', chain: 'EDGE-MESH', rule: { dst: '10.10.0.9/32', comment: 'ignore a/b service', target: 'RETURN' } };
       const missing: TxOp = { op: 'deleteRule', chain: 'EDGE-MESH', rule: { dst: '10.99.0.9/32', target: 'RETURN' } };
       const err = await table.apply([good, missing, { ...good, chain: 'EDGE-MESH-TCP' }]).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(TransactionError);
       expect((err as TransactionError).opIndex).toBe(1);
       // The kernel refuses a jump to a chain that does not exist: the whole batch goes.
       const kernelErr = await table
-        .apply([good, { op: 'appendRule', chain: 'EDGE-MESH', rule: { target: 'NO-SUCH-CHAIN' } }, { op: 'insertRule', chain: 'OUTPUT', rule: { target: 'RETURN' } }])
+        .apply([good, { op: 'insertRule', chain: 'EDGE-MESH', rule: { target: 'NO-SUCH-CHAIN' } }, { op: 'insertRule', chain: 'OUTPUT', rule: { target: 'RETURN' } }])
         .catch((e: unknown) => e);
       expect(kernelErr).toBeInstanceOf(SyscallError);
       expect((kernelErr as SyscallError).code).toBe('ENOENT');
       expect((kernelErr as SyscallError).syscall).toBe('nft_batch');
       // Bad input is a TransactionError naming the op, before anything is sent.
-      const badCidr = await table.apply([good, { op: 'appendRule', chain: 'EDGE-MESH', rule: { dst: '10.0.0.300/32', target: 'RETURN' } }]).catch((e: unknown) => e);
+      const badCidr = await table.apply([good, { op: 'insertRule', chain: 'EDGE-MESH', rule: { dst: '10.0.0.300/32', target: 'RETURN' } }]).catch((e: unknown) => e);
       expect(badCidr).toBeInstanceOf(TransactionError);
       expect((badCidr as TransactionError).opIndex).toBe(1);
       expect(await save(ns, 'ipv4')).toBe(before);
@@ -197,9 +198,10 @@ describeNetns('iptables-nft table (libnftnl, iptables-nft shape)', () => {
       await table.apply([
         { op: 'insertRule', chain: 'EDGE-TEST', rule: { dst: '10.10.0.7/32', target: 'DROP' }, position: 2 },
         { op: 'deleteRule', chain: 'EDGE-TEST', rule: r5 },
-        { op: 'replaceRule', chain: 'EDGE-TEST', position: 2, rule: { dst: '10.10.0.8/32', target: 'RETURN' } },
-        { op: 'deleteRuleAt', chain: 'EDGE-TEST', position: 3 },
-        { op: 'appendRule', chain: 'EDGE-TEST', rule: { dst: '10.10.0.128/25', protocol: 'tcp', target: 'RETURN' } },
+        { op: 'deleteRule', chain: 'EDGE-TEST', rule: ignore1 },
+        { op: 'insertRule', chain: 'EDGE-TEST', rule: { dst: '10.10.0.8/32', target: 'RETURN' }, position: 2 },
+        { op: 'deleteRule', chain: 'EDGE-TEST', rule: r6 },
+        { op: 'insertRule', chain: 'EDGE-TEST', rule: { dst: '10.10.0.128/25', protocol: 'tcp', target: 'RETURN' }, position: 4 },
       ]);
       rules = (await table.read(['EDGE-TEST'])).chains.get('EDGE-TEST')!;
       expect(rules.map((r) => renderRule('EDGE-TEST', r))).toEqual([
@@ -209,7 +211,7 @@ describeNetns('iptables-nft table (libnftnl, iptables-nft shape)', () => {
         '-A EDGE-TEST -d 10.10.0.128/25 -p tcp -j RETURN',
       ]);
       expect((await ns.run('iptables-nft-save', ['-t', 'nat'])).stdout).toContain('-A EDGE-TEST -d 10.10.0.128/25 -p tcp -j RETURN');
-      await table.apply([{ op: 'flushChain', chain: 'EDGE-TEST' }, { op: 'deleteChain', chain: 'EDGE-TEST' }, { op: 'createChain', chain: 'EDGE-NEW' }]);
+      await table.apply([{ op: 'flushChain', chain: 'EDGE-TEST' }, { op: 'deleteChain', chain: 'EDGE-TEST' }, { op: 'replaceChain', chain: 'EDGE-NEW', rules: [] }]);
       const snap = await table.read(['EDGE-TEST', 'EDGE-NEW']);
       expect([...snap.chains.keys()]).toEqual(['EDGE-NEW']);
       await table.apply([{ op: 'deleteChain', chain: 'EDGE-NEW' }]);
@@ -278,9 +280,58 @@ describeNetns('iptables-nft table (libnftnl, iptables-nft shape)', () => {
       await ns.run('nft', ['delete', 'table', 'ip', 'noise']);
     });
 
+    it('a batch planned on a read that is no longer current writes nothing (EGENERATION); planned on the current one it commits, and its tokenAfter is what info() reads next', async () => {
+      const stale = await table.read(['EDGE-MESH']);
+      await ns.run('iptables-nft', ['-t', 'nat', '-A', 'KUBE-SERVICES', '-d', '10.1.2.4/32', '-j', 'RETURN']);
+      const between = await save(ns, 'ipv4');
+      const op: TxOp = { op: 'insertRule', chain: 'EDGE-MESH', rule: { dst: '10.10.0.77/32', comment: 'generation test', target: 'RETURN' } };
+      const err = await table.apply([op], stale.info).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(GenerationChangedError);
+      expect(err).toMatchObject({ code: 'EGENERATION', syscall: 'nft_batch', message: expect.stringMatching(/changed since the read/) });
+      expect(await save(ns, 'ipv4')).toBe(between);
+      const fresh = await table.read(['EDGE-MESH']);
+      const res = await table.apply([op], fresh.info);
+      expect(res.attempts).toBe(1);
+      expect(res.tokenAfter).toBe((await table.info()).token);
+      expect(res.tokenAfter).not.toBe(fresh.info.token);
+      await table.apply([{ op: 'deleteRule', chain: 'EDGE-MESH', rule: op.rule }]);
+      await ns.run('iptables-nft', ['-t', 'nat', '-D', 'KUBE-SERVICES', '-d', '10.1.2.4/32', '-j', 'RETURN']);
+    });
+
+    it('the backend reads and plans again when somebody writes between its read and its batch, and returns the token its commit left', async () => {
+      // A table whose first read is followed by a foreign write (kube-proxy's, in effect).
+      let reads = 0;
+      const racing: IptablesTable = {
+        backend: table.backend,
+        family: table.family,
+        read: async (chains) => {
+          const snap = await table.read(chains);
+          if (reads++ === 0) await ns.run('iptables-nft', ['-t', 'nat', '-I', 'PREROUTING', '1', '-d', '10.1.2.5/32', '-j', 'RETURN']);
+          return snap;
+        },
+        apply: (ops, basis) => table.apply(ops, basis),
+        info: () => table.info(),
+      };
+      const backend = new IptablesNatBackend(racing);
+      const changed = { ...desired, chains: desired.chains.map((c, i) => (i === 1 ? { ...c, rules: [{ dst: '10.10.0.78/32', comment: 'replan test', target: 'RETURN' }, ...c.rules] } : c)) };
+      const outcome = await backend.sync(changed);
+      expect(reads).toBe(2);
+      expect(outcome.changed).toBe(true);
+      expect(outcome.apply?.attempts).toBe(2);
+      expect(outcome.apply?.tokenAfter).toBe((await table.info()).token);
+      // Planned on the second read: the foreign rule is kept, our jump still precedes kube-proxy's, the new rule is in.
+      const live = await table.read(['PREROUTING', 'EDGE-MESH']);
+      const targets = live.chains.get('PREROUTING')!.map((r) => r.dst ?? r.target);
+      expect(targets[0]).toBe('10.1.2.5/32');
+      expect(targets.indexOf('EDGE-MESH')).toBeLessThan(targets.indexOf('KUBE-SERVICES'));
+      expect(live.chains.get('EDGE-MESH')![0]!.dst).toBe('10.10.0.78/32');
+      expect((await backend.sync(desired)).changed).toBe(true);
+      await ns.run('iptables-nft', ['-t', 'nat', '-D', 'PREROUTING', '-d', '10.1.2.5/32', '-j', 'RETURN']);
+    });
+
     it('rejects wrong argument types with a TypeError, not a crash', async () => {
       const n = native() as unknown as Record<string, (...a: unknown[]) => unknown>;
-      expect(() => n.nftApply!({ family: 'ipv4', table: 'nat', dialect: 'xt', ops: [{ op: 'appendRule', chain: 7 }] })).toThrow(TypeError);
+      expect(() => n.nftApply!({ family: 'ipv4', table: 'nat', dialect: 'xt', ops: [{ op: 'insertRule', chain: 7 }] })).toThrow(TypeError);
       expect(() => n.nftRead!(42)).toThrow(TypeError);
       expect(() => n.nftApply!({ family: 'ipx', table: 'nat', dialect: 'xt', ops: [] })).toThrow(TypeError);
       expect(() => n.nftApply!({ family: 'ipv4', table: 'nat', dialect: 'xt', ops: [{ op: 'insertRule', chain: 'X', rule: { target: 'A', toDestination: { address: '1.2.3.4', port: 70000 } } }] })).toThrow(TypeError);
@@ -290,7 +341,7 @@ describeNetns('iptables-nft table (libnftnl, iptables-nft shape)', () => {
       expect(() => n.nftApply!({ ...nft, sets: [{ name: 3, elements: [] }] })).toThrow(/request\.sets\[0\]\.name must be a string/);
       expect(() => n.nftApply!({ ...nft, sets: [{ name: 's', elements: [{ key: '10.0.0.1' }, { key: 5 }] }] })).toThrow(/request\.sets\[0\]\.elements\[1\]\.key must be a string/);
       expect(() => n.nftApply!({ ...nft, sets: [{ name: 's', elements: [{ key: '10.0.0.1', comment: {} }] }] })).toThrow(/elements\[0\]\.comment must be a string/);
-      expect(() => n.nftApply!({ ...nft, ops: [{ op: 'appendRule', chain: 'c', rule: { target: 'RETURN', dstSet: 1 } }] })).toThrow(/dstSet must be a string/);
+      expect(() => n.nftApply!({ ...nft, ops: [{ op: 'insertRule', chain: 'c', rule: { target: 'RETURN', dstSet: 1 } }] })).toThrow(/dstSet must be a string/);
       expect(() => n.nftRead!({ family: 'ipv4', table: 't', dialect: 'nft', sets: ['a', 2] })).toThrow(/request\.sets\[1\] must be a string/);
     });
   });

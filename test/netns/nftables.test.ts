@@ -90,6 +90,31 @@ describeNetns('nftables backend (table edgemesh at dstnat - 1)', () => {
         expect(await backend.changeToken()).toBe(token);
       });
 
+      it('a write returns the token it left; a foreign write between our read and our batch makes the sync read and plan again (EGENERATION, nothing written)', async () => {
+        const changed = desiredFor(family);
+        const extra = family === 'ipv4' ? '10.10.77.77/32' : 'fd00:10::7777/128';
+        changed.chains[1]!.rules.unshift({ dst: extra, comment: 'ignore replan/test service', target: 'RETURN' });
+        const b = backend as unknown as { readTable: (...a: unknown[]) => Promise<unknown> };
+        const readTable = b.readTable.bind(backend);
+        let reads = 0;
+        b.readTable = async (...a: unknown[]) => {
+          const r = await readTable(...a);
+          if (reads++ === 0) await ns.run('nft', ['add', 'table', family === 'ipv4' ? 'ip' : 'ip6', 'replan-noise']);
+          return r;
+        };
+        try {
+          const out = await backend.sync(changed);
+          expect(reads).toBe(2);
+          expect(out).toMatchObject({ changed: true, added: 1, apply: { attempts: 2 } });
+          expect(out.apply?.tokenAfter).toBe(await backend.changeToken());
+          expect((await readSet(ns, family)).sets[0]!.elements.map((e) => e.key)).toContain(extra);
+        } finally {
+          b.readTable = readTable;
+        }
+        await ns.run('nft', ['delete', 'table', family === 'ipv4' ? 'ip' : 'ip6', 'replan-noise']);
+        expect(await backend.sync(desiredFor(family))).toMatchObject({ changed: true, removed: 1 });
+      });
+
       it('a failing batch changes nothing', async () => {
         const before = await listOurs(ns, family);
         const token = await backend.changeToken();
@@ -337,7 +362,7 @@ describeNetns('nftables backend (table edgemesh at dstnat - 1)', () => {
       const twice = await native().nftApply({ ...base, sets: [{ name: 'ignored', elements: [] }, { name: 'ignored', elements: [] }] }).catch((e: unknown) => e);
       expect(twice).toMatchObject({ code: 'ETRANSACTION', message: expect.stringMatching(/set ignored given twice/) });
       const xt = await native()
-        .nftApply({ ...base, dialect: 'xt', table: 'nat', ops: [{ op: 'appendRule', chain: 'PREROUTING', rule: { dstSet: 'ignored', target: 'RETURN' } }] })
+        .nftApply({ ...base, dialect: 'xt', table: 'nat', ops: [{ op: 'insertRule', chain: 'PREROUTING', rule: { dstSet: 'ignored', target: 'RETURN' } }] })
         .catch((e: unknown) => e);
       expect(xt).toMatchObject({ code: 'ETRANSACTION', message: expect.stringMatching(/only for the nft dialect/) });
       expect(await backend.sync(trafficDesired())).toMatchObject({ changed: false });

@@ -38,7 +38,7 @@ function importInChild(specifier: string, blocked: readonly string[]): { status:
 /** The runtime exports, pinned: adding one is a decision (document it), not a side effect of `export *`. */
 const EXPORTS = [
   'ALL_BACKENDS', 'Agent', 'BACKEND_NAMES', 'ClusterStore', 'ConfigError', 'DEFAULT_PROXY_ADDRESS', 'DEFAULT_PROXY_INTERFACE', 'DEFAULT_PROXY_PORT',
-  'DEFAULT_SELECTION', 'EDGE_MESH_CHAIN', 'EDGE_MESH_TCP_CHAIN', 'EdgeMeshError', 'FamilyMismatchError', 'InterfaceError', 'KubeClient', 'KubeHttpError', 'KubeSource',
+  'DEFAULT_SELECTION', 'EDGE_MESH_CHAIN', 'EDGE_MESH_TCP_CHAIN', 'EdgeMeshError', 'FamilyMismatchError', 'GenerationChangedError', 'InterfaceError', 'KubeClient', 'KubeHttpError', 'KubeSource',
   'LockTimeoutError', 'NOPROXY_LABEL', 'NOPROXY_VALUE', 'NativeLoadError', 'NetParseError', 'SERVICE_PROXY_NAME_LABEL', 'StaticSource', 'SyscallError',
   'TcpProxy', 'TransactionError', 'computeLocalServe', 'computeRoutes', 'configFileText', 'createBackend', 'createLogger', 'describeConfig',
   'desiredRuleSets', 'detectBackend', 'ensureProxyInterface', 'loadConfig', 'makeKubeConfig', 'managedFamilies', 'originalDst', 'parseArgs',

@@ -41,20 +41,20 @@ function rejects(family: 'ipv4' | 'ipv6', ops: unknown[], index: number, message
   expect((err as Error).message).toMatch(message);
 }
 
-const ok: TxOp = { op: 'createChain', chain: 'EDGE-MESH' };
+const ok: TxOp = { op: 'replaceChain', chain: 'EDGE-MESH', rules: [] };
 
 describe('iptables-legacy transaction validation (TypeScript, before the addon)', () => {
   it('refuses a set lookup (dstSet): written without it, the rule would RETURN every address', () => {
-    rejects('ipv4', [ok, { op: 'appendRule', chain: 'EDGE-MESH', rule: { dstSet: 'ignored', target: 'RETURN' } }], 1, /dstSet ignored: set lookups are written only by the nftables backend/);
+    rejects('ipv4', [ok, { op: 'insertRule', chain: 'EDGE-MESH', rule: { dstSet: 'ignored', target: 'RETURN' } }], 1, /dstSet ignored: set lookups are written only by the nftables backend/);
   });
 
   it('canonicalises CIDRs and DNAT addresses and drops fields the addon does not take', () => {
     const out = normaliseOps('ipv4', [
-      { op: 'appendRule', chain: 'EDGE-MESH', rule: { dst: '10.10.3.4/16', src: '192.168.0.1', protocol: 'tcp', comment: 'x', target: 'EDGE-MESH-TCP' } },
+      { op: 'insertRule', chain: 'EDGE-MESH', rule: { dst: '10.10.3.4/16', src: '192.168.0.1', protocol: 'tcp', comment: 'x', target: 'EDGE-MESH-TCP' } },
       { op: 'replaceChain', chain: 'EDGE-MESH-TCP', rules: [{ target: 'DNAT', toDestination: { address: '169.254.96.16', port: 40001 }, packets: 3, bytes: 4 } as never] },
     ]);
     expect(out).toEqual([
-      { op: 'appendRule', chain: 'EDGE-MESH', rule: { dst: '10.10.0.0/16', src: '192.168.0.1/32', protocol: 'tcp', comment: 'x', target: 'EDGE-MESH-TCP' } },
+      { op: 'insertRule', chain: 'EDGE-MESH', rule: { dst: '10.10.0.0/16', src: '192.168.0.1/32', protocol: 'tcp', comment: 'x', target: 'EDGE-MESH-TCP' } },
       { op: 'replaceChain', chain: 'EDGE-MESH-TCP', rules: [{ target: 'DNAT', toDestination: { address: '169.254.96.16', port: 40001 } }] },
     ]);
     expect(normaliseOps('ipv6', [{ op: 'insertRule', chain: 'X', rule: { dst: 'FD00:10::5/112', target: 'DNAT', toDestination: { address: 'FD00::0:1' } } }])).toEqual([
@@ -63,31 +63,31 @@ describe('iptables-legacy transaction validation (TypeScript, before the addon)'
   });
 
   it('names the offending operation by index with a clear message', () => {
-    rejects('ipv4', [ok, { op: 'appendRule', chain: 'EDGE-MESH', rule: { dst: '10.0.0.0/33', target: 'RETURN' } }], 1, /dst "10.0.0.0\/33" is not a CIDR/);
-    rejects('ipv4', [ok, ok, { op: 'appendRule', chain: 'EDGE-MESH', rule: { dst: 'fd00::/64', target: 'RETURN' } }], 2, /not an ipv4 CIDR/);
-    rejects('ipv6', [{ op: 'appendRule', chain: 'E', rule: { src: '10.0.0.1', target: 'RETURN' } }], 0, /not an ipv6 CIDR/);
-    rejects('ipv4', [ok, { op: 'createChain', chain: 'A'.repeat(29) }], 1, /longer than 28/);
-    expect(() => normaliseOps('ipv4', [{ op: 'createChain', chain: 'A'.repeat(28) }])).not.toThrow();
-    rejects('ipv4', [{ op: 'createChain', chain: 'has space' }], 0, /printable ASCII/);
-    rejects('ipv4', [{ op: 'createChain', chain: '-X' }], 0, /must not start/);
-    rejects('ipv4', [{ op: 'createChain', chain: '' }], 0, /non-empty/);
-    rejects('ipv4', [{ op: 'createChain', chain: 'RETURN' }], 0, /reserved/);
-    rejects('ipv4', [{ op: 'appendRule', chain: 'E', rule: { comment: 'x'.repeat(256), target: 'RETURN' } }], 0, /longer than 255 bytes/);
-    rejects('ipv4', [{ op: 'appendRule', chain: 'E', rule: { comment: 'é'.repeat(128), target: 'RETURN' } }], 0, /longer than 255 bytes/);
-    expect(() => normaliseOps('ipv4', [{ op: 'appendRule', chain: 'E', rule: { comment: 'x'.repeat(255), target: 'RETURN' } }])).not.toThrow();
-    rejects('ipv4', [{ op: 'appendRule', chain: 'E', rule: { comment: 'a\0b', target: 'RETURN' } }], 0, /NUL/);
-    rejects('ipv4', [{ op: 'appendRule', chain: 'E', rule: { target: 'DNAT' } }], 0, /DNAT needs toDestination/);
-    rejects('ipv4', [{ op: 'appendRule', chain: 'E', rule: { target: 'RETURN', toDestination: { address: '10.0.0.1' } } }], 0, /only valid with target DNAT/);
-    rejects('ipv4', [{ op: 'appendRule', chain: 'E', rule: { target: 'DNAT', toDestination: { address: '10.0.0.1', port: 0 } } }], 0, /port 0 must be 1-65535/);
-    rejects('ipv4', [{ op: 'appendRule', chain: 'E', rule: { target: 'DNAT', toDestination: { address: '10.0.0.1', port: 65536 } } }], 0, /1-65535/);
-    rejects('ipv4', [{ op: 'appendRule', chain: 'E', rule: { target: 'DNAT', toDestination: { address: '10.0.0.1', port: 80.5 } } }], 0, /1-65535/);
-    rejects('ipv4', [{ op: 'appendRule', chain: 'E', rule: { target: 'DNAT', toDestination: { address: 'fd00::1', port: 80 } } }], 0, /not an ipv4 address/);
-    rejects('ipv4', [{ op: 'appendRule', chain: 'E', rule: { target: 'DNAT', toDestination: { address: '10.0.0.0/8' } } }], 0, /not an IP address/);
-    rejects('ipv4', [{ op: 'appendRule', chain: 'E', rule: { target: 'QUEUE' } }], 0, /not supported/);
-    rejects('ipv4', [{ op: 'appendRule', chain: 'E', rule: { target: '' } }], 0, /target must be/);
-    rejects('ipv4', [{ op: 'appendRule', chain: 'E', rule: { protocol: 'icmp', target: 'RETURN' } }], 0, /tcp or udp/);
+    rejects('ipv4', [ok, { op: 'insertRule', chain: 'EDGE-MESH', rule: { dst: '10.0.0.0/33', target: 'RETURN' } }], 1, /dst "10.0.0.0\/33" is not a CIDR/);
+    rejects('ipv4', [ok, ok, { op: 'insertRule', chain: 'EDGE-MESH', rule: { dst: 'fd00::/64', target: 'RETURN' } }], 2, /not an ipv4 CIDR/);
+    rejects('ipv6', [{ op: 'insertRule', chain: 'E', rule: { src: '10.0.0.1', target: 'RETURN' } }], 0, /not an ipv6 CIDR/);
+    rejects('ipv4', [ok, { op: 'replaceChain', chain: 'A'.repeat(29), rules: [] }], 1, /longer than 28/);
+    expect(() => normaliseOps('ipv4', [{ op: 'replaceChain', chain: 'A'.repeat(28), rules: [] }])).not.toThrow();
+    rejects('ipv4', [{ op: 'replaceChain', chain: 'has space', rules: [] }], 0, /printable ASCII/);
+    rejects('ipv4', [{ op: 'replaceChain', chain: '-X', rules: [] }], 0, /must not start/);
+    rejects('ipv4', [{ op: 'replaceChain', chain: '', rules: [] }], 0, /non-empty/);
+    rejects('ipv4', [{ op: 'replaceChain', chain: 'RETURN', rules: [] }], 0, /reserved/);
+    rejects('ipv4', [{ op: 'insertRule', chain: 'E', rule: { comment: 'x'.repeat(256), target: 'RETURN' } }], 0, /longer than 255 bytes/);
+    rejects('ipv4', [{ op: 'insertRule', chain: 'E', rule: { comment: 'é'.repeat(128), target: 'RETURN' } }], 0, /longer than 255 bytes/);
+    expect(() => normaliseOps('ipv4', [{ op: 'insertRule', chain: 'E', rule: { comment: 'x'.repeat(255), target: 'RETURN' } }])).not.toThrow();
+    rejects('ipv4', [{ op: 'insertRule', chain: 'E', rule: { comment: 'a\0b', target: 'RETURN' } }], 0, /NUL/);
+    rejects('ipv4', [{ op: 'insertRule', chain: 'E', rule: { target: 'DNAT' } }], 0, /DNAT needs toDestination/);
+    rejects('ipv4', [{ op: 'insertRule', chain: 'E', rule: { target: 'RETURN', toDestination: { address: '10.0.0.1' } } }], 0, /only valid with target DNAT/);
+    rejects('ipv4', [{ op: 'insertRule', chain: 'E', rule: { target: 'DNAT', toDestination: { address: '10.0.0.1', port: 0 } } }], 0, /port 0 must be 1-65535/);
+    rejects('ipv4', [{ op: 'insertRule', chain: 'E', rule: { target: 'DNAT', toDestination: { address: '10.0.0.1', port: 65536 } } }], 0, /1-65535/);
+    rejects('ipv4', [{ op: 'insertRule', chain: 'E', rule: { target: 'DNAT', toDestination: { address: '10.0.0.1', port: 80.5 } } }], 0, /1-65535/);
+    rejects('ipv4', [{ op: 'insertRule', chain: 'E', rule: { target: 'DNAT', toDestination: { address: 'fd00::1', port: 80 } } }], 0, /not an ipv4 address/);
+    rejects('ipv4', [{ op: 'insertRule', chain: 'E', rule: { target: 'DNAT', toDestination: { address: '10.0.0.0/8' } } }], 0, /not an IP address/);
+    rejects('ipv4', [{ op: 'insertRule', chain: 'E', rule: { target: 'QUEUE' } }], 0, /not supported/);
+    rejects('ipv4', [{ op: 'insertRule', chain: 'E', rule: { target: '' } }], 0, /target must be/);
+    rejects('ipv4', [{ op: 'insertRule', chain: 'E', rule: { protocol: 'icmp', target: 'RETURN' } }], 0, /tcp or udp/);
     rejects('ipv4', [{ op: 'insertRule', chain: 'E', position: 0, rule: { target: 'RETURN' } }], 0, /position 0/);
-    rejects('ipv4', [{ op: 'deleteRuleAt', chain: 'E' }], 0, /position undefined/);
+    rejects('ipv4', [{ op: 'moveRule', chain: 'E', rule: { target: 'RETURN' } }], 0, /position undefined/);
     rejects('ipv4', [{ op: 'moveRule', chain: 'E', position: 1.5, rule: { target: 'RETURN' } }], 0, /position 1.5/);
     rejects('ipv4', [{ op: 'replaceChain', chain: 'E' }], 0, /needs rules/);
     rejects('ipv4', [ok, { op: 'renameChain', chain: 'E' }], 1, /unknown operation "renameChain"/);
@@ -97,7 +97,7 @@ describe('iptables-legacy transaction validation (TypeScript, before the addon)'
   it('never calls the addon when validation fails, and passes options and the netns path when it does not', async () => {
     const b = fakeBinding();
     const t = new LegacyIptablesTable({ family: 'ipv4', netns: 'em-x', lockfile: '/tmp/l', lockWaitMs: 100, maxAttempts: 2 }, b);
-    await expect(t.apply([ok, { op: 'appendRule', chain: 'E', rule: { dst: 'nope', target: 'RETURN' } }])).rejects.toMatchObject({ code: 'ETRANSACTION', opIndex: 1 });
+    await expect(t.apply([ok, { op: 'insertRule', chain: 'E', rule: { dst: 'nope', target: 'RETURN' } }])).rejects.toMatchObject({ code: 'ETRANSACTION', opIndex: 1 });
     expect(b.calls).toHaveLength(0);
     expect(await t.apply([])).toEqual({ attempts: 0, lockWaitMs: 0, durationMs: 0 });
     expect(b.calls).toHaveLength(0);
@@ -131,13 +131,13 @@ describe('LegacyIptablesTable.begin (one read and one commit under one lock)', (
     const b = fakeBinding();
     const t = new LegacyIptablesTable({ family: 'ipv4', netns: 'x' }, b);
     const tx = await t.begin(['EDGE-MESH']);
-    await tx.commit([{ op: 'appendRule', chain: 'EDGE-MESH', rule: { dst: '10.0.0.1', target: 'RETURN' } }]);
+    await tx.commit([{ op: 'insertRule', chain: 'EDGE-MESH', rule: { dst: '10.0.0.1', target: 'RETURN' } }]);
     expect(b.calls.map((c) => Object.keys(c.options as object)[0])).toEqual(['begin', 'commit']);
-    expect(b.calls[1]!.ops[0]).toMatchObject({ op: 'appendRule', rule: { dst: '10.0.0.1/32' } });
+    expect(b.calls[1]!.ops[0]).toMatchObject({ op: 'insertRule', rule: { dst: '10.0.0.1/32' } });
     await expect(tx.commit([])).rejects.toThrow(/already been committed/);
 
     const tx2 = await t.begin(['EDGE-MESH']);
-    await expect(tx2.commit([{ op: 'appendRule', chain: 'EDGE-MESH', rule: { dst: '10.0.0.300', target: 'RETURN' } }])).rejects.toMatchObject({ code: 'ETRANSACTION', opIndex: 0 });
+    await expect(tx2.commit([{ op: 'insertRule', chain: 'EDGE-MESH', rule: { dst: '10.0.0.300', target: 'RETURN' } }])).rejects.toMatchObject({ code: 'ETRANSACTION', opIndex: 0 });
     expect(b.calls.at(-1)!.options).toEqual({ abort: 7 });
     await tx2.abort(); // idempotent
     expect(b.calls.filter((c) => 'abort' in (c.options as object))).toHaveLength(1);

@@ -50,26 +50,26 @@ describe('native iptc binding argument checks', () => {
       [[], /ops\[0\] must be an object/],
       [{}, /ops\[0\]\.op must be a string/],
       [{ op: 'frobnicate', chain: 'X' }, /not a known operation/],
-      [{ op: 'createChain' }, /ops\[0\]\.chain must be a string/],
-      [{ op: 'createChain', chain: 5 }, /chain must be a string/],
-      [{ op: 'appendRule', chain: 'X' }, /rule must be an object/],
-      [{ op: 'appendRule', chain: 'X', rule: {} }, /rule\.target must be a string/],
-      [{ op: 'appendRule', chain: 'X', rule: { target: 'RETURN', dst: 10 } }, /rule\.dst must be a string/],
-      [{ op: 'appendRule', chain: 'X', rule: { target: 'RETURN', protocol: 'icmp' } }, /protocol/],
-      [{ op: 'appendRule', chain: 'X', rule: { target: 'RETURN', comment: null } }, /comment must be a string/],
-      [{ op: 'appendRule', chain: 'X', rule: { target: 'DNAT', toDestination: 'x' } }, /toDestination must be an object/],
-      [{ op: 'appendRule', chain: 'X', rule: { target: 'DNAT', toDestination: {} } }, /address must be a string/],
-      [{ op: 'appendRule', chain: 'X', rule: { target: 'DNAT', toDestination: { address: '1.2.3.4', port: 70000 } } }, /port must be an integer/],
-      [{ op: 'appendRule', chain: 'X', rule: { target: 'DNAT', toDestination: { address: '1.2.3.4', port: 'http' } } }, /port must be a number/],
-      [{ op: 'appendRule', chain: 'X', rule: { target: 'DNAT', toDestination: { address: '1.2.3.4', port: NaN } } }, /port must be an integer/],
+      [{ op: 'replaceChain' }, /ops\[0\]\.chain must be a string/],
+      [{ op: 'replaceChain', chain: 5 }, /chain must be a string/],
+      [{ op: 'insertRule', chain: 'X' }, /rule must be an object/],
+      [{ op: 'insertRule', chain: 'X', rule: {} }, /rule\.target must be a string/],
+      [{ op: 'insertRule', chain: 'X', rule: { target: 'RETURN', dst: 10 } }, /rule\.dst must be a string/],
+      [{ op: 'insertRule', chain: 'X', rule: { target: 'RETURN', protocol: 'icmp' } }, /protocol/],
+      [{ op: 'insertRule', chain: 'X', rule: { target: 'RETURN', comment: null } }, /comment must be a string/],
+      [{ op: 'insertRule', chain: 'X', rule: { target: 'DNAT', toDestination: 'x' } }, /toDestination must be an object/],
+      [{ op: 'insertRule', chain: 'X', rule: { target: 'DNAT', toDestination: {} } }, /address must be a string/],
+      [{ op: 'insertRule', chain: 'X', rule: { target: 'DNAT', toDestination: { address: '1.2.3.4', port: 70000 } } }, /port must be an integer/],
+      [{ op: 'insertRule', chain: 'X', rule: { target: 'DNAT', toDestination: { address: '1.2.3.4', port: 'http' } } }, /port must be a number/],
+      [{ op: 'insertRule', chain: 'X', rule: { target: 'DNAT', toDestination: { address: '1.2.3.4', port: NaN } } }, /port must be an integer/],
       [{ op: 'insertRule', chain: 'X', rule, position: -1 }, /position must be an integer/],
       [{ op: 'insertRule', chain: 'X', rule, position: 2 ** 40 }, /position must be an integer/],
-      [{ op: 'deleteRuleAt', chain: 'X' }, /position must be a number/],
-      [{ op: 'replaceRule', chain: 'X', rule, position: 1.5 }, /position must be an integer/],
+      [{ op: 'moveRule', chain: 'X', rule }, /position must be a number/],
+      [{ op: 'moveRule', chain: 'X', rule, position: 1.5 }, /position must be an integer/],
       [{ op: 'replaceChain', chain: 'X' }, /rules must be an array/],
       [{ op: 'replaceChain', chain: 'X', rules: [rule, 3] }, /rules\[1\] must be an object/],
-      [{ op: 'createChain', chain: 'x'.repeat(5_000_000) }, /too long/],
-      [{ op: 'appendRule', chain: 'X', rule: { target: 'RETURN', comment: 'c'.repeat(100_000) } }, /too long/],
+      [{ op: 'replaceChain', chain: 'x'.repeat(5_000_000), rules: [] }, /too long/],
+      [{ op: 'insertRule', chain: 'X', rule: { target: 'RETURN', comment: 'c'.repeat(100_000) } }, /too long/],
     ];
     for (const [op, msg] of bad) typeError(() => b.iptcApply!('ipv4', [op], { lockfile }), msg);
     typeError(() => b.iptcApply!('ipv4', { length: 1 }, {}), /ops must be an array/);
@@ -80,18 +80,25 @@ describe('native iptc binding argument checks', () => {
     typeError(() => b.iptcApply!('ipv4', [], { netnsPath: {} }), /netnsPath/);
   });
 
+  it('knows only the operations a plan emits: createChain, appendRule, deleteRuleAt and replaceRule are refused by both bindings', () => {
+    for (const op of ['createChain', 'appendRule', 'deleteRuleAt', 'replaceRule']) {
+      typeError(() => b.iptcApply!('ipv4', [{ op, chain: 'X', rule, position: 1 }], { lockfile }), /ops\[0\]\.op is not a known operation/);
+      typeError(() => b.nftApply!({ family: 'ipv4', table: 'nat', dialect: 'xt', ops: [{ op, chain: 'X', rule, position: 1 }] }), /ops\[0\]\.op is not a known operation/);
+    }
+  });
+
   it('refuses invalid values in the core with ETRANSACTION and the op index, before taking the lock', async () => {
     const cases: [unknown, RegExp][] = [
-      [{ op: 'appendRule', chain: 'X', rule: { target: 'RETURN', dst: '10.0.0.0/99' } }, /invalid destination CIDR/],
-      [{ op: 'appendRule', chain: 'X', rule: { target: 'RETURN', src: 'fd00::/64' } }, /invalid source CIDR/],
-      [{ op: 'createChain', chain: 'C'.repeat(29) }, /invalid chain name/],
-      [{ op: 'appendRule', chain: 'X', rule: { target: 'RETURN', comment: 'c'.repeat(256) } }, /comment longer than 255/],
-      [{ op: 'appendRule', chain: 'X', rule: { target: 'DNAT' } }, /DNAT needs a destination/],
-      [{ op: 'appendRule', chain: 'X', rule: { target: 'DNAT', toDestination: { address: 'fd00::1' } } }, /invalid DNAT address/],
-      [{ op: 'appendRule', chain: 'X', rule: { target: 'bad target' } }, /invalid target/],
+      [{ op: 'insertRule', chain: 'X', rule: { target: 'RETURN', dst: '10.0.0.0/99' } }, /invalid destination CIDR/],
+      [{ op: 'insertRule', chain: 'X', rule: { target: 'RETURN', src: 'fd00::/64' } }, /invalid source CIDR/],
+      [{ op: 'replaceChain', chain: 'C'.repeat(29), rules: [] }, /invalid chain name/],
+      [{ op: 'insertRule', chain: 'X', rule: { target: 'RETURN', comment: 'c'.repeat(256) } }, /comment longer than 255/],
+      [{ op: 'insertRule', chain: 'X', rule: { target: 'DNAT' } }, /DNAT needs a destination/],
+      [{ op: 'insertRule', chain: 'X', rule: { target: 'DNAT', toDestination: { address: 'fd00::1' } } }, /invalid DNAT address/],
+      [{ op: 'insertRule', chain: 'X', rule: { target: 'bad target' } }, /invalid target/],
     ];
     for (const [op, msg] of cases) {
-      const err = await (b.iptcApply!('ipv4', [{ op: 'createChain', chain: 'OK' }, op], { lockfile }) as Promise<unknown>).catch((e: unknown) => e);
+      const err = await (b.iptcApply!('ipv4', [{ op: 'replaceChain', chain: 'OK', rules: [] }, op], { lockfile }) as Promise<unknown>).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(Error);
       expect(err).toMatchObject({ code: 'ETRANSACTION', opIndex: 1 });
       expect((err as Error).message).toMatch(msg);

@@ -174,6 +174,32 @@ describe('Reconciler', () => {
     await until(() => t.chains.get(EDGE_MESH_CHAIN)!.length === 1);
   });
 
+  it('after a write it keeps the token the commit returned and reads none: a foreign write right after ours is still seen by the watchdog', async () => {
+    const t = new MemoryTable();
+    const backend = new IptablesNatBackend(t);
+    let tokenReads = 0;
+    const changeToken = backend.changeToken.bind(backend);
+    backend.changeToken = () => {
+      tokenReads++;
+      return changeToken();
+    };
+    // A foreign writer that lands right after each of our commits, before anybody could read a token.
+    const apply = t.apply.bind(t);
+    let writes = 0;
+    t.apply = async (ops) => {
+      const res = await apply(ops);
+      if (ops.length > 0 && writes++ === 0) t.foreignInsert('PREROUTING', { target: 'KUBE-SERVICES' });
+      return res;
+    };
+    rec = new Reconciler({ backends: [backend], desired: () => set(['10.0.0.1']), minSyncPeriodMs: 10, syncPeriodMs: 60_000, orderCheckPeriodMs: 40 });
+    await rec.syncNow('initial');
+    expect(tokenReads).toBe(1); // the one before the sync, none after the write
+    rec.start();
+    // The watchdog compares with the token our commit left, so the foreign insert counts as a change and is repaired.
+    await until(() => writes === 2);
+    expect(t.chains.get('PREROUTING')![0]!.target).toBe(EDGE_MESH_CHAIN);
+  });
+
   it('tells the backend whether a write is expected: yes for initial and event syncs, no for periodic resyncs and watchdog checks', async () => {
     const t = new MemoryTable();
     const backend = new IptablesNatBackend(t);

@@ -107,9 +107,6 @@ export function normaliseOps(family: Family, ops: readonly TxOp[]): NativeTxOp[]
     if (chainProblem) fail(i, chainProblem);
     const chain = op.chain;
     switch (op.op) {
-      case 'createChain':
-        if (RESERVED.has(chain)) fail(i, `chain name ${chain} is reserved`);
-        return { op: op.op, chain };
       case 'replaceChain':
         if (RESERVED.has(chain)) fail(i, `chain name ${chain} is reserved`);
         if (!Array.isArray(op.rules)) fail(i, 'replaceChain needs rules (an array)');
@@ -122,13 +119,8 @@ export function normaliseOps(family: Family, ops: readonly TxOp[]): NativeTxOp[]
         return op.position === undefined
           ? { op: op.op, chain, rule: normaliseRule(family, op.rule, i) }
           : { op: op.op, chain, rule: normaliseRule(family, op.rule, i), position: op.position };
-      case 'appendRule':
       case 'deleteRule':
         return { op: op.op, chain, rule: normaliseRule(family, op.rule, i) };
-      case 'deleteRuleAt':
-        if (!isPosition(op.position)) fail(i, `position ${String(op.position)} must be an integer >= 1`);
-        return { op: op.op, chain, position: op.position };
-      case 'replaceRule':
       case 'moveRule':
         if (!isPosition(op.position)) fail(i, `position ${String(op.position)} must be an integer >= 1`);
         return { op: op.op, chain, rule: normaliseRule(family, op.rule, i), position: op.position };

@@ -13,7 +13,7 @@ import type { NftLiveRule } from '../../native/binding.js';
 export interface NftTableOptions {
   /** Network namespace: a path (/run/netns/NAME, /proc/PID/ns/net) or a bare name (= /run/netns/NAME). Default: the agent's own. */
   netns?: string;
-  /** Batches refused because someone wrote in between are re-planned on a fresh read; default 5. */
+  /** apply() without the read it was planned on (cleanup): batches refused because someone wrote in between are re-applied to a fresh read this many times; default 5. */
   maxAttempts?: number;
 }
 
@@ -55,18 +55,30 @@ export class NftIptablesTable implements IptablesTable {
       map.set(c.name, c.rules.map(toLiveRule));
       entries += c.rules.length;
     }
-    return { family: this.family, chains: map, info: { size: 0, entries, token: genToken(res.genid) } };
+    return { family: this.family, chains: map, info: { size: 0, entries, token: genToken(res.genid), generation: res.genid } };
   }
 
-  /** All operations in one nf_tables batch, guarded by the generation id it was planned on. */
-  async apply(ops: readonly TxOp[]): Promise<ApplyResult> {
+  /**
+   * All operations in one nf_tables batch. With `basis` (the read they were planned on) the batch
+   * carries its generation id, and a table changed since is refused with GenerationChangedError
+   * (nothing written: read and plan again); without, the ops are re-applied to a fresh read.
+   */
+  async apply(ops: readonly TxOp[], basis?: TableInfo): Promise<ApplyResult> {
     const t0 = performance.now();
     if (ops.length === 0) return { attempts: 0, lockWaitMs: 0, durationMs: 0 };
+    const genid = basis?.generation;
     const res = await nativeCall(() =>
-      native().nftApply({ netns: this.netns, family: this.family, table: this.table, dialect: 'xt', ops, maxAttempts: this.maxAttempts }),
+      native().nftApply({
+        netns: this.netns,
+        family: this.family,
+        table: this.table,
+        dialect: 'xt',
+        ops,
+        ...(genid === undefined ? { maxAttempts: this.maxAttempts } : { genid }),
+      }),
     );
     // nf_tables needs no xtables lock: concurrent writers are serialised by the generation id.
-    return { attempts: res.attempts, lockWaitMs: 0, durationMs: performance.now() - t0 };
+    return { attempts: res.attempts, lockWaitMs: 0, durationMs: performance.now() - t0, tokenAfter: genToken(res.genid) };
   }
 
   /** The nf_tables generation id (NFT_MSG_GETGEN): one netlink round trip, no table read. */

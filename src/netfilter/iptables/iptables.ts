@@ -2,11 +2,14 @@
 // libnftnl): read our chains and the hook chains, plan the difference, apply it in one
 // transaction; nothing is written when live equals desired.
 import { performance } from 'node:perf_hooks';
-import { FamilyMismatchError } from '../../errors.js';
+import { FamilyMismatchError, GenerationChangedError } from '../../errors.js';
 import { DEFAULT_ORDER_BEFORE, EDGE_MESH_CHAIN, JUMP_CHAINS, OWNED_CHAINS, ROOT_JUMP_RULE, type DesiredRuleSet, type Family } from '../rules.js';
 import { renderChains, type ListedChain } from '../listing.js';
 import { PLAN_CHAINS, jumpPositions, orderHolds, planCleanup, planSync, type Plan } from '../plan.js';
-import type { BackendName, CleanupOutcome, IptablesTable, NatBackend, OrderState, StatusReport, SyncOptions, SyncOutcome } from '../types.js';
+import type { ApplyResult, BackendName, CleanupOutcome, IptablesTable, NatBackend, OrderState, StatusReport, SyncOptions, SyncOutcome, TableSnapshot } from '../types.js';
+
+/** Reads and plans of one sync when another writer keeps changing an nf_tables table under us. */
+export const REPLANS = 5;
 
 export class IptablesNatBackend implements NatBackend {
   readonly name: BackendName;
@@ -38,23 +41,35 @@ export class IptablesNatBackend implements NatBackend {
       plan = planSync(desired, live.chains);
       if (plan.ops.length === 0) return this.outcome(plan, t0);
     }
-    // One read for planning and writing where the table offers it (legacy: under the xtables lock).
-    const tx = this.table.begin ? await this.table.begin(PLAN_CHAINS) : undefined;
-    try {
-      const live = tx?.snapshot ?? (await this.table.read(PLAN_CHAINS));
-      this.lastBuiltinLayout = live.info.builtinLayout;
-      plan = planSync(desired, live.chains);
-    } catch (e) {
-      await tx?.abort();
-      throw e;
+    for (let attempt = 1; ; attempt++) {
+      // One read for planning and writing where the table offers it (legacy: under the xtables
+      // lock). Elsewhere (nf_tables) the write carries the read it was planned on: a table
+      // changed in between is refused with nothing written, and we read and plan again.
+      const tx = this.table.begin ? await this.table.begin(PLAN_CHAINS) : undefined;
+      let live: TableSnapshot;
+      try {
+        live = tx?.snapshot ?? (await this.table.read(PLAN_CHAINS));
+        this.lastBuiltinLayout = live.info.builtinLayout;
+        plan = planSync(desired, live.chains);
+      } catch (e) {
+        await tx?.abort();
+        throw e;
+      }
+      if (plan.ops.length === 0) {
+        await tx?.abort();
+        return this.outcome(plan, t0);
+      }
+      let apply: ApplyResult;
+      try {
+        apply = tx ? await tx.commit(plan.ops) : await this.table.apply(plan.ops, live.info);
+      } catch (e) {
+        if (e instanceof GenerationChangedError && attempt < REPLANS) continue;
+        throw e;
+      }
+      this.lastBuiltinLayout = apply.builtinLayoutAfter;
+      // Batches refused because the table changed under them count as attempts too.
+      return { ...this.outcome(plan, t0), apply: { ...apply, attempts: apply.attempts + attempt - 1 } };
     }
-    if (plan.ops.length === 0) {
-      await tx?.abort();
-      return this.outcome(plan, t0);
-    }
-    const apply = tx ? await tx.commit(plan.ops) : await this.table.apply(plan.ops);
-    this.lastBuiltinLayout = apply.builtinLayoutAfter;
-    return { ...this.outcome(plan, t0), apply };
   }
 
   /** Whether the built-in chains' place in the table changed since our last read or commit (legacy). */

@@ -26,7 +26,7 @@
 // a walk over every ignore rule, and a change writes set elements, which the kernel takes far
 // faster than rules (a rule's expressions are parsed one by one; an element is a key). The
 // iptables backends keep one rule per address: that is the DESIGN layout iptables lists.
-import { EdgeMeshError, FamilyMismatchError, nativeCall } from '../../errors.js';
+import { EdgeMeshError, FamilyMismatchError, GenerationChangedError, nativeCall } from '../../errors.js';
 import { native } from '../../native/load.js';
 import { netnsPath } from '../../netns-path.js';
 import { compareIps, memoCanonicalCidr, parseIp } from '../../net.js';
@@ -53,6 +53,7 @@ export interface NftablesBackendOptions {
   netns?: string;
   /** Table name (tests); default `edgemesh`. */
   table?: string;
+  /** Reads and plans of one sync while somebody else keeps writing the ruleset in between (GenerationChangedError); default 5. */
   maxAttempts?: number;
 }
 
@@ -119,9 +120,27 @@ export class NftablesBackend implements NatBackend {
     return !!c && c.base && c.hook === spec.hook && c.priority === spec.priority && c.type === 'nat';
   }
 
+  /**
+   * One read, one plan, one batch guarded by the read's generation id: when somebody else wrote
+   * in between, nothing is written (GenerationChangedError) and we read and plan again, up to
+   * maxAttempts times.
+   */
   async sync(desired: DesiredRuleSet): Promise<SyncOutcome> {
     const t0 = performance.now();
     const { chains: want, ignored } = this.translate(desired);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const out = await this.syncOnce(want, ignored, t0);
+        // Batches refused because the ruleset changed under them count as attempts too.
+        return out.apply ? { ...out, apply: { ...out.apply, attempts: out.apply.attempts + attempt - 1 } } : out;
+      } catch (e) {
+        if (e instanceof GenerationChangedError && attempt < this.maxAttempts) continue;
+        throw e;
+      }
+    }
+  }
+
+  private async syncOnce(want: Map<string, Rule[]>, ignored: NftSetElement[], t0: number): Promise<SyncOutcome> {
     const live = await this.readTable(undefined, [NFT_IGNORE_SET]);
     // A set of that name in another shape (edited by hand, or another version's) is deleted and
     // created anew by the same batch, with the rules that look it up.
@@ -175,7 +194,7 @@ export class NftablesBackend implements NatBackend {
         baseChains: JUMP_CHAINS.map((b) => NFT_BASE_CHAINS[b]),
         sets: [{ name: NFT_IGNORE_SET, elements: ignored }],
         ops,
-        maxAttempts: this.maxAttempts,
+        genid: live.genid,
       }),
     );
     return {
@@ -186,7 +205,7 @@ export class NftablesBackend implements NatBackend {
       orderRepairs,
       ops,
       ...(setDiff.added + setDiff.removed > 0 || !liveSet?.ours ? { sets: [{ name: NFT_IGNORE_SET, family: this.family, elements: ignored }] } : {}),
-      apply: { attempts: res.attempts, lockWaitMs: 0, durationMs: performance.now() - t1 },
+      apply: { attempts: res.attempts, lockWaitMs: 0, durationMs: performance.now() - t1, tokenAfter: genToken(res.genid) },
       durationMs: performance.now() - t0,
     };
   }

@@ -1,4 +1,4 @@
-// A hand-made client of a relay's plaintext headers (native/tunnel_proto.h), run inside a node
+// A hand-made client of a relay's plaintext headers (native/relay/tunnel_proto.h), run inside a node
 // namespace: connects, sends the given bytes, and reports what came back and how the connection
 // ended. Prints one JSON line.
 //   node relay-plain.mjs '{"connect":"192.168.50.1:20006","join":"edge-1"}'            join = "EMJ1" len(1) node

@@ -1,4 +1,4 @@
-#include "syserror.h"
+#include "common/syserror.h"
 
 #include <cstdio>
 

@@ -6,7 +6,7 @@
 #include <functional>
 #include <string>
 
-#include "syserror.h"
+#include "common/syserror.h"
 
 namespace edgemesh {
 

@@ -20,9 +20,9 @@
 #include <unordered_map>
 #include <vector>
 
-#include "sockopt_core.h"
-#include "tls_core.h"
-#include "tunnel_proto.h"
+#include "relay/sockopt_core.h"
+#include "relay/tls_core.h"
+#include "relay/tunnel_proto.h"
 
 namespace edgemesh {
 

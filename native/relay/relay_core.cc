@@ -1,4 +1,4 @@
-#include "relay_core.h"
+#include "relay/relay_core.h"
 
 #include <fcntl.h>
 #include <openssl/err.h>
@@ -19,8 +19,8 @@
 #include <deque>
 #include <random>
 
-#include "netns.h"
-#include "syserror.h"
+#include "common/netns.h"
+#include "common/syserror.h"
 
 namespace edgemesh {
 

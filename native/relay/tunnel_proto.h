@@ -22,7 +22,7 @@
 #include <cstdint>
 #include <string>
 
-#include "sockopt_core.h"
+#include "relay/sockopt_core.h"
 
 namespace edgemesh {
 

@@ -1,7 +1,7 @@
 // Entry point of the addon: every native part registers itself (module_registry.h).
 #include <napi.h>
 
-#include "module_registry.h"
+#include "common/module_registry.h"
 
 namespace {
 

@@ -1,7 +1,7 @@
 // Certificates for the tunnel over OpenSSL 3.0 (certs_core.h). Every OpenSSL object is held by a
 // unique_ptr with its free function from the moment it exists, so each error path (a throw from
 // anywhere) releases everything; ErrorQueueGuard empties the thread's error queue on every exit.
-#include "certs_core.h"
+#include "certs/certs_core.h"
 
 #include <openssl/asn1.h>
 #include <openssl/bio.h>

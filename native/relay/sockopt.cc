@@ -1,9 +1,9 @@
 // Binding: originalDst(fd) -> {address, port, family}. Synchronous: one getsockopt.
 #include <napi.h>
 
-#include "module_registry.h"
-#include "napi_util.h"
-#include "sockopt_core.h"
+#include "common/module_registry.h"
+#include "common/napi_util.h"
+#include "relay/sockopt_core.h"
 
 namespace {
 

@@ -8,10 +8,10 @@
 
 #include <string>
 
-#include "certs_core.h"
-#include "module_registry.h"
-#include "napi_args.h"
-#include "napi_util.h"
+#include "certs/certs_core.h"
+#include "common/module_registry.h"
+#include "common/napi_args.h"
+#include "common/napi_util.h"
 
 namespace {
 
@@ -20,21 +20,11 @@ using edgemesh::args::Where;
 namespace args = edgemesh::args;
 namespace certs = edgemesh::certs;
 
-// args::Str stops at 4 KiB, meant for names; a PEM bundle may be longer (a chain, a CA bundle).
-constexpr size_t kMaxPem = 1 << 20;
 // Mirrors the core's bound (1000 years) so an out-of-range offset is a TypeError here.
 constexpr int64_t kMaxOffset = 1000LL * 366 * certs::kDay;
 
-std::string Pem(Napi::Value v, const Where& w) {
-  if (!v.IsString()) throw ArgError{w.str() + " must be a string"};
-  napi_env env = v.Env();
-  size_t len = 0;
-  if (napi_get_value_string_utf8(env, v, nullptr, 0, &len) != napi_ok) throw ArgError{w.str() + " must be a string"};
-  if (len > kMaxPem) throw ArgError{w.str() + " is longer than 1 MiB"};
-  std::string out(len, '\0');
-  if (len > 0 && napi_get_value_string_utf8(env, v, &out[0], len + 1, &len) != napi_ok) throw ArgError{w.str() + " must be a string"};
-  return out;
-}
+// args::Str stops at 4 KiB by default, meant for names; a PEM bundle may be longer.
+std::string Pem(Napi::Value v, const Where& w) { return args::Str(v, w, args::kMaxPem); }
 
 void OptOffset(Napi::Object o, const char* key, const Where& w, int64_t* out) {
   Napi::Value v = o.Get(key);

@@ -6,10 +6,11 @@
 #include <functional>
 #include <linux/netfilter.h>
 
-#include "module_registry.h"
-#include "napi_args.h"
-#include "napi_util.h"
-#include "nft_core.h"
+#include "common/module_registry.h"
+#include "common/napi_args.h"
+#include "common/napi_util.h"
+#include "nft/nft_core.h"
+#include "rules/rule_args.h"
 
 namespace edgemesh {
 namespace {
@@ -49,78 +50,6 @@ Dialect DialectOf(const Napi::Value& v) {
   throw ArgError{"dialect must be 'xt' or 'nft'"};
 }
 
-RuleSpec RuleOf(const Napi::Value& v, const Where& w) {
-  Napi::Object o = Obj(v, w);
-  RuleSpec r;
-  r.src = OptStr(o, "src", w);
-  r.dst = OptStr(o, "dst", w);
-  r.dstSet = OptStr(o, "dstSet", w);
-  r.protocol = OptStr(o, "protocol", w);
-  r.hasComment = args::OptStr(o, "comment", w, r.comment, true);
-  r.target = Str(o.Get("target"), w.field("target"));
-  Napi::Value to = o.Get("toDestination");
-  if (Present(to)) {
-    const Where wt = w.field("toDestination");
-    Napi::Object t = Obj(to, wt);
-    r.hasTo = true;
-    r.toAddress = Str(t.Get("address"), wt.field("address"));
-    Napi::Value p = t.Get("port");
-    if (Present(p)) r.toPort = static_cast<int>(args::Int(p, wt.field("port"), 1, 65535));
-  }
-  return r;
-}
-
-Op OpOf(const Napi::Value& v, const Where& w) {
-  Napi::Object o = Obj(v, w);
-  std::string kind = Str(o.Get("op"), w.field("op"));
-  Op op;
-  op.chain = Str(o.Get("chain"), w.field("chain"));
-  auto pos = [&](bool required) {
-    Napi::Value p = o.Get("position");
-    if (!Present(p)) {
-      if (required) throw ArgError{w.str() + ".position must be a number"};
-      return 0;
-    }
-    return Int(p, w.field("position"));
-  };
-  const Where wr = w.field("rule");
-  if (kind == "createChain") op.kind = OpKind::CreateChain;
-  else if (kind == "flushChain") op.kind = OpKind::FlushChain;
-  else if (kind == "deleteChain") op.kind = OpKind::DeleteChain;
-  else if (kind == "insertRule") {
-    op.kind = OpKind::InsertRule;
-    op.rule = RuleOf(o.Get("rule"), wr);
-    op.position = pos(false);
-  } else if (kind == "appendRule") {
-    op.kind = OpKind::AppendRule;
-    op.rule = RuleOf(o.Get("rule"), wr);
-  } else if (kind == "deleteRule") {
-    op.kind = OpKind::DeleteRule;
-    op.rule = RuleOf(o.Get("rule"), wr);
-  } else if (kind == "deleteRuleAt") {
-    op.kind = OpKind::DeleteRuleAt;
-    op.position = pos(true);
-  } else if (kind == "replaceRule") {
-    op.kind = OpKind::ReplaceRule;
-    op.rule = RuleOf(o.Get("rule"), wr);
-    op.position = pos(true);
-  } else if (kind == "moveRule") {
-    op.kind = OpKind::MoveRule;
-    op.rule = RuleOf(o.Get("rule"), wr);
-    op.position = pos(true);
-  } else if (kind == "replaceChain") {
-    op.kind = OpKind::ReplaceChain;
-    const Where wrs = w.field("rules");
-    Napi::Array rules = Arr(o.Get("rules"), wrs, kMaxItems);
-    const uint32_t n = rules.Length();
-    op.rules.reserve(n);
-    for (uint32_t k = 0; k < n; k++) op.rules.push_back(RuleOf(rules.Get(k), wrs.at(k)));
-  } else {
-    throw ArgError{w.str() + ".op: unknown operation " + kind};
-  }
-  return op;
-}
-
 uint32_t HookOf(const std::string& h) {
   if (h == "prerouting") return NF_INET_PRE_ROUTING;
   if (h == "input") return NF_INET_LOCAL_IN;
@@ -152,31 +81,6 @@ const char* FamilyName(uint8_t f) {
   }
 }
 
-Napi::Object RuleToJs(Napi::Env env, const LiveRule& r) {
-  Napi::Object o = Napi::Object::New(env);
-  if (!r.spec.src.empty()) o.Set("src", r.spec.src);
-  if (!r.spec.dst.empty()) o.Set("dst", r.spec.dst);
-  if (!r.spec.dstSet.empty()) o.Set("dstSet", r.spec.dstSet);
-  if (!r.spec.protocol.empty()) o.Set("protocol", r.spec.protocol);
-  if (r.spec.hasComment) o.Set("comment", r.spec.comment);
-  o.Set("target", r.spec.target);
-  if (r.spec.hasTo) {
-    Napi::Object to = Napi::Object::New(env);
-    to.Set("address", r.spec.toAddress);
-    if (r.spec.toPort >= 0) to.Set("port", Napi::Number::New(env, r.spec.toPort));
-    o.Set("toDestination", to);
-  }
-  o.Set("packets", Napi::Number::New(env, static_cast<double>(r.packets)));
-  o.Set("bytes", Napi::Number::New(env, static_cast<double>(r.bytes)));
-  o.Set("handle", Napi::Number::New(env, static_cast<double>(r.handle)));
-  if (!r.unknown.empty()) {
-    Napi::Array u = Napi::Array::New(env, r.unknown.size());
-    for (size_t i = 0; i < r.unknown.size(); i++) u.Set(static_cast<uint32_t>(i), r.unknown[i]);
-    o.Set("unknown", u);
-  }
-  return o;
-}
-
 Napi::Object ChainToJs(Napi::Env env, const ChainInfo& c) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("name", c.name);
@@ -190,7 +94,7 @@ Napi::Object ChainToJs(Napi::Env env, const ChainInfo& c) {
   }
   o.Set("use", Napi::Number::New(env, c.use));
   Napi::Array rules = Napi::Array::New(env, c.rules.size());
-  for (size_t i = 0; i < c.rules.size(); i++) rules.Set(static_cast<uint32_t>(i), RuleToJs(env, c.rules[i]));
+  for (size_t i = 0; i < c.rules.size(); i++) rules.Set(static_cast<uint32_t>(i), args::RuleToJs(env, c.rules[i], true));
   o.Set("rules", rules);
   return o;
 }
@@ -335,9 +239,9 @@ Napi::Value ApplyJs(const Napi::CallbackInfo& info) {
       Napi::Array a = Arr(sets, ws, kMaxItems);
       for (uint32_t i = 0; i < a.Length(); i++) req.sets.push_back(SetSpecOf(a.Get(i), ws.at(i)));
     }
-    const Where wo{"ops"};
-    Napi::Array ops = Arr(o.Get("ops"), w.field("ops"), kMaxItems);
-    for (uint32_t i = 0; i < ops.Length(); i++) req.ops.push_back(OpOf(ops.Get(i), wo.at(i)));
+    req.ops = args::OpsArg(o.Get("ops"), w.field("ops"), kMaxItems);
+    Napi::Value g = o.Get("genid");
+    if (Present(g)) req.plannedGenid = static_cast<uint32_t>(args::Int(g, w.field("genid"), 0, UINT32_MAX));
     Napi::Value ma = o.Get("maxAttempts");
     if (!ma.IsUndefined()) req.maxAttempts = Int(ma, w.field("maxAttempts"));
     return PromiseWorker<ApplyResult>::Run(

@@ -5,7 +5,7 @@
 // raw entries written by the CLI on this kernel): address and mask in the entry header, the
 // protocol number alone (IPv6 also sets IP6T_F_PROTO), xt_comment revision 0, standard
 // targets through libiptc's label mapping, DNAT revision 2 (struct nf_nat_range2).
-#include "iptc_core.h"
+#include "iptc/iptc_core.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -34,11 +34,13 @@ extern "C" {  // libip6tc.h, unlike libiptc.h, has no C++ guard
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
 
-#include "netns.h"
-#include "syserror.h"
+#include "common/netns.h"
+#include "common/syserror.h"
+#include "rules/rule_model.h"
 
 namespace edgemesh {
 namespace iptc {
@@ -54,75 +56,16 @@ std::mutex& IptcMutex() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Addresses
+// Addresses (the shared model's parsing; the kernel structs take bytes and masks)
 
-struct Cidr {
-  bool set = false;
-  uint8_t addr[16] = {};
-  uint8_t mask[16] = {};
-  int prefix = 0;
-};
-
-size_t AddrLen(Family f) { return f == Family::V4 ? 4 : 16; }
-int AfOf(Family f) { return f == Family::V4 ? AF_INET : AF_INET6; }
-
-std::string FormatAddr(Family f, const uint8_t* a) {
-  char buf[INET6_ADDRSTRLEN] = {};
-  if (!inet_ntop(AfOf(f), a, buf, sizeof buf)) return "";
-  return buf;
-}
-
-bool ParseAddr(Family f, const std::string& s, uint8_t* out) {
-  if (s.empty() || s.size() > 64 || s.find('\0') != std::string::npos) return false;
-  return inet_pton(AfOf(f), s.c_str(), out) == 1;
-}
-
-void MaskFromPrefix(Family f, int prefix, uint8_t* mask) {
-  size_t n = AddrLen(f);
-  for (size_t i = 0; i < n; i++) {
-    int bits = prefix - static_cast<int>(i) * 8;
-    mask[i] = bits >= 8 ? 0xff : bits <= 0 ? 0 : static_cast<uint8_t>(0xff << (8 - bits));
-  }
-}
-
-// Prefix length of a contiguous mask, or -1.
-int PrefixFromMask(Family f, const uint8_t* mask) {
-  size_t n = AddrLen(f);
-  int prefix = 0;
-  bool ended = false;
-  for (size_t i = 0; i < n; i++) {
-    for (int b = 7; b >= 0; b--) {
-      bool one = (mask[i] >> b) & 1;
-      if (one && ended) return -1;
-      if (one) prefix++;
-      else ended = true;
-    }
-  }
-  return prefix;
-}
-
-bool ParseCidr(Family f, const std::string& s, Cidr& out) {
-  out = Cidr{};
-  if (s.empty()) return true;
-  auto slash = s.find('/');
-  std::string addr = s.substr(0, slash);
-  int maxPrefix = static_cast<int>(AddrLen(f) * 8);
-  int prefix = maxPrefix;
-  if (slash != std::string::npos) {
-    std::string p = s.substr(slash + 1);
-    if (p.empty() || p.size() > 3 || !std::all_of(p.begin(), p.end(), [](char c) { return c >= '0' && c <= '9'; })) return false;
-    prefix = std::atoi(p.c_str());
-    if (prefix > maxPrefix) return false;
-  }
-  if (!ParseAddr(f, addr, out.addr)) return false;
-  MaskFromPrefix(f, prefix, out.mask);
-  for (size_t i = 0; i < AddrLen(f); i++) out.addr[i] &= out.mask[i];
-  out.prefix = prefix;
-  out.set = true;
-  return true;
-}
-
-std::string FormatCidr(Family f, const uint8_t* addr, int prefix) { return FormatAddr(f, addr) + "/" + std::to_string(prefix); }
+using rules::AddrLen;
+using rules::Cidr;
+using rules::FormatAddr;
+using rules::FormatCidr;
+using rules::IsVerdict;
+using rules::ParseAddr;
+using rules::PrefixFromMask;
+using rules::Protocol;
 
 bool AllZero(const uint8_t* p, size_t n) {
   for (size_t i = 0; i < n; i++)
@@ -160,21 +103,21 @@ struct V4 {
   static int commit(xtc_handle* h) { return iptc_commit(h); }
   static const char* strerror(int e) { return iptc_strerror(e); }
 
-  static void SetHeader(Entry& e, const Cidr& src, const Cidr& dst, int proto) {
-    if (src.set) {
-      std::memcpy(&e.ip.src, src.addr, 4);
-      std::memcpy(&e.ip.smsk, src.mask, 4);
+  static void SetHeader(Entry& e, const std::optional<Cidr>& src, const std::optional<Cidr>& dst, Protocol proto) {
+    if (src) {
+      std::memcpy(&e.ip.src, src->bytes, 4);
+      std::memcpy(&e.ip.smsk, src->mask, 4);
     }
-    if (dst.set) {
-      std::memcpy(&e.ip.dst, dst.addr, 4);
-      std::memcpy(&e.ip.dmsk, dst.mask, 4);
+    if (dst) {
+      std::memcpy(&e.ip.dst, dst->bytes, 4);
+      std::memcpy(&e.ip.dmsk, dst->mask, 4);
     }
     e.ip.proto = static_cast<uint16_t>(proto);
   }
   static void ReadHeader(const Entry& e, LiveRule& r) {
     const auto& ip = e.ip;
-    ReadAddr(reinterpret_cast<const uint8_t*>(&ip.src), reinterpret_cast<const uint8_t*>(&ip.smsk), r.src, "src-mask", r);
-    ReadAddr(reinterpret_cast<const uint8_t*>(&ip.dst), reinterpret_cast<const uint8_t*>(&ip.dmsk), r.dst, "dst-mask", r);
+    ReadAddr(reinterpret_cast<const uint8_t*>(&ip.src), reinterpret_cast<const uint8_t*>(&ip.smsk), r.spec.src, "src-mask", r);
+    ReadAddr(reinterpret_cast<const uint8_t*>(&ip.dst), reinterpret_cast<const uint8_t*>(&ip.dmsk), r.spec.dst, "dst-mask", r);
     if (ip.iniface[0] || !AllZero(ip.iniface_mask, sizeof ip.iniface_mask)) r.unknown.push_back("in-interface");
     if (ip.outiface[0] || !AllZero(ip.outiface_mask, sizeof ip.outiface_mask)) r.unknown.push_back("out-interface");
     ReadInv(ip.invflags, r);
@@ -201,7 +144,7 @@ struct V4 {
     if (inv & IPT_INV_TOS) r.unknown.push_back("!tos");
   }
   static void ReadProto(unsigned proto, LiveRule& r) {
-    if (proto == 0 || proto == IPPROTO_TCP || proto == IPPROTO_UDP) r.protocol = static_cast<int>(proto);
+    if (proto == 0 || proto == IPPROTO_TCP || proto == IPPROTO_UDP) r.spec.protocol = static_cast<Protocol>(proto);
     else r.unknown.push_back("protocol:" + std::to_string(proto));
   }
 };
@@ -233,22 +176,22 @@ struct V6 {
   static int commit(xtc_handle* h) { return ip6tc_commit(h); }
   static const char* strerror(int e) { return ip6tc_strerror(e); }
 
-  static void SetHeader(Entry& e, const Cidr& src, const Cidr& dst, int proto) {
-    if (src.set) {
-      std::memcpy(&e.ipv6.src, src.addr, 16);
-      std::memcpy(&e.ipv6.smsk, src.mask, 16);
+  static void SetHeader(Entry& e, const std::optional<Cidr>& src, const std::optional<Cidr>& dst, Protocol proto) {
+    if (src) {
+      std::memcpy(&e.ipv6.src, src->bytes, 16);
+      std::memcpy(&e.ipv6.smsk, src->mask, 16);
     }
-    if (dst.set) {
-      std::memcpy(&e.ipv6.dst, dst.addr, 16);
-      std::memcpy(&e.ipv6.dmsk, dst.mask, 16);
+    if (dst) {
+      std::memcpy(&e.ipv6.dst, dst->bytes, 16);
+      std::memcpy(&e.ipv6.dmsk, dst->mask, 16);
     }
     e.ipv6.proto = static_cast<uint16_t>(proto);
-    if (proto) e.ipv6.flags |= IP6T_F_PROTO;  // as ip6tables does for -p
+    if (proto != Protocol::Any) e.ipv6.flags |= IP6T_F_PROTO;  // as ip6tables does for -p
   }
   static void ReadHeader(const Entry& e, LiveRule& r) {
     const auto& ip = e.ipv6;
-    ReadAddr(reinterpret_cast<const uint8_t*>(&ip.src), reinterpret_cast<const uint8_t*>(&ip.smsk), r.src, "src-mask", r);
-    ReadAddr(reinterpret_cast<const uint8_t*>(&ip.dst), reinterpret_cast<const uint8_t*>(&ip.dmsk), r.dst, "dst-mask", r);
+    ReadAddr(reinterpret_cast<const uint8_t*>(&ip.src), reinterpret_cast<const uint8_t*>(&ip.smsk), r.spec.src, "src-mask", r);
+    ReadAddr(reinterpret_cast<const uint8_t*>(&ip.dst), reinterpret_cast<const uint8_t*>(&ip.dmsk), r.spec.dst, "dst-mask", r);
     if (ip.iniface[0] || !AllZero(ip.iniface_mask, sizeof ip.iniface_mask)) r.unknown.push_back("in-interface");
     if (ip.outiface[0] || !AllZero(ip.outiface_mask, sizeof ip.outiface_mask)) r.unknown.push_back("out-interface");
     if (ip.invflags & IP6T_INV_VIA_IN) r.unknown.push_back("!in-interface");
@@ -260,7 +203,7 @@ struct V6 {
     if (ip.invflags & IP6T_INV_TOS) r.unknown.push_back("!tos");
     if (ip.flags & IP6T_F_TOS || ip.tos) r.unknown.push_back("tos");
     if (ip.flags & IP6T_F_GOTO) r.unknown.push_back("goto");
-    if (ip.proto == 0 || ip.proto == IPPROTO_TCP || ip.proto == IPPROTO_UDP) r.protocol = ip.proto;
+    if (ip.proto == 0 || ip.proto == IPPROTO_TCP || ip.proto == IPPROTO_UDP) r.spec.protocol = static_cast<Protocol>(ip.proto);
     else r.unknown.push_back("protocol:" + std::to_string(ip.proto));
   }
   static void ReadAddr(const uint8_t* a, const uint8_t* m, std::string& out, const char* badMask, LiveRule& r) {
@@ -276,8 +219,6 @@ struct V6 {
 
 // ---------------------------------------------------------------------------------------------
 // Entries
-
-bool IsStandardVerdict(const std::string& t) { return t == "RETURN" || t == "ACCEPT" || t == "DROP"; }
 
 constexpr size_t kCommentMatchSize = XT_ALIGN(sizeof(struct xt_entry_match) + sizeof(struct xt_comment_info));
 constexpr size_t kStandardTargetSize = XT_ALIGN(sizeof(struct xt_standard_target));
@@ -300,42 +241,41 @@ template <class T>
 EntryBuf BuildEntry(const RuleSpec& r, uint64_t packets = 0, uint64_t bytes = 0) {
   using Entry = typename T::Entry;
   const bool dnat = r.target == "DNAT";
-  size_t matches = r.hasComment ? kCommentMatchSize : 0;
+  size_t matches = r.comment ? kCommentMatchSize : 0;
   size_t targetSize = dnat ? kDnatTargetSize : kStandardTargetSize;
   size_t total = sizeof(Entry) + matches + targetSize;
   EntryBuf buf(total);
   auto* e = reinterpret_cast<Entry*>(buf.data());
-  Cidr src, dst;
-  ParseCidr(T::kFamily, r.src, src);
-  ParseCidr(T::kFamily, r.dst, dst);
+  const std::optional<Cidr> src = r.src.empty() ? std::nullopt : rules::ParseCidr(T::kFamily, r.src);
+  const std::optional<Cidr> dst = r.dst.empty() ? std::nullopt : rules::ParseCidr(T::kFamily, r.dst);
   T::SetHeader(*e, src, dst, r.protocol);
   e->target_offset = static_cast<uint16_t>(sizeof(Entry) + matches);
   e->next_offset = static_cast<uint16_t>(total);
   e->counters.pcnt = packets;
   e->counters.bcnt = bytes;
-  if (r.hasComment) {
+  if (r.comment) {
     auto* m = reinterpret_cast<struct xt_entry_match*>(buf.data() + sizeof(Entry));
     m->u.user.match_size = static_cast<uint16_t>(kCommentMatchSize);
     std::strncpy(m->u.user.name, "comment", sizeof m->u.user.name - 1);
     m->u.user.revision = 0;
     auto* info = reinterpret_cast<struct xt_comment_info*>(m->data);
-    std::memcpy(info->comment, r.comment.data(), std::min(r.comment.size(), sizeof info->comment - 1));
+    std::memcpy(info->comment, r.comment->data(), std::min(r.comment->size(), sizeof info->comment - 1));
   }
   auto* t = reinterpret_cast<struct xt_entry_target*>(buf.data() + e->target_offset);
   t->u.user.target_size = static_cast<uint16_t>(targetSize);
   std::strncpy(t->u.user.name, r.target.c_str(), sizeof t->u.user.name - 1);
-  if (dnat) {
+  if (dnat && r.to) {
     t->u.user.revision = 2;
     auto* range = reinterpret_cast<struct nf_nat_range2*>(t->data);
     uint8_t a[16] = {};
-    ParseAddr(T::kFamily, r.dnatAddress, a);
+    ParseAddr(T::kFamily, r.to->address, a);
     range->flags = NF_NAT_RANGE_MAP_IPS;
     std::memcpy(&range->min_addr, a, AddrLen(T::kFamily));
     std::memcpy(&range->max_addr, a, AddrLen(T::kFamily));
-    if (r.dnatPort) {
+    if (r.to->port) {
       range->flags |= NF_NAT_RANGE_PROTO_SPECIFIED;
-      range->min_proto.all = htons(static_cast<uint16_t>(r.dnatPort));
-      range->max_proto.all = htons(static_cast<uint16_t>(r.dnatPort));
+      range->min_proto.all = htons(r.to->port);
+      range->max_proto.all = htons(r.to->port);
     }
   }
   return buf;
@@ -358,12 +298,13 @@ void ReadDnat(const struct xt_entry_target* t, LiveRule& r) {
   if (std::memcmp(lo, hi, n) != 0) r.unknown.push_back("DNAT-range");
   if (rev == 2 && dataLen >= sizeof(struct nf_nat_range2) && reinterpret_cast<const struct nf_nat_range2*>(t->data)->base_proto.all != 0)
     r.unknown.push_back("DNAT-options");
-  r.hasDnat = true;
-  r.dnatAddress = FormatAddr(T::kFamily, lo);
+  rules::Endpoint to{FormatAddr(T::kFamily, lo), 0};
   if (range->flags & NF_NAT_RANGE_PROTO_SPECIFIED) {
     if (range->min_proto.all != range->max_proto.all) r.unknown.push_back("DNAT-port-range");
-    r.dnatPort = ntohs(range->min_proto.all);
+    to.port = ntohs(range->min_proto.all);
+    if (to.port == 0) r.unknown.push_back("DNAT-port-0");
   }
+  r.spec.to = std::move(to);
 }
 
 // Decodes one entry; `tn` is its target's name as iptables shows it (a chain, a verdict, a module).
@@ -379,39 +320,31 @@ LiveRule ParseEntry(const typename T::Entry* e, const char* tn) {
     const auto* m = reinterpret_cast<const struct xt_entry_match*>(base + off);
     if (m->u.match_size < sizeof(struct xt_entry_match)) break;
     std::string name(m->u.user.name, strnlen(m->u.user.name, sizeof m->u.user.name));
-    if (name == "comment" && m->u.user.revision == 0 && m->u.match_size >= kCommentMatchSize && !r.hasComment) {
+    if (name == "comment" && m->u.user.revision == 0 && m->u.match_size >= kCommentMatchSize && !r.spec.comment) {
       const auto* info = reinterpret_cast<const struct xt_comment_info*>(m->data);
-      r.hasComment = true;
-      r.comment.assign(info->comment, strnlen(info->comment, sizeof info->comment));
+      r.spec.comment = std::string(info->comment, strnlen(info->comment, sizeof info->comment));
     } else {
       r.unknown.push_back(name);
     }
     off += m->u.match_size;
   }
-  r.target = tn ? tn : "";
-  if (r.target.empty()) r.unknown.push_back("no-target");
+  r.spec.target = tn ? tn : "";
+  if (r.spec.target.empty()) r.unknown.push_back("no-target");
   const auto* t = reinterpret_cast<const struct xt_entry_target*>(base + e->target_offset);
-  if (r.target == "DNAT") {
+  if (r.spec.target == "DNAT") {
     ReadDnat<T>(t, r);
   } else if (std::strcmp(t->u.user.name, "") != 0 && std::strcmp(t->u.user.name, XT_STANDARD_TARGET) != 0) {
     // A module target other than DNAT: its options are not modelled.
     size_t dataLen = t->u.target_size > sizeof(struct xt_entry_target) ? t->u.target_size - sizeof(struct xt_entry_target) : 0;
-    if (!AllZero(t->data, dataLen)) r.unknown.push_back(r.target + "-options");
+    if (!AllZero(t->data, dataLen)) r.unknown.push_back(r.spec.target + "-options");
   }
   return r;
 }
 
-bool SameModelled(const RuleSpec& a, const LiveRule& live) {
-  return live.unknown.empty() && a.src == live.src && a.dst == live.dst && a.protocol == live.protocol && a.hasComment == live.hasComment &&
-         (!a.hasComment || a.comment == live.comment) && a.target == live.target && a.hasDnat == live.hasDnat &&
-         (!a.hasDnat || (a.dnatAddress == live.dnatAddress && a.dnatPort == live.dnatPort));
-}
+// A live rule that is `a` (and nothing we do not model).
+bool SameModelled(const RuleSpec& a, const LiveRule& live) { return live.unknown.empty() && rules::SameRule(a, live.spec); }
 
-bool SameLive(const LiveRule& a, const LiveRule& b) {
-  return a.unknown == b.unknown && a.src == b.src && a.dst == b.dst && a.protocol == b.protocol && a.hasComment == b.hasComment &&
-         a.comment == b.comment && a.target == b.target && a.hasDnat == b.hasDnat && a.dnatAddress == b.dnatAddress &&
-         a.dnatPort == b.dnatPort;
-}
+bool SameLive(const LiveRule& a, const LiveRule& b) { return a.unknown == b.unknown && rules::IdenticalRule(a.spec, b.spec); }
 
 template <class T>
 std::vector<LiveRule> ChainRulesOf(const std::string& chain, xtc_handle* h) {
@@ -436,39 +369,13 @@ SysError TxError(size_t index, int err, const std::string& syscall, const std::s
   return e;
 }
 
-bool ValidChainName(const std::string& c) {
-  if (c.empty() || c.size() > kMaxChainName) return false;
-  if (c[0] == '-' || c[0] == '!') return false;
-  for (unsigned char ch : c)
-    if (ch <= ' ' || ch >= 0x7f) return false;
-  return true;
-}
+bool ValidChainName(const std::string& c) { return rules::ValidChainName(c, kMaxChainName); }
 
 void ValidateRule(Family f, size_t i, RuleSpec& r) {
-  if (!r.src.empty()) {
-    std::string c = CanonicalCidr(f, r.src);
-    if (c.empty()) throw TxError(i, EINVAL, "validate", "invalid source CIDR \"" + r.src.substr(0, 64) + "\"");
-    r.src = c;
-  }
-  if (!r.dst.empty()) {
-    std::string c = CanonicalCidr(f, r.dst);
-    if (c.empty()) throw TxError(i, EINVAL, "validate", "invalid destination CIDR \"" + r.dst.substr(0, 64) + "\"");
-    r.dst = c;
-  }
-  if (r.protocol != 0 && r.protocol != IPPROTO_TCP && r.protocol != IPPROTO_UDP)
-    throw TxError(i, EINVAL, "validate", "protocol must be tcp or udp");
-  if (r.hasComment && (r.comment.size() > kMaxComment || r.comment.find('\0') != std::string::npos))
-    throw TxError(i, EINVAL, "validate", "comment longer than 255 bytes or containing NUL");
-  if (!IsStandardVerdict(r.target) && r.target != "DNAT" && !ValidChainName(r.target))
-    throw TxError(i, EINVAL, "validate", "invalid target \"" + r.target.substr(0, 64) + "\"");
-  if (r.target == "DNAT") {
-    if (!r.hasDnat) throw TxError(i, EINVAL, "validate", "DNAT needs a destination");
-    std::string a = CanonicalAddress(f, r.dnatAddress);
-    if (a.empty()) throw TxError(i, EINVAL, "validate", "invalid DNAT address \"" + r.dnatAddress.substr(0, 64) + "\"");
-    r.dnatAddress = a;
-    if (r.dnatPort < 0 || r.dnatPort > 65535) throw TxError(i, EINVAL, "validate", "DNAT port out of range");
-  } else if (r.hasDnat) {
-    throw TxError(i, EINVAL, "validate", "a DNAT destination needs target DNAT");
+  try {
+    rules::ValidateRule(f, r, rules::RuleLimits{kMaxChainName, false, false});
+  } catch (const rules::RuleError& e) {
+    throw TxError(i, EINVAL, "validate", e.what());
   }
 }
 
@@ -477,29 +384,19 @@ void Validate(Family f, std::vector<Op>& ops) {
     Op& op = ops[i];
     if (!ValidChainName(op.chain)) throw TxError(i, EINVAL, "validate", "invalid chain name \"" + op.chain.substr(0, 64) + "\"");
     switch (op.kind) {
-      case OpKind::CreateChain:
-        if (IsStandardVerdict(op.chain) || op.chain == "DNAT")
-          throw TxError(i, EINVAL, "validate", "chain name \"" + op.chain + "\" is reserved");
-        break;
       case OpKind::FlushChain:
       case OpKind::DeleteChain: break;
       case OpKind::InsertRule:
         if (op.position < 0) throw TxError(i, EINVAL, "validate", "position must be 1 or more");
         ValidateRule(f, i, op.rule);
         break;
-      case OpKind::AppendRule:
       case OpKind::DeleteRule: ValidateRule(f, i, op.rule); break;
-      case OpKind::DeleteRuleAt:
-        if (op.position < 1) throw TxError(i, EINVAL, "validate", "position must be 1 or more");
-        break;
-      case OpKind::ReplaceRule:
       case OpKind::MoveRule:
         if (op.position < 1) throw TxError(i, EINVAL, "validate", "position must be 1 or more");
         ValidateRule(f, i, op.rule);
         break;
       case OpKind::ReplaceChain:
-        if (IsStandardVerdict(op.chain) || op.chain == "DNAT")
-          throw TxError(i, EINVAL, "validate", "chain name \"" + op.chain + "\" is reserved");
+        if (IsVerdict(op.chain) || op.chain == "DNAT") throw TxError(i, EINVAL, "validate", "chain name \"" + op.chain + "\" is reserved");
         for (auto& r : op.rules) ValidateRule(f, i, r);
         break;
     }
@@ -992,7 +889,7 @@ void RequireChain(xtc_handle* h, size_t i, const std::string& chain) {
 
 template <class T>
 void RequireTarget(xtc_handle* h, size_t i, const RuleSpec& r) {
-  if (IsStandardVerdict(r.target) || r.target == "DNAT") return;
+  if (IsVerdict(r.target) || r.target == "DNAT") return;
   if (!T::is_chain(r.target.c_str(), h)) throw TxError(i, ENOENT, "validate", "jump target chain " + r.target + " does not exist");
   if (T::builtin(r.target.c_str(), h)) throw TxError(i, EINVAL, "validate", "cannot jump to built-in chain " + r.target);
 }
@@ -1010,46 +907,32 @@ long FindRule(xtc_handle* h, const std::string& chain, const RuleSpec& r, LiveRu
   return -1;
 }
 
-// Minimal edit of `chain` to exactly `want`: rules in the longest common subsequence stay in
-// place untouched (libiptc carries their kernel counters over on commit), others are deleted or inserted.
+// Minimal edit of `chain` to exactly `want` (rules::MatchRules, rules::KeepInPlace): the rules that
+// keep their order stay untouched (libiptc carries their kernel counters over on commit); the
+// others are deleted, and the wanted ones inserted, a moved rule with the counters it had.
 template <class T>
 void ReplaceChainRules(xtc_handle* h, size_t i, const std::string& chain, const std::vector<RuleSpec>& want) {
-  std::vector<LiveRule> have = ChainRulesOf<T>(chain, h);
-  const size_t n = have.size(), m = want.size();
-  std::vector<bool> keepHave(n, false), keepWant(m, false);
-  // Common prefix and suffix first (the usual case: a few rules added or removed).
-  size_t pre = 0;
-  while (pre < n && pre < m && SameModelled(want[pre], have[pre])) keepHave[pre] = keepWant[pre] = true, pre++;
-  size_t suf = 0;
-  while (suf < n - pre && suf < m - pre && SameModelled(want[m - 1 - suf], have[n - 1 - suf]))
-    keepHave[n - 1 - suf] = keepWant[m - 1 - suf] = true, suf++;
-  const size_t hn = n - pre - suf, wm = m - pre - suf;
-  // LCS of the middle, bounded in memory; beyond the bound the middle is rewritten (its counters restart).
-  if (hn > 0 && wm > 0 && hn * wm <= 4'000'000) {
-    std::vector<std::vector<uint32_t>> lcs(hn + 1, std::vector<uint32_t>(wm + 1, 0));
-    for (size_t a = hn; a-- > 0;)
-      for (size_t b = wm; b-- > 0;)
-        lcs[a][b] = SameModelled(want[pre + b], have[pre + a]) ? lcs[a + 1][b + 1] + 1 : std::max(lcs[a + 1][b], lcs[a][b + 1]);
-    for (size_t a = 0, b = 0; a < hn && b < wm;) {
-      if (SameModelled(want[pre + b], have[pre + a])) {
-        keepHave[pre + a] = keepWant[pre + b] = true;
-        a++;
-        b++;
-      } else if (lcs[a + 1][b] >= lcs[a][b + 1]) {
-        a++;
-      } else {
-        b++;
-      }
-    }
+  const std::vector<LiveRule> have = ChainRulesOf<T>(chain, h);
+  std::vector<const RuleSpec*> specs;
+  std::vector<bool> reusable;
+  for (const auto& r : have) {
+    specs.push_back(&r.spec);
+    reusable.push_back(r.unknown.empty());
   }
-  for (size_t a = n; a-- > 0;)
-    if (!keepHave[a])
+  const std::vector<int> source = rules::MatchRules(specs, reusable, want);
+  const std::vector<bool> stays = rules::KeepInPlace(source, std::vector<int64_t>(want.size(), 1), have.size());
+  std::vector<bool> kept(have.size(), false);
+  for (size_t b = 0; b < want.size(); b++)
+    if (stays[b]) kept[static_cast<size_t>(source[b])] = true;
+  for (size_t a = have.size(); a-- > 0;)
+    if (!kept[a])
       Check<T>(T::delete_num_entry(chain.c_str(), static_cast<unsigned>(a), h), i, "iptc_delete_num_entry",
                "cannot delete a rule of " + chain);
-  for (size_t b = 0; b < m; b++) {
-    if (keepWant[b]) continue;
+  for (size_t b = 0; b < want.size(); b++) {
+    if (stays[b]) continue;
     RequireTarget<T>(h, i, want[b]);
-    EntryBuf e = BuildEntry<T>(want[b]);
+    const LiveRule* moved = source[b] >= 0 ? &have[static_cast<size_t>(source[b])] : nullptr;
+    EntryBuf e = BuildEntry<T>(want[b], moved ? moved->packets : 0, moved ? moved->bytes : 0);
     Check<T>(T::insert_entry(chain.c_str(), reinterpret_cast<const typename T::Entry*>(e.data()), static_cast<unsigned>(b), h), i,
              "iptc_insert_entry", "cannot insert into " + chain);
   }
@@ -1060,10 +943,6 @@ void ApplyOp(xtc_handle* h, size_t i, const Op& op) {
   const char* c = op.chain.c_str();
   using Entry = typename T::Entry;
   switch (op.kind) {
-    case OpKind::CreateChain:
-      if (T::is_chain(c, h)) throw TxError(i, EEXIST, "validate", "chain " + op.chain + " already exists");
-      Check<T>(T::create_chain(c, h), i, "iptc_create_chain", "cannot create chain " + op.chain);
-      return;
     case OpKind::FlushChain:
       RequireChain<T>(h, i, op.chain);
       Check<T>(T::flush_entries(c, h), i, "iptc_flush_entries", "cannot flush chain " + op.chain);
@@ -1086,40 +965,11 @@ void ApplyOp(xtc_handle* h, size_t i, const Op& op) {
                "cannot insert into " + op.chain);
       return;
     }
-    case OpKind::AppendRule: {
-      RequireChain<T>(h, i, op.chain);
-      RequireTarget<T>(h, i, op.rule);
-      EntryBuf e = BuildEntry<T>(op.rule);
-      Check<T>(T::append_entry(c, reinterpret_cast<const Entry*>(e.data()), h), i, "iptc_append_entry", "cannot append to " + op.chain);
-      return;
-    }
     case OpKind::DeleteRule: {
       RequireChain<T>(h, i, op.chain);
       long idx = FindRule<T>(h, op.chain, op.rule);
       if (idx < 0) throw TxError(i, ENOENT, "validate", "no such rule in " + op.chain);
       Check<T>(T::delete_num_entry(c, static_cast<unsigned>(idx), h), i, "iptc_delete_num_entry", "cannot delete from " + op.chain);
-      return;
-    }
-    case OpKind::DeleteRuleAt: {
-      RequireChain<T>(h, i, op.chain);
-      size_t n = CountRules<T>(op.chain, h);
-      if (static_cast<size_t>(op.position) > n)
-        throw TxError(i, E2BIG, "validate",
-                      "no rule " + std::to_string(op.position) + " in " + op.chain + " (" + std::to_string(n) + " rules)");
-      Check<T>(T::delete_num_entry(c, static_cast<unsigned>(op.position - 1), h), i, "iptc_delete_num_entry",
-               "cannot delete from " + op.chain);
-      return;
-    }
-    case OpKind::ReplaceRule: {
-      RequireChain<T>(h, i, op.chain);
-      RequireTarget<T>(h, i, op.rule);
-      size_t n = CountRules<T>(op.chain, h);
-      if (static_cast<size_t>(op.position) > n)
-        throw TxError(i, E2BIG, "validate",
-                      "no rule " + std::to_string(op.position) + " in " + op.chain + " (" + std::to_string(n) + " rules)");
-      EntryBuf e = BuildEntry<T>(op.rule);
-      Check<T>(T::replace_entry(c, reinterpret_cast<const Entry*>(e.data()), static_cast<unsigned>(op.position - 1), h), i,
-               "iptc_replace_entry", "cannot replace in " + op.chain);
       return;
     }
     case OpKind::MoveRule: {
@@ -1350,18 +1200,6 @@ Snapshot ReadT(const std::vector<std::string>& chains) {
 }
 
 }  // namespace
-
-std::string CanonicalCidr(Family family, const std::string& cidr) {
-  Cidr c;
-  if (cidr.empty() || !ParseCidr(family, cidr, c)) return "";
-  return FormatCidr(family, c.addr, c.prefix);
-}
-
-std::string CanonicalAddress(Family family, const std::string& address) {
-  uint8_t a[16] = {};
-  if (!ParseAddr(family, address, a)) return "";
-  return FormatAddr(family, a);
-}
 
 TableInfo Info(Family family, const std::string& netnsPath, bool digest) {
   NetnsGuard ns(netnsPath);

@@ -1,4 +1,4 @@
-#include "tls_core.h"
+#include "relay/tls_core.h"
 
 #include <openssl/bio.h>
 #include <openssl/err.h>
@@ -11,7 +11,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "syserror.h"
+#include "common/syserror.h"
 
 namespace edgemesh {
 

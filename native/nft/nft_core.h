@@ -1,7 +1,11 @@
 // nf_tables through libnftnl/libmnl, plain C++ (no V8): read chains and rules of one table,
-// parse them back into the rule model, and apply a transaction of iptables-style operations in
-// ONE netlink batch guarded by the generation id (a concurrent writer makes the kernel refuse
-// the batch with ERESTART; we re-read and retry, bounded).
+// parse them back into the shared rule model (rules/rule_model.h), and apply a transaction of
+// its operations in ONE netlink batch guarded by the generation id (a concurrent writer makes
+// the kernel refuse the batch with ERESTART: with the planning read's generation given, the
+// caller plans again (EGENERATION); without, we re-read and retry, bounded).
+//
+// Files: netlink.{h,cc} (socket, dumps, the batch), codec.{h,cc} (rules and set elements to
+// expressions and back), apply.cc (the transaction), nft_core.cc (reads and entry points).
 //
 // Two dialects share the model:
 //  - Xt: the shape iptables-nft 1.8.9 writes into the `ip`/`ip6` `nat` tables (payload+cmp for
@@ -17,38 +21,19 @@
 #include <string>
 #include <vector>
 
-#include "syserror.h"
+#include "common/syserror.h"
+#include "rules/rule_model.h"
 
 namespace edgemesh {
 namespace nft {
 
 enum class Dialect { Xt, Native };
 
-// Modelled fields of a rule (mirrors src/netfilter/rules.ts Rule). Addresses are canonical CIDRs.
-struct RuleSpec {
-  std::string src;
-  std::string dst;
-  std::string protocol;  // "tcp", "udp" or ""
-  bool hasComment = false;
-  std::string comment;
-  std::string target;  // chain name, RETURN, ACCEPT, DROP, DNAT, or "" (no verdict)
-  bool hasTo = false;
-  std::string toAddress;
-  int toPort = -1;  // -1: none
-  // Native dialect only: the destination address is looked up in this set of the same table
-  // (`ip daddr @name`). Exclusive with dst.
-  std::string dstSet;
-};
-
-bool SameRule(const RuleSpec& a, const RuleSpec& b);
-
-struct LiveRule {
-  RuleSpec spec;
-  uint64_t handle = 0;
-  uint64_t packets = 0;
-  uint64_t bytes = 0;
-  std::vector<std::string> unknown;  // what we read but do not model; non-empty => never ours
-};
+using rules::LiveRule;
+using rules::Op;
+using rules::OpKind;
+using rules::RuleSpec;
+using rules::SameRule;
 
 struct ChainInfo {
   std::string name;
@@ -111,27 +96,6 @@ struct ReadResult {
   std::vector<SetInfo> sets;
 };
 
-enum class OpKind {
-  CreateChain,
-  FlushChain,
-  DeleteChain,
-  InsertRule,
-  AppendRule,
-  DeleteRule,
-  DeleteRuleAt,
-  ReplaceRule,
-  MoveRule,
-  ReplaceChain
-};
-
-struct Op {
-  OpKind kind = OpKind::AppendRule;
-  std::string chain;
-  RuleSpec rule;
-  int position = 0;  // 1-based; 0 = not given
-  std::vector<RuleSpec> rules;
-};
-
 struct BaseChainSpec {
   std::string name;
   uint32_t hook = 0;
@@ -153,13 +117,32 @@ struct ApplyRequest {
   // is deleted before and added again after (new counters).
   std::vector<SetSpec> sets;
   std::vector<Op> ops;
+  // The generation id of the read the ops were planned on. Given: the batch carries it, and a
+  // ruleset changed since (by anybody) fails with code EGENERATION and nothing written, so that
+  // the caller reads and plans again. Absent: the ops are re-applied to a fresh read on a change,
+  // up to maxAttempts times.
+  std::optional<uint32_t> plannedGenid;
   int maxAttempts = 5;
 };
 
 struct ApplyResult {
   int attempts = 0;
-  int messages = 0;  // netlink messages in the committed batch; 0 = nothing was written
-  uint32_t genid = 0;
+  int messages = 0;    // netlink messages in the committed batch; 0 = nothing was written
+  uint32_t genid = 0;  // the generation our commit made (nothing written: the one it was checked against)
+};
+
+// The generation that follows `genid`: nf_tables bumps it by one per committed transaction,
+// skipping 0.
+inline uint32_t NextGenId(uint32_t genid) { return genid + 1 == 0 ? 1 : genid + 1; }
+
+// A transaction refused because the ruleset is no longer the one it was planned on (code
+// EGENERATION): nothing was written; read and plan again.
+struct GenerationError : SysError {
+  GenerationError(uint32_t planned, uint32_t now)
+      : SysError(85 /* ERESTART */, "nft_batch",
+                 "the ruleset changed since the read the transaction was planned on (generation " + std::to_string(planned) + ", now " +
+                     std::to_string(now) + "): read and plan again",
+                 "EGENERATION") {}
 };
 
 // A transaction rejected before anything was written (code ETRANSACTION). opIndex: the
@@ -190,10 +173,6 @@ std::vector<TableName> ListTables(const std::string& netns);
 std::vector<RawRule> RawRules(const std::string& netns, uint8_t family, const std::string& table, const std::string& chain);
 // Reads /proc/thread-self/net/<name> inside the namespace; nullopt when it does not exist.
 std::optional<std::string> ReadProcNet(const std::string& netns, const std::string& name);
-
-// Canonical CIDR ("10.0.0.1/32", "fd00::/64") of a CIDR or bare address; throws
-// std::invalid_argument when it is not one.
-std::string CanonicalCidr(const std::string& cidr, uint8_t family);
 
 }  // namespace nft
 }  // namespace edgemesh

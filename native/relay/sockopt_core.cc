@@ -1,11 +1,11 @@
-#include "sockopt_core.h"
+#include "relay/sockopt_core.h"
 
 #include <arpa/inet.h>
 
 #include <cerrno>
 #include <cstring>
 
-#include "syserror.h"
+#include "common/syserror.h"
 
 #ifndef SO_ORIGINAL_DST
 #define SO_ORIGINAL_DST 80  // linux/netfilter_ipv4.h

@@ -2,7 +2,8 @@
 // through libiptc, in one atomic commit per transaction, under the xtables lock; reads it either
 // the same way (inside a transaction) or lock-free from one IPT_SO_GET_ENTRIES that it decodes
 // itself (Read: periodic resyncs, watchdog checks, status).
-// Plain C++17, no V8: the binding (iptc_binding.cc) turns JS values into these structs.
+// Plain C++17, no V8: the binding (iptc_binding.cc) turns JS values into the shared rule model
+// (rules/rule_model.h).
 //
 // The logic is written once over a small traits struct per family (see iptc_core.cc).
 #pragma once
@@ -10,56 +11,19 @@
 #include <string>
 #include <vector>
 
+#include "rules/rule_model.h"
+
 namespace edgemesh {
 namespace iptc {
 
-enum class Family { V4, V6 };
+using rules::Family;
+using rules::LiveRule;
+using rules::Op;
+using rules::OpKind;
+using rules::RuleSpec;
 
-// Limits of the kernel ABI (XT_EXTENSION_MAXNAMELEN 29, XT_MAX_COMMENT_LEN 256), NUL included.
+// Limit of the kernel ABI (XT_EXTENSION_MAXNAMELEN 29, NUL included).
 constexpr size_t kMaxChainName = 28;
-constexpr size_t kMaxComment = 255;
-
-// A rule in the modelled subset. Addresses are CIDRs ("10.10.0.3/32", "fd00::/64"), canonical
-// after validation; empty means "any". protocol: 0 any, 6 tcp, 17 udp.
-struct RuleSpec {
-  std::string src;
-  std::string dst;
-  int protocol = 0;
-  bool hasComment = false;
-  std::string comment;
-  std::string target;  // RETURN, ACCEPT, DROP, DNAT or a user chain
-  bool hasDnat = false;
-  std::string dnatAddress;  // canonical address, no prefix
-  int dnatPort = 0;         // 0: no port
-};
-
-// A rule read from the kernel. `unknown` names everything read but not modelled.
-struct LiveRule : RuleSpec {
-  uint64_t packets = 0;
-  uint64_t bytes = 0;
-  std::vector<std::string> unknown;
-};
-
-enum class OpKind {
-  CreateChain,
-  FlushChain,
-  DeleteChain,
-  InsertRule,
-  AppendRule,
-  DeleteRule,
-  DeleteRuleAt,
-  ReplaceRule,
-  MoveRule,
-  ReplaceChain,
-};
-
-struct Op {
-  OpKind kind = OpKind::CreateChain;
-  std::string chain;
-  RuleSpec rule;                // insert/append/delete/replace/move
-  std::vector<RuleSpec> rules;  // replaceChain
-  int64_t position = 0;         // 1-based; 0 = default (insertRule: 1)
-};
 
 // The lock file iptables uses: $XTABLES_LOCKFILE or /run/xtables.lock when `configured` is empty.
 std::string LockFilePath(const std::string& configured);
@@ -159,11 +123,6 @@ struct BeginResult {
 BeginResult Begin(Family family, const std::vector<std::string>& chains, const ApplyOptions& options);
 ApplyResult CommitSession(uint64_t session, std::vector<Op> ops);
 void AbortSession(uint64_t session);
-
-// Exposed for the binding and tests: canonical "addr/len" of a CIDR of `family`, or "" if invalid.
-std::string CanonicalCidr(Family family, const std::string& cidr);
-// Canonical address text, or "" if invalid.
-std::string CanonicalAddress(Family family, const std::string& address);
 
 }  // namespace iptc
 }  // namespace edgemesh

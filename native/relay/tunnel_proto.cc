@@ -1,4 +1,4 @@
-#include "tunnel_proto.h"
+#include "relay/tunnel_proto.h"
 
 #include <arpa/inet.h>
 

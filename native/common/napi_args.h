@@ -19,6 +19,8 @@ struct ArgError {
 
 // Longer strings are refused before they are copied; the real limits are checked in the cores.
 constexpr size_t kMaxString = 4096;
+// Longest PEM text (a certificate chain, a CA bundle) a binding takes.
+constexpr size_t kMaxPem = 1u << 20;
 
 // Where a value sits in the arguments: a root name, a field of a parent, or an element of one.
 struct Where {
@@ -35,12 +37,12 @@ struct Where {
   Where at(int64_t i) const { return Where{nullptr, this, i}; }
 };
 
-inline std::string Str(Napi::Value v, const Where& w) {
+inline std::string Str(Napi::Value v, const Where& w, size_t max = kMaxString) {
   if (!v.IsString()) throw ArgError{w.str() + " must be a string"};
   napi_env env = v.Env();
   size_t len = 0;
   if (napi_get_value_string_utf8(env, v, nullptr, 0, &len) != napi_ok) throw ArgError{w.str() + " must be a string"};
-  if (len > kMaxString) throw ArgError{w.str() + " is too long"};
+  if (len > max) throw ArgError{w.str() + " is too long"};
   std::string out(len, '\0');
   if (len > 0 && napi_get_value_string_utf8(env, v, &out[0], len + 1, &len) != napi_ok) throw ArgError{w.str() + " must be a string"};
   return out;

@@ -1,4 +1,4 @@
-#include "netns.h"
+#include "common/netns.h"
 
 #include <fcntl.h>
 #include <sched.h>
@@ -8,7 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 
-#include "syserror.h"
+#include "common/syserror.h"
 
 namespace edgemesh {
 

@@ -6,9 +6,9 @@
 #include <napi.h>
 #include <v8.h>
 
-#include "module_registry.h"
-#include "napi_util.h"
-#include "process_core.h"
+#include "common/module_registry.h"
+#include "common/napi_util.h"
+#include "process/process_core.h"
 
 namespace {
 

@@ -8,9 +8,10 @@
 #include <mutex>
 #include <vector>
 
-#include "module_registry.h"
-#include "napi_util.h"
-#include "relay_core.h"
+#include "common/module_registry.h"
+#include "common/napi_args.h"
+#include "common/napi_util.h"
+#include "relay/relay_core.h"
 
 namespace {
 
@@ -52,33 +53,29 @@ Napi::Object EventToJs(Napi::Env env, const ConnEvent& e) {
   return o;
 }
 
-// Reads an optional non-negative integer property; false (with a TypeError thrown) on a bad type.
+// The shared argument layer (common/napi_args.h) with this file's contract: false, and a TypeError
+// thrown into JS, when the value is not what it must be.
+bool Thrown(Napi::Env env, const edgemesh::args::ArgError& e) { return !edgemesh::TypeFail(env, false, e.message); }
+
+// Reads an optional non-negative integer property.
 bool GetUint(Napi::Object o, const char* key, uint64_t max, uint64_t* out) {
-  Napi::Env env = o.Env();
-  Napi::Value v = o.Get(key);
-  if (v.IsUndefined()) return true;
-  if (!v.IsNumber()) {
-    Napi::TypeError::New(env, std::string(key) + " must be a number").ThrowAsJavaScriptException();
-    return false;
+  try {
+    Napi::Value v = o.Get(key);
+    if (!v.IsUndefined()) *out = static_cast<uint64_t>(edgemesh::args::Int(v, edgemesh::args::Where{key}, 0, static_cast<int64_t>(max)));
+    return true;
+  } catch (const edgemesh::args::ArgError& e) {
+    return Thrown(o.Env(), e);
   }
-  double d = v.As<Napi::Number>().DoubleValue();
-  if (!(d >= 0 && d <= static_cast<double>(max) && d == static_cast<double>(static_cast<uint64_t>(d)))) {
-    Napi::TypeError::New(env, std::string(key) + " must be an integer in [0, " + std::to_string(max) + "]").ThrowAsJavaScriptException();
-    return false;
-  }
-  *out = static_cast<uint64_t>(d);
-  return true;
 }
 
-bool GetString(Napi::Object o, const char* key, bool required, std::string* out) {
-  Napi::Value v = o.Get(key);
-  if (v.IsUndefined() && !required) return true;
-  if (!v.IsString()) {
-    Napi::TypeError::New(o.Env(), std::string(key) + " must be a string").ThrowAsJavaScriptException();
-    return false;
+bool GetString(Napi::Object o, const char* key, bool required, std::string* out, size_t max = edgemesh::args::kMaxString) {
+  try {
+    Napi::Value v = o.Get(key);
+    if (!v.IsUndefined() || required) *out = edgemesh::args::Str(v, edgemesh::args::Where{key}, max);
+    return true;
+  } catch (const edgemesh::args::ArgError& e) {
+    return Thrown(o.Env(), e);
   }
-  *out = v.As<Napi::String>().Utf8Value();
-  return true;
 }
 
 // [{address, port}] -> SockAddrs; false with a TypeError thrown.
@@ -447,7 +444,8 @@ class ProxyWrap : public Napi::ObjectWrap<ProxyWrap> {
     }
     Napi::Object o = info[0].As<Napi::Object>();
     edgemesh::TlsPem pem;
-    if (!GetString(o, "ca", true, &pem.ca) || !GetString(o, "cert", true, &pem.cert) || !GetString(o, "key", true, &pem.key))
+    if (!GetString(o, "ca", true, &pem.ca, edgemesh::args::kMaxPem) || !GetString(o, "cert", true, &pem.cert, edgemesh::args::kMaxPem) ||
+        !GetString(o, "key", true, &pem.key, edgemesh::args::kMaxPem))
       return env.Undefined();
     std::shared_ptr<edgemesh::TlsCreds> creds;
     try {
@@ -692,7 +690,8 @@ Napi::Value CheckTunnelCredentials(const Napi::CallbackInfo& info) {
     return env.Undefined();
   Napi::Object o = info[0].As<Napi::Object>();
   edgemesh::TlsPem pem;
-  if (!GetString(o, "ca", true, &pem.ca) || !GetString(o, "cert", true, &pem.cert) || !GetString(o, "key", true, &pem.key))
+  if (!GetString(o, "ca", true, &pem.ca, edgemesh::args::kMaxPem) || !GetString(o, "cert", true, &pem.cert, edgemesh::args::kMaxPem) ||
+      !GetString(o, "key", true, &pem.key, edgemesh::args::kMaxPem))
     return env.Undefined();
   try {
     auto creds = edgemesh::TlsCreds::Build(pem, false);

@@ -7,15 +7,14 @@
 //   iptcLockWatch(lockfile?) -> id; iptcLockEvents(id) -> n; iptcLockUnwatch(id)   (synchronous, non-blocking)
 #include <napi.h>
 
-#include <cmath>
-#include <limits>
 #include <map>
 #include <memory>
 
-#include "iptc_core.h"
-#include "module_registry.h"
-#include "napi_args.h"
-#include "napi_util.h"
+#include "iptc/iptc_core.h"
+#include "common/module_registry.h"
+#include "common/napi_args.h"
+#include "common/napi_util.h"
+#include "rules/rule_args.h"
 
 namespace edgemesh {
 namespace {
@@ -23,7 +22,6 @@ namespace {
 using iptc::Family;
 
 constexpr uint32_t kMaxOps = 1u << 20;
-constexpr uint32_t kMaxRules = 1u << 20;
 
 using args::Arr;
 using args::ArgError;
@@ -33,89 +31,7 @@ using args::OptStr;
 using args::Str;
 using args::Where;
 
-Family FamilyArg(Napi::Value v) {
-  std::string f = Str(v, Where{"family"});
-  if (f == "ipv4") return Family::V4;
-  if (f == "ipv6") return Family::V6;
-  throw ArgError{"family must be \"ipv4\" or \"ipv6\""};
-}
-
-iptc::RuleSpec RuleArg(Napi::Value v, const Where& w) {
-  Napi::Object o = Obj(v, w);
-  iptc::RuleSpec r;
-  OptStr(o, "src", w, r.src);
-  OptStr(o, "dst", w, r.dst);
-  std::string proto;
-  if (OptStr(o, "protocol", w, proto)) {
-    if (proto == "tcp") r.protocol = 6;
-    else if (proto == "udp") r.protocol = 17;
-    else throw ArgError{w.str() + ".protocol must be \"tcp\" or \"udp\""};
-  }
-  r.hasComment = OptStr(o, "comment", w, r.comment);
-  r.target = Str(o.Get("target"), w.field("target"));
-  Napi::Value td = o.Get("toDestination");
-  if (!td.IsUndefined()) {
-    const Where wd = w.field("toDestination");
-    Napi::Object d = Obj(td, wd);
-    r.hasDnat = true;
-    r.dnatAddress = Str(d.Get("address"), wd.field("address"));
-    Napi::Value port = d.Get("port");
-    if (!port.IsUndefined()) r.dnatPort = static_cast<int>(Int(port, wd.field("port"), 1, 65535));
-  }
-  return r;
-}
-
-iptc::OpKind KindArg(const std::string& k, const Where& w) {
-  using K = iptc::OpKind;
-  if (k == "createChain") return K::CreateChain;
-  if (k == "flushChain") return K::FlushChain;
-  if (k == "deleteChain") return K::DeleteChain;
-  if (k == "insertRule") return K::InsertRule;
-  if (k == "appendRule") return K::AppendRule;
-  if (k == "deleteRule") return K::DeleteRule;
-  if (k == "deleteRuleAt") return K::DeleteRuleAt;
-  if (k == "replaceRule") return K::ReplaceRule;
-  if (k == "moveRule") return K::MoveRule;
-  if (k == "replaceChain") return K::ReplaceChain;
-  throw ArgError{w.str() + ".op is not a known operation"};
-}
-
-iptc::Op OpArg(Napi::Value v, const Where& w) {
-  using K = iptc::OpKind;
-  Napi::Object o = Obj(v, w);
-  iptc::Op op;
-  op.kind = KindArg(Str(o.Get("op"), w.field("op")), w);
-  op.chain = Str(o.Get("chain"), w.field("chain"));
-  constexpr int64_t kMaxPos = std::numeric_limits<int32_t>::max();
-  switch (op.kind) {
-    case K::CreateChain:
-    case K::FlushChain:
-    case K::DeleteChain: break;
-    case K::InsertRule: {
-      op.rule = RuleArg(o.Get("rule"), w.field("rule"));
-      Napi::Value p = o.Get("position");
-      if (!p.IsUndefined()) op.position = Int(p, w.field("position"), 1, kMaxPos);
-      break;
-    }
-    case K::AppendRule:
-    case K::DeleteRule: op.rule = RuleArg(o.Get("rule"), w.field("rule")); break;
-    case K::DeleteRuleAt: op.position = Int(o.Get("position"), w.field("position"), 1, kMaxPos); break;
-    case K::ReplaceRule:
-    case K::MoveRule:
-      op.rule = RuleArg(o.Get("rule"), w.field("rule"));
-      op.position = Int(o.Get("position"), w.field("position"), 1, kMaxPos);
-      break;
-    case K::ReplaceChain: {
-      const Where wr = w.field("rules");
-      Napi::Array rules = Arr(o.Get("rules"), wr, kMaxRules);
-      const uint32_t n = rules.Length();
-      op.rules.reserve(n);
-      for (uint32_t i = 0; i < n; i++) op.rules.push_back(RuleArg(rules.Get(i), wr.at(i)));
-      break;
-    }
-  }
-  return op;
-}
+Family FamilyArg(Napi::Value v) { return args::FamilyArg(v, Where{"family"}); }
 
 std::string NetnsArg(Napi::Value v) {
   if (v.IsUndefined() || v.IsNull()) return "";
@@ -133,28 +49,6 @@ Napi::Object InfoToJs(Napi::Env env, const iptc::TableInfo& i) {
   return o;
 }
 
-Napi::Object RuleToJs(Napi::Env env, const iptc::LiveRule& r) {
-  Napi::Object o = Napi::Object::New(env);
-  if (!r.src.empty()) o.Set("src", r.src);
-  if (!r.dst.empty()) o.Set("dst", r.dst);
-  if (r.protocol == 6) o.Set("protocol", "tcp");
-  if (r.protocol == 17) o.Set("protocol", "udp");
-  if (r.hasComment) o.Set("comment", r.comment);
-  o.Set("target", r.target);
-  if (r.hasDnat) {
-    Napi::Object d = Napi::Object::New(env);
-    d.Set("address", r.dnatAddress);
-    if (r.dnatPort) d.Set("port", Napi::Number::New(env, r.dnatPort));
-    o.Set("toDestination", d);
-  }
-  o.Set("packets", Napi::Number::New(env, static_cast<double>(r.packets)));
-  o.Set("bytes", Napi::Number::New(env, static_cast<double>(r.bytes)));
-  Napi::Array unknown = Napi::Array::New(env, r.unknown.size());
-  for (uint32_t i = 0; i < r.unknown.size(); i++) unknown.Set(i, r.unknown[i]);
-  o.Set("unknown", unknown);
-  return o;
-}
-
 Napi::Object SnapshotToJs(Napi::Env e, const iptc::Snapshot& s) {
   Napi::Object o = Napi::Object::New(e);
   Napi::Array cs = Napi::Array::New(e, s.chains.size());
@@ -162,7 +56,7 @@ Napi::Object SnapshotToJs(Napi::Env e, const iptc::Snapshot& s) {
     Napi::Object c = Napi::Object::New(e);
     c.Set("name", s.chains[i].name);
     Napi::Array rules = Napi::Array::New(e, s.chains[i].rules.size());
-    for (uint32_t j = 0; j < s.chains[i].rules.size(); j++) rules.Set(j, RuleToJs(e, s.chains[i].rules[j]));
+    for (uint32_t j = 0; j < s.chains[i].rules.size(); j++) rules.Set(j, args::RuleToJs(e, s.chains[i].rules[j], false));
     c.Set("rules", rules);
     cs.Set(i, c);
   }
@@ -190,12 +84,7 @@ std::vector<std::string> ChainsArg(Napi::Value v) {
 }
 
 std::shared_ptr<std::vector<iptc::Op>> OpsArg(Napi::Value v) {
-  const Where w{"ops"};
-  Napi::Array arr = Arr(v, w, kMaxOps);
-  auto ops = std::make_shared<std::vector<iptc::Op>>();
-  ops->reserve(arr.Length());
-  for (uint32_t i = 0; i < arr.Length(); i++) ops->push_back(OpArg(arr.Get(i), w.at(i)));
-  return ops;
+  return std::make_shared<std::vector<iptc::Op>>(args::OpsArg(v, Where{"ops"}, kMaxOps));
 }
 
 iptc::ApplyOptions OptionsArg(Napi::Value v) {

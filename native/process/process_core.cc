@@ -1,4 +1,4 @@
-#include "process_core.h"
+#include "process/process_core.h"
 
 #include <fcntl.h>
 #include <malloc.h>
@@ -10,7 +10,7 @@
 #include <cstring>
 #include <fstream>
 
-#include "syserror.h"
+#include "common/syserror.h"
 
 namespace edgemesh {
 
