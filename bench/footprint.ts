@@ -143,13 +143,19 @@ async function measureOne(ns: Netns, tmp: string, source: FootprintSource, n: nu
  * One namespace per size (kube-proxy's table for the same services loaded first), both sources
  * in turn; every namespace is destroyed before the next size.
  */
-export async function measureFootprint(tmp: string, sizes: number[], settleMs: number, track: (a: AgentProc | undefined) => void): Promise<FootprintResult> {
+export async function measureFootprint(
+  tmp: string,
+  sizes: number[],
+  settleMs: number,
+  track: (a: AgentProc | undefined) => void,
+  sources: readonly FootprintSource[] = ['services-dir', 'kubernetes-api'],
+): Promise<FootprintResult> {
   const rows: FootprintRow[] = [];
   for (const n of sizes) {
     const ns = await Netns.create(`fp${n}`);
     try {
       for (const chunk of n > 0 ? kubeProxyChunks(n) : []) await ns.run('iptables-legacy-restore', ['-w', '--noflush'], { input: chunk, timeoutMs: 120_000 });
-      for (const source of ['services-dir', 'kubernetes-api'] as const) {
+      for (const source of sources) {
         log(`footprint: ${source}, ${n} services, ${settleMs / 1000} s after the first sync`);
         rows.push(await measureOne(ns, tmp, source, n, settleMs, track));
       }

@@ -22,6 +22,7 @@ import { formatHostPortText } from './net.js';
 import { ConfigError } from './errors.js';
 import { DEFAULT_PROXY_INTERFACE, ensureProxyInterface, removeProxyInterface } from './proxy/iface.js';
 import { packageVersion } from './version.js';
+import { native } from './native/load.js';
 import { performance } from 'node:perf_hooks';
 
 // Declared in metrics.ts (which reads it at scrape time); part of the agent's status.
@@ -33,11 +34,35 @@ export interface AgentOptions {
   proxy?: boolean;
   /** Work in this network namespace instead of our own (rules only; tests and tools). */
   netns?: string;
+  /**
+   * Release the node executable's start-up pages before the first table read and after the first
+   * sync (`edgemesh-agent run` does; docs/operations.md, "Memory"). Default false: an embedding
+   * process keeps its pages.
+   */
+  releaseStartupPages?: boolean;
 }
 
 interface Source {
   start(): Promise<unknown> | void;
   stop(): Promise<void> | void;
+}
+
+/**
+ * V8's most thorough collection, then malloc_trim. The addon asks V8 for a low-memory collection
+ * (repeated full collections, weak caches cleared, compacting, emptied pages released), as a heap
+ * snapshot does: Node 20's V8 ignores the 'last-resort' flavor of gc(), whose plain major
+ * collection left ~5 MiB of dead objects in the heap at 1 000 services (measured: heap used after
+ * it 13.3 MiB, 8.0 MiB after the low-memory one). Without the addon (an embedding with backends of
+ * its own), gc() when exposed.
+ */
+function releaseGarbage(): void {
+  try {
+    native().lowMemoryNotification();
+    native().mallocTrim();
+  } catch {
+    const gc = (globalThis as { gc?: (o?: object) => void }).gc;
+    if (typeof gc === 'function') gc({ type: 'major', execution: 'sync', flavor: 'last-resort' });
+  }
 }
 
 /** Families the config manages: those with a service CIDR. */
@@ -95,6 +120,7 @@ export class Agent {
   private deriveConfig: DeriveConfig;
   private unsubscribe: (() => void) | undefined;
   private started = false;
+  private releasePages = false;
   /** The tunnel credentials read and checked at create(); undefined without the tunnel. */
   private readonly tunnelPem: { pem: TunnelPem; info: CredentialInfo } | undefined;
   private credWatcher: CredentialWatcher | undefined;
@@ -127,6 +153,11 @@ export class Agent {
       syncPeriodMs: config.syncPeriodMs,
       orderCheckPeriodMs: config.orderCheckPeriodMs,
       generation: () => this.store.generation,
+      // The node executable's pages that start-up touched (module loading, parsing, compiling:
+      // ~40 MiB resident at 1 000 services, a bare node ~30) are unmapped before the first table
+      // read, so that they do not stack with it (libiptc parses kube-proxy's whole table: ~17
+      // MiB at 1 000 services) into the process's peak; what the sync needs faults back in.
+      beforeFirstWrite: () => this.releaseStartupPages(false),
       log,
     });
     this.metrics = new AgentMetrics({
@@ -147,16 +178,16 @@ export class Agent {
     });
     // After the start-up burst (the source's first list, the first full sync) most of the heap
     // is garbage, which V8 hands back only when its memory reducer notices the agent is idle:
-    // tens of seconds to minutes later. With gc exposed (edgemesh-agent run starts node so), one
-    // full collection after the first good sync returns it at once, and the idle footprint is
-    // the steady one from then on.
+    // tens of seconds to minutes later. One memory-reducing collection and a malloc_trim after the
+    // first good sync return it at once; then the node executable's pages that start-up touched
+    // are released (the daemon only), and the idle footprint is the steady one from then on.
     const settle = (r: SyncReport): void => {
       if (!r.ok || r.skipped) return;
       this.reconciler.off('sync', settle);
-      // 'last-resort': V8's memory-reducing collection (it compacts, and releases the pages it
-      // emptied); a plain gc() frees objects but leaves half-empty pages committed.
-      const gc = (globalThis as { gc?: (o?: object) => void }).gc;
-      if (typeof gc === 'function') setImmediate(() => gc({ type: 'major', execution: 'sync', flavor: 'last-resort' }));
+      setImmediate(() => {
+        releaseGarbage();
+        this.releaseStartupPages(true);
+      });
     };
     this.reconciler.on('sync', settle);
     this.metrics.declareFamilies(backends.map((b) => b.family));
@@ -181,7 +212,25 @@ export class Agent {
     }
     const { name } = await resolveBackend(config.backend, families, log, bopts);
     const backends = families.map((f) => createBackend(name, f, bopts));
-    return new Agent(config, name, backends, log, opts.proxy ?? true, tunnelPem);
+    const agent = new Agent(config, name, backends, log, opts.proxy ?? true, tunnelPem);
+    agent.releasePages = opts.releaseStartupPages ?? false;
+    return agent;
+  }
+
+  /**
+   * Unmaps the node executable's read-only pages (with `pageout`, first reclaims those only this
+   * process maps): start-up code an idle daemon does not run again. They fault back in when
+   * touched. Best effort: a failure is logged at debug level.
+   */
+  private releaseStartupPages(pageout: boolean): void {
+    if (!this.releasePages) return;
+    try {
+      const r = native().releaseExecutablePages(pageout);
+      const mib = (b: number) => Math.round((b / 1048576) * 10) / 10;
+      this.log.debug({ ...r }, `released ${mib(r.rssBefore - r.rssAfter)} MiB of the node executable's resident pages (${pageout ? 'after the first sync' : 'before the first table read'})`);
+    } catch (e) {
+      this.log.debug({ err: { message: (e as Error).message } }, `node executable's pages not released: ${(e as Error).message}`);
+    }
   }
 
   private makeDeriveConfig(): DeriveConfig {

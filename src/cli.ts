@@ -41,7 +41,8 @@ export function printReport(r: SyncReport, backend: string, out: (s: string) => 
 }
 
 async function run(config: AgentConfig, log: Logger): Promise<void> {
-  const agent = await Agent.create(config, { log });
+  // The daemon (not --once) releases its start-up pages of the node executable (agent.ts).
+  const agent = await Agent.create(config, { log, releaseStartupPages: !config.once });
   if (config.once) {
     const report = await agent.once();
     if (!report.ok) throw report.error ?? new EdgeMeshError('ESYNC', 'sync failed');

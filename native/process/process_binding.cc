@@ -1,6 +1,10 @@
-// Binding: reexec(path, argv[], env[]) (never returns on success) and mallocStats() -> numbers.
-// Both run on the JS thread: execve replaces the process, mallinfo2 only reads counters.
+// Binding: reexec(path, argv[], env[]) (never returns on success), mallocStats() -> numbers,
+// mallocTrim() -> boolean, releaseExecutablePages(pageout) -> figures, lowMemoryNotification().
+// The last is V8's own API (not Node-API): the addon is built against the node that runs it. All run on the JS thread:
+// execve replaces the process, mallinfo2 only reads counters, malloc_trim walks the arenas and
+// the release reads /proc/self/smaps and calls madvise (a millisecond or two each).
 #include <napi.h>
+#include <v8.h>
 
 #include "common/module_registry.h"
 #include "common/napi_util.h"
@@ -53,9 +57,40 @@ Napi::Value MallocStats(const Napi::CallbackInfo& info) {
   return o;
 }
 
+Napi::Value MallocTrim(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), edgemesh::TrimMalloc()); }
+
+// releaseExecutablePages(pageout: boolean) -> { mappings, pageout, rssBefore, rssAfter }
+Napi::Value ReleaseExecutablePages(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (edgemesh::TypeFail(env, info.Length() >= 1 && info[0].IsBoolean(), "releaseExecutablePages(pageout): pageout must be a boolean"))
+    return env.Undefined();
+  try {
+    const edgemesh::ReleaseResult r = edgemesh::ReleaseExecutablePages(info[0].As<Napi::Boolean>().Value());
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("mappings", r.mappings);
+    o.Set("pageout", r.pageout);
+    o.Set("rssBefore", static_cast<double>(r.rssBefore));
+    o.Set("rssAfter", static_cast<double>(r.rssAfter));
+    return o;
+  } catch (const edgemesh::SysError& e) {
+    edgemesh::ToJsError(env, e).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+}
+
+// V8's most thorough collection (what a heap snapshot or memory pressure triggers: every weak
+// cache cleared, compacting), which gc({flavor: 'last-resort'}) of Node 20's V8 does not reach.
+Napi::Value LowMemoryNotification(const Napi::CallbackInfo& info) {
+  v8::Isolate::GetCurrent()->LowMemoryNotification();
+  return info.Env().Undefined();
+}
+
 void Init(Napi::Env env, Napi::Object exports) {
   exports.Set("reexec", Napi::Function::New(env, Reexec, "reexec"));
   exports.Set("mallocStats", Napi::Function::New(env, MallocStats, "mallocStats"));
+  exports.Set("mallocTrim", Napi::Function::New(env, MallocTrim, "mallocTrim"));
+  exports.Set("lowMemoryNotification", Napi::Function::New(env, LowMemoryNotification, "lowMemoryNotification"));
+  exports.Set("releaseExecutablePages", Napi::Function::New(env, ReleaseExecutablePages, "releaseExecutablePages"));
 }
 
 }  // namespace

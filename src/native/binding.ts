@@ -517,8 +517,9 @@ export interface NativeProxyBinding {
   Proxy: new (config: NativeProxyConfig, onEvents: (events: NativeConnEvent[]) => void) => NativeProxy;
 }
 
-// ---- the process (re-exec, malloc statistics) ----
-// The addon's process part: re-executing the agent with V8 flags, and glibc's heap figures.
+// ---- the process (re-exec, malloc statistics and trim, memory release) ----
+// The addon's process part: re-executing the agent with V8 flags, glibc's heap figures and trim,
+// V8's low-memory collection, and the release of the node executable's start-up pages.
 
 export interface MallocStats {
   /** Bytes the arenas (every thread's) obtained from the kernel. */
@@ -531,10 +532,30 @@ export interface MallocStats {
   freeBytes: number;
 }
 
+export interface ExecutableRelease {
+  /** Mappings unmapped. */
+  mappings: number;
+  /** MADV_PAGEOUT was applied (false: not asked, or a kernel before 5.4). */
+  pageout: boolean;
+  rssBefore: number;
+  rssAfter: number;
+}
+
 export interface NativeProcessBinding {
   /** execve(2): replaces the process; returns only by throwing (code, errno, syscall "execve"). */
   reexec(path: string, argv: string[], env: string[]): never;
   mallocStats(): MallocStats;
+  /** malloc_trim(0): returns glibc's free memory to the kernel; true when some was released. */
+  mallocTrim(): boolean;
+  /** V8's low-memory collection (repeated full collections, weak caches cleared, compacting). */
+  lowMemoryNotification(): void;
+  /**
+   * Releases the node executable's resident read-only pages (code, constant data): with `pageout`
+   * first MADV_PAGEOUT (reclaims the pages only this process maps), then MADV_DONTNEED (unmaps the
+   * rest; they stay in the page cache). Pages fault back in when touched. rssBefore/rssAfter: the
+   * resident bytes of those mappings. Throws (code, errno, syscall) when madvise fails.
+   */
+  releaseExecutablePages(pageout: boolean): ExecutableRelease;
 }
 
 // ---- certificates (OpenSSL) ----

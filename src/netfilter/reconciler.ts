@@ -41,6 +41,12 @@ export interface ReconcilerOptions {
   orderCheckPeriodMs: number;
   /** The sources' generation, read just before desired(): a sync report names what it includes. */
   generation?: () => number;
+  /**
+   * Called once, just before the first sync that has something to write reads the tables: the
+   * agent returns the start-up garbage then, so that it does not add to the memory of the first
+   * table read (a failure is logged and ignored).
+   */
+  beforeFirstWrite?: () => void;
   /** Cap of the retry backoff after failures (default 30 s). */
   maxBackoffMs?: number;
   log?: Logger;
@@ -82,13 +88,14 @@ export class Reconciler extends EventEmitter<{ sync: [SyncReport] }> {
     consecutiveFailures: 0,
   };
 
-  private readonly opts: Required<Omit<ReconcilerOptions, 'log' | 'generation'>> & Pick<ReconcilerOptions, 'generation'> & { log: Logger };
+  private readonly opts: Required<Omit<ReconcilerOptions, 'log' | 'generation' | 'beforeFirstWrite'>> & Pick<ReconcilerOptions, 'generation' | 'beforeFirstWrite'> & { log: Logger };
   private running: Promise<SyncReport> | undefined;
   private pending: SyncReason | undefined;
   private timer: NodeJS.Timeout | undefined;
   private periodic: NodeJS.Timeout | undefined;
   private watchdog: NodeJS.Timeout | undefined;
   private watchdogBusy = false;
+  private beforeFirstWriteDone = false;
   private lastRunStart = -Infinity;
   private consecutiveFailures = 0;
   private stopped = true;
@@ -205,6 +212,14 @@ export class Reconciler extends EventEmitter<{ sync: [SyncReport] }> {
       return r;
     }
     this.stats.syncs++;
+    if (desired && !this.beforeFirstWriteDone) {
+      this.beforeFirstWriteDone = true;
+      try {
+        this.opts.beforeFirstWrite?.();
+      } catch (e) {
+        this.opts.log.warn({ err: { message: (e as Error).message } }, `before the first sync: ${(e as Error).message}`);
+      }
+    }
     const outcomes: SyncOutcome[] = [];
     try {
       if (desiredError !== undefined || !desired) throw desiredError;

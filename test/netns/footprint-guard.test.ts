@@ -38,12 +38,12 @@ describeNetns('footprint guard', () => {
       dir.write(`s${f}.yaml`, docs.join('---\n'));
     }
     const agent = startAgent(ns, ['run', '--backend', 'iptables-legacy', '--services-dir', dir.path, '--metrics-addr', METRICS, '--healthz-addr', 'off'], {
-      NODE_OPTIONS: '--expose-gc --max-semi-space-size=1',
+      NODE_OPTIONS: '--expose-gc --max-semi-space-size=1', ...(process.env.NOREL ? { NOREL: '1' } : {}),
     });
     try {
       await agent.waitFor((l) => /sync \(initial\) wrote/.test(String(l.msg)), 30_000, 'first sync');
       // The collection runs on the next turn of the event loop after the sync.
-      await new Promise((r) => setTimeout(r, 1000));
+      await new Promise((r) => setTimeout(r, Number(process.env.WAITMS ?? 1000)));
       const text = (await ns.run('curl', ['-s', '--max-time', '5', `http://${METRICS}/metrics`])).stdout;
       const line = text.split('\n').find((l) => l.startsWith('nodejs_heap_size_used_bytes '));
       expect(line, 'nodejs_heap_size_used_bytes in /metrics').toBeDefined();

@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { dirname, resolve } from 'node:path';
 
 const dist = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'dist', 'src');
-const { parseManifests } = await import(`${dist}/sources/manifests.js`);
+const { parseManifests } = await import(`${dist}/cluster/manifests.js`);
 const { loadConfig } = await import(`${dist}/config.js`);
 const { ConfigError } = await import(`${dist}/errors.js`);
 

@@ -52,6 +52,40 @@ describe('Reconciler', () => {
     expect(reports[2]!.reason).toBe('event');
   });
 
+  it('beforeFirstWrite runs once, after the sources listed and before the first table read; its failure is logged, the sync goes on', async () => {
+    const t = new MemoryTable();
+    let desired: Map<Family, DesiredRuleSet> | undefined;
+    const calls: number[] = [];
+    const warnings: string[] = [];
+    const log = { debug: () => undefined, info: () => undefined, warn: (_: object, m?: string) => warnings.push(String(m)), error: () => undefined };
+    rec = new Reconciler({
+      backends: [new IptablesNatBackend(t)],
+      desired: () => desired,
+      minSyncPeriodMs: 10,
+      syncPeriodMs: 60_000,
+      orderCheckPeriodMs: 60_000,
+      log,
+      beforeFirstWrite: () => {
+        calls.push(t.reads);
+        throw new Error('no addon');
+      },
+    });
+    const reports: SyncReport[] = [];
+    rec.on('sync', (r) => reports.push(r));
+    rec.start();
+    await until(() => reports.length === 1);
+    expect(calls).toEqual([]); // nothing listed yet: not called
+    desired = set(['10.0.0.1']);
+    rec.requestSync('event');
+    await until(() => t.commits === 1);
+    desired = set(['10.0.0.1', '10.0.0.2']);
+    rec.requestSync('event');
+    await until(() => t.commits === 2);
+    expect(calls).toEqual([0]); // once, before the table was first read
+    expect(warnings).toEqual(['before the first sync: no addon']);
+    expect(reports.filter((r) => !r.skipped).every((r) => r.ok)).toBe(true);
+  });
+
   it('coalesces a burst of events into at most one sync per min-sync-period', async () => {
     const t = new MemoryTable();
     let ips = ['10.0.0.1'];
