@@ -54,7 +54,7 @@ describe('Reconciler', () => {
 
   it('beforeFirstWrite runs once, after the sources listed and before the first table read; its failure is logged, the sync goes on', async () => {
     const t = new MemoryTable();
-    let desired: Map<Family, DesiredRuleSet> | undefined;
+    let desired: Partial<Record<Family, FamilyIntent>> | undefined;
     const calls: number[] = [];
     const warnings: string[] = [];
     const log = { debug: () => undefined, info: () => undefined, warn: (_: object, m?: string) => warnings.push(String(m)), error: () => undefined };
