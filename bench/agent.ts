@@ -122,7 +122,8 @@ export async function startAgent(ns: Netns, backend: BackendName, dir: ServicesD
       while ((nl = buf.indexOf('\n')) >= 0) {
         const line = buf.slice(0, nl);
         buf = buf.slice(nl + 1);
-        if (lines.length < 5000) lines.push(line);
+        lines.push(line);
+        if (lines.length > 5000) lines.shift();
         const t = performance.now();
         for (let w = waiters.length - 1; w >= 0; w--) {
           if (waiters[w]!.re.test(line)) {
@@ -150,7 +151,8 @@ export async function startAgent(ns: Netns, backend: BackendName, dir: ServicesD
         const timer = setTimeout(() => {
           const i = waiters.findIndex((w) => w.done === done);
           if (i >= 0) waiters.splice(i, 1);
-          reject(new Error(`agent ${backend}: no log line ${re} within ${timeoutMs} ms`));
+          const recent = lines.filter((l) => l.includes('sync')).slice(-6);
+          reject(new Error(`agent ${backend}: no log line ${re} within ${timeoutMs} ms; its last sync lines:\n${recent.join('\n')}`));
         }, timeoutMs);
         const done = (t: number) => {
           clearTimeout(timer);
@@ -223,6 +225,12 @@ export async function incrementalOnce(ns: Netns, agent: AgentProc, dir: Services
   throw new Error(`incremental change (${agent.backend}): rule for service ${i} not in the kernel within ${timeoutMs} ms`);
 }
 
+// The agent's log line of a sync that put our jump back in front. Usually the watchdog's own
+// ("sync (order)"); when the foreign write lands while a sync is between its read and its commit,
+// that sync's batch is refused (the generation changed), it plans again on the new table and the
+// repair is its own ("sync (change)"): the same repair, as early or earlier.
+const REPAIR_LINE = /"msg":"sync \([a-z]+\) wrote[^"]*order-repairs/;
+
 /**
  * Order repair: a foreign `iptables -I PREROUTING 1 ... -j KUBE-SERVICES`; ms from the foreign commit (first token
  * change) to our repair (the next token change after which our jump is rule 1 again).
@@ -238,7 +246,7 @@ export async function orderRepairOnce(ns: Netns, agent: AgentProc, timeoutMs = 1
   // A jump to a chain that DNATs Service traffic: only those are repaired (a foreign rule of
   // another kind may stay above ours: the ordering policy).
   const foreign = ['-w', '-t', 'nat', '-I', 'PREROUTING', '1', '-p', 'udp', '--dport', '9', '-m', 'comment', '--comment', 'foreign bench rule', '-j', 'KUBE-SERVICES'];
-  const repaired = agent.nextLine(/"msg":"sync \(order\) wrote[^"]*order-repairs/, timeoutMs);
+  const repaired = agent.nextLine(REPAIR_LINE, timeoutMs);
   repaired.catch(() => undefined);
   const tc = performance.now();
   let cmdDone = NaN;
@@ -279,7 +287,7 @@ export async function sameSizeRepairOnce(ns: Netns, agent: AgentProc, timeoutMs 
   try {
     const base = await token();
     const jump = '-m comment --comment "kubernetes service portals" -j KUBE-SERVICES';
-    const repaired = agent.nextLine(/"msg":"sync \(order\) wrote[^"]*order-repairs/, timeoutMs);
+    const repaired = agent.nextLine(REPAIR_LINE, timeoutMs);
     repaired.catch(() => undefined);
     const tc = performance.now();
     const cmd = ns.run(restore, ['-w', '--noflush'], { input: `*nat\n-D PREROUTING ${jump}\n-I PREROUTING 1 ${jump}\nCOMMIT\n`, timeoutMs: 60_000 });
